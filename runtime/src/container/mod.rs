@@ -1,0 +1,12 @@
+//! Containers: what one is made of on disk ([`record`]), how it becomes an OCI bundle
+//! ([`spec`]), the security defaults it gets ([`security`]), and look-ups inside its
+//! root filesystem that must never leave it ([`rootfs`]).
+
+pub mod record;
+pub mod rootfs;
+pub mod security;
+pub mod spec;
+
+pub use record::{
+    ContainerConfig, ContainerRecord, ContainerState, ExitInfo, Paths, RestartPolicy, Status,
+};

@@ -1,0 +1,248 @@
+//! Turns a [`RunSpec`] (what the agent decided) and the resolved user into the OCI
+//! runtime `config.json` that libcontainer runs, with Docker's defaults: its capability
+//! set, seccomp profile, masked and read-only /proc and /sys paths, and a private
+//! pid/ipc/uts/mount/net namespace.
+
+use super::rootfs::User;
+use super::security;
+use oci_spec::runtime::{Capability, Spec};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// A file or directory bind-mounted into the container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub readonly: bool,
+}
+
+/// How the container's network namespace is made.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "path")]
+pub enum NetworkNamespace {
+    /// A new, empty namespace (loopback only).
+    #[default]
+    New,
+    /// The host's namespace.
+    Host,
+    /// Join an existing namespace (a bind-mounted nsfs file).
+    Join(PathBuf),
+}
+
+/// Everything one run of a container needs, as the agent hands it to the shim.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub id: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub hostname: String,
+    pub domainname: String,
+    pub read_only: bool,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    pub seccomp_unconfined: bool,
+    pub network: NetworkNamespace,
+    /// cgroupfs path relative to each hierarchy's root, e.g. `/skiff/<id>`.
+    pub cgroups_path: String,
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub rootfs: PathBuf,
+    pub bundle: PathBuf,
+    pub mounts: Vec<BindMount>,
+    pub log_path: PathBuf,
+    pub exit_path: PathBuf,
+    pub socket_path: PathBuf,
+    /// libcontainer's state directory (shared by all containers of one agent).
+    pub runtime_root: PathBuf,
+    /// Wait for the first attach connection before starting the process.
+    pub wait_attach: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(transparent)]
+    Security(#[from] security::SecurityError),
+    #[error("building OCI spec: {0}")]
+    Invalid(String),
+}
+
+fn cap_names(caps: &[Capability]) -> Vec<String> {
+    caps.iter()
+        .filter_map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(String::from)))
+        .collect()
+}
+
+/// Builds the OCI spec for `run` with `user` resolved inside the rootfs.
+pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
+    let caps = if run.privileged {
+        security::all_capabilities()
+    } else {
+        security::apply_cap_changes(security::default_capabilities(), &run.cap_add, &run.cap_drop)?
+    };
+    let names = cap_names(&caps);
+    // A non-root user keeps no effective capabilities, as with Docker.
+    let effective = if user.uid == 0 { names.clone() } else { vec![] };
+    let mut env = run.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.push(format!("HOSTNAME={}", run.hostname));
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    if run.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    let sys_ro = !run.privileged;
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if sys_ro { "ro" } else { "rw" }]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if sys_ro { "ro" } else { "rw" }]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+    ];
+    for m in &run.mounts {
+        mounts.push(json!({
+            "destination": m.destination,
+            "type": "bind",
+            "source": m.source,
+            "options": ["rbind", "rprivate", if m.readonly { "ro" } else { "rw" }],
+        }));
+    }
+    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    match &run.network {
+        NetworkNamespace::New => namespaces.push(json!({"type": "network"})),
+        NetworkNamespace::Host => {}
+        NetworkNamespace::Join(p) => namespaces.push(json!({"type": "network", "path": p})),
+    }
+    let mut devices = vec![json!({"allow": false, "access": "rwm"})];
+    devices.extend(default_device_rules(run.privileged));
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": run.cgroups_path,
+        "resources": {"devices": devices},
+    });
+    if !run.privileged {
+        linux["maskedPaths"] = json!(security::masked_paths());
+        linux["readonlyPaths"] = json!(security::readonly_paths());
+        if !run.seccomp_unconfined {
+            let seccomp = security::default_seccomp(&caps);
+            linux["seccomp"] = serde_json::to_value(seccomp).map_err(|e| SpecError::Invalid(e.to_string()))?;
+        }
+    }
+    let mut process = json!({
+        "terminal": run.tty,
+        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
+        "args": run.args,
+        "env": env,
+        "cwd": if run.cwd.is_empty() { "/" } else { run.cwd.as_str() },
+        "capabilities": {
+            "bounding": names,
+            "permitted": names,
+            "inheritable": [],
+            "effective": effective,
+        },
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
+        "noNewPrivileges": run.no_new_privileges,
+    });
+    if run.tty {
+        process["consoleSize"] = json!({"height": 24, "width": 80});
+    }
+    let doc = json!({
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": run.rootfs, "readonly": run.read_only},
+        "hostname": run.hostname,
+        "domainname": run.domainname,
+        "mounts": mounts,
+        "linux": linux,
+    });
+    serde_json::from_value(doc).map_err(|e| SpecError::Invalid(e.to_string()))
+}
+
+/// Device cgroup rules: Docker's allow-list (null, zero, full, tty, urandom, random,
+/// ptmx, pts) or everything for `--privileged`.
+fn default_device_rules(privileged: bool) -> Vec<serde_json::Value> {
+    if privileged {
+        return vec![json!({"allow": true, "access": "rwm"})];
+    }
+    let c = |major: i64, minor: i64| json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"});
+    vec![
+        c(1, 3),   // null
+        c(1, 5),   // zero
+        c(1, 7),   // full
+        c(5, 0),   // tty
+        c(1, 9),   // urandom
+        c(1, 8),   // random
+        c(5, 1),   // console
+        c(5, 2),   // ptmx
+        json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}), // pts
+        json!({"allow": false, "type": "c", "major": 10, "minor": 229, "access": "rwm"}), // fuse
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> RunSpec {
+        RunSpec {
+            id: "abc".into(),
+            args: vec!["sh".into()],
+            hostname: "abc".into(),
+            cgroups_path: "/skiff/abc".into(),
+            rootfs: "/tmp/rootfs".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_dockers() {
+        let s = oci_spec(&run(), &User { home: "/root".into(), ..Default::default() }).expect("spec");
+        let v = serde_json::to_value(&s).expect("json");
+        let bounding = v["process"]["capabilities"]["bounding"].as_array().expect("caps");
+        assert_eq!(bounding.len(), 14);
+        assert!(bounding.contains(&json!("CAP_NET_RAW")));
+        assert!(!bounding.contains(&json!("CAP_SYS_ADMIN")));
+        assert!(v["linux"]["seccomp"].is_object());
+        assert!(v["linux"]["maskedPaths"].as_array().expect("masked").contains(&json!("/proc/kcore")));
+        let ns: Vec<_> = v["linux"]["namespaces"].as_array().expect("ns").iter().map(|n| n["type"].clone()).collect();
+        for t in ["pid", "ipc", "uts", "mount", "network"] {
+            assert!(ns.contains(&json!(t)), "missing {t} namespace");
+        }
+        let env = v["process"]["env"].as_array().expect("env");
+        assert!(env.contains(&json!("HOSTNAME=abc")));
+        assert!(env.contains(&json!("HOME=/root")));
+    }
+
+    #[test]
+    fn privileged_drops_confinement() {
+        let mut r = run();
+        r.privileged = true;
+        let v = serde_json::to_value(oci_spec(&r, &User::default()).expect("spec")).expect("json");
+        assert!(v["linux"].get("seccomp").is_none() || v["linux"]["seccomp"].is_null());
+        assert!(v["process"]["capabilities"]["bounding"].as_array().expect("caps").contains(&json!("CAP_SYS_ADMIN")));
+    }
+
+    #[test]
+    fn non_root_user_has_no_effective_caps_and_host_network_has_no_netns() {
+        let mut r = run();
+        r.network = NetworkNamespace::Host;
+        let v = serde_json::to_value(oci_spec(&r, &User { uid: 33, gid: 33, ..Default::default() }).expect("spec")).expect("json");
+        assert_eq!(v["process"]["capabilities"]["effective"], json!([]));
+        assert!(!v["linux"]["namespaces"].as_array().expect("ns").iter().any(|n| n["type"] == "network"));
+    }
+}

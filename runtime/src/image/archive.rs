@@ -1,0 +1,294 @@
+//! `skiff load`: reads `docker save` archives (legacy `manifest.json` layout, and the
+//! OCI-layout archives Docker 25+ writes) and plain OCI image-layout archives.
+//!
+//! The archive is read in one pass: every regular file that is not a small metadata
+//! document streams straight into the blob store (its digest computed on the way, and
+//! checked against its name where the name is a digest). Nothing is extracted to a
+//! directory, so hostile paths inside the archive have nowhere to land. Layer contents
+//! are verified against the config's diff IDs when unpacked.
+
+use super::reference::Reference;
+use super::store::ImageStore;
+use super::{ImageError, MEDIA_OCI_INDEX};
+use crate::digest::Digest;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::io::Read;
+
+const MAX_METADATA: u64 = 4 << 20;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: Option<String>,
+    digest: String,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexDoc {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+/// Normalises an archive member name; `None` for names that try to climb out.
+fn clean(name: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn digest_from_name(name: &str) -> Option<Digest> {
+    let base = name.rsplit('/').next()?;
+    let hex = base.strip_suffix(".json").unwrap_or(base);
+    if name.starts_with("blobs/sha256/") || name.ends_with(".json") {
+        Digest::parse(&format!("sha256:{hex}")).ok()
+    } else {
+        None
+    }
+}
+
+/// Loads every image in the archive; returns what was loaded, as Docker prints it
+/// ("Loaded image: busybox:latest" / "Loaded image ID: sha256:...").
+pub fn load(store: &ImageStore, reader: impl Read) -> Result<Vec<String>, ImageError> {
+    let _ingest = store.ingest_guard()?;
+    let mut archive = tar::Archive::new(reader);
+    let mut blobs: HashMap<String, Digest> = HashMap::new();
+    let mut links: HashMap<String, String> = HashMap::new();
+    let mut docs: HashMap<String, Vec<u8>> = HashMap::new();
+    let entries = archive
+        .entries()
+        .map_err(|e| ImageError::BadArchive(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| ImageError::BadArchive(e.to_string()))?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).to_string();
+        let Some(name) = clean(&raw) else {
+            return Err(ImageError::BadArchive(format!("member {raw:?} points outside the archive")));
+        };
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).to_string())
+                .unwrap_or_default();
+            let joined = if kind.is_symlink() {
+                match name.rsplit_once('/') {
+                    Some((dir, _)) => format!("{dir}/{target}"),
+                    None => target,
+                }
+            } else {
+                target
+            };
+            if let Some(t) = clean(&joined) {
+                links.insert(name, t);
+            }
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        let is_doc = matches!(name.as_str(), "manifest.json" | "index.json" | "repositories" | "oci-layout");
+        if is_doc {
+            let mut buf = Vec::new();
+            (&mut entry)
+                .take(MAX_METADATA + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| ImageError::BadArchive(format!("{name}: {e}")))?;
+            if buf.len() as u64 > MAX_METADATA {
+                return Err(ImageError::BadArchive(format!("{name} is larger than {MAX_METADATA} bytes")));
+            }
+            docs.insert(name, buf);
+        } else {
+            let expected = digest_from_name(&name);
+            let (d, _) = store.put_blob(&mut entry, expected.as_ref()).map_err(|e| match e {
+                ImageError::DigestMismatch { expected, actual } => ImageError::BadArchive(format!(
+                    "{name}: content digest {actual} does not match its name {expected}"
+                )),
+                e => e,
+            })?;
+            blobs.insert(name, d);
+        }
+    }
+    let lookup = |name: &str| -> Result<Digest, ImageError> {
+        let mut n = clean(name).unwrap_or_default();
+        for _ in 0..8 {
+            if let Some(d) = blobs.get(&n) {
+                return Ok(d.clone());
+            }
+            match links.get(&n) {
+                Some(t) => n = t.clone(),
+                None => break,
+            }
+        }
+        Err(ImageError::BadArchive(format!("archive does not contain {name:?}")))
+    };
+
+    let mut loaded = Vec::new();
+    if let Some(raw) = docs.get("manifest.json") {
+        let entries: Vec<DockerManifestEntry> =
+            serde_json::from_slice(raw).map_err(|e| ImageError::BadArchive(format!("manifest.json: {e}")))?;
+        for m in entries {
+            let config = lookup(&m.config)?;
+            let layers = m
+                .layers
+                .iter()
+                .map(|l| Ok((lookup(l)?, layer_media_type(store, &lookup(l)?))))
+                .collect::<Result<Vec<_>, ImageError>>()?;
+            let tags = m
+                .repo_tags
+                .unwrap_or_default()
+                .iter()
+                .map(|t| Reference::parse(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let id = store.commit_image(&config, layers, &tags, None)?;
+            report(&mut loaded, &tags, &id);
+        }
+    } else if let Some(raw) = docs.get("index.json") {
+        let index: IndexDoc =
+            serde_json::from_slice(raw).map_err(|e| ImageError::BadArchive(format!("index.json: {e}")))?;
+        for desc in &index.manifests {
+            let tag = desc
+                .annotations
+                .get("io.containerd.image.name")
+                .or_else(|| desc.annotations.get("org.opencontainers.image.ref.name"))
+                .cloned();
+            let id = load_oci_manifest(store, &lookup, &desc.digest, desc.media_type.as_deref(), tag.as_deref(), 0)?;
+            let tags: Vec<Reference> = tag
+                .and_then(|t| full_ref(&t))
+                .into_iter()
+                .collect();
+            report(&mut loaded, &tags, &id);
+        }
+    } else {
+        return Err(ImageError::BadArchive(
+            "neither manifest.json (docker save) nor index.json (OCI layout) found".into(),
+        ));
+    }
+    Ok(loaded)
+}
+
+fn report(loaded: &mut Vec<String>, tags: &[Reference], id: &Digest) {
+    if tags.is_empty() {
+        loaded.push(format!("Loaded image ID: {id}"));
+    }
+    for t in tags {
+        loaded.push(format!("Loaded image: {t}"));
+    }
+}
+
+/// A `ref.name` annotation may be a full reference or only a tag.
+fn full_ref(t: &str) -> Option<Reference> {
+    if t.contains('/') || t.contains(':') {
+        Reference::parse(t).ok()
+    } else {
+        None
+    }
+}
+
+fn layer_media_type(store: &ImageStore, d: &Digest) -> String {
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(store.blob_path(d))
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    match crate::snapshot::unpack::detect_compression(&head[..n]) {
+        crate::snapshot::unpack::Compression::Gzip => super::MEDIA_LAYER_GZIP.into(),
+        crate::snapshot::unpack::Compression::Zstd => super::MEDIA_LAYER_ZSTD.into(),
+        crate::snapshot::unpack::Compression::None => super::MEDIA_LAYER_TAR.into(),
+    }
+}
+
+fn load_oci_manifest(
+    store: &ImageStore,
+    lookup: &dyn Fn(&str) -> Result<Digest, ImageError>,
+    digest: &str,
+    media_type: Option<&str>,
+    tag: Option<&str>,
+    depth: u32,
+) -> Result<Digest, ImageError> {
+    if depth > 4 {
+        return Err(ImageError::BadArchive("image indexes nested too deeply".into()));
+    }
+    let d = Digest::parse(digest).map_err(|e| ImageError::BadArchive(e.to_string()))?;
+    let blob = lookup(&format!("blobs/sha256/{}", d.hex()))?;
+    let raw = store.read_blob(&blob, MAX_METADATA as usize)?;
+    let doc: IndexDoc = serde_json::from_slice(&raw).map_err(|e| ImageError::BadArchive(format!("{digest}: {e}")))?;
+    let declared = doc.media_type.as_deref().or(media_type).unwrap_or_default();
+    let is_index = !doc.manifests.is_empty();
+    if is_index != (declared == MEDIA_OCI_INDEX || declared == super::MEDIA_DOCKER_LIST) && !declared.is_empty() {
+        return Err(ImageError::BadArchive(format!(
+            "{digest}: media type {declared} does not match its content"
+        )));
+    }
+    if is_index {
+        // Pick the host's platform.
+        let arch = super::config::host_architecture();
+        let chosen = raw_platform_pick(&raw, arch)
+            .or_else(|| (doc.manifests.len() == 1).then(|| doc.manifests[0].digest.clone()))
+            .ok_or_else(|| ImageError::BadArchive(format!("{digest}: no manifest for linux/{arch}")))?;
+        return load_oci_manifest(store, lookup, &chosen, None, tag, depth + 1);
+    }
+    let config = doc
+        .config
+        .ok_or_else(|| ImageError::BadArchive(format!("{digest}: manifest without config")))?;
+    let config_d = lookup(&format!(
+        "blobs/sha256/{}",
+        Digest::parse(&config.digest).map_err(|e| ImageError::BadArchive(e.to_string()))?.hex()
+    ))?;
+    let mut layers = Vec::new();
+    for l in doc.layers {
+        let ld = Digest::parse(&l.digest).map_err(|e| ImageError::BadArchive(e.to_string()))?;
+        let got = lookup(&format!("blobs/sha256/{}", ld.hex()))?;
+        layers.push((got, l.media_type.unwrap_or_else(|| super::MEDIA_LAYER_GZIP.into())));
+    }
+    let tags: Vec<Reference> = tag.and_then(full_ref).into_iter().collect();
+    let repo_digest = tags.first().map(|t| format!("{}@{}", t.familiar_name(), d));
+    store.commit_image(&config_d, layers, &tags, repo_digest)
+}
+
+/// Finds the manifest for linux/`arch` in an index document.
+fn raw_platform_pick(raw: &[u8], arch: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    v.get("manifests")?.as_array()?.iter().find_map(|m| {
+        let p = m.get("platform")?;
+        (p.get("os")?.as_str()? == "linux" && p.get("architecture")?.as_str()? == arch)
+            .then(|| m.get("digest")?.as_str().map(String::from))
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_refuses_escapes() {
+        assert_eq!(clean("./a/b").as_deref(), Some("a/b"));
+        assert_eq!(clean("a/../b").as_deref(), Some("b"));
+        assert_eq!(clean("../x"), None);
+    }
+}
