@@ -1,1 +1,135 @@
-fn main() {}
+//! The `skiff` binary: the CLI, plus the `agent` and (hidden) `shim` entry points.
+//! Commands only parse flags, call the agent over gRPC and print; no daemon logic
+//! lives here.
+
+mod cli;
+mod client;
+mod commands;
+mod output;
+#[allow(dead_code)]
+mod template;
+
+use clap::Parser;
+use cli::{Cli, Command, ContainerCommand, ImageCommand};
+use commands::{containers, images, system};
+
+fn init_tracing(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The shim logs to a private duplicate of its stderr (the shim log file): the
+/// container's init process inherits the subscriber, and its fd 2 becomes the
+/// container's stderr, where runtime diagnostics must not appear.
+fn init_shim_tracing(level: &str) {
+    use std::os::fd::AsFd;
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => {
+            let file = std::sync::Mutex::new(std::fs::File::from(fd));
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(file).init();
+        }
+        Err(_) => tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::sink).init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // The shim runs single-threaded until libcontainer has forked: no runtime here.
+    if let Command::Shim(a) = &cli.command {
+        init_shim_tracing(&cli.log_level);
+        let code = match &a.exec {
+            Some(e) => skiff_runtime::shim::exec::main(&a.task, e),
+            None => skiff_runtime::shim::init::main(&a.task),
+        };
+        std::process::exit(code);
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: starting runtime: {e}");
+            std::process::exit(125);
+        }
+    };
+    let code = rt.block_on(dispatch(cli));
+    // Do not wait for stdin reader threads blocked on a terminal.
+    rt.shutdown_background();
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let result = run(cli).await;
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(x) = e.downcast_ref::<client::Exit>() {
+                eprintln!("{}", x.message);
+                x.code
+            } else {
+                eprintln!("Error: {e:#}");
+                125
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Agent(a) = &cli.command {
+        init_tracing(&cli.log_level, &cli.log_format);
+        return agent(&cli.host, a).await;
+    }
+    let mut c = client::connect(&cli.host).await?;
+    let c = &mut c;
+    match &cli.command {
+        Command::Agent(_) | Command::Shim(_) => Ok(0),
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => containers::run(c, a).await,
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+            println!("{}", containers::create(c, a).await?);
+            Ok(0)
+        }
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => containers::start(c, a).await,
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => containers::stop(c, a, false).await,
+        Command::Restart(a) => containers::stop(c, a, true).await,
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => containers::kill(c, a).await,
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => containers::rm(c, a).await,
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => containers::ps(c, a).await,
+        Command::Exec(a) => containers::exec(c, a).await,
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => containers::logs(c, a).await,
+        Command::Attach(a) => containers::attach(c, a).await,
+        Command::Wait(a) => containers::wait(c, a).await,
+        Command::Top(a) => containers::top(c, a).await,
+        Command::Rename(a) => containers::rename(c, a).await,
+        Command::Inspect(a) => containers::inspect(c, a, None).await,
+        Command::Container(ContainerCommand::Inspect(a)) => containers::inspect(c, a, Some("container")).await,
+        Command::Image(ImageCommand::Inspect(a)) => containers::inspect(c, a, Some("image")).await,
+        Command::Events(a) => system::events(c, a).await,
+        Command::Info(a) => system::info(c, a).await,
+        Command::Version(a) => system::version(c, a).await,
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::images(c, a).await,
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => images::import(c, a).await,
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(c, a).await,
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(c, a).await,
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(c, a).await,
+    }
+}
+
+async fn agent(host: &str, a: &cli::AgentArgs) -> anyhow::Result<i32> {
+    use skiff_agent::config::{self, AgentConfig, FileConfig};
+    let explicit = a.config.is_some();
+    let path = a.config.clone().unwrap_or_else(|| config::DEFAULT_CONFIG.into());
+    let file = FileConfig::load(&path, explicit)?;
+    let root = if a.root.as_os_str() != config::DEFAULT_ROOT { a.root.clone() } else { file.root.unwrap_or(a.root.clone()) };
+    let exec_root =
+        if a.exec_root.as_os_str() != config::DEFAULT_EXEC_ROOT { a.exec_root.clone() } else { file.exec_root.unwrap_or(a.exec_root.clone()) };
+    let host = if host != config::DEFAULT_HOST { host.to_string() } else { file.host.unwrap_or(host.to_string()) };
+    let socket = config::socket_path(&host)?;
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let cfg = AgentConfig::new(root, exec_root, socket, a.cgroup_parent.clone().or(file.cgroup_parent), exe);
+    skiff_agent::run(cfg).await?;
+    Ok(0)
+}

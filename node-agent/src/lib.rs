@@ -1,1 +1,95 @@
+//! `skiff agent`: the per-host daemon.
+//!
+//! Map of the crate:
+//! - [`config`]: flags + `/etc/skiff/agent.yaml` → [`config::AgentConfig`];
+//! - [`containers`]: every container this host runs, its lifecycle and its shim;
+//! - [`server`]: the Engine gRPC API on the local unix socket;
+//! - [`events`], [`logs`], [`inspect`], [`sysinfo`]: what the API reports;
+//! - [`error`]: error kinds that survive the gRPC hop.
+//!
+//! The agent owns no container process: shims do (see `skiff_runtime::shim`), so the
+//! agent can be killed and restarted without disturbing what runs.
 
+pub mod config;
+pub mod containers;
+pub mod error;
+pub mod events;
+pub mod humanize;
+pub mod inspect;
+pub mod logs;
+pub mod names;
+pub mod server;
+pub mod sysinfo;
+
+use config::AgentConfig;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("another agent is already listening on {0}")]
+    AlreadyRunning(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error(transparent)]
+    Image(#[from] skiff_runtime::image::ImageError),
+    #[error(transparent)]
+    Agent(#[from] error::AgentError),
+    #[error("serving the API: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// Keeps the kernel's OOM killer away from the agent before it reaches containers.
+fn protect_from_oom() {
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-500") {
+        tracing::warn!(error = %e, "could not lower the agent's oom_score_adj");
+    }
+}
+
+/// Runs the agent until SIGINT/SIGTERM. Containers keep running after it returns.
+pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
+    protect_from_oom();
+    skiff_runtime::fsutil::create_dir_mode(&cfg.root, 0o700).map_err(io(format!("creating {}", cfg.root.display())))?;
+    skiff_runtime::fsutil::create_dir_mode(&cfg.exec_root, 0o700)
+        .map_err(io(format!("creating {}", cfg.exec_root.display())))?;
+    if let Some(dir) = cfg.socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    let images = Arc::new(skiff_runtime::image::ImageStore::open(&cfg.root)?);
+    let events = Arc::new(events::EventBus::default());
+    let containers = containers::Containers::new(cfg.clone(), images.clone(), events.clone());
+    containers.restore().await?;
+
+    if tokio::net::UnixStream::connect(&cfg.socket).await.is_ok() {
+        return Err(StartError::AlreadyRunning(cfg.socket.display().to_string()));
+    }
+    let _ = std::fs::remove_file(&cfg.socket);
+    let listener = tokio::net::UnixListener::bind(&cfg.socket).map_err(io(format!("binding {}", cfg.socket.display())))?;
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o660)).map_err(io("chmod socket"))?;
+    tracing::info!(socket = %cfg.socket.display(), root = %cfg.root.display(), "agent listening");
+
+    let service = server::EngineService { containers, images, events };
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down; containers keep running");
+    };
+    tonic::transport::Server::builder()
+        .add_service(skiff_proto::engine::engine_server::EngineServer::new(service).max_decoding_message_size(64 << 20))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    let _ = std::fs::remove_file(&cfg.socket);
+    Ok(())
+}

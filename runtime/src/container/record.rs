@@ -235,9 +235,23 @@ impl Paths {
     pub fn task(&self) -> PathBuf {
         self.exec_dir.join("task.json")
     }
-    /// The shim's attach/control socket.
+    /// The shim's attach/control socket. Sockets live in a flat `<exec-root>/s/` with
+    /// short names: a unix socket path must fit in 108 bytes.
     pub fn socket(&self) -> PathBuf {
-        self.exec_dir.join("shim.sock")
+        self.socket_dir().join(format!("{}.sock", &self.id()[..16.min(self.id().len())]))
+    }
+
+    /// The socket of one exec.
+    pub fn exec_socket(&self, exec_id: &str) -> PathBuf {
+        self.socket_dir().join(format!("{}-{}.sock", &self.id()[..16.min(self.id().len())], &exec_id[..12.min(exec_id.len())]))
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.exec_dir.parent().and_then(|p| p.parent()).map(|p| p.join("s")).unwrap_or_else(|| self.exec_dir.clone())
+    }
+
+    fn id(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
     pub fn shim_log(&self) -> PathBuf {
         self.exec_dir.join("shim.log")

@@ -155,9 +155,12 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
             "inheritable": [],
             "effective": effective,
         },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
-        "noNewPrivileges": run.no_new_privileges,
     });
+    // libcontainer loads seccomp before dropping capabilities only when
+    // noNewPrivileges is absent (not merely false), so it is set only when true.
+    if run.no_new_privileges {
+        process["noNewPrivileges"] = json!(true);
+    }
     if run.tty {
         process["consoleSize"] = json!({"height": 24, "width": 80});
     }

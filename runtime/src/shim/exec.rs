@@ -58,7 +58,13 @@ pub fn main(task: &Path, exec: &Path) -> i32 {
                 }
                 let Ok(listener) = tokio::net::UnixListener::from_std(listener) else { return };
                 report(&Report { pid: pid.as_raw(), ..Default::default() });
-                relay::run(pid, stdio, listener, None::<LogWriter>, None, |_| String::new()).await;
+                // The process is already running: hold its output (in the pipe or pty)
+                // until the agent's client is connected, so nothing is lost.
+                let first = tokio::time::timeout(std::time::Duration::from_secs(30), relay::accept_hello(&listener))
+                    .await
+                    .ok()
+                    .flatten();
+                relay::run(pid, stdio, listener, None::<LogWriter>, first, |_| String::new()).await;
             });
             let _ = fs::remove_file(&ex.socket_path);
             0
@@ -109,8 +115,12 @@ fn start(run: &RunSpec, ex: &ExecSpec, exec_file: &Path) -> Result<Started, Shim
         "env": env,
         "cwd": cwd,
         "capabilities": {"bounding": names, "permitted": names, "inheritable": [], "effective": effective},
-        "noNewPrivileges": run.no_new_privileges,
     });
+    let mut process = process;
+    // See spec.rs: noNewPrivileges must be absent, not false, for seccomp to load.
+    if run.no_new_privileges {
+        process["noNewPrivileges"] = json!(true);
+    }
     let process_path = exec_file.with_extension("process.json");
     fsutil::write_json_atomic(&process_path, &process).map_err(io("writing process.json"))?;
 

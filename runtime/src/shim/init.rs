@@ -203,8 +203,7 @@ fn serve(run: RunSpec, p: Prepared) {
 
 /// Accepts the attach client that asked for the start, and reads its Hello and Start.
 async fn accept_start(listener: &tokio::net::UnixListener) -> Option<(tokio::net::UnixStream, bool, bool)> {
-    let (mut conn, _) = listener.accept().await.ok()?;
-    let Ok(Some(Frame::Hello { stdin, output })) = read_frame(&mut conn).await else { return None };
+    let (mut conn, stdin, output) = relay::accept_hello(listener).await?;
     match read_frame(&mut conn).await {
         Ok(Some(Frame::Start)) => Some((conn, stdin, output)),
         _ => None,

@@ -78,6 +78,15 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> std::io::Result<()
     Ok(())
 }
 
+/// Accepts one client and reads its Hello: (connection, wants stdin, wants output).
+pub async fn accept_hello(listener: &UnixListener) -> Option<(UnixStream, bool, bool)> {
+    let (mut conn, _) = listener.accept().await.ok()?;
+    match read_frame(&mut conn).await {
+        Ok(Some(Frame::Hello { stdin, output })) => Some((conn, stdin, output)),
+        _ => None,
+    }
+}
+
 /// Runs until `pid` exits and its output is drained. `on_exit` runs after output is
 /// drained and before clients hear `Exit`, so state written there is visible to them.
 pub async fn run(

@@ -1,0 +1,133 @@
+//! Docker-shaped JSON documents for `inspect` and the `ps` status column.
+
+use crate::containers::Entry;
+use crate::humanize;
+use serde_json::{json, Value};
+use skiff_runtime::container::Status;
+use skiff_runtime::image::Image;
+
+fn rfc3339(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
+}
+
+/// `docker inspect` for a container.
+pub fn container(e: &Entry) -> Value {
+    let r = e.record();
+    let s = e.state();
+    let c = &r.config;
+    let exposed: serde_json::Map<String, Value> = c.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
+    json!({
+        "Id": r.id,
+        "Created": rfc3339(Some(r.created)),
+        "Path": r.path,
+        "Args": r.args,
+        "State": {
+            "Status": s.status.as_str(),
+            "Running": matches!(s.status, Status::Running | Status::Paused),
+            "Paused": s.status == Status::Paused,
+            "Restarting": s.status == Status::Restarting,
+            "OOMKilled": s.oom_killed,
+            "Dead": s.status == Status::Dead,
+            "Pid": s.pid,
+            "ExitCode": s.exit_code,
+            "Error": s.error,
+            "StartedAt": rfc3339(s.started_at),
+            "FinishedAt": rfc3339(s.finished_at),
+        },
+        "Image": r.image_id.to_string(),
+        "ResolvConfPath": e.paths.resolv_conf(),
+        "HostnamePath": e.paths.hostname(),
+        "HostsPath": e.paths.hosts(),
+        "LogPath": e.paths.log(),
+        "Name": format!("/{}", r.name),
+        "RestartCount": s.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "HostConfig": {
+            "NetworkMode": c.network_mode,
+            "RestartPolicy": {"Name": c.restart_policy.name, "MaximumRetryCount": c.restart_policy.maximum_retry_count},
+            "AutoRemove": c.auto_remove,
+            "CapAdd": c.cap_add,
+            "CapDrop": c.cap_drop,
+            "Privileged": c.privileged,
+            "ReadonlyRootfs": c.read_only,
+            "SecurityOpt": c.security_opt,
+        },
+        "GraphDriver": {
+            "Name": "overlay2",
+            "Data": {
+                "LowerDir": r.lowers.iter().map(|l| l.display().to_string()).collect::<Vec<_>>().join(":"),
+                "UpperDir": e.paths.upper(),
+                "WorkDir": e.paths.work(),
+                "MergedDir": e.paths.rootfs(),
+            },
+        },
+        "Mounts": [],
+        "Config": {
+            "Hostname": c.hostname,
+            "Domainname": c.domainname,
+            "User": c.user,
+            "AttachStdin": c.open_stdin,
+            "Tty": c.tty,
+            "OpenStdin": c.open_stdin,
+            "ExposedPorts": exposed,
+            "Env": c.env,
+            "Cmd": c.cmd,
+            "Image": c.image,
+            "WorkingDir": c.working_dir,
+            "Entrypoint": if c.entrypoint.is_empty() { Value::Null } else { json!(c.entrypoint) },
+            "Labels": c.labels,
+            "StopSignal": c.stop_signal,
+            "StopTimeout": c.stop_timeout,
+        },
+        "NetworkSettings": {
+            "Ports": {},
+            "Networks": {},
+        },
+    })
+}
+
+/// The STATUS column of `ps`.
+pub fn status_line(e: &Entry) -> String {
+    let s = e.state();
+    let now = chrono::Utc::now();
+    let since = |t: Option<chrono::DateTime<chrono::Utc>>| humanize::duration(t.map(|t| (now - t).num_seconds()).unwrap_or(0));
+    match s.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", since(s.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(s.started_at)),
+        Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, since(s.finished_at)),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Exited => format!("Exited ({}) {} ago", s.exit_code, since(s.finished_at)),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+/// The COMMAND column of `ps` (quoted, as Docker shows it).
+pub fn command_line(e: &Entry) -> String {
+    let r = e.record();
+    let mut parts = vec![r.path.clone()];
+    parts.extend(r.args.iter().cloned());
+    parts.join(" ")
+}
+
+/// `docker image inspect`.
+pub fn image(img: &Image, size: u64) -> Value {
+    let c = &img.config;
+    json!({
+        "Id": img.id().to_string(),
+        "RepoTags": img.repo_tags,
+        "RepoDigests": img.record.repo_digests,
+        "Created": c.created.clone().unwrap_or_default(),
+        "Architecture": c.architecture,
+        "Os": c.os,
+        "Size": size,
+        "Config": c.config,
+        "RootFS": {
+            "Type": c.rootfs.kind,
+            "Layers": c.rootfs.diff_ids,
+        },
+        "Metadata": {"LastTagTime": img.record.added},
+    })
+}

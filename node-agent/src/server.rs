@@ -1,0 +1,614 @@
+//! The agent's gRPC service: the Engine API on the local unix socket. Each handler is a
+//! thin translation between protobuf messages and [`Containers`] / the image store.
+
+use crate::containers::{Containers, CreateOptions};
+use crate::error::AgentError;
+use crate::events::{self, EventBus};
+use crate::{inspect, logs, sysinfo};
+use skiff_proto::engine::engine_server::Engine;
+use skiff_proto::engine::*;
+use skiff_runtime::container::{ContainerConfig, RestartPolicy as RtRestart};
+use skiff_runtime::image::{ImageStore, Reference};
+use skiff_runtime::shim::frame::{read_frame, write_frame, Frame};
+use std::io::Read;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct EngineService {
+    pub containers: Arc<Containers>,
+    pub images: Arc<ImageStore>,
+    pub events: Arc<EventBus>,
+}
+
+/// Adapts a stream of byte chunks into a blocking `Read` for the image code, which
+/// runs on the blocking pool.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> Status {
+    Status::internal(format!("worker failed: {e}"))
+}
+
+/// Pumps frames from a shim connection into attach output messages.
+fn relay_output(
+    mut rd: tokio::net::unix::OwnedReadHalf,
+    tx: mpsc::Sender<Result<AttachOutput, Status>>,
+    on_exit: impl std::future::Future<Output = Option<i32>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut code = None;
+        let mut error = String::new();
+        while let Ok(Some(f)) = read_frame(&mut rd).await {
+            let msg = match f {
+                Frame::Stdout(d) => AttachOutput { stream: 1, data: d, ..Default::default() },
+                Frame::Stderr(d) => AttachOutput { stream: 2, data: d, ..Default::default() },
+                Frame::Exit { code: c, error: e } => {
+                    code = Some(c);
+                    error = e;
+                    break;
+                }
+                _ => continue,
+            };
+            if tx.send(Ok(msg)).await.is_err() {
+                return;
+            }
+        }
+        let settled = on_exit.await;
+        let exit_code = code.or(settled).unwrap_or(255);
+        let _ = tx.send(Ok(AttachOutput { exited: true, exit_code, error, ..Default::default() })).await;
+    });
+}
+
+/// Pumps client input into frames on the shim connection.
+fn relay_input<T: Send + 'static>(
+    mut input: Streaming<T>,
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+    first: Vec<Frame>,
+    to_frames: fn(T) -> Vec<Frame>,
+) {
+    tokio::spawn(async move {
+        for f in first {
+            if write_frame(&mut wr, &f).await.is_err() {
+                return;
+            }
+        }
+        while let Ok(Some(m)) = input.message().await {
+            for f in to_frames(m) {
+                if write_frame(&mut wr, &f).await.is_err() {
+                    return;
+                }
+            }
+        }
+        // The client went away: keep the write half open so the shim does not see EOF
+        // as a detach of stdin it did not ask for; dropping it here is fine for pipes.
+    });
+}
+
+fn attach_frames(m: AttachInput) -> Vec<Frame> {
+    let mut v = Vec::new();
+    if !m.data.is_empty() {
+        v.push(Frame::Stdin(m.data));
+    }
+    if m.resize_width > 0 && m.resize_height > 0 {
+        v.push(Frame::Resize { width: m.resize_width as u16, height: m.resize_height as u16 });
+    }
+    if m.close_stdin {
+        v.push(Frame::CloseStdin);
+    }
+    v
+}
+
+fn exec_frames(m: ExecInput) -> Vec<Frame> {
+    attach_frames(AttachInput {
+        data: m.data,
+        close_stdin: m.close_stdin,
+        resize_width: m.resize_width,
+        resize_height: m.resize_height,
+        ..Default::default()
+    })
+}
+
+fn to_config(c: skiff_proto::engine::ContainerConfig) -> Result<ContainerConfig, AgentError> {
+    let restart_policy = match c.restart_policy {
+        Some(p) if !p.name.is_empty() => {
+            let s = if p.maximum_retry_count > 0 { format!("{}:{}", p.name, p.maximum_retry_count) } else { p.name };
+            RtRestart::parse(&s).map_err(AgentError::Invalid)?
+        }
+        _ => RtRestart { name: "no".into(), maximum_retry_count: 0 },
+    };
+    if c.auto_remove && restart_policy.name != "no" {
+        return Err(AgentError::Invalid("conflicting options: cannot specify both --restart and --rm".into()));
+    }
+    Ok(ContainerConfig {
+        image: c.image,
+        cmd: c.cmd,
+        entrypoint: c.entrypoint,
+        env: c.env,
+        working_dir: c.working_dir,
+        user: c.user,
+        hostname: c.hostname,
+        domainname: String::new(),
+        tty: c.tty,
+        open_stdin: c.open_stdin,
+        labels: c.labels.into_iter().collect(),
+        restart_policy,
+        auto_remove: c.auto_remove,
+        read_only: c.read_only,
+        privileged: c.privileged,
+        cap_add: c.cap_add,
+        cap_drop: c.cap_drop,
+        security_opt: c.security_opt,
+        network_mode: c.network_mode,
+        stop_signal: c.stop_signal,
+        stop_timeout: (c.stop_timeout >= 0).then_some(c.stop_timeout as u32),
+        exposed_ports: vec![],
+    })
+}
+
+#[tonic::async_trait]
+impl Engine for EngineService {
+    type EventsStream = RpcStream<Event>;
+    type ContainerAttachStream = RpcStream<AttachOutput>;
+    type ContainerLogsStream = RpcStream<LogChunk>;
+    type ContainerExecStream = RpcStream<AttachOutput>;
+
+    async fn version(&self, _: Request<Empty>) -> Result<Response<VersionInfo>, Status> {
+        Ok(Response::new(sysinfo::version()))
+    }
+
+    async fn info(&self, _: Request<Empty>) -> Result<Response<InfoResponse>, Status> {
+        let list = self.containers.list();
+        let running = list.iter().filter(|e| e.state().is_running()).count() as u32;
+        let images = self.images.list().map_err(AgentError::from)?.len() as u32;
+        Ok(Response::new(sysinfo::info(&self.containers.cfg, list.len() as u32, running, images)))
+    }
+
+    async fn events(&self, req: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        let req = req.into_inner();
+        let (past, mut rx) = self.events.subscribe(req.since_unix_nanos);
+        let (tx, out) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let until = req.until_unix_nanos;
+            for ev in past {
+                if until > 0 && ev.time_unix_nanos > until {
+                    return;
+                }
+                if events::matches(&ev, &req.filters) && tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            if until > 0 && until <= events::now_nanos() {
+                return;
+            }
+            loop {
+                let next = if until > 0 {
+                    let wait = Duration::from_nanos((until - events::now_nanos()).max(0) as u64);
+                    match tokio::time::timeout(wait, rx.recv()).await {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    }
+                } else {
+                    rx.recv().await
+                };
+                match next {
+                    Ok(ev) => {
+                        if events::matches(&ev, &req.filters) && tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn image_import(&self, req: Request<Streaming<ImportChunk>>) -> Result<Response<ImageRef>, Status> {
+        let mut input = req.into_inner();
+        let first = input.message().await?.ok_or_else(|| Status::invalid_argument("empty import"))?;
+        let reference = if first.reference.is_empty() {
+            None
+        } else {
+            Some(Reference::parse(&first.reference).map_err(|e| AgentError::Invalid(e.to_string()))?)
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let _ = tx.send(first.data).await;
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = input.message().await {
+                if tx.send(m.data).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let images = self.images.clone();
+        let changes = first.changes;
+        let r2 = reference.clone();
+        let id = tokio::task::spawn_blocking(move || {
+            images.import_rootfs(ChannelReader { rx, buf: vec![], pos: 0 }, r2.as_ref(), &changes)
+        })
+        .await
+        .map_err(blocking_err)?
+        .map_err(AgentError::from)?;
+        self.events.emit("image", "import", id.as_str(), Default::default());
+        if let Some(r) = &reference {
+            self.events.emit("image", "tag", id.as_str(), [("name".to_string(), r.to_string())].into());
+        }
+        Ok(Response::new(ImageRef { id: id.to_string(), reference: reference.map(|r| r.to_string()).unwrap_or_default() }))
+    }
+
+    async fn image_load(&self, req: Request<Streaming<DataChunk>>) -> Result<Response<LoadResponse>, Status> {
+        let mut input = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = input.message().await {
+                if tx.send(m.data).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let images = self.images.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            skiff_runtime::image::archive::load(&images, ChannelReader { rx, buf: vec![], pos: 0 })
+        })
+        .await
+        .map_err(blocking_err)?
+        .map_err(AgentError::from)?;
+        for l in &loaded {
+            self.events.emit("image", "load", l.rsplit(' ').next().unwrap_or_default(), Default::default());
+        }
+        Ok(Response::new(LoadResponse { loaded }))
+    }
+
+    async fn image_list(&self, req: Request<ImageListRequest>) -> Result<Response<ImageListResponse>, Status> {
+        let _ = req.into_inner();
+        let images = self.images.clone();
+        let containers = self.containers.clone();
+        let list = tokio::task::spawn_blocking(move || -> Result<Vec<ImageSummary>, AgentError> {
+            let all = containers.list();
+            Ok(images
+                .list()?
+                .into_iter()
+                .map(|img| ImageSummary {
+                    id: img.id().to_string(),
+                    repo_tags: img.repo_tags.clone(),
+                    created_unix: img.created().map(|c| c.timestamp()).unwrap_or_default(),
+                    size: images.size(&img),
+                    repo_digests: img.record.repo_digests.clone(),
+                    containers: all.iter().filter(|e| e.record().image_id == *img.id()).count() as u32,
+                })
+                .collect())
+        })
+        .await
+        .map_err(blocking_err)??;
+        Ok(Response::new(ImageListResponse { images: list }))
+    }
+
+    async fn image_tag(&self, req: Request<TagRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        let id = self.images.tag(&r.source, &r.target).map_err(AgentError::from)?;
+        self.events.emit("image", "tag", id.as_str(), [("name".to_string(), r.target)].into());
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn image_remove(&self, req: Request<ImageRemoveRequest>) -> Result<Response<ImageRemoveResponse>, Status> {
+        let r = req.into_inner();
+        let mut resp = ImageRemoveResponse::default();
+        for name in &r.names {
+            let containers = self.containers.clone();
+            let (untagged, deleted) = self
+                .images
+                .remove(name, r.force, |id| containers.image_in_use(id))
+                .map_err(AgentError::from)?;
+            for u in &untagged {
+                self.events.emit("image", "untag", u, Default::default());
+            }
+            for d in &deleted {
+                self.events.emit("image", "delete", d, Default::default());
+            }
+            resp.untagged.extend(untagged);
+            resp.deleted.extend(deleted);
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn image_inspect(&self, req: Request<NameRequest>) -> Result<Response<JsonDocument>, Status> {
+        let img = self.images.resolve(&req.into_inner().id).map_err(AgentError::from)?;
+        let size = self.images.size(&img);
+        Ok(Response::new(JsonDocument { json: inspect::image(&img, size).to_string() }))
+    }
+
+    async fn container_create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+        let r = req.into_inner();
+        let cfg = r.config.ok_or_else(|| Status::invalid_argument("config is required"))?;
+        let entrypoint_set = cfg.entrypoint_set;
+        let config = to_config(cfg)?;
+        let span = tracing::info_span!("create", image = %config.image);
+        let (id, warnings) = self
+            .containers
+            .create(CreateOptions { name: Some(r.name), config, entrypoint_set })
+            .instrument(span)
+            .await?;
+        Ok(Response::new(CreateResponse { id, warnings }))
+    }
+
+    async fn container_start(&self, req: Request<StartRequest>) -> Result<Response<Empty>, Status> {
+        self.containers.start(&req.into_inner().id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn container_attach(
+        &self,
+        req: Request<Streaming<AttachInput>>,
+    ) -> Result<Response<Self::ContainerAttachStream>, Status> {
+        let mut input = req.into_inner();
+        let first = input.message().await?.ok_or_else(|| Status::invalid_argument("empty attach"))?;
+        let (entry, conn) = if first.start {
+            self.containers.start_attached(&first.id, first.stdin).await?
+        } else {
+            self.containers.attach(&first.id, first.stdin).await?
+        };
+        let (rd, wr) = conn.into_split();
+        let (tx, rx) = mpsc::channel(256);
+        let containers = self.containers.clone();
+        let e2 = entry.clone();
+        relay_output(rd, tx, async move {
+            containers.wait_handled(&e2).await;
+            Some(e2.state().exit_code)
+        });
+        let mut first_frames = attach_frames(AttachInput {
+            data: first.data,
+            close_stdin: first.close_stdin,
+            resize_width: first.resize_width,
+            resize_height: first.resize_height,
+            ..Default::default()
+        });
+        if !first.stdin {
+            first_frames.retain(|f| matches!(f, Frame::Resize { .. }));
+        }
+        relay_input(input, wr, first_frames, attach_frames);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn container_stop(&self, req: Request<StopRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.containers.stop(&r.id, r.timeout_set.then_some(r.timeout.max(0) as u32)).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn container_restart(&self, req: Request<StopRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.containers.restart(&r.id, r.timeout_set.then_some(r.timeout.max(0) as u32)).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn container_kill(&self, req: Request<KillRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.containers.kill(&r.id, &r.signal).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn container_remove(&self, req: Request<RemoveRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.containers.remove(&r.id, r.force).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn container_list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let r = req.into_inner();
+        let containers = self
+            .containers
+            .list()
+            .into_iter()
+            .filter(|e| r.all || e.state().is_running())
+            .filter(|e| list_filter(e, &r.filters))
+            .map(|e| {
+                let rec = e.record();
+                ContainerSummary {
+                    id: e.id.clone(),
+                    names: vec![rec.name.clone()],
+                    image: rec.config.image.clone(),
+                    command: inspect::command_line(&e),
+                    created_unix: rec.created.timestamp(),
+                    state: e.state().status.as_str().into(),
+                    status: inspect::status_line(&e),
+                    ports: String::new(),
+                    labels: rec.config.labels.clone().into_iter().collect(),
+                }
+            })
+            .collect();
+        Ok(Response::new(ListResponse { containers }))
+    }
+
+    async fn container_inspect(&self, req: Request<NameRequest>) -> Result<Response<JsonDocument>, Status> {
+        let e = self.containers.get(&req.into_inner().id)?;
+        Ok(Response::new(JsonDocument { json: inspect::container(&e).to_string() }))
+    }
+
+    async fn container_wait(&self, req: Request<NameRequest>) -> Result<Response<WaitResponse>, Status> {
+        let code = self.containers.wait(&req.into_inner().id).await?;
+        Ok(Response::new(WaitResponse { status_code: code, error: String::new() }))
+    }
+
+    async fn container_logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::ContainerLogsStream>, Status> {
+        let mut r = req.into_inner();
+        if !r.stdout && !r.stderr {
+            r.stdout = true;
+            r.stderr = true;
+        }
+        let e = self.containers.get(&r.id)?;
+        let path = e.paths.log();
+        let (existing, mut offset) = logs::read_existing(&path, &r).map_err(AgentError::from)?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            for c in existing {
+                if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+            }
+            if !r.follow {
+                return;
+            }
+            let mut changed = e.changed.subscribe();
+            loop {
+                let running = e.state().is_running();
+                if let Ok((chunks, off)) = logs::read_from(&path, offset, &r) {
+                    offset = off;
+                    for c in chunks {
+                        if tx.send(Ok(c)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if !running {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = changed.changed() => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn container_exec(
+        &self,
+        req: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ContainerExecStream>, Status> {
+        let mut input = req.into_inner();
+        let first = input.message().await?.ok_or_else(|| Status::invalid_argument("empty exec"))?;
+        if first.cmd.is_empty() {
+            return Err(Status::invalid_argument("no exec command specified"));
+        }
+        let spec = skiff_runtime::shim::exec::ExecSpec {
+            args: first.cmd.clone(),
+            env: first.env.clone(),
+            cwd: first.working_dir.clone(),
+            user: first.user.clone(),
+            tty: first.tty,
+            stdin: first.stdin,
+            privileged: first.privileged,
+            ..Default::default()
+        };
+        let span = tracing::info_span!("exec", container = %first.id);
+        let conn = self.containers.exec(&first.id, spec, first.detach).instrument(span).await?;
+        let (tx, rx) = mpsc::channel(256);
+        if first.detach {
+            let _ = tx.send(Ok(AttachOutput { exited: true, exit_code: 0, ..Default::default() })).await;
+            // Keep the connection open in the background until the exec ends.
+            tokio::spawn(async move {
+                let (mut rd, _wr) = conn.into_split();
+                while let Ok(Some(_)) = read_frame(&mut rd).await {}
+            });
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
+        let (rd, wr) = conn.into_split();
+        relay_output(rd, tx, async { None });
+        let first_frames = exec_frames(ExecInput {
+            data: first.data,
+            close_stdin: first.close_stdin,
+            resize_width: first.resize_width,
+            resize_height: first.resize_height,
+            ..Default::default()
+        });
+        relay_input(input, wr, first_frames, exec_frames);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn container_top(&self, req: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
+        let r = req.into_inner();
+        let e = self.containers.get(&r.id)?;
+        if !e.state().is_running() {
+            return Err(AgentError::Precondition(format!("container {} is not running", e.id)).into());
+        }
+        let pids = self.containers.pids(&e);
+        let args = if r.ps_args.is_empty() { vec!["-ef".to_string()] } else { r.ps_args };
+        let out = tokio::process::Command::new("ps")
+            .args(&args)
+            .output()
+            .await
+            .map_err(|err| AgentError::Internal(format!("running ps: {err}")))?;
+        if !out.status.success() {
+            return Err(AgentError::Invalid(format!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())).into());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let titles: Vec<String> = header.split_whitespace().map(String::from).collect();
+        let pid_col = titles
+            .iter()
+            .position(|t| t == "PID")
+            .ok_or_else(|| AgentError::Invalid("ps output has no PID column".into()))?;
+        let processes = lines
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                let pid: i32 = cells.get(pid_col)?.parse().ok()?;
+                if !pids.contains(&pid) {
+                    return None;
+                }
+                // The last column (the command) may contain spaces.
+                let n = titles.len();
+                let mut row: Vec<String> = cells.iter().take(n - 1).map(|s| s.to_string()).collect();
+                row.push(cells.get(n - 1..).map(|c| c.join(" ")).unwrap_or_default());
+                Some(TopRow { cells: row })
+            })
+            .collect();
+        Ok(Response::new(TopResponse { titles, processes }))
+    }
+
+    async fn container_rename(&self, req: Request<RenameRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.containers.rename(&r.id, &r.new_name).await?;
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// `ps --filter`: name=, id=, status=, label=, ancestor= (ANDed across keys).
+fn list_filter(e: &crate::containers::Entry, filters: &[String]) -> bool {
+    filters.iter().all(|f| {
+        let Some((k, v)) = f.split_once('=') else { return true };
+        let r = e.record();
+        match k {
+            "name" => r.name.contains(v),
+            "id" => e.id.starts_with(v),
+            "status" => e.state().status.as_str() == v,
+            "label" => {
+                let (lk, lv) = v.split_once('=').unwrap_or((v, ""));
+                r.config.labels.get(lk).map(|x| lv.is_empty() || x == lv).unwrap_or(false)
+            }
+            "ancestor" => r.config.image == v || r.image_id.as_str().contains(v),
+            _ => true,
+        }
+    })
+}

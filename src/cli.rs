@@ -1,0 +1,467 @@
+//! The command line, as clap definitions. Names, flags and defaults follow Docker's.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "skiff", version, about = "Container engine and orchestrator: Docker Engine plus Swarm mode in one binary")]
+pub struct Cli {
+    /// Agent socket to talk to.
+    #[arg(long, short = 'H', global = true, env = "SKIFF_HOST", default_value = "unix:///run/skiff/skiff.sock")]
+    pub host: String,
+    /// Log level for this process (agent and shim logs go to stderr).
+    #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the per-host agent (daemon).
+    ///
+    /// Example: skiff agent --root /var/lib/skiff
+    Agent(AgentArgs),
+    /// Internal: the per-container shim, spawned by the agent.
+    #[command(hide = true)]
+    Shim(ShimArgs),
+    /// Create and start a container.
+    ///
+    /// Example: skiff run -d -p 8080:80 --name web busybox httpd -f -p 80
+    Run(RunArgs),
+    /// Create a container without starting it.
+    ///
+    /// Example: skiff create --name job busybox echo hi
+    Create(RunArgs),
+    /// Start one or more stopped containers.
+    ///
+    /// Example: skiff start -a job
+    Start(StartArgs),
+    /// Stop running containers (stop signal, then SIGKILL after the timeout).
+    ///
+    /// Example: skiff stop -t 2 web
+    Stop(StopArgs),
+    /// Restart containers.
+    ///
+    /// Example: skiff restart web
+    Restart(StopArgs),
+    /// Send a signal to running containers.
+    ///
+    /// Example: skiff kill -s HUP web
+    Kill(KillArgs),
+    /// Remove containers.
+    ///
+    /// Example: skiff rm -f web
+    Rm(RmArgs),
+    /// List containers.
+    ///
+    /// Example: skiff ps -a --format '{{.Names}} {{.Status}}'
+    Ps(PsArgs),
+    /// Run a command in a running container.
+    ///
+    /// Example: skiff exec -it web sh
+    Exec(ExecArgs),
+    /// Fetch a container's logs.
+    ///
+    /// Example: skiff logs -f --tail 10 web
+    Logs(LogsArgs),
+    /// Attach to a running container's stdio.
+    ///
+    /// Example: skiff attach web
+    Attach(AttachArgs),
+    /// Block until containers stop, then print their exit codes.
+    ///
+    /// Example: skiff wait job
+    Wait(NamesArgs),
+    /// Show the processes of a container.
+    ///
+    /// Example: skiff top web
+    Top(TopArgs),
+    /// Rename a container.
+    ///
+    /// Example: skiff rename web web-old
+    Rename(RenameArgs),
+    /// Low-level information on containers or images, as JSON.
+    ///
+    /// Example: skiff inspect -f '{{.State.Pid}}' web
+    Inspect(InspectArgs),
+    /// Stream events from the agent.
+    ///
+    /// Example: skiff events --filter type=container --since 10m
+    Events(EventsArgs),
+    /// System-wide information, with warnings for missing kernel features.
+    ///
+    /// Example: skiff info
+    Info(FormatArgs),
+    /// Client and agent versions.
+    ///
+    /// Example: skiff version
+    Version(FormatArgs),
+    /// List images.
+    ///
+    /// Example: skiff images -q
+    Images(ImagesArgs),
+    /// Manage images.
+    ///
+    /// Example: skiff image import rootfs.tar busybox:latest
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage containers.
+    ///
+    /// Example: skiff container ls -a
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Load images from a `docker save` or OCI-layout archive.
+    ///
+    /// Example: skiff load -i busybox.tar
+    Load(LoadArgs),
+    /// Create a tag TARGET that refers to SOURCE.
+    ///
+    /// Example: skiff tag busybox myrepo/busybox:1
+    Tag(TagArgs),
+    /// Remove images.
+    ///
+    /// Example: skiff rmi busybox:old
+    Rmi(RmiArgs),
+    /// Import a rootfs tarball as an image (like `docker import`).
+    ///
+    /// Example: skiff import rootfs.tar busybox:latest
+    Import(ImportArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List images. Example: skiff image ls
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Import a rootfs tarball. Example: skiff image import rootfs.tar.gz app:1
+    Import(ImportArgs),
+    /// Inspect images. Example: skiff image inspect busybox
+    Inspect(InspectArgs),
+    /// Remove images. Example: skiff image rm busybox
+    #[command(alias = "remove")]
+    Rm(RmiArgs),
+    /// Tag an image. Example: skiff image tag busybox bb:1
+    Tag(TagArgs),
+    /// Load an archive. Example: skiff image load -i image.tar
+    Load(LoadArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// List containers. Example: skiff container ls -a
+    #[command(alias = "list")]
+    Ls(PsArgs),
+    /// Inspect containers. Example: skiff container inspect web
+    Inspect(InspectArgs),
+    /// Remove containers. Example: skiff container rm -f web
+    Rm(RmArgs),
+    /// Create and start a container. Example: skiff container run busybox true
+    Run(RunArgs),
+    /// Create a container. Example: skiff container create busybox true
+    Create(RunArgs),
+    /// Start containers. Example: skiff container start web
+    Start(StartArgs),
+    /// Stop containers. Example: skiff container stop web
+    Stop(StopArgs),
+    /// Kill containers. Example: skiff container kill web
+    Kill(KillArgs),
+    /// Show logs. Example: skiff container logs web
+    Logs(LogsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Persistent state directory.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub root: PathBuf,
+    /// Runtime state directory (sockets, bundles).
+    #[arg(long, default_value = "/run/skiff")]
+    pub exec_root: PathBuf,
+    /// Agent configuration file (YAML).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// cgroup parent for containers (default: derived from --root).
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ShimArgs {
+    #[arg(long)]
+    pub task: PathBuf,
+    #[arg(long)]
+    pub exec: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep STDIN open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Set environment variables (KEY=VALUE, or KEY to copy it from this shell).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Overwrite the image's ENTRYPOINT.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Give extended privileges (all capabilities, no seccomp, all devices).
+    #[arg(long)]
+    pub privileged: bool,
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Security options (no-new-privileges, seccomp=unconfined).
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Network: none, host (bridge networking arrives with the networking issue).
+    #[arg(long = "network", alias = "net")]
+    pub network: Option<String>,
+    /// Labels (KEY=VALUE).
+    #[arg(short = 'l', long = "label")]
+    pub label: Vec<String>,
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<i32>,
+    /// Image, then the command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub image_and_cmd: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach stdout/stderr and forward signals.
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    /// Attach stdin.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing.
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    pub time: Option<i32>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Kill and remove a running container.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Remove anonymous volumes too.
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers, not only running ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Do not truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter (name=, id=, status=, label=, ancestor=).
+    #[arg(short = 'f', long)]
+    pub filter: Vec<String>,
+    /// table, json, or a Go template.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub privileged: bool,
+    #[arg(required = true)]
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Number of lines from the end ("all" for everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Only logs since (RFC 3339, unix seconds, or a duration like 10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub until: Option<String>,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    pub container: String,
+    /// ps options (default -ef).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    pub container: String,
+    pub new_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Go template, e.g. '{{.State.Pid}}' or '{{json .Mounts}}'.
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// container or image (default: try both).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(short = 'f', long)]
+    pub filter: Vec<String>,
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct FormatArgs {
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    #[arg(long)]
+    pub no_trunc: bool,
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Only images of this repository[:tag].
+    pub reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Tarball path, or - for stdin.
+    pub file: String,
+    /// NAME[:TAG] for the new image.
+    pub reference: Option<String>,
+    /// Dockerfile instruction to apply (CMD, ENV, EXPOSE, ...).
+    #[arg(short = 'c', long = "change")]
+    pub change: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Archive to read (default: stdin).
+    #[arg(short = 'i', long)]
+    pub input: Option<PathBuf>,
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}

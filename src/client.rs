@@ -1,0 +1,64 @@
+//! Connecting to the agent over its unix socket, and turning gRPC errors into the
+//! messages and exit codes Docker users expect.
+
+use anyhow::Result;
+use hyper_util::rt::TokioIo;
+use skiff_proto::engine::engine_client::EngineClient;
+use std::path::PathBuf;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// An error that ends the CLI with a specific exit code.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+pub fn exit(code: i32, message: impl Into<String>) -> anyhow::Error {
+    Exit { code, message: message.into() }.into()
+}
+
+/// Converts a gRPC status into an [`Exit`] (125 unless the agent said otherwise).
+pub fn status(s: tonic::Status) -> anyhow::Error {
+    let code = s
+        .metadata()
+        .get("skiff-exit-code")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(125);
+    exit(code, format!("Error response from agent: {}", s.message()))
+}
+
+pub async fn connect(host: &str) -> Result<EngineClient<Channel>> {
+    let path = match host.strip_prefix("unix://") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            return Err(exit(125, format!("unsupported --host {host:?}: use unix:///path/to/skiff.sock")));
+        }
+    };
+    let p2 = path.clone();
+    let channel = Endpoint::try_from("http://skiff.local")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let p = p2.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+        }))
+        .await
+        .map_err(|_| {
+            exit(
+                125,
+                format!(
+                    "Cannot connect to the Skiff agent at unix://{}. Is the agent running? Start it with `skiff agent` (as root), or point --host / SKIFF_HOST at its socket.",
+                    path.display()
+                ),
+            )
+        })?;
+    Ok(EngineClient::new(channel).max_decoding_message_size(64 << 20))
+}
