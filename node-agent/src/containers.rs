@@ -418,6 +418,7 @@ impl Containers {
             socket_path: e.paths.socket(),
             runtime_root: self.cfg.exec_root.join("runtime"),
             wait_attach,
+            console_size: None,
         }
     }
 
@@ -465,10 +466,15 @@ impl Containers {
     }
 
     /// Starts with the shim waiting for an attach; returns the connected attach stream.
-    pub async fn start_attached(self: &Arc<Self>, key: &str, stdin: bool) -> Result<(Arc<Entry>, UnixStream)> {
+    pub async fn start_attached(
+        self: &Arc<Self>,
+        key: &str,
+        stdin: bool,
+        console_size: Option<(u16, u16)>,
+    ) -> Result<(Arc<Entry>, UnixStream)> {
         let e = self.get(key)?;
         let _op = e.op.lock().await;
-        let report = self.start_locked(&e, true).await?;
+        let report = self.start_with(&e, true, console_size).await?;
         if !report.waiting {
             return Err(AgentError::Conflict(format!("container {} is already running", e.id)));
         }
@@ -480,6 +486,10 @@ impl Containers {
     }
 
     async fn start_locked(self: &Arc<Self>, e: &Arc<Entry>, wait_attach: bool) -> Result<Report> {
+        self.start_with(e, wait_attach, None).await
+    }
+
+    async fn start_with(self: &Arc<Self>, e: &Arc<Entry>, wait_attach: bool, console_size: Option<(u16, u16)>) -> Result<Report> {
         let st = e.state();
         if st.is_running() {
             return Ok(Report { pid: st.pid, ..Default::default() });
@@ -494,7 +504,8 @@ impl Containers {
             if let Some(d) = e.paths.socket().parent() {
                 fsutil::create_dir_mode(d, 0o700)?;
             }
-            let spec = self.run_spec(e, wait_attach);
+            let mut spec = self.run_spec(e, wait_attach);
+            spec.console_size = console_size;
             fsutil::write_json_atomic(&e.paths.task(), &spec)?;
             let task = e.paths.task();
             let report = self.spawn_shim(&[std::ffi::OsStr::new("--task"), task.as_os_str()], &e.paths.shim_log()).await;

@@ -373,7 +373,9 @@ impl Engine for EngineService {
         let mut input = req.into_inner();
         let first = input.message().await?.ok_or_else(|| Status::invalid_argument("empty attach"))?;
         let (entry, conn) = if first.start {
-            self.containers.start_attached(&first.id, first.stdin).await?
+            let size = (first.resize_width > 0 && first.resize_height > 0)
+                .then_some((first.resize_width as u16, first.resize_height as u16));
+            self.containers.start_attached(&first.id, first.stdin, size).await?
         } else {
             self.containers.attach(&first.id, first.stdin).await?
         };
@@ -519,6 +521,8 @@ impl Engine for EngineService {
             tty: first.tty,
             stdin: first.stdin,
             privileged: first.privileged,
+            console_size: (first.resize_width > 0 && first.resize_height > 0)
+                .then_some((first.resize_width as u16, first.resize_height as u16)),
             ..Default::default()
         };
         let span = tracing::info_span!("exec", container = %first.id);

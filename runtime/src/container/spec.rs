@@ -65,6 +65,9 @@ pub struct RunSpec {
     pub runtime_root: PathBuf,
     /// Wait for the first attach connection before starting the process.
     pub wait_attach: bool,
+    /// Initial terminal size (columns, rows), applied before the process starts.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,9 +163,6 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
     // noNewPrivileges is absent (not merely false), so it is set only when true.
     if run.no_new_privileges {
         process["noNewPrivileges"] = json!(true);
-    }
-    if run.tty {
-        process["consoleSize"] = json!({"height": 24, "width": 80});
     }
     let doc = json!({
         "ociVersion": "1.0.2",

@@ -29,6 +29,9 @@ pub struct ExecSpec {
     pub stdin: bool,
     pub privileged: bool,
     pub socket_path: PathBuf,
+    /// Initial terminal size (columns, rows).
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// Runs one exec to completion; returns the shim's own exit status.
@@ -163,6 +166,9 @@ fn start(run: &RunSpec, ex: &ExecSpec, exec_file: &Path) -> Result<Started, Shim
         let (conn, _) = l.accept().map_err(io("accepting console socket"))?;
         let master = recv_fd(&conn)?;
         let _ = fs::remove_file(&console_path);
+        if let Some((w, h)) = ex.console_size {
+            relay::resize(&master, w, h);
+        }
         stdio.stdin = Some(master.try_clone().map_err(io("dup pty"))?);
         stdio.pty = Some(master.try_clone().map_err(io("dup pty"))?);
         stdio.outputs = vec![(master, Stream::Stdout)];

@@ -118,6 +118,9 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
         let (conn, _) = l.accept().map_err(io("accepting console socket"))?;
         let master = recv_fd(&conn)?;
         let _ = fs::remove_file(&console_path);
+        if let Some((w, h)) = run.console_size {
+            relay::resize(&master, w, h);
+        }
         stdio.stdin = Some(master.try_clone().map_err(io("dup pty"))?);
         stdio.pty = Some(master.try_clone().map_err(io("dup pty"))?);
         stdio.outputs = vec![(master, Stream::Stdout)];

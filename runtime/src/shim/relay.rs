@@ -39,6 +39,13 @@ pub struct Outcome {
     pub signaled: bool,
 }
 
+/// Sets a pty's window size.
+pub fn resize(pty: &OwnedFd, width: u16, height: u16) {
+    let ws = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize struct from a valid pointer on a valid fd.
+    unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
 fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(std::io::Error::from)?;
@@ -282,9 +289,7 @@ async fn serve_client(
             }
             Frame::Resize { width, height } => {
                 if let Some(p) = &pty {
-                    let ws = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
-                    // SAFETY: TIOCSWINSZ reads one winsize struct from a valid pointer on a valid fd.
-                    unsafe { libc::ioctl(p.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                    resize(p, width, height);
                 }
             }
             Frame::Signal(s) => {
