@@ -71,11 +71,26 @@ async fn dispatch(cli: Cli) -> i32 {
                 eprintln!("{}", x.message);
                 x.code
             } else {
-                eprintln!("Error: {e:#}");
+                eprintln!("Error: {}", error_chain(&e));
                 125
             }
         }
     }
+}
+
+/// The error and its causes, skipping causes the message above already quotes.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&c);
+        }
+    }
+    out
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {

@@ -517,10 +517,16 @@ impl Containers {
                         s.record_exit(&ExitInfo { exit_code: code, error: r.error.clone(), ..Default::default() })
                     })?;
                     self.emit(e, "die", &[("exitCode", code.to_string())]);
+                    if e.record().config.auto_remove {
+                        let _ = self.remove_locked(e, true).await;
+                    }
                     return Err(AgentError::Start { message: r.error, exit_code: code });
                 }
                 Err(err) => {
                     e.update(|s| s.record_exit(&ExitInfo { exit_code: 125, error: err.to_string(), ..Default::default() }))?;
+                    if e.record().config.auto_remove {
+                        let _ = self.remove_locked(e, true).await;
+                    }
                     return Err(err);
                 }
             };
@@ -753,6 +759,11 @@ impl Containers {
     pub async fn remove(&self, key: &str, force: bool) -> Result<()> {
         let e = self.get(key)?;
         let _op = e.op.lock().await;
+        self.remove_locked(&e, force).await
+    }
+
+    async fn remove_locked(&self, e: &Arc<Entry>, force: bool) -> Result<()> {
+        let e = e.clone();
         let st = e.state();
         if st.is_running() && st.status != Status::Restarting {
             if !force {

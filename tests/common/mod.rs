@@ -1,0 +1,272 @@
+//! Test harness for end-to-end tests: each test starts its own agent (own --root,
+//! --exec-root, socket and cgroup parent) as root on the real kernel, drives the real
+//! `skiff` binary, and tears everything down on drop, even when the test fails.
+//!
+//! Tests that need root call [`require_root`], which fails loudly rather than skipping.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
+}
+
+/// Fails the test unless running as root: these tests exist to exercise the kernel.
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "end-to-end tests must run as root (they create namespaces, mounts and cgroups)");
+}
+
+/// The busybox rootfs tarball, built once per test process by the example script.
+pub fn busybox_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("skiff-test-busybox-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let out = dir.join("busybox.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images/busybox/build.sh");
+        let st = Command::new("bash").arg(&script).arg(&out).stdout(Stdio::null()).status().expect("run build.sh");
+        assert!(st.success(), "examples/images/busybox/build.sh failed (is busybox-static installed?)");
+        out
+    })
+}
+
+/// A running agent owned by one test.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub exec_root: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+/// Result of one CLI invocation.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    /// Panics with both streams unless the command succeeded.
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "command failed: stdout={:?} stderr={:?}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl Agent {
+    /// Starts an agent in a fresh temporary directory and waits for its socket.
+    pub fn start() -> Agent {
+        require_root();
+        // Short paths: unix socket paths are limited to 108 bytes.
+        let dir = tempfile::Builder::new().prefix("sk").tempdir_in("/tmp").expect("tempdir");
+        let root = dir.path().join("root");
+        let exec_root = dir.path().join("run");
+        let socket = dir.path().join("skiff.sock");
+        let mut a = Agent { root, exec_root, socket, dir, child: None };
+        a.spawn();
+        a
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    fn spawn(&mut self) {
+        std::fs::write(self.dir.path().join("agent.yaml"), "").expect("agent.yaml");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .expect("agent log");
+        let child = Command::new(bin())
+            .args(["agent", "--root"])
+            .arg(&self.root)
+            .arg("--exec-root")
+            .arg(&self.exec_root)
+            .arg("--host")
+            .arg(self.host())
+            .arg("--config")
+            .arg(self.dir.path().join("agent.yaml"))
+            .env("SKIFF_LOG", "debug")
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.try_cmd(&["version"]).code == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent did not come up; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` the agent (containers and shims keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the agent again on the same state.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Runs `skiff ARGS` against this agent.
+    pub fn try_cmd(&self, args: &[&str]) -> Run {
+        Run::from(Command::new(bin()).arg("--host").arg(self.host()).args(args).stdin(Stdio::null()).output().expect("run skiff"))
+    }
+
+    /// Runs `skiff ARGS` with `input` on stdin.
+    pub fn cmd_stdin(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let mut c = Command::new(bin())
+            .arg("--host")
+            .arg(self.host())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn skiff");
+        let mut stdin = c.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write stdin");
+        drop(stdin);
+        Run::from(c.wait_with_output().expect("wait"))
+    }
+
+    /// Runs and requires success.
+    pub fn cmd(&self, args: &[&str]) -> Run {
+        let r = self.try_cmd(args);
+        assert_eq!(r.code, 0, "skiff {args:?} failed ({}): stdout={:?} stderr={:?}", r.code, r.stdout, r.stderr);
+        r
+    }
+
+    /// Imports the busybox test image as `busybox:latest`.
+    pub fn with_busybox(self) -> Agent {
+        let tar = busybox_tar().to_string_lossy().into_owned();
+        self.cmd(&["image", "import", &tar, "busybox:latest", "-c", "CMD [\"sh\"]"]);
+        self
+    }
+
+    /// Polls `cond` until it holds or `timeout` passes; tests never sleep blindly.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}; agent log tail:\n{}", tail(&self.log(), 40));
+    }
+
+    /// `inspect -f TEMPLATE NAME`, trimmed.
+    pub fn inspect(&self, name: &str, template: &str) -> String {
+        self.cmd(&["inspect", "-f", template, name]).stdout.trim().to_string()
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for Agent {
+    /// Removes every container (killing shims), the agent, mounts and cgroups.
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            self.spawn_quiet();
+        }
+        let ids = self.try_cmd(&["ps", "-aq", "--no-trunc"]).stdout;
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            let _ = self.try_cmd(&["rm", "-f", id]);
+        }
+        self.kill9();
+        // Anything still mounted below our directory (a crashed shim's rootfs).
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let base = self.dir.path().to_string_lossy().into_owned();
+            let mut points: Vec<&str> = m.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&base)).collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        // Shims left behind (tests that killed the agent mid-way).
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            let needle = self.dir.path().to_string_lossy().into_owned();
+            for e in rd.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmd).contains(&needle) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        // Our cgroup trees (named after --root).
+        let parent = cgroup_parent(&self.root);
+        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            if let Ok(rd) = std::fs::read_dir(base) {
+                for ctl in rd.flatten() {
+                    remove_cgroup_tree(&ctl.path().join(&parent));
+                }
+                remove_cgroup_tree(&Path::new(base).join(&parent));
+            }
+        }
+    }
+}
+
+impl Agent {
+    fn spawn_quiet(&mut self) {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn())).is_err() {
+            self.child = None;
+        }
+    }
+}
+
+/// Mirrors the agent's cgroup parent naming for a non-default root.
+pub fn cgroup_parent(root: &Path) -> String {
+    use sha2::Digest;
+    let h = hex::encode(sha2::Sha256::digest(root.to_string_lossy().as_bytes()));
+    format!("skiff-{}", &h[..8])
+}
+
+fn remove_cgroup_tree(p: &Path) {
+    if !p.is_dir() {
+        return;
+    }
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(p);
+}
