@@ -23,7 +23,11 @@ impl std::fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 pub fn exit(code: i32, message: impl Into<String>) -> anyhow::Error {
-    Exit { code, message: message.into() }.into()
+    Exit {
+        code,
+        message: message.into(),
+    }
+    .into()
 }
 
 /// Converts a gRPC status into an [`Exit`] (125 unless the agent said otherwise).
@@ -41,7 +45,10 @@ pub async fn connect(host: &str) -> Result<EngineClient<Channel>> {
     let path = match host.strip_prefix("unix://") {
         Some(p) => PathBuf::from(p),
         None => {
-            return Err(exit(125, format!("unsupported --host {host:?}: use unix:///path/to/skiff.sock")));
+            return Err(exit(
+                125,
+                format!("unsupported --host {host:?}: use unix:///path/to/skiff.sock"),
+            ));
         }
     };
     let p2 = path.clone();

@@ -16,7 +16,9 @@ impl Format {
         match opt.map(str::trim) {
             None | Some("") | Some("table") => Ok(Format::Table),
             Some("json") | Some("{{json .}}") => Ok(Format::Json),
-            Some(t) => Ok(Format::Template(Template::parse(t).with_context(|| format!("invalid --format {t:?}"))?)),
+            Some(t) => Ok(Format::Template(
+                Template::parse(t).with_context(|| format!("invalid --format {t:?}"))?,
+            )),
         }
     }
 }
@@ -33,7 +35,10 @@ pub fn print_rows(format: &Format, columns: &[(&str, &str)], rows: &[Value]) -> 
             }
         }
         Format::Table => {
-            let mut table = vec![columns.iter().map(|(_, h)| h.to_string()).collect::<Vec<_>>()];
+            let mut table = vec![columns
+                .iter()
+                .map(|(_, h)| h.to_string())
+                .collect::<Vec<_>>()];
             for r in rows {
                 table.push(columns.iter().map(|(f, _)| cell(r.get(*f))).collect());
             }
@@ -112,8 +117,18 @@ pub fn human_size(bytes: u64) -> String {
     if i == 0 {
         format!("{bytes}B")
     } else {
-        let s = if v >= 100.0 { format!("{v:.0}") } else if v >= 10.0 { format!("{v:.1}") } else { format!("{v:.2}") };
-        format!("{}{}", s.trim_end_matches('0').trim_end_matches('.'), units[i])
+        let s = if v >= 100.0 {
+            format!("{v:.0}")
+        } else if v >= 10.0 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.2}")
+        };
+        format!(
+            "{}{}",
+            s.trim_end_matches('0').trim_end_matches('.'),
+            units[i]
+        )
     }
 }
 
@@ -146,7 +161,9 @@ pub fn parse_time(s: &str) -> Result<i64> {
             'm' => 60.0,
             'h' => 3600.0,
             'd' => 86400.0,
-            _ => anyhow::bail!("invalid time {s:?}: want RFC 3339, unix seconds or a duration like 10m"),
+            _ => anyhow::bail!(
+                "invalid time {s:?}: want RFC 3339, unix seconds or a duration like 10m"
+            ),
         };
     }
     if !num.is_empty() {
@@ -162,7 +179,10 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = align(&[vec!["A".into(), "BB".into()], vec!["ccc".into(), "d".into()]]);
+        let t = align(&[
+            vec!["A".into(), "BB".into()],
+            vec!["ccc".into(), "d".into()],
+        ]);
         assert_eq!(t, "A     BB\nccc   d\n");
     }
 
@@ -177,7 +197,10 @@ mod tests {
     #[test]
     fn times() {
         assert!(parse_time("10m").is_ok());
-        assert_eq!(parse_time("1700000000").expect("unix"), 1_700_000_000_000_000_000);
+        assert_eq!(
+            parse_time("1700000000").expect("unix"),
+            1_700_000_000_000_000_000
+        );
         assert!(parse_time("2024-01-01T00:00:00Z").is_ok());
         assert!(parse_time("10x").is_err());
         assert!(parse_time("10").is_ok());

@@ -10,11 +10,22 @@ fn run_exit_codes_match_docker() {
     let a = Agent::start().with_busybox();
     let r = a.try_cmd(&["run", "--rm", "busybox", "echo", "hello"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, "hello\n"));
-    assert_eq!(a.try_cmd(&["run", "--rm", "busybox", "sh", "-c", "exit 3"]).code, 3);
+    assert_eq!(
+        a.try_cmd(&["run", "--rm", "busybox", "sh", "-c", "exit 3"])
+            .code,
+        3
+    );
     let r = a.try_cmd(&["run", "--rm", "busybox", "no-such-command"]);
     assert_eq!(r.code, 127, "{}", r.stderr);
-    assert!(r.stderr.contains("executable file not found"), "{}", r.stderr);
-    assert_eq!(a.try_cmd(&["run", "--rm", "busybox", "/etc/passwd"]).code, 126);
+    assert!(
+        r.stderr.contains("executable file not found"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        a.try_cmd(&["run", "--rm", "busybox", "/etc/passwd"]).code,
+        126
+    );
     let r = a.try_cmd(&["run", "--rm", "nosuchimage"]);
     assert_eq!(r.code, 125);
     assert!(r.stderr.contains("Unable to find image"), "{}", r.stderr);
@@ -25,7 +36,11 @@ fn run_exit_codes_match_docker() {
 #[test]
 fn lifecycle_create_start_stop_rm() {
     let a = Agent::start().with_busybox();
-    let id = a.cmd(&["create", "--name", "svc", "busybox", "sleep", "300"]).stdout.trim().to_string();
+    let id = a
+        .cmd(&["create", "--name", "svc", "busybox", "sleep", "300"])
+        .stdout
+        .trim()
+        .to_string();
     assert_eq!(id.len(), 64);
     assert_eq!(a.inspect("svc", "{{.State.Status}}"), "created");
     a.cmd(&["start", &id[..8]]);
@@ -38,28 +53,60 @@ fn lifecycle_create_start_stop_rm() {
     assert!(dup.stderr.contains("already in use"), "{}", dup.stderr);
     let rm = a.try_cmd(&["rm", "svc"]);
     assert_ne!(rm.code, 0);
-    assert!(rm.stderr.contains("cannot remove a running container"), "{}", rm.stderr);
+    assert!(
+        rm.stderr.contains("cannot remove a running container"),
+        "{}",
+        rm.stderr
+    );
     // sleep as PID 1 ignores SIGTERM: stop falls back to SIGKILL after -t.
     a.cmd(&["stop", "-t", "1", "svc"]);
-    assert_eq!(a.inspect("svc", "{{.State.Status}} {{.State.ExitCode}}"), "exited 137");
+    assert_eq!(
+        a.inspect("svc", "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 137"
+    );
     a.cmd(&["rm", "svc"]);
     assert_eq!(a.cmd(&["ps", "-aq"]).stdout, "");
-    assert!(!a.root.join("containers").join(&id).exists(), "container directory left behind");
+    assert!(
+        !a.root.join("containers").join(&id).exists(),
+        "container directory left behind"
+    );
 }
 
 #[test]
 fn exec_logs_and_env() {
     let a = Agent::start().with_busybox();
-    a.cmd(&["run", "-d", "--name", "app", "-e", "GREETING=hi", "-w", "/tmp", "busybox", "sh", "-c", "echo started; echo oops >&2; sleep 300"]);
-    a.wait_until("log line", Duration::from_secs(5), || a.try_cmd(&["logs", "app"]).stdout.contains("started"));
+    a.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "app",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; echo oops >&2; sleep 300",
+    ]);
+    a.wait_until("log line", Duration::from_secs(5), || {
+        a.try_cmd(&["logs", "app"]).stdout.contains("started")
+    });
     let logs = a.cmd(&["logs", "app"]);
     assert_eq!(logs.stdout, "started\n");
     assert_eq!(logs.stderr, "oops\n");
     let r = a.cmd(&["exec", "app", "sh", "-c", "echo $GREETING; pwd"]);
     assert_eq!(r.stdout, "hi\n/tmp\n");
     assert_eq!(a.try_cmd(&["exec", "app", "sh", "-c", "exit 7"]).code, 7);
-    assert_eq!(a.cmd(&["exec", "-u", "www-data", "app", "id", "-u"]).stdout, "33\n");
-    assert_eq!(a.cmd_stdin(&["exec", "-i", "app", "cat"], b"piped\n").stdout, "piped\n");
+    assert_eq!(
+        a.cmd(&["exec", "-u", "www-data", "app", "id", "-u"]).stdout,
+        "33\n"
+    );
+    assert_eq!(
+        a.cmd_stdin(&["exec", "-i", "app", "cat"], b"piped\n")
+            .stdout,
+        "piped\n"
+    );
     assert_eq!(a.try_cmd(&["exec", "app", "nope"]).code, 127);
     let top = a.cmd(&["top", "app"]).stdout;
     assert!(top.contains("sleep 300"), "{top}");
@@ -68,7 +115,18 @@ fn exec_logs_and_env() {
 #[test]
 fn stdin_and_output_streams() {
     let a = Agent::start().with_busybox();
-    let r = a.cmd_stdin(&["run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo err >&2"], b"line1\nline2\n");
+    let r = a.cmd_stdin(
+        &[
+            "run",
+            "--rm",
+            "-i",
+            "busybox",
+            "sh",
+            "-c",
+            "cat; echo err >&2",
+        ],
+        b"line1\nline2\n",
+    );
     assert_eq!(r.code, 0);
     assert_eq!(r.stdout, "line1\nline2\n");
     assert_eq!(r.stderr, "err\n");
@@ -77,32 +135,89 @@ fn stdin_and_output_streams() {
 #[test]
 fn defaults_are_confined_like_docker() {
     let a = Agent::start().with_busybox();
-    let r = a.cmd(&["run", "--rm", "busybox", "sh", "-c", "grep CapBnd /proc/self/status; hostname; cat /proc/1/cmdline | tr '\\0' ' '"]);
-    assert!(r.stdout.contains("00000000a80425fb"), "default capability set: {}", r.stdout);
+    let r = a.cmd(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "grep CapBnd /proc/self/status; hostname; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    assert!(
+        r.stdout.contains("00000000a80425fb"),
+        "default capability set: {}",
+        r.stdout
+    );
     // Privileged operations are refused by capabilities and seccomp.
-    assert_ne!(a.try_cmd(&["run", "--rm", "busybox", "mount", "-t", "tmpfs", "t", "/mnt"]).code, 0);
-    assert_ne!(a.try_cmd(&["run", "--rm", "busybox", "unshare", "-u", "true"]).code, 0);
+    assert_ne!(
+        a.try_cmd(&["run", "--rm", "busybox", "mount", "-t", "tmpfs", "t", "/mnt"])
+            .code,
+        0
+    );
+    assert_ne!(
+        a.try_cmd(&["run", "--rm", "busybox", "unshare", "-u", "true"])
+            .code,
+        0
+    );
     // Masked /proc paths read as empty (this host has /proc/timer_list).
-    assert_eq!(a.cmd(&["run", "--rm", "busybox", "cat", "/proc/timer_list"]).stdout, "");
-    let r = a.cmd(&["run", "--rm", "--cap-drop", "ALL", "busybox", "grep", "CapEff", "/proc/self/status"]);
+    assert_eq!(
+        a.cmd(&["run", "--rm", "busybox", "cat", "/proc/timer_list"])
+            .stdout,
+        ""
+    );
+    let r = a.cmd(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "busybox",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
     assert!(r.stdout.contains("0000000000000000"), "{}", r.stdout);
     // A read-only rootfs refuses writes; the default one accepts them.
-    assert_ne!(a.try_cmd(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]).code, 0);
+    assert_ne!(
+        a.try_cmd(&["run", "--rm", "--read-only", "busybox", "touch", "/x"])
+            .code,
+        0
+    );
     a.cmd(&["run", "--rm", "busybox", "touch", "/x"]);
     // New pid namespace: the command is PID 1.
-    assert_eq!(a.cmd(&["run", "--rm", "busybox", "sh", "-c", "echo $$"]).stdout, "1\n");
+    assert_eq!(
+        a.cmd(&["run", "--rm", "busybox", "sh", "-c", "echo $$"])
+            .stdout,
+        "1\n"
+    );
 }
 
 #[test]
 fn agent_kill9_leaves_containers_running_and_readopts() {
     let mut a = Agent::start().with_busybox();
-    a.cmd(&["run", "-d", "--name", "long", "busybox", "sh", "-c", "trap 'exit 42' TERM; echo up; while true; do sleep 0.1; done"]);
-    a.wait_until("container output", Duration::from_secs(5), || a.try_cmd(&["logs", "long"]).stdout.contains("up"));
+    a.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "long",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; echo up; while true; do sleep 0.1; done",
+    ]);
+    a.wait_until("container output", Duration::from_secs(5), || {
+        a.try_cmd(&["logs", "long"]).stdout.contains("up")
+    });
     let pid = a.inspect("long", "{{.State.Pid}}");
     a.kill9();
-    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "container died with the agent");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "container died with the agent"
+    );
     a.restart();
-    assert_eq!(a.inspect("long", "{{.State.Status}} {{.State.Pid}}"), format!("running {pid}"));
+    assert_eq!(
+        a.inspect("long", "{{.State.Status}} {{.State.Pid}}"),
+        format!("running {pid}")
+    );
     assert_eq!(a.cmd(&["exec", "long", "echo", "still"]).stdout, "still\n");
     a.cmd(&["stop", "long"]);
     assert_eq!(a.inspect("long", "{{.State.ExitCode}}"), "42");
@@ -111,36 +226,79 @@ fn agent_kill9_leaves_containers_running_and_readopts() {
 #[test]
 fn exit_while_agent_down_is_recorded() {
     let mut a = Agent::start().with_busybox();
-    a.cmd(&["run", "-d", "--name", "short", "busybox", "sh", "-c", "sleep 1; exit 9"]);
+    a.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "short",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 9",
+    ]);
     a.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     a.restart();
-    a.wait_until("exit recorded", Duration::from_secs(5), || a.inspect("short", "{{.State.Status}}") == "exited");
+    a.wait_until("exit recorded", Duration::from_secs(5), || {
+        a.inspect("short", "{{.State.Status}}") == "exited"
+    });
     assert_eq!(a.inspect("short", "{{.State.ExitCode}}"), "9");
 }
 
 #[test]
 fn restart_policies() {
     let a = Agent::start().with_busybox();
-    a.cmd(&["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1"]);
+    a.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
     a.wait_until("two restarts then stop", Duration::from_secs(10), || {
         a.inspect("flaky", "{{.State.Status}} {{.RestartCount}}") == "exited 2"
     });
-    a.cmd(&["run", "-d", "--name", "always", "--restart", "always", "busybox", "sh", "-c", "exit 0"]);
+    a.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "always",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 0",
+    ]);
     a.wait_until("restarted at least twice", Duration::from_secs(10), || {
-        a.inspect("always", "{{.RestartCount}}").parse::<u32>().unwrap_or(0) >= 2
+        a.inspect("always", "{{.RestartCount}}")
+            .parse::<u32>()
+            .unwrap_or(0)
+            >= 2
     });
     a.cmd(&["stop", "always"]);
     let n = a.inspect("always", "{{.RestartCount}}");
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(a.inspect("always", "{{.RestartCount}} {{.State.Status}}"), format!("{n} exited"), "stop must end restarts");
+    assert_eq!(
+        a.inspect("always", "{{.RestartCount}} {{.State.Status}}"),
+        format!("{n} exited"),
+        "stop must end restarts"
+    );
 }
 
 #[test]
 fn images_tag_rmi_and_inspect() {
     let a = Agent::start().with_busybox();
     let images = a.cmd(&["images"]).stdout;
-    assert!(images.starts_with("REPOSITORY   TAG      IMAGE ID"), "{images}");
+    assert!(
+        images.starts_with("REPOSITORY   TAG      IMAGE ID"),
+        "{images}"
+    );
     a.cmd(&["tag", "busybox", "example.com/team/bb:v1"]);
     let q = a.cmd(&["images", "-q"]).stdout;
     assert_eq!(q.lines().count(), 1, "one image, two tags: {q}");
@@ -148,25 +306,43 @@ fn images_tag_rmi_and_inspect() {
     assert_eq!(json.lines().count(), 2);
     a.cmd(&["create", "--name", "user", "busybox", "true"]);
     let r = a.try_cmd(&["rmi", "example.com/team/bb:v1"]);
-    assert_eq!(r.code, 0, "untagging one of two tags is allowed: {}", r.stderr);
+    assert_eq!(
+        r.code, 0,
+        "untagging one of two tags is allowed: {}",
+        r.stderr
+    );
     let r = a.try_cmd(&["rmi", "busybox"]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("being used by a container"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("being used by a container"),
+        "{}",
+        r.stderr
+    );
     a.cmd(&["rm", "user"]);
     let r = a.cmd(&["rmi", "busybox"]).stdout;
     assert!(r.contains("Deleted: sha256:"), "{r}");
     assert_eq!(a.cmd(&["images", "-q"]).stdout, "");
     // Layers and snapshots went with the last image.
-    assert_eq!(std::fs::read_dir(a.root.join("snapshots")).expect("snapshots").count(), 0);
+    assert_eq!(
+        std::fs::read_dir(a.root.join("snapshots"))
+            .expect("snapshots")
+            .count(),
+        0
+    );
 }
 
 #[test]
 fn inspect_templates() {
     let a = Agent::start().with_busybox();
-    a.cmd(&["run", "-d", "--name", "tt", "-l", "tier=web", "busybox", "sleep", "300"]);
+    a.cmd(&[
+        "run", "-d", "--name", "tt", "-l", "tier=web", "busybox", "sleep", "300",
+    ]);
     assert_eq!(a.inspect("tt", "{{.Name}}"), "/tt");
     assert_eq!(a.inspect("tt", "{{index .Config.Labels \"tier\"}}"), "web");
-    assert_eq!(a.inspect("tt", "{{json .Config.Cmd}}"), "[\"sleep\",\"300\"]");
+    assert_eq!(
+        a.inspect("tt", "{{json .Config.Cmd}}"),
+        "[\"sleep\",\"300\"]"
+    );
     let ps = a.cmd(&["ps", "--format", "{{.Names}}|{{.Image}}"]).stdout;
     assert_eq!(ps, "tt|busybox\n");
 }
@@ -179,5 +355,8 @@ fn missing_agent_is_a_clear_error() {
         .expect("run");
     assert_eq!(r.status.code(), Some(125));
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("Is the agent running?") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("Is the agent running?") && err.lines().count() == 1,
+        "{err}"
+    );
 }

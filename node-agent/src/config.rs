@@ -35,9 +35,15 @@ pub struct FileConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: {source}", path.display())]
-    Parse { path: PathBuf, source: serde_yaml::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
     #[error("--host {0:?}: the agent listens on unix://PATH")]
     BadHost(String),
 }
@@ -52,9 +58,15 @@ impl FileConfig {
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(s) if s.trim().is_empty() => Ok(Self::default()),
-            Ok(s) => serde_yaml::from_str(&s).map_err(|source| ConfigError::Parse { path: path.into(), source }),
+            Ok(s) => serde_yaml::from_str(&s).map_err(|source| ConfigError::Parse {
+                path: path.into(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read { path: path.into(), source }),
+            Err(source) => Err(ConfigError::Read {
+                path: path.into(),
+                source,
+            }),
         }
     }
 }
@@ -68,7 +80,13 @@ pub fn socket_path(host: &str) -> Result<PathBuf, ConfigError> {
 }
 
 impl AgentConfig {
-    pub fn new(root: PathBuf, exec_root: PathBuf, socket: PathBuf, cgroup_parent: Option<String>, shim_binary: PathBuf) -> Self {
+    pub fn new(
+        root: PathBuf,
+        exec_root: PathBuf,
+        socket: PathBuf,
+        cgroup_parent: Option<String>,
+        shim_binary: PathBuf,
+    ) -> Self {
         let cgroup_parent = cgroup_parent.unwrap_or_else(|| {
             if root == Path::new(DEFAULT_ROOT) {
                 "skiff".into()
@@ -78,7 +96,14 @@ impl AgentConfig {
                 format!("skiff-{}", &h.hex()[..8])
             }
         });
-        Self { root, exec_root, socket, cgroup_parent, shim_binary, shim_log_level: "info".into() }
+        Self {
+            root,
+            exec_root,
+            socket,
+            cgroup_parent,
+            shim_binary,
+            shim_log_level: "info".into(),
+        }
     }
 }
 
@@ -88,15 +113,30 @@ mod tests {
 
     #[test]
     fn host_urls() {
-        assert_eq!(socket_path("unix:///run/x.sock").expect("ok"), PathBuf::from("/run/x.sock"));
+        assert_eq!(
+            socket_path("unix:///run/x.sock").expect("ok"),
+            PathBuf::from("/run/x.sock")
+        );
         assert!(socket_path("tcp://1.2.3.4:1").is_err());
         assert!(socket_path("unix://rel").is_err());
     }
 
     #[test]
     fn cgroup_parent_differs_per_root() {
-        let a = AgentConfig::new("/var/lib/skiff".into(), "/run/skiff".into(), "/s".into(), None, "/x".into());
-        let b = AgentConfig::new("/tmp/a".into(), "/run/a".into(), "/s".into(), None, "/x".into());
+        let a = AgentConfig::new(
+            "/var/lib/skiff".into(),
+            "/run/skiff".into(),
+            "/s".into(),
+            None,
+            "/x".into(),
+        );
+        let b = AgentConfig::new(
+            "/tmp/a".into(),
+            "/run/a".into(),
+            "/s".into(),
+            None,
+            "/x".into(),
+        );
         assert_eq!(a.cgroup_parent, "skiff");
         assert_ne!(a.cgroup_parent, b.cgroup_parent);
     }

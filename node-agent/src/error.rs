@@ -44,9 +44,14 @@ impl From<AgentError> for Status {
             AgentError::NotFound(_) | AgentError::Image(I::NotFound(_)) => Code::NotFound,
             AgentError::Conflict(_) | AgentError::Image(I::Conflict(_)) => Code::AlreadyExists,
             AgentError::Invalid(_)
-            | AgentError::Image(I::Reference(_) | I::BadReference(_) | I::BadArchive(_) | I::BadConfig(_) | I::BadChange { .. } | I::Ambiguous(_)) => {
-                Code::InvalidArgument
-            }
+            | AgentError::Image(
+                I::Reference(_)
+                | I::BadReference(_)
+                | I::BadArchive(_)
+                | I::BadConfig(_)
+                | I::BadChange { .. }
+                | I::Ambiguous(_),
+            ) => Code::InvalidArgument,
             AgentError::Precondition(_) => Code::FailedPrecondition,
             AgentError::Start { .. } => Code::FailedPrecondition,
             _ => Code::Internal,

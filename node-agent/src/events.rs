@@ -15,7 +15,10 @@ pub struct EventBus {
 
 impl Default for EventBus {
     fn default() -> Self {
-        Self { tx: broadcast::channel(1024).0, history: Mutex::new(VecDeque::new()) }
+        Self {
+            tx: broadcast::channel(1024).0,
+            history: Mutex::new(VecDeque::new()),
+        }
     }
 }
 
@@ -49,7 +52,11 @@ impl EventBus {
         let h = self.history.lock();
         let rx = self.tx.subscribe();
         let past = match h {
-            Ok(h) if since > 0 => h.iter().filter(|e| e.time_unix_nanos >= since).cloned().collect(),
+            Ok(h) if since > 0 => h
+                .iter()
+                .filter(|e| e.time_unix_nanos >= since)
+                .cloned()
+                .collect(),
             _ => vec![],
         };
         (past, rx)
@@ -70,11 +77,15 @@ pub fn matches(ev: &Event, filters: &[String]) -> bool {
             "event" | "action" => ev.action == *v,
             "container" | "image" | "network" | "volume" => {
                 ev.r#type == *k
-                    && (ev.actor_id.starts_with(v) || ev.attributes.get("name").map(|n| n == v).unwrap_or(false))
+                    && (ev.actor_id.starts_with(v)
+                        || ev.attributes.get("name").map(|n| n == v).unwrap_or(false))
             }
             "label" => {
                 let (lk, lv) = v.split_once('=').unwrap_or((v, ""));
-                ev.attributes.get(lk).map(|x| lv.is_empty() || x == lv).unwrap_or(false)
+                ev.attributes
+                    .get(lk)
+                    .map(|x| lv.is_empty() || x == lv)
+                    .unwrap_or(false)
             }
             _ => true,
         })
@@ -89,14 +100,28 @@ mod tests {
     fn filters_and_history() {
         let bus = EventBus::default();
         let start = now_nanos();
-        bus.emit("container", "start", "abc123", [("name".to_string(), "web".to_string())].into());
+        bus.emit(
+            "container",
+            "start",
+            "abc123",
+            [("name".to_string(), "web".to_string())].into(),
+        );
         bus.emit("image", "tag", "sha256:1", HashMap::new());
         let (past, _) = bus.subscribe(start);
         assert_eq!(past.len(), 2);
         assert!(matches(&past[0], &["type=container".into()]));
         assert!(!matches(&past[1], &["type=container".into()]));
-        assert!(matches(&past[0], &["container=web".into(), "event=start".into()]));
-        assert!(!matches(&past[0], &["container=web".into(), "event=die".into()]));
-        assert!(matches(&past[1], &["type=container".into(), "type=image".into()]));
+        assert!(matches(
+            &past[0],
+            &["container=web".into(), "event=start".into()]
+        ));
+        assert!(!matches(
+            &past[0],
+            &["container=web".into(), "event=die".into()]
+        ));
+        assert!(matches(
+            &past[1],
+            &["type=container".into(), "type=image".into()]
+        ));
     }
 }

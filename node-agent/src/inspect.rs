@@ -16,7 +16,11 @@ pub fn container(e: &Entry) -> Value {
     let r = e.record();
     let s = e.state();
     let c = &r.config;
-    let exposed: serde_json::Map<String, Value> = c.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
+    let exposed: serde_json::Map<String, Value> = c
+        .exposed_ports
+        .iter()
+        .map(|p| (p.clone(), json!({})))
+        .collect();
     json!({
         "Id": r.id,
         "Created": rfc3339(Some(r.created)),
@@ -92,7 +96,9 @@ pub fn container(e: &Entry) -> Value {
 pub fn status_line(e: &Entry) -> String {
     let s = e.state();
     let now = chrono::Utc::now();
-    let since = |t: Option<chrono::DateTime<chrono::Utc>>| humanize::duration(t.map(|t| (now - t).num_seconds()).unwrap_or(0));
+    let since = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        humanize::duration(t.map(|t| (now - t).num_seconds()).unwrap_or(0))
+    };
     match s.status {
         Status::Created => "Created".into(),
         Status::Running => format!("Up {}", since(s.started_at)),

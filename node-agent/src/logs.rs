@@ -18,7 +18,11 @@ fn to_chunk(l: &LogLine, req: &LogsRequest) -> Option<LogChunk> {
     if req.until_unix_nanos > 0 && t > req.until_unix_nanos {
         return None;
     }
-    Some(LogChunk { stream, data: l.log.clone().into_bytes(), time_unix_nanos: t })
+    Some(LogChunk {
+        stream,
+        data: l.log.clone().into_bytes(),
+        time_unix_nanos: t,
+    })
 }
 
 /// Reads what the log holds now; returns the chunks and the offset reached.
@@ -52,7 +56,11 @@ pub fn read_existing(path: &Path, req: &LogsRequest) -> std::io::Result<(Vec<Log
 }
 
 /// Reads complete lines appended after `offset`.
-pub fn read_from(path: &Path, offset: u64, req: &LogsRequest) -> std::io::Result<(Vec<LogChunk>, u64)> {
+pub fn read_from(
+    path: &Path,
+    offset: u64,
+    req: &LogsRequest,
+) -> std::io::Result<(Vec<LogChunk>, u64)> {
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut r = BufReader::new(f);
@@ -85,17 +93,39 @@ mod tests {
         let p = dir.path().join("log");
         let mut s = String::new();
         for (i, stream) in ["stdout", "stderr", "stdout", "stdout"].iter().enumerate() {
-            s.push_str(&serde_json::to_string(&LogLine { log: format!("l{i}\n"), stream: stream.to_string(), time: chrono::Utc::now() }).expect("json"));
+            s.push_str(
+                &serde_json::to_string(&LogLine {
+                    log: format!("l{i}\n"),
+                    stream: stream.to_string(),
+                    time: chrono::Utc::now(),
+                })
+                .expect("json"),
+            );
             s.push('\n');
         }
         s.push_str("{\"partial");
         std::fs::write(&p, s).expect("write");
-        let req = LogsRequest { stdout: true, stderr: true, tail: -1, ..Default::default() };
+        let req = LogsRequest {
+            stdout: true,
+            stderr: true,
+            tail: -1,
+            ..Default::default()
+        };
         let (all, off) = read_existing(&p, &req).expect("read");
         assert_eq!(all.len(), 4);
-        let req2 = LogsRequest { stdout: true, stderr: false, tail: 2, ..Default::default() };
+        let req2 = LogsRequest {
+            stdout: true,
+            stderr: false,
+            tail: 2,
+            ..Default::default()
+        };
         let (tail, _) = read_existing(&p, &req2).expect("read");
-        assert_eq!(tail.iter().map(|c| String::from_utf8_lossy(&c.data).to_string()).collect::<Vec<_>>(), vec!["l2\n", "l3\n"]);
+        assert_eq!(
+            tail.iter()
+                .map(|c| String::from_utf8_lossy(&c.data).to_string())
+                .collect::<Vec<_>>(),
+            vec!["l2\n", "l3\n"]
+        );
         let (more, _) = read_from(&p, off, &req).expect("read");
         assert!(more.is_empty(), "partial line must wait");
     }

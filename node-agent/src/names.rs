@@ -3,11 +3,48 @@
 use rand::seq::IndexedRandom;
 
 const LEFT: &[&str] = &[
-    "admiring", "bold", "brave", "busy", "calm", "clever", "cool", "crisp", "dazzling", "eager",
-    "elastic", "epic", "fervent", "festive", "focused", "gallant", "gifted", "happy", "hopeful",
-    "jolly", "keen", "kind", "loving", "lucid", "modest", "nifty", "nimble", "noble", "optimistic",
-    "peaceful", "quirky", "relaxed", "serene", "sharp", "stoic", "sweet", "tender", "trusting",
-    "upbeat", "vibrant", "wizardly", "zealous",
+    "admiring",
+    "bold",
+    "brave",
+    "busy",
+    "calm",
+    "clever",
+    "cool",
+    "crisp",
+    "dazzling",
+    "eager",
+    "elastic",
+    "epic",
+    "fervent",
+    "festive",
+    "focused",
+    "gallant",
+    "gifted",
+    "happy",
+    "hopeful",
+    "jolly",
+    "keen",
+    "kind",
+    "loving",
+    "lucid",
+    "modest",
+    "nifty",
+    "nimble",
+    "noble",
+    "optimistic",
+    "peaceful",
+    "quirky",
+    "relaxed",
+    "serene",
+    "sharp",
+    "stoic",
+    "sweet",
+    "tender",
+    "trusting",
+    "upbeat",
+    "vibrant",
+    "wizardly",
+    "zealous",
 ];
 
 const RIGHT: &[&str] = &[
@@ -32,11 +69,15 @@ pub fn validate(name: &str) -> Result<(), String> {
     let b = name.as_bytes();
     let ok = b.len() >= 2
         && b[0].is_ascii_alphanumeric()
-        && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(format!("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"))
+        Err(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        ))
     }
 }
 

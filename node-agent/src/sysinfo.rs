@@ -7,7 +7,9 @@ use std::path::Path;
 pub const API_VERSION: &str = "1.0";
 
 fn kernel() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 pub fn version() -> VersionInfo {
@@ -38,7 +40,9 @@ pub fn warnings() -> Vec<String> {
     let mut w = Vec::new();
     let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !fs.contains("overlay") {
-        w.push("WARNING: overlayfs is not available: containers cannot get a root filesystem".into());
+        w.push(
+            "WARNING: overlayfs is not available: containers cannot get a root filesystem".into(),
+        );
     }
     let v2 = cgroup_version() == "2";
     let controllers: Vec<String> = if v2 {
@@ -58,7 +62,9 @@ pub fn warnings() -> Vec<String> {
     };
     for c in ["memory", "pids", "cpu", "cpuset"] {
         if !controllers.iter().any(|x| x == c) {
-            w.push(format!("WARNING: the {c} cgroup controller is not available: --{c} limits will not work"));
+            w.push(format!(
+                "WARNING: the {c} cgroup controller is not available: --{c} limits will not work"
+            ));
         }
     }
     if !v2 && !controllers.iter().any(|x| x == "blkio") {
@@ -79,16 +85,28 @@ pub fn warnings() -> Vec<String> {
 
 fn which(bin: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(bin)).find(|p| p.is_file()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(bin))
+                .find(|p| p.is_file())
+        })
         .unwrap_or(None)
-        .or_else(|| ["/usr/sbin", "/sbin"].iter().map(|d| Path::new(d).join(bin)).find(|p| p.is_file()))
+        .or_else(|| {
+            ["/usr/sbin", "/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(bin))
+                .find(|p| p.is_file())
+        })
 }
 
 fn os_name() -> String {
     std::fs::read_to_string("/etc/os-release")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+        .find_map(|l| {
+            l.strip_prefix("PRETTY_NAME=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
         .unwrap_or_else(|| "Linux".into())
 }
 
@@ -97,7 +115,11 @@ pub fn info(cfg: &AgentConfig, containers: u32, running: u32, images: u32) -> In
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next().and_then(|k| k.parse::<u64>().ok()))
+        .and_then(|v| {
+            v.split_whitespace()
+                .next()
+                .and_then(|k| k.parse::<u64>().ok())
+        })
         .unwrap_or(0)
         * 1024;
     InfoResponse {
@@ -112,11 +134,15 @@ pub fn info(cfg: &AgentConfig, containers: u32, running: u32, images: u32) -> In
         kernel_version: kernel(),
         operating_system: os_name(),
         architecture: std::env::consts::ARCH.into(),
-        ncpu: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        ncpu: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         mem_total: mem,
         root_dir: cfg.root.display().to_string(),
         exec_root: cfg.exec_root.display().to_string(),
-        name: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        name: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         warnings: warnings(),
         server_version: env!("CARGO_PKG_VERSION").into(),
         security_options: "seccomp,name=default".into(),

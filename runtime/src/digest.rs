@@ -17,7 +17,12 @@ impl Digest {
     /// Parses `sha256:<64 hex>`.
     pub fn parse(s: &str) -> Result<Self, InvalidDigest> {
         match s.strip_prefix("sha256:") {
-            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
+            Some(hex)
+                if hex.len() == 64
+                    && hex
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
                 Ok(Digest(s.to_string()))
             }
             _ => Err(InvalidDigest(s.to_string())),
@@ -78,11 +83,18 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Sha256::new(), count: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     /// Digest and byte count of everything read so far.
     pub fn finish(self) -> (Digest, u64) {
-        (Digest(format!("sha256:{}", hex::encode(self.hasher.finalize()))), self.count)
+        (
+            Digest(format!("sha256:{}", hex::encode(self.hasher.finalize()))),
+            self.count,
+        )
     }
 }
 
@@ -104,10 +116,18 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new(), count: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, Digest(format!("sha256:{}", hex::encode(self.hasher.finalize()))), self.count)
+        (
+            self.inner,
+            Digest(format!("sha256:{}", hex::encode(self.hasher.finalize()))),
+            self.count,
+        )
     }
 }
 

@@ -44,9 +44,12 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> io::Res
 /// Reads a JSON file; `Ok(None)` when it does not exist.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match fs::read(path) {
-        Ok(data) => serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Ok(data) => serde_json::from_slice(&data).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -60,7 +63,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Creates a directory (and parents) with the given mode on the leaf.
 pub fn create_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    fs::DirBuilder::new().recursive(true).mode(mode).create(path)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
@@ -72,7 +78,9 @@ pub fn disk_usage(path: &Path) -> u64 {
     fn walk(p: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
         let Ok(rd) = fs::read_dir(p) else { return };
         for entry in rd.flatten() {
-            let Ok(md) = entry.path().symlink_metadata() else { continue };
+            let Ok(md) = entry.path().symlink_metadata() else {
+                continue;
+            };
             if md.is_dir() {
                 walk(&entry.path(), seen, total);
             } else if md.is_file() && seen.insert((md.dev(), md.ino())) {

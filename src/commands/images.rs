@@ -49,15 +49,37 @@ fn stream_file<T: Send + 'static>(
 }
 
 pub async fn images(c: &mut Client, a: &ImagesArgs) -> Result<i32> {
-    let list = c.image_list(ImageListRequest { all: a.all, filters: vec![] }).await.map_err(status)?.into_inner().images;
+    let list = c
+        .image_list(ImageListRequest {
+            all: a.all,
+            filters: vec![],
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .images;
     let short = |id: &str| -> String {
-        if a.no_trunc { id.to_string() } else { id.trim_start_matches("sha256:").chars().take(12).collect() }
+        if a.no_trunc {
+            id.to_string()
+        } else {
+            id.trim_start_matches("sha256:").chars().take(12).collect()
+        }
     };
-    let wanted = a.reference.as_deref().map(|r| if r.contains(':') { r.to_string() } else { format!("{r}:") });
+    let wanted = a.reference.as_deref().map(|r| {
+        if r.contains(':') {
+            r.to_string()
+        } else {
+            format!("{r}:")
+        }
+    });
     let mut rows = Vec::new();
     let mut ids = Vec::new();
     for img in &list {
-        let tags: Vec<String> = if img.repo_tags.is_empty() { vec!["<none>:<none>".into()] } else { img.repo_tags.clone() };
+        let tags: Vec<String> = if img.repo_tags.is_empty() {
+            vec!["<none>:<none>".into()]
+        } else {
+            img.repo_tags.clone()
+        };
         for t in tags {
             if let Some(w) = &wanted {
                 if !(t == *w || (w.ends_with(':') && t.starts_with(w.as_str()))) {
@@ -86,15 +108,32 @@ pub async fn images(c: &mut Client, a: &ImagesArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let columns = [("Repository", "REPOSITORY"), ("Tag", "TAG"), ("ID", "IMAGE ID"), ("CreatedSince", "CREATED"), ("Size", "SIZE")];
+    let columns = [
+        ("Repository", "REPOSITORY"),
+        ("Tag", "TAG"),
+        ("ID", "IMAGE ID"),
+        ("CreatedSince", "CREATED"),
+        ("Size", "SIZE"),
+    ];
     output::print_rows(&Format::parse(a.format.as_deref())?, &columns, &rows)?;
     Ok(0)
 }
 
 pub async fn import(c: &mut Client, a: &ImportArgs) -> Result<i32> {
-    let first = ImportChunk { reference: a.reference.clone().unwrap_or_default(), changes: a.change.clone(), data: vec![] };
-    let path = if a.file == "-" { None } else { Some(a.file.clone().into()) };
-    let s = stream_file(path, first, |data| ImportChunk { data, ..Default::default() })?;
+    let first = ImportChunk {
+        reference: a.reference.clone().unwrap_or_default(),
+        changes: a.change.clone(),
+        data: vec![],
+    };
+    let path = if a.file == "-" {
+        None
+    } else {
+        Some(a.file.clone().into())
+    };
+    let s = stream_file(path, first, |data| ImportChunk {
+        data,
+        ..Default::default()
+    })?;
     let r = c.image_import(s).await.map_err(status)?.into_inner();
     println!("{}", r.id);
     Ok(0)
@@ -102,9 +141,14 @@ pub async fn import(c: &mut Client, a: &ImportArgs) -> Result<i32> {
 
 pub async fn load(c: &mut Client, a: &LoadArgs) -> Result<i32> {
     if a.input.is_none() && super::stdio::is_tty() {
-        return Err(crate::client::exit(125, "requested load from stdin, but stdin is a terminal: use -i FILE or a pipe"));
+        return Err(crate::client::exit(
+            125,
+            "requested load from stdin, but stdin is a terminal: use -i FILE or a pipe",
+        ));
     }
-    let s = stream_file(a.input.clone(), DataChunk { data: vec![] }, |data| DataChunk { data })?;
+    let s = stream_file(a.input.clone(), DataChunk { data: vec![] }, |data| {
+        DataChunk { data }
+    })?;
     let r = c.image_load(s).await.map_err(status)?.into_inner();
     if !a.quiet {
         for l in r.loaded {
@@ -115,14 +159,25 @@ pub async fn load(c: &mut Client, a: &LoadArgs) -> Result<i32> {
 }
 
 pub async fn tag(c: &mut Client, a: &TagArgs) -> Result<i32> {
-    c.image_tag(TagRequest { source: a.source.clone(), target: a.target.clone() }).await.map_err(status)?;
+    c.image_tag(TagRequest {
+        source: a.source.clone(),
+        target: a.target.clone(),
+    })
+    .await
+    .map_err(status)?;
     Ok(0)
 }
 
 pub async fn rmi(c: &mut Client, a: &RmiArgs) -> Result<i32> {
     let mut rc = 0;
     for n in &a.images {
-        match c.image_remove(ImageRemoveRequest { names: vec![n.clone()], force: a.force }).await {
+        match c
+            .image_remove(ImageRemoveRequest {
+                names: vec![n.clone()],
+                force: a.force,
+            })
+            .await
+        {
             Ok(r) => {
                 let r = r.into_inner();
                 for u in r.untagged {

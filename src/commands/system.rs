@@ -65,7 +65,12 @@ pub async fn version(c: &mut Client, a: &FormatArgs) -> Result<i32> {
     if let Some(f) = &a.format {
         println!("{}", crate::template::Template::parse(f)?.render(&doc)?);
     } else {
-        println!("Client:\n Version:\t{}\n OS/Arch:\t{}/{}", env!("CARGO_PKG_VERSION"), std::env::consts::OS, std::env::consts::ARCH);
+        println!(
+            "Client:\n Version:\t{}\n OS/Arch:\t{}/{}",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        );
         if let Ok(v) = &server {
             let v = v.get_ref();
             println!("\nServer: Skiff Agent\n Version:\t{}\n API version:\t{}\n OS/Arch:\t{}/{}\n Kernel:\t{}\n Runtime:\t{}",
@@ -77,8 +82,18 @@ pub async fn version(c: &mut Client, a: &FormatArgs) -> Result<i32> {
 
 pub async fn events(c: &mut Client, a: &EventsArgs) -> Result<i32> {
     let req = EventsRequest {
-        since_unix_nanos: a.since.as_deref().map(output::parse_time).transpose()?.unwrap_or(0),
-        until_unix_nanos: a.until.as_deref().map(output::parse_time).transpose()?.unwrap_or(0),
+        since_unix_nanos: a
+            .since
+            .as_deref()
+            .map(output::parse_time)
+            .transpose()?
+            .unwrap_or(0),
+        until_unix_nanos: a
+            .until
+            .as_deref()
+            .map(output::parse_time)
+            .transpose()?
+            .unwrap_or(0),
         filters: a.filter.clone(),
     };
     let template = match a.format.as_deref() {
@@ -88,7 +103,11 @@ pub async fn events(c: &mut Client, a: &EventsArgs) -> Result<i32> {
     let mut s = c.events(req).await.map_err(status)?.into_inner();
     while let Some(ev) = s.message().await.map_err(status)? {
         let t = chrono::DateTime::from_timestamp_nanos(ev.time_unix_nanos);
-        let mut attrs: Vec<_> = ev.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut attrs: Vec<_> = ev
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         attrs.sort();
         let doc = json!({
             "Type": ev.r#type, "Action": ev.action, "Actor": {"ID": ev.actor_id, "Attributes": ev.attributes},

@@ -18,7 +18,10 @@ pub fn bin() -> PathBuf {
 
 /// Fails the test unless running as root: these tests exist to exercise the kernel.
 pub fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "end-to-end tests must run as root (they create namespaces, mounts and cgroups)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "end-to-end tests must run as root (they create namespaces, mounts and cgroups)"
+    );
 }
 
 /// The busybox rootfs tarball, built once per test process by the example script.
@@ -29,8 +32,16 @@ pub fn busybox_tar() -> &'static Path {
         std::fs::create_dir_all(&dir).expect("mkdir");
         let out = dir.join("busybox.tar");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images/busybox/build.sh");
-        let st = Command::new("bash").arg(&script).arg(&out).stdout(Stdio::null()).status().expect("run build.sh");
-        assert!(st.success(), "examples/images/busybox/build.sh failed (is busybox-static installed?)");
+        let st = Command::new("bash")
+            .arg(&script)
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run build.sh");
+        assert!(
+            st.success(),
+            "examples/images/busybox/build.sh failed (is busybox-static installed?)"
+        );
         out
     })
 }
@@ -61,7 +72,11 @@ impl Run {
     }
     /// Panics with both streams unless the command succeeded.
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "command failed: stdout={:?} stderr={:?}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed: stdout={:?} stderr={:?}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -71,11 +86,20 @@ impl Agent {
     pub fn start() -> Agent {
         require_root();
         // Short paths: unix socket paths are limited to 108 bytes.
-        let dir = tempfile::Builder::new().prefix("sk").tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("sk")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let root = dir.path().join("root");
         let exec_root = dir.path().join("run");
         let socket = dir.path().join("skiff.sock");
-        let mut a = Agent { root, exec_root, socket, dir, child: None };
+        let mut a = Agent {
+            root,
+            exec_root,
+            socket,
+            dir,
+            child: None,
+        };
         a.spawn();
         a
     }
@@ -140,7 +164,15 @@ impl Agent {
 
     /// Runs `skiff ARGS` against this agent.
     pub fn try_cmd(&self, args: &[&str]) -> Run {
-        Run::from(Command::new(bin()).arg("--host").arg(self.host()).args(args).stdin(Stdio::null()).output().expect("run skiff"))
+        Run::from(
+            Command::new(bin())
+                .arg("--host")
+                .arg(self.host())
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run skiff"),
+        )
     }
 
     /// Runs `skiff ARGS` with `input` on stdin.
@@ -164,14 +196,25 @@ impl Agent {
     /// Runs and requires success.
     pub fn cmd(&self, args: &[&str]) -> Run {
         let r = self.try_cmd(args);
-        assert_eq!(r.code, 0, "skiff {args:?} failed ({}): stdout={:?} stderr={:?}", r.code, r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "skiff {args:?} failed ({}): stdout={:?} stderr={:?}",
+            r.code, r.stdout, r.stderr
+        );
         r
     }
 
     /// Imports the busybox test image as `busybox:latest`.
     pub fn with_busybox(self) -> Agent {
         let tar = busybox_tar().to_string_lossy().into_owned();
-        self.cmd(&["image", "import", &tar, "busybox:latest", "-c", "CMD [\"sh\"]"]);
+        self.cmd(&[
+            "image",
+            "import",
+            &tar,
+            "busybox:latest",
+            "-c",
+            "CMD [\"sh\"]",
+        ]);
         self
     }
 
@@ -184,12 +227,18 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("timed out waiting for {what}; agent log tail:\n{}", tail(&self.log(), 40));
+        panic!(
+            "timed out waiting for {what}; agent log tail:\n{}",
+            tail(&self.log(), 40)
+        );
     }
 
     /// `inspect -f TEMPLATE NAME`, trimmed.
     pub fn inspect(&self, name: &str, template: &str) -> String {
-        self.cmd(&["inspect", "-f", template, name]).stdout.trim().to_string()
+        self.cmd(&["inspect", "-f", template, name])
+            .stdout
+            .trim()
+            .to_string()
     }
 }
 
@@ -212,7 +261,11 @@ impl Drop for Agent {
         // Anything still mounted below our directory (a crashed shim's rootfs).
         if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
             let base = self.dir.path().to_string_lossy().into_owned();
-            let mut points: Vec<&str> = m.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&base)).collect();
+            let mut points: Vec<&str> = m
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&base))
+                .collect();
             points.sort_by_key(|p| std::cmp::Reverse(p.len()));
             for p in points {
                 let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
@@ -222,10 +275,15 @@ impl Drop for Agent {
         if let Ok(rd) = std::fs::read_dir("/proc") {
             let needle = self.dir.path().to_string_lossy().into_owned();
             for e in rd.flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
                 let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 if String::from_utf8_lossy(&cmd).contains(&needle) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }

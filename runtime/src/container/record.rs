@@ -24,7 +24,9 @@ impl RestartPolicy {
         };
         let maximum_retry_count = match count {
             None => 0,
-            Some(c) => c.parse().map_err(|_| format!("invalid restart policy {s:?}: {c:?} is not a number"))?,
+            Some(c) => c
+                .parse()
+                .map_err(|_| format!("invalid restart policy {s:?}: {c:?} is not a number"))?,
         };
         match (name, count) {
             ("" | "no", None) => Ok(Self { name: "no".into(), maximum_retry_count }),
@@ -42,14 +44,20 @@ impl RestartPolicy {
     /// Whether a container that stopped with `exit_code` should be started again.
     /// `manually_stopped` is set by `stop`/`kill` through the API; `restart_count` is
     /// how many restarts the policy has made so far.
-    pub fn should_restart(&self, exit_code: i32, manually_stopped: bool, restart_count: u32) -> bool {
+    pub fn should_restart(
+        &self,
+        exit_code: i32,
+        manually_stopped: bool,
+        restart_count: u32,
+    ) -> bool {
         if manually_stopped {
             return false;
         }
         match self.name.as_str() {
             "always" | "unless-stopped" => true,
             "on-failure" => {
-                exit_code != 0 && (self.maximum_retry_count == 0 || restart_count < self.maximum_retry_count)
+                exit_code != 0
+                    && (self.maximum_retry_count == 0 || restart_count < self.maximum_retry_count)
             }
             _ => false,
         }
@@ -87,9 +95,11 @@ pub struct ContainerConfig {
 
 impl ContainerConfig {
     pub fn no_new_privileges(&self) -> bool {
-        self.security_opt
-            .iter()
-            .any(|o| o == "no-new-privileges" || o == "no-new-privileges:true" || o == "no-new-privileges=true")
+        self.security_opt.iter().any(|o| {
+            o == "no-new-privileges"
+                || o == "no-new-privileges:true"
+                || o == "no-new-privileges=true"
+        })
     }
 }
 
@@ -166,7 +176,10 @@ pub struct ContainerState {
 
 impl ContainerState {
     pub fn is_running(&self) -> bool {
-        matches!(self.status, Status::Running | Status::Paused | Status::Restarting)
+        matches!(
+            self.status,
+            Status::Running | Status::Paused | Status::Restarting
+        )
     }
     pub fn can_start(&self) -> bool {
         matches!(self.status, Status::Created | Status::Exited | Status::Dead)
@@ -196,7 +209,10 @@ pub struct Paths {
 
 impl Paths {
     pub fn new(root: &Path, exec_root: &Path, id: &str) -> Self {
-        Self { dir: root.join("containers").join(id), exec_dir: exec_root.join("containers").join(id) }
+        Self {
+            dir: root.join("containers").join(id),
+            exec_dir: exec_root.join("containers").join(id),
+        }
     }
     pub fn record(&self) -> PathBuf {
         self.dir.join("config.v2.json")
@@ -238,20 +254,32 @@ impl Paths {
     /// The shim's attach/control socket. Sockets live in a flat `<exec-root>/s/` with
     /// short names: a unix socket path must fit in 108 bytes.
     pub fn socket(&self) -> PathBuf {
-        self.socket_dir().join(format!("{}.sock", &self.id()[..16.min(self.id().len())]))
+        self.socket_dir()
+            .join(format!("{}.sock", &self.id()[..16.min(self.id().len())]))
     }
 
     /// The socket of one exec.
     pub fn exec_socket(&self, exec_id: &str) -> PathBuf {
-        self.socket_dir().join(format!("{}-{}.sock", &self.id()[..16.min(self.id().len())], &exec_id[..12.min(exec_id.len())]))
+        self.socket_dir().join(format!(
+            "{}-{}.sock",
+            &self.id()[..16.min(self.id().len())],
+            &exec_id[..12.min(exec_id.len())]
+        ))
     }
 
     fn socket_dir(&self) -> PathBuf {
-        self.exec_dir.parent().and_then(|p| p.parent()).map(|p| p.join("s")).unwrap_or_else(|| self.exec_dir.clone())
+        self.exec_dir
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.join("s"))
+            .unwrap_or_else(|| self.exec_dir.clone())
     }
 
     fn id(&self) -> String {
-        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
     pub fn shim_log(&self) -> PathBuf {
         self.exec_dir.join("shim.log")
@@ -265,7 +293,12 @@ mod tests {
     #[test]
     fn restart_policy_parsing() {
         assert_eq!(RestartPolicy::parse("no").expect("no").name, "no");
-        assert_eq!(RestartPolicy::parse("on-failure:3").expect("of").maximum_retry_count, 3);
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3")
+                .expect("of")
+                .maximum_retry_count,
+            3
+        );
         assert!(RestartPolicy::parse("always:3").is_err());
         assert!(RestartPolicy::parse("sometimes").is_err());
         assert!(RestartPolicy::parse("on-failure:x").is_err());
@@ -281,7 +314,9 @@ mod tests {
         let always = RestartPolicy::parse("always").expect("parse");
         assert!(always.should_restart(0, false, 10));
         assert!(!always.should_restart(0, true, 0));
-        assert!(!RestartPolicy::parse("no").expect("parse").should_restart(1, false, 0));
+        assert!(!RestartPolicy::parse("no")
+            .expect("parse")
+            .should_restart(1, false, 0));
     }
 
     #[test]
@@ -292,7 +327,10 @@ mod tests {
         assert!(!s.can_start());
         assert!(!s.can_remove(false));
         assert!(s.can_remove(true));
-        s.record_exit(&ExitInfo { exit_code: 3, ..Default::default() });
+        s.record_exit(&ExitInfo {
+            exit_code: 3,
+            ..Default::default()
+        });
         assert_eq!(s.status, Status::Exited);
         assert_eq!(s.exit_code, 3);
         assert!(s.can_remove(false));

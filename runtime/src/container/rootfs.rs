@@ -37,7 +37,11 @@ impl LookupError {
 }
 
 fn open_root(root: &Path) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open(root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?)
+    Ok(rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 fn open_in(root: &OwnedFd, path: &str, flags: OFlags) -> io::Result<OwnedFd> {
@@ -86,9 +90,9 @@ pub fn resolve_user(root: &Path, spec: &str) -> Result<User, LookupError> {
         None => (spec, None),
     };
     let u = if u.is_empty() { "0" } else { u };
-    let entry = passwd.iter().find(|e| {
-        e.len() >= 4 && (e[0] == u || (u.parse::<u32>().is_ok() && e[2] == u))
-    });
+    let entry = passwd
+        .iter()
+        .find(|e| e.len() >= 4 && (e[0] == u || (u.parse::<u32>().is_ok() && e[2] == u)));
     let mut user = match (entry, u.parse::<u32>()) {
         (Some(e), _) => User {
             uid: e[2].parse().map_err(|_| LookupError::NoUser(u.into()))?,
@@ -96,7 +100,12 @@ pub fn resolve_user(root: &Path, spec: &str) -> Result<User, LookupError> {
             additional_gids: vec![],
             home: e.get(5).cloned().unwrap_or_else(|| "/".into()),
         },
-        (None, Ok(uid)) => User { uid, gid: 0, additional_gids: vec![], home: "/".into() },
+        (None, Ok(uid)) => User {
+            uid,
+            gid: 0,
+            additional_gids: vec![],
+            home: "/".into(),
+        },
         (None, Err(_)) => return Err(LookupError::NoUser(u.into())),
     };
     if let Some(g) = g {
@@ -129,18 +138,35 @@ fn is_executable(root: &OwnedFd, path: &str) -> Result<bool, io::Error> {
 /// Checks that `argv0` names an executable inside the rootfs (searching `PATH` from
 /// `env` when it has no slash), so a bad command fails with Docker's 126/127 message
 /// before any namespace is made. Returns the path that will be executed.
-pub fn find_executable(root: &Path, argv0: &str, env: &[String], cwd: &str) -> Result<String, LookupError> {
-    let r = open_root(root).map_err(|e| LookupError::Io { path: "/".into(), reason: e.to_string() })?;
+pub fn find_executable(
+    root: &Path,
+    argv0: &str,
+    env: &[String],
+    cwd: &str,
+) -> Result<String, LookupError> {
+    let r = open_root(root).map_err(|e| LookupError::Io {
+        path: "/".into(),
+        reason: e.to_string(),
+    })?;
     let check = |p: &str| -> Result<String, LookupError> {
         match is_executable(&r, p) {
             Ok(true) => Ok(p.to_string()),
             Ok(false) => Err(LookupError::NotExecutable(argv0.into())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LookupError::NoSuchFile(argv0.into())),
-            Err(e) => Err(LookupError::Io { path: p.into(), reason: e.to_string() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(LookupError::NoSuchFile(argv0.into()))
+            }
+            Err(e) => Err(LookupError::Io {
+                path: p.into(),
+                reason: e.to_string(),
+            }),
         }
     };
     if argv0.contains('/') {
-        let p = if argv0.starts_with('/') { argv0.to_string() } else { format!("{}/{argv0}", cwd.trim_end_matches('/')) };
+        let p = if argv0.starts_with('/') {
+            argv0.to_string()
+        } else {
+            format!("{}/{argv0}", cwd.trim_end_matches('/'))
+        };
         return check(&p);
     }
     let path = env
@@ -156,7 +182,11 @@ pub fn find_executable(root: &Path, argv0: &str, env: &[String], cwd: &str) -> R
             Err(_) => {}
         }
     }
-    Err(if denied { LookupError::NotExecutable(argv0.into()) } else { LookupError::NotInPath(argv0.into()) })
+    Err(if denied {
+        LookupError::NotExecutable(argv0.into())
+    } else {
+        LookupError::NotInPath(argv0.into())
+    })
 }
 
 /// Creates directory `path` (and missing parents) inside `root`, resolving every
@@ -166,7 +196,11 @@ pub fn mkdir_all(root: &Path, path: &str) -> io::Result<()> {
     let r = open_root(root)?;
     let mut cur = String::new();
     for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
-        let parent = if cur.is_empty() { "/".to_string() } else { cur.clone() };
+        let parent = if cur.is_empty() {
+            "/".to_string()
+        } else {
+            cur.clone()
+        };
         cur = format!("{cur}/{comp}");
         match open_in(&r, &cur, OFlags::PATH | OFlags::DIRECTORY) {
             Ok(_) => continue,
@@ -193,10 +227,19 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         fs::create_dir_all(d.path().join("etc")).expect("etc");
         fs::create_dir_all(d.path().join("bin")).expect("bin");
-        fs::write(d.path().join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/var/www:/bin/false\n").expect("passwd");
-        fs::write(d.path().join("etc/group"), "root:x:0:\nwww:x:33:\nstaff:x:50:www\n").expect("group");
+        fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/var/www:/bin/false\n",
+        )
+        .expect("passwd");
+        fs::write(
+            d.path().join("etc/group"),
+            "root:x:0:\nwww:x:33:\nstaff:x:50:www\n",
+        )
+        .expect("group");
         fs::write(d.path().join("bin/sh"), "").expect("sh");
-        fs::set_permissions(d.path().join("bin/sh"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::set_permissions(d.path().join("bin/sh"), fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         fs::write(d.path().join("bin/noexec"), "").expect("noexec");
         d
     }
@@ -208,7 +251,10 @@ mod tests {
         assert_eq!((u.uid, u.gid, u.home.as_str()), (33, 33, "/var/www"));
         assert_eq!(u.additional_gids, vec![50]);
         assert_eq!(resolve_user(d.path(), "1000:staff").expect("num").gid, 50);
-        assert_eq!(resolve_user(d.path(), "nobody"), Err(LookupError::NoUser("nobody".into())));
+        assert_eq!(
+            resolve_user(d.path(), "nobody"),
+            Err(LookupError::NoUser("nobody".into()))
+        );
         assert!(resolve_user(d.path(), "www:nogroup").is_err());
     }
 
@@ -228,8 +274,15 @@ mod tests {
         let outside = tempfile::tempdir().expect("tempdir");
         symlink(outside.path(), d.path().join("escape")).expect("symlink");
         mkdir_all(d.path(), "/escape/sub/dir").expect("mkdir");
-        assert!(!outside.path().join("sub").exists(), "created outside the rootfs");
-        assert!(d.path().join(outside.path().strip_prefix("/").expect("abs")).join("sub/dir").is_dir());
+        assert!(
+            !outside.path().join("sub").exists(),
+            "created outside the rootfs"
+        );
+        assert!(d
+            .path()
+            .join(outside.path().strip_prefix("/").expect("abs"))
+            .join("sub/dir")
+            .is_dir());
         mkdir_all(d.path(), "/a/b/c").expect("mkdir");
         assert!(d.path().join("a/b/c").is_dir());
     }
@@ -238,9 +291,27 @@ mod tests {
     fn executables_are_checked_like_docker() {
         let d = rootfs();
         let env = vec!["PATH=/bin".to_string()];
-        assert_eq!(find_executable(d.path(), "sh", &env, "/").expect("sh"), "/bin/sh");
-        assert_eq!(find_executable(d.path(), "nope", &env, "/").expect_err("nope").exit_code(), 127);
-        assert_eq!(find_executable(d.path(), "/bin/noexec", &env, "/").expect_err("noexec").exit_code(), 126);
-        assert_eq!(find_executable(d.path(), "/bin", &env, "/").expect_err("dir").exit_code(), 126);
+        assert_eq!(
+            find_executable(d.path(), "sh", &env, "/").expect("sh"),
+            "/bin/sh"
+        );
+        assert_eq!(
+            find_executable(d.path(), "nope", &env, "/")
+                .expect_err("nope")
+                .exit_code(),
+            127
+        );
+        assert_eq!(
+            find_executable(d.path(), "/bin/noexec", &env, "/")
+                .expect_err("noexec")
+                .exit_code(),
+            126
+        );
+        assert_eq!(
+            find_executable(d.path(), "/bin", &env, "/")
+                .expect_err("dir")
+                .exit_code(),
+            126
+        );
     }
 }

@@ -88,7 +88,9 @@ pub fn load(store: &ImageStore, reader: impl Read) -> Result<Vec<String>, ImageE
         let mut entry = entry.map_err(|e| ImageError::BadArchive(e.to_string()))?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).to_string();
         let Some(name) = clean(&raw) else {
-            return Err(ImageError::BadArchive(format!("member {raw:?} points outside the archive")));
+            return Err(ImageError::BadArchive(format!(
+                "member {raw:?} points outside the archive"
+            )));
         };
         let kind = entry.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
@@ -112,7 +114,10 @@ pub fn load(store: &ImageStore, reader: impl Read) -> Result<Vec<String>, ImageE
         if !kind.is_file() {
             continue;
         }
-        let is_doc = matches!(name.as_str(), "manifest.json" | "index.json" | "repositories" | "oci-layout");
+        let is_doc = matches!(
+            name.as_str(),
+            "manifest.json" | "index.json" | "repositories" | "oci-layout"
+        );
         if is_doc {
             let mut buf = Vec::new();
             (&mut entry)
@@ -120,17 +125,23 @@ pub fn load(store: &ImageStore, reader: impl Read) -> Result<Vec<String>, ImageE
                 .read_to_end(&mut buf)
                 .map_err(|e| ImageError::BadArchive(format!("{name}: {e}")))?;
             if buf.len() as u64 > MAX_METADATA {
-                return Err(ImageError::BadArchive(format!("{name} is larger than {MAX_METADATA} bytes")));
+                return Err(ImageError::BadArchive(format!(
+                    "{name} is larger than {MAX_METADATA} bytes"
+                )));
             }
             docs.insert(name, buf);
         } else {
             let expected = digest_from_name(&name);
-            let (d, _) = store.put_blob(&mut entry, expected.as_ref()).map_err(|e| match e {
-                ImageError::DigestMismatch { expected, actual } => ImageError::BadArchive(format!(
-                    "{name}: content digest {actual} does not match its name {expected}"
-                )),
-                e => e,
-            })?;
+            let (d, _) = store
+                .put_blob(&mut entry, expected.as_ref())
+                .map_err(|e| match e {
+                    ImageError::DigestMismatch { expected, actual } => {
+                        ImageError::BadArchive(format!(
+                            "{name}: content digest {actual} does not match its name {expected}"
+                        ))
+                    }
+                    e => e,
+                })?;
             blobs.insert(name, d);
         }
     }
@@ -145,13 +156,15 @@ pub fn load(store: &ImageStore, reader: impl Read) -> Result<Vec<String>, ImageE
                 None => break,
             }
         }
-        Err(ImageError::BadArchive(format!("archive does not contain {name:?}")))
+        Err(ImageError::BadArchive(format!(
+            "archive does not contain {name:?}"
+        )))
     };
 
     let mut loaded = Vec::new();
     if let Some(raw) = docs.get("manifest.json") {
-        let entries: Vec<DockerManifestEntry> =
-            serde_json::from_slice(raw).map_err(|e| ImageError::BadArchive(format!("manifest.json: {e}")))?;
+        let entries: Vec<DockerManifestEntry> = serde_json::from_slice(raw)
+            .map_err(|e| ImageError::BadArchive(format!("manifest.json: {e}")))?;
         for m in entries {
             let config = lookup(&m.config)?;
             let layers = m
@@ -169,19 +182,23 @@ pub fn load(store: &ImageStore, reader: impl Read) -> Result<Vec<String>, ImageE
             report(&mut loaded, &tags, &id);
         }
     } else if let Some(raw) = docs.get("index.json") {
-        let index: IndexDoc =
-            serde_json::from_slice(raw).map_err(|e| ImageError::BadArchive(format!("index.json: {e}")))?;
+        let index: IndexDoc = serde_json::from_slice(raw)
+            .map_err(|e| ImageError::BadArchive(format!("index.json: {e}")))?;
         for desc in &index.manifests {
             let tag = desc
                 .annotations
                 .get("io.containerd.image.name")
                 .or_else(|| desc.annotations.get("org.opencontainers.image.ref.name"))
                 .cloned();
-            let id = load_oci_manifest(store, &lookup, &desc.digest, desc.media_type.as_deref(), tag.as_deref(), 0)?;
-            let tags: Vec<Reference> = tag
-                .and_then(|t| full_ref(&t))
-                .into_iter()
-                .collect();
+            let id = load_oci_manifest(
+                store,
+                &lookup,
+                &desc.digest,
+                desc.media_type.as_deref(),
+                tag.as_deref(),
+                0,
+            )?;
+            let tags: Vec<Reference> = tag.and_then(|t| full_ref(&t)).into_iter().collect();
             report(&mut loaded, &tags, &id);
         }
     } else {
@@ -231,15 +248,20 @@ fn load_oci_manifest(
     depth: u32,
 ) -> Result<Digest, ImageError> {
     if depth > 4 {
-        return Err(ImageError::BadArchive("image indexes nested too deeply".into()));
+        return Err(ImageError::BadArchive(
+            "image indexes nested too deeply".into(),
+        ));
     }
     let d = Digest::parse(digest).map_err(|e| ImageError::BadArchive(e.to_string()))?;
     let blob = lookup(&format!("blobs/sha256/{}", d.hex()))?;
     let raw = store.read_blob(&blob, MAX_METADATA as usize)?;
-    let doc: IndexDoc = serde_json::from_slice(&raw).map_err(|e| ImageError::BadArchive(format!("{digest}: {e}")))?;
+    let doc: IndexDoc = serde_json::from_slice(&raw)
+        .map_err(|e| ImageError::BadArchive(format!("{digest}: {e}")))?;
     let declared = doc.media_type.as_deref().or(media_type).unwrap_or_default();
     let is_index = !doc.manifests.is_empty();
-    if is_index != (declared == MEDIA_OCI_INDEX || declared == super::MEDIA_DOCKER_LIST) && !declared.is_empty() {
+    if is_index != (declared == MEDIA_OCI_INDEX || declared == super::MEDIA_DOCKER_LIST)
+        && !declared.is_empty()
+    {
         return Err(ImageError::BadArchive(format!(
             "{digest}: media type {declared} does not match its content"
         )));
@@ -249,7 +271,9 @@ fn load_oci_manifest(
         let arch = super::config::host_architecture();
         let chosen = raw_platform_pick(&raw, arch)
             .or_else(|| (doc.manifests.len() == 1).then(|| doc.manifests[0].digest.clone()))
-            .ok_or_else(|| ImageError::BadArchive(format!("{digest}: no manifest for linux/{arch}")))?;
+            .ok_or_else(|| {
+                ImageError::BadArchive(format!("{digest}: no manifest for linux/{arch}"))
+            })?;
         return load_oci_manifest(store, lookup, &chosen, None, tag, depth + 1);
     }
     let config = doc
@@ -257,13 +281,19 @@ fn load_oci_manifest(
         .ok_or_else(|| ImageError::BadArchive(format!("{digest}: manifest without config")))?;
     let config_d = lookup(&format!(
         "blobs/sha256/{}",
-        Digest::parse(&config.digest).map_err(|e| ImageError::BadArchive(e.to_string()))?.hex()
+        Digest::parse(&config.digest)
+            .map_err(|e| ImageError::BadArchive(e.to_string()))?
+            .hex()
     ))?;
     let mut layers = Vec::new();
     for l in doc.layers {
         let ld = Digest::parse(&l.digest).map_err(|e| ImageError::BadArchive(e.to_string()))?;
         let got = lookup(&format!("blobs/sha256/{}", ld.hex()))?;
-        layers.push((got, l.media_type.unwrap_or_else(|| super::MEDIA_LAYER_GZIP.into())));
+        layers.push((
+            got,
+            l.media_type
+                .unwrap_or_else(|| super::MEDIA_LAYER_GZIP.into()),
+        ));
     }
     let tags: Vec<Reference> = tag.and_then(full_ref).into_iter().collect();
     let repo_digest = tags.first().map(|t| format!("{}@{}", t.familiar_name(), d));

@@ -5,7 +5,10 @@ use super::config::RunConfig;
 use super::ImageError;
 
 fn bad(line: &str, reason: &str) -> ImageError {
-    ImageError::BadChange { line: line.into(), reason: reason.into() }
+    ImageError::BadChange {
+        line: line.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Parses `["a","b"]` (exec form) or wraps a plain string in `/bin/sh -c` (shell form).
@@ -21,7 +24,10 @@ fn command(line: &str, rest: &str) -> Result<Vec<String>, ImageError> {
 /// Applies each change to `cfg`; an unknown instruction is an error.
 pub fn apply(cfg: &mut RunConfig, changes: &[String]) -> Result<(), ImageError> {
     for line in changes {
-        let (inst, rest) = line.trim().split_once(char::is_whitespace).unwrap_or((line.trim(), ""));
+        let (inst, rest) = line
+            .trim()
+            .split_once(char::is_whitespace)
+            .unwrap_or((line.trim(), ""));
         let rest = rest.trim();
         match inst.to_ascii_uppercase().as_str() {
             "CMD" => cfg.cmd = Some(command(line, rest)?),
@@ -37,12 +43,20 @@ pub fn apply(cfg: &mut RunConfig, changes: &[String]) -> Result<(), ImageError> 
             }
             "EXPOSE" => {
                 for p in rest.split_whitespace() {
-                    let p = if p.contains('/') { p.to_string() } else { format!("{p}/tcp") };
-                    cfg.exposed_ports.get_or_insert_with(Default::default).insert(p, serde_json::json!({}));
+                    let p = if p.contains('/') {
+                        p.to_string()
+                    } else {
+                        format!("{p}/tcp")
+                    };
+                    cfg.exposed_ports
+                        .get_or_insert_with(Default::default)
+                        .insert(p, serde_json::json!({}));
                 }
             }
             "LABEL" => {
-                let (k, v) = rest.split_once('=').ok_or_else(|| bad(line, "want LABEL KEY=VALUE"))?;
+                let (k, v) = rest
+                    .split_once('=')
+                    .ok_or_else(|| bad(line, "want LABEL KEY=VALUE"))?;
                 cfg.labels
                     .get_or_insert_with(Default::default)
                     .insert(k.trim_matches('"').into(), v.trim_matches('"').into());
@@ -52,12 +66,15 @@ pub fn apply(cfg: &mut RunConfig, changes: &[String]) -> Result<(), ImageError> 
             "STOPSIGNAL" => cfg.stop_signal = rest.into(),
             "VOLUME" => {
                 let vols: Vec<String> = if rest.starts_with('[') {
-                    serde_json::from_str(rest).map_err(|e| bad(line, &format!("bad JSON array: {e}")))?
+                    serde_json::from_str(rest)
+                        .map_err(|e| bad(line, &format!("bad JSON array: {e}")))?
                 } else {
                     rest.split_whitespace().map(String::from).collect()
                 };
                 for v in vols {
-                    cfg.volumes.get_or_insert_with(Default::default).insert(v, serde_json::json!({}));
+                    cfg.volumes
+                        .get_or_insert_with(Default::default)
+                        .insert(v, serde_json::json!({}));
                 }
             }
             "" => {}

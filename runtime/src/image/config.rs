@@ -76,12 +76,17 @@ impl ImageConfig {
     /// are absolute and not `/`.
     pub fn validate(&self) -> Result<(), String> {
         if self.rootfs.kind != "layers" {
-            return Err(format!("rootfs.type is {:?}, want \"layers\"", self.rootfs.kind));
+            return Err(format!(
+                "rootfs.type is {:?}, want \"layers\"",
+                self.rootfs.kind
+            ));
         }
         if let Some(vols) = &self.config.volumes {
             for v in vols.keys() {
                 if v.is_empty() || !v.starts_with('/') || v.trim_end_matches('/').is_empty() {
-                    return Err(format!("config.Volumes entry {v:?} must be an absolute path other than /"));
+                    return Err(format!(
+                        "config.Volumes entry {v:?} must be an absolute path other than /"
+                    ));
                 }
             }
         }
@@ -106,7 +111,10 @@ mod tests {
     #[test]
     fn volumes_are_validated() {
         let mut c = ImageConfig {
-            rootfs: RootFs { kind: "layers".into(), diff_ids: vec![] },
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![],
+            },
             ..Default::default()
         };
         assert!(c.validate().is_ok());

@@ -34,7 +34,10 @@ pub enum ImageError {
     #[error("{0}")]
     BadReference(String),
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("{what} is larger than the {limit}-byte limit")]
@@ -57,6 +60,9 @@ pub enum ImageError {
 
 impl ImageError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ImageError::Io { path: path.into(), source }
+        ImageError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

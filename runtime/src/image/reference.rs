@@ -40,14 +40,16 @@ fn valid_component(c: &str) -> bool {
     if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
         return false;
     }
-    c.bytes().all(|x| alnum(x) || x == b'.' || x == b'_' || x == b'-')
+    c.bytes()
+        .all(|x| alnum(x) || x == b'.' || x == b'_' || x == b'-')
 }
 
 fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
         && !t.starts_with(['.', '-'])
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
 impl Reference {
@@ -101,7 +103,12 @@ impl Reference {
             (None, None) => Some(DEFAULT_TAG.to_string()),
             _ => tag,
         };
-        Ok(Reference { domain, path, tag, digest })
+        Ok(Reference {
+            domain,
+            path,
+            tag,
+            digest,
+        })
     }
 
     /// The repository as Docker shows it: `busybox`, `example.com/team/app`.
@@ -123,7 +130,9 @@ impl Reference {
 
     /// `familiar_name:tag`, the key under which tags are stored.
     pub fn tagged(&self) -> Option<String> {
-        self.tag.as_ref().map(|t| format!("{}:{t}", self.familiar_name()))
+        self.tag
+            .as_ref()
+            .map(|t| format!("{}:{t}", self.familiar_name()))
     }
 }
 
@@ -160,7 +169,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_references() {
-        assert!(matches!(Reference::parse("BusyBox"), Err(ReferenceError::Uppercase(_))));
+        assert!(matches!(
+            Reference::parse("BusyBox"),
+            Err(ReferenceError::Uppercase(_))
+        ));
         assert!(Reference::parse("").is_err());
         assert!(Reference::parse("a:-bad").is_err());
         assert!(Reference::parse("a/../b").is_err());

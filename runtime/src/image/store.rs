@@ -129,7 +129,11 @@ impl ImageStore {
 
     /// Streams `reader` into the blob store, verifying `expected` when given. On any
     /// error (including a digest mismatch or a short read) nothing is left behind.
-    pub fn put_blob(&self, reader: impl Read, expected: Option<&Digest>) -> Result<(Digest, u64), ImageError> {
+    pub fn put_blob(
+        &self,
+        reader: impl Read,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), ImageError> {
         let tmp = self.temp_path("blob");
         let result = (|| {
             let mut f = fs::File::create(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
@@ -139,7 +143,10 @@ impl ImageStore {
             let (digest, size) = hr.finish();
             if let Some(want) = expected {
                 if *want != digest {
-                    return Err(ImageError::DigestMismatch { expected: want.clone(), actual: digest });
+                    return Err(ImageError::DigestMismatch {
+                        expected: want.clone(),
+                        actual: digest,
+                    });
                 }
             }
             let dest = self.blob_path(&digest);
@@ -164,7 +171,10 @@ impl ImageStore {
             .read_to_end(&mut buf)
             .map_err(|e| ImageError::io(&p, e))?;
         if buf.len() > limit {
-            return Err(ImageError::TooLarge { what: d.to_string(), limit });
+            return Err(ImageError::TooLarge {
+                what: d.to_string(),
+                limit,
+            });
         }
         Ok(buf)
     }
@@ -176,11 +186,13 @@ impl ImageStore {
     }
 
     fn save_tags(&self, tags: &Tags) -> Result<(), ImageError> {
-        fsutil::write_json_atomic(&self.tags_path(), tags).map_err(|e| ImageError::io(self.tags_path(), e))
+        fsutil::write_json_atomic(&self.tags_path(), tags)
+            .map_err(|e| ImageError::io(self.tags_path(), e))
     }
 
     fn load_record(&self, id: &Digest) -> Result<Option<ImageRecord>, ImageError> {
-        fsutil::read_json(&self.record_path(id)).map_err(|e| ImageError::io(self.record_path(id), e))
+        fsutil::read_json(&self.record_path(id))
+            .map_err(|e| ImageError::io(self.record_path(id), e))
     }
 
     /// Adds an image whose config blob and layer blobs are already in the store: checks
@@ -194,7 +206,8 @@ impl ImageStore {
         repo_digest: Option<String>,
     ) -> Result<Digest, ImageError> {
         let raw = self.read_blob(config_digest, MAX_CONFIG_BYTES)?;
-        let config: ImageConfig = serde_json::from_slice(&raw).map_err(|e| ImageError::BadConfig(e.to_string()))?;
+        let config: ImageConfig =
+            serde_json::from_slice(&raw).map_err(|e| ImageError::BadConfig(e.to_string()))?;
         config.validate().map_err(ImageError::BadConfig)?;
         if config.rootfs.diff_ids.len() != layers.len() {
             return Err(ImageError::BadConfig(format!(
@@ -212,8 +225,15 @@ impl ImageStore {
                 let f = fs::File::open(&blob).map_err(|e| ImageError::io(&blob, e))?;
                 self.snapshots.unpack(&chain, f, diff_id)?;
             }
-            let size = fs::metadata(self.blob_path(&digest)).map(|m| m.len()).unwrap_or(0);
-            refs.push(LayerRef { digest, diff_id: diff_id.clone(), media_type, size });
+            let size = fs::metadata(self.blob_path(&digest))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            refs.push(LayerRef {
+                digest,
+                diff_id: diff_id.clone(),
+                media_type,
+                size,
+            });
             parent = Some(chain);
         }
         let _g = self.lock.lock().map_err(|_| ImageError::Poisoned)?;
@@ -260,10 +280,17 @@ impl ImageStore {
         }
         let dir = self.root.join("images");
         let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(|e| ImageError::io(&dir, e))?.flatten() {
+        for e in fs::read_dir(&dir)
+            .map_err(|e| ImageError::io(&dir, e))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().to_string();
-            let Some(hex) = name.strip_suffix(".json") else { continue };
-            let Ok(id) = Digest::parse(&format!("sha256:{hex}")) else { continue };
+            let Some(hex) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let Ok(id) = Digest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
             match self.get(&id, by_id.remove(&id).unwrap_or_default()) {
                 Ok(img) => out.push(img),
                 Err(err) => tracing::warn!(image = %id, %err, "skipping unreadable image record"),
@@ -274,10 +301,17 @@ impl ImageStore {
     }
 
     fn get(&self, id: &Digest, repo_tags: Vec<String>) -> Result<Image, ImageError> {
-        let record = self.load_record(id)?.ok_or_else(|| ImageError::NotFound(id.to_string()))?;
+        let record = self
+            .load_record(id)?
+            .ok_or_else(|| ImageError::NotFound(id.to_string()))?;
         let raw = self.read_blob(id, MAX_CONFIG_BYTES)?;
-        let config = serde_json::from_slice(&raw).map_err(|e| ImageError::BadConfig(e.to_string()))?;
-        Ok(Image { record, config, repo_tags })
+        let config =
+            serde_json::from_slice(&raw).map_err(|e| ImageError::BadConfig(e.to_string()))?;
+        Ok(Image {
+            record,
+            config,
+            repo_tags,
+        })
     }
 
     /// Resolves a name (`busybox`, `busybox:1`, `repo@sha256:..`), a full ID (`sha256:..`)
@@ -285,7 +319,10 @@ impl ImageStore {
     pub fn resolve(&self, name: &str) -> Result<Image, ImageError> {
         let tags = self.load_tags()?;
         let tags_of = |id: &Digest| -> Vec<String> {
-            tags.iter().filter(|(_, v)| *v == id).map(|(k, _)| k.clone()).collect()
+            tags.iter()
+                .filter(|(_, v)| *v == id)
+                .map(|(k, _)| k.clone())
+                .collect()
         };
         if let Ok(r) = Reference::parse(name) {
             if let Some(t) = r.tagged() {
@@ -308,7 +345,12 @@ impl ImageStore {
             let matches: Vec<String> = fs::read_dir(&dir)
                 .map_err(|e| ImageError::io(&dir, e))?
                 .flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(String::from))
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".json"))
+                        .map(String::from)
+                })
                 .filter(|h| h.starts_with(hex))
                 .collect();
             match matches.len() {
@@ -328,7 +370,9 @@ impl ImageStore {
     pub fn tag(&self, source: &str, target: &str) -> Result<Digest, ImageError> {
         let img = self.resolve(source)?;
         let r = Reference::parse(target)?;
-        let t = r.tagged().ok_or_else(|| ImageError::BadReference(format!("{target}: a tag, not a digest, is needed")))?;
+        let t = r.tagged().ok_or_else(|| {
+            ImageError::BadReference(format!("{target}: a tag, not a digest, is needed"))
+        })?;
         let _g = self.lock.lock().map_err(|_| ImageError::Poisoned)?;
         let mut tags = self.load_tags()?;
         tags.insert(t, img.id().clone());
@@ -400,8 +444,13 @@ impl ImageStore {
         let mut live_blobs = BTreeSet::new();
         let mut live_chains = BTreeSet::new();
         let dir = self.root.join("images");
-        for e in fs::read_dir(&dir).map_err(|e| ImageError::io(&dir, e))?.flatten() {
-            let Ok(Some(rec)) = fsutil::read_json::<ImageRecord>(&e.path()) else { continue };
+        for e in fs::read_dir(&dir)
+            .map_err(|e| ImageError::io(&dir, e))?
+            .flatten()
+        {
+            let Ok(Some(rec)) = fsutil::read_json::<ImageRecord>(&e.path()) else {
+                continue;
+            };
             live_blobs.insert(rec.id.hex().to_string());
             let mut parent: Option<Digest> = None;
             for l in &rec.layers {
@@ -413,7 +462,10 @@ impl ImageStore {
         }
         let mut freed = 0;
         let blobs = self.root.join("blobs/sha256");
-        for e in fs::read_dir(&blobs).map_err(|e| ImageError::io(&blobs, e))?.flatten() {
+        for e in fs::read_dir(&blobs)
+            .map_err(|e| ImageError::io(&blobs, e))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().to_string();
             if !live_blobs.contains(&name) {
                 freed += e.metadata().map(|m| m.len()).unwrap_or(0);
@@ -473,7 +525,10 @@ impl ImageStore {
             created: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
             architecture: super::config::host_architecture().into(),
             os: "linux".into(),
-            rootfs: super::config::RootFs { kind: "layers".into(), diff_ids: vec![layer.clone()] },
+            rootfs: super::config::RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![layer.clone()],
+            },
             history: vec![super::config::History {
                 created: None,
                 created_by: None,
@@ -485,6 +540,11 @@ impl ImageStore {
         super::changes::apply(&mut config.config, changes)?;
         let id = self.put_config(&config)?;
         let tags: Vec<Reference> = reference.cloned().into_iter().collect();
-        self.commit_image(&id, vec![(layer, super::MEDIA_LAYER_TAR.into())], &tags, None)
+        self.commit_image(
+            &id,
+            vec![(layer, super::MEDIA_LAYER_TAR.into())],
+            &tags,
+            None,
+        )
     }
 }

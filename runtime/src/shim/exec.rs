@@ -37,14 +37,22 @@ pub struct ExecSpec {
 /// Runs one exec to completion; returns the shim's own exit status.
 pub fn main(task: &Path, exec: &Path) -> i32 {
     let loaded: Result<(RunSpec, ExecSpec), ShimError> = (|| {
-        let run = fsutil::read_json(task).map_err(io("reading task"))?.ok_or_else(|| ShimError::Setup("task file missing".into()))?;
-        let ex = fsutil::read_json(exec).map_err(io("reading exec"))?.ok_or_else(|| ShimError::Setup("exec file missing".into()))?;
+        let run = fsutil::read_json(task)
+            .map_err(io("reading task"))?
+            .ok_or_else(|| ShimError::Setup("task file missing".into()))?;
+        let ex = fsutil::read_json(exec)
+            .map_err(io("reading exec"))?
+            .ok_or_else(|| ShimError::Setup("exec file missing".into()))?;
         Ok((run, ex))
     })();
     let (run, ex) = match loaded {
         Ok(v) => v,
         Err(e) => {
-            report(&Report { error: e.to_string(), exit_code: 125, ..Default::default() });
+            report(&Report {
+                error: e.to_string(),
+                exit_code: 125,
+                ..Default::default()
+            });
             return 1;
         }
     };
@@ -54,27 +62,47 @@ pub fn main(task: &Path, exec: &Path) -> i32 {
     let _ = fs::remove_file(exec);
     match res {
         Ok((pid, stdio, listener)) => {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return 1 };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return 1;
+            };
             rt.block_on(async move {
                 if listener.set_nonblocking(true).is_err() {
                     return;
                 }
-                let Ok(listener) = tokio::net::UnixListener::from_std(listener) else { return };
-                report(&Report { pid: pid.as_raw(), ..Default::default() });
+                let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
+                    return;
+                };
+                report(&Report {
+                    pid: pid.as_raw(),
+                    ..Default::default()
+                });
                 // The process is already running: hold its output (in the pipe or pty)
                 // until the agent's client is connected, so nothing is lost.
-                let first = tokio::time::timeout(std::time::Duration::from_secs(30), relay::accept_hello(&listener))
-                    .await
-                    .ok()
-                    .flatten();
-                relay::run(pid, stdio, listener, None::<LogWriter>, first, |_| String::new()).await;
+                let first = tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    relay::accept_hello(&listener),
+                )
+                .await
+                .ok()
+                .flatten();
+                relay::run(pid, stdio, listener, None::<LogWriter>, first, |_| {
+                    String::new()
+                })
+                .await;
             });
             let _ = fs::remove_file(&ex.socket_path);
             0
         }
         Err(e) => {
             let _ = fs::remove_file(&ex.socket_path);
-            report(&Report { error: e.to_string(), exit_code: e.exit_code(), ..Default::default() });
+            report(&Report {
+                error: e.to_string(),
+                exit_code: e.exit_code(),
+                ..Default::default()
+            });
             1
         }
     }
@@ -84,9 +112,23 @@ type Started = (nix::unistd::Pid, Stdio, std::os::unix::net::UnixListener);
 
 fn start(run: &RunSpec, ex: &ExecSpec, exec_file: &Path) -> Result<Started, ShimError> {
     super::become_subreaper()?;
-    let user_spec = if ex.user.is_empty() { if run.user.is_empty() { "0" } else { run.user.as_str() } } else { ex.user.as_str() };
+    let user_spec = if ex.user.is_empty() {
+        if run.user.is_empty() {
+            "0"
+        } else {
+            run.user.as_str()
+        }
+    } else {
+        ex.user.as_str()
+    };
     let user = rootfs::resolve_user(&run.rootfs, user_spec)?;
-    let cwd = if !ex.cwd.is_empty() { ex.cwd.as_str() } else if !run.cwd.is_empty() { run.cwd.as_str() } else { "/" };
+    let cwd = if !ex.cwd.is_empty() {
+        ex.cwd.as_str()
+    } else if !run.cwd.is_empty() {
+        run.cwd.as_str()
+    } else {
+        "/"
+    };
     let mut env = run.env.clone();
     for e in &ex.env {
         let key = e.split('=').next().unwrap_or_default();
@@ -94,7 +136,10 @@ fn start(run: &RunSpec, ex: &ExecSpec, exec_file: &Path) -> Result<Started, Shim
         env.push(e.clone());
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
@@ -102,14 +147,24 @@ fn start(run: &RunSpec, ex: &ExecSpec, exec_file: &Path) -> Result<Started, Shim
     if ex.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
-    let argv0 = ex.args.first().ok_or_else(|| ShimError::Setup("no command specified".into()))?;
+    let argv0 = ex
+        .args
+        .first()
+        .ok_or_else(|| ShimError::Setup("no command specified".into()))?;
     rootfs::find_executable(&run.rootfs, argv0, &env, cwd)?;
     let caps = if ex.privileged || run.privileged {
         security::all_capabilities()
     } else {
-        security::apply_cap_changes(security::default_capabilities(), &run.cap_add, &run.cap_drop)?
+        security::apply_cap_changes(
+            security::default_capabilities(),
+            &run.cap_add,
+            &run.cap_drop,
+        )?
     };
-    let names: Vec<serde_json::Value> = caps.iter().filter_map(|c| serde_json::to_value(c).ok()).collect();
+    let names: Vec<serde_json::Value> = caps
+        .iter()
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
     let effective = if user.uid == 0 { names.clone() } else { vec![] };
     let process = json!({
         "terminal": ex.tty,
@@ -128,18 +183,27 @@ fn start(run: &RunSpec, ex: &ExecSpec, exec_file: &Path) -> Result<Started, Shim
     fsutil::write_json_atomic(&process_path, &process).map_err(io("writing process.json"))?;
 
     let _ = fs::remove_file(&ex.socket_path);
-    let listener = std::os::unix::net::UnixListener::bind(&ex.socket_path).map_err(io("binding exec socket"))?;
-    fs::set_permissions(&ex.socket_path, fs::Permissions::from_mode(0o600)).map_err(io("chmod socket"))?;
+    let listener = std::os::unix::net::UnixListener::bind(&ex.socket_path)
+        .map_err(io("binding exec socket"))?;
+    fs::set_permissions(&ex.socket_path, fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod socket"))?;
 
     let mut builder = ContainerBuilder::new(run.id.clone(), SyscallType::default())
         .with_root_path(&run.runtime_root)
         .map_err(|e| ShimError::Runtime(e.to_string()))?;
-    let mut stdio = Stdio { outputs: vec![], stdin: None, pty: None };
+    let mut stdio = Stdio {
+        outputs: vec![],
+        stdin: None,
+        pty: None,
+    };
     let console_path = ex.socket_path.with_extension("console");
     let mut console = None;
     if ex.tty {
         let _ = fs::remove_file(&console_path);
-        console = Some(std::os::unix::net::UnixListener::bind(&console_path).map_err(io("binding console socket"))?);
+        console = Some(
+            std::os::unix::net::UnixListener::bind(&console_path)
+                .map_err(io("binding console socket"))?,
+        );
         builder = builder.with_console_socket(Some(&console_path));
     } else {
         let (out_r, out_w) = pipe()?;
@@ -149,9 +213,14 @@ fn start(run: &RunSpec, ex: &ExecSpec, exec_file: &Path) -> Result<Started, Shim
             stdio.stdin = Some(in_w);
             in_r
         } else {
-            fs::File::open("/dev/null").map_err(io("opening /dev/null"))?.into()
+            fs::File::open("/dev/null")
+                .map_err(io("opening /dev/null"))?
+                .into()
         };
-        builder = builder.with_stdin(stdin).with_stdout(out_w).with_stderr(err_w);
+        builder = builder
+            .with_stdin(stdin)
+            .with_stdout(out_w)
+            .with_stderr(err_w);
         stdio.outputs = vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)];
     }
     let pid = builder

@@ -11,10 +11,16 @@ const MAX_FRAME: u32 = 1 << 20;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Frame {
     /// Client → shim, first frame: what this client wants.
-    Hello { stdin: bool, output: bool },
+    Hello {
+        stdin: bool,
+        output: bool,
+    },
     Stdin(Vec<u8>),
     CloseStdin,
-    Resize { width: u16, height: u16 },
+    Resize {
+        width: u16,
+        height: u16,
+    },
     /// Start a container that was created waiting for its first attach.
     Start,
     Signal(i32),
@@ -23,7 +29,10 @@ pub enum Frame {
     Stderr(Vec<u8>),
     /// The process is running (with its pid); sent after `Start`.
     Started(i32),
-    Exit { code: i32, error: String },
+    Exit {
+        code: i32,
+        error: String,
+    },
 }
 
 impl Frame {
@@ -54,12 +63,22 @@ impl Frame {
     }
 
     fn decode(kind: u8, p: Vec<u8>) -> std::io::Result<Frame> {
-        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame kind {kind} len {}", p.len()));
+        let bad = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad frame kind {kind} len {}", p.len()),
+            )
+        };
         let i32_at = |p: &[u8]| -> std::io::Result<i32> {
-            Ok(i32::from_be_bytes(p.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?))
+            Ok(i32::from_be_bytes(
+                p.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?,
+            ))
         };
         Ok(match kind {
-            1 if p.len() == 2 => Frame::Hello { stdin: p[0] != 0, output: p[1] != 0 },
+            1 if p.len() == 2 => Frame::Hello {
+                stdin: p[0] != 0,
+                output: p[1] != 0,
+            },
             2 => Frame::Stdin(p),
             3 => Frame::CloseStdin,
             4 if p.len() == 4 => Frame::Resize {
@@ -71,7 +90,10 @@ impl Frame {
             10 => Frame::Stdout(p),
             11 => Frame::Stderr(p),
             12 => Frame::Started(i32_at(&p)?),
-            13 => Frame::Exit { code: i32_at(&p)?, error: String::from_utf8_lossy(&p[4..]).into() },
+            13 => Frame::Exit {
+                code: i32_at(&p)?,
+                error: String::from_utf8_lossy(&p[4..]).into(),
+            },
             _ => return Err(bad()),
         })
     }
@@ -98,7 +120,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Opti
     }
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
     if len > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
     }
     let mut p = vec![0; len as usize];
     r.read_exact(&mut p).await?;
@@ -112,16 +137,25 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip() {
         let frames = vec![
-            Frame::Hello { stdin: true, output: false },
+            Frame::Hello {
+                stdin: true,
+                output: false,
+            },
             Frame::Stdin(b"abc".to_vec()),
             Frame::CloseStdin,
-            Frame::Resize { width: 120, height: 40 },
+            Frame::Resize {
+                width: 120,
+                height: 40,
+            },
             Frame::Start,
             Frame::Signal(15),
             Frame::Stdout(vec![0, 1, 2]),
             Frame::Stderr(vec![]),
             Frame::Started(42),
-            Frame::Exit { code: -1, error: "boom".into() },
+            Frame::Exit {
+                code: -1,
+                error: "boom".into(),
+            },
         ];
         let mut buf = Vec::new();
         for f in &frames {

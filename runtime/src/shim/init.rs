@@ -22,11 +22,19 @@ pub fn main(task: &Path) -> i32 {
     let run: RunSpec = match fsutil::read_json(task) {
         Ok(Some(r)) => r,
         Ok(None) => {
-            report(&Report { error: format!("{}: no such task file", task.display()), exit_code: 125, ..Default::default() });
+            report(&Report {
+                error: format!("{}: no such task file", task.display()),
+                exit_code: 125,
+                ..Default::default()
+            });
             return 1;
         }
         Err(e) => {
-            report(&Report { error: e.to_string(), exit_code: 125, ..Default::default() });
+            report(&Report {
+                error: e.to_string(),
+                exit_code: 125,
+                ..Default::default()
+            });
             return 1;
         }
     };
@@ -39,11 +47,20 @@ pub fn main(task: &Path) -> i32 {
         }
         Err(e) => {
             tracing::error!(error = %e, "container failed to start");
-            let exit = ExitInfo { exit_code: e.exit_code(), oom_killed: false, finished_at: Some(chrono::Utc::now()), error: e.to_string() };
+            let exit = ExitInfo {
+                exit_code: e.exit_code(),
+                oom_killed: false,
+                finished_at: Some(chrono::Utc::now()),
+                error: e.to_string(),
+            };
             let _ = fsutil::write_json_atomic(&run.exit_path, &exit);
             let _ = snapshot::unmount(&run.rootfs);
             let _ = fs::remove_file(&run.socket_path);
-            report(&Report { error: e.to_string(), exit_code: e.exit_code(), ..Default::default() });
+            report(&Report {
+                error: e.to_string(),
+                exit_code: e.exit_code(),
+                ..Default::default()
+            });
             1
         }
     }
@@ -69,29 +86,48 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
     snapshot::unmount(&run.rootfs)?;
     snapshot::mount_overlay(&run.lowers, &run.upper, &run.work, &run.rootfs)?;
 
-    let user = rootfs::resolve_user(&run.rootfs, if run.user.is_empty() { "0" } else { &run.user })?;
-    let cwd = if run.cwd.is_empty() { "/" } else { run.cwd.as_str() };
+    let user = rootfs::resolve_user(
+        &run.rootfs,
+        if run.user.is_empty() { "0" } else { &run.user },
+    )?;
+    let cwd = if run.cwd.is_empty() {
+        "/"
+    } else {
+        run.cwd.as_str()
+    };
     rootfs::mkdir_all(&run.rootfs, cwd).map_err(io(format!("creating working directory {cwd}")))?;
-    let argv0 = run.args.first().ok_or_else(|| ShimError::Setup("no command specified".into()))?;
+    let argv0 = run
+        .args
+        .first()
+        .ok_or_else(|| ShimError::Setup("no command specified".into()))?;
     rootfs::find_executable(&run.rootfs, argv0, &run.env, cwd)?;
 
     let spec = oci_spec(run, &user)?;
-    spec.save(run.bundle.join("config.json")).map_err(|e| ShimError::Setup(format!("writing config.json: {e}")))?;
+    spec.save(run.bundle.join("config.json"))
+        .map_err(|e| ShimError::Setup(format!("writing config.json: {e}")))?;
 
     let _ = fs::remove_file(&run.socket_path);
     let listener = std::os::unix::net::UnixListener::bind(&run.socket_path)
         .map_err(io(format!("binding {}", run.socket_path.display())))?;
-    fs::set_permissions(&run.socket_path, fs::Permissions::from_mode(0o600)).map_err(io("chmod socket"))?;
+    fs::set_permissions(&run.socket_path, fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod socket"))?;
 
     let mut builder = ContainerBuilder::new(run.id.clone(), SyscallType::default())
         .with_root_path(&run.runtime_root)
         .map_err(lc)?;
     let console_path = run.bundle.join("console.sock");
     let mut console = None;
-    let mut stdio = Stdio { outputs: vec![], stdin: None, pty: None };
+    let mut stdio = Stdio {
+        outputs: vec![],
+        stdin: None,
+        pty: None,
+    };
     if run.tty {
         let _ = fs::remove_file(&console_path);
-        console = Some(std::os::unix::net::UnixListener::bind(&console_path).map_err(io("binding console socket"))?);
+        console = Some(
+            std::os::unix::net::UnixListener::bind(&console_path)
+                .map_err(io("binding console socket"))?,
+        );
         builder = builder.with_console_socket(Some(&console_path));
     } else {
         let (out_r, out_w) = pipe()?;
@@ -101,9 +137,14 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
             stdio.stdin = Some(in_w);
             in_r
         } else {
-            fs::File::open("/dev/null").map_err(io("opening /dev/null"))?.into()
+            fs::File::open("/dev/null")
+                .map_err(io("opening /dev/null"))?
+                .into()
         };
-        builder = builder.with_stdin(stdin).with_stdout(out_w).with_stderr(err_w);
+        builder = builder
+            .with_stdin(stdin)
+            .with_stdout(out_w)
+            .with_stderr(err_w);
         stdio.outputs = vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)];
     }
     let container = builder
@@ -125,20 +166,39 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
         stdio.pty = Some(master.try_clone().map_err(io("dup pty"))?);
         stdio.outputs = vec![(master, Stream::Stdout)];
     }
-    let pid = container.pid().ok_or_else(|| ShimError::Runtime("container has no init pid".into()))?;
-    Ok(Prepared { container, pid, stdio, listener })
+    let pid = container
+        .pid()
+        .ok_or_else(|| ShimError::Runtime("container has no init pid".into()))?;
+    Ok(Prepared {
+        container,
+        pid,
+        stdio,
+        listener,
+    })
 }
 
 /// Reads the cgroup's OOM-kill counter (v1 `memory.oom_control`, v2 `memory.events`).
 fn oom_kills(cgroups_path: &str) -> u64 {
     let rel = cgroups_path.trim_start_matches('/');
     let candidates = [
-        (Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"), "oom_kill "),
-        (Path::new("/sys/fs/cgroup").join(rel).join("memory.events"), "oom_kill "),
+        (
+            Path::new("/sys/fs/cgroup/memory")
+                .join(rel)
+                .join("memory.oom_control"),
+            "oom_kill ",
+        ),
+        (
+            Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+            "oom_kill ",
+        ),
     ];
     for (p, key) in candidates {
         if let Ok(s) = fs::read_to_string(&p) {
-            if let Some(n) = s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse().ok()) {
+            if let Some(n) = s
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse().ok())
+            {
                 return n;
             }
         }
@@ -147,11 +207,23 @@ fn oom_kills(cgroups_path: &str) -> u64 {
 }
 
 fn serve(run: RunSpec, p: Prepared) {
-    let Prepared { mut container, pid, stdio, listener } = p;
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let Prepared {
+        mut container,
+        pid,
+        stdio,
+        listener,
+    } = p;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            report(&Report { error: format!("starting shim runtime: {e}"), exit_code: 125, ..Default::default() });
+            report(&Report {
+                error: format!("starting shim runtime: {e}"),
+                exit_code: 125,
+                ..Default::default()
+            });
             let _ = container.delete(true);
             return;
         }
@@ -160,10 +232,16 @@ fn serve(run: RunSpec, p: Prepared) {
         if listener.set_nonblocking(true).is_err() {
             return;
         }
-        let Ok(listener) = tokio::net::UnixListener::from_std(listener) else { return };
+        let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
+            return;
+        };
         let mut first = None;
         if run.wait_attach {
-            report(&Report { pid: pid.as_raw(), waiting: true, ..Default::default() });
+            report(&Report {
+                pid: pid.as_raw(),
+                waiting: true,
+                ..Default::default()
+            });
             // The agent connects at once; if it died meanwhile, give up rather than hang.
             match tokio::time::timeout(Duration::from_secs(60), accept_start(&listener)).await {
                 Ok(Some(c)) => first = Some(c),
@@ -175,11 +253,18 @@ fn serve(run: RunSpec, p: Prepared) {
         if let Err(e) = container.start() {
             let msg = e.to_string();
             if !run.wait_attach {
-                report(&Report { error: msg.clone(), exit_code: 125, ..Default::default() });
+                report(&Report {
+                    error: msg.clone(),
+                    exit_code: 125,
+                    ..Default::default()
+                });
             }
             tracing::error!(error = %msg, "start failed");
         } else if !run.wait_attach {
-            report(&Report { pid: pid.as_raw(), ..Default::default() });
+            report(&Report {
+                pid: pid.as_raw(),
+                ..Default::default()
+            });
         }
         tracing::info!(pid = pid.as_raw(), "container started");
         let log = LogWriter::open(&run.log_path).ok();
@@ -188,7 +273,12 @@ fn serve(run: RunSpec, p: Prepared) {
         let rootfs_dir = run.rootfs.clone();
         relay::run(pid, stdio, listener, log, first, move |o| {
             let oom = o.signaled && o.code == 137 && oom_kills(&cg) > 0;
-            let exit = ExitInfo { exit_code: o.code, oom_killed: oom, finished_at: Some(chrono::Utc::now()), error: String::new() };
+            let exit = ExitInfo {
+                exit_code: o.code,
+                oom_killed: oom,
+                finished_at: Some(chrono::Utc::now()),
+                error: String::new(),
+            };
             if let Err(e) = fsutil::write_json_atomic(&exit_path, &exit) {
                 tracing::error!(error = %e, "writing exit status");
             }
@@ -205,7 +295,9 @@ fn serve(run: RunSpec, p: Prepared) {
 }
 
 /// Accepts the attach client that asked for the start, and reads its Hello and Start.
-async fn accept_start(listener: &tokio::net::UnixListener) -> Option<(tokio::net::UnixStream, bool, bool)> {
+async fn accept_start(
+    listener: &tokio::net::UnixListener,
+) -> Option<(tokio::net::UnixStream, bool, bool)> {
     let (mut conn, stdin, output) = relay::accept_hello(listener).await?;
     match read_frame(&mut conn).await {
         Ok(Some(Frame::Start)) => Some((conn, stdin, output)),

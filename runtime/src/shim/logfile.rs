@@ -32,7 +32,10 @@ fn idx(s: Stream) -> usize {
 impl LogWriter {
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { file, partial: [Vec::new(), Vec::new()] })
+        Ok(Self {
+            file,
+            partial: [Vec::new(), Vec::new()],
+        })
     }
 
     fn emit(&mut self, stream: Stream, line: &[u8]) {
@@ -102,7 +105,17 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).expect("json"))
             .collect();
-        let got: Vec<(&str, &str)> = lines.iter().map(|l| (l.stream.as_str(), l.log.as_str())).collect();
-        assert_eq!(got, vec![("stdout", "hello\n"), ("stderr", "err\n"), ("stdout", "wor")]);
+        let got: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| (l.stream.as_str(), l.log.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("stdout", "hello\n"),
+                ("stderr", "err\n"),
+                ("stdout", "wor")
+            ]
+        );
     }
 }

@@ -65,14 +65,21 @@ pub enum ShimError {
     #[error("{0}")]
     Runtime(String),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 impl ShimError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ShimError::Lookup(e) => e.exit_code(),
-            ShimError::Runtime(msg) if msg.contains("executable") || msg.contains("No such file") => 127,
+            ShimError::Runtime(msg)
+                if msg.contains("executable") || msg.contains("No such file") =>
+            {
+                127
+            }
             _ => 125,
         }
     }
@@ -85,7 +92,8 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Shim
 
 /// A pipe pair as owned fds (read, write), close-on-exec.
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ShimError::Setup(format!("pipe: {e}")))
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ShimError::Setup(format!("pipe: {e}")))
 }
 
 /// Receives one fd sent with SCM_RIGHTS on a unix stream (the pty master that
@@ -96,9 +104,17 @@ pub(crate) fn recv_fd(sock: &std::os::unix::net::UnixStream) -> Result<OwnedFd, 
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| ShimError::Setup(format!("receiving console fd: {e}")))?;
-    for c in msg.cmsgs().map_err(|e| ShimError::Setup(format!("console cmsg: {e}")))? {
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| ShimError::Setup(format!("receiving console fd: {e}")))?;
+    for c in msg
+        .cmsgs()
+        .map_err(|e| ShimError::Setup(format!("console cmsg: {e}")))?
+    {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
                 // SAFETY: the kernel just installed this fd in our table for us; we own it.
@@ -115,7 +131,10 @@ pub(crate) fn become_subreaper() -> Result<(), ShimError> {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes an integer flag and touches no memory.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc != 0 {
-        return Err(ShimError::Setup(format!("PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error())));
+        return Err(ShimError::Setup(format!(
+            "PR_SET_CHILD_SUBREAPER: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(())
 }

@@ -41,7 +41,12 @@ pub struct Outcome {
 
 /// Sets a pty's window size.
 pub fn resize(pty: &OwnedFd, width: u16, height: u16) {
-    let ws = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads one winsize struct from a valid pointer on a valid fd.
     unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
@@ -49,8 +54,11 @@ pub fn resize(pty: &OwnedFd, width: u16, height: u16) {
 fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(std::io::Error::from)?;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))
-        .map_err(std::io::Error::from)?;
+    fcntl(
+        fd.as_raw_fd(),
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(std::io::Error::from)?;
     Ok(())
 }
 
@@ -63,7 +71,9 @@ fn register(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
 async fn read_some(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
         let mut guard = fd.readable().await?;
-        match guard.try_io(|inner| nix::unistd::read(inner.get_ref().as_raw_fd(), buf).map_err(std::io::Error::from)) {
+        match guard.try_io(|inner| {
+            nix::unistd::read(inner.get_ref().as_raw_fd(), buf).map_err(std::io::Error::from)
+        }) {
             Ok(Ok(n)) => return Ok(n),
             // A pty master reports EIO once every slave is closed: that is its EOF.
             Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
@@ -76,7 +86,9 @@ async fn read_some(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usi
 async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> std::io::Result<()> {
     while !data.is_empty() {
         let mut guard = fd.writable().await?;
-        match guard.try_io(|inner| nix::unistd::write(inner.get_ref(), data).map_err(std::io::Error::from)) {
+        match guard
+            .try_io(|inner| nix::unistd::write(inner.get_ref(), data).map_err(std::io::Error::from))
+        {
             Ok(Ok(n)) => data = &data[n..],
             Ok(Err(e)) => return Err(e),
             Err(_would_block) => continue,
@@ -185,7 +197,15 @@ pub async fn run(
         let exit_rx = exit_rx.clone();
         tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(serve_client(conn, None, pid, out_tx.subscribe(), stdin_tx.clone(), pty.clone(), exit_rx.clone()));
+                tokio::spawn(serve_client(
+                    conn,
+                    None,
+                    pid,
+                    out_tx.subscribe(),
+                    stdin_tx.clone(),
+                    pty.clone(),
+                    exit_rx.clone(),
+                ));
             }
         })
     };
@@ -210,17 +230,22 @@ pub async fn run(
 }
 
 async fn reap(pid: Pid) -> Outcome {
-    let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
-        Ok(s) => Some(s),
-        Err(_) => None,
-    };
+    let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
     loop {
         // Reap everything (we are a subreaper); stop when our process is among them.
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, code)) if p == pid => return Outcome { code, signaled: false },
+                Ok(WaitStatus::Exited(p, code)) if p == pid => {
+                    return Outcome {
+                        code,
+                        signaled: false,
+                    }
+                }
                 Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => {
-                    return Outcome { code: 128 + sig as i32, signaled: true }
+                    return Outcome {
+                        code: 128 + sig as i32,
+                        signaled: true,
+                    }
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,

@@ -23,7 +23,10 @@ pub enum SnapshotError {
     #[error("layer content does not match its diff ID: expected {expected}, got {actual}")]
     DiffIdMismatch { expected: Digest, actual: Digest },
     #[error("unpacking layer {diff_id}: {source}")]
-    Unpack { diff_id: Digest, source: unpack::UnpackError },
+    Unpack {
+        diff_id: Digest,
+        source: unpack::UnpackError,
+    },
     #[error("mounting overlay at {}: {source}", target.display())]
     Mount { target: PathBuf, source: nix::Error },
     #[error("overlay mount options for {layers} layers exceed the kernel's page-size limit")]
@@ -31,7 +34,10 @@ pub enum SnapshotError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
-    move |source| SnapshotError::Io { path: path.to_path_buf(), source }
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Owns `<root>/snapshots`.
@@ -50,7 +56,9 @@ impl Snapshotter {
                 }
             }
         }
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -76,18 +84,32 @@ impl Snapshotter {
 
     /// Unpacks a (possibly compressed) layer blob as snapshot `chain`, verifying that
     /// the uncompressed stream hashes to `diff_id`.
-    pub fn unpack(&self, chain: &Digest, blob: impl Read + 'static, diff_id: &Digest) -> Result<(), SnapshotError> {
-        let tmp = self.root.join(format!("tmp-{:016x}", rand::random::<u64>()));
+    pub fn unpack(
+        &self,
+        chain: &Digest,
+        blob: impl Read + 'static,
+        diff_id: &Digest,
+    ) -> Result<(), SnapshotError> {
+        let tmp = self
+            .root
+            .join(format!("tmp-{:016x}", rand::random::<u64>()));
         let result = (|| {
             fs::create_dir_all(tmp.join("fs")).map_err(io_err(&tmp))?;
             let input = unpack::decompressed(blob).map_err(io_err(&tmp))?;
             let mut hr = HashingReader::new(input);
-            unpack::unpack_layer(&mut hr, &tmp.join("fs"))
-                .map_err(|source| SnapshotError::Unpack { diff_id: diff_id.clone(), source })?;
+            unpack::unpack_layer(&mut hr, &tmp.join("fs")).map_err(|source| {
+                SnapshotError::Unpack {
+                    diff_id: diff_id.clone(),
+                    source,
+                }
+            })?;
             io::copy(&mut hr, &mut io::sink()).map_err(io_err(&tmp))?;
             let (actual, _) = hr.finish();
             if actual != *diff_id {
-                return Err(SnapshotError::DiffIdMismatch { expected: diff_id.clone(), actual });
+                return Err(SnapshotError::DiffIdMismatch {
+                    expected: diff_id.clone(),
+                    actual,
+                });
             }
             let dest = self.root.join(chain.hex());
             fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
@@ -102,7 +124,10 @@ impl Snapshotter {
     /// Deletes every snapshot whose chain ID (hex) is not in `live`; returns bytes freed.
     pub fn remove_unreferenced(&self, live: &BTreeSet<String>) -> Result<u64, SnapshotError> {
         let mut freed = 0;
-        for e in fs::read_dir(&self.root).map_err(io_err(&self.root))?.flatten() {
+        for e in fs::read_dir(&self.root)
+            .map_err(io_err(&self.root))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().to_string();
             if name.len() == 64 && !live.contains(&name) {
                 freed += crate::fsutil::disk_usage(&e.path());
@@ -118,7 +143,12 @@ impl Snapshotter {
 /// Lower paths are given relative to their common parent, after `chdir` there, so long
 /// layer lists fit the kernel's one-page limit on mount data. The chdir makes this
 /// suitable only for single-threaded callers (the shim), which is where it runs.
-pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), SnapshotError> {
+pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), SnapshotError> {
     use nix::mount::{mount, MsFlags};
     let base = lowers
         .first()
@@ -141,15 +171,26 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
         work.display()
     );
     if opts.len() >= 4096 {
-        return Err(SnapshotError::TooManyLayers { layers: lowers.len() });
+        return Err(SnapshotError::TooManyLayers {
+            layers: lowers.len(),
+        });
     }
     let cwd = std::env::current_dir().ok();
     std::env::set_current_dir(&base).map_err(io_err(&base))?;
-    let res = mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()));
+    let res = mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    );
     if let Some(c) = cwd {
         let _ = std::env::set_current_dir(c);
     }
-    res.map_err(|source| SnapshotError::Mount { target: target.to_path_buf(), source })
+    res.map_err(|source| SnapshotError::Mount {
+        target: target.to_path_buf(),
+        source,
+    })
 }
 
 /// Unmounts `target` if it is mounted (lazy, so a busy mount cannot wedge cleanup).
@@ -157,7 +198,10 @@ pub fn unmount(target: &Path) -> Result<(), SnapshotError> {
     use nix::mount::{umount2, MntFlags};
     match umount2(target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
-        Err(source) => Err(SnapshotError::Mount { target: target.to_path_buf(), source }),
+        Err(source) => Err(SnapshotError::Mount {
+            target: target.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -170,7 +214,10 @@ mod tests {
         let a = Digest::of(b"a");
         let b = Digest::of(b"b");
         assert_eq!(Snapshotter::chain_id(None, &a), a);
-        assert_eq!(Snapshotter::chain_id(Some(&a), &b), Digest::of(format!("{a} {b}").as_bytes()));
+        assert_eq!(
+            Snapshotter::chain_id(Some(&a), &b),
+            Digest::of(format!("{a} {b}").as_bytes())
+        );
     }
 
     #[test]
@@ -185,11 +232,17 @@ mod tests {
         b.append_data(&mut h, "hello", &b"hi"[..]).expect("append");
         let data = b.into_inner().expect("tar");
         let wrong = Digest::of(b"not it");
-        let err = s.unpack(&wrong, io::Cursor::new(data.clone()), &wrong).expect_err("must fail");
+        let err = s
+            .unpack(&wrong, io::Cursor::new(data.clone()), &wrong)
+            .expect_err("must fail");
         assert!(matches!(err, SnapshotError::DiffIdMismatch { .. }), "{err}");
         assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
         let right = Digest::of(&data);
-        s.unpack(&right, io::Cursor::new(data), &right).expect("unpack");
-        assert_eq!(fs::read(s.layer_dir(&right).join("hello")).expect("read"), b"hi");
+        s.unpack(&right, io::Cursor::new(data), &right)
+            .expect("unpack");
+        assert_eq!(
+            fs::read(s.layer_dir(&right).join("hello")).expect("read"),
+            b"hi"
+        );
     }
 }
