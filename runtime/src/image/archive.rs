@@ -75,8 +75,19 @@ fn digest_from_name(name: &str) -> Option<Digest> {
 
 /// Loads every image in the archive; returns what was loaded, as Docker prints it
 /// ("Loaded image: busybox:latest" / "Loaded image ID: sha256:...").
+/// On failure, blobs already stored are garbage-collected: a failed load leaves nothing.
 pub fn load(store: &ImageStore, reader: impl Read) -> Result<Vec<String>, ImageError> {
-    let _ingest = store.ingest_guard()?;
+    let res = {
+        let _ingest = store.ingest_guard()?;
+        load_inner(store, reader)
+    };
+    if res.is_err() {
+        let _ = store.collect_garbage();
+    }
+    res
+}
+
+fn load_inner(store: &ImageStore, reader: impl Read) -> Result<Vec<String>, ImageError> {
     let mut archive = tar::Archive::new(reader);
     let mut blobs: HashMap<String, Digest> = HashMap::new();
     let mut links: HashMap<String, String> = HashMap::new();
@@ -314,11 +325,165 @@ fn raw_platform_pick(raw: &[u8], arch: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::Digest;
+    use crate::image::ImageStore;
 
     #[test]
     fn clean_refuses_escapes() {
         assert_eq!(clean("./a/b").as_deref(), Some("a/b"));
         assert_eq!(clean("a/../b").as_deref(), Some("b"));
         assert_eq!(clean("../x"), None);
+    }
+
+    fn layer_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "etc/motd", &b"hello"[..])
+            .expect("append");
+        b.into_inner().expect("tar")
+    }
+
+    fn config_for(layer: &[u8]) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [Digest::of(layer).to_string()]}
+        }))
+        .expect("json")
+    }
+
+    fn add(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).expect("append");
+    }
+
+    #[test]
+    fn loads_docker_save_archives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("store");
+        let layer = layer_tar();
+        let config = config_for(&layer);
+        let cd = Digest::of(&config);
+        let manifest = serde_json::json!([{
+            "Config": format!("{}.json", cd.hex()),
+            "RepoTags": ["example/app:1"],
+            "Layers": ["abc/layer.tar"]
+        }]);
+        let mut b = tar::Builder::new(Vec::new());
+        add(&mut b, &format!("{}.json", cd.hex()), &config);
+        add(&mut b, "abc/layer.tar", &layer);
+        add(&mut b, "manifest.json", manifest.to_string().as_bytes());
+        let archive = b.into_inner().expect("tar");
+        let loaded = load(&store, &archive[..]).expect("load");
+        assert_eq!(loaded, vec!["Loaded image: example/app:1".to_string()]);
+        let img = store.resolve("example/app:1").expect("resolve");
+        assert_eq!(img.id(), &cd);
+        let lower = store.lower_dirs(&img).expect("lowers");
+        assert_eq!(
+            std::fs::read(lower[0].join("etc/motd")).expect("motd"),
+            b"hello"
+        );
+    }
+
+    #[test]
+    fn loads_oci_layouts_with_gzip_layers() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("store");
+        let layer = layer_tar();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&layer).expect("gz");
+        let gz = gz.finish().expect("gz");
+        let config = config_for(&layer);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": super::super::MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::of(&config).to_string(), "size": config.len()},
+            "layers": [{"mediaType": super::super::MEDIA_LAYER_GZIP, "digest": Digest::of(&gz).to_string(), "size": gz.len()}]
+        }))
+        .expect("json");
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": super::super::MEDIA_OCI_MANIFEST, "digest": Digest::of(&manifest).to_string(), "size": manifest.len(),
+                           "annotations": {"io.containerd.image.name": "docker.io/library/app:2"}}]
+        });
+        let mut b = tar::Builder::new(Vec::new());
+        add(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        for blob in [&config, &gz, &manifest] {
+            add(
+                &mut b,
+                &format!("blobs/sha256/{}", Digest::of(blob).hex()),
+                blob,
+            );
+        }
+        add(&mut b, "index.json", index.to_string().as_bytes());
+        let archive = b.into_inner().expect("tar");
+        load(&store, &archive[..]).expect("load");
+        let img = store.resolve("app:2").expect("resolve");
+        let lower = store.lower_dirs(&img).expect("lowers");
+        assert_eq!(
+            std::fs::read(lower[0].join("etc/motd")).expect("motd"),
+            b"hello"
+        );
+    }
+
+    #[test]
+    fn hostile_archives_are_refused_and_leave_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("store");
+        // A member climbing out of the archive.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.as_old_mut().name[..6].copy_from_slice(b"../../");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).expect("append");
+        let err = load(&store, &b.into_inner().expect("tar")[..]).expect_err("escape accepted");
+        assert!(err.to_string().contains("outside"), "{err}");
+        // A blob whose content does not match its name.
+        let mut b = tar::Builder::new(Vec::new());
+        add(
+            &mut b,
+            &format!("blobs/sha256/{}", Digest::of(b"other").hex()),
+            b"content",
+        );
+        let err = load(&store, &b.into_inner().expect("tar")[..]).expect_err("mismatch accepted");
+        assert!(err.to_string().contains("does not match"), "{err}");
+        // A layer whose content is not what the config's diff ID says.
+        let layer = layer_tar();
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&config_for(b"something else")).expect("json");
+        config["rootfs"]["diff_ids"] =
+            serde_json::json!([Digest::of(b"something else").to_string()]);
+        let config = serde_json::to_vec(&config).expect("json");
+        let cd = Digest::of(&config);
+        let mut b = tar::Builder::new(Vec::new());
+        add(&mut b, &format!("{}.json", cd.hex()), &config);
+        add(&mut b, "l/layer.tar", &layer);
+        add(&mut b, "manifest.json", serde_json::json!([{"Config": format!("{}.json", cd.hex()), "RepoTags": ["bad:1"], "Layers": ["l/layer.tar"]}]).to_string().as_bytes());
+        assert!(load(&store, &b.into_inner().expect("tar")[..]).is_err());
+        assert!(store.resolve("bad:1").is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("image/blobs/sha256"))
+                .expect("blobs")
+                .count(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("snapshots"))
+                .expect("snapshots")
+                .count(),
+            0
+        );
     }
 }
