@@ -130,6 +130,84 @@ pub enum Command {
     ///
     /// Example: skiff import rootfs.tar busybox:latest
     Import(ImportArgs),
+    /// Download an image from a registry.
+    ///
+    /// Example: skiff pull 127.0.0.1:5000/app:1
+    Pull(crate::commands::registry::PullArgs),
+    /// Upload an image to a registry.
+    ///
+    /// Example: skiff push 127.0.0.1:5000/app:1
+    Push(crate::commands::registry::PushArgs),
+    /// Log in to a registry (credentials are stored 0600 in ~/.skiff/config.json).
+    ///
+    /// Example: echo "$PW" | skiff login -u me --password-stdin 127.0.0.1:5000
+    Login(crate::commands::registry::LoginArgs),
+    /// Log out from a registry.
+    ///
+    /// Example: skiff logout 127.0.0.1:5000
+    Logout(crate::commands::registry::LogoutArgs),
+    /// Build an image from a Dockerfile.
+    ///
+    /// Example: skiff build -t app:1 --build-arg V=2 .
+    Build(crate::commands::build::BuildArgs),
+    /// Show the history of an image.
+    ///
+    /// Example: skiff history app:1
+    History(crate::commands::build::HistoryArgs),
+    /// Save images to a tar archive (readable by `docker load`).
+    ///
+    /// Example: skiff save -o app.tar app:1
+    Save(crate::commands::build::SaveArgs),
+    /// Export a container's filesystem as a tar archive.
+    ///
+    /// Example: skiff export -o fs.tar web
+    Export(crate::commands::build::ExportArgs),
+    /// Create an image from a container's changes.
+    ///
+    /// Example: skiff commit -c 'CMD ["sh"]' web app:snapshot
+    Commit(crate::commands::build::CommitArgs),
+    /// Manage networks.
+    ///
+    /// Example: skiff network create app
+    #[command(subcommand)]
+    Network(crate::commands::network::NetworkCommand),
+    /// List a container's published ports.
+    ///
+    /// Example: skiff port web 80
+    Port(crate::commands::network::PortArgs),
+    /// Manage volumes.
+    ///
+    /// Example: skiff volume create data
+    #[command(subcommand)]
+    Volume(crate::commands::volume::VolumeCommand),
+    /// Live resource usage of containers.
+    ///
+    /// Example: skiff stats --no-stream
+    Stats(crate::commands::stats::StatsArgs),
+    /// Change the resource limits of containers, running or not.
+    ///
+    /// Example: skiff update --memory 256m --cpus 0.5 web
+    Update(crate::commands::stats::UpdateArgs),
+    /// Disk usage and clean-up.
+    ///
+    /// Example: skiff system prune -af --volumes
+    #[command(subcommand)]
+    System(crate::commands::stats::SystemCommand),
+    /// Manage stacks (Compose-spec files with Swarm's deploy section).
+    ///
+    /// Example: skiff stack config -c app.yaml
+    #[command(subcommand)]
+    Stack(crate::commands::stack::StackCommand),
+    /// Manage cluster nodes (managers only).
+    ///
+    /// Example: skiff node ls
+    #[command(subcommand)]
+    Node(crate::commands::cluster::NodeCommand),
+    /// Cluster status and join tokens.
+    ///
+    /// Example: skiff cluster join-token worker
+    #[command(subcommand)]
+    Cluster(crate::commands::cluster::ClusterCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +226,18 @@ pub enum ImageCommand {
     Tag(TagArgs),
     /// Load an archive. Example: skiff image load -i image.tar
     Load(LoadArgs),
+    /// Pull an image. Example: skiff image pull busybox
+    Pull(crate::commands::registry::PullArgs),
+    /// Push an image. Example: skiff image push 127.0.0.1:5000/app:1
+    Push(crate::commands::registry::PushArgs),
+    /// Build an image. Example: skiff image build -t app .
+    Build(crate::commands::build::BuildArgs),
+    /// Show an image's history. Example: skiff image history app
+    History(crate::commands::build::HistoryArgs),
+    /// Save images. Example: skiff image save -o app.tar app
+    Save(crate::commands::build::SaveArgs),
+    /// Remove dangling images (-a: all unused). Example: skiff image prune -af
+    Prune(crate::commands::volume::PruneArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +261,12 @@ pub enum ContainerCommand {
     Kill(KillArgs),
     /// Show logs. Example: skiff container logs web
     Logs(LogsArgs),
+    /// Remove all stopped containers. Example: skiff container prune -f
+    Prune(crate::commands::volume::PruneArgs),
+    /// Live resource usage. Example: skiff container stats --no-stream web
+    Stats(crate::commands::stats::StatsArgs),
+    /// Change resource limits. Example: skiff container update --pids-limit 50 web
+    Update(crate::commands::stats::UpdateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +283,8 @@ pub struct AgentArgs {
     /// cgroup parent for containers (default: derived from --root).
     #[arg(long)]
     pub cgroup_parent: Option<String>,
+    #[command(flatten)]
+    pub cluster: crate::commands::cluster::AgentClusterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -246,9 +344,15 @@ pub struct RunArgs {
     /// Security options (no-new-privileges, seccomp=unconfined).
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
-    /// Network: none, host (bridge networking arrives with the networking issue).
+    /// Network: bridge (default), host, none, or a user-defined network.
     #[arg(long = "network", alias = "net")]
     pub network: Option<String>,
+    #[command(flatten)]
+    pub net: crate::commands::network::NetRunArgs,
+    #[command(flatten)]
+    pub mounts: crate::commands::volume::MountFlags,
+    #[command(flatten)]
+    pub limits: crate::commands::stats::RunLimitFlags,
     /// Labels (KEY=VALUE).
     #[arg(short = 'l', long = "label")]
     pub label: Vec<String>,

@@ -98,10 +98,22 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         init_tracing(&cli.log_level, &cli.log_format);
         return agent(&cli.host, a).await;
     }
+    if let Command::Logout(a) = &cli.command {
+        return commands::registry::logout(a).await; // purely client-side, like Docker's
+    }
+    // Needs no agent or cluster: it only reads files.
+    if let Command::Stack(commands::stack::StackCommand::Config(a)) = &cli.command {
+        return commands::stack::config(a);
+    }
+    match &cli.command {
+        Command::Node(n) => return commands::cluster::node(&cli.host, n).await,
+        Command::Cluster(n) => return commands::cluster::cluster(&cli.host, n).await,
+        _ => {}
+    }
     let mut c = client::connect(&cli.host).await?;
     let c = &mut c;
     match &cli.command {
-        Command::Agent(_) | Command::Shim(_) => Ok(0),
+        Command::Agent(_) | Command::Shim(_) | Command::Node(_) | Command::Cluster(_) => Ok(0),
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => containers::run(c, a).await,
         Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
             println!("{}", containers::create(c, a).await?);
@@ -130,6 +142,24 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(c, a).await,
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(c, a).await,
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(c, a).await,
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => commands::registry::pull(c, a).await,
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => commands::registry::push(c, a).await,
+        Command::Login(a) => commands::registry::login(c, a).await,
+        Command::Logout(a) => commands::registry::logout(a).await,
+        Command::Build(a) | Command::Image(ImageCommand::Build(a)) => commands::build::build(c, a).await,
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => commands::build::history(c, a).await,
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => commands::build::save(c, a).await,
+        Command::Export(a) => commands::build::export(c, a).await,
+        Command::Commit(a) => commands::build::commit(c, a).await,
+        Command::Network(n) => commands::network::run(c, n).await,
+        Command::Port(a) => commands::network::port(c, a).await,
+        Command::Volume(v) => commands::volume::run(c, v).await,
+        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => commands::stats::stats(c, a).await,
+        Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => commands::stats::update(c, a).await,
+        Command::System(s) => commands::stats::system(c, s).await,
+        Command::Stack(commands::stack::StackCommand::Config(a)) => commands::stack::config(a),
+        Command::Container(ContainerCommand::Prune(a)) => commands::stats::container_prune(c, a).await,
+        Command::Image(ImageCommand::Prune(a)) => commands::stats::image_prune(c, a).await,
     }
 }
 
@@ -144,7 +174,13 @@ async fn agent(host: &str, a: &cli::AgentArgs) -> anyhow::Result<i32> {
     let host = if host != config::DEFAULT_HOST { host.to_string() } else { file.host.unwrap_or(host.to_string()) };
     let socket = config::socket_path(&host)?;
     let exe = std::fs::read_link("/proc/self/exe")?;
-    let cfg = AgentConfig::new(root, exec_root, socket, a.cgroup_parent.clone().or(file.cgroup_parent), exe);
+    let mut cfg = AgentConfig::new(root, exec_root, socket, a.cgroup_parent.clone().or(file.cgroup_parent), exe);
+    cfg.network = skiff_agent::network::NetSettings {
+        dns: file.dns.unwrap_or_default(),
+        dns_search: file.dns_search.unwrap_or_default(),
+        pools: file.default_address_pools.unwrap_or_default(),
+    };
+    cfg.cluster = Some(commands::cluster::cluster_config(&a.cluster, &cfg.root)?);
     skiff_agent::run(cfg).await?;
     Ok(0)
 }

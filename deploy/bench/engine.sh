@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-30}
 cargo build --release --quiet
-B=$PWD/target/release/skiff
+B=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
 work=$(mktemp -d /tmp/skbench.XXXX)
 H=unix://$work/s.sock
 agent_pid=

@@ -19,6 +19,10 @@ pub struct AgentConfig {
     /// The binary spawned as `skiff shim`.
     pub shim_binary: PathBuf,
     pub shim_log_level: String,
+    /// Resolvers, search domains and address pools for container networks.
+    pub network: crate::network::NetSettings,
+    /// Cluster membership (the embedded controller); `None` runs engine-only (tests).
+    pub cluster: Option<skiff_controller::cluster::ClusterConfig>,
 }
 
 /// The YAML file's shape. Unknown keys are an error, so a typo is not silently ignored.
@@ -30,6 +34,11 @@ pub struct FileConfig {
     pub host: Option<String>,
     pub cgroup_parent: Option<String>,
     pub log_level: Option<String>,
+    /// Upstream resolvers for containers (default: the host's resolv.conf).
+    pub dns: Option<Vec<String>>,
+    pub dns_search: Option<Vec<String>>,
+    /// Pools new networks' subnets are taken from: `[{base: CIDR, size: PREFIXLEN}]`.
+    pub default_address_pools: Option<Vec<skiff_runtime::network::ipam::Pool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +112,8 @@ impl AgentConfig {
             cgroup_parent,
             shim_binary,
             shim_log_level: "info".into(),
+            network: Default::default(),
+            cluster: None,
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct Containers {
     by_id: Mutex<HashMap<String, Arc<Entry>>>,
     /// Names reserved by creates in flight, so two creates cannot take one name.
     reserved: Mutex<Vec<String>>,
+    pub networks: Arc<crate::network::Networks>,
+    pub volumes: crate::volumes::Volumes,
 }
 
 fn random_id() -> String {
@@ -98,7 +100,9 @@ fn signal_number(s: &str) -> Result<i32> {
 
 impl Containers {
     pub fn new(cfg: AgentConfig, images: Arc<ImageStore>, events: Arc<EventBus>) -> Arc<Self> {
-        Arc::new(Self { cfg, images, events, by_id: Mutex::new(HashMap::new()), reserved: Mutex::new(vec![]) })
+        let networks = crate::network::Networks::new(&cfg.root, &cfg.exec_root, cfg.network.clone());
+        let volumes = crate::volumes::Volumes::new(&cfg.root);
+        Arc::new(Self { cfg, images, events, by_id: Mutex::new(HashMap::new()), reserved: Mutex::new(vec![]), networks, volumes })
     }
 
     fn entries(&self) -> Vec<Arc<Entry>> {
@@ -160,6 +164,8 @@ impl Containers {
     pub async fn restore(self: &Arc<Self>) -> Result<()> {
         let dir = self.cfg.root.join("containers");
         std::fs::create_dir_all(&dir)?;
+        self.networks.init().await?;
+        self.volumes.init()?;
         for ent in std::fs::read_dir(&dir)?.flatten() {
             let id = ent.file_name().to_string_lossy().to_string();
             if id.starts_with('.') {
@@ -201,6 +207,9 @@ impl Containers {
                 });
             }
         }
+        let running = self.entries().iter().filter(|e| e.state().is_running()).map(|e| e.id.clone()).collect();
+        self.networks.reconcile(&running).await?;
+        crate::network::spawn_firewall_watch(self.networks.clone());
         Ok(())
     }
 
@@ -271,13 +280,10 @@ impl Containers {
         if let Some(p) = &ic.exposed_ports {
             config.exposed_ports = p.keys().cloned().collect();
         }
-        if config.network_mode.is_empty() {
-            config.network_mode = "none".into();
+        if config.network_mode.is_empty() || config.network_mode == "default" {
+            config.network_mode = "bridge".into();
         }
-        match config.network_mode.as_str() {
-            "none" | "host" | "default" | "bridge" => {}
-            other => return Err(AgentError::NotFound(format!("network {other} not found"))),
-        }
+        self.networks.check_mode(&config.network_mode, &config.net).await?;
         // Validate capabilities now, not at start.
         skiff_runtime::container::security::apply_cap_changes(
             skiff_runtime::container::security::default_capabilities(),
@@ -308,13 +314,20 @@ impl Containers {
             }
             reserved.push(name.clone());
         }
-        let result = self.write_new(&id, &name, &image, config, path, argv);
+        let image_volumes: Vec<String> = ic.volumes.iter().flat_map(|v| v.keys().cloned()).collect();
+        let result = crate::volumes::resolve_create(self, &mut config, &image_volumes).and_then(|(warnings, anon)| {
+            let r = self.write_new(&id, &name, &image, config, path, argv);
+            if r.is_err() {
+                crate::volumes::discard(self, &anon);
+            }
+            r.map(|e| (e, warnings))
+        });
         if let Ok(mut r) = self.reserved.lock() {
             r.retain(|n| n != &name);
         }
-        let entry = result?;
+        let (entry, warnings) = result?;
         self.emit(&entry, "create", &[]);
-        Ok((id, vec![]))
+        Ok((id, warnings))
     }
 
     fn write_new(
@@ -419,6 +432,8 @@ impl Containers {
             runtime_root: self.cfg.exec_root.join("runtime"),
             wait_attach,
             console_size: None,
+            volumes: c.mounts.clone(),
+            resources: c.resources.clone(),
         }
     }
 
@@ -506,12 +521,15 @@ impl Containers {
             }
             let mut spec = self.run_spec(e, wait_attach);
             spec.console_size = console_size;
+            let record = e.record();
+            spec.network = self.networks.setup(&record, &e.paths, &record.config.exposed_ports).await?;
             fsutil::write_json_atomic(&e.paths.task(), &spec)?;
             let task = e.paths.task();
             let report = self.spawn_shim(&[std::ffi::OsStr::new("--task"), task.as_os_str()], &e.paths.shim_log()).await;
             let report = match report {
                 Ok(r) if r.error.is_empty() => r,
                 Ok(r) => {
+                    self.networks.teardown(&e.id).await;
                     let code = if r.exit_code == 0 { 125 } else { r.exit_code };
                     e.update(|s| {
                         s.record_exit(&ExitInfo { exit_code: code, error: r.error.clone(), ..Default::default() })
@@ -523,6 +541,7 @@ impl Containers {
                     return Err(AgentError::Start { message: r.error, exit_code: code });
                 }
                 Err(err) => {
+                    self.networks.teardown(&e.id).await;
                     e.update(|s| s.record_exit(&ExitInfo { exit_code: 125, error: err.to_string(), ..Default::default() }))?;
                     if e.record().config.auto_remove {
                         let _ = self.remove_locked(e, true).await;
@@ -594,6 +613,7 @@ impl Containers {
         };
         // The shim normally unmounts; make sure after a shim crash.
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
+        self.networks.teardown(&e.id).await;
         let prev = e.state();
         let ran_for = prev.started_at.map(|s| (chrono::Utc::now() - s).num_seconds()).unwrap_or(0);
         let st = match e.update(|s| s.record_exit(&exit)) {
@@ -780,6 +800,7 @@ impl Containers {
         }
         e.update(|s| s.status = Status::Removing)?;
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
+        self.networks.forget(&e.id).await;
         let _ = std::fs::remove_dir_all(&e.paths.exec_dir);
         // Rename first so a crash mid-delete leaves a `.`-prefixed dir restore() drops.
         let doomed = self.cfg.root.join("containers").join(format!(".rm-{}", e.id));
@@ -787,6 +808,13 @@ impl Containers {
         let _ = std::fs::remove_dir_all(&doomed);
         self.by_id.lock().map_err(|_| AgentError::internal("lock"))?.remove(&e.id);
         self.emit(&e, "destroy", &[]);
+        // --rm takes the container's anonymous volumes with it, as Docker does.
+        let r = e.record();
+        if r.config.auto_remove {
+            for v in self.volumes.remove_anonymous(self, &r.config.mounts) {
+                self.events.emit("volume", "destroy", &v, Default::default());
+            }
+        }
         e.changed.send_modify(|g| *g += 1);
         Ok(())
     }

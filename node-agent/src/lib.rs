@@ -10,6 +10,7 @@
 //! The agent owns no container process: shims do (see `skiff_runtime::shim`), so the
 //! agent can be killed and restarted without disturbing what runs.
 
+pub mod build;
 pub mod config;
 pub mod containers;
 pub mod error;
@@ -18,8 +19,13 @@ pub mod humanize;
 pub mod inspect;
 pub mod logs;
 pub mod names;
+pub mod registry;
+pub mod network;
 pub mod server;
 pub mod sysinfo;
+pub mod prune;
+pub mod stats;
+pub mod volumes;
 
 use config::AgentConfig;
 use std::os::unix::fs::PermissionsExt;
@@ -35,6 +41,8 @@ pub enum StartError {
     Image(#[from] skiff_runtime::image::ImageError),
     #[error(transparent)]
     Agent(#[from] error::AgentError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] skiff_controller::cluster::ClusterError),
     #[error("serving the API: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -73,6 +81,15 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o660)).map_err(io("chmod socket"))?;
     tracing::info!(socket = %cfg.socket.display(), root = %cfg.root.display(), "agent listening");
 
+    // The embedded controller: a one-manager cluster unless told to join one.
+    let cluster = match &cfg.cluster {
+        Some(cc) => Some(skiff_controller::cluster::Cluster::start(cc.clone()).await?),
+        None => None,
+    };
+    let cluster_api = cluster.map(|cluster| {
+        skiff_proto::cluster::cluster_server::ClusterServer::new(skiff_controller::cluster::api::ClusterApi { cluster })
+    });
+
     let service = server::EngineService { containers, images, events };
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let shutdown = async {
@@ -88,6 +105,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     };
     tonic::transport::Server::builder()
         .add_service(skiff_proto::engine::engine_server::EngineServer::new(service).max_decoding_message_size(64 << 20))
+        .add_optional_service(cluster_api)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     let _ = std::fs::remove_file(&cfg.socket);

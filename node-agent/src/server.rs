@@ -138,6 +138,7 @@ fn exec_frames(m: ExecInput) -> Vec<Frame> {
 }
 
 fn to_config(c: skiff_proto::engine::ContainerConfig) -> Result<ContainerConfig, AgentError> {
+    let (mounts, resources) = crate::volumes::parse_request(&c.binds, &c.mounts, &c.tmpfs, c.resources)?;
     let restart_policy = match c.restart_policy {
         Some(p) if !p.name.is_empty() => {
             let s = if p.maximum_retry_count > 0 { format!("{}:{}", p.name, p.maximum_retry_count) } else { p.name };
@@ -171,6 +172,11 @@ fn to_config(c: skiff_proto::engine::ContainerConfig) -> Result<ContainerConfig,
         stop_signal: c.stop_signal,
         stop_timeout: (c.stop_timeout >= 0).then_some(c.stop_timeout as u32),
         exposed_ports: vec![],
+        net: crate::network::net_config(c.net)?,
+        mounts,
+        binds: c.binds,
+        volumes_from: c.volumes_from,
+        resources,
     })
 }
 
@@ -180,6 +186,12 @@ impl Engine for EngineService {
     type ContainerAttachStream = RpcStream<AttachOutput>;
     type ContainerLogsStream = RpcStream<LogChunk>;
     type ContainerExecStream = RpcStream<AttachOutput>;
+    type ContainerStatsStream = RpcStream<StatsResponse>;
+    type ImagePullStream = RpcStream<ProgressMessage>;
+    type ImagePushStream = RpcStream<ProgressMessage>;
+    type ImageBuildStream = RpcStream<BuildOutput>;
+    type ImageSaveStream = RpcStream<DataChunk>;
+    type ContainerExportStream = RpcStream<DataChunk>;
 
     async fn version(&self, _: Request<Empty>) -> Result<Response<VersionInfo>, Status> {
         Ok(Response::new(sysinfo::version()))
@@ -290,14 +302,17 @@ impl Engine for EngineService {
     }
 
     async fn image_list(&self, req: Request<ImageListRequest>) -> Result<Response<ImageListResponse>, Status> {
-        let _ = req.into_inner();
+        let show_all = req.into_inner().all;
         let images = self.images.clone();
         let containers = self.containers.clone();
         let list = tokio::task::spawn_blocking(move || -> Result<Vec<ImageSummary>, AgentError> {
             let all = containers.list();
+            // Untagged build-step images show only with -a, as Docker's intermediates do.
+            let hidden = if show_all { Default::default() } else { crate::build::intermediate_ids(&containers.cfg.root) };
             Ok(images
                 .list()?
                 .into_iter()
+                .filter(|img| !img.repo_tags.is_empty() || !hidden.contains(img.id().as_str()))
                 .map(|img| ImageSummary {
                     id: img.id().to_string(),
                     repo_tags: img.repo_tags.clone(),
@@ -421,8 +436,51 @@ impl Engine for EngineService {
 
     async fn container_remove(&self, req: Request<RemoveRequest>) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
+        let mounts = self.containers.get(&r.id)?.record().config.mounts;
         self.containers.remove(&r.id, r.force).await?;
+        if r.volumes {
+            for v in self.containers.volumes.remove_anonymous(&self.containers, &mounts) {
+                self.events.emit("volume", "destroy", &v, Default::default());
+            }
+        }
         Ok(Response::new(Empty {}))
+    }
+
+    async fn network_create(&self, req: Request<NetworkCreateRequest>) -> Result<Response<NetworkCreateResponse>, Status> {
+        Ok(Response::new(crate::network::rpc::create(&self.containers, req.into_inner()).await?))
+    }
+
+    async fn network_list(&self, req: Request<NetworkListRequest>) -> Result<Response<NetworkListResponse>, Status> {
+        Ok(Response::new(crate::network::rpc::list(&self.containers, req.into_inner()).await))
+    }
+
+    async fn network_inspect(&self, req: Request<NameRequest>) -> Result<Response<JsonDocument>, Status> {
+        let doc = self.containers.networks.inspect(&req.into_inner().id).await?;
+        Ok(Response::new(JsonDocument { json: doc.to_string() }))
+    }
+
+    async fn network_remove(&self, req: Request<NameRequest>) -> Result<Response<Empty>, Status> {
+        crate::network::rpc::remove(&self.containers, &req.into_inner().id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn network_prune(&self, _: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
+        let deleted = crate::network::rpc::prune(&self.containers).await;
+        Ok(Response::new(PruneResponse { deleted, ..Default::default() }))
+    }
+
+    async fn network_connect(&self, req: Request<NetworkConnectRequest>) -> Result<Response<Empty>, Status> {
+        crate::network::rpc::connect(&self.containers, req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn network_disconnect(&self, req: Request<NetworkConnectRequest>) -> Result<Response<Empty>, Status> {
+        crate::network::rpc::disconnect(&self.containers, req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn container_port(&self, req: Request<NameRequest>) -> Result<Response<PortResponse>, Status> {
+        Ok(Response::new(crate::network::rpc::port(&self.containers, &req.into_inner().id).await?))
     }
 
     async fn container_list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
@@ -443,7 +501,7 @@ impl Engine for EngineService {
                     created_unix: rec.created.timestamp(),
                     state: e.state().status.as_str().into(),
                     status: inspect::status_line(&e),
-                    ports: String::new(),
+                    ports: crate::network::ports_line(&self.containers.networks.ports_now(&e.id)),
                     labels: rec.config.labels.clone().into_iter().collect(),
                 }
             })
@@ -453,7 +511,10 @@ impl Engine for EngineService {
 
     async fn container_inspect(&self, req: Request<NameRequest>) -> Result<Response<JsonDocument>, Status> {
         let e = self.containers.get(&req.into_inner().id)?;
-        Ok(Response::new(JsonDocument { json: inspect::container(&e).to_string() }))
+        let mut doc = inspect::container(&e);
+        doc["NetworkSettings"] = self.containers.networks.settings_json(&e.record()).await;
+        crate::volumes::extend_inspect(&mut doc, &e.record().config);
+        Ok(Response::new(JsonDocument { json: doc.to_string() }))
     }
 
     async fn container_wait(&self, req: Request<NameRequest>) -> Result<Response<WaitResponse>, Status> {
@@ -595,6 +656,109 @@ impl Engine for EngineService {
         let r = req.into_inner();
         self.containers.rename(&r.id, &r.new_name).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn image_pull(&self, req: Request<PullRequest>) -> Result<Response<Self::ImagePullStream>, Status> {
+        let rx = crate::registry::pull(self.images.clone(), self.events.clone(), crate::registry::registry_config(), req.into_inner())?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn image_push(&self, req: Request<PushRequest>) -> Result<Response<Self::ImagePushStream>, Status> {
+        let rx = crate::registry::push(self.images.clone(), self.events.clone(), crate::registry::registry_config(), req.into_inner())?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn registry_login(&self, req: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        Ok(Response::new(crate::registry::login(&crate::registry::registry_config(), req.into_inner()).await?))
+    }
+
+    async fn image_build(&self, req: Request<Streaming<BuildInput>>) -> Result<Response<Self::ImageBuildStream>, Status> {
+        let rx = crate::build::build(
+            self.containers.clone(),
+            self.images.clone(),
+            self.events.clone(),
+            crate::registry::registry_config(),
+            req.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn image_save(&self, req: Request<SaveRequest>) -> Result<Response<Self::ImageSaveStream>, Status> {
+        let rx = crate::build::save(self.images.clone(), req.into_inner().names)?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn image_history(&self, req: Request<NameRequest>) -> Result<Response<HistoryResponse>, Status> {
+        Ok(Response::new(crate::build::history(&self.images, &req.into_inner().id)?))
+    }
+
+    async fn container_export(&self, req: Request<NameRequest>) -> Result<Response<Self::ContainerExportStream>, Status> {
+        let rx = crate::build::export(&self.containers, &req.into_inner().id)?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn container_commit(&self, req: Request<CommitRequest>) -> Result<Response<ImageRef>, Status> {
+        let r = crate::build::commit(&self.containers, req.into_inner()).await?;
+        self.events.emit("image", "commit", &r.id, Default::default());
+        Ok(Response::new(r))
+    }
+
+    async fn volume_create(&self, req: Request<VolumeCreateRequest>) -> Result<Response<JsonDocument>, Status> {
+        Ok(Response::new(crate::volumes::rpc::create(&self.containers, req.into_inner())?))
+    }
+
+    async fn volume_list(&self, req: Request<VolumeListRequest>) -> Result<Response<VolumeListResponse>, Status> {
+        Ok(Response::new(crate::volumes::rpc::list(&self.containers, req.into_inner())))
+    }
+
+    async fn volume_inspect(&self, req: Request<NameRequest>) -> Result<Response<JsonDocument>, Status> {
+        let v = self.containers.volumes.store.get(&req.into_inner().id).map_err(AgentError::from)?;
+        Ok(Response::new(JsonDocument { json: v.to_docker_json().to_string() }))
+    }
+
+    async fn volume_remove(&self, req: Request<VolumeRemoveRequest>) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.containers.volumes.remove(&self.containers, &r.name, r.force)?;
+        self.events.emit("volume", "destroy", &r.name, Default::default());
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn volume_prune(&self, req: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(crate::prune::volumes(&self.containers, r.all, &r.filters)))
+    }
+
+    async fn container_update(&self, req: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+        let r = req.into_inner();
+        let delta = crate::volumes::resources_from_proto(r.resources.unwrap_or_default())?;
+        let mut warnings = Vec::new();
+        for id in &r.ids {
+            warnings.extend(crate::stats::update(&self.containers, id, &delta).await?);
+        }
+        Ok(Response::new(UpdateResponse { warnings }))
+    }
+
+    async fn container_stats(&self, req: Request<StatsRequest>) -> Result<Response<Self::ContainerStatsStream>, Status> {
+        let r = req.into_inner();
+        let e = self.containers.get(&r.id)?;
+        let rx = crate::stats::stream(self.containers.clone(), e, r.stream);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn container_prune(&self, req: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
+        Ok(Response::new(crate::prune::containers(&self.containers, &req.into_inner().filters).await?))
+    }
+
+    async fn image_prune(&self, req: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(crate::prune::images(&self.containers, r.all, &r.filters).await?))
+    }
+
+    async fn system_df(&self, _: Request<Empty>) -> Result<Response<DfResponse>, Status> {
+        let c = self.containers.clone();
+        let df = tokio::task::spawn_blocking(move || crate::prune::df(&c)).await.map_err(blocking_err)??;
+        Ok(Response::new(df))
     }
 }
 

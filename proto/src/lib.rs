@@ -8,3 +8,10 @@ pub mod engine {
     #![allow(clippy::all)]
     tonic::include_proto!("skiff.engine.v1");
 }
+
+/// The cluster API: raft between managers, joining and heartbeats over mutual TLS, and the
+/// cluster state API (nodes, tokens, keyed objects) the CLI reaches on the unix socket.
+pub mod cluster {
+    #![allow(clippy::all)]
+    tonic::include_proto!("skiff.cluster.v1");
+}

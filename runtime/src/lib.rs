@@ -9,9 +9,13 @@
 //!
 //! Nothing here knows about clusters; the agent (`skiff-agent`) drives this crate.
 
+pub mod build;
+pub mod cgroup;
 pub mod container;
 pub mod digest;
 pub mod fsutil;
 pub mod image;
+pub mod network;
 pub mod shim;
 pub mod snapshot;
+pub mod volume;

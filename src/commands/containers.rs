@@ -85,6 +85,12 @@ fn config_of(a: &RunArgs) -> Result<(String, ContainerConfig)> {
         network_mode: a.network.clone().unwrap_or_default(),
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
         stop_timeout: a.stop_timeout.unwrap_or(-1),
+        net: Some(a.net.options()),
+        binds: a.mounts.volume.clone(),
+        mounts: a.mounts.mount.clone(),
+        volumes_from: a.mounts.volumes_from.clone(),
+        tmpfs: a.mounts.tmpfs.clone(),
+        resources: Some(a.limits.to_proto()?),
     };
     Ok((image, config))
 }

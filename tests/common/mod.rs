@@ -109,7 +109,10 @@ impl Agent {
     }
 
     fn spawn(&mut self) {
-        std::fs::write(self.dir.path().join("agent.yaml"), "").expect("agent.yaml");
+        let config = self.dir.path().join("agent.yaml");
+        if !config.exists() {
+            std::fs::write(&config, "").expect("agent.yaml");
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -295,6 +298,83 @@ impl Drop for Agent {
                     remove_cgroup_tree(&ctl.path().join(&parent));
                 }
                 remove_cgroup_tree(&Path::new(base).join(&parent));
+            }
+        }
+        cleanup_network(&self.root);
+    }
+}
+
+impl Agent {
+    /// Restarts the agent (same state) with `yaml` as its config file.
+    pub fn restart_with_config(&mut self, yaml: &str) {
+        self.kill9();
+        std::fs::write(self.dir.path().join("agent.yaml"), yaml).expect("agent.yaml");
+        self.spawn();
+    }
+}
+
+/// The agent's nft table and link-name prefix for a non-default root (mirrors
+/// `skiff_agent::network::names_for_root`).
+pub fn network_names(root: &Path) -> (String, String) {
+    use sha2::Digest;
+    let h = hex::encode(sha2::Sha256::digest(root.to_string_lossy().as_bytes()));
+    (format!("skiff-{}", &h[..8]), format!("sk{}", &h[..5]))
+}
+
+/// Links of ours still present in the host namespace.
+pub fn network_links(root: &Path) -> Vec<String> {
+    let (_, prefix) = network_names(root);
+    std::fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes what an agent that was killed leaves in the kernel: its bridges and veths,
+/// its nft table, its tagged rules in `ip filter FORWARD`.
+pub fn cleanup_network(root: &Path) {
+    let (table, _) = network_names(root);
+    for l in network_links(root) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &l])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = Command::new("nft")
+        .args(["delete", "table", "inet", &table])
+        .stderr(Stdio::null())
+        .status();
+    cleanup_forward_rules(&table);
+}
+
+/// Removes an agent's tagged accept rules from `ip filter FORWARD`.
+pub fn cleanup_forward_rules(table: &str) {
+    if let Ok(o) = Command::new("nft")
+        .args(["-a", "list", "chain", "ip", "filter", "FORWARD"])
+        .stderr(Stdio::null())
+        .output()
+    {
+        let needle = format!("comment \"skiff:{table}\"");
+        for line in String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains(&needle))
+        {
+            if let Some((_, h)) = line.rsplit_once("# handle ") {
+                let _ = Command::new("nft")
+                    .args([
+                        "delete",
+                        "rule",
+                        "ip",
+                        "filter",
+                        "FORWARD",
+                        "handle",
+                        h.trim(),
+                    ])
+                    .status();
             }
         }
     }

@@ -91,6 +91,20 @@ pub struct ContainerConfig {
     /// Seconds to wait after the stop signal before SIGKILL.
     pub stop_timeout: Option<u32>,
     pub exposed_ports: Vec<String>,
+    /// User mounts, resolved at create (volumes named, `--volumes-from` expanded).
+    #[serde(default)]
+    pub mounts: Vec<crate::volume::MountPoint>,
+    /// `-v` as given (Docker's HostConfig.Binds).
+    #[serde(default)]
+    pub binds: Vec<String>,
+    #[serde(default)]
+    pub volumes_from: Vec<String>,
+    /// Resource limits; `skiff update` rewrites them.
+    #[serde(default)]
+    pub resources: crate::cgroup::Resources,
+    /// `--ip`, `--network-alias`, `--dns*`, `--add-host`, `-p`, `-P`.
+    #[serde(default)]
+    pub net: crate::network::ContainerNet,
 }
 
 impl ContainerConfig {

@@ -193,28 +193,15 @@ pub fn find_executable(
 /// existing component inside the rootfs (a symlinked `WORKDIR` cannot create
 /// directories on the host).
 pub fn mkdir_all(root: &Path, path: &str) -> io::Result<()> {
-    let r = open_root(root)?;
-    let mut cur = String::new();
-    for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
-        let parent = if cur.is_empty() {
-            "/".to_string()
-        } else {
-            cur.clone()
-        };
-        cur = format!("{cur}/{comp}");
-        match open_in(&r, &cur, OFlags::PATH | OFlags::DIRECTORY) {
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let pfd = open_in(&r, &parent, OFlags::PATH | OFlags::DIRECTORY)?;
-                match rustix::fs::mkdirat(&pfd, comp, Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e),
-        }
+    // Dangling symlinks (`/work -> /host/dir`) are followed inside the rootfs too.
+    if crate::volume::parse::clean_path(path) == "/" {
+        return Ok(());
     }
-    Ok(())
+    match crate::volume::target::resolve_target(root, path, true) {
+        Ok(_) => Ok(()),
+        Err(crate::volume::target::TargetError::Io { source, .. }) => Err(source),
+        Err(e) => Err(io::Error::other(e.to_string())),
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,13 @@ pub struct RunSpec {
     /// Initial terminal size (columns, rows), applied before the process starts.
     #[serde(default)]
     pub console_size: Option<(u16, u16)>,
+    /// User mounts (`-v`, `--mount`, `--tmpfs`, `--volumes-from`); the shim resolves
+    /// their targets inside the rootfs before the spec is built.
+    #[serde(default)]
+    pub volumes: Vec<crate::volume::MountPoint>,
+    /// Resource limits (`--memory`, `--cpus`, `--pids-limit`, `--ulimit`, ...).
+    #[serde(default)]
+    pub resources: crate::cgroup::Resources,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +132,7 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
             "options": ["rbind", "rprivate", if m.readonly { "ro" } else { "rw" }],
         }));
     }
+    mounts.extend(crate::volume::oci_mounts(&run.volumes));
     let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
     match &run.network {
         NetworkNamespace::New => namespaces.push(json!({"type": "network"})),
@@ -133,10 +141,12 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
     }
     let mut devices = vec![json!({"allow": false, "access": "rwm"})];
     devices.extend(default_device_rules(run.privileged));
+    let mut resources = run.resources.oci_resources();
+    resources["devices"] = json!(devices);
     let mut linux = json!({
         "namespaces": namespaces,
         "cgroupsPath": run.cgroups_path,
-        "resources": {"devices": devices},
+        "resources": resources,
     });
     if !run.privileged {
         linux["maskedPaths"] = json!(security::masked_paths());
@@ -159,6 +169,11 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
             "effective": effective,
         },
     });
+    // Containers start at 0 (or --oom-score-adj) whatever the agent's own score is.
+    process["oomScoreAdj"] = json!(run.resources.oom_score_adj);
+    if !run.resources.ulimits.is_empty() {
+        process["rlimits"] = run.resources.oci_rlimits();
+    }
     // libcontainer loads seccomp before dropping capabilities only when
     // noNewPrivileges is absent (not merely false), so it is set only when true.
     if run.no_new_privileges {

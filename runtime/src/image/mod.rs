@@ -2,9 +2,12 @@
 //! (`import` of a rootfs tarball, `load` of `docker save` / OCI-layout archives).
 
 pub mod archive;
+pub mod auth;
 pub mod changes;
 pub mod config;
 pub mod reference;
+pub mod registry;
+pub mod save;
 pub mod store;
 
 pub use config::ImageConfig;

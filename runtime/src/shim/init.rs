@@ -102,7 +102,11 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
         .ok_or_else(|| ShimError::Setup("no command specified".into()))?;
     rootfs::find_executable(&run.rootfs, argv0, &run.env, cwd)?;
 
-    let spec = oci_spec(run, &user)?;
+    // User mounts: copy-up and symlink-safe targets, before anything runs inside.
+    let mut run_mounts = run.clone();
+    run_mounts.volumes = crate::volume::target::prepare_mounts(&run.rootfs, &run.volumes)
+        .map_err(|e| ShimError::Setup(e.to_string()))?;
+    let spec = oci_spec(&run_mounts, &user)?;
     spec.save(run.bundle.join("config.json"))
         .map_err(|e| ShimError::Setup(format!("writing config.json: {e}")))?;
 
@@ -155,6 +159,12 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
         .with_detach(true)
         .build()
         .map_err(lc)?;
+    // Limits libcontainer 0.7 does not apply (it never sets memory.oom_control).
+    if let Err(e) = crate::cgroup::Cgroup::new(&run.cgroups_path).apply_after_create(&run.resources) {
+        let mut c = container;
+        let _ = c.delete(true);
+        return Err(ShimError::Setup(e.to_string()));
+    }
     if let Some(l) = console {
         let (conn, _) = l.accept().map_err(io("accepting console socket"))?;
         let master = recv_fd(&conn)?;
@@ -272,7 +282,9 @@ fn serve(run: RunSpec, p: Prepared) {
         let cg = run.cgroups_path.clone();
         let rootfs_dir = run.rootfs.clone();
         relay::run(pid, stdio, listener, log, first, move |o| {
-            let oom = o.signaled && o.code == 137 && oom_kills(&cg) > 0;
+            // Like Docker: any OOM kill in the container's cgroup marks the run
+            // OOMKilled, even when the victim was a child and init exited by itself.
+            let oom = oom_kills(&cg) > 0;
             let exit = ExitInfo {
                 exit_code: o.code,
                 oom_killed: oom,

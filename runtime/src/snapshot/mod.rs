@@ -228,6 +228,9 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(2);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_cksum();
         b.append_data(&mut h, "hello", &b"hi"[..]).expect("append");
         let data = b.into_inner().expect("tar");

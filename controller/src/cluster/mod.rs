@@ -1,0 +1,657 @@
+//! A node's membership in the cluster: the piece the agent embeds.
+//!
+//! [`Cluster::start`] either founds a new cluster (no `--join`: this node becomes its only
+//! manager, creates the CA, and opens no TCP port unless given a listen address), joins
+//! one with a token, or resumes from `<state dir>/node.json`. Managers run the raft node,
+//! serve `Raft` and `Membership` on the mutual-TLS cluster port and the [`api::ClusterApi`]
+//! on the agent's unix socket. Every node keeps a heartbeat stream to the leader; the
+//! leader marks nodes down after the grace period.
+//!
+//! State directory layout: `node.json` (identity, role, known managers), `tls/` (CA,
+//! node certificate and key), `raft/` (the log, managers only), `removed` (a marker:
+//! this node was removed and must be wiped before it joins again).
+
+pub mod api;
+pub mod service;
+pub mod transport;
+
+use crate::ca::{self, Ca, JoinToken};
+use crate::consensus::{self, Bootstrap, RaftConfig, RaftError, RaftHandle};
+use crate::state::{self, ClusterMeta, Node, NodeStatus, Op, Proposal, Role, Store};
+use crate::tls::{self, Identity};
+use serde::{Deserialize, Serialize};
+use skiff_proto::cluster as pb;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// The cluster port used when `--listen-addr` names only an IP (Swarm's).
+pub const DEFAULT_PORT: u16 = 2377;
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub state_dir: PathBuf,
+    pub hostname: String,
+    pub engine_version: String,
+    /// Where the mutual-TLS cluster port listens; `None`: no TCP port at all.
+    pub listen_addr: Option<SocketAddr>,
+    /// host:port other nodes use to reach this one (default: the listen address).
+    pub advertise_addr: Option<String>,
+    /// `(manager address, token)` to join an existing cluster.
+    pub join: Option<(String, String)>,
+    pub heartbeat_period: Duration,
+    /// A node silent for this long is marked down.
+    pub down_grace: Duration,
+    pub cert_validity: Duration,
+    /// Renew the node certificate when less than this fraction of its life remains.
+    pub renew_fraction: f64,
+    pub raft_tick: Duration,
+    pub snapshot_every: u64,
+}
+
+impl ClusterConfig {
+    pub fn new(state_dir: PathBuf, hostname: String, engine_version: String) -> ClusterConfig {
+        ClusterConfig {
+            state_dir,
+            hostname,
+            engine_version,
+            listen_addr: None,
+            advertise_addr: None,
+            join: None,
+            heartbeat_period: Duration::from_secs(1),
+            down_grace: Duration::from_secs(3),
+            cert_validity: Duration::from_secs(90 * 24 * 3600),
+            renew_fraction: 0.5,
+            raft_tick: Duration::from_millis(100),
+            snapshot_every: 10_000,
+        }
+    }
+
+    fn advertise(&self) -> String {
+        match (&self.advertise_addr, self.listen_addr) {
+            (Some(a), _) => a.clone(),
+            (None, Some(l)) => l.to_string(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error(
+        "this node was removed from the cluster; its old identity cannot rejoin. Delete {} to join again as a new node",
+        .0.display()
+    )]
+    Removed(PathBuf),
+    #[error("this node is already part of a cluster (state in {}); --join is only for a new node", .0.display())]
+    AlreadyJoined(PathBuf),
+    #[error(transparent)]
+    Ca(#[from] ca::CaError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Raft(#[from] RaftError),
+    #[error("joining {addr}: {message}")]
+    Join { addr: String, message: String },
+    #[error("binding the cluster port {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
+    move |source| ClusterError::Io { path: path.into(), source }
+}
+
+/// What a node remembers about itself between restarts.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct NodeState {
+    pub node_id: String,
+    pub cluster_id: String,
+    pub role: Role,
+    pub raft_id: u64,
+    /// Known managers: raft ID → address (for reconnecting after a restart).
+    pub managers: Vec<(u64, String, String)>,
+}
+
+/// Writes a file atomically and durably (temp, fsync, rename, directory fsync).
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), ClusterError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(d) = path.parent() {
+        std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(io(d))?;
+    }
+    Ok(())
+}
+
+/// A running cluster member.
+pub struct Cluster {
+    pub cfg: ClusterConfig,
+    node: RwLock<NodeState>,
+    identity: RwLock<Identity>,
+    raft: RwLock<Option<RaftHandle>>,
+    transport: Arc<transport::GrpcTransport>,
+    /// Leader-only: when each node was last heard from.
+    seen: Mutex<HashMap<String, Instant>>,
+    /// Set when the cluster port is open.
+    listening: Mutex<Option<SocketAddr>>,
+}
+
+impl Cluster {
+    /// Founds, joins or resumes, then starts the background tasks.
+    pub async fn start(cfg: ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
+        let dir = cfg.state_dir.clone();
+        std::fs::create_dir_all(dir.join("tls")).map_err(io(&dir))?;
+        if dir.join("removed").exists() {
+            return Err(ClusterError::Removed(dir));
+        }
+        let node_file = dir.join("node.json");
+        let existing = match std::fs::read(&node_file) {
+            Ok(b) => Some(serde_json::from_slice::<NodeState>(&b).map_err(|source| ClusterError::Json { path: node_file.clone(), source })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&node_file)(e)),
+        };
+        let fresh_join = existing.is_none() && cfg.join.is_some();
+        let (node, identity, bootstrap) = match (existing, &cfg.join) {
+            (Some(n), _) => {
+                if cfg.join.is_some() {
+                    tracing::info!("already a cluster member; ignoring --join");
+                }
+                let read = |f: &str| std::fs::read_to_string(dir.join("tls").join(f)).map_err(io(&dir));
+                let id = Identity { ca_pem: read("ca.crt")?, cert_pem: read("node.crt")?, key_pem: read("node.key")? };
+                (n, id, Bootstrap::Join)
+            }
+            (None, Some((addr, token))) => {
+                let (n, id) = join(&cfg, addr, token).await?;
+                (n, id, Bootstrap::Join)
+            }
+            (None, None) => {
+                let (n, id, store) = found(&cfg)?;
+                (n, id, Bootstrap::New(Box::new(store)))
+            }
+        };
+        let tls_client = tls::client_config(&identity.ca_pem, Some(&identity))?;
+        let c = Arc::new(Cluster {
+            transport: transport::GrpcTransport::new(tls_client),
+            node: RwLock::new(node),
+            identity: RwLock::new(identity),
+            raft: RwLock::new(None),
+            seen: Mutex::default(),
+            listening: Mutex::default(),
+            cfg,
+        });
+        c.save_identity()?;
+        c.save_node()?;
+        c.transport.set_addrs(c.node_state().managers.iter().map(|(r, _, a)| (*r, a.clone())).collect());
+        if let Some(addr) = c.cfg.listen_addr {
+            c.clone().listen(addr).await?;
+        }
+        if c.node_state().role == Role::Manager {
+            c.start_raft(bootstrap).await?;
+            if fresh_join {
+                c.request_voter().await?;
+            }
+        }
+        tokio::spawn(c.clone().heartbeat_loop());
+        tokio::spawn(c.clone().renew_loop());
+        Ok(c)
+    }
+
+    pub fn node_state(&self) -> NodeState {
+        self.node.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn node_id(&self) -> String {
+        self.node_state().node_id
+    }
+
+    pub fn raft(&self) -> Option<RaftHandle> {
+        self.raft.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn identity(&self) -> Identity {
+        self.identity.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        *self.listening.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save_node(&self) -> Result<(), ClusterError> {
+        let path = self.cfg.state_dir.join("node.json");
+        let data = serde_json::to_vec_pretty(&self.node_state()).map_err(|source| ClusterError::Json { path: path.clone(), source })?;
+        write_atomic(&path, &data, 0o600)
+    }
+
+    fn save_identity(&self) -> Result<(), ClusterError> {
+        let id = self.identity();
+        let d = self.cfg.state_dir.join("tls");
+        write_atomic(&d.join("ca.crt"), id.ca_pem.as_bytes(), 0o644)?;
+        write_atomic(&d.join("node.crt"), id.cert_pem.as_bytes(), 0o644)?;
+        write_atomic(&d.join("node.key"), id.key_pem.as_bytes(), 0o600)
+    }
+
+    async fn listen(self: Arc<Self>, addr: SocketAddr) -> Result<(), ClusterError> {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ClusterError::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(|source| ClusterError::Bind { addr, source })?;
+        *self.listening.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
+        let server_cfg = tls::server_config(&self.identity())?;
+        let incoming = tls::incoming(listener, server_cfg);
+        let svc = service::ClusterPort { cluster: self.clone() };
+        tracing::info!(addr = %local, "cluster port listening (mutual TLS)");
+        tokio::spawn(async move {
+            let res = tonic::transport::Server::builder()
+                .add_service(pb::raft_server::RaftServer::new(svc.clone()).max_decoding_message_size(256 << 20))
+                .add_service(pb::membership_server::MembershipServer::new(svc))
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "cluster port stopped");
+            }
+        });
+        Ok(())
+    }
+
+    async fn start_raft(self: &Arc<Self>, bootstrap: Bootstrap) -> Result<RaftHandle, ClusterError> {
+        let n = self.node_state();
+        let mut rc = RaftConfig::new(n.raft_id, self.cfg.state_dir.join("raft"));
+        rc.tick = self.cfg.raft_tick;
+        rc.snapshot_every = self.cfg.snapshot_every;
+        let founding = matches!(bootstrap, Bootstrap::New(_));
+        let h = consensus::start(rc, bootstrap, self.transport.clone())?;
+        self.transport.set_raft(h.clone());
+        *self.raft.write().unwrap_or_else(|p| p.into_inner()) = Some(h.clone());
+        // A sole voter need not wait out an election timeout.
+        if founding || h.status().voters == vec![n.raft_id] {
+            h.campaign();
+        }
+        tokio::spawn(self.clone().manager_loop(h.clone()));
+        Ok(h)
+    }
+
+    /// Keeps peer addresses in step with the state, tracks liveness while leading, and
+    /// reacts to this node's own removal or demotion.
+    async fn manager_loop(self: Arc<Self>, h: RaftHandle) {
+        let mut was_leader = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            if h.is_stopped() {
+                return;
+            }
+            let st = h.status();
+            let (addrs, managers, nodes) = {
+                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+                let ms: Vec<(u64, String, String)> =
+                    sm.nodes().filter(|n| n.role == Role::Manager && n.raft_id != 0).map(|n| (n.raft_id, n.id.clone(), n.addr.clone())).collect();
+                let addrs: HashMap<u64, String> = ms.iter().filter(|(_, _, a)| !a.is_empty()).map(|(r, _, a)| (*r, a.clone())).collect();
+                let nodes: Vec<Node> = sm.nodes().cloned().collect();
+                (addrs, ms, nodes)
+            };
+            if !addrs.is_empty() {
+                self.transport.set_addrs(addrs);
+            }
+            if !managers.is_empty() {
+                let changed = {
+                    let mut n = self.node.write().unwrap_or_else(|p| p.into_inner());
+                    let changed = n.managers != managers;
+                    n.managers = managers;
+                    changed
+                };
+                if changed {
+                    let _ = self.save_node();
+                }
+            }
+            if st.removed {
+                self.on_removed(&h).await;
+                return;
+            }
+            if !st.is_leader {
+                was_leader = false;
+                continue;
+            }
+            let now = Instant::now();
+            let me = self.node_id();
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if !was_leader {
+                // A new leader gives everyone a full grace period.
+                seen.clear();
+                for n in &nodes {
+                    seen.insert(n.id.clone(), now);
+                }
+                was_leader = true;
+            }
+            seen.insert(me.clone(), now);
+            let mut ops = Vec::new();
+            for n in &nodes {
+                let last = *seen.entry(n.id.clone()).or_insert(now);
+                let alive = now.duration_since(last) < self.cfg.down_grace;
+                let want = if alive { NodeStatus::Ready } else { NodeStatus::Down };
+                if n.status != want && (n.status != NodeStatus::Unknown || !alive || n.id == me) {
+                    ops.push(update_status(&n.id, want));
+                }
+            }
+            drop(seen);
+            if !ops.is_empty() {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = h.propose(Proposal::new(ops)).await {
+                        tracing::debug!(error = %e, "recording node status");
+                    }
+                });
+            }
+        }
+    }
+
+    /// This manager applied its own removal: demoted (stay as a worker, wipe the raft log
+    /// so a later promotion starts clean) or removed (refuse to run until wiped).
+    async fn on_removed(&self, h: &RaftHandle) {
+        h.stop();
+        while !h.is_stopped() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        *self.raft.write().unwrap_or_else(|p| p.into_inner()) = None;
+        let _ = std::fs::remove_dir_all(self.cfg.state_dir.join("raft"));
+        {
+            let mut n = self.node.write().unwrap_or_else(|p| p.into_inner());
+            n.role = Role::Worker;
+            n.raft_id = 0;
+        }
+        let _ = self.save_node();
+        tracing::info!("this node left the raft group; it now runs as a worker");
+    }
+
+    /// Records a heartbeat (leader side).
+    pub(crate) fn saw(&self, node_id: &str) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(node_id.to_string(), Instant::now());
+    }
+
+    fn leader_addr(&self) -> Option<String> {
+        let h = self.raft()?;
+        let st = h.status();
+        if st.leader_id == 0 {
+            return None;
+        }
+        self.node_state().managers.iter().find(|(r, _, _)| *r == st.leader_id).map(|(_, _, a)| a.clone()).filter(|a| !a.is_empty())
+    }
+
+    /// One stream to the leader at a time; on any failure, try the next manager.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let mut next = 0usize;
+        loop {
+            let me = self.node_id();
+            if let Some(h) = self.raft() {
+                if h.status().is_leader {
+                    tokio::time::sleep(self.cfg.heartbeat_period).await;
+                    continue;
+                }
+            }
+            let candidates: Vec<String> = match self.leader_addr() {
+                Some(a) => vec![a],
+                None => self.node_state().managers.iter().map(|(_, _, a)| a.clone()).filter(|a| !a.is_empty()).collect(),
+            };
+            if candidates.is_empty() {
+                tokio::time::sleep(self.cfg.heartbeat_period).await;
+                continue;
+            }
+            let addr = candidates[next % candidates.len()].clone();
+            next += 1;
+            match self.heartbeat_stream(&addr, &me).await {
+                Ok(()) => {}
+                Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                    tracing::error!(manager = %addr, error = %s.message(), "the cluster refused this node");
+                    if s.message().contains("removed") {
+                        let _ = write_atomic(&self.cfg.state_dir.join("removed"), b"", 0o600);
+                        return;
+                    }
+                }
+                Err(s) => tracing::debug!(manager = %addr, error = %s.message(), "heartbeat stream ended"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn heartbeat_stream(&self, addr: &str, me: &str) -> Result<(), tonic::Status> {
+        let tls = tls::client_config(&self.identity().ca_pem, Some(&self.identity())).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let ch = tls::channel(addr, tls).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client = pb::membership_client::MembershipClient::new(ch);
+        let period = self.cfg.heartbeat_period;
+        let req = pb::HeartbeatRequest { node_id: me.to_string() };
+        let outbound = async_stream(req, period);
+        let mut inbound = client.heartbeat(outbound).await?.into_inner();
+        loop {
+            let msg = tokio::time::timeout(period * 3, inbound.message()).await.map_err(|_| tonic::Status::unavailable("heartbeat timed out"))??;
+            let Some(resp) = msg else { return Ok(()) };
+            let managers: Vec<(u64, String, String)> = resp.managers.iter().map(|p| (p.raft_id, p.node_id.clone(), p.addr.clone())).collect();
+            let changed = {
+                let mut n = self.node.write().unwrap_or_else(|p| p.into_inner());
+                let changed = !managers.is_empty() && n.managers != managers;
+                if changed {
+                    n.managers = managers;
+                }
+                changed
+            };
+            if changed {
+                let _ = self.save_node();
+            }
+            // If we lead now, the stream to the old leader is pointless.
+            if let Some(h) = self.raft() {
+                if h.status().is_leader {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Renews the node certificate when less than `renew_fraction` of its life remains.
+    async fn renew_loop(self: Arc<Self>) {
+        loop {
+            let wait = match self.renew_due() {
+                Ok(Some(d)) => d,
+                Ok(None) => match self.renew().await {
+                    Ok(()) => {
+                        tracing::info!("node certificate renewed");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "certificate renewal failed; will retry");
+                        Duration::from_secs(1)
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read own certificate");
+                    Duration::from_secs(60)
+                }
+            };
+            tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
+        }
+    }
+
+    /// `None` when renewal is due now, else how long until it is.
+    fn renew_due(&self) -> Result<Option<Duration>, ClusterError> {
+        let der = ca::pem_to_der(&self.identity().cert_pem)?;
+        let (_, not_after) = ca::cert_identity(&der)?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| ca::CaError::BadCert(e.to_string()))?;
+        let not_before = parsed.validity().not_before.to_datetime();
+        let life = (not_after - not_before).as_seconds_f64();
+        let renew_at = not_after - time::Duration::seconds_f64(life * self.cfg.renew_fraction);
+        let now = time::OffsetDateTime::now_utc();
+        Ok(if now >= renew_at { None } else { Some(Duration::from_secs_f64((renew_at - now).as_seconds_f64())) })
+    }
+
+    async fn renew(&self) -> Result<(), ClusterError> {
+        let (key_pem, csr_pem) = ca::new_key_and_csr()?;
+        let cert_pem = if let Some(h) = self.raft().filter(|h| !h.is_stopped()) {
+            // A manager signs its own renewal with the replicated CA.
+            let meta = h.state().read().unwrap_or_else(|p| p.into_inner()).meta().clone();
+            Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)?.sign_csr(&csr_pem, &self.node_id(), self.cfg.cert_validity)?
+        } else {
+            let addr = self.leader_addr().or_else(|| self.node_state().managers.first().map(|m| m.2.clone())).unwrap_or_default();
+            let tls = tls::client_config(&self.identity().ca_pem, Some(&self.identity()))?;
+            let mut c = pb::membership_client::MembershipClient::new(tls::channel(&addr, tls)?);
+            let r = c
+                .renew_certificate(pb::RenewRequest { csr_pem: csr_pem.into_bytes() })
+                .await
+                .map_err(|s| ClusterError::Join { addr: addr.clone(), message: s.message().into() })?;
+            String::from_utf8_lossy(&r.into_inner().cert_pem).into_owned()
+        };
+        {
+            let mut id = self.identity.write().unwrap_or_else(|p| p.into_inner());
+            id.cert_pem = cert_pem;
+            id.key_pem = key_pem;
+        }
+        self.save_identity()?;
+        let id = self.identity();
+        self.transport.set_tls(tls::client_config(&id.ca_pem, Some(&id))?);
+        Ok(())
+    }
+}
+
+/// Sends `req` now and then every `period`, forever.
+fn async_stream(req: pb::HeartbeatRequest, period: Duration) -> impl futures::Stream<Item = pb::HeartbeatRequest> {
+    futures::stream::unfold(true, move |first| {
+        let req = req.clone();
+        async move {
+            if !first {
+                tokio::time::sleep(period).await;
+            }
+            Some((req, false))
+        }
+    })
+}
+
+pub(crate) fn update_status(id: &str, status: NodeStatus) -> Op {
+    Op::UpdateNode {
+        id: id.into(),
+        availability: None,
+        label_add: Default::default(),
+        label_rm: vec![],
+        role: None,
+        status: Some(status),
+        raft_id: None,
+        addr: None,
+    }
+}
+
+/// A non-zero random raft ID.
+pub(crate) fn new_raft_id() -> u64 {
+    loop {
+        let id: u64 = rand::random::<u64>() >> 1;
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// Founds a new cluster: CA, secrets, this node as its only manager.
+fn found(cfg: &ClusterConfig) -> Result<(NodeState, Identity, Store), ClusterError> {
+    let cluster_id = state::new_id();
+    let node_id = state::new_id();
+    let raft_id = new_raft_id();
+    let ca = Ca::create(&cluster_id)?;
+    let (key_pem, csr) = ca::new_key_and_csr()?;
+    let cert_pem = ca.sign_csr(&csr, &node_id, cfg.cert_validity)?;
+    let meta = ClusterMeta {
+        cluster_id: cluster_id.clone(),
+        ca_cert_pem: ca.cert_pem().into(),
+        ca_key_pem: ca.key_pem(),
+        worker_secret: ca::new_secret(),
+        manager_secret: ca::new_secret(),
+    };
+    let now = chrono::Utc::now().to_rfc3339();
+    let node = Node {
+        id: node_id.clone(),
+        raft_id,
+        hostname: cfg.hostname.clone(),
+        role: Role::Manager,
+        status: NodeStatus::Ready,
+        addr: cfg.advertise(),
+        engine_version: cfg.engine_version.clone(),
+        version: 1,
+        created_at: now.clone(),
+        updated_at: now,
+        ..Default::default()
+    };
+    let mut store = Store { meta, ..Default::default() };
+    store.nodes.insert(node_id.clone(), node);
+    tracing::info!(node_id = %node_id, cluster_id = %cluster_id, "founded a new cluster; this node is its manager");
+    let ns = NodeState { node_id, cluster_id, role: Role::Manager, raft_id, managers: vec![(raft_id, String::new(), cfg.advertise())] };
+    Ok((ns, Identity { ca_pem: ca.cert_pem().into(), cert_pem, key_pem }, store))
+}
+
+/// Joins an existing cluster: check the CA against the token, buy a certificate, and (as
+/// a manager) ask to be added as a raft voter once our own raft node runs.
+async fn join(cfg: &ClusterConfig, addr: &str, token: &str) -> Result<(NodeState, Identity), ClusterError> {
+    let fail = |m: String| ClusterError::Join { addr: addr.into(), message: m };
+    let token = JoinToken::parse(token)?;
+    // 1. The CA certificate, over TLS we cannot verify yet; trusted only if it matches.
+    let ch = tls::channel(addr, tls::insecure_client()?)?;
+    let ca_pem = pb::membership_client::MembershipClient::new(ch)
+        .get_ca_cert(pb::Empty {})
+        .await
+        .map_err(|s| fail(format!("cannot reach the manager: {}", s.message())))?
+        .into_inner()
+        .cert_pem;
+    let ca_pem = String::from_utf8_lossy(&ca_pem).into_owned();
+    let digest = ca::cert_digest(&ca_pem)?;
+    if digest != token.ca_digest {
+        return Err(fail(format!(
+            "the manager's CA (digest {digest}) does not match the join token: wrong cluster, or a man in the middle"
+        )));
+    }
+    // 2. Buy a certificate with the token over TLS verified against that CA.
+    let (key_pem, csr_pem) = ca::new_key_and_csr()?;
+    let ch = tls::channel(addr, tls::client_config(&ca_pem, None)?)?;
+    let resp = pb::membership_client::MembershipClient::new(ch)
+        .join(pb::JoinRequest {
+            token: token.to_string(),
+            csr_pem: csr_pem.into_bytes(),
+            hostname: cfg.hostname.clone(),
+            advertise_addr: cfg.advertise(),
+            engine_version: cfg.engine_version.clone(),
+        })
+        .await
+        .map_err(|s| fail(s.message().to_string()))?
+        .into_inner();
+    let role = Role::parse(&resp.role).unwrap_or_default();
+    if role == Role::Manager && cfg.listen_addr.is_none() {
+        return Err(fail("a manager needs a cluster port: pass --listen-addr".into()));
+    }
+    let managers: Vec<(u64, String, String)> = resp.managers.iter().map(|p| (p.raft_id, p.node_id.clone(), p.addr.clone())).collect();
+    let raft_id = managers.iter().find(|(_, n, _)| *n == resp.node_id).map_or(0, |m| m.0);
+    tracing::info!(node_id = %resp.node_id, role = role.as_str(), "joined the cluster");
+    let id = Identity { ca_pem, cert_pem: String::from_utf8_lossy(&resp.cert_pem).into_owned(), key_pem };
+    Ok((NodeState { node_id: resp.node_id, cluster_id: String::new(), role, raft_id, managers }, id))
+}
+
+impl Cluster {
+    /// After a manager joined and its raft node runs: ask the leader to add it as a voter.
+    pub async fn request_voter(&self) -> Result<(), ClusterError> {
+        let id = self.identity();
+        let tls = tls::client_config(&id.ca_pem, Some(&id))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            for (_, _, addr) in self.node_state().managers {
+                if addr.is_empty() || Some(addr.clone()) == self.listen_addr().map(|a| a.to_string()) || addr == self.cfg.advertise() {
+                    continue;
+                }
+                let mut c = pb::membership_client::MembershipClient::new(tls::channel(&addr, tls.clone())?);
+                match c.add_manager(pb::AddManagerRequest { addr: self.cfg.advertise() }).await {
+                    Ok(_) => return Ok(()),
+                    Err(s) => last = s.message().to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Err(ClusterError::Join { addr: "managers".into(), message: format!("could not be added as a manager: {last}") })
+    }
+}

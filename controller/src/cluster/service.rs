@@ -1,0 +1,234 @@
+//! The cluster port's gRPC services: `Raft` (managers only) and `Membership` (join,
+//! certificate renewal, heartbeats, manager admission). Every call but `GetCaCert` and
+//! `Join` needs a client certificate from the cluster CA, of a node not removed.
+
+use super::{new_raft_id, update_status, Cluster};
+use crate::ca::{self, Ca, JoinToken};
+use crate::consensus::RaftHandle;
+use crate::state::{Node, NodeStatus, Op, Proposal, Role};
+use crate::tls::PeerIdentity;
+use protobuf::Message as _;
+use skiff_proto::cluster as pb;
+use std::pin::Pin;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone)]
+pub struct ClusterPort {
+    pub cluster: Arc<Cluster>,
+}
+
+pub(crate) fn raft_status(e: crate::consensus::RaftError) -> Status {
+    use crate::consensus::RaftError as E;
+    use crate::state::ApplyError as A;
+    match e {
+        E::NoLeader | E::Timeout(_) | E::ReadTimeout(_) | E::ConfChangeBusy | E::Stopped => Status::unavailable(e.to_string()),
+        E::Rejected(A::NotFound { .. }) => Status::not_found(e.to_string()),
+        E::Rejected(A::NameConflict { .. } | A::IdConflict { .. }) => Status::already_exists(e.to_string()),
+        E::Rejected(A::VersionMismatch { .. }) => Status::failed_precondition(e.to_string()),
+        E::Rejected(A::Removed(_)) | E::Removed => Status::permission_denied(e.to_string()),
+        E::Rejected(A::Invalid(_)) => Status::invalid_argument(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+impl ClusterPort {
+    fn manager(&self) -> Result<RaftHandle, Status> {
+        self.cluster.raft().filter(|h| !h.is_stopped()).ok_or_else(|| Status::failed_precondition("this node is not a manager"))
+    }
+
+    /// The verified node ID of the caller, refusing unknown and removed nodes.
+    fn caller<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let id = req
+            .extensions()
+            .get::<PeerIdentity>()
+            .and_then(|p| p.node_id.clone())
+            .ok_or_else(|| Status::unauthenticated("a client certificate from this cluster's CA is required"))?;
+        if let Some(h) = self.cluster.raft() {
+            if h.state().read().unwrap_or_else(|p| p.into_inner()).is_removed(&id) {
+                return Err(Status::permission_denied(format!("node {id} was removed from the cluster")));
+            }
+        }
+        Ok(id)
+    }
+
+    fn managers(h: &RaftHandle) -> Vec<pb::Peer> {
+        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        sm.nodes()
+            .filter(|n| n.role == Role::Manager && n.raft_id != 0)
+            .map(|n| pb::Peer { raft_id: n.raft_id, node_id: n.id.clone(), addr: n.addr.clone() })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for ClusterPort {
+    async fn send(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::Empty>, Status> {
+        let caller = self.caller(&req)?;
+        let h = self.manager()?;
+        {
+            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            // A brand-new member has no state yet: it accepts the leader's messages. Anyone
+            // else must be a manager on record.
+            let known = sm.nodes().next().is_none() || sm.node(&caller).is_some_and(|n| n.role == Role::Manager);
+            if !known {
+                return Err(Status::permission_denied(format!("node {caller} is not a manager of this cluster")));
+            }
+        }
+        for b in req.into_inner().messages {
+            match raft::prelude::Message::parse_from_bytes(&b) {
+                Ok(m) => h.step(m),
+                Err(e) => return Err(Status::invalid_argument(format!("bad raft message: {e}"))),
+            }
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+type HeartbeatStream = Pin<Box<dyn futures::Stream<Item = Result<pb::HeartbeatResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::membership_server::Membership for ClusterPort {
+    async fn get_ca_cert(&self, _: Request<pb::Empty>) -> Result<Response<pb::CaCert>, Status> {
+        Ok(Response::new(pb::CaCert { cert_pem: self.cluster.identity().ca_pem.into_bytes() }))
+    }
+
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        let peer = req.extensions().get::<PeerIdentity>().and_then(|p| p.addr).map(|a| a.to_string()).unwrap_or_default();
+        let h = self.manager()?;
+        let r = req.into_inner();
+        // Never log the token itself.
+        let token = JoinToken::parse(&r.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        h.read_barrier().await.map_err(raft_status)?;
+        let meta = h.state().read().unwrap_or_else(|p| p.into_inner()).meta().clone();
+        let own_digest = ca::cert_digest(&meta.ca_cert_pem).map_err(|e| Status::internal(e.to_string()))?;
+        let role = if token.ca_digest != own_digest {
+            None
+        } else if ca::secrets_equal(&token.secret, &meta.manager_secret) {
+            Some(Role::Manager)
+        } else if ca::secrets_equal(&token.secret, &meta.worker_secret) {
+            Some(Role::Worker)
+        } else {
+            None
+        };
+        let Some(role) = role else {
+            tracing::warn!(%peer, "join refused: invalid or rotated token");
+            return Err(Status::permission_denied("invalid join token (wrong cluster, or rotated)"));
+        };
+        let node_id = crate::state::new_id();
+        let raft_id = if role == Role::Manager { new_raft_id() } else { 0 };
+        let node = Node {
+            id: node_id.clone(),
+            raft_id,
+            hostname: r.hostname,
+            role,
+            status: NodeStatus::Ready,
+            addr: r.advertise_addr,
+            engine_version: r.engine_version,
+            ..Default::default()
+        };
+        let ca = Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem).map_err(|e| Status::internal(e.to_string()))?;
+        let csr = String::from_utf8_lossy(&r.csr_pem).into_owned();
+        let cert = ca.sign_csr(&csr, &node_id, self.cluster.cfg.cert_validity).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        h.propose(Proposal::new(vec![Op::PutNode { node }])).await.map_err(raft_status)?;
+        tracing::info!(%peer, node_id = %node_id, role = role.as_str(), "node joined");
+        Ok(Response::new(pb::JoinResponse {
+            node_id,
+            cert_pem: cert.into_bytes(),
+            ca_pem: meta.ca_cert_pem.into_bytes(),
+            role: role.as_str().into(),
+            managers: Self::managers(&h),
+        }))
+    }
+
+    async fn renew_certificate(&self, req: Request<pb::RenewRequest>) -> Result<Response<pb::CertificateResponse>, Status> {
+        let caller = self.caller(&req)?;
+        let h = self.manager()?;
+        let meta = h.state().read().unwrap_or_else(|p| p.into_inner()).meta().clone();
+        let ca = Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem).map_err(|e| Status::internal(e.to_string()))?;
+        let csr = String::from_utf8_lossy(&req.get_ref().csr_pem).into_owned();
+        let cert = ca.sign_csr(&csr, &caller, self.cluster.cfg.cert_validity).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(node_id = %caller, "renewed node certificate");
+        Ok(Response::new(pb::CertificateResponse { cert_pem: cert.into_bytes() }))
+    }
+
+    type HeartbeatStream = HeartbeatStream;
+
+    async fn heartbeat(&self, req: Request<tonic::Streaming<pb::HeartbeatRequest>>) -> Result<Response<HeartbeatStream>, Status> {
+        let caller = self.caller(&req)?;
+        let h = self.manager()?;
+        if !h.status().is_leader {
+            return Err(Status::unavailable("not the leader"));
+        }
+        let exists = h.state().read().unwrap_or_else(|p| p.into_inner()).node(&caller).is_some();
+        if !exists {
+            return Err(Status::permission_denied(format!("node {caller} is not part of this cluster (removed?)")));
+        }
+        let cluster = self.cluster.clone();
+        let period = cluster.cfg.heartbeat_period;
+        let mut inbound = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(_)) => {}
+                    _ => return,
+                }
+                if !h.status().is_leader {
+                    let _ = tx.send(Err(Status::unavailable("no longer the leader"))).await;
+                    return;
+                }
+                cluster.saw(&caller);
+                let node = h.state().read().unwrap_or_else(|p| p.into_inner()).node(&caller).cloned();
+                let Some(node) = node else {
+                    let _ = tx.send(Err(Status::permission_denied(format!("node {caller} was removed from the cluster")))).await;
+                    return;
+                };
+                if node.status != NodeStatus::Ready {
+                    let h = h.clone();
+                    let id = caller.clone();
+                    tokio::spawn(async move {
+                        let _ = h.propose(Proposal::new(vec![update_status(&id, NodeStatus::Ready)])).await;
+                    });
+                }
+                let resp = pb::HeartbeatResponse {
+                    period_ms: period.as_millis() as u32,
+                    managers: ClusterPort::managers(&h),
+                    desired_role: node.role.as_str().into(),
+                };
+                if tx.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn add_manager(&self, req: Request<pb::AddManagerRequest>) -> Result<Response<pb::AddManagerResponse>, Status> {
+        let caller = self.caller(&req)?;
+        let h = self.manager()?;
+        h.read_barrier().await.map_err(raft_status)?;
+        let node = h.state().read().unwrap_or_else(|p| p.into_inner()).node(&caller).cloned();
+        let node = node.ok_or_else(|| Status::permission_denied(format!("node {caller} is not part of this cluster")))?;
+        if node.role != Role::Manager || node.raft_id == 0 {
+            return Err(Status::permission_denied(format!("node {caller} is not a manager")));
+        }
+        let addr = req.into_inner().addr;
+        if !addr.is_empty() && addr != node.addr {
+            let op = Op::UpdateNode {
+                id: caller.clone(),
+                availability: None,
+                label_add: Default::default(),
+                label_rm: vec![],
+                role: None,
+                status: None,
+                raft_id: None,
+                addr: Some(addr),
+            };
+            h.propose(Proposal::new(vec![op])).await.map_err(raft_status)?;
+        }
+        h.add_voter(node.raft_id).await.map_err(raft_status)?;
+        tracing::info!(node_id = %caller, raft_id = node.raft_id, "manager added to the raft group");
+        Ok(Response::new(pb::AddManagerResponse { raft_id: node.raft_id, managers: Self::managers(&h) }))
+    }
+}

@@ -1,0 +1,11 @@
+//! Orchestration on top of the replicated state: services and tasks ([`types`]), and
+//! the reconciler that keeps tasks at their services' spec ([`reconcile`]).
+
+pub mod reconcile;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use reconcile::{reconcile, Stored, World};
+pub use types::*;

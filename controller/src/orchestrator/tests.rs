@@ -1,0 +1,254 @@
+//! Reconciler scenarios, run pass by pass against a simulated store.
+
+use super::*;
+use crate::state::{Availability, Node, NodeStatus, Op};
+
+struct Sim {
+    services: Vec<Stored<Service>>,
+    tasks: Vec<Stored<Task>>,
+    nodes: Vec<Node>,
+    now: i64,
+}
+
+fn node(id: &str) -> Node {
+    Node { id: id.into(), hostname: id.into(), status: NodeStatus::Ready, ..Default::default() }
+}
+
+fn service(name: &str, mode: Mode) -> Service {
+    Service {
+        spec: ServiceSpec { name: name.into(), mode, template: TaskTemplate { image: "busybox".into(), ..Default::default() }, ..Default::default() },
+        generation: 1,
+        ..Default::default()
+    }
+}
+
+impl Sim {
+    fn new(nodes: &[&str]) -> Sim {
+        Sim { services: vec![], tasks: vec![], nodes: nodes.iter().map(|n| node(n)).collect(), now: 1_000_000 }
+    }
+
+    fn add_service(&mut self, s: Service) -> String {
+        let id = format!("svc{}", self.services.len());
+        self.services.push(Stored { id: id.clone(), version: 1, value: s });
+        id
+    }
+
+    /// Runs one pass and applies its ops; returns them.
+    fn pass(&mut self) -> Vec<Op> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let ops = reconcile(
+            &World { services: &self.services, tasks: &self.tasks, nodes: &self.nodes, now_ms: self.now },
+            || format!("task{:08}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        );
+        for op in &ops {
+            match op {
+                Op::Create { id, spec, .. } => {
+                    self.tasks.push(Stored { id: id.clone(), version: 1, value: serde_json::from_slice(spec).expect("task") })
+                }
+                Op::Update { kind, id, spec, expected_version } if kind == KIND_TASK => {
+                    let t = self.tasks.iter_mut().find(|t| &t.id == id).expect("task exists");
+                    assert_eq!(t.version, *expected_version, "optimistic version");
+                    t.value = serde_json::from_slice(spec).expect("task");
+                    t.version += 1;
+                }
+                Op::Update { id, spec, .. } => {
+                    let s = self.services.iter_mut().find(|s| &s.id == id).expect("service exists");
+                    s.value = serde_json::from_slice(spec).expect("service");
+                    s.version += 1;
+                }
+                Op::Delete { id, .. } => self.tasks.retain(|t| &t.id != id),
+                _ => {}
+            }
+        }
+        ops
+    }
+
+    /// Passes until nothing changes.
+    fn settle(&mut self) {
+        for _ in 0..20 {
+            if self.pass().is_empty() {
+                return;
+            }
+        }
+        panic!("reconciler did not converge");
+    }
+
+    /// The agent's side: every assigned live task starts running.
+    fn run_assigned(&mut self) {
+        for t in &mut self.tasks {
+            if t.value.desired == Desired::Running && t.value.status.state == TaskState::Assigned {
+                t.value.status.state = TaskState::Running;
+                t.value.status.timestamp_ms = self.now;
+                t.version += 1;
+            }
+            if t.value.desired == Desired::Shutdown && !t.value.status.state.is_terminal() && !t.value.node_id.is_empty() {
+                t.value.status.state = TaskState::Shutdown;
+                t.version += 1;
+            }
+        }
+    }
+
+    fn running(&self, svc: &str) -> Vec<&Task> {
+        self.tasks
+            .iter()
+            .map(|t| &t.value)
+            .filter(|t| t.service_id == svc && t.desired == Desired::Running && t.status.state == TaskState::Running)
+            .collect()
+    }
+}
+
+#[test]
+fn replicas_are_created_spread_and_scaled() {
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    let id = sim.add_service(service("web", Mode::Replicated { replicas: 6 }));
+    sim.settle();
+    sim.run_assigned();
+    let running = sim.running(&id);
+    assert_eq!(running.len(), 6);
+    for n in ["a", "b", "c"] {
+        assert_eq!(running.iter().filter(|t| t.node_id == n).count(), 2, "even spread");
+    }
+    sim.services[0].value.spec.mode = Mode::Replicated { replicas: 2 };
+    sim.settle();
+    sim.run_assigned();
+    assert_eq!(sim.running(&id).len(), 2);
+    let mut slots: Vec<u64> = sim.running(&id).iter().map(|t| t.slot).collect();
+    slots.sort();
+    assert_eq!(slots, vec![1, 2]);
+}
+
+#[test]
+fn restart_policy_replaces_failed_tasks_until_max_attempts() {
+    let mut sim = Sim::new(&["a"]);
+    let mut s = service("job", Mode::Replicated { replicas: 1 });
+    s.spec.restart_policy = RestartPolicy { condition: "on-failure".into(), delay_ms: 1000, max_attempts: 2, window_ms: 0 };
+    let id = sim.add_service(s);
+    sim.settle();
+    for attempt in 0..3 {
+        sim.run_assigned();
+        let t = sim.tasks.iter_mut().find(|t| t.value.desired == Desired::Running).expect("a live task");
+        assert_eq!(t.value.attempt, attempt);
+        t.value.status.state = TaskState::Failed;
+        t.version += 1;
+        sim.pass();
+        // The replacement waits for the delay before it is scheduled.
+        let live: Vec<_> = sim.tasks.iter().filter(|t| t.value.desired == Desired::Running).collect();
+        if attempt < 2 {
+            assert_eq!(live.len(), 1);
+            assert_eq!(live[0].value.node_id, "", "not placed before the delay");
+            sim.now += 1000;
+            sim.settle();
+        } else {
+            assert!(live.is_empty(), "max attempts reached: no replacement");
+        }
+    }
+    assert!(sim.running(&id).is_empty());
+}
+
+#[test]
+fn tasks_of_a_down_node_move() {
+    let mut sim = Sim::new(&["a", "b"]);
+    let id = sim.add_service(service("web", Mode::Replicated { replicas: 2 }));
+    sim.settle();
+    sim.run_assigned();
+    sim.nodes[0].status = NodeStatus::Down;
+    sim.settle();
+    sim.run_assigned();
+    let running = sim.running(&id);
+    assert_eq!(running.len(), 2);
+    assert!(running.iter().all(|t| t.node_id == "b"));
+    let orphaned = sim.tasks.iter().filter(|t| t.value.status.state == TaskState::Orphaned).count();
+    assert_eq!(orphaned, 1, "the old task is marked, not left running");
+}
+
+#[test]
+fn drained_nodes_are_emptied_and_global_services_cover_eligible_nodes() {
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    let id = sim.add_service(service("agent", Mode::Global));
+    sim.settle();
+    sim.run_assigned();
+    assert_eq!(sim.running(&id).len(), 3);
+    sim.nodes[1].availability = Availability::Drain;
+    sim.settle();
+    sim.run_assigned();
+    assert_eq!(sim.running(&id).len(), 2);
+    assert!(sim.running(&id).iter().all(|t| t.node_id != "b"));
+    // A node that joins later gets its task.
+    sim.nodes.push(node("d"));
+    sim.settle();
+    sim.run_assigned();
+    assert!(sim.running(&id).iter().any(|t| t.node_id == "d"));
+}
+
+#[test]
+fn unplaceable_tasks_stay_pending_with_a_reason() {
+    let mut sim = Sim::new(&["a"]);
+    let mut s = service("db", Mode::Replicated { replicas: 1 });
+    s.spec.placement.constraints = vec!["node.labels.zone==b".into()];
+    sim.add_service(s);
+    sim.settle();
+    let t = &sim.tasks[0].value;
+    assert_eq!(t.status.state, TaskState::Pending);
+    assert!(t.status.message.contains("node.labels.zone==b"), "{}", t.status.message);
+}
+
+#[test]
+fn rolling_update_one_at_a_time_and_rollback_on_failure() {
+    let mut sim = Sim::new(&["a", "b"]);
+    let mut s = service("web", Mode::Replicated { replicas: 2 });
+    s.spec.update_config = UpdateConfig { parallelism: 1, failure_action: "rollback".into(), ..Default::default() };
+    let id = sim.add_service(s);
+    sim.settle();
+    sim.run_assigned();
+    // Update the image: generation 2.
+    let svc = &mut sim.services[0].value;
+    svc.previous = Some(svc.spec.clone());
+    svc.spec.template.image = "busybox:2".into();
+    svc.generation = 2;
+    sim.settle();
+    let new: Vec<_> = sim.tasks.iter().filter(|t| t.value.generation == 2).collect();
+    assert_eq!(new.len(), 1, "parallelism 1: one task replaced at a time");
+    assert_eq!(sim.services[0].value.update.as_ref().map(|u| u.state.as_str()), Some("updating"));
+    // The new task fails: the update rolls back to the previous spec.
+    sim.run_assigned();
+    let t = sim.tasks.iter_mut().find(|t| t.value.generation == 2 && t.value.desired == Desired::Running).expect("new task");
+    t.value.status.state = TaskState::Failed;
+    t.version += 1;
+    sim.pass();
+    let svc = &sim.services[0].value;
+    assert_eq!(svc.update.as_ref().map(|u| u.state.as_str()), Some("rollback_started"));
+    assert_eq!(svc.spec.template.image, "busybox");
+    for _ in 0..10 {
+        sim.settle();
+        sim.run_assigned();
+        sim.now += 2000;
+    }
+    let running = sim.running(&id);
+    assert_eq!(running.len(), 2);
+    assert!(running.iter().all(|t| t.template.image == "busybox"), "rolled back everywhere");
+    assert_eq!(sim.services[0].value.update.as_ref().map(|u| u.state.as_str()), Some("rollback_completed"));
+}
+
+#[test]
+fn removed_services_lose_their_tasks() {
+    let mut sim = Sim::new(&["a"]);
+    sim.add_service(service("web", Mode::Replicated { replicas: 2 }));
+    sim.settle();
+    sim.run_assigned();
+    sim.services.clear();
+    sim.pass();
+    assert!(sim.tasks.iter().all(|t| t.value.desired == Desired::Shutdown));
+    sim.run_assigned();
+    sim.pass();
+    assert!(sim.tasks.is_empty(), "terminal tasks of removed services are deleted");
+}
+
+#[test]
+fn converged_state_is_a_no_op() {
+    let mut sim = Sim::new(&["a", "b"]);
+    sim.add_service(service("web", Mode::Replicated { replicas: 3 }));
+    sim.settle();
+    sim.run_assigned();
+    sim.now += 10_000;
+    assert!(sim.pass().is_empty(), "deploying the same spec twice changes nothing");
+}

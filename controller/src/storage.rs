@@ -1,0 +1,604 @@
+//! Durable raft storage: a write-ahead log of checksummed records plus the latest snapshot.
+//!
+//! Layout of the directory (`<root>/controller/raft/`):
+//! - `snap`: the latest snapshot (raft `Snapshot` with the state machine image), written to
+//!   a temporary file, fsynced and renamed; a header carries its length and CRC32.
+//! - `wal-<seq>.log`: segments of records `[len u32 LE][crc32 u32 LE][kind u8][payload]`,
+//!   where the CRC covers kind and payload. Kinds: one raft entry, the hard state, the
+//!   conf state. Replay applies them in order: an entry at index `i` drops any later entry
+//!   already seen (raft's overwrite rule).
+//!
+//! Nothing is acknowledged before [`DiskStorage::persist`] returns, and it returns only
+//! after `fdatasync` (and a directory fsync when it created a file).
+//!
+//! Recovery: a damaged record at the end of the last segment is a torn write from a crash
+//! (it was never acknowledged) and is truncated away; a damaged record anywhere else is
+//! corruption and [`DiskStorage::open`] refuses with the file and offset at fault.
+//!
+//! In memory the log lives in raft-rs's `MemStorage` (bounded by compaction), which
+//! answers raft's reads.
+
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::storage::MemStorage;
+use raft::{GetEntriesContext, RaftState, Storage};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+const KIND_ENTRY: u8 = 1;
+const KIND_HARD_STATE: u8 = 2;
+const KIND_CONF_STATE: u8 = 3;
+const SNAP_MAGIC: &[u8; 8] = b"SKIFFSN1";
+/// A segment is rolled over after this many bytes (compaction also rolls over).
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "raft log {} is corrupt at byte {offset} ({why}); refusing to start. The damage is not at \
+         the end of the log, so it is not a torn write: restore this manager from a backup, or \
+         remove it from the cluster and wipe {} to rejoin it empty",
+        path.display(), dir.display()
+    )]
+    Corrupt { path: PathBuf, dir: PathBuf, offset: u64, why: String },
+    #[error("snapshot {} is corrupt ({why}); refusing to start", path.display())]
+    CorruptSnapshot { path: PathBuf, why: String },
+    #[error("decoding raft record in {}: {source}", path.display())]
+    Decode { path: PathBuf, source: protobuf::ProtobufError },
+    #[error("raft storage: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io { path: path.to_path_buf(), source }
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
+}
+
+/// What recovery found, for logging and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub entries: usize,
+    /// Bytes cut from the end of the last segment (a torn write).
+    pub truncated_bytes: u64,
+}
+
+/// The raft log on disk plus its in-memory mirror. Cheap to clone (shared mirror); only
+/// the raft task writes.
+pub struct DiskStorage {
+    dir: PathBuf,
+    mem: MemStorage,
+    snapshot: Snapshot,
+    wal: File,
+    wal_path: PathBuf,
+    wal_seq: u64,
+    wal_len: u64,
+    buf: Vec<u8>,
+    /// The live state machine: snapshots sent to followers are cut from it on demand, so
+    /// a new member always gets one that already lists it as a voter.
+    live: Option<std::sync::Arc<std::sync::RwLock<crate::state::StateMachine>>>,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("wal-{seq:016x}.log")
+}
+
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(hex) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".log")) {
+            if let Ok(seq) = u64::from_str_radix(hex, 16) {
+                out.push((seq, e.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// One decoded record.
+enum Record {
+    Entry(Entry),
+    HardState(HardState),
+    ConfState(ConfState),
+}
+
+/// Parses a segment. `last` segments may end in a torn record, which is reported as the
+/// offset to truncate at; anywhere else a bad record is corruption.
+fn parse_segment(path: &Path, dir: &Path, data: &[u8], last: bool) -> Result<(Vec<Record>, Option<u64>), StorageError> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off < data.len() {
+        let corrupt = |why: &str| StorageError::Corrupt { path: path.into(), dir: dir.into(), offset: off as u64, why: why.into() };
+        let rest = &data[off..];
+        let torn_tail_ok = last && rest.iter().all(|b| *b == 0);
+        if rest.len() < 8 {
+            return if last { Ok((out, Some(off as u64))) } else { Err(corrupt("truncated record header")) };
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if len == 0 {
+            return if torn_tail_ok { Ok((out, Some(off as u64))) } else { Err(corrupt("zero-length record")) };
+        }
+        if 8 + len > rest.len() {
+            // A record running past the end of the last file was being written at a crash.
+            return if last { Ok((out, Some(off as u64))) } else { Err(corrupt("record runs past end of segment")) };
+        }
+        let body = &rest[8..8 + len];
+        if crc32fast::hash(body) != crc {
+            let is_final = 8 + len == rest.len();
+            return if last && (is_final || torn_tail_ok) {
+                Ok((out, Some(off as u64)))
+            } else {
+                Err(corrupt("checksum mismatch"))
+            };
+        }
+        let dec = |e| StorageError::Decode { path: path.into(), source: e };
+        let rec = match body[0] {
+            KIND_ENTRY => Record::Entry(Entry::parse_from_bytes(&body[1..]).map_err(dec)?),
+            KIND_HARD_STATE => Record::HardState(HardState::parse_from_bytes(&body[1..]).map_err(dec)?),
+            KIND_CONF_STATE => Record::ConfState(ConfState::parse_from_bytes(&body[1..]).map_err(dec)?),
+            k => return Err(corrupt(&format!("unknown record kind {k}"))),
+        };
+        out.push(rec);
+        off += 8 + len;
+    }
+    Ok((out, None))
+}
+
+fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
+    let mut data = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => f.read_to_end(&mut data).map_err(io_err(path))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let bad = |why: &str| StorageError::CorruptSnapshot { path: path.into(), why: why.into() };
+    if data.len() < 20 || &data[..8] != SNAP_MAGIC {
+        return Err(bad("bad header"));
+    }
+    let len = u64::from_le_bytes(data[8..16].try_into().map_err(|_| bad("bad header"))?) as usize;
+    let crc = u32::from_le_bytes(data[16..20].try_into().map_err(|_| bad("bad header"))?);
+    let body = data.get(20..20 + len).ok_or_else(|| bad("short file"))?;
+    if crc32fast::hash(body) != crc {
+        return Err(bad("checksum mismatch"));
+    }
+    Snapshot::parse_from_bytes(body).map(Some).map_err(|e| StorageError::Decode { path: path.into(), source: e })
+}
+
+impl DiskStorage {
+    /// Opens (or creates) the log in `dir`, replaying snapshot and segments.
+    pub fn open(dir: &Path) -> Result<(Self, Recovery), StorageError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mem = MemStorage::new();
+        let mut recovery = Recovery::default();
+        let snap_path = dir.join("snap");
+        let snapshot = read_snapshot(&snap_path)?.unwrap_or_default();
+        let snap_index = snapshot.get_metadata().index;
+        if snap_index > 0 {
+            mem.wl().apply_snapshot(snapshot.clone())?;
+        }
+        let segs = segments(dir)?;
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut hs: Option<HardState> = None;
+        let mut cs: Option<ConfState> = None;
+        for (i, (_, path)) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
+            let data = std::fs::read(path).map_err(io_err(path))?;
+            let (records, truncate_at) = parse_segment(path, dir, &data, last)?;
+            if let Some(at) = truncate_at {
+                recovery.truncated_bytes = data.len() as u64 - at;
+                tracing::warn!(file = %path.display(), offset = at, bytes = recovery.truncated_bytes, "repairing torn write at the end of the raft log");
+                let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+                f.set_len(at).map_err(io_err(path))?;
+                f.sync_all().map_err(io_err(path))?;
+            }
+            for r in records {
+                match r {
+                    Record::Entry(e) => {
+                        if e.index <= snap_index {
+                            continue;
+                        }
+                        // Raft overwrite rule: a new entry at i replaces i and everything after.
+                        while entries.last().is_some_and(|l| l.index >= e.index) {
+                            entries.pop();
+                        }
+                        if entries.last().map_or(snap_index + 1, |l| l.index + 1) != e.index {
+                            return Err(StorageError::Corrupt {
+                                path: path.clone(),
+                                dir: dir.into(),
+                                offset: 0,
+                                why: format!("gap in the log before index {}", e.index),
+                            });
+                        }
+                        entries.push(e);
+                    }
+                    Record::HardState(h) => hs = Some(h),
+                    Record::ConfState(c) => cs = Some(c),
+                }
+            }
+        }
+        recovery.entries = entries.len();
+        {
+            let mut w = mem.wl();
+            w.append(&entries)?;
+            if let Some(c) = cs {
+                // A conf state older than the snapshot's is stale.
+                if snap_index == 0 || !c.voters.is_empty() {
+                    w.set_conf_state(c);
+                }
+            }
+            if let Some(mut h) = hs {
+                h.commit = h.commit.max(snap_index);
+                w.set_hardstate(h);
+            }
+        }
+        let wal_seq = segs.last().map_or(1, |(s, _)| *s);
+        let wal_path = dir.join(segment_name(wal_seq));
+        let created = !wal_path.exists();
+        let wal = OpenOptions::new().create(true).append(true).open(&wal_path).map_err(io_err(&wal_path))?;
+        let wal_len = wal.metadata().map_err(io_err(&wal_path))?.len();
+        if created {
+            fsync_dir(dir)?;
+        }
+        Ok((DiskStorage { dir: dir.into(), mem, snapshot, wal, wal_path, wal_seq, wal_len, buf: Vec::new(), live: None }, recovery))
+    }
+
+    /// Lets [`Storage::snapshot`] cut snapshots from the running state machine.
+    pub fn attach_state(&mut self, sm: std::sync::Arc<std::sync::RwLock<crate::state::StateMachine>>) {
+        self.live = Some(sm);
+    }
+
+    /// True when nothing was ever written (a brand-new node).
+    pub fn is_empty(&self) -> bool {
+        let blank = self.mem.rl().hard_state() == &HardState::default();
+        blank && self.snapshot.get_metadata().index == 0 && self.last_index_inner() == 0
+    }
+
+    fn last_index_inner(&self) -> u64 {
+        self.mem.last_index().unwrap_or(0)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn push_record(&mut self, kind: u8, msg: &dyn protobuf::Message) -> Result<(), StorageError> {
+        let body_len = msg.compute_size() as usize + 1;
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&(body_len as u32).to_le_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        self.buf.push(kind);
+        msg.write_to_vec(&mut self.buf).map_err(|e| StorageError::Decode { path: self.wal_path.clone(), source: e })?;
+        let crc = crc32fast::hash(&self.buf[start + 8..]);
+        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.wal.write_all(&self.buf).map_err(io_err(&self.wal_path))?;
+        self.wal.sync_data().map_err(io_err(&self.wal_path))?;
+        self.wal_len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Durably appends entries and/or a new hard state (one fsync), then mirrors them in
+    /// memory. Returns only once they are on disk.
+    pub fn persist(&mut self, entries: &[Entry], hs: Option<&HardState>) -> Result<(), StorageError> {
+        for e in entries {
+            self.push_record(KIND_ENTRY, e)?;
+        }
+        if let Some(h) = hs {
+            self.push_record(KIND_HARD_STATE, h)?;
+        }
+        self.flush()?;
+        let mut w = self.mem.wl();
+        if !entries.is_empty() {
+            w.append(entries)?;
+        }
+        if let Some(h) = hs {
+            w.set_hardstate(h.clone());
+        }
+        drop(w);
+        if self.wal_len > SEGMENT_BYTES {
+            self.rewrite_segment()?;
+        }
+        Ok(())
+    }
+
+    /// Records the configuration after a conf change was applied.
+    pub fn set_conf_state(&mut self, cs: ConfState) -> Result<(), StorageError> {
+        self.push_record(KIND_CONF_STATE, &cs)?;
+        self.flush()?;
+        self.mem.wl().set_conf_state(cs);
+        Ok(())
+    }
+
+    /// Updates the commit index in the in-memory hard state (light ready); the next
+    /// persisted hard state carries it to disk.
+    pub fn set_commit(&mut self, commit: u64) {
+        self.mem.wl().mut_hard_state().commit = commit;
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.mem.rl().hard_state().clone()
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        self.mem.initial_state().map(|s| s.conf_state).unwrap_or_default()
+    }
+
+    /// The latest snapshot (with state machine data).
+    pub fn latest_snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    fn write_snapshot_file(&self, snap: &Snapshot) -> Result<(), StorageError> {
+        let path = self.dir.join("snap");
+        let tmp = self.dir.join("snap.tmp");
+        let body = snap.write_to_bytes().map_err(|e| StorageError::Decode { path: path.clone(), source: e })?;
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut head = Vec::with_capacity(20);
+        head.extend_from_slice(SNAP_MAGIC);
+        head.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        head.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        f.write_all(&head).and_then(|_| f.write_all(&body)).and_then(|_| f.sync_all()).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        fsync_dir(&self.dir)
+    }
+
+    /// Saves a snapshot the local state machine produced at `snap.metadata.index` and
+    /// compacts the log up to it, keeping `keep` entries for slow followers.
+    pub fn compact(&mut self, snap: Snapshot, keep: u64) -> Result<(), StorageError> {
+        self.write_snapshot_file(&snap)?;
+        let index = snap.get_metadata().index;
+        self.snapshot = snap;
+        let first = self.mem.first_index()?;
+        let to = index.saturating_sub(keep);
+        if to > first {
+            self.mem.wl().compact(to)?;
+        }
+        self.rewrite_segment()
+    }
+
+    /// Installs a snapshot received from the leader: replaces the whole log.
+    pub fn apply_snapshot(&mut self, snap: Snapshot) -> Result<(), StorageError> {
+        self.write_snapshot_file(&snap)?;
+        self.mem.wl().apply_snapshot(snap.clone())?;
+        self.snapshot = snap;
+        self.rewrite_segment()
+    }
+
+    /// Starts a new segment holding the current state (hard state, conf state, live
+    /// entries), then deletes older segments: disk use stays bounded by compaction.
+    fn rewrite_segment(&mut self) -> Result<(), StorageError> {
+        let seq = self.wal_seq + 1;
+        let path = self.dir.join(segment_name(seq));
+        let tmp = self.dir.join(format!("{}.tmp", segment_name(seq)));
+        // (MemStorage's accessors lock internally; hold no guard across them.)
+        let first = self.mem.first_index()?;
+        let last = self.mem.last_index()?;
+        let entries = if last >= first { self.mem.entries(first, last + 1, None, GetEntriesContext::empty(false))? } else { vec![] };
+        let RaftState { hard_state: hs, conf_state: cs } = self.mem.initial_state()?;
+        self.buf.clear();
+        for e in &entries {
+            self.push_record(KIND_ENTRY, e)?;
+        }
+        self.push_record(KIND_HARD_STATE, &hs)?;
+        self.push_record(KIND_CONF_STATE, &cs)?;
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&self.buf).and_then(|_| f.sync_all()).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        fsync_dir(&self.dir)?;
+        let len = self.buf.len() as u64;
+        self.buf.clear();
+        self.wal = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+        let old: Vec<_> = segments(&self.dir)?.into_iter().filter(|(s, _)| *s < seq).collect();
+        for (_, p) in old {
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+        fsync_dir(&self.dir)?;
+        self.wal_path = path;
+        self.wal_seq = seq;
+        self.wal_len = len;
+        Ok(())
+    }
+}
+
+impl Storage for DiskStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+    fn entries(&self, low: u64, high: u64, max_size: impl Into<Option<u64>>, context: GetEntriesContext) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.mem.term(idx)
+    }
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+    fn last_index(&self) -> raft::Result<u64> {
+        self.mem.last_index()
+    }
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Called on the raft task, so the state machine and the conf state are in step.
+        if let Some(sm) = &self.live {
+            let sm = sm.read().unwrap_or_else(|p| p.into_inner());
+            let index = sm.applied();
+            let data = sm.snapshot_data().map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
+            let mut snap = Snapshot::default();
+            snap.data = data.into();
+            let md = snap.mut_metadata();
+            md.index = index;
+            md.term = self.mem.term(index)?;
+            md.set_conf_state(self.conf_state());
+            return Ok(snap);
+        }
+        if self.snapshot.get_metadata().index == 0 {
+            return Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable));
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = data.to_vec().into();
+        e
+    }
+
+    fn hs(term: u64, commit: u64) -> HardState {
+        let mut h = HardState::default();
+        h.term = term;
+        h.commit = commit;
+        h
+    }
+
+    fn only_segment(dir: &Path) -> PathBuf {
+        let s = segments(dir).expect("segments");
+        assert_eq!(s.len(), 1);
+        s[0].1.clone()
+    }
+
+    #[test]
+    fn replays_entries_and_hard_state() {
+        let d = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut s, _) = DiskStorage::open(d.path()).expect("open");
+            assert!(s.is_empty());
+            s.persist(&[entry(1, 1, b"a"), entry(2, 1, b"b")], Some(&hs(1, 1))).expect("persist");
+            // Overwrite index 2 with a later term, as a new leader would.
+            s.persist(&[entry(2, 2, b"c"), entry(3, 2, b"d")], Some(&hs(2, 3))).expect("persist");
+        }
+        let (s, rec) = DiskStorage::open(d.path()).expect("reopen");
+        assert_eq!(rec.truncated_bytes, 0);
+        assert_eq!(s.last_index().expect("last"), 3);
+        assert_eq!(s.term(2).expect("term"), 2);
+        let e = s.entries(2, 3, None, GetEntriesContext::empty(false)).expect("entries");
+        assert_eq!(&e[0].data[..], b"c");
+        assert_eq!(s.hard_state().commit, 3);
+    }
+
+    #[test]
+    fn torn_tail_is_truncated() {
+        let d = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut s, _) = DiskStorage::open(d.path()).expect("open");
+            s.persist(&[entry(1, 1, b"a")], Some(&hs(1, 1))).expect("persist");
+            s.persist(&[entry(2, 1, b"bbbbbbbb")], None).expect("persist");
+        }
+        let seg = only_segment(d.path());
+        let len = std::fs::metadata(&seg).expect("meta").len();
+        // Cut the last record in half, as a crash mid-write would.
+        OpenOptions::new().write(true).open(&seg).expect("open").set_len(len - 5).expect("truncate");
+        let (s, rec) = DiskStorage::open(d.path()).expect("a torn tail must be repaired");
+        assert!(rec.truncated_bytes > 0);
+        assert_eq!(s.last_index().expect("last"), 1);
+        // The repair is durable and the log is writable again.
+        drop(s);
+        let (mut s, rec) = DiskStorage::open(d.path()).expect("reopen");
+        assert_eq!(rec.truncated_bytes, 0);
+        s.persist(&[entry(2, 1, b"x")], None).expect("append after repair");
+    }
+
+    #[test]
+    fn corrupt_final_record_checksum_is_a_torn_write() {
+        let d = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut s, _) = DiskStorage::open(d.path()).expect("open");
+            s.persist(&[entry(1, 1, b"a")], None).expect("persist");
+            s.persist(&[entry(2, 1, b"b")], None).expect("persist");
+        }
+        let seg = only_segment(d.path());
+        let mut data = std::fs::read(&seg).expect("read");
+        let n = data.len();
+        data[n - 1] ^= 0xff;
+        std::fs::write(&seg, &data).expect("write");
+        let (s, rec) = DiskStorage::open(d.path()).expect("open");
+        assert!(rec.truncated_bytes > 0);
+        assert_eq!(s.last_index().expect("last"), 1);
+    }
+
+    #[test]
+    fn corruption_in_the_middle_refuses_to_start() {
+        let d = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut s, _) = DiskStorage::open(d.path()).expect("open");
+            s.persist(&[entry(1, 1, b"first-record")], None).expect("persist");
+            s.persist(&[entry(2, 1, b"second-record")], Some(&hs(1, 2))).expect("persist");
+        }
+        let seg = only_segment(d.path());
+        let mut data = std::fs::read(&seg).expect("read");
+        data[12] ^= 0xff; // inside the first record's payload
+        std::fs::write(&seg, &data).expect("write");
+        let err = DiskStorage::open(d.path()).err().expect("must refuse");
+        let msg = err.to_string();
+        assert!(matches!(err, StorageError::Corrupt { offset: 0, .. }), "{msg}");
+        assert!(msg.contains("corrupt at byte 0") && msg.contains("refusing to start"), "{msg}");
+    }
+
+    #[test]
+    fn compaction_keeps_state_and_drops_old_segments() {
+        let d = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut s, _) = DiskStorage::open(d.path()).expect("open");
+            let ents: Vec<_> = (1..=100).map(|i| entry(i, 1, b"x")).collect();
+            s.persist(&ents, Some(&hs(1, 100))).expect("persist");
+            let mut cs = ConfState::default();
+            cs.voters = vec![1];
+            s.set_conf_state(cs.clone()).expect("conf");
+            let mut snap = Snapshot::default();
+            snap.data = b"image".to_vec().into();
+            snap.mut_metadata().index = 90;
+            snap.mut_metadata().term = 1;
+            snap.mut_metadata().set_conf_state(cs);
+            s.compact(snap, 5).expect("compact");
+            assert_eq!(s.first_index().expect("first"), 85);
+        }
+        assert_eq!(segments(d.path()).expect("segs").len(), 1);
+        let (s, _) = DiskStorage::open(d.path()).expect("reopen");
+        assert_eq!(s.latest_snapshot().get_metadata().index, 90);
+        assert_eq!(&s.latest_snapshot().data[..], b"image");
+        assert_eq!(s.first_index().expect("first"), 91);
+        assert_eq!(s.last_index().expect("last"), 100);
+        assert_eq!(s.conf_state().voters, vec![1]);
+    }
+
+    #[test]
+    fn corrupt_snapshot_refuses_to_start() {
+        let d = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut s, _) = DiskStorage::open(d.path()).expect("open");
+            s.persist(&[entry(1, 1, b"x")], Some(&hs(1, 1))).expect("persist");
+            let mut snap = Snapshot::default();
+            snap.data = b"image".to_vec().into();
+            snap.mut_metadata().index = 1;
+            snap.mut_metadata().term = 1;
+            s.compact(snap, 0).expect("compact");
+        }
+        let p = d.path().join("snap");
+        let mut data = std::fs::read(&p).expect("read");
+        let n = data.len();
+        data[n - 2] ^= 0x55;
+        std::fs::write(&p, data).expect("write");
+        assert!(matches!(DiskStorage::open(d.path()), Err(StorageError::CorruptSnapshot { .. })));
+    }
+}

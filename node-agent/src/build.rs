@@ -1,0 +1,506 @@
+//! Build, history, save, export and commit for the API.
+//!
+//! RUN steps run in ordinary containers created through [`Containers`] (same shim path
+//! as `skiff run`), labelled `skiff.build=true`; each is removed right after its upper
+//! directory has been diffed into a layer.
+
+use crate::containers::{Containers, CreateOptions};
+use crate::error::AgentError;
+use crate::events::EventBus;
+use skiff_proto::engine::{
+    BuildInput, BuildOutput, CommitRequest, DataChunk, HistoryEntry, HistoryResponse, ImageRef,
+};
+use skiff_runtime::build::{self, BoxFuture, BuildOptions, Output, RunRequest, StepRunner};
+use skiff_runtime::container::ContainerConfig;
+use skiff_runtime::image::auth::Credentials;
+use skiff_runtime::image::registry::RegistryConfig;
+use skiff_runtime::image::{ImageStore, Reference};
+use skiff_runtime::shim::frame::{read_frame, Frame};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+use tracing::Instrument;
+
+/// Label marking a container as a build step's.
+pub const BUILD_LABEL: &str = "skiff.build";
+
+struct AgentRunner {
+    containers: Arc<Containers>,
+    images: Arc<ImageStore>,
+    registry: RegistryConfig,
+    /// Registry host → credentials, as the CLI sent them.
+    auths: BTreeMap<String, Credentials>,
+}
+
+impl AgentRunner {
+    async fn run_inner(
+        &self,
+        req: RunRequest,
+        layer_out: &Path,
+        out: Output<'_>,
+    ) -> Result<i32, String> {
+        let config = ContainerConfig {
+            image: req.image.to_string(),
+            cmd: req.argv,
+            env: req.env,
+            working_dir: req.workdir,
+            user: req.user,
+            network_mode: req.network,
+            labels: [(BUILD_LABEL.to_string(), "true".to_string())].into(),
+            restart_policy: skiff_runtime::container::RestartPolicy {
+                name: "no".into(),
+                maximum_retry_count: 0,
+            },
+            ..Default::default()
+        };
+        let (id, _) = self
+            .containers
+            .create(CreateOptions {
+                name: None,
+                config,
+                entrypoint_set: true,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        out(&format!(" ---> Running in {}", &id[..12]));
+        let result = async {
+            let (entry, mut conn) = self
+                .containers
+                .start_attached(&id, false, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut code = None;
+            let mut line = Vec::new();
+            while let Ok(Some(f)) = read_frame(&mut conn).await {
+                match f {
+                    Frame::Stdout(d) | Frame::Stderr(d) => {
+                        line.extend_from_slice(&d);
+                        while let Some(p) = line.iter().position(|&b| b == b'\n') {
+                            let l: Vec<u8> = line.drain(..=p).collect();
+                            out(String::from_utf8_lossy(&l[..l.len() - 1]).as_ref());
+                        }
+                    }
+                    Frame::Exit { code: c, error } => {
+                        if !error.is_empty() {
+                            out(&error);
+                        }
+                        code = Some(c);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            if !line.is_empty() {
+                out(String::from_utf8_lossy(&line).as_ref());
+            }
+            self.containers.wait_handled(&entry).await;
+            let code = code.unwrap_or(entry.state().exit_code);
+            if code == 0 {
+                let upper = entry.paths.upper();
+                let dest = layer_out.to_path_buf();
+                tokio::task::spawn_blocking(move || -> Result<(), String> {
+                    let f = std::fs::File::create(&dest)
+                        .map_err(|e| format!("{}: {e}", dest.display()))?;
+                    build::layer::diff_upper(&upper, std::io::BufWriter::new(f))
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+            }
+            Ok::<i32, String>(code)
+        }
+        .await;
+        if let Err(e) = self.containers.remove(&id, true).await {
+            tracing::warn!(container_id = %id, error = %e, "removing build container");
+        }
+        result
+    }
+}
+
+impl StepRunner for AgentRunner {
+    fn run<'a>(
+        &'a self,
+        req: RunRequest,
+        layer_out: &'a Path,
+        out: Output<'a>,
+    ) -> BoxFuture<'a, Result<i32, String>> {
+        Box::pin(self.run_inner(req, layer_out, out))
+    }
+
+    fn pull<'a>(&'a self, image: &'a str, out: Output<'a>) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let r = Reference::parse(image).map_err(|e| e.to_string())?;
+            let creds = self
+                .auths
+                .get(&skiff_runtime::image::auth::credential_key(&r.domain))
+                .cloned();
+            out(&format!("Pulling {r}"));
+            skiff_runtime::image::registry::pull(
+                self.images.clone(),
+                &r,
+                creds,
+                &self.registry,
+                skiff_runtime::image::registry::quiet(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Receives the context (a tar stream after the options message), unpacks it with the
+/// breakout-proof unpacker, runs the build, and streams its output.
+pub async fn build(
+    containers: Arc<Containers>,
+    images: Arc<ImageStore>,
+    events: Arc<EventBus>,
+    registry: RegistryConfig,
+    mut input: Streaming<BuildInput>,
+) -> Result<mpsc::Receiver<Result<BuildOutput, Status>>, AgentError> {
+    let first = input
+        .message()
+        .await
+        .map_err(|e| AgentError::Invalid(e.to_string()))?
+        .ok_or_else(|| AgentError::Invalid("empty build request".into()))?;
+    let tags = first
+        .tags
+        .iter()
+        .map(|t| {
+            Reference::parse(t).map_err(|e| AgentError::Invalid(format!("invalid tag {t:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut auths = BTreeMap::new();
+    for (host, basic) in &first.auths {
+        if let Some(c) = Credentials::from_basic(basic) {
+            auths.insert(skiff_runtime::image::auth::credential_key(host), c);
+        }
+    }
+    let opts = BuildOptions {
+        dockerfile_name: if first.dockerfile_name.is_empty() {
+            "Dockerfile".into()
+        } else {
+            first.dockerfile_name.clone()
+        },
+        dockerfile: first.dockerfile.clone(),
+        tags,
+        build_args: first.build_args.clone().into_iter().collect(),
+        target: (!first.target.is_empty()).then(|| first.target.clone()),
+        no_cache: first.no_cache,
+        pull: first.pull,
+        network: first.network.clone(),
+        cache_file: containers.cfg.root.join("image/build-cache.json"),
+    };
+    // Parse errors are reported before the context is even read.
+    skiff_runtime::build::dockerfile::parse(&opts.dockerfile_name, &opts.dockerfile)
+        .map_err(|e| AgentError::Invalid(e.to_string()))?;
+    let ctx_dir = images.temp_path("context");
+    std::fs::create_dir_all(&ctx_dir)?;
+    let (ctx_tx, ctx_rx) = mpsc::channel::<Vec<u8>>(16);
+    let _ = ctx_tx.send(first.context).await;
+    tokio::spawn(async move {
+        while let Ok(Some(m)) = input.message().await {
+            if ctx_tx.send(m.context).await.is_err() {
+                break;
+            }
+        }
+    });
+    let dir = ctx_dir.clone();
+    let unpacked = tokio::task::spawn_blocking(move || {
+        skiff_runtime::snapshot::unpack::unpack_layer(
+            ChanReader {
+                rx: ctx_rx,
+                buf: vec![],
+                pos: 0,
+            },
+            &dir,
+        )
+    })
+    .await
+    .map_err(AgentError::internal)?;
+    if let Err(e) = unpacked {
+        let _ = std::fs::remove_dir_all(&ctx_dir);
+        return Err(AgentError::Invalid(format!(
+            "reading the build context: {e}"
+        )));
+    }
+    let (tx, rx) = mpsc::channel(1024);
+    let span = tracing::info_span!("build", dockerfile = %opts.dockerfile_name);
+    tokio::spawn(
+        async move {
+            let runner = AgentRunner {
+                containers,
+                images: images.clone(),
+                registry,
+                auths,
+            };
+            let t2 = tx.clone();
+            let out = move |line: &str| {
+                let _ = t2.try_send(Ok(BuildOutput {
+                    line: line.to_string(),
+                    ..Default::default()
+                }));
+            };
+            let res = build::build(images, &runner, &opts, &ctx_dir, &out).await;
+            let _ = std::fs::remove_dir_all(&ctx_dir);
+            match res {
+                Ok(id) => {
+                    for t in &opts.tags {
+                        events.emit(
+                            "image",
+                            "tag",
+                            id.as_str(),
+                            [("name".to_string(), t.to_string())].into(),
+                        );
+                    }
+                    let _ = tx
+                        .send(Ok(BuildOutput {
+                            image_id: id.to_string(),
+                            ..Default::default()
+                        }))
+                        .await;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "build failed");
+                    let _ = tx
+                        .send(Ok(BuildOutput {
+                            error: e.to_string(),
+                            ..Default::default()
+                        }))
+                        .await;
+                }
+            }
+        }
+        .instrument(span),
+    );
+    Ok(rx)
+}
+
+struct ChanReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Adapts a blocking writer producing an archive into a stream of chunks.
+struct ChanWriter {
+    tx: mpsc::Sender<Result<DataChunk, Status>>,
+}
+
+impl std::io::Write for ChanWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(DataChunk { data: b.to_vec() }))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `save`: the archive streams out as it is written.
+pub fn save(
+    images: Arc<ImageStore>,
+    names: Vec<String>,
+) -> Result<mpsc::Receiver<Result<DataChunk, Status>>, AgentError> {
+    for n in &names {
+        images.resolve(n)?;
+    }
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let w = std::io::BufWriter::with_capacity(1 << 20, ChanWriter { tx: tx.clone() });
+        if let Err(e) = skiff_runtime::image::save::save(&images, &names, w) {
+            let _ = tx.blocking_send(Err(AgentError::from(e).into()));
+        }
+    });
+    Ok(rx)
+}
+
+/// `history`: newest step first, sizes of the layers each step added.
+pub fn history(images: &ImageStore, name: &str) -> Result<HistoryResponse, AgentError> {
+    let img = images.resolve(name)?;
+    let mut layers = img.record.layers.iter().rev();
+    let mut entries = Vec::new();
+    let n = img.config.history.len();
+    for (i, h) in img.config.history.iter().enumerate().rev() {
+        let size = if h.empty_layer {
+            0
+        } else {
+            layers.next().map(|l| layer_size(images, l)).unwrap_or(0)
+        };
+        entries.push(HistoryEntry {
+            id: if i + 1 == n {
+                img.id().to_string()
+            } else {
+                "<missing>".into()
+            },
+            created_unix: h
+                .created
+                .as_deref()
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map(|d| d.timestamp())
+                .unwrap_or(0),
+            created_by: h.created_by.clone().unwrap_or_default(),
+            size,
+            comment: h.comment.clone().unwrap_or_default(),
+            tags: if i + 1 == n {
+                img.repo_tags.clone()
+            } else {
+                vec![]
+            },
+        });
+    }
+    Ok(HistoryResponse { entries })
+}
+
+fn layer_size(images: &ImageStore, l: &skiff_runtime::image::LayerRef) -> u64 {
+    // Uncompressed size: the tar length of an uncompressed layer, else the blob's size.
+    std::fs::metadata(images.blob_path(&l.digest))
+        .map(|m| m.len())
+        .unwrap_or(l.size)
+}
+
+/// `export`: the container's filesystem (image layers plus its changes) as a tar.
+pub fn export(
+    containers: &Containers,
+    key: &str,
+) -> Result<mpsc::Receiver<Result<DataChunk, Status>>, AgentError> {
+    let e = containers.get(key)?;
+    let r = e.record();
+    let mut lowers = vec![e.paths.upper()];
+    lowers.extend(r.lowers.iter().cloned());
+    let view = containers.images.temp_path("export");
+    std::fs::create_dir_all(&view)?;
+    let opts = format!(
+        "lowerdir={}",
+        lowers
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    );
+    if let Err(err) = nix::mount::mount(
+        Some("overlay"),
+        &view,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    ) {
+        let _ = std::fs::remove_dir(&view);
+        return Err(AgentError::Internal(format!(
+            "mounting the container's filesystem: {err}"
+        )));
+    }
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let w = std::io::BufWriter::with_capacity(1 << 20, ChanWriter { tx: tx.clone() });
+        let mut tar = tar::Builder::new(w);
+        tar.follow_symlinks(false);
+        let res = tar.append_dir_all(".", &view).and_then(|_| tar.finish());
+        drop(tar);
+        let _ = skiff_runtime::snapshot::unmount(&view);
+        let _ = std::fs::remove_dir(&view);
+        if let Err(e) = res {
+            let _ = tx.blocking_send(Err(Status::internal(format!("export: {e}"))));
+        }
+    });
+    Ok(rx)
+}
+
+/// `commit`: the container's changes as a new layer on its image, with its config.
+pub async fn commit(containers: &Containers, req: CommitRequest) -> Result<ImageRef, AgentError> {
+    let e = containers.get(&req.container)?;
+    let r = e.record();
+    let images = containers.images.clone();
+    let reference = if req.reference.is_empty() {
+        None
+    } else {
+        Some(Reference::parse(&req.reference).map_err(|x| AgentError::Invalid(x.to_string()))?)
+    };
+    let upper = e.paths.upper();
+    let c = r.config.clone();
+    let image_id = r.image_id.clone();
+    let tags: Vec<Reference> = reference.clone().into_iter().collect();
+    let id = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
+        let _g = images.ingest_guard()?;
+        let base = images.resolve(image_id.as_str())?;
+        let tmp = images.temp_path("commit");
+        let res = (|| -> Result<_, AgentError> {
+            let f = std::fs::File::create(&tmp)?;
+            build::layer::diff_upper(&upper, std::io::BufWriter::new(f))
+                .map_err(AgentError::internal)?;
+            let (layer, _) = images.put_blob(std::fs::File::open(&tmp)?, None)?;
+            let mut cfg = base.config.clone();
+            let rc = &mut cfg.config;
+            rc.cmd = Some(c.cmd.clone());
+            rc.entrypoint = (!c.entrypoint.is_empty()).then(|| c.entrypoint.clone());
+            rc.env = Some(c.env.clone());
+            rc.working_dir = c.working_dir.clone();
+            rc.user = c.user.clone();
+            if !c.labels.is_empty() {
+                let l = rc.labels.get_or_insert_with(Default::default);
+                for (k, v) in &c.labels {
+                    l.insert(k.clone(), v.clone());
+                }
+            }
+            skiff_runtime::image::changes::apply(rc, &req.changes)?;
+            cfg.rootfs.diff_ids.push(layer.clone());
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            cfg.created = Some(now.clone());
+            cfg.history.push(skiff_runtime::image::config::History {
+                created: Some(now),
+                created_by: Some(format!("{} {}", r.path, r.args.join(" "))),
+                comment: (!req.message.is_empty()).then(|| req.message.clone()),
+                empty_layer: false,
+            });
+            let cid = images.put_config(&cfg)?;
+            let mut layers: Vec<_> = base
+                .record
+                .layers
+                .iter()
+                .map(|l| (l.digest.clone(), l.media_type.clone()))
+                .collect();
+            layers.push((layer, skiff_runtime::image::MEDIA_LAYER_TAR.into()));
+            Ok(images.commit_image(&cid, layers, &tags, None)?)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        res
+    })
+    .await
+    .map_err(AgentError::internal)??;
+    Ok(ImageRef {
+        id: id.to_string(),
+        reference: reference.map(|r| r.to_string()).unwrap_or_default(),
+    })
+}
+
+/// Whether the image ID is only a build step's intermediate (hidden from `images` without -a).
+pub fn intermediate_ids(root: &Path) -> std::collections::BTreeSet<String> {
+    let cache: BTreeMap<String, String> =
+        skiff_runtime::fsutil::read_json(&root.join("image/build-cache.json"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+    cache.into_values().collect()
+}

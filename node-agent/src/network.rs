@@ -1,0 +1,1397 @@
+//! The agent's networks: definitions on disk, per-container sandboxes (a named network
+//! namespace wired to bridges), published ports, the embedded DNS and the nftables table.
+//!
+//! State:
+//! - `<root>/network/<id>.json`: network definitions (durable);
+//! - `<root>/network/containers/<id>.json`: a container's networks after `network
+//!   connect/disconnect` (absent = derived from `--network`);
+//! - `<exec-root>/network/sandboxes/<id>.json`: what is wired for a running container
+//!   (namespace, interfaces, addresses, ports), so a restarted agent can keep or undo it;
+//! - `<exec-root>/netns/<id>`: the container's network namespace (nsfs bind mount).
+//!
+//! One tokio mutex serialises every change; the firewall table and the DNS names are
+//! rebuilt from the whole state after each one, so they can never drift.
+
+use crate::error::AgentError;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use skiff_runtime::container::spec::NetworkNamespace;
+use skiff_runtime::container::{ContainerRecord, Paths};
+use skiff_runtime::fsutil;
+use skiff_runtime::network::dns::{self, DnsTable};
+use skiff_runtime::network::ipam::{self, Ipam, Pool};
+use skiff_runtime::network::nft::{self, FwNetwork, FwPort, FwState, Nft};
+use skiff_runtime::network::{link, proxy, NetError, Network, PortBinding};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use tokio::task::JoinHandle;
+
+type Result<T> = std::result::Result<T, AgentError>;
+
+fn net_err(e: NetError) -> AgentError {
+    match e {
+        NetError::BadPort(_)
+        | NetError::BadAddr(_)
+        | NetError::BadSubnet(_)
+        | NetError::BadHost(_) => AgentError::Invalid(e.to_string()),
+        NetError::InUse(_) | NetError::NotInSubnet { .. } => AgentError::Invalid(e.to_string()),
+        NetError::PortInUse { .. } => AgentError::Start {
+            message: format!("driver failed programming external connectivity: {e}"),
+            exit_code: 125,
+        },
+        e => AgentError::Internal(e.to_string()),
+    }
+}
+
+/// Networking settings from the agent's config file.
+#[derive(Clone, Debug, Default)]
+pub struct NetSettings {
+    /// Upstream resolvers (`dns:`); empty = the host's resolv.conf.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    /// `default_address_pools:`; empty = Docker's defaults.
+    pub pools: Vec<Pool>,
+}
+
+/// Which network a container is on, with its per-network settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointConfig {
+    /// Network ID.
+    pub network: String,
+    #[serde(default)]
+    pub ipv4_address: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// One interface of a running container.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub ifname: String,
+    pub host_if: String,
+    pub aliases: Vec<String>,
+}
+
+/// A published port as wired (`binding.host_port` is the actual port).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Published {
+    pub binding: PortBinding,
+    pub container_ip: Ipv4Addr,
+}
+
+/// What is wired for one running container.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub container_id: String,
+    pub name: String,
+    pub netns: PathBuf,
+    pub attachments: Vec<Attachment>,
+    pub ports: Vec<Published>,
+    /// The container's own `--dns` servers (the embedded DNS forwards to them).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(skip)]
+    proxies: Vec<JoinHandle<()>>,
+    /// Loaded from disk at agent start; kept only if the container still runs.
+    #[serde(skip)]
+    restored: bool,
+}
+
+struct NetState {
+    net: Network,
+    ipam: Ipam,
+    dns_task: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    nets: BTreeMap<String, NetState>,
+    sandboxes: HashMap<String, Sandbox>,
+}
+
+pub struct Networks {
+    dir: PathBuf,
+    run_dir: PathBuf,
+    netns_dir: PathBuf,
+    /// nftables table name (`skiff` or `skiff-<hash of --root>`).
+    pub table: String,
+    /// Prefix of every link this agent makes.
+    pub prefix: String,
+    settings: NetSettings,
+    nft: Box<dyn Nft>,
+    inner: tokio::sync::Mutex<Inner>,
+    dns: Arc<RwLock<DnsTable>>,
+}
+
+/// Table name and link prefix for an agent root: distinct per --root so agents coexist.
+pub fn names_for_root(root: &Path) -> (String, String) {
+    if root == Path::new(crate::config::DEFAULT_ROOT) {
+        return ("skiff".into(), "skiff".into());
+    }
+    let h = skiff_runtime::digest::Digest::of(root.to_string_lossy().as_bytes())
+        .hex()
+        .to_string();
+    (format!("skiff-{}", &h[..8]), format!("sk{}", &h[..5]))
+}
+
+fn short_hash(s: &str, n: usize) -> String {
+    skiff_runtime::digest::Digest::of(s.as_bytes()).hex()[..n].to_string()
+}
+
+fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+fn host_resolv() -> (Vec<String>, Vec<String>, Vec<String>) {
+    skiff_runtime::network::parse_resolv_conf(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    )
+}
+
+/// Options for `network create`.
+#[derive(Debug, Default)]
+pub struct CreateNetwork {
+    pub name: String,
+    pub driver: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Networks {
+    pub fn new(root: &Path, exec_root: &Path, settings: NetSettings) -> Arc<Self> {
+        let (table, prefix) = names_for_root(root);
+        Arc::new(Self {
+            dir: root.join("network"),
+            run_dir: exec_root.join("network"),
+            netns_dir: exec_root.join("netns"),
+            table,
+            prefix,
+            settings,
+            nft: Box::new(nft::NftBinary),
+            inner: tokio::sync::Mutex::new(Inner::default()),
+            dns: Arc::new(RwLock::new(DnsTable::default())),
+        })
+    }
+
+    fn pools(&self) -> Vec<Pool> {
+        if self.settings.pools.is_empty() {
+            ipam::default_pools()
+        } else {
+            self.settings.pools.clone()
+        }
+    }
+
+    fn net_file(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+    fn conn_file(&self, cid: &str) -> PathBuf {
+        self.dir.join("containers").join(format!("{cid}.json"))
+    }
+    fn sandbox_file(&self, cid: &str) -> PathBuf {
+        self.run_dir.join("sandboxes").join(format!("{cid}.json"))
+    }
+
+    /// Loads networks and sandboxes, makes sure the default `bridge` network and every
+    /// bridge exist. Runs before containers are restored.
+    pub async fn init(&self) -> Result<()> {
+        std::fs::create_dir_all(self.dir.join("containers"))?;
+        std::fs::create_dir_all(self.run_dir.join("sandboxes"))?;
+        let mut inner = self.inner.lock().await;
+        for ent in std::fs::read_dir(&self.dir)?.flatten() {
+            let p = ent.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                match fsutil::read_json::<Network>(&p) {
+                    Ok(Some(n)) => {
+                        let ipam = Ipam::new(n.subnet, n.gateway);
+                        inner.nets.insert(
+                            n.id.clone(),
+                            NetState {
+                                net: n,
+                                ipam,
+                                dns_task: None,
+                            },
+                        );
+                    }
+                    _ => {
+                        tracing::warn!(path = %p.display(), "unreadable network definition; skipped")
+                    }
+                }
+            }
+        }
+        let _host = link::host_lock().map_err(net_err)?;
+        if !inner.nets.values().any(|s| s.net.is_default()) {
+            let bridge = format!("{}0", self.prefix);
+            let req = CreateNetwork {
+                name: "bridge".into(),
+                driver: "bridge".into(),
+                ..Default::default()
+            };
+            self.create_locked(&mut inner, req, Some(bridge))?;
+        }
+        for st in inner.nets.values_mut() {
+            link::ensure_bridge(&st.net.bridge, st.net.gateway, &st.net.subnet).map_err(net_err)?;
+        }
+        link::enable_forwarding().map_err(net_err)?;
+        for ent in std::fs::read_dir(self.run_dir.join("sandboxes"))?.flatten() {
+            if let Ok(Some(mut sb)) = fsutil::read_json::<Sandbox>(&ent.path()) {
+                for a in &sb.attachments {
+                    if let Some(st) = inner.nets.get_mut(&a.network_id) {
+                        let _ = st.ipam.reserve(a.ip);
+                    }
+                }
+                sb.restored = true;
+                inner.sandboxes.insert(sb.container_id.clone(), sb);
+            }
+        }
+        Ok(())
+    }
+
+    /// After containers are restored: undoes sandboxes of containers no longer running,
+    /// re-serves ports of those that are, removes stray links and namespaces of ours,
+    /// and rewrites the firewall table.
+    pub async fn reconcile(&self, running: &HashSet<String>) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let stale: Vec<String> = inner
+            .sandboxes
+            .iter()
+            .filter(|(id, sb)| sb.restored && !running.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            tracing::info!(container_id = %id, "removing network sandbox of a container that is not running");
+            self.teardown_locked(&mut inner, &id);
+        }
+        for sb in inner
+            .sandboxes
+            .values_mut()
+            .filter(|s| s.restored && s.proxies.is_empty())
+        {
+            for p in &sb.ports {
+                match proxy::bind(&p.binding).await {
+                    Ok(b) => sb.proxies.push(proxy::serve(
+                        b,
+                        SocketAddr::from((p.container_ip, p.binding.container_port)),
+                    )),
+                    Err(e) => tracing::warn!(error = %e, "re-serving published port"),
+                }
+            }
+        }
+        let keep: HashSet<String> = inner
+            .nets
+            .values()
+            .map(|s| s.net.bridge.clone())
+            .chain(
+                inner
+                    .sandboxes
+                    .values()
+                    .flat_map(|s| s.attachments.iter().map(|a| a.host_if.clone())),
+            )
+            .collect();
+        for l in link::links_with_prefix(&self.prefix) {
+            if !keep.contains(&l) {
+                tracing::info!(link = %l, "removing stray link");
+                let _ = link::delete_link(&l);
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(&self.netns_dir) {
+            for ent in rd.flatten() {
+                let id = ent.file_name().to_string_lossy().into_owned();
+                if !inner.sandboxes.contains_key(&id) {
+                    let _ = link::delete_netns(&ent.path());
+                }
+            }
+        }
+        self.refresh_locked(&mut inner)?;
+        for st in inner.nets.values_mut() {
+            self.start_dns(st);
+        }
+        Ok(())
+    }
+
+    /// Re-applies the firewall if someone (a firewall reload) removed it.
+    pub async fn check_firewall(&self) {
+        let mut inner = self.inner.lock().await;
+        let missing = !nft::table_exists(self.nft.as_ref(), &self.table);
+        let added = nft::ensure_forward_accept(self.nft.as_ref(), &self.table, &self.prefix)
+            .unwrap_or(false);
+        if missing {
+            tracing::warn!(table = %self.table, "nftables table was removed; re-applying");
+            if let Err(e) = self.refresh_locked(&mut inner) {
+                tracing::warn!(error = %e, "re-applying firewall");
+            }
+        } else if added {
+            tracing::info!("re-inserted FORWARD accept rules");
+        }
+    }
+
+    fn start_dns(&self, st: &mut NetState) {
+        if st.net.is_default() || st.dns_task.is_some() {
+            return;
+        }
+        let addr = SocketAddr::from((st.net.gateway, 53));
+        match std::net::UdpSocket::bind(addr).and_then(|s| {
+            s.set_nonblocking(true)?;
+            tokio::net::UdpSocket::from_std(s)
+        }) {
+            Ok(sock) => {
+                st.dns_task = Some(tokio::spawn(dns::serve(
+                    sock,
+                    self.dns.clone(),
+                    st.net.id.clone(),
+                )))
+            }
+            Err(e) => tracing::warn!(addr = %addr, error = %e, "embedded DNS could not bind"),
+        }
+    }
+
+    /// Rebuilds DNS names and the nftables table from the whole state.
+    fn refresh_locked(&self, inner: &mut Inner) -> Result<()> {
+        let mut table = DnsTable::default();
+        let ups: Vec<String> = if self.settings.dns.is_empty() {
+            host_resolv().0
+        } else {
+            self.settings.dns.clone()
+        };
+        table.upstreams = ups.iter().filter_map(|s| dns::upstream_addr(s)).collect();
+        let mut fw = FwState::default();
+        for st in inner.nets.values() {
+            fw.networks.push(FwNetwork {
+                bridge: st.net.bridge.clone(),
+                subnet: st.net.subnet,
+                internal: st.net.internal,
+            });
+        }
+        for sb in inner.sandboxes.values() {
+            let own: Vec<SocketAddr> = sb
+                .dns
+                .iter()
+                .filter_map(|s| dns::upstream_addr(s))
+                .collect();
+            let nets: Vec<String> = sb
+                .attachments
+                .iter()
+                .map(|a| a.network_id.clone())
+                .collect();
+            for a in &sb.attachments {
+                table.source_networks.insert(a.ip, nets.clone());
+                let names = table.names.entry(a.network_id.clone()).or_default();
+                let keys = [sb.name.clone(), sb.container_id[..12].to_string()]
+                    .into_iter()
+                    .chain(a.aliases.iter().cloned());
+                for k in keys {
+                    names.entry(k.to_ascii_lowercase()).or_default().push(a.ip);
+                }
+                if !own.is_empty() {
+                    table.per_source.insert(a.ip, own.clone());
+                }
+            }
+            for p in &sb.ports {
+                fw.ports.push(FwPort {
+                    proto: p.binding.proto,
+                    host_ip: p.binding.host_ip.parse().ok(),
+                    host_port: p.binding.host_port,
+                    container_ip: p.container_ip,
+                    container_port: p.binding.container_port,
+                });
+            }
+        }
+        if let Ok(mut t) = self.dns.write() {
+            *t = table;
+        }
+        nft::apply(self.nft.as_ref(), &self.table, &fw).map_err(net_err)?;
+        nft::ensure_forward_accept(self.nft.as_ref(), &self.table, &self.prefix)
+            .map_err(net_err)?;
+        Ok(())
+    }
+
+    fn find<'a>(inner: &'a Inner, key: &str) -> Result<&'a NetState> {
+        if key.is_empty() {
+            return Err(AgentError::NotFound("network  not found".into()));
+        }
+        if let Some(s) = inner.nets.get(key) {
+            return Ok(s);
+        }
+        if let Some(s) = inner.nets.values().find(|s| s.net.name == key) {
+            return Ok(s);
+        }
+        let m: Vec<&NetState> = inner
+            .nets
+            .values()
+            .filter(|s| s.net.id.starts_with(key))
+            .collect();
+        match m.len() {
+            1 => Ok(m[0]),
+            0 => Err(AgentError::NotFound(format!("network {key} not found"))),
+            _ => Err(AgentError::Invalid(format!(
+                "network {key} is ambiguous ({} matches found based on ID prefix)",
+                m.len()
+            ))),
+        }
+    }
+
+    /// The network ID for a name, ID or prefix.
+    pub async fn resolve(&self, key: &str) -> Result<String> {
+        let inner = self.inner.lock().await;
+        Self::find(&inner, key).map(|s| s.net.id.clone())
+    }
+
+    pub async fn create(&self, req: CreateNetwork) -> Result<Network> {
+        let mut inner = self.inner.lock().await;
+        let _host = link::host_lock().map_err(net_err)?;
+        let n = self.create_locked(&mut inner, req, None)?;
+        let res = link::ensure_bridge(&n.bridge, n.gateway, &n.subnet)
+            .map_err(net_err)
+            .and_then(|_| self.refresh_locked(&mut inner));
+        if let Err(e) = res {
+            let _ = link::delete_link(&n.bridge);
+            let _ = std::fs::remove_file(self.net_file(&n.id));
+            inner.nets.remove(&n.id);
+            let _ = self.refresh_locked(&mut inner);
+            return Err(e);
+        }
+        if let Some(st) = inner.nets.get_mut(&n.id) {
+            self.start_dns(st);
+        }
+        Ok(n)
+    }
+
+    fn create_locked(
+        &self,
+        inner: &mut Inner,
+        req: CreateNetwork,
+        bridge: Option<String>,
+    ) -> Result<Network> {
+        if !req.driver.is_empty() && req.driver != "bridge" {
+            return Err(AgentError::NotFound(format!(
+                "plugin \"{}\" not found",
+                req.driver
+            )));
+        }
+        if req.name.is_empty()
+            || !req
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(AgentError::Invalid(format!(
+                "invalid network name {:?}",
+                req.name
+            )));
+        }
+        if inner.nets.values().any(|s| s.net.name == req.name) {
+            return Err(AgentError::Conflict(format!(
+                "network with name {} already exists",
+                req.name
+            )));
+        }
+        let mut taken: Vec<Ipv4Net> = inner.nets.values().map(|s| s.net.subnet).collect();
+        let subnet = if req.subnet.is_empty() {
+            taken.extend(link::host_routes());
+            ipam::pick_subnet(&self.pools(), &taken).map_err(net_err)?
+        } else {
+            let s: Ipv4Net = req
+                .subnet
+                .parse()
+                .map_err(|_| AgentError::Invalid(format!("invalid subnet {:?}", req.subnet)))?;
+            let s = s.trunc();
+            if let Some(c) = ipam::conflicts(&s, &taken) {
+                return Err(AgentError::Conflict(format!(
+                    "Pool overlaps with other one on this address space ({c})"
+                )));
+            }
+            s
+        };
+        let gateway = if req.gateway.is_empty() {
+            Ipam::default_gateway(&subnet)
+        } else {
+            let g: Ipv4Addr = req
+                .gateway
+                .parse()
+                .map_err(|_| AgentError::Invalid(format!("invalid gateway {:?}", req.gateway)))?;
+            if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
+                return Err(AgentError::Invalid(format!(
+                    "gateway {g} is not a usable address of {subnet}"
+                )));
+            }
+            g
+        };
+        let id = random_id();
+        let net = Network {
+            bridge: bridge.unwrap_or_else(|| {
+                format!("{}-{}", self.prefix, &id[..15 - self.prefix.len() - 1])
+            }),
+            id: id.clone(),
+            name: req.name,
+            driver: "bridge".into(),
+            subnet,
+            gateway,
+            internal: req.internal,
+            created: chrono::Utc::now(),
+            labels: req.labels,
+        };
+        std::fs::create_dir_all(&self.dir)?;
+        fsutil::write_json_atomic(&self.net_file(&id), &net)?;
+        inner.nets.insert(
+            id,
+            NetState {
+                ipam: Ipam::new(subnet, gateway),
+                net: net.clone(),
+                dns_task: None,
+            },
+        );
+        Ok(net)
+    }
+
+    /// All networks with the containers attached to each (ID → (name, IP, MAC)).
+    pub async fn list(&self) -> Vec<(Network, Vec<(String, String, Attachment)>, usize, u64)> {
+        let inner = self.inner.lock().await;
+        inner
+            .nets
+            .values()
+            .map(|st| {
+                let eps = inner
+                    .sandboxes
+                    .values()
+                    .flat_map(|sb| {
+                        sb.attachments
+                            .iter()
+                            .filter(|a| a.network_id == st.net.id)
+                            .map(|a| (sb.container_id.clone(), sb.name.clone(), a.clone()))
+                    })
+                    .collect();
+                (st.net.clone(), eps, st.ipam.in_use(), st.ipam.capacity())
+            })
+            .collect()
+    }
+
+    /// `network inspect` JSON.
+    pub async fn inspect(&self, key: &str) -> Result<Value> {
+        let id = self.resolve(key).await?;
+        let all = self.list().await;
+        let (n, eps, used, cap) = all
+            .into_iter()
+            .find(|x| x.0.id == id)
+            .ok_or_else(|| AgentError::NotFound(format!("network {key} not found")))?;
+        Ok(network_json(&n, &eps, used, cap))
+    }
+
+    /// Removes a network that no container uses (Docker refuses otherwise).
+    pub async fn remove(&self, key: &str, in_use_by: &[String]) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let id = Self::find(&inner, key)?.net.id.clone();
+        let st = inner
+            .nets
+            .get(&id)
+            .ok_or_else(|| AgentError::internal("network vanished"))?;
+        if st.net.is_default() {
+            return Err(AgentError::Precondition(
+                "bridge is a pre-defined network and cannot be removed".into(),
+            ));
+        }
+        let active = inner
+            .sandboxes
+            .values()
+            .any(|sb| sb.attachments.iter().any(|a| a.network_id == id));
+        if active || !in_use_by.is_empty() {
+            return Err(AgentError::Conflict(format!(
+                "error while removing network: network {} id {id} has active endpoints",
+                st.net.name
+            )));
+        }
+        if let Some(st) = inner.nets.remove(&id) {
+            if let Some(t) = st.dns_task {
+                t.abort();
+            }
+            link::delete_link(&st.net.bridge).map_err(net_err)?;
+        }
+        std::fs::remove_file(self.net_file(&id))?;
+        self.refresh_locked(&mut inner)
+    }
+
+    /// The networks a container is (to be) attached to.
+    pub fn endpoints_of(&self, r: &ContainerRecord) -> Vec<EndpointConfig> {
+        if let Ok(Some(v)) = fsutil::read_json::<Vec<EndpointConfig>>(&self.conn_file(&r.id)) {
+            return v;
+        }
+        match r.config.network_mode.as_str() {
+            "none" | "host" => vec![],
+            "" | "default" => vec![EndpointConfig {
+                network: "bridge".into(),
+                ..Default::default()
+            }],
+            m => vec![EndpointConfig {
+                network: m.to_string(),
+                ipv4_address: r.config.net.ipv4_address.clone(),
+                aliases: r.config.net.aliases.clone(),
+            }],
+        }
+    }
+
+    /// Whether a container's networks include `network_id` (for `network rm`).
+    pub async fn uses(&self, r: &ContainerRecord, network_id: &str) -> bool {
+        let inner = self.inner.lock().await;
+        self.endpoints_of(r).iter().any(|e| {
+            Self::find(&inner, &e.network)
+                .map(|s| s.net.id == network_id)
+                .unwrap_or(false)
+        })
+    }
+
+    /// Validates `--network` and the container's network options at create time.
+    pub async fn check_mode(
+        &self,
+        mode: &str,
+        net: &skiff_runtime::network::ContainerNet,
+    ) -> Result<()> {
+        skiff_runtime::network::hosts_file("x", &[], &net.extra_hosts).map_err(net_err)?;
+        let user_defined = match mode {
+            "none" | "host" => false,
+            m => {
+                let inner = self.inner.lock().await;
+                !Self::find(&inner, m)?.net.is_default()
+            }
+        };
+        if (!net.ipv4_address.is_empty() || !net.aliases.is_empty()) && !user_defined {
+            return Err(AgentError::Invalid(
+                "user specified IP address and network aliases are supported on user defined networks only".into(),
+            ));
+        }
+        if !net.ipv4_address.is_empty() && net.ipv4_address.parse::<Ipv4Addr>().is_err() {
+            return Err(AgentError::Invalid(format!(
+                "invalid IPv4 address: {}",
+                net.ipv4_address
+            )));
+        }
+        Ok(())
+    }
+
+    /// Wires a container's network before its shim starts; returns how its namespace is
+    /// made. Writes its resolv.conf and hosts. On error nothing is left behind.
+    pub async fn setup(
+        &self,
+        r: &ContainerRecord,
+        paths: &Paths,
+        exposed: &[String],
+    ) -> Result<NetworkNamespace> {
+        let mode = r.config.network_mode.as_str();
+        if mode == "host" {
+            return Ok(NetworkNamespace::Host);
+        }
+        let eps = self.endpoints_of(r);
+        if eps.is_empty() {
+            let hosts = skiff_runtime::network::hosts_file(
+                &r.config.hostname,
+                &[],
+                &r.config.net.extra_hosts,
+            )
+            .map_err(net_err)?;
+            fsutil::write_atomic(&paths.hosts(), hosts.as_bytes())?;
+            return Ok(NetworkNamespace::New);
+        }
+        let mut inner = self.inner.lock().await;
+        // A leftover from a run whose exit we did not see.
+        self.teardown_locked(&mut inner, &r.id);
+        let mut sb = Sandbox {
+            container_id: r.id.clone(),
+            name: r.name.clone(),
+            netns: self.netns_dir.join(&r.id),
+            dns: r.config.net.dns.clone(),
+            ..Default::default()
+        };
+        let res = self
+            .wire(&mut inner, &mut sb, r, paths, &eps, exposed)
+            .await;
+        match res {
+            Ok(()) => {
+                let path = sb.netns.clone();
+                fsutil::write_json_atomic(&self.sandbox_file(&r.id), &sb)?;
+                inner.sandboxes.insert(r.id.clone(), sb);
+                if let Err(e) = self.refresh_locked(&mut inner) {
+                    self.teardown_locked(&mut inner, &r.id);
+                    return Err(e);
+                }
+                Ok(NetworkNamespace::Join(path))
+            }
+            Err(e) => {
+                self.undo(&mut inner, sb);
+                Err(e)
+            }
+        }
+    }
+
+    async fn wire(
+        &self,
+        inner: &mut Inner,
+        sb: &mut Sandbox,
+        r: &ContainerRecord,
+        paths: &Paths,
+        eps: &[EndpointConfig],
+        exposed: &[String],
+    ) -> Result<()> {
+        let mut resolved = vec![];
+        for ep in eps {
+            resolved.push((Self::find(inner, &ep.network)?.net.id.clone(), ep));
+        }
+        link::create_netns(&sb.netns).map_err(net_err)?;
+        let mut routed = false;
+        for (i, (nid, ep)) in resolved.iter().enumerate() {
+            let a = self.attach_one(inner, sb, nid, ep, i, &mut routed)?;
+            sb.attachments.push(a);
+        }
+        // Published ports go to the first network's address, as with Docker.
+        let mut bindings = r.config.net.ports.clone();
+        if r.config.net.publish_all {
+            for key in exposed {
+                let (port, proto) = skiff_runtime::network::parse_exposed(key).map_err(net_err)?;
+                if !bindings
+                    .iter()
+                    .any(|b| b.container_port == port && b.proto == proto)
+                {
+                    bindings.push(PortBinding {
+                        host_ip: String::new(),
+                        host_port: 0,
+                        container_port: port,
+                        proto,
+                    });
+                }
+            }
+        }
+        if let Some(first) = sb.attachments.first().map(|a| a.ip) {
+            for b in bindings {
+                let bound = proxy::bind(&b).await.map_err(net_err)?;
+                let mut actual = b.clone();
+                actual.host_port = bound.port();
+                sb.proxies.push(proxy::serve(
+                    bound,
+                    SocketAddr::from((first, b.container_port)),
+                ));
+                sb.ports.push(Published {
+                    binding: actual,
+                    container_ip: first,
+                });
+            }
+        }
+        self.write_files(inner, sb, r, paths)
+    }
+
+    fn attach_one(
+        &self,
+        inner: &mut Inner,
+        sb: &Sandbox,
+        nid: &str,
+        ep: &EndpointConfig,
+        index: usize,
+        routed: &mut bool,
+    ) -> Result<Attachment> {
+        let st = inner
+            .nets
+            .get_mut(nid)
+            .ok_or_else(|| AgentError::internal("network vanished"))?;
+        let ip = if ep.ipv4_address.is_empty() {
+            st.ipam.allocate().map_err(net_err)?
+        } else {
+            let ip: Ipv4Addr = ep.ipv4_address.parse().map_err(|_| {
+                AgentError::Invalid(format!("invalid IP address {:?}", ep.ipv4_address))
+            })?;
+            st.ipam.reserve(ip).map_err(net_err)?;
+            ip
+        };
+        let mac = link::mac_for(ip);
+        let host_if = format!(
+            "{}v{}",
+            self.prefix,
+            short_hash(&format!("{}{nid}", sb.container_id), 14 - self.prefix.len())
+        );
+        let ifname = format!("eth{index}");
+        let gateway = (!st.net.internal && !*routed).then_some(st.net.gateway);
+        let spec = link::VethSpec {
+            netns: &sb.netns,
+            bridge: &st.net.bridge,
+            host_if: &host_if,
+            ifname: &ifname,
+            addr: ip,
+            subnet: st.net.subnet,
+            mac: &mac,
+            gateway,
+        };
+        if let Err(e) = link::attach_veth(&spec) {
+            st.ipam.release(ip);
+            return Err(net_err(e));
+        }
+        *routed |= gateway.is_some();
+        Ok(Attachment {
+            network_id: nid.to_string(),
+            ip,
+            mac,
+            ifname,
+            host_if,
+            aliases: ep.aliases.clone(),
+        })
+    }
+
+    /// resolv.conf and hosts: user networks use the embedded DNS on their gateway; the
+    /// default bridge gets the configured (or the host's non-loopback) resolvers.
+    fn write_files(
+        &self,
+        inner: &Inner,
+        sb: &Sandbox,
+        r: &ContainerRecord,
+        paths: &Paths,
+    ) -> Result<()> {
+        let c = &r.config.net;
+        let (host_ns, host_search, host_opts) = host_resolv();
+        let embedded = sb
+            .attachments
+            .iter()
+            .filter_map(|a| inner.nets.get(&a.network_id))
+            .find(|st| !st.net.is_default())
+            .map(|st| st.net.gateway.to_string());
+        let nameservers: Vec<String> = match embedded {
+            Some(gw) => vec![gw],
+            None if !c.dns.is_empty() => c.dns.clone(),
+            None if !self.settings.dns.is_empty() => self.settings.dns.clone(),
+            None => host_ns,
+        };
+        let nameservers: Vec<String> = nameservers
+            .into_iter()
+            .filter(|n| !skiff_runtime::network::is_loopback(n))
+            .collect();
+        let search = if !c.dns_search.is_empty() {
+            c.dns_search.clone()
+        } else if !self.settings.dns_search.is_empty() {
+            self.settings.dns_search.clone()
+        } else {
+            host_search
+        };
+        let opts = if c.dns_options.is_empty() {
+            host_opts
+        } else {
+            c.dns_options.clone()
+        };
+        let resolv = skiff_runtime::network::resolv_conf(&nameservers, &search, &opts);
+        let own: Vec<Ipv4Addr> = sb.attachments.first().map(|a| a.ip).into_iter().collect();
+        let hosts = skiff_runtime::network::hosts_file(&r.config.hostname, &own, &c.extra_hosts)
+            .map_err(net_err)?;
+        fsutil::write_atomic(&paths.resolv_conf(), resolv.as_bytes())?;
+        fsutil::write_atomic(&paths.hosts(), hosts.as_bytes())?;
+        Ok(())
+    }
+
+    fn undo(&self, inner: &mut Inner, sb: Sandbox) {
+        for p in &sb.proxies {
+            p.abort();
+        }
+        for a in &sb.attachments {
+            let _ = link::delete_link(&a.host_if);
+            if let Some(st) = inner.nets.get_mut(&a.network_id) {
+                st.ipam.release(a.ip);
+            }
+        }
+        if let Err(e) = link::delete_netns(&sb.netns) {
+            tracing::warn!(error = %e, "removing network namespace");
+        }
+        let _ = std::fs::remove_file(self.sandbox_file(&sb.container_id));
+    }
+
+    fn teardown_locked(&self, inner: &mut Inner, id: &str) {
+        let sb = inner.sandboxes.remove(id).or_else(|| {
+            fsutil::read_json::<Sandbox>(&self.sandbox_file(id))
+                .ok()
+                .flatten()
+        });
+        if let Some(sb) = sb {
+            self.undo(inner, sb);
+        }
+        // A namespace made by a setup that crashed before recording it.
+        let _ = link::delete_netns(&self.netns_dir.join(id));
+    }
+
+    /// Undoes a container's network after it exits; idempotent.
+    pub async fn teardown(&self, id: &str) {
+        let mut inner = self.inner.lock().await;
+        let had = inner.sandboxes.contains_key(id) || self.sandbox_file(id).exists();
+        self.teardown_locked(&mut inner, id);
+        if had {
+            if let Err(e) = self.refresh_locked(&mut inner) {
+                tracing::warn!(error = %e, "refreshing firewall after teardown");
+            }
+        }
+    }
+
+    /// Forgets a removed container.
+    pub async fn forget(&self, id: &str) {
+        self.teardown(id).await;
+        let _ = std::fs::remove_file(self.conn_file(id));
+    }
+
+    /// The published ports of a running container.
+    pub async fn ports(&self, id: &str) -> Vec<PortBinding> {
+        let inner = self.inner.lock().await;
+        inner
+            .sandboxes
+            .get(id)
+            .map(|s| s.ports.iter().map(|p| p.binding.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Docker's `NetworkSettings` for inspect.
+    pub async fn settings_json(&self, r: &ContainerRecord) -> Value {
+        let inner = self.inner.lock().await;
+        let sb = inner.sandboxes.get(&r.id);
+        let mut nets = serde_json::Map::new();
+        let mut primary =
+            json!({"IPAddress": "", "Gateway": "", "IPPrefixLen": 0, "MacAddress": ""});
+        for ep in self.endpoints_of(r) {
+            let Ok(st) = Self::find(&inner, &ep.network) else {
+                continue;
+            };
+            let a = sb.and_then(|s| s.attachments.iter().find(|a| a.network_id == st.net.id));
+            let v = json!({
+                "NetworkID": st.net.id,
+                "IPAddress": a.map(|a| a.ip.to_string()).unwrap_or_default(),
+                "IPPrefixLen": if a.is_some() { st.net.subnet.prefix_len() } else { 0 },
+                "Gateway": if a.is_some() { st.net.gateway.to_string() } else { String::new() },
+                "MacAddress": a.map(|a| a.mac.clone()).unwrap_or_default(),
+                "Aliases": ep.aliases,
+                "IPAMConfig": if ep.ipv4_address.is_empty() { Value::Null } else { json!({"IPv4Address": ep.ipv4_address}) },
+            });
+            if nets.is_empty() {
+                primary = v.clone();
+            }
+            nets.insert(st.net.name.clone(), v);
+        }
+        let mut ports = serde_json::Map::new();
+        if let Some(sb) = sb {
+            for p in &sb.ports {
+                let key = format!("{}/{}", p.binding.container_port, p.binding.proto);
+                let host_ip = if p.binding.host_ip.is_empty() {
+                    "0.0.0.0".to_string()
+                } else {
+                    p.binding.host_ip.clone()
+                };
+                let entry = ports.entry(key).or_insert_with(|| json!([]));
+                if let Some(arr) = entry.as_array_mut() {
+                    arr.push(
+                        json!({"HostIp": host_ip, "HostPort": p.binding.host_port.to_string()}),
+                    );
+                }
+            }
+        }
+        json!({
+            "SandboxKey": sb.map(|s| s.netns.display().to_string()).unwrap_or_default(),
+            "IPAddress": primary["IPAddress"],
+            "IPPrefixLen": primary["IPPrefixLen"],
+            "Gateway": primary["Gateway"],
+            "MacAddress": primary["MacAddress"],
+            "Ports": ports,
+            "Networks": nets,
+        })
+    }
+
+    /// `network connect`: records the network for the container and, when it runs,
+    /// wires the new interface live.
+    pub async fn connect(
+        &self,
+        r: &ContainerRecord,
+        paths: &Paths,
+        running: bool,
+        ep: EndpointConfig,
+    ) -> Result<()> {
+        if matches!(r.config.network_mode.as_str(), "host" | "none") {
+            return Err(AgentError::Invalid(format!(
+                "container cannot be disconnected from host network or connected to host network ({})",
+                r.config.network_mode
+            )));
+        }
+        let mut inner = self.inner.lock().await;
+        let nid = Self::find(&inner, &ep.network)?.net.id.clone();
+        let mut eps = self.endpoints_of(r);
+        for e in eps.iter_mut() {
+            if let Ok(s) = Self::find(&inner, &e.network) {
+                e.network = s.net.id.clone();
+            }
+        }
+        if eps.iter().any(|e| e.network == nid) {
+            return Err(AgentError::Conflict(format!(
+                "endpoint with name {} already exists in network {}",
+                r.name, ep.network
+            )));
+        }
+        let ep = EndpointConfig {
+            network: nid.clone(),
+            ..ep
+        };
+        if running {
+            if let Some(mut sb) = inner.sandboxes.remove(&r.id) {
+                let mut routed = true;
+                let idx = sb.attachments.len();
+                let res = self.attach_one(&mut inner, &sb, &nid, &ep, idx, &mut routed);
+                let res = res.and_then(|a| {
+                    sb.attachments.push(a);
+                    self.write_files(&inner, &sb, r, paths)?;
+                    fsutil::write_json_atomic(&self.sandbox_file(&r.id), &sb)?;
+                    Ok(())
+                });
+                inner.sandboxes.insert(r.id.clone(), sb);
+                res?;
+            }
+        }
+        eps.push(ep);
+        fsutil::write_json_atomic(&self.conn_file(&r.id), &eps)?;
+        self.refresh_locked(&mut inner)
+    }
+
+    /// `network disconnect`.
+    pub async fn disconnect(&self, r: &ContainerRecord, network: &str) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let nid = Self::find(&inner, network)?.net.id.clone();
+        let mut eps = self.endpoints_of(r);
+        let before = eps.len();
+        eps.retain(|e| {
+            Self::find(&inner, &e.network)
+                .map(|s| s.net.id != nid)
+                .unwrap_or(true)
+        });
+        if eps.len() == before {
+            return Err(AgentError::Invalid(format!(
+                "container {} is not connected to network {network}",
+                r.name
+            )));
+        }
+        if let Some(sb) = inner.sandboxes.get_mut(&r.id) {
+            if let Some(pos) = sb.attachments.iter().position(|a| a.network_id == nid) {
+                let a = sb.attachments.remove(pos);
+                let _ = link::delete_link(&a.host_if);
+                if let Some(st) = inner.nets.get_mut(&nid) {
+                    st.ipam.release(a.ip);
+                }
+            }
+            if let Some(sb) = inner.sandboxes.get(&r.id) {
+                fsutil::write_json_atomic(&self.sandbox_file(&r.id), sb)?;
+            }
+        }
+        fsutil::write_json_atomic(&self.conn_file(&r.id), &eps)?;
+        self.refresh_locked(&mut inner)
+    }
+
+    /// Removes everything this agent made in the kernel (for `agent --cleanup`-style
+    /// teardown and tests): sandboxes, bridges, the table, the FORWARD rules.
+    pub async fn shutdown_all(&self) {
+        let mut inner = self.inner.lock().await;
+        let ids: Vec<String> = inner.sandboxes.keys().cloned().collect();
+        for id in ids {
+            self.teardown_locked(&mut inner, &id);
+        }
+        for st in inner.nets.values_mut() {
+            if let Some(t) = st.dns_task.take() {
+                t.abort();
+            }
+            let _ = link::delete_link(&st.net.bridge);
+        }
+        let _ = nft::delete_table(self.nft.as_ref(), &self.table);
+        let _ = nft::remove_forward_accept(self.nft.as_ref(), &self.table);
+    }
+}
+
+/// Re-applies our firewall every 10 s if a firewall reload (firewalld, `nft flush
+/// ruleset`, Docker restarting) removed it.
+pub fn spawn_firewall_watch(n: Arc<Networks>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            n.check_firewall().await;
+        }
+    });
+}
+
+/// Docker's `network inspect` document.
+pub fn network_json(
+    n: &Network,
+    eps: &[(String, String, Attachment)],
+    used: usize,
+    cap: u64,
+) -> Value {
+    let containers: serde_json::Map<String, Value> = eps
+        .iter()
+        .map(|(id, name, a)| {
+            (
+                id.clone(),
+                json!({
+                    "Name": name,
+                    "MacAddress": a.mac,
+                    "IPv4Address": format!("{}/{}", a.ip, n.subnet.prefix_len()),
+                    "IPv6Address": "",
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": n.created.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "Scope": "local",
+        "Driver": n.driver,
+        "EnableIPv6": false,
+        "IPAM": {
+            "Driver": "default",
+            "Options": {},
+            "Config": [{"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()}],
+            "Usage": {"Allocated": used, "Available": cap.saturating_sub(used as u64)},
+        },
+        "Internal": n.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "Containers": containers,
+        "Options": {"com.docker.network.bridge.name": n.bridge},
+        "Labels": n.labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_differ_per_root_and_fit_ifnamsiz() {
+        let (t1, p1) = names_for_root(Path::new("/var/lib/skiff"));
+        let (t2, p2) = names_for_root(Path::new("/tmp/a/root"));
+        assert_eq!((t1.as_str(), p1.as_str()), ("skiff", "skiff"));
+        assert!(t2.starts_with("skiff-") && p2.starts_with("sk") && p2.len() == 7);
+        assert_ne!(p1, p2);
+        // Bridge and veth names must fit in 15 bytes.
+        let id = "0123456789abcdef";
+        assert!(format!("{p2}-{}", &id[..15 - p2.len() - 1]).len() <= 15);
+        assert_eq!(format!("{p2}v{}", short_hash("x", 14 - p2.len())).len(), 15);
+    }
+
+    #[test]
+    fn inspect_document() {
+        let n = Network {
+            id: "ab".repeat(32),
+            name: "app".into(),
+            driver: "bridge".into(),
+            subnet: "10.5.0.0/24".parse().expect("net"),
+            gateway: "10.5.0.1".parse().expect("ip"),
+            internal: true,
+            bridge: "skab-1".into(),
+            created: chrono::Utc::now(),
+            labels: Default::default(),
+        };
+        let a = Attachment {
+            network_id: n.id.clone(),
+            ip: "10.5.0.2".parse().expect("ip"),
+            mac: "m".into(),
+            ifname: "eth0".into(),
+            host_if: "v".into(),
+            aliases: vec![],
+        };
+        let v = network_json(&n, &[("cid".into(), "web".into(), a)], 1, 253);
+        assert_eq!(v["IPAM"]["Config"][0]["Subnet"], "10.5.0.0/24");
+        assert_eq!(v["Containers"]["cid"]["IPv4Address"], "10.5.0.2/24");
+        assert_eq!(v["IPAM"]["Usage"]["Available"], 252);
+        assert_eq!(v["Internal"], true);
+    }
+}
+
+/// Converts the API's network options into the record's.
+pub fn net_config(
+    o: Option<skiff_proto::engine::NetworkOptions>,
+) -> Result<skiff_runtime::network::ContainerNet> {
+    let o = o.unwrap_or_default();
+    let ports = o
+        .publish
+        .iter()
+        .map(|p| skiff_runtime::network::parse_publish(p))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(net_err)?;
+    Ok(skiff_runtime::network::ContainerNet {
+        ipv4_address: o.ipv4_address,
+        aliases: o.aliases,
+        dns: o.dns,
+        dns_search: o.dns_search,
+        dns_options: o.dns_options,
+        extra_hosts: o.extra_hosts,
+        ports,
+        publish_all: o.publish_all,
+    })
+}
+
+/// Docker's PORTS column: `0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp`.
+pub fn ports_line(ports: &[PortBinding]) -> String {
+    ports
+        .iter()
+        .map(|p| {
+            let ip = if p.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &p.host_ip
+            };
+            format!("{ip}:{}->{}/{}", p.host_port, p.container_port, p.proto)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Networks {
+    /// Published ports of a running container, read from its sandbox file (no lock;
+    /// for `ps`, which must not wait behind a network change).
+    pub fn ports_now(&self, id: &str) -> Vec<PortBinding> {
+        fsutil::read_json::<Sandbox>(&self.sandbox_file(id))
+            .ok()
+            .flatten()
+            .map(|s| s.ports.into_iter().map(|p| p.binding).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The Engine API's network calls, kept here so `server.rs` only delegates.
+pub mod rpc {
+    use super::*;
+    use crate::containers::Containers;
+    use skiff_proto::engine::*;
+
+    pub async fn create(c: &Containers, r: NetworkCreateRequest) -> Result<NetworkCreateResponse> {
+        let n = c
+            .networks
+            .create(CreateNetwork {
+                name: r.name,
+                driver: r.driver,
+                subnet: r.subnet,
+                gateway: r.gateway,
+                internal: r.internal,
+                labels: r.labels.into_iter().collect(),
+            })
+            .await?;
+        c.events.emit(
+            "network",
+            "create",
+            &n.id,
+            [
+                ("name".to_string(), n.name.clone()),
+                ("type".into(), "bridge".into()),
+            ]
+            .into(),
+        );
+        Ok(NetworkCreateResponse { id: n.id })
+    }
+
+    fn matches(n: &Network, filters: &[String]) -> bool {
+        filters.iter().all(|f| match f.split_once('=') {
+            Some(("name", v)) => n.name.contains(v),
+            Some(("id", v)) => n.id.starts_with(v),
+            Some(("driver", v)) => n.driver == v,
+            Some(("type", "builtin")) => n.is_default(),
+            Some(("type", "custom")) => !n.is_default(),
+            Some(("label", v)) => match v.split_once('=') {
+                Some((k, val)) => n.labels.get(k).is_some_and(|x| x == val),
+                None => n.labels.contains_key(v),
+            },
+            _ => true,
+        })
+    }
+
+    pub async fn list(c: &Containers, r: NetworkListRequest) -> NetworkListResponse {
+        let mut networks: Vec<NetworkSummary> = c
+            .networks
+            .list()
+            .await
+            .into_iter()
+            .filter(|(n, ..)| matches(n, &r.filters))
+            .map(|(n, eps, ..)| NetworkSummary {
+                id: n.id.clone(),
+                name: n.name.clone(),
+                driver: n.driver.clone(),
+                scope: "local".into(),
+                internal: n.internal,
+                subnet: n.subnet.to_string(),
+                gateway: n.gateway.to_string(),
+                created_unix: n.created.timestamp(),
+                containers: eps.len() as u32,
+                labels: n.labels.clone().into_iter().collect(),
+            })
+            .collect();
+        networks.sort_by(|a, b| a.name.cmp(&b.name));
+        NetworkListResponse { networks }
+    }
+
+    pub async fn remove(c: &Containers, key: &str) -> Result<()> {
+        let id = c.networks.resolve(key).await?;
+        c.networks.remove(&id, &[]).await?;
+        c.events.emit("network", "destroy", &id, Default::default());
+        Ok(())
+    }
+
+    /// Removes every user network without active endpoints; returns their names.
+    pub async fn prune(c: &Containers) -> Vec<String> {
+        let mut out = vec![];
+        for (n, eps, ..) in c.networks.list().await {
+            if n.is_default() || !eps.is_empty() {
+                continue;
+            }
+            if c.networks.remove(&n.id, &[]).await.is_ok() {
+                c.events
+                    .emit("network", "destroy", &n.id, Default::default());
+                out.push(n.name);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub async fn connect(c: &Containers, r: NetworkConnectRequest) -> Result<()> {
+        let e = c.get(&r.container)?;
+        let _op = e.op.lock().await;
+        let running = e.state().is_running();
+        let ep = EndpointConfig {
+            network: r.network.clone(),
+            ipv4_address: r.ipv4_address,
+            aliases: r.aliases,
+        };
+        c.networks
+            .connect(&e.record(), &e.paths, running, ep)
+            .await?;
+        let id = c.networks.resolve(&r.network).await?;
+        c.events.emit(
+            "network",
+            "connect",
+            &id,
+            [("container".to_string(), e.id.clone())].into(),
+        );
+        Ok(())
+    }
+
+    pub async fn disconnect(c: &Containers, r: NetworkConnectRequest) -> Result<()> {
+        let e = c.get(&r.container)?;
+        let _op = e.op.lock().await;
+        c.networks.disconnect(&e.record(), &r.network).await?;
+        let id = c.networks.resolve(&r.network).await?;
+        c.events.emit(
+            "network",
+            "disconnect",
+            &id,
+            [("container".to_string(), e.id.clone())].into(),
+        );
+        Ok(())
+    }
+
+    pub async fn port(c: &Containers, key: &str) -> Result<PortResponse> {
+        let e = c.get(key)?;
+        let mut ports: Vec<String> = c
+            .networks
+            .ports(&e.id)
+            .await
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        ports.sort();
+        Ok(PortResponse { ports })
+    }
+}

@@ -1,0 +1,329 @@
+//! `skiff node ...`, `skiff cluster ...`, and the agent's cluster flags turned into a
+//! [`ClusterConfig`]. The commands talk to the local agent's unix socket; only managers
+//! answer them (Swarm's rule).
+
+use crate::client;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use hyper_util::rt::TokioIo;
+use skiff_controller::cluster::{ClusterConfig, DEFAULT_PORT};
+use skiff_proto::cluster::cluster_client::ClusterClient;
+use skiff_proto::cluster as pb;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// List nodes. Example: skiff node ls
+    Ls(NodeLsArgs),
+    /// Show a node's details as JSON. Example: skiff node inspect self
+    Inspect(NodesArgs),
+    /// Change availability or labels. Example: skiff node update --availability drain node-2
+    Update(NodeUpdateArgs),
+    /// Make workers managers. Example: skiff node promote node-2
+    Promote(NodesArgs),
+    /// Make managers workers. Example: skiff node demote node-2
+    Demote(NodesArgs),
+    /// Remove nodes from the cluster. Example: skiff node rm --force node-3
+    Rm(NodeRmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NodeLsArgs {
+    /// Only display IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct NodesArgs {
+    /// Node IDs, ID prefixes or hostnames (`self` is this node).
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeUpdateArgs {
+    /// active, pause or drain.
+    #[arg(long)]
+    pub availability: Option<String>,
+    /// Add or update a label (key=value).
+    #[arg(long = "label-add")]
+    pub label_add: Vec<String>,
+    /// Remove a label by key.
+    #[arg(long = "label-rm")]
+    pub label_rm: Vec<String>,
+    pub node: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeRmArgs {
+    /// Remove a node that is not down.
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Leader, term, commit index and managers. Example: skiff cluster info
+    Info,
+    /// Print (or rotate) the token to join as a worker or manager.
+    ///
+    /// Example: skiff cluster join-token --rotate worker
+    JoinToken(JoinTokenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JoinTokenArgs {
+    /// worker or manager.
+    pub role: String,
+    /// Replace the token: the old one stops working.
+    #[arg(long)]
+    pub rotate: bool,
+    /// Only display the token.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// The agent's cluster flags (`skiff agent --join ... --token ...`).
+#[derive(Args, Debug, Clone)]
+pub struct AgentClusterArgs {
+    /// Join the cluster of the manager at ADDR:PORT (needs --token).
+    #[arg(long, value_name = "ADDR:PORT", requires = "token")]
+    pub join: Option<String>,
+    /// Join token, from `skiff cluster join-token worker|manager` on a manager.
+    #[arg(long, env = "SKIFF_JOIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Address other nodes use to reach this one: IP or IP:PORT (default: the listen address).
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub advertise_addr: Option<String>,
+    /// Open the mutual-TLS cluster port on IP[:PORT] (port 2377 if omitted). Without it the
+    /// agent opens no TCP port at all.
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub listen_addr: Option<String>,
+    /// How often nodes heartbeat to the leader (milliseconds).
+    #[arg(long, default_value_t = 1000, hide = true)]
+    pub heartbeat_ms: u64,
+    /// Silence after which the leader marks a node down (milliseconds).
+    #[arg(long, default_value_t = 3000, hide = true)]
+    pub down_grace_ms: u64,
+    /// Lifetime of node certificates (seconds); renewed at half-life.
+    #[arg(long, default_value_t = 90 * 24 * 3600, hide = true)]
+    pub cert_validity_secs: u64,
+}
+
+fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: IpAddr = s.parse().with_context(|| format!("{s:?} is not an IP or IP:PORT"))?;
+    Ok(SocketAddr::new(ip, default_port))
+}
+
+/// Builds the controller's configuration from the agent's flags.
+pub fn cluster_config(a: &AgentClusterArgs, root: &Path) -> Result<ClusterConfig> {
+    let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+    let mut c = ClusterConfig::new(root.join("cluster"), hostname, env!("CARGO_PKG_VERSION").into());
+    c.listen_addr = a.listen_addr.as_deref().map(|s| parse_addr(s, DEFAULT_PORT)).transpose().context("--listen-addr")?;
+    let listen_port = c.listen_addr.map_or(DEFAULT_PORT, |l| l.port());
+    c.advertise_addr = a.advertise_addr.as_deref().map(|s| parse_addr(s, listen_port).map(|x| x.to_string())).transpose().context("--advertise-addr")?;
+    if c.advertise_addr.is_none() {
+        if let Some(l) = c.listen_addr {
+            anyhow::ensure!(!l.ip().is_unspecified(), "--listen-addr {l} is a wildcard: pass --advertise-addr so other nodes know where to reach this one");
+        }
+    }
+    if let (Some(j), Some(t)) = (&a.join, &a.token) {
+        let addr = parse_addr(j, DEFAULT_PORT).context("--join")?;
+        c.join = Some((addr.to_string(), t.clone()));
+    }
+    c.heartbeat_period = std::time::Duration::from_millis(a.heartbeat_ms.max(50));
+    c.down_grace = std::time::Duration::from_millis(a.down_grace_ms.max(a.heartbeat_ms * 2));
+    c.cert_validity = std::time::Duration::from_secs(a.cert_validity_secs.max(10));
+    Ok(c)
+}
+
+async fn connect(host: &str) -> Result<ClusterClient<Channel>> {
+    let path = PathBuf::from(host.strip_prefix("unix://").ok_or_else(|| client::exit(125, format!("unsupported --host {host:?}")))?);
+    let p = path.clone();
+    let channel = Endpoint::try_from("http://skiff.local")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let p = p.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+        }))
+        .await
+        .map_err(|_| client::exit(125, format!("Cannot connect to the Skiff agent at unix://{}. Is the agent running?", path.display())))?;
+    Ok(ClusterClient::new(channel))
+}
+
+/// `self` means this node.
+async fn resolve(c: &mut ClusterClient<Channel>, node: &str) -> Result<String> {
+    if node == "self" {
+        return Ok(c.info(pb::Empty {}).await.map_err(client::status)?.into_inner().node_id);
+    }
+    Ok(node.to_string())
+}
+
+pub async fn node(host: &str, cmd: &NodeCommand) -> Result<i32> {
+    let mut c = connect(host).await?;
+    match cmd {
+        NodeCommand::Ls(a) => {
+            let me = c.info(pb::Empty {}).await.map_err(client::status)?.into_inner().node_id;
+            let mut nodes = c.node_list(pb::Empty {}).await.map_err(client::status)?.into_inner().nodes;
+            nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
+            if a.quiet {
+                for n in nodes {
+                    println!("{}", n.id);
+                }
+                return Ok(0);
+            }
+            let mut rows = vec![["ID".to_string(), "HOSTNAME".into(), "STATUS".into(), "AVAILABILITY".into(), "MANAGER STATUS".into(), "ENGINE VERSION".into()]];
+            for n in nodes {
+                let id = if n.id == me { format!("{} *", n.id) } else { n.id.clone() };
+                rows.push([id, n.hostname, capitalize(&n.status), capitalize(&n.availability), n.manager_status, n.engine_version]);
+            }
+            print_table(&rows);
+        }
+        NodeCommand::Inspect(a) => {
+            let mut out = Vec::new();
+            for n in &a.nodes {
+                let id = resolve(&mut c, n).await?;
+                let info = c.node_inspect(pb::NodeRef { node: id }).await.map_err(client::status)?.into_inner();
+                out.push(inspect_json(&info));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        NodeCommand::Update(a) => {
+            let mut label_add = std::collections::HashMap::new();
+            for l in &a.label_add {
+                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                label_add.insert(k.to_string(), v.to_string());
+            }
+            let id = resolve(&mut c, &a.node).await?;
+            let req = pb::NodeUpdateRequest {
+                node: id,
+                availability: a.availability.clone().unwrap_or_default(),
+                label_add,
+                label_rm: a.label_rm.clone(),
+                role: String::new(),
+            };
+            let n = c.node_update(req).await.map_err(client::status)?.into_inner();
+            println!("{}", a.node.replace("self", &n.id));
+        }
+        NodeCommand::Promote(a) | NodeCommand::Demote(a) => {
+            let (role, verb) = if matches!(cmd, NodeCommand::Promote(_)) { ("manager", "promoted to") } else { ("worker", "demoted in") };
+            for n in &a.nodes {
+                let id = resolve(&mut c, n).await?;
+                let req = pb::NodeUpdateRequest { node: id, role: role.into(), ..Default::default() };
+                c.node_update(req).await.map_err(client::status)?;
+                if role == "manager" {
+                    println!("Node {n} {verb} a manager in the swarm.");
+                } else {
+                    println!("Manager {n} {verb} the swarm.");
+                }
+            }
+        }
+        NodeCommand::Rm(a) => {
+            for n in &a.nodes {
+                let id = resolve(&mut c, n).await?;
+                c.node_remove(pb::NodeRemoveRequest { node: id, force: a.force }).await.map_err(client::status)?;
+                println!("{n}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn cluster(host: &str, cmd: &ClusterCommand) -> Result<i32> {
+    let mut c = connect(host).await?;
+    match cmd {
+        ClusterCommand::Info => {
+            let i = c.info(pb::Empty {}).await.map_err(client::status)?.into_inner();
+            println!("Node ID: {}", i.node_id);
+            println!("Is Manager: {}", i.is_manager);
+            println!("Cluster Port: {}", if i.listen_addr.is_empty() { "none (private cluster)" } else { &i.listen_addr });
+            println!("CA Digest: sha256:{}", i.ca_digest);
+            if i.is_manager {
+                println!("Cluster ID: {}", i.cluster_id);
+                println!("Leader: {}", if i.leader_id.is_empty() { "none" } else { &i.leader_id });
+                println!("Raft Term: {}", i.term);
+                println!("Commit Index: {}", i.commit_index);
+                println!("Applied Index: {}", i.applied_index);
+                println!("Nodes: {}", i.nodes);
+                println!("Managers: {}", i.managers.len());
+                for m in &i.managers {
+                    println!("  {} {} {} {}", m.id, m.hostname, if m.addr.is_empty() { "-" } else { &m.addr }, m.manager_status);
+                }
+            }
+        }
+        ClusterCommand::JoinToken(a) => {
+            let r = c
+                .join_token(pb::JoinTokenRequest { role: a.role.clone(), rotate: a.rotate })
+                .await
+                .map_err(client::status)?
+                .into_inner();
+            if a.quiet {
+                println!("{}", r.token);
+                return Ok(0);
+            }
+            if a.rotate {
+                println!("Successfully rotated {} join token.\n", a.role);
+            }
+            let addr = if r.addr.is_empty() { "<manager address: start it with --listen-addr>".to_string() } else { r.addr };
+            println!("To add a {} to this cluster, run the following command:\n", a.role);
+            println!("    skiff agent --join {addr} --token {} --listen-addr <IP:PORT>\n", r.token);
+        }
+    }
+    Ok(0)
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+fn print_table(rows: &[[String; 6]]) {
+    let mut w = [0usize; 6];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{:<width$}   ", c, width = w[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+/// Docker's node inspect shape, as far as Skiff has the fields.
+fn inspect_json(n: &pb::NodeInfo) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "ID": n.id,
+        "Version": {"Index": n.version},
+        "CreatedAt": n.created_at,
+        "UpdatedAt": n.updated_at,
+        "Spec": {"Labels": n.labels, "Role": n.role, "Availability": n.availability},
+        "Description": {"Hostname": n.hostname, "Engine": {"EngineVersion": n.engine_version}},
+        "Status": {"State": n.status, "Addr": n.addr.split(':').next().unwrap_or("")},
+    });
+    if n.role == "manager" {
+        v["ManagerStatus"] = serde_json::json!({
+            "Leader": n.manager_status == "Leader",
+            "Reachability": if n.manager_status == "Unreachable" { "unreachable" } else { "reachable" },
+            "Addr": n.addr,
+        });
+    }
+    v
+}

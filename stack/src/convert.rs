@@ -1,0 +1,1700 @@
+//! From the merged, interpolated YAML tree to the typed [`StackSpec`]: every short
+//! form expanded, every reference checked, every key accounted for.
+
+use crate::dotenv;
+use crate::error::{Diag, Location, Pos, Result, StackError};
+use crate::spec::*;
+use crate::value::*;
+use crate::yaml::{Key, Node, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+
+/// What conversion needs besides the tree.
+pub(crate) struct Cx<'a> {
+    pub diag: &'a mut Diag,
+    /// Process environment overlaid on `.env`: for `environment` keys without a value.
+    pub env: &'a HashMap<String, String>,
+    /// Relative paths (binds, env_file, secret files) resolve against this: the first
+    /// stack file's directory, as in Compose.
+    pub base_dir: PathBuf,
+    pub project: String,
+}
+
+const TOP: &[(&str, K)] = &[
+    ("version", K::Ok),
+    ("name", K::Ok),
+    ("services", K::Ok),
+    ("networks", K::Ok),
+    ("volumes", K::Ok),
+    ("secrets", K::Ok),
+    ("configs", K::Ok),
+    ("include", K::Error("pass each file with -c instead")),
+    ("models", K::Warn("")),
+];
+
+const RESOURCE_HINT: &str = "set resource limits with deploy.resources";
+
+const SERVICE: &[(&str, K)] = &[
+    ("image", K::Ok),
+    ("command", K::Ok),
+    ("entrypoint", K::Ok),
+    ("environment", K::Ok),
+    ("env_file", K::Ok),
+    ("ports", K::Ok),
+    ("volumes", K::Ok),
+    ("networks", K::Ok),
+    ("hostname", K::Ok),
+    ("user", K::Ok),
+    ("working_dir", K::Ok),
+    ("labels", K::Ok),
+    ("healthcheck", K::Ok),
+    ("stop_grace_period", K::Ok),
+    ("stop_signal", K::Ok),
+    ("depends_on", K::Ok),
+    ("secrets", K::Ok),
+    ("configs", K::Ok),
+    ("deploy", K::Ok),
+    ("cap_add", K::Ok),
+    ("cap_drop", K::Ok),
+    ("dns", K::Ok),
+    ("dns_search", K::Ok),
+    ("dns_opt", K::Ok),
+    ("extra_hosts", K::Ok),
+    ("group_add", K::Ok),
+    ("init", K::Ok),
+    ("read_only", K::Ok),
+    ("tty", K::Ok),
+    ("stdin_open", K::Ok),
+    ("tmpfs", K::Ok),
+    ("sysctls", K::Ok),
+    ("ulimits", K::Ok),
+    ("logging", K::Ok),
+    // Docker's `stack deploy` ignores these with a warning.
+    ("build", K::Warn(": stacks deploy images; build them first")),
+    ("cgroupns_mode", K::Warn("")),
+    ("cgroup", K::Warn("")),
+    ("cgroup_parent", K::Warn("")),
+    ("devices", K::Warn("")),
+    ("domainname", K::Warn("")),
+    ("external_links", K::Warn("")),
+    ("ipc", K::Warn("")),
+    (
+        "links",
+        K::Warn(": services on the same network reach each other by name"),
+    ),
+    ("mac_address", K::Warn("")),
+    ("network_mode", K::Warn("")),
+    ("pid", K::Warn("")),
+    ("privileged", K::Warn("")),
+    ("restart", K::Warn(": use deploy.restart_policy")),
+    ("security_opt", K::Warn("")),
+    ("shm_size", K::Warn("")),
+    ("userns_mode", K::Warn("")),
+    (
+        "container_name",
+        K::Warn(": setting the container name is not supported"),
+    ),
+    (
+        "expose",
+        K::Warn(": services on the same network can reach each other's containers on any port"),
+    ),
+    // Compose-spec keys with no Swarm equivalent.
+    ("annotations", K::Warn("")),
+    ("attach", K::Warn("")),
+    ("blkio_config", K::Warn("")),
+    ("credential_spec", K::Warn("")),
+    ("develop", K::Warn("")),
+    ("device_cgroup_rules", K::Warn("")),
+    ("gpus", K::Warn("")),
+    ("isolation", K::Warn("")),
+    ("mem_swappiness", K::Warn("")),
+    ("oom_kill_disable", K::Warn("")),
+    ("oom_score_adj", K::Warn("")),
+    (
+        "platform",
+        K::Warn(": use a deploy.placement constraint on node.platform"),
+    ),
+    ("post_start", K::Warn("")),
+    ("pre_stop", K::Warn("")),
+    ("profiles", K::Warn("")),
+    ("provider", K::Warn("")),
+    ("pull_policy", K::Warn("")),
+    ("runtime", K::Warn("")),
+    ("storage_opt", K::Warn("")),
+    ("use_api_socket", K::Warn("")),
+    ("uts", K::Warn("")),
+    ("models", K::Warn("")),
+    // Docker refuses these: ignoring them would change what runs.
+    ("extends", K::Error("merge files with several -c instead")),
+    (
+        "volume_driver",
+        K::Error("define a volume in the top-level volumes section and set its driver there"),
+    ),
+    (
+        "volumes_from",
+        K::Error("share a volume by declaring it at the top level and mounting it in each service"),
+    ),
+    ("cpu_quota", K::Error(RESOURCE_HINT)),
+    ("cpu_shares", K::Error(RESOURCE_HINT)),
+    ("cpuset", K::Error(RESOURCE_HINT)),
+    ("cpus", K::Error(RESOURCE_HINT)),
+    ("cpu_count", K::Error(RESOURCE_HINT)),
+    ("cpu_percent", K::Error(RESOURCE_HINT)),
+    ("cpu_period", K::Error(RESOURCE_HINT)),
+    ("cpu_rt_period", K::Error(RESOURCE_HINT)),
+    ("cpu_rt_runtime", K::Error(RESOURCE_HINT)),
+    ("mem_limit", K::Error(RESOURCE_HINT)),
+    ("mem_reservation", K::Error(RESOURCE_HINT)),
+    ("memswap_limit", K::Error(RESOURCE_HINT)),
+    ("pids_limit", K::Error(RESOURCE_HINT)),
+    ("scale", K::Error("use deploy.replicas")),
+    ("label_file", K::Error("put the labels in the file")),
+];
+
+/// References checked once every section is known.
+#[derive(Default)]
+struct Refs {
+    depends: Vec<(String, String, Pos)>,
+}
+
+pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
+    let top = fields(cx.diag, root, "", TOP)?;
+    let mut spec = StackSpec {
+        name: cx.project.clone(),
+        ..Default::default()
+    };
+    if let Some(v) = get(top, "version") {
+        scalar(cx.diag, v, "version", "a string")?;
+    }
+    // `name:` is the Compose project name; a stack's name comes from the command line,
+    // so only a different name is worth a warning (printed specs carry the same one).
+    if let Some(v) = get(top, "name") {
+        let name = string(cx.diag, v, "name")?;
+        if name != cx.project {
+            cx.diag.warn(
+                v.pos,
+                "name",
+                format!(
+                    "ignored: the stack is named {:?} on the command line",
+                    cx.project
+                ),
+            );
+        }
+    }
+    if let Some(n) = get(top, "networks") {
+        for (k, v) in named_entries(cx.diag, n, "networks")? {
+            let net = network(cx, k, v)?;
+            spec.networks.insert(k.name.clone(), net);
+        }
+    }
+    if let Some(n) = get(top, "volumes") {
+        for (k, v) in named_entries(cx.diag, n, "volumes")? {
+            let vol = volume_spec(cx, k, v)?;
+            spec.volumes.insert(k.name.clone(), vol);
+        }
+    }
+    for section in ["secrets", "configs"] {
+        if let Some(n) = get(top, section) {
+            for (k, v) in named_entries(cx.diag, n, section)? {
+                let s = secret_spec(cx, section, k, v)?;
+                if section == "secrets" {
+                    spec.secrets.insert(k.name.clone(), s);
+                } else {
+                    spec.configs.insert(k.name.clone(), s);
+                }
+            }
+        }
+    }
+    let Some(services) = get(top, "services") else {
+        return Err(cx
+            .diag
+            .invalid(root.pos, "services", "a stack needs at least one service"));
+    };
+    let entries = named_entries(cx.diag, services, "services")?;
+    if entries.is_empty() {
+        return Err(cx.diag.invalid(
+            services.pos,
+            "services",
+            "a stack needs at least one service",
+        ));
+    }
+    let mut refs = Refs::default();
+    let mut uses_default = false;
+    for (k, v) in entries {
+        let svc = service(cx, &spec, &mut refs, k, v)?;
+        uses_default |= svc.networks.contains_key("default");
+        spec.services.insert(k.name.clone(), svc);
+    }
+    for (svc, dep, pos) in &refs.depends {
+        if !spec.services.contains_key(dep) {
+            let f = format!("services.{svc}.depends_on.{dep}");
+            return Err(cx
+                .diag
+                .invalid(*pos, &f, format!("undefined service {dep:?}")));
+        }
+    }
+    if uses_default && !spec.networks.contains_key("default") {
+        spec.networks.insert(
+            "default".into(),
+            NetworkSpec {
+                name: format!("{}_default", cx.project),
+                driver: Some("overlay".into()),
+                ..Default::default()
+            },
+        );
+    }
+    Ok(spec)
+}
+
+/// A mapping whose keys are user-chosen names (services, networks...). Keys are
+/// validated as names rather than against a schema; `x-` keys are skipped.
+fn named_entries<'n>(diag: &Diag, n: &'n Node, f: &str) -> Result<Vec<&'n (Key, Node)>> {
+    let entries: &[(Key, Node)] = match &n.value {
+        Value::Map(m) => m,
+        Value::Null => &[],
+        _ => {
+            return Err(diag.invalid(
+                n.pos,
+                f,
+                format!("expected a mapping, found {}", n.describe()),
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let name = &e.0.name;
+        if name.starts_with("x-") {
+            continue;
+        }
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
+        if !ok {
+            return Err(diag.invalid(
+                e.0.pos,
+                &sub(f, name),
+                format!("invalid name {name:?} (letters, digits, '_', '-' and '.', starting with a letter or digit)"),
+            ));
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// `external: true`, or the legacy `external: {name: x}`.
+fn external(cx: &mut Cx, entries: &[(Key, Node)], f: &str) -> Result<(bool, Option<String>)> {
+    let Some(n) = get_some(entries, "external") else {
+        return Ok((false, None));
+    };
+    let ef = sub(f, "external");
+    if let Value::Map(_) = n.value {
+        let e = fields(cx.diag, n, &ef, &[("name", K::Ok)])?;
+        cx.diag
+            .warn(n.pos, &ef, "external.name is deprecated: use name");
+        return Ok((
+            true,
+            opt_string(cx.diag, get(e, "name"), &sub(&ef, "name"))?,
+        ));
+    }
+    Ok((boolean(cx.diag, n, &ef)?, None))
+}
+
+fn conflicting_with_external(
+    cx: &Cx,
+    entries: &[(Key, Node)],
+    f: &str,
+    allowed: &[&str],
+) -> Result<()> {
+    for (k, _) in entries {
+        if !allowed.contains(&k.name.as_str()) && !k.name.starts_with("x-") {
+            return Err(cx.diag.invalid(
+                k.pos,
+                &sub(f, &k.name),
+                format!(
+                    "conflicting parameters \"external\" and {:?} specified",
+                    k.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn resolved_name(cx: &Cx, key: &str, external: bool, name: Option<String>) -> String {
+    match name {
+        Some(n) => n,
+        None if external => key.to_string(),
+        None => format!("{}_{key}", cx.project),
+    }
+}
+
+fn network(cx: &mut Cx, k: &Key, n: &Node) -> Result<NetworkSpec> {
+    let f = format!("networks.{}", k.name);
+    let e = fields(
+        cx.diag,
+        n,
+        &f,
+        &[
+            ("driver", K::Ok),
+            ("driver_opts", K::Ok),
+            ("attachable", K::Ok),
+            ("enable_ipv6", K::Ok),
+            ("enable_ipv4", K::Warn("")),
+            ("external", K::Ok),
+            ("internal", K::Ok),
+            ("ipam", K::Ok),
+            ("labels", K::Ok),
+            ("name", K::Ok),
+        ],
+    )?;
+    let (ext, legacy_name) = external(cx, e, &f)?;
+    let name = opt_string(cx.diag, get(e, "name"), &sub(&f, "name"))?.or(legacy_name);
+    if ext {
+        conflicting_with_external(cx, e, &f, &["external", "name"])?;
+        return Ok(NetworkSpec {
+            name: resolved_name(cx, &k.name, true, name),
+            external: true,
+            ..Default::default()
+        });
+    }
+    let mut net = NetworkSpec {
+        name: resolved_name(cx, &k.name, false, name),
+        driver: Some(
+            opt_string(cx.diag, get(e, "driver"), &sub(&f, "driver"))?
+                .unwrap_or_else(|| "overlay".into()),
+        ),
+        driver_opts: labels(cx.diag, get(e, "driver_opts"), &sub(&f, "driver_opts"))?,
+        labels: labels(cx.diag, get(e, "labels"), &sub(&f, "labels"))?,
+        ..Default::default()
+    };
+    for (key, slot) in [
+        ("attachable", &mut net.attachable),
+        ("internal", &mut net.internal),
+        ("enable_ipv6", &mut net.enable_ipv6),
+    ] {
+        if let Some(v) = get_some(e, key) {
+            *slot = boolean(cx.diag, v, &sub(&f, key))?;
+        }
+    }
+    if let Some(ipam) = get_some(e, "ipam") {
+        let ff = sub(&f, "ipam");
+        let ie = fields(
+            cx.diag,
+            ipam,
+            &ff,
+            &[("driver", K::Ok), ("config", K::Ok), ("options", K::Ok)],
+        )?;
+        let mut out = Ipam {
+            driver: opt_string(cx.diag, get(ie, "driver"), &sub(&ff, "driver"))?,
+            options: labels(cx.diag, get(ie, "options"), &sub(&ff, "options"))?,
+            ..Default::default()
+        };
+        if let Some(cfg) = get_some(ie, "config") {
+            let cf = sub(&ff, "config");
+            let Value::Seq(items) = &cfg.value else {
+                return Err(cx.diag.invalid(
+                    cfg.pos,
+                    &cf,
+                    format!("expected a list, found {}", cfg.describe()),
+                ));
+            };
+            for (i, it) in items.iter().enumerate() {
+                let pf = idx(&cf, i);
+                let pe = fields(
+                    cx.diag,
+                    it,
+                    &pf,
+                    &[
+                        ("subnet", K::Ok),
+                        ("ip_range", K::Ok),
+                        ("gateway", K::Ok),
+                        ("aux_addresses", K::Ok),
+                    ],
+                )?;
+                let mut pool = IpamPool {
+                    subnet: opt_string(cx.diag, get(pe, "subnet"), &sub(&pf, "subnet"))?,
+                    ip_range: opt_string(cx.diag, get(pe, "ip_range"), &sub(&pf, "ip_range"))?,
+                    gateway: opt_string(cx.diag, get(pe, "gateway"), &sub(&pf, "gateway"))?,
+                    aux_addresses: labels(
+                        cx.diag,
+                        get(pe, "aux_addresses"),
+                        &sub(&pf, "aux_addresses"),
+                    )?,
+                };
+                for (key, v) in [("subnet", &pool.subnet), ("ip_range", &pool.ip_range)] {
+                    if let (Some(v), Some(n)) = (v, get(pe, key)) {
+                        check_cidr(cx.diag, n, &sub(&pf, key), v)?;
+                    }
+                }
+                if let (Some(g), Some(n)) = (&pool.gateway, get(pe, "gateway")) {
+                    if g.parse::<std::net::IpAddr>().is_err() {
+                        return Err(cx.diag.invalid(
+                            n.pos,
+                            &sub(&pf, "gateway"),
+                            format!("invalid IP address {g:?}"),
+                        ));
+                    }
+                }
+                pool.aux_addresses.retain(|_, v| !v.is_empty());
+                out.config.push(pool);
+            }
+        }
+        net.ipam = Some(out);
+    }
+    Ok(net)
+}
+
+fn check_cidr(diag: &Diag, n: &Node, f: &str, v: &str) -> Result<()> {
+    let ok = v.split_once('/').is_some_and(|(ip, len)| {
+        match (ip.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+            (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l <= 32,
+            (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l <= 128,
+            _ => false,
+        }
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(diag.invalid(
+            n.pos,
+            f,
+            format!("invalid CIDR {v:?} (expected e.g. 10.0.9.0/24)"),
+        ))
+    }
+}
+
+fn volume_spec(cx: &mut Cx, k: &Key, n: &Node) -> Result<VolumeSpec> {
+    let f = format!("volumes.{}", k.name);
+    let e = fields(
+        cx.diag,
+        n,
+        &f,
+        &[
+            ("driver", K::Ok),
+            ("driver_opts", K::Ok),
+            ("external", K::Ok),
+            ("labels", K::Ok),
+            ("name", K::Ok),
+        ],
+    )?;
+    let (ext, legacy) = external(cx, e, &f)?;
+    let name = opt_string(cx.diag, get(e, "name"), &sub(&f, "name"))?.or(legacy);
+    if ext {
+        conflicting_with_external(cx, e, &f, &["external", "name"])?;
+    }
+    Ok(VolumeSpec {
+        name: resolved_name(cx, &k.name, ext, name),
+        external: ext,
+        driver: opt_string(cx.diag, get(e, "driver"), &sub(&f, "driver"))?,
+        driver_opts: labels(cx.diag, get(e, "driver_opts"), &sub(&f, "driver_opts"))?,
+        labels: labels(cx.diag, get(e, "labels"), &sub(&f, "labels"))?,
+    })
+}
+
+fn secret_spec(cx: &mut Cx, section: &str, k: &Key, n: &Node) -> Result<SecretSpec> {
+    let f = format!("{section}.{}", k.name);
+    let is_secret = section == "secrets";
+    let keys: &[(&str, K)] = if is_secret {
+        &[
+            ("file", K::Ok),
+            ("environment", K::Ok),
+            ("external", K::Ok),
+            ("labels", K::Ok),
+            ("name", K::Ok),
+            ("driver", K::Warn("")),
+            ("driver_opts", K::Warn("")),
+            ("template_driver", K::Warn("")),
+        ]
+    } else {
+        &[
+            ("file", K::Ok),
+            ("environment", K::Ok),
+            ("content", K::Ok),
+            ("external", K::Ok),
+            ("labels", K::Ok),
+            ("name", K::Ok),
+            ("template_driver", K::Warn("")),
+        ]
+    };
+    let e = fields(cx.diag, n, &f, keys)?;
+    let (ext, legacy) = external(cx, e, &f)?;
+    let name = opt_string(cx.diag, get(e, "name"), &sub(&f, "name"))?.or(legacy);
+    let mut sources = Vec::new();
+    if ext {
+        conflicting_with_external(cx, e, &f, &["external", "name"])?;
+        sources.push(Source::External);
+    }
+    if let Some(v) = get_some(e, "file") {
+        let ff = sub(&f, "file");
+        let path = host_path(cx, v, &ff)?;
+        if !path.is_file() {
+            return Err(cx
+                .diag
+                .invalid(v.pos, &ff, format!("file {} not found", path.display())));
+        }
+        sources.push(Source::File(path));
+    }
+    if let Some(v) = get_some(e, "environment") {
+        let ef = sub(&f, "environment");
+        let var = string(cx.diag, v, &ef)?;
+        if !cx.env.contains_key(&var) {
+            return Err(cx.diag.invalid(
+                v.pos,
+                &ef,
+                format!("environment variable {var:?} is not set"),
+            ));
+        }
+        sources.push(Source::Environment(var));
+    }
+    if let Some(v) = get_some(e, "content") {
+        sources.push(Source::Content(string(cx.diag, v, &sub(&f, "content"))?));
+    }
+    let what = if is_secret {
+        "file, environment or external"
+    } else {
+        "file, environment, content or external"
+    };
+    let source = match sources.len() {
+        1 => sources.remove(0),
+        0 => {
+            return Err(cx
+                .diag
+                .invalid(k.pos, &f, format!("needs a source: one of {what}")))
+        }
+        _ => {
+            return Err(cx.diag.invalid(
+                k.pos,
+                &f,
+                format!("has more than one source: give one of {what}"),
+            ))
+        }
+    };
+    Ok(SecretSpec {
+        name: resolved_name(cx, &k.name, ext, name),
+        source,
+        labels: labels(cx.diag, get(e, "labels"), &sub(&f, "labels"))?,
+    })
+}
+
+/// A host path from the file, made absolute against the base directory; `~` is HOME.
+fn host_path(cx: &Cx, n: &Node, f: &str) -> Result<PathBuf> {
+    let t = scalar(cx.diag, n, f, "a path")?;
+    resolve_host_path(cx, t).map_err(|m| cx.diag.invalid(n.pos, f, m))
+}
+
+fn resolve_host_path(cx: &Cx, t: &str) -> std::result::Result<PathBuf, String> {
+    let p = if t == "~" || t.starts_with("~/") {
+        let home = cx
+            .env
+            .get("HOME")
+            .ok_or_else(|| format!("{t:?} uses ~ but HOME is not set"))?;
+        Path::new(home).join(t.trim_start_matches('~').trim_start_matches('/'))
+    } else {
+        cx.base_dir.join(t)
+    };
+    Ok(normalise(&p))
+}
+
+/// Lexical `.`/`..` removal, so output is stable and readable.
+fn normalise(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn service(
+    cx: &mut Cx,
+    spec: &StackSpec,
+    refs: &mut Refs,
+    k: &Key,
+    n: &Node,
+) -> Result<ServiceSpec> {
+    let f = format!("services.{}", k.name);
+    let e = fields(cx.diag, n, &f, SERVICE)?;
+    let p = |key: &str| sub(&f, key);
+    let image = match get_some(e, "image") {
+        Some(v) => string(cx.diag, v, &p("image"))?,
+        None => {
+            return Err(cx.diag.invalid(
+                k.pos,
+                &f,
+                "image is required (stacks cannot build images)",
+            ))
+        }
+    };
+    if image.trim().is_empty() {
+        let pos = get(e, "image").map(|v| v.pos).unwrap_or(k.pos);
+        return Err(cx.diag.invalid(pos, &p("image"), "image is empty"));
+    }
+    let mut s = ServiceSpec {
+        image,
+        ..Default::default()
+    };
+    s.command = get(e, "command")
+        .map(|v| command(cx.diag, v, &p("command")))
+        .transpose()?
+        .flatten();
+    s.entrypoint = get(e, "entrypoint")
+        .map(|v| command(cx.diag, v, &p("entrypoint")))
+        .transpose()?
+        .flatten();
+    s.environment = environment(cx, e, &f)?;
+    if let Some(v) = get_some(e, "ports") {
+        s.ports = ports(cx.diag, v, &p("ports"))?;
+    }
+    if let Some(v) = get_some(e, "volumes") {
+        s.volumes = mounts(cx, spec, v, &p("volumes"))?;
+    }
+    s.networks = service_networks(cx, spec, get(e, "networks"), &p("networks"))?;
+    s.hostname = opt_string(cx.diag, get(e, "hostname"), &p("hostname"))?;
+    s.user = opt_string(cx.diag, get(e, "user"), &p("user"))?;
+    s.working_dir = opt_string(cx.diag, get(e, "working_dir"), &p("working_dir"))?;
+    s.labels = labels(cx.diag, get(e, "labels"), &p("labels"))?;
+    if let Some(v) = get_some(e, "healthcheck") {
+        s.healthcheck = Some(healthcheck(cx, v, &p("healthcheck"))?);
+    }
+    if let Some(v) = get_some(e, "stop_grace_period") {
+        s.stop_grace_period = Some(duration(cx.diag, v, &p("stop_grace_period"))?);
+    }
+    s.stop_signal = opt_string(cx.diag, get(e, "stop_signal"), &p("stop_signal"))?;
+    if let Some(v) = get_some(e, "depends_on") {
+        s.depends_on = depends_on(cx, refs, &k.name, v, &p("depends_on"))?;
+    }
+    for section in ["secrets", "configs"] {
+        if let Some(v) = get_some(e, section) {
+            let r = file_refs(cx, spec, section, v, &p(section))?;
+            if section == "secrets" {
+                s.secrets = r;
+            } else {
+                s.configs = r;
+            }
+        }
+    }
+    for (key, slot) in [
+        ("cap_add", &mut s.cap_add),
+        ("cap_drop", &mut s.cap_drop),
+        ("dns", &mut s.dns),
+        ("dns_search", &mut s.dns_search),
+        ("dns_opt", &mut s.dns_opt),
+        ("group_add", &mut s.group_add),
+        ("tmpfs", &mut s.tmpfs),
+    ] {
+        if let Some(v) = get(e, key) {
+            *slot = str_list(cx.diag, v, &p(key), true)?;
+        }
+    }
+    if let Some(v) = get_some(e, "extra_hosts") {
+        s.extra_hosts = extra_hosts(cx.diag, v, &p("extra_hosts"))?;
+    }
+    if let Some(v) = get_some(e, "init") {
+        s.init = Some(boolean(cx.diag, v, &p("init"))?);
+    }
+    for (key, slot) in [
+        ("read_only", &mut s.read_only),
+        ("tty", &mut s.tty),
+        ("stdin_open", &mut s.stdin_open),
+    ] {
+        if let Some(v) = get_some(e, key) {
+            *slot = boolean(cx.diag, v, &p(key))?;
+        }
+    }
+    s.sysctls = labels(cx.diag, get(e, "sysctls"), &p("sysctls"))?;
+    if let Some(v) = get_some(e, "ulimits") {
+        s.ulimits = ulimits(cx, v, &p("ulimits"))?;
+    }
+    if let Some(v) = get_some(e, "logging") {
+        let lf = p("logging");
+        let le = fields(cx.diag, v, &lf, &[("driver", K::Ok), ("options", K::Ok)])?;
+        s.logging = Some(Logging {
+            driver: opt_string(cx.diag, get(le, "driver"), &sub(&lf, "driver"))?,
+            options: labels(cx.diag, get(le, "options"), &sub(&lf, "options"))?,
+        });
+    }
+    if let Some(v) = get(e, "deploy") {
+        s.deploy = crate::deploy::deploy(cx, v, &p("deploy"))?;
+    }
+    if s.deploy.endpoint_mode == EndpointMode::Dnsrr {
+        if let Some(i) = s.ports.iter().position(|pc| pc.mode == PortMode::Ingress) {
+            let pos = get(e, "ports").map(|v| v.pos).unwrap_or(k.pos);
+            return Err(cx.diag.invalid(
+                pos,
+                &idx(&p("ports"), i),
+                "a port published in ingress mode cannot be used with endpoint_mode dnsrr (use mode: host)",
+            ));
+        }
+    }
+    Ok(s)
+}
+
+/// `command`/`entrypoint`: a list, or a string split like a shell would. `null`
+/// means "not set".
+fn command(diag: &Diag, n: &Node, f: &str) -> Result<Option<Vec<String>>> {
+    match &n.value {
+        Value::Null => Ok(None),
+        Value::Str { text, .. } => shlex::split(text)
+            .map(Some)
+            .ok_or_else(|| diag.invalid(n.pos, f, format!("unbalanced quotes in {text:?}"))),
+        Value::Seq(_) => str_list(diag, n, f, false).map(Some),
+        Value::Map(_) => Err(diag.invalid(
+            n.pos,
+            f,
+            "expected a string or a list of strings, found a mapping",
+        )),
+    }
+}
+
+/// env_file entries first, then `environment` over them; sorted by key.
+fn environment(cx: &mut Cx, e: &[(Key, Node)], f: &str) -> Result<Vec<String>> {
+    let mut vars: BTreeMap<String, Option<String>> = BTreeMap::new();
+    if let Some(n) = get_some(e, "env_file") {
+        let ef = sub(f, "env_file");
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        for (i, it) in items.into_iter().enumerate() {
+            let itf = if matches!(n.value, Value::Seq(_)) {
+                idx(&ef, i)
+            } else {
+                ef.clone()
+            };
+            let (path_node, required) = match &it.value {
+                Value::Map(_) => {
+                    let m = fields(
+                        cx.diag,
+                        it,
+                        &itf,
+                        &[
+                            ("path", K::Ok),
+                            ("required", K::Ok),
+                            ("format", K::Warn(": only the default format is read")),
+                        ],
+                    )?;
+                    let Some(pn) = get_some(m, "path") else {
+                        return Err(cx.diag.invalid(it.pos, &itf, "path is required"));
+                    };
+                    let req = match get_some(m, "required") {
+                        Some(r) => boolean(cx.diag, r, &sub(&itf, "required"))?,
+                        None => true,
+                    };
+                    (pn, req)
+                }
+                _ => (it, true),
+            };
+            let path = host_path(cx, path_node, &itf)?;
+            let text = match crate::read_capped(&path) {
+                Ok(t) => t,
+                Err(StackError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && !required =>
+                {
+                    continue
+                }
+                Err(StackError::Io { source, .. }) => {
+                    return Err(cx.diag.invalid(
+                        path_node.pos,
+                        &itf,
+                        format!("cannot read env file {}: {source}", path.display()),
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
+            let entries = dotenv::parse(&text).map_err(|(line, message)| StackError::Invalid {
+                location: Location {
+                    file: path.clone(),
+                    line,
+                    col: 1,
+                },
+                field: itf.clone(),
+                message,
+            })?;
+            for (k, v) in dotenv::resolve(&entries, cx.env) {
+                vars.insert(k, Some(v));
+            }
+        }
+    }
+    if let Some(n) = get(e, "environment") {
+        for (k, v) in kv(cx.diag, n, &sub(f, "environment"))? {
+            // No value: taken from the deploying environment when set there.
+            let v = v.or_else(|| cx.env.get(&k).cloned());
+            vars.insert(k, v);
+        }
+    }
+    Ok(vars
+        .into_iter()
+        .map(|(k, v)| v.map(|v| format!("{k}={v}")).unwrap_or(k))
+        .collect())
+}
+
+fn parse_port_number(s: &str) -> std::result::Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("invalid port {s:?}")),
+    }
+}
+
+fn parse_port_range(s: &str) -> std::result::Result<(u16, u16), String> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (parse_port_number(a)?, parse_port_number(b)?);
+            if b < a {
+                return Err(format!("invalid port range {s:?}"));
+            }
+            Ok((a, b))
+        }
+        None => parse_port_number(s).map(|p| (p, p)),
+    }
+}
+
+fn parse_protocol(s: &str) -> std::result::Result<Protocol, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        "sctp" => Ok(Protocol::Sctp),
+        _ => Err(format!(
+            "invalid protocol {s:?} (expected tcp, udp or sctp)"
+        )),
+    }
+}
+
+/// Short port syntax: `[HOST_IP:][PUBLISHED[-END]:]TARGET[-END][/PROTOCOL]`, with an
+/// IPv6 host address in brackets. Ranges expand to one entry per port.
+pub(crate) fn parse_short_port(spec: &str) -> std::result::Result<Vec<PortConfig>, String> {
+    let (rest, protocol) = match spec.rsplit_once('/') {
+        Some((r, p)) => (r, parse_protocol(p)?),
+        None => (spec, Protocol::Tcp),
+    };
+    let (host_ip, rest) = if let Some(r) = rest.strip_prefix('[') {
+        let (ip, r) = r
+            .split_once("]:")
+            .ok_or_else(|| format!("invalid port {spec:?}"))?;
+        (Some(ip.to_string()), r)
+    } else {
+        let parts: Vec<&str> = rest.split(':').collect();
+        match parts.len() {
+            1 | 2 => (None, rest),
+            3 => (
+                Some(parts[0].to_string()),
+                rest.split_once(':').map(|x| x.1).unwrap_or(rest),
+            ),
+            _ => {
+                return Err(format!(
+                    "invalid port {spec:?} (put an IPv6 host address in brackets)"
+                ))
+            }
+        }
+    };
+    if let Some(ip) = &host_ip {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!("invalid host IP {ip:?} in port {spec:?}"));
+        }
+    }
+    let (published, target) = match rest.split_once(':') {
+        Some((p, t)) => (
+            if p.is_empty() {
+                None
+            } else {
+                Some(parse_port_range(p)?)
+            },
+            parse_port_range(t)?,
+        ),
+        None => (None, parse_port_range(rest)?),
+    };
+    let count = target.1 - target.0;
+    if let Some(p) = published {
+        if p.1 - p.0 != count {
+            return Err(format!(
+                "invalid port {spec:?}: the published and target ranges differ in size"
+            ));
+        }
+    }
+    Ok((0..=count)
+        .map(|i| PortConfig {
+            target: target.0 + i,
+            published: published.map(|p| p.0 + i),
+            protocol,
+            mode: PortMode::Ingress,
+            host_ip: host_ip.clone(),
+            ..Default::default()
+        })
+        .collect())
+}
+
+fn ports(diag: &mut Diag, n: &Node, f: &str) -> Result<Vec<PortConfig>> {
+    let Value::Seq(items) = &n.value else {
+        return Err(diag.invalid(
+            n.pos,
+            f,
+            format!("expected a list of ports, found {}", n.describe()),
+        ));
+    };
+    let mut out: Vec<PortConfig> = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let pf = idx(f, i);
+        let new = match &it.value {
+            Value::Str { text, .. } => {
+                parse_short_port(text).map_err(|m| diag.invalid(it.pos, &pf, m))?
+            }
+            Value::Map(_) => vec![long_port(diag, it, &pf)?],
+            _ => {
+                return Err(diag.invalid(
+                    it.pos,
+                    &pf,
+                    format!("expected a port, found {}", it.describe()),
+                ))
+            }
+        };
+        for pc in new {
+            if let Some(p) = pc.published {
+                if out
+                    .iter()
+                    .any(|o| o.published == Some(p) && o.protocol == pc.protocol)
+                {
+                    return Err(diag.invalid(
+                        it.pos,
+                        &pf,
+                        format!("port {p}/{} is published twice", pc.protocol),
+                    ));
+                }
+            }
+            out.push(pc);
+        }
+    }
+    Ok(out)
+}
+
+fn long_port(diag: &mut Diag, n: &Node, f: &str) -> Result<PortConfig> {
+    let e = fields(
+        diag,
+        n,
+        f,
+        &[
+            ("target", K::Ok),
+            ("published", K::Ok),
+            ("host_ip", K::Ok),
+            ("protocol", K::Ok),
+            ("mode", K::Ok),
+            ("name", K::Ok),
+            ("app_protocol", K::Ok),
+        ],
+    )?;
+    let port = |n: &Node, f: &str| -> Result<u16> {
+        let t = scalar(diag, n, f, "a port number")?;
+        parse_port_number(t.trim()).map_err(|m| diag.invalid(n.pos, f, m))
+    };
+    let Some(t) = get_some(e, "target") else {
+        return Err(diag.invalid(n.pos, f, "target is required"));
+    };
+    let mut pc = PortConfig {
+        target: port(t, &sub(f, "target"))?,
+        ..Default::default()
+    };
+    if let Some(p) = get_some(e, "published") {
+        let pf = sub(f, "published");
+        if !scalar(diag, p, &pf, "a port number")?.is_empty() {
+            pc.published = Some(port(p, &pf)?);
+        }
+    }
+    if let Some(p) = get_some(e, "protocol") {
+        let pf = sub(f, "protocol");
+        pc.protocol = parse_protocol(scalar(diag, p, &pf, "a protocol")?)
+            .map_err(|m| diag.invalid(p.pos, &pf, m))?;
+    }
+    if let Some(m) = get_some(e, "mode") {
+        let mf = sub(f, "mode");
+        pc.mode = match scalar(diag, m, &mf, "a port mode")? {
+            "ingress" => PortMode::Ingress,
+            "host" => PortMode::Host,
+            other => {
+                return Err(diag.invalid(
+                    m.pos,
+                    &mf,
+                    format!("invalid mode {other:?} (expected ingress or host)"),
+                ))
+            }
+        };
+    }
+    if let Some(ip) = get_some(e, "host_ip") {
+        let hf = sub(f, "host_ip");
+        let t = string(diag, ip, &hf)?;
+        if t.parse::<std::net::IpAddr>().is_err() {
+            return Err(diag.invalid(ip.pos, &hf, format!("invalid IP address {t:?}")));
+        }
+        pc.host_ip = Some(t);
+    }
+    pc.name = opt_string(diag, get(e, "name"), &sub(f, "name"))?;
+    pc.app_protocol = opt_string(diag, get(e, "app_protocol"), &sub(f, "app_protocol"))?;
+    Ok(pc)
+}
+
+fn check_target(diag: &Diag, n: &Node, f: &str, target: &str) -> Result<()> {
+    if !target.starts_with('/') {
+        return Err(diag.invalid(
+            n.pos,
+            f,
+            format!("mount target {target:?} must be an absolute path"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_host_path(s: &str) -> bool {
+    s.starts_with('/') || s.starts_with('.') || s.starts_with('~')
+}
+
+fn volume_ref(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, name: &str) -> Result<()> {
+    if !spec.volumes.contains_key(name) {
+        return Err(cx.diag.invalid(
+            n.pos,
+            f,
+            format!("undefined volume {name:?} (declare it in the top-level volumes section)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Short volume syntax: `TARGET`, `SOURCE:TARGET[:OPTIONS]` or `TARGET:ro`.
+fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Result<Mount> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let is_mode = |s: &str| s.split(',').all(|o| matches!(o, "ro" | "rw"));
+    let (source, target, opts) = match parts.as_slice() {
+        [t] => (None, *t, None),
+        [t, o] if t.starts_with('/') && is_mode(o) => (None, *t, Some(*o)),
+        [s, t] => (Some(*s), *t, None),
+        [s, t, o] => (Some(*s), *t, Some(*o)),
+        _ => {
+            return Err(cx.diag.invalid(
+                n.pos,
+                f,
+                format!("invalid volume {text:?} (expected SOURCE:TARGET[:MODE])"),
+            ))
+        }
+    };
+    check_target(cx.diag, n, f, target)?;
+    let mut m = Mount {
+        target: target.to_string(),
+        ..Default::default()
+    };
+    match source {
+        Some("") => {
+            return Err(cx
+                .diag
+                .invalid(n.pos, f, format!("invalid volume {text:?}")))
+        }
+        Some(s) if is_host_path(s) => {
+            m.kind = MountKind::Bind;
+            let p = resolve_host_path(cx, s).map_err(|e| cx.diag.invalid(n.pos, f, e))?;
+            m.source = Some(p.to_string_lossy().into_owned());
+        }
+        Some(s) => {
+            volume_ref(cx, spec, n, f, s)?;
+            m.kind = MountKind::Volume;
+            m.source = Some(s.to_string());
+        }
+        None => m.kind = MountKind::Volume,
+    }
+    for o in opts.into_iter().flat_map(|o| o.split(',')) {
+        match o {
+            "ro" => m.read_only = true,
+            "rw" => m.read_only = false,
+            "nocopy" if m.kind == MountKind::Volume => {
+                m.volume.get_or_insert_with(Default::default).nocopy = true
+            }
+            "z" | "Z" if m.kind == MountKind::Bind => {
+                m.bind.get_or_insert_with(Default::default).selinux = Some(o.to_string())
+            }
+            "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate"
+                if m.kind == MountKind::Bind =>
+            {
+                m.bind.get_or_insert_with(Default::default).propagation = Some(o.to_string())
+            }
+            "cached" | "delegated" | "consistent" => m.consistency = Some(o.to_string()),
+            other => {
+                return Err(cx.diag.invalid(
+                    n.pos,
+                    f,
+                    format!("invalid volume option {other:?} in {text:?}"),
+                ));
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn long_mount(cx: &mut Cx, spec: &StackSpec, n: &Node, f: &str) -> Result<Mount> {
+    let e = fields(
+        cx.diag,
+        n,
+        f,
+        &[
+            ("type", K::Ok),
+            ("source", K::Ok),
+            ("target", K::Ok),
+            ("read_only", K::Ok),
+            ("consistency", K::Ok),
+            ("bind", K::Ok),
+            ("volume", K::Ok),
+            ("tmpfs", K::Ok),
+            ("image", K::Warn("")),
+        ],
+    )?;
+    let Some(tn) = get_some(e, "type") else {
+        return Err(cx
+            .diag
+            .invalid(n.pos, f, "type is required (volume, bind or tmpfs)"));
+    };
+    let tf = sub(f, "type");
+    let kind = match scalar(cx.diag, tn, &tf, "a mount type")? {
+        "volume" => MountKind::Volume,
+        "bind" => MountKind::Bind,
+        "tmpfs" => MountKind::Tmpfs,
+        other => {
+            return Err(cx.diag.invalid(
+                tn.pos,
+                &tf,
+                format!("unsupported mount type {other:?} (expected volume, bind or tmpfs)"),
+            ))
+        }
+    };
+    let Some(target_node) = get_some(e, "target") else {
+        return Err(cx.diag.invalid(n.pos, f, "target is required"));
+    };
+    let target = string(cx.diag, target_node, &sub(f, "target"))?;
+    check_target(cx.diag, target_node, &sub(f, "target"), &target)?;
+    let mut m = Mount {
+        kind,
+        target,
+        ..Default::default()
+    };
+    let sf = sub(f, "source");
+    let source = get_some(e, "source");
+    match (kind, source) {
+        (MountKind::Bind, None) => {
+            return Err(cx
+                .diag
+                .invalid(n.pos, f, "source is required for a bind mount"))
+        }
+        (MountKind::Bind, Some(s)) => {
+            m.source = Some(host_path(cx, s, &sf)?.to_string_lossy().into_owned())
+        }
+        (MountKind::Volume, Some(s)) => {
+            let name = string(cx.diag, s, &sf)?;
+            volume_ref(cx, spec, s, &sf, &name)?;
+            m.source = Some(name);
+        }
+        (MountKind::Volume, None) => {}
+        (MountKind::Tmpfs, Some(s)) => {
+            return Err(cx.diag.invalid(s.pos, &sf, "a tmpfs mount takes no source"))
+        }
+        (MountKind::Tmpfs, None) => {}
+    }
+    if let Some(v) = get_some(e, "read_only") {
+        m.read_only = boolean(cx.diag, v, &sub(f, "read_only"))?;
+    }
+    m.consistency = opt_string(cx.diag, get(e, "consistency"), &sub(f, "consistency"))?;
+    let option_block = |cx: &mut Cx, key: &str, want: MountKind| -> Result<Option<&Node>> {
+        match get_some(e, key) {
+            Some(b) if kind != want => Err(cx.diag.invalid(
+                b.pos,
+                &sub(f, key),
+                format!("{key} options do not apply to a {kind:?} mount"),
+            )),
+            other => Ok(other),
+        }
+    };
+    if let Some(b) = option_block(cx, "bind", MountKind::Bind)? {
+        let bf = sub(f, "bind");
+        let be = fields(
+            cx.diag,
+            b,
+            &bf,
+            &[
+                ("propagation", K::Ok),
+                ("create_host_path", K::Ok),
+                ("selinux", K::Ok),
+            ],
+        )?;
+        let mut bo = BindOptions {
+            propagation: opt_string(cx.diag, get(be, "propagation"), &sub(&bf, "propagation"))?,
+            selinux: opt_string(cx.diag, get(be, "selinux"), &sub(&bf, "selinux"))?,
+            ..Default::default()
+        };
+        if let Some(c) = get_some(be, "create_host_path") {
+            bo.create_host_path = Some(boolean(cx.diag, c, &sub(&bf, "create_host_path"))?);
+        }
+        m.bind = Some(bo);
+    }
+    if let Some(b) = option_block(cx, "volume", MountKind::Volume)? {
+        let vf = sub(f, "volume");
+        let ve = fields(cx.diag, b, &vf, &[("nocopy", K::Ok), ("subpath", K::Ok)])?;
+        let mut vo = VolumeOptions {
+            subpath: opt_string(cx.diag, get(ve, "subpath"), &sub(&vf, "subpath"))?,
+            ..Default::default()
+        };
+        if let Some(c) = get_some(ve, "nocopy") {
+            vo.nocopy = boolean(cx.diag, c, &sub(&vf, "nocopy"))?;
+        }
+        m.volume = Some(vo);
+    }
+    if let Some(b) = option_block(cx, "tmpfs", MountKind::Tmpfs)? {
+        let tf = sub(f, "tmpfs");
+        let te = fields(cx.diag, b, &tf, &[("size", K::Ok), ("mode", K::Ok)])?;
+        let mut to = TmpfsOptions::default();
+        if let Some(s) = get_some(te, "size") {
+            to.size = Some(bytes(cx.diag, s, &sub(&tf, "size"))?);
+        }
+        if let Some(s) = get_some(te, "mode") {
+            to.mode = Some(file_mode(cx.diag, s, &sub(&tf, "mode"))?);
+        }
+        m.tmpfs = Some(to);
+    }
+    Ok(m)
+}
+
+fn mounts(cx: &mut Cx, spec: &StackSpec, n: &Node, f: &str) -> Result<Vec<Mount>> {
+    let Value::Seq(items) = &n.value else {
+        return Err(cx.diag.invalid(
+            n.pos,
+            f,
+            format!("expected a list of volumes, found {}", n.describe()),
+        ));
+    };
+    let mut out: Vec<Mount> = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let mf = idx(f, i);
+        let m = match &it.value {
+            Value::Str { text, .. } => short_mount(cx, spec, it, &mf, text)?,
+            Value::Map(_) => long_mount(cx, spec, it, &mf)?,
+            _ => {
+                return Err(cx.diag.invalid(
+                    it.pos,
+                    &mf,
+                    format!("expected a volume, found {}", it.describe()),
+                ))
+            }
+        };
+        if out.iter().any(|o| o.target == m.target) {
+            return Err(cx.diag.invalid(
+                it.pos,
+                &mf,
+                format!("duplicate mount target {:?}", m.target),
+            ));
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+fn service_networks(
+    cx: &mut Cx,
+    spec: &StackSpec,
+    n: Option<&Node>,
+    f: &str,
+) -> Result<BTreeMap<String, ServiceNetwork>> {
+    let mut out = BTreeMap::new();
+    let check = |cx: &Cx, pos: Pos, name: &str| -> Result<()> {
+        if name != "default" && !spec.networks.contains_key(name) {
+            return Err(cx.diag.invalid(
+                pos,
+                &sub(f, name),
+                format!(
+                    "undefined network {name:?} (declare it in the top-level networks section)"
+                ),
+            ));
+        }
+        Ok(())
+    };
+    match n.map(|n| (n, &n.value)) {
+        None | Some((_, Value::Null)) => {
+            out.insert("default".to_string(), ServiceNetwork::default());
+        }
+        Some((n, Value::Seq(items))) => {
+            let _ = n;
+            for (i, it) in items.iter().enumerate() {
+                let name = string(cx.diag, it, &idx(f, i))?;
+                check(cx, it.pos, &name)?;
+                out.insert(name, ServiceNetwork::default());
+            }
+        }
+        Some((n, Value::Map(entries))) => {
+            let _ = n;
+            for (k, v) in entries {
+                if k.name.starts_with("x-") {
+                    continue;
+                }
+                check(cx, k.pos, &k.name)?;
+                let nf = sub(f, &k.name);
+                let e = fields(
+                    cx.diag,
+                    v,
+                    &nf,
+                    &[
+                        ("aliases", K::Ok),
+                        ("ipv4_address", K::Ok),
+                        ("ipv6_address", K::Ok),
+                        ("priority", K::Warn("")),
+                        ("gw_priority", K::Warn("")),
+                        ("link_local_ips", K::Warn("")),
+                        ("mac_address", K::Warn("")),
+                        ("driver_opts", K::Warn("")),
+                        ("interface_name", K::Warn("")),
+                    ],
+                )?;
+                let mut sn = ServiceNetwork::default();
+                if let Some(a) = get(e, "aliases") {
+                    sn.aliases = str_list(cx.diag, a, &sub(&nf, "aliases"), false)?;
+                }
+                for (key, v4) in [("ipv4_address", true), ("ipv6_address", false)] {
+                    if let Some(a) = get_some(e, key) {
+                        let af = sub(&nf, key);
+                        let t = string(cx.diag, a, &af)?;
+                        let ok = if v4 {
+                            t.parse::<std::net::Ipv4Addr>().is_ok()
+                        } else {
+                            t.parse::<std::net::Ipv6Addr>().is_ok()
+                        };
+                        if !ok {
+                            return Err(cx.diag.invalid(
+                                a.pos,
+                                &af,
+                                format!("invalid address {t:?}"),
+                            ));
+                        }
+                        if v4 {
+                            sn.ipv4_address = Some(t);
+                        } else {
+                            sn.ipv6_address = Some(t);
+                        }
+                    }
+                }
+                out.insert(k.name.clone(), sn);
+            }
+        }
+        Some((n, _)) => {
+            return Err(cx.diag.invalid(
+                n.pos,
+                f,
+                format!("expected a list or a mapping, found {}", n.describe()),
+            ))
+        }
+    }
+    Ok(out)
+}
+
+fn healthcheck(cx: &mut Cx, n: &Node, f: &str) -> Result<Healthcheck> {
+    let e = fields(
+        cx.diag,
+        n,
+        f,
+        &[
+            ("test", K::Ok),
+            ("interval", K::Ok),
+            ("timeout", K::Ok),
+            ("retries", K::Ok),
+            ("start_period", K::Ok),
+            ("start_interval", K::Ok),
+            ("disable", K::Ok),
+        ],
+    )?;
+    let mut h = Healthcheck::default();
+    let disabled = match get_some(e, "disable") {
+        Some(d) => boolean(cx.diag, d, &sub(f, "disable"))?,
+        None => false,
+    };
+    if let Some(t) = get_some(e, "test") {
+        let tf = sub(f, "test");
+        h.test = match &t.value {
+            Value::Str { text, .. } => vec!["CMD-SHELL".to_string(), text.clone()],
+            _ => str_list(cx.diag, t, &tf, false)?,
+        };
+        match h.test.first().map(String::as_str) {
+            Some("CMD") if h.test.len() > 1 => {}
+            Some("CMD-SHELL") if h.test.len() == 2 => {}
+            Some("NONE") if h.test.len() == 1 => {}
+            _ => return Err(cx.diag.invalid(
+                t.pos,
+                &tf,
+                "expected a string, [\"CMD\", args...], [\"CMD-SHELL\", \"command\"] or [\"NONE\"]",
+            )),
+        }
+    }
+    for (key, slot) in [
+        ("interval", &mut h.interval),
+        ("timeout", &mut h.timeout),
+        ("start_period", &mut h.start_period),
+        ("start_interval", &mut h.start_interval),
+    ] {
+        if let Some(v) = get_some(e, key) {
+            *slot = Some(duration(cx.diag, v, &sub(f, key))?);
+        }
+    }
+    if let Some(v) = get_some(e, "retries") {
+        h.retries = Some(uint(cx.diag, v, &sub(f, "retries"))?);
+    }
+    if disabled {
+        if !h.test.is_empty() && h.test != ["NONE"] {
+            return Err(cx.diag.invalid(
+                n.pos,
+                &sub(f, "disable"),
+                "disable: true cannot be combined with test",
+            ));
+        }
+        h.test = vec!["NONE".to_string()];
+    }
+    Ok(h)
+}
+
+fn depends_on(
+    cx: &mut Cx,
+    refs: &mut Refs,
+    service: &str,
+    n: &Node,
+    f: &str,
+) -> Result<BTreeMap<String, Dependency>> {
+    let mut out = BTreeMap::new();
+    let default = Dependency {
+        condition: DependsCondition::ServiceStarted,
+        restart: false,
+        required: true,
+    };
+    match &n.value {
+        Value::Seq(items) => {
+            for (i, it) in items.iter().enumerate() {
+                let name = string(cx.diag, it, &idx(f, i))?;
+                refs.depends
+                    .push((service.to_string(), name.clone(), it.pos));
+                out.insert(name, default.clone());
+            }
+        }
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                let df = sub(f, &k.name);
+                let e = fields(
+                    cx.diag,
+                    v,
+                    &df,
+                    &[
+                        ("condition", K::Ok),
+                        ("restart", K::Ok),
+                        ("required", K::Ok),
+                    ],
+                )?;
+                let mut d = default.clone();
+                if let Some(c) = get_some(e, "condition") {
+                    let cf = sub(&df, "condition");
+                    d.condition = match scalar(cx.diag, c, &cf, "a condition")? {
+                        "service_started" => DependsCondition::ServiceStarted,
+                        "service_healthy" => DependsCondition::ServiceHealthy,
+                        "service_completed_successfully" => DependsCondition::ServiceCompletedSuccessfully,
+                        other => {
+                            return Err(cx.diag.invalid(
+                                c.pos,
+                                &cf,
+                                format!(
+                                    "invalid condition {other:?} (expected service_started, service_healthy or \
+                                     service_completed_successfully)"
+                                ),
+                            ))
+                        }
+                    };
+                }
+                if let Some(r) = get_some(e, "restart") {
+                    d.restart = boolean(cx.diag, r, &sub(&df, "restart"))?;
+                }
+                if let Some(r) = get_some(e, "required") {
+                    d.required = boolean(cx.diag, r, &sub(&df, "required"))?;
+                }
+                refs.depends
+                    .push((service.to_string(), k.name.clone(), k.pos));
+                out.insert(k.name.clone(), d);
+            }
+        }
+        _ => {
+            return Err(cx.diag.invalid(
+                n.pos,
+                f,
+                format!("expected a list or a mapping, found {}", n.describe()),
+            ))
+        }
+    }
+    if let Some(pos) = refs
+        .depends
+        .iter()
+        .find(|(s, d, _)| s == service && d == service)
+        .map(|x| x.2)
+    {
+        return Err(cx.diag.invalid(pos, f, "a service cannot depend on itself"));
+    }
+    Ok(out)
+}
+
+fn file_refs(
+    cx: &mut Cx,
+    spec: &StackSpec,
+    section: &str,
+    n: &Node,
+    f: &str,
+) -> Result<Vec<FileReference>> {
+    let Value::Seq(items) = &n.value else {
+        return Err(cx
+            .diag
+            .invalid(n.pos, f, format!("expected a list, found {}", n.describe())));
+    };
+    let is_secret = section == "secrets";
+    let mut out: Vec<FileReference> = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let rf = idx(f, i);
+        let (source, source_pos, target, uid, gid, mode) = match &it.value {
+            Value::Str { text, .. } => (text.clone(), it.pos, None, None, None, None),
+            Value::Map(_) => {
+                let e = fields(
+                    cx.diag,
+                    it,
+                    &rf,
+                    &[
+                        ("source", K::Ok),
+                        ("target", K::Ok),
+                        ("uid", K::Ok),
+                        ("gid", K::Ok),
+                        ("mode", K::Ok),
+                    ],
+                )?;
+                let Some(s) = get_some(e, "source") else {
+                    return Err(cx.diag.invalid(it.pos, &rf, "source is required"));
+                };
+                let mode = get_some(e, "mode")
+                    .map(|m| file_mode(cx.diag, m, &sub(&rf, "mode")))
+                    .transpose()?;
+                (
+                    string(cx.diag, s, &sub(&rf, "source"))?,
+                    s.pos,
+                    opt_string(cx.diag, get(e, "target"), &sub(&rf, "target"))?,
+                    opt_string(cx.diag, get(e, "uid"), &sub(&rf, "uid"))?,
+                    opt_string(cx.diag, get(e, "gid"), &sub(&rf, "gid"))?,
+                    mode,
+                )
+            }
+            _ => {
+                return Err(cx.diag.invalid(
+                    it.pos,
+                    &rf,
+                    format!("expected a name or a mapping, found {}", it.describe()),
+                ))
+            }
+        };
+        let known = if is_secret {
+            spec.secrets.contains_key(&source)
+        } else {
+            spec.configs.contains_key(&source)
+        };
+        if !known {
+            let what = if is_secret { "secret" } else { "config" };
+            return Err(cx.diag.invalid(
+                source_pos,
+                &rf,
+                format!(
+                    "undefined {what} {source:?} (declare it in the top-level {section} section)"
+                ),
+            ));
+        }
+        let target = match target {
+            Some(t) if t.starts_with('/') => t,
+            Some(t) if is_secret => format!("/run/secrets/{t}"),
+            Some(t) => format!("/{t}"),
+            None if is_secret => format!("/run/secrets/{source}"),
+            None => format!("/{source}"),
+        };
+        if out.iter().any(|o| o.target == target) {
+            return Err(cx
+                .diag
+                .invalid(it.pos, &rf, format!("duplicate target {target:?}")));
+        }
+        out.push(FileReference {
+            source,
+            target,
+            uid: uid.unwrap_or_else(|| "0".into()),
+            gid: gid.unwrap_or_else(|| "0".into()),
+            mode: mode.unwrap_or(0o444),
+        });
+    }
+    Ok(out)
+}
+
+fn extra_hosts(diag: &Diag, n: &Node, f: &str) -> Result<Vec<String>> {
+    let pairs: Vec<(String, String)> = match &n.value {
+        Value::Map(_) => kv(diag, n, f)?
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect(),
+        _ => {
+            let mut out = Vec::new();
+            for (i, s) in str_list(diag, n, f, false)?.into_iter().enumerate() {
+                // `host:ip` or `host=ip`; IPv6 addresses contain colons, so split once.
+                let split = s.split_once('=').or_else(|| s.split_once(':'));
+                let Some((h, ip)) = split else {
+                    let pos = match &n.value {
+                        Value::Seq(items) => items.get(i).map(|x| x.pos).unwrap_or(n.pos),
+                        _ => n.pos,
+                    };
+                    return Err(diag.invalid(
+                        pos,
+                        &idx(f, i),
+                        format!("invalid extra host {s:?} (expected HOST:IP)"),
+                    ));
+                };
+                out.push((h.to_string(), ip.to_string()));
+            }
+            out
+        }
+    };
+    Ok(pairs
+        .into_iter()
+        .map(|(h, ip)| format!("{h}:{}", ip.trim_start_matches('[').trim_end_matches(']')))
+        .collect())
+}
+
+fn ulimits(cx: &mut Cx, n: &Node, f: &str) -> Result<BTreeMap<String, Ulimit>> {
+    let mut out = BTreeMap::new();
+    let Value::Map(entries) = &n.value else {
+        return Err(cx.diag.invalid(
+            n.pos,
+            f,
+            format!("expected a mapping, found {}", n.describe()),
+        ));
+    };
+    for (k, v) in entries {
+        let uf = sub(f, &k.name);
+        let u = match &v.value {
+            Value::Map(_) => {
+                let e = fields(cx.diag, v, &uf, &[("soft", K::Ok), ("hard", K::Ok)])?;
+                let (Some(s), Some(h)) = (get_some(e, "soft"), get_some(e, "hard")) else {
+                    return Err(cx
+                        .diag
+                        .invalid(v.pos, &uf, "soft and hard are both required"));
+                };
+                Ulimit {
+                    soft: int(cx.diag, s, &sub(&uf, "soft"))?,
+                    hard: int(cx.diag, h, &sub(&uf, "hard"))?,
+                }
+            }
+            _ => {
+                let x = int(cx.diag, v, &uf)?;
+                Ulimit { soft: x, hard: x }
+            }
+        };
+        out.insert(k.name.clone(), u);
+    }
+    Ok(out)
+}

@@ -1,0 +1,873 @@
+//! End-to-end networking tests: real bridges, veths, nftables and namespaces, driven
+//! through the real binary as root. Every test checks that nothing of the agent's is
+//! left in the kernel afterwards (links, nft table, namespaces).
+
+mod common;
+
+use common::Agent;
+use std::net::{Ipv4Addr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+/// Docker's FORWARD DROP policy is host-wide: the coexistence test runs alone (write
+/// lock) and every other test of this file shares the read lock.
+static HOST_FIREWALL: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    HOST_FIREWALL.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A network namespace standing in for another host: a veth to the host namespace,
+/// 10.250.N.1 on the host side and 10.250.N.2 inside. Removed on drop.
+struct OutsideHost {
+    name: String,
+    host_if: String,
+    pub host_ip: String,
+}
+
+impl OutsideHost {
+    fn new() -> OutsideHost {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) + (std::process::id() % 200);
+        let n = n % 250;
+        let name = format!("skt-out-{}-{n}", std::process::id());
+        let host_if = format!("skto{}x{n}", std::process::id() % 100000);
+        let o = OutsideHost {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip: format!("10.250.{n}.1"),
+        };
+        sh(&format!("ip netns add {name}"));
+        sh(&format!(
+            "ip link add {host_if} type veth peer name eth0 netns {name}"
+        ));
+        sh(&format!(
+            "ip addr add 10.250.{n}.1/30 dev {host_if} && ip link set {host_if} up"
+        ));
+        sh(&format!(
+            "ip -n {name} addr add 10.250.{n}.2/30 dev eth0 && ip -n {name} link set eth0 up && ip -n {name} link set lo up"
+        ));
+        o
+    }
+
+    /// Runs a shell command inside the namespace; returns (success, stdout).
+    fn run(&self, cmd: &str) -> (bool, String) {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("ip netns exec");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for OutsideHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").args(["-c", cmd]).output().expect("sh");
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Starts busybox httpd serving "hello from NAME" on port 80.
+fn httpd(a: &Agent, extra: &[&str], name: &str) {
+    let script = format!(
+        "mkdir -p /www && echo hello from {name} > /www/index.html && exec httpd -f -p 80 -h /www"
+    );
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["busybox", "sh", "-c", &script]);
+    a.cmd(&args);
+}
+
+/// Asserts the kernel holds nothing of this agent's after it is gone.
+fn assert_clean(root: &std::path::Path) {
+    let (table, _) = common::network_names(root);
+    let links = common::network_links(root);
+    assert!(links.is_empty(), "links left behind: {links:?}");
+    let tables = sh("nft list tables");
+    assert!(!tables.contains(&table), "nft table {table} left behind");
+}
+
+/// Tears down the agent, then checks nothing is left.
+fn finish(a: Agent) {
+    let root = a.root.clone();
+    drop(a);
+    assert_clean(&root);
+}
+
+fn veths(a: &Agent) -> Vec<String> {
+    let (_, prefix) = common::network_names(&a.root);
+    common::network_links(&a.root)
+        .into_iter()
+        .filter(|l| l.starts_with(&format!("{prefix}v")))
+        .collect()
+}
+
+fn netns_files(a: &Agent) -> usize {
+    std::fs::read_dir(a.exec_root.join("netns"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn user_network_names_resolve_and_networks_are_isolated() {
+    let _shared = shared();
+    let a = Agent::start().with_busybox();
+    a.cmd(&["network", "create", "--subnet", "10.123.0.0/24", "front"]);
+    a.cmd(&["network", "create", "back"]);
+    httpd(
+        &a,
+        &[
+            "--network",
+            "front",
+            "--network-alias",
+            "web",
+            "--ip",
+            "10.123.0.50",
+        ],
+        "srv",
+    );
+    a.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "cli",
+        "--network",
+        "front",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    a.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "other",
+        "--network",
+        "back",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(
+        a.inspect("srv", "{{.NetworkSettings.Networks.front.IPAddress}}"),
+        "10.123.0.50"
+    );
+
+    // By name, alias and short ID, with ping and wget.
+    a.cmd(&["exec", "cli", "ping", "-c", "1", "-W", "3", "srv"]);
+    let id = a.inspect("srv", "{{.Id}}");
+    for host in ["srv", "web", &id[..12]] {
+        let out = a
+            .cmd(&[
+                "exec",
+                "cli",
+                "timeout",
+                "5",
+                "wget",
+                "-qO-",
+                &format!("http://{host}/"),
+            ])
+            .stdout;
+        assert_eq!(out.trim(), "hello from srv", "via {host}");
+    }
+    let resolv = a.cmd(&["exec", "cli", "cat", "/etc/resolv.conf"]).stdout;
+    assert!(resolv.contains("nameserver 10.123.0.1"), "{resolv}");
+
+    // Another network: neither the name nor the address is reachable.
+    let r = a.try_cmd(&["exec", "other", "nslookup", "srv"]);
+    assert!(
+        r.code != 0 || !r.stdout.contains("10.123.0.50"),
+        "resolved across networks: {}",
+        r.stdout
+    );
+    let r = a.try_cmd(&[
+        "exec",
+        "other",
+        "timeout",
+        "3",
+        "wget",
+        "-qO-",
+        "http://10.123.0.50/",
+    ]);
+    assert_ne!(
+        r.code, 0,
+        "reached a container on another network: {}",
+        r.stdout
+    );
+
+    // network inspect / ls show the attachment and IPAM usage.
+    let doc = a.cmd(&["network", "inspect", "front"]).stdout;
+    let v: serde_json::Value = serde_json::from_str(&doc).expect("json");
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], "10.123.0.0/24");
+    assert_eq!(v[0]["Containers"].as_object().map(|m| m.len()), Some(2));
+    assert_eq!(v[0]["IPAM"]["Usage"]["Allocated"], 2);
+    let ls = a
+        .cmd(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"])
+        .stdout;
+    for n in ["bridge bridge", "front bridge", "back bridge"] {
+        assert!(ls.lines().any(|l| l == n), "{n} missing from {ls}");
+    }
+
+    // A network with active endpoints cannot go; connect/disconnect work live.
+    let r = a.try_cmd(&["network", "rm", "front"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("active endpoints"), "{}", r.stderr);
+    a.cmd(&["network", "connect", "front", "other"]);
+    a.cmd(&[
+        "exec",
+        "other",
+        "timeout",
+        "5",
+        "wget",
+        "-qO-",
+        "http://srv/",
+    ]);
+    a.cmd(&["network", "disconnect", "front", "other"]);
+    let r = a.try_cmd(&[
+        "exec",
+        "other",
+        "timeout",
+        "3",
+        "wget",
+        "-qO-",
+        "http://10.123.0.50/",
+    ]);
+    assert_ne!(r.code, 0, "still connected after disconnect");
+
+    // Duplicate static IP is refused; removal frees addresses and links.
+    let r = a.try_cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "--ip",
+        "10.123.0.50",
+        "busybox",
+        "true",
+    ]);
+    assert_ne!(r.code, 0, "double allocation accepted");
+    a.cmd(&["rm", "-f", "srv", "cli", "other"]);
+    assert!(veths(&a).is_empty(), "veths left after rm: {:?}", veths(&a));
+    assert_eq!(netns_files(&a), 0);
+    let out = a.cmd(&["network", "prune", "-f"]).stdout;
+    assert!(out.contains("front") && out.contains("back"), "{out}");
+    finish(a);
+}
+
+#[test]
+fn internal_network_has_no_outside_route_and_bridge_does() {
+    let _shared = shared();
+    let a = Agent::start().with_busybox();
+    a.cmd(&["network", "create", "--internal", "sealed"]);
+    let routes = a
+        .cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            "sealed",
+            "busybox",
+            "ip",
+            "route",
+        ])
+        .stdout;
+    assert!(
+        !routes.contains("default"),
+        "internal network has a default route: {routes}"
+    );
+    let host_ip =
+        sh("ip -4 -o route get 192.0.2.123 2>/dev/null | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'");
+    let host_ip = host_ip.trim();
+    if !host_ip.is_empty() {
+        let r = a.try_cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            "sealed",
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            host_ip,
+        ]);
+        assert_ne!(r.code, 0, "internal network reached {host_ip}");
+    }
+    // The default network is `bridge`, with a default route and NAT.
+    let routes = a.cmd(&["run", "--rm", "busybox", "ip", "route"]).stdout;
+    assert!(routes.contains("default via"), "{routes}");
+    assert_eq!(
+        a.cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "ip",
+            "-o",
+            "link"
+        ])
+        .stdout
+        .lines()
+        .count(),
+        1
+    );
+    assert_eq!(netns_files(&a), 0);
+    assert!(veths(&a).is_empty());
+    finish(a);
+}
+
+#[test]
+fn published_ports_answer_from_outside_loopback_and_containers() {
+    let _shared = shared();
+    let a = Agent::start().with_busybox();
+    let out = OutsideHost::new();
+    httpd(
+        &a,
+        &["-p", "18080:80", "-p", "127.0.0.1:18081:80", "-p", "80"],
+        "web",
+    );
+    let ports = a.cmd(&["port", "web"]).stdout;
+    assert!(ports.contains("80/tcp -> 0.0.0.0:18080"), "{ports}");
+    assert!(ports.contains("80/tcp -> 127.0.0.1:18081"), "{ports}");
+    let ps = a.cmd(&["ps", "--format", "{{.Ports}}"]).stdout;
+    assert!(ps.contains("0.0.0.0:18080->80/tcp"), "{ps}");
+
+    // From another host (namespace), through DNAT.
+    let (ok, body) = out.run(&format!(
+        "busybox timeout 5 busybox wget -qO- http://{}:18080/",
+        out.host_ip
+    ));
+    assert!(
+        ok && body.trim() == "hello from web",
+        "outside host got {body:?}"
+    );
+    // 127.0.0.1-only publish is not reachable from outside.
+    let (ok, _) = out.run(&format!(
+        "busybox timeout 3 busybox wget -qO- http://{}:18081/",
+        out.host_ip
+    ));
+    assert!(!ok, "loopback-only port answered from outside");
+    // From the host itself: loopback and its own address.
+    for addr in [
+        "127.0.0.1:18080",
+        "127.0.0.1:18081",
+        &format!("{}:18080", out.host_ip),
+    ] {
+        let body = http_get(addr);
+        assert!(body.contains("hello from web"), "{addr}: {body:?}");
+    }
+    // The ephemeral port.
+    let eph = a.cmd(&["port", "web", "80"]).stdout;
+    let eph_port = eph
+        .lines()
+        .find_map(|l| l.strip_prefix("0.0.0.0:"))
+        .expect("ephemeral mapping")
+        .trim()
+        .to_string();
+    assert!(http_get(&format!("127.0.0.1:{eph_port}")).contains("hello from web"));
+    // From another container, on the host's address.
+    a.cmd(&["network", "create", "elsewhere"]);
+    let body = a
+        .cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            "elsewhere",
+            "busybox",
+            "timeout",
+            "5",
+            "wget",
+            "-qO-",
+            &format!("http://{}:18080/", out.host_ip),
+        ])
+        .stdout;
+    assert_eq!(body.trim(), "hello from web");
+
+    // A port already in use: clear error, exit 125, nothing half-made.
+    let before = (veths(&a).len(), netns_files(&a));
+    let r = a.try_cmd(&[
+        "run", "-d", "--name", "dup", "-p", "18080:80", "busybox", "sleep", "60",
+    ]);
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("port is already allocated"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!((veths(&a).len(), netns_files(&a)), before);
+
+    // Agent restart keeps the running container's wiring, and the ports answer again.
+    let mut a = a;
+    a.restart();
+    let (ok, body) = out.run(&format!(
+        "busybox timeout 5 busybox wget -qO- http://{}:18080/",
+        out.host_ip
+    ));
+    assert!(
+        ok && body.contains("hello from web"),
+        "after restart: {body:?}"
+    );
+    assert!(http_get("127.0.0.1:18080").contains("hello from web"));
+
+    a.cmd(&["rm", "-f", "web", "dup"]);
+    assert!(veths(&a).is_empty());
+    let rules = sh(&format!(
+        "nft list table inet {}",
+        common::network_names(&a.root).0
+    ));
+    assert!(
+        !rules.contains("dnat ip to"),
+        "DNAT rules left after rm: {rules}"
+    );
+    assert!(TcpStream::connect_timeout(
+        &"127.0.0.1:18080".parse().expect("addr"),
+        Duration::from_secs(1)
+    )
+    .is_err());
+    drop(out);
+    finish(a);
+}
+
+/// Runs `f` on a thread that has joined the network namespace at `path`.
+fn in_netns<T: Send + 'static>(
+    path: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// Sends `msg` to `addr` over UDP and returns the reply ("" on timeout).
+fn udp_roundtrip(addr: &str, msg: &[u8]) -> String {
+    let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.send_to(msg, addr).expect("send");
+    let mut buf = [0u8; 256];
+    match s.recv_from(&mut buf) {
+        Ok((n, _)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+#[test]
+fn udp_publish_works() {
+    let _shared = shared();
+    let a = Agent::start().with_busybox();
+    let out = OutsideHost::new();
+    // busybox has no UDP server: the test serves UDP inside the container's own
+    // network namespace (its SandboxKey) while the container sleeps.
+    a.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "udp1",
+        "-p",
+        "15353:5353/udp",
+        "-p",
+        "127.0.0.1:15354:5353/udp",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let sandbox = a.inspect("udp1", "{{.NetworkSettings.SandboxKey}}");
+    assert!(
+        sandbox.starts_with(&a.exec_root.to_string_lossy().to_string()),
+        "{sandbox}"
+    );
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = in_netns(&sandbox, move || {
+        let s = UdpSocket::bind("0.0.0.0:5353").expect("bind in container");
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        ready_tx.send(()).expect("ready");
+        let mut buf = [0u8; 256];
+        for _ in 0..2 {
+            if let Ok((n, peer)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&[b"echo:", &buf[..n]].concat(), peer);
+            }
+        }
+    });
+    ready_rx.recv().expect("server ready");
+    let target = format!("{}:15353", out.host_ip);
+    let reply = in_netns(&format!("/run/netns/{}", out.name), move || {
+        udp_roundtrip(&target, b"outside")
+    })
+    .join()
+    .expect("join");
+    assert_eq!(reply, "echo:outside", "UDP via DNAT from another host");
+    assert_eq!(
+        udp_roundtrip("127.0.0.1:15354", b"loop"),
+        "echo:loop",
+        "UDP via the loopback proxy"
+    );
+    server.join().expect("server");
+    drop(out);
+    finish(a);
+}
+
+/// A tiny DNS responder: answers every A query with `answer`.
+fn fake_dns(addr: &str, answer: Ipv4Addr) -> std::thread::JoinHandle<()> {
+    let sock = UdpSocket::bind(addr).expect("bind fake dns");
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            // Header: same ID, response + RD + RA, 1 question, 1 answer.
+            let mut r = buf[..n].to_vec();
+            r[2] = 0x81;
+            r[3] = 0x80;
+            r[6] = 0;
+            r[7] = 1;
+            r[8..12].copy_from_slice(&[0, 0, 0, 0]);
+            // Question ends after the name (zero byte) plus type and class.
+            let Some(end) = buf[12..n].iter().position(|b| *b == 0).map(|p| 12 + p + 5) else {
+                continue;
+            };
+            let qtype = u16::from_be_bytes([buf[end - 4], buf[end - 3]]);
+            r.truncate(end);
+            if qtype == 1 {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                r.extend_from_slice(&answer.octets());
+            } else {
+                r[7] = 0;
+            }
+            let _ = sock.send_to(&r, peer);
+        }
+    })
+}
+
+#[test]
+fn dns_forwards_unknown_names_to_configured_upstreams() {
+    let _shared = shared();
+    let mut a = Agent::start().with_busybox();
+    // Upstreams on loopback: reachable by the embedded DNS, which runs on the host.
+    let _agent_upstream = fake_dns("127.0.0.153:53", "192.0.2.77".parse().expect("ip"));
+    let _own_upstream = fake_dns("127.0.0.154:53", "192.0.2.88".parse().expect("ip"));
+    a.restart_with_config("dns: [127.0.0.153]\ndns_search: [corp.test]\n");
+    a.cmd(&["network", "create", "n"]);
+    let out = a
+        .cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            "n",
+            "busybox",
+            "nslookup",
+            "outside.example.",
+        ])
+        .stdout;
+    assert!(
+        out.contains("192.0.2.77"),
+        "agent-level upstream not used: {out}"
+    );
+    let out = a
+        .cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            "n",
+            "--dns",
+            "127.0.0.154",
+            "busybox",
+            "nslookup",
+            "outside.example.",
+        ])
+        .stdout;
+    assert!(out.contains("192.0.2.88"), "--dns upstream not used: {out}");
+    // resolv.conf shows the configuration.
+    let rc = a
+        .cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            "n",
+            "--dns-search",
+            "a.test",
+            "--dns-option",
+            "ndots:3",
+            "busybox",
+            "cat",
+            "/etc/resolv.conf",
+        ])
+        .stdout;
+    assert!(
+        rc.contains("search a.test") && rc.contains("options ndots:3"),
+        "{rc}"
+    );
+    let rc = a
+        .cmd(&["run", "--rm", "busybox", "cat", "/etc/resolv.conf"])
+        .stdout;
+    assert!(rc.contains("search corp.test"), "{rc}");
+    let rc = a
+        .cmd(&[
+            "run",
+            "--rm",
+            "--dns",
+            "192.0.2.53",
+            "busybox",
+            "cat",
+            "/etc/resolv.conf",
+        ])
+        .stdout;
+    assert!(rc.contains("nameserver 192.0.2.53"), "{rc}");
+    let hosts = a
+        .cmd(&[
+            "run",
+            "--rm",
+            "--add-host",
+            "db.local:10.1.2.3",
+            "busybox",
+            "cat",
+            "/etc/hosts",
+        ])
+        .stdout;
+    assert!(hosts.contains("10.1.2.3\tdb.local"), "{hosts}");
+    finish(a);
+}
+
+#[test]
+fn reconcile_removes_wiring_of_containers_gone_while_agent_was_down() {
+    let _shared = shared();
+    let mut a = Agent::start().with_busybox();
+    a.cmd(&[
+        "run", "-d", "--name", "ku", "-p", "18090:80", "busybox", "sleep", "300",
+    ]);
+    assert_eq!(veths(&a).len(), 1);
+    let pid = a.inspect("ku", "{{.State.Pid}}");
+    a.kill9();
+    // The container (and its shim) die while the agent is away.
+    let _ = Command::new("kill").args(["-9", &pid]).status();
+    let shims = sh(&format!(
+        "pgrep -f 'shim --task {}' || true",
+        a.exec_root.display()
+    ));
+    for p in shims.split_whitespace() {
+        let _ = Command::new("kill").args(["-9", p]).status();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    a.restart();
+    a.wait_until("stale veth removed", Duration::from_secs(10), || {
+        veths(&a).is_empty()
+    });
+    assert_eq!(netns_files(&a), 0);
+    let rules = sh(&format!(
+        "nft list table inet {}",
+        common::network_names(&a.root).0
+    ));
+    assert!(!rules.contains("dport 18090"), "stale DNAT kept: {rules}");
+    finish(a);
+}
+
+/// A plain HTTP GET from the host; returns the whole response.
+fn http_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&addr.parse().expect("addr"), Duration::from_secs(5))
+    else {
+        return String::from("connect failed");
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// A Docker daemon (Debian's docker.io) with its own state, for the coexistence test.
+/// Drop stops it and removes the iptables tables it made if they did not exist before.
+struct Dockerd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    tables_before: String,
+}
+
+impl Dockerd {
+    fn start() -> Option<Dockerd> {
+        if Command::new("dockerd").arg("--version").output().is_err() {
+            return None;
+        }
+        let tables_before = sh("nft list tables");
+        let dir = tempfile::Builder::new()
+            .prefix("skd")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let p = dir.path();
+        let log = std::fs::File::create(p.join("dockerd.log")).expect("log");
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(p.join("data"))
+            .arg("--exec-root")
+            .arg(p.join("exec"))
+            .arg("--pidfile")
+            .arg(p.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", p.join("docker.sock").display()))
+            .args([
+                "--bridge",
+                "none",
+                "--containerd-namespace",
+                "skiff-test",
+                "--iptables=true",
+            ])
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn dockerd");
+        let d = Dockerd {
+            child,
+            dir,
+            tables_before,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if sh("iptables -S FORWARD 2>/dev/null || true").contains("DOCKER-USER") {
+                return Some(d);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "dockerd did not set up iptables; log:\n{}",
+            std::fs::read_to_string(d.dir.path().join("dockerd.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("iptables")
+            .args(["-P", "FORWARD", "ACCEPT"])
+            .status();
+        for t in ["filter", "nat"] {
+            if !self.tables_before.contains(&format!("table ip {t}\n")) {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "ip", t])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let exec = self.dir.path().join("exec");
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let base = self.dir.path().to_string_lossy().into_owned();
+            let mut points: Vec<&str> = m
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&base))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _ = exec;
+    }
+}
+
+#[test]
+fn coexists_with_docker_forward_drop_and_firewall_reloads() {
+    let _alone = HOST_FIREWALL.write().unwrap_or_else(|p| p.into_inner());
+    let a = Agent::start().with_busybox();
+    let Some(_docker) = Dockerd::start() else {
+        eprintln!("dockerd is not installed (apt-get install docker.io): coexistence not tested");
+        return;
+    };
+    // Docker sets the policy to DROP when it turns forwarding on itself; make sure it is.
+    sh("iptables -P FORWARD DROP");
+    assert!(sh("iptables -S FORWARD").contains("-P FORWARD DROP"));
+    let out = OutsideHost::new();
+    a.cmd(&["network", "create", "co"]);
+    httpd(&a, &["--network", "co", "-p", "18085:80"], "cweb");
+    a.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "ccli",
+        "--network",
+        "co",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let check = |what: &str| {
+        let body = a
+            .cmd(&[
+                "exec",
+                "ccli",
+                "timeout",
+                "5",
+                "wget",
+                "-qO-",
+                "http://cweb/",
+            ])
+            .stdout;
+        assert_eq!(
+            body.trim(),
+            "hello from cweb",
+            "{what}: container to container"
+        );
+        let (ok, body) = out.run(&format!(
+            "busybox timeout 5 busybox wget -qO- http://{}:18085/",
+            out.host_ip
+        ));
+        assert!(
+            ok && body.contains("hello from cweb"),
+            "{what}: published port from outside: {body:?}"
+        );
+        // Outbound (masqueraded, forwarded to another interface).
+        a.cmd(&[
+            "exec",
+            "ccli",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "3",
+            &out.host_ip.replace(".1", ".2"),
+        ]);
+    };
+    check("with Docker's FORWARD DROP");
+    // A firewall reload that drops our table and our FORWARD rules: restored within 10s.
+    let (table, _) = common::network_names(&a.root);
+    sh(&format!("nft delete table inet {table}"));
+    common::cleanup_forward_rules(&table);
+    a.wait_until("firewall restored", Duration::from_secs(20), || {
+        sh("nft list tables").contains(&table)
+            && sh("iptables -S FORWARD").contains(&format!("skiff:{table}"))
+    });
+    check("after a firewall reload");
+    drop(out);
+    finish(a);
+}
