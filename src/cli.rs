@@ -198,6 +198,11 @@ pub enum Command {
     /// Example: skiff stack config -c app.yaml
     #[command(subcommand)]
     Stack(crate::commands::stack::StackCommand),
+    /// Manage services (managers only).
+    ///
+    /// Example: skiff service ls
+    #[command(subcommand)]
+    Service(crate::commands::service::ServiceCommand),
     /// Manage cluster nodes (managers only).
     ///
     /// Example: skiff node ls

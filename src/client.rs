@@ -42,17 +42,19 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
 }
 
 pub async fn connect(host: &str) -> Result<EngineClient<Channel>> {
+    Ok(EngineClient::new(channel(host).await?).max_decoding_message_size(64 << 20))
+}
+
+/// A gRPC channel to the agent at `host` (any of its services).
+pub async fn channel(host: &str) -> Result<Channel> {
     let path = match host.strip_prefix("unix://") {
         Some(p) => PathBuf::from(p),
         None => {
-            return Err(exit(
-                125,
-                format!("unsupported --host {host:?}: use unix:///path/to/skiff.sock"),
-            ));
+            return Err(exit(125, format!("unsupported --host {host:?}: use unix:///path/to/skiff.sock")));
         }
     };
     let p2 = path.clone();
-    let channel = Endpoint::try_from("http://skiff.local")?
+    Endpoint::try_from("http://skiff.local")?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let p = p2.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
@@ -66,6 +68,6 @@ pub async fn connect(host: &str) -> Result<EngineClient<Channel>> {
                     path.display()
                 ),
             )
-        })?;
-    Ok(EngineClient::new(channel).max_decoding_message_size(64 << 20))
+        })
 }
+

@@ -106,6 +106,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         return commands::stack::config(a);
     }
     match &cli.command {
+        Command::Stack(s) => return commands::stack::run(&cli.host, s).await,
+        Command::Service(s) => return commands::service::run(&cli.host, s).await,
         Command::Node(n) => return commands::cluster::node(&cli.host, n).await,
         Command::Cluster(n) => return commands::cluster::cluster(&cli.host, n).await,
         _ => {}
@@ -157,7 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => commands::stats::stats(c, a).await,
         Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => commands::stats::update(c, a).await,
         Command::System(s) => commands::stats::system(c, s).await,
-        Command::Stack(commands::stack::StackCommand::Config(a)) => commands::stack::config(a),
+        Command::Stack(_) | Command::Service(_) => Ok(0),
         Command::Container(ContainerCommand::Prune(a)) => commands::stats::container_prune(c, a).await,
         Command::Image(ImageCommand::Prune(a)) => commands::stats::image_prune(c, a).await,
     }

@@ -79,6 +79,8 @@ pub enum RaftError {
     ReadTimeout(Duration),
     #[error(transparent)]
     Rejected(#[from] ApplyError),
+    #[error("the cluster leader changed or was lost while the request was in flight (is a majority of managers down?); it may or may not be applied, retrying with the same request is safe")]
+    LeaderChanged,
     #[error("another membership change is still being applied; retry")]
     ConfChangeBusy,
     #[error("this manager was removed from the cluster")]
@@ -144,6 +146,8 @@ struct Node<T: Transport> {
     snapshot_index: u64,
     status: watch::Sender<RaftStatus>,
     removed: bool,
+    /// (leader, term) at the end of the previous loop turn.
+    last_leader: (u64, u64),
 }
 
 /// Opens the storage, restores the state machine and spawns the node's task.
@@ -200,6 +204,7 @@ pub fn start<T: Transport>(cfg: RaftConfig, bootstrap: Bootstrap, transport: Arc
         snapshot_index,
         status: status_tx,
         removed: false,
+        last_leader: (0, 0),
     };
     let span = tracing::info_span!("raft", raft_id = node.cfg.id);
     tokio::spawn(tracing::Instrument::instrument(
@@ -245,6 +250,15 @@ impl<T: Transport> Node<T> {
             self.propose_batch(batch);
             self.on_ready()?;
             self.maybe_snapshot()?;
+            // A proposal forwarded to a leader that is gone would only time out: fail it
+            // now as retryable (same request ID, so a retry cannot apply it twice).
+            let leader = (self.raw.raft.leader_id, self.raw.raft.term);
+            if leader != self.last_leader {
+                if self.last_leader.0 != 0 && self.raw.raft.state != StateRole::Leader {
+                    self.fail_all(|| RaftError::LeaderChanged);
+                }
+                self.last_leader = leader;
+            }
             self.publish();
         }
     }
@@ -277,6 +291,11 @@ impl<T: Transport> Node<T> {
                 }
             }
             Msg::ReadIndex(reply) => {
+                // raft-rs silently drops a read when no leader is known.
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(RaftError::NoLeader));
+                    return true;
+                }
                 self.read_seq += 1;
                 let ctx = format!("r{}-{}", self.cfg.id, self.read_seq).into_bytes();
                 self.raw.read_index(ctx.clone());
@@ -572,6 +591,9 @@ impl RaftHandle {
     /// Returns once this node's state machine reflects every write committed before the
     /// call (raft ReadIndex, confirmed by a quorum heartbeat round).
     pub async fn read_barrier(&self) -> Result<(), RaftError> {
+        if self.status().leader_id == 0 && self.wait_leader(self.timeout).await.is_none() {
+            return Err(RaftError::NoLeader);
+        }
         let (tx, rx) = oneshot::channel();
         self.tx.send(Msg::ReadIndex(tx)).map_err(|_| RaftError::Stopped)?;
         let index = self.wait(rx).await?;
@@ -618,7 +640,7 @@ impl RaftHandle {
             self.tx.send(Msg::ConfChange(cc, crate::state::new_id(), tx)).map_err(|_| RaftError::Stopped)?;
             match self.wait(rx).await {
                 Ok(o) => return Ok(o),
-                Err(e @ (RaftError::ConfChangeBusy | RaftError::Timeout(_) | RaftError::NoLeader)) => {
+                Err(e @ (RaftError::ConfChangeBusy | RaftError::Timeout(_) | RaftError::NoLeader | RaftError::LeaderChanged)) => {
                     if Instant::now() > deadline {
                         return Err(e);
                     }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod containers;
 pub mod error;
 pub mod events;
+pub mod executor;
 pub mod humanize;
 pub mod inspect;
 pub mod logs;
@@ -86,6 +87,19 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         Some(cc) => Some(skiff_controller::cluster::Cluster::start(cc.clone()).await?),
         None => None,
     };
+    // Orchestration: the reconciler (acts only while this manager leads) and the task
+    // executor that runs this node's share of the services.
+    if let Some(c) = &cluster {
+        if let Some(h) = c.raft() {
+            skiff_controller::orchestrator::runner::spawn(h.clone());
+            executor::Executor::spawn(containers.clone(), h, c.node_id());
+        }
+    }
+    let orchestrator_api = cluster.clone().map(|cluster| {
+        skiff_proto::orchestrator::orchestrator_server::OrchestratorServer::new(
+            skiff_controller::orchestrator::api::OrchestratorApi { cluster },
+        )
+    });
     let cluster_api = cluster.map(|cluster| {
         skiff_proto::cluster::cluster_server::ClusterServer::new(skiff_controller::cluster::api::ClusterApi { cluster })
     });
@@ -106,6 +120,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     tonic::transport::Server::builder()
         .add_service(skiff_proto::engine::engine_server::EngineServer::new(service).max_decoding_message_size(64 << 20))
         .add_optional_service(cluster_api)
+        .add_optional_service(orchestrator_api)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     let _ = std::fs::remove_file(&cfg.socket);

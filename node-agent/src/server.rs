@@ -137,7 +137,7 @@ fn exec_frames(m: ExecInput) -> Vec<Frame> {
     })
 }
 
-fn to_config(c: skiff_proto::engine::ContainerConfig) -> Result<ContainerConfig, AgentError> {
+pub(crate) fn to_config(c: skiff_proto::engine::ContainerConfig) -> Result<ContainerConfig, AgentError> {
     let (mounts, resources) = crate::volumes::parse_request(&c.binds, &c.mounts, &c.tmpfs, c.resources)?;
     let restart_policy = match c.restart_policy {
         Some(p) if !p.name.is_empty() => {

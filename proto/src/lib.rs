@@ -15,3 +15,9 @@ pub mod cluster {
     #![allow(clippy::all)]
     tonic::include_proto!("skiff.cluster.v1");
 }
+
+/// Stacks, services and tasks: the orchestration API managers serve.
+pub mod orchestrator {
+    #![allow(clippy::all)]
+    tonic::include_proto!("skiff.orchestrator.v1");
+}

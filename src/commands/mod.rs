@@ -6,6 +6,7 @@ pub mod containers;
 pub mod images;
 pub mod network;
 pub mod registry;
+pub mod service;
 pub mod stack;
 pub mod stats;
 pub mod stdio;

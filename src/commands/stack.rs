@@ -13,6 +13,61 @@ pub enum StackCommand {
     ///
     /// Example: skiff stack config -c app.yaml -c override.yaml --format json
     Config(ConfigArgs),
+    /// Deploy a new stack or update an existing one.
+    ///
+    /// Example: skiff stack deploy -c examples/hello/app.yaml --detach=false hello
+    #[command(alias = "up")]
+    Deploy(DeployArgs),
+    /// List stacks.
+    ///
+    /// Example: skiff stack ls
+    #[command(alias = "list")]
+    Ls,
+    /// List the services of a stack.
+    ///
+    /// Example: skiff stack services hello
+    Services(StackRef),
+    /// List the tasks of a stack.
+    ///
+    /// Example: skiff stack ps hello
+    Ps(StackPsArgs),
+    /// Remove a stack: its services, tasks and networks.
+    ///
+    /// Example: skiff stack rm hello
+    #[command(alias = "remove", alias = "down")]
+    Rm(StackRef),
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// Stack (Compose) file; repeat to merge several in order.
+    #[arg(short = 'c', long = "compose-file", required = true)]
+    pub compose_files: Vec<PathBuf>,
+    /// Remove services that are no longer in the file.
+    #[arg(long)]
+    pub prune: bool,
+    /// Return at once (true) or wait for convergence with live progress (false).
+    #[arg(long, default_value = "true", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub detach: bool,
+    /// How long --detach=false waits for convergence (e.g. 2m, 90s).
+    #[arg(long, default_value = "3m")]
+    pub timeout: String,
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StackRef {
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StackPsArgs {
+    /// Show only running/desired-running tasks (default shows history too).
+    #[arg(long)]
+    pub no_trunc: bool,
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    pub name: String,
 }
 
 #[derive(Args, Debug)]
@@ -91,5 +146,69 @@ pub fn config(a: &ConfigArgs) -> anyhow::Result<i32> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(0),
+    }
+}
+
+type Orch = skiff_proto::orchestrator::orchestrator_client::OrchestratorClient<tonic::transport::Channel>;
+
+pub async fn orchestrator(host: &str) -> anyhow::Result<Orch> {
+    Ok(Orch::new(crate::client::channel(host).await?))
+}
+
+fn parse_timeout(s: &str) -> anyhow::Result<std::time::Duration> {
+    skiff_stack::parse_go_duration(s).map_err(|e| crate::client::exit(125, format!("invalid --timeout {s:?}: {e}")))
+}
+
+/// Dispatches the stack commands that talk to a manager.
+pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
+    use crate::client::status;
+    use skiff_proto::orchestrator as pb;
+    let mut c = orchestrator(host).await?;
+    match cmd {
+        StackCommand::Config(a) => config(a),
+        StackCommand::Deploy(a) => {
+            if !skiff_stack::valid_stack_name(&a.name) {
+                return Err(crate::client::exit(125, format!("invalid stack name {:?}: use letters, digits, - and _", a.name)));
+            }
+            let timeout = parse_timeout(&a.timeout)?;
+            let spec = load(&a.compose_files, &a.name)?;
+            let r = c
+                .stack_deploy(pb::StackDeployRequest { stack_json: skiff_stack::to_json(&spec), prune: a.prune })
+                .await
+                .map_err(status)?
+                .into_inner();
+            for n in &r.networks {
+                println!("Creating network {n}");
+            }
+            for s in &r.created {
+                println!("Creating service {s}");
+            }
+            for s in &r.updated {
+                println!("Updating service {s}");
+            }
+            for s in &r.removed {
+                println!("Removing service {s}");
+            }
+            if a.detach {
+                return Ok(0);
+            }
+            super::service::wait_converged(&mut c, &a.name, timeout).await
+        }
+        StackCommand::Ls => {
+            let r = c.stack_list(pb::Empty {}).await.map_err(status)?.into_inner();
+            let mut rows = vec![vec!["NAME".to_string(), "SERVICES".to_string()]];
+            rows.extend(r.stacks.into_iter().map(|s| vec![s.name, s.services.to_string()]));
+            print!("{}", crate::output::align(&rows));
+            Ok(0)
+        }
+        StackCommand::Services(a) => super::service::print_services(&mut c, &a.name).await,
+        StackCommand::Ps(a) => super::service::print_tasks(&mut c, "", &a.name, a.quiet, a.no_trunc).await,
+        StackCommand::Rm(a) => {
+            let r = c.stack_remove(pb::StackRef { name: a.name.clone() }).await.map_err(status)?.into_inner();
+            for l in r.removed {
+                println!("{l}");
+            }
+            Ok(0)
+        }
     }
 }

@@ -479,9 +479,7 @@ impl Cluster {
     fn renew_due(&self) -> Result<Option<Duration>, ClusterError> {
         let der = ca::pem_to_der(&self.identity().cert_pem)?;
         let (_, not_after) = ca::cert_identity(&der)?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| ca::CaError::BadCert(e.to_string()))?;
-        let not_before = parsed.validity().not_before.to_datetime();
-        let life = (not_after - not_before).as_seconds_f64();
+        let life = self.cfg.cert_validity.as_secs_f64();
         let renew_at = not_after - time::Duration::seconds_f64(life * self.cfg.renew_fraction);
         let now = time::OffsetDateTime::now_utc();
         Ok(if now >= renew_at { None } else { Some(Duration::from_secs_f64((renew_at - now).as_seconds_f64())) })

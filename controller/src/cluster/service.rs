@@ -22,7 +22,7 @@ pub(crate) fn raft_status(e: crate::consensus::RaftError) -> Status {
     use crate::consensus::RaftError as E;
     use crate::state::ApplyError as A;
     match e {
-        E::NoLeader | E::Timeout(_) | E::ReadTimeout(_) | E::ConfChangeBusy | E::Stopped => Status::unavailable(e.to_string()),
+        E::NoLeader | E::Timeout(_) | E::ReadTimeout(_) | E::ConfChangeBusy | E::LeaderChanged | E::Stopped => Status::unavailable(e.to_string()),
         E::Rejected(A::NotFound { .. }) => Status::not_found(e.to_string()),
         E::Rejected(A::NameConflict { .. } | A::IdConflict { .. }) => Status::already_exists(e.to_string()),
         E::Rejected(A::VersionMismatch { .. }) => Status::failed_precondition(e.to_string()),

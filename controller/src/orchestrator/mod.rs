@@ -1,7 +1,10 @@
 //! Orchestration on top of the replicated state: services and tasks ([`types`]), and
 //! the reconciler that keeps tasks at their services' spec ([`reconcile`]).
 
+pub mod api;
 pub mod reconcile;
+pub mod runner;
+pub mod stack;
 pub mod types;
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 pub const KIND_SERVICE: &str = "service";
 pub const KIND_TASK: &str = "task";
+/// Cluster networks created by stacks (`stack::StackNetwork` specs).
+pub const KIND_NETWORK: &str = "network";
 
 /// One mount of a task's container.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -321,8 +321,8 @@ mod tests {
         let calls = f.calls.lock().expect("lock").clone();
         let script = calls
             .iter()
-            .filter_map(|c| c.1.clone())
-            .last()
+            .rev()
+            .find_map(|c| c.1.clone())
             .expect("script");
         assert!(script.contains(
             "insert rule ip filter FORWARD iifname \"skab*\" accept comment \"skiff:skiff-x\""

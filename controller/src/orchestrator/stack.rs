@@ -1,0 +1,173 @@
+//! Turns a parsed stack file (`skiff_stack::StackSpec`) into the services the
+//! controller stores: names are prefixed with the stack (`hello_web`), networks and
+//! named volumes likewise, and Swarm's labels mark what belongs to the stack.
+
+use super::types::*;
+use skiff_stack::spec as st;
+use std::collections::BTreeMap;
+
+pub const LABEL_STACK: &str = "com.docker.stack.namespace";
+
+fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn update_config(u: &st::UpdateConfig) -> UpdateConfig {
+    UpdateConfig {
+        parallelism: u.parallelism,
+        delay_ms: ms(u.delay),
+        failure_action: enum_str(&u.failure_action),
+        monitor_ms: ms(u.monitor),
+        max_failure_ratio: u.max_failure_ratio,
+        order: enum_str(&u.order),
+    }
+}
+
+/// The cluster-wide name of a stack network or volume.
+pub fn scoped(stack: &str, name: &str) -> String {
+    format!("{stack}_{name}")
+}
+
+/// A network the stack needs: its cluster name and driver.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StackNetwork {
+    pub name: String,
+    pub driver: String,
+    pub internal: bool,
+    pub attachable: bool,
+    pub subnet: Option<String>,
+    pub external: bool,
+    pub stack: String,
+}
+
+/// Converts every service of the stack.
+pub fn services(spec: &st::StackSpec) -> Vec<ServiceSpec> {
+    spec.services.iter().map(|(name, s)| service(spec, name, s)).collect()
+}
+
+/// The networks a stack declares (resolved names).
+pub fn networks(spec: &st::StackSpec) -> Vec<StackNetwork> {
+    spec.networks
+        .values()
+        .map(|n| StackNetwork {
+            name: n.name.clone(),
+            driver: n.driver.clone().unwrap_or_else(|| "overlay".into()),
+            internal: n.internal,
+            attachable: n.attachable,
+            subnet: n.ipam.as_ref().and_then(|i| i.config.first()).and_then(|p| p.subnet.clone()),
+            external: n.external,
+            stack: spec.name.clone(),
+        })
+        .collect()
+}
+
+fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec {
+    let stack = &spec.name;
+    let mut labels = s.deploy.labels.clone();
+    labels.insert(LABEL_STACK.into(), stack.clone());
+    let mut container_labels = s.labels.clone();
+    container_labels.insert(LABEL_STACK.into(), stack.clone());
+    let mounts = s
+        .volumes
+        .iter()
+        .map(|m| {
+            let kind = enum_str(&m.kind);
+            let source = match (&m.source, kind.as_str()) {
+                (Some(src), "volume") => match spec.volumes.get(src) {
+                    Some(v) => v.name.clone(),
+                    None => scoped(stack, src),
+                },
+                (Some(src), _) => src.clone(),
+                (None, _) => String::new(),
+            };
+            MountSpec { kind, source, target: m.target.clone(), read_only: m.read_only }
+        })
+        .collect();
+    let networks: BTreeMap<String, Vec<String>> = s
+        .networks
+        .iter()
+        .map(|(n, sn)| {
+            let cluster_name = spec.networks.get(n).map(|x| x.name.clone()).unwrap_or_else(|| scoped(stack, n));
+            let mut aliases = vec![name.to_string()];
+            aliases.extend(sn.aliases.iter().cloned());
+            (cluster_name, aliases)
+        })
+        .collect();
+    let limits = s.deploy.resources.limits.clone().unwrap_or_default();
+    let reservations = s.deploy.resources.reservations.clone().unwrap_or_default();
+    let rp = &s.deploy.restart_policy;
+    ServiceSpec {
+        name: scoped(stack, name),
+        stack: stack.clone(),
+        labels,
+        mode: match s.deploy.mode {
+            st::ServiceMode::Replicated { replicas } => Mode::Replicated { replicas },
+            st::ServiceMode::Global => Mode::Global,
+        },
+        template: TaskTemplate {
+            image: s.image.clone(),
+            entrypoint: s.entrypoint.clone(),
+            command: s.command.clone(),
+            env: s.environment.clone(),
+            labels: container_labels,
+            hostname: s.hostname.clone().unwrap_or_default(),
+            user: s.user.clone().unwrap_or_default(),
+            working_dir: s.working_dir.clone().unwrap_or_default(),
+            mounts,
+            networks,
+            limits: Limits {
+                nano_cpus: limits.nano_cpus.unwrap_or(0) as i64,
+                memory_bytes: limits.memory_bytes.unwrap_or(0) as i64,
+                pids: limits.pids.unwrap_or(0),
+            },
+            reservations: Limits {
+                nano_cpus: reservations.nano_cpus.unwrap_or(0) as i64,
+                memory_bytes: reservations.memory_bytes.unwrap_or(0) as i64,
+                pids: 0,
+            },
+            healthcheck: s.healthcheck.as_ref().filter(|h| !h.test.is_empty()).map(|h| Healthcheck {
+                test: h.test.clone(),
+                interval_ms: h.interval.map(ms).unwrap_or(30_000),
+                timeout_ms: h.timeout.map(ms).unwrap_or(30_000),
+                retries: h.retries.unwrap_or(3) as u32,
+                start_period_ms: h.start_period.map(ms).unwrap_or(0),
+            }),
+            stop_signal: s.stop_signal.clone().unwrap_or_default(),
+            stop_grace_period_ms: s.stop_grace_period.map(ms).unwrap_or(10_000),
+        },
+        placement: Placement {
+            constraints: s.deploy.placement.constraints.iter().map(|c| c.to_string()).collect(),
+            spread: s
+                .deploy
+                .placement
+                .preferences
+                .iter()
+                .map(|p| p.spread.to_string().trim_start_matches("node.labels.").to_string())
+                .collect(),
+            max_replicas_per_node: s.deploy.placement.max_replicas_per_node.unwrap_or(0) as u32,
+        },
+        restart_policy: RestartPolicy {
+            condition: enum_str(&rp.condition),
+            delay_ms: ms(rp.delay),
+            max_attempts: rp.max_attempts.unwrap_or(0),
+            window_ms: rp.window.map(ms).unwrap_or(0),
+        },
+        update_config: update_config(&s.deploy.update_config),
+        rollback_config: update_config(&s.deploy.rollback_config),
+        ports: s
+            .ports
+            .iter()
+            .map(|p| PortSpec {
+                target: p.target,
+                published: p.published.unwrap_or(0),
+                protocol: p.protocol.to_string(),
+                mode: enum_str(&p.mode),
+            })
+            .collect(),
+        endpoint_mode: enum_str(&s.deploy.endpoint_mode),
+    }
+}

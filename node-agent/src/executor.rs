@@ -1,0 +1,349 @@
+//! The task executor: makes the tasks the controller assigned to this node real through
+//! the local engine, and reports their state back
+//! (`assigned → starting → running → complete | failed | shutdown`).
+//!
+//! It is level-triggered: every pass compares the tasks assigned to this node with the
+//! containers labelled with task IDs, and converges them (start, health-check, stop,
+//! remove). Passes run after every cluster change and on a tick, so a missed event is
+//! never a lost task. Status goes back as an optimistic update of the task object; a
+//! conflict (the reconciler changed the task meanwhile) is retried on the next pass.
+
+use crate::containers::{Containers, CreateOptions};
+use skiff_controller::consensus::RaftHandle;
+use skiff_controller::orchestrator::reconcile::Stored;
+use skiff_controller::orchestrator::runner::{now_ms, read_world};
+use skiff_controller::orchestrator::{Desired, Task, TaskState, KIND_TASK};
+use skiff_controller::state::{Op, Proposal};
+use skiff_runtime::container::Status;
+use skiff_runtime::shim::frame::{read_frame, Frame};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tracing::Instrument;
+
+pub const LABEL_TASK: &str = "com.docker.swarm.task.id";
+pub const LABEL_SERVICE: &str = "com.docker.swarm.service.name";
+pub const LABEL_NODE: &str = "com.docker.swarm.node.id";
+
+/// Health-check bookkeeping per task.
+#[derive(Default, Clone)]
+struct Health {
+    last_run_ms: i64,
+    failures: u32,
+    verdict: String,
+}
+
+pub struct Executor {
+    containers: Arc<Containers>,
+    raft: RaftHandle,
+    node_id: String,
+    health: Mutex<HashMap<String, Health>>,
+}
+
+impl Executor {
+    pub fn spawn(containers: Arc<Containers>, raft: RaftHandle, node_id: String) {
+        let ex = Arc::new(Executor { containers, raft, node_id: node_id.clone(), health: Mutex::new(HashMap::new()) });
+        tokio::spawn(
+            async move {
+                let mut events = ex.raft.state().read().unwrap_or_else(|p| p.into_inner()).subscribe();
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    if ex.raft.is_stopped() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        r = events.recv() => {
+                            if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            while events.try_recv().is_ok() {}
+                        }
+                    }
+                    ex.pass().await;
+                }
+            }
+            .instrument(tracing::info_span!("executor", node_id = %node_id)),
+        );
+    }
+
+    fn my_tasks(&self) -> Vec<Stored<Task>> {
+        let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
+        let (_, tasks, _) = read_world(&sm);
+        tasks.into_iter().filter(|t| t.value.node_id == self.node_id).collect()
+    }
+
+    /// Containers of this node that belong to tasks: task ID → container ID.
+    fn task_containers(&self) -> HashMap<String, String> {
+        self.containers
+            .list()
+            .into_iter()
+            .filter_map(|e| e.record().config.labels.get(LABEL_TASK).map(|t| (t.clone(), e.id.clone())))
+            .collect()
+    }
+
+    async fn report(&self, t: &Stored<Task>, f: impl FnOnce(&mut Task)) {
+        let mut v = t.value.clone();
+        f(&mut v);
+        if v == t.value {
+            return;
+        }
+        v.status.timestamp_ms = now_ms();
+        let Ok(spec) = serde_json::to_vec(&v) else { return };
+        let op = Op::Update { kind: KIND_TASK.into(), id: t.id.clone(), spec, expected_version: t.version };
+        if let Err(e) = self.raft.propose(Proposal::new(vec![op])).await {
+            tracing::debug!(task_id = %t.id, error = %e, "task status not recorded; retrying next pass");
+        } else {
+            tracing::info!(task_id = %t.id, state = v.status.state.as_str(), "task state");
+        }
+    }
+
+    async fn pass(&self) {
+        let tasks = self.my_tasks();
+        let containers = self.task_containers();
+        let now = now_ms();
+        for t in &tasks {
+            let cid = containers.get(&t.id).cloned();
+            let span = tracing::info_span!("task", task_id = %t.id);
+            match (t.value.desired, t.value.status.state) {
+                (Desired::Running, s) if s <= TaskState::Assigned && !t.value.node_id.is_empty() => {
+                    if t.value.not_before_ms > now {
+                        continue;
+                    }
+                    self.start(t, cid).instrument(span).await;
+                }
+                (Desired::Running, TaskState::Starting | TaskState::Running) => {
+                    self.observe(t, cid, now).instrument(span).await;
+                }
+                (Desired::Shutdown, s) if !s.is_terminal() => {
+                    if let Some(c) = &cid {
+                        let grace = (t.value.template.stop_grace_period_ms / 1000).max(1) as u32;
+                        let _ = self.containers.stop(c, Some(grace)).await;
+                    }
+                    self.report(t, |v| {
+                        v.status.state = TaskState::Shutdown;
+                        v.status.message = "shutdown".into();
+                    })
+                    .instrument(span)
+                    .await;
+                }
+                _ => {}
+            }
+        }
+        // Containers of tasks that are finished, told to stop, or gone from the store.
+        for (task_id, cid) in &containers {
+            let keep = tasks
+                .iter()
+                .any(|t| &t.id == task_id && t.value.desired == Desired::Running && !t.value.status.state.is_terminal());
+            if !keep {
+                let running = self.containers.get(cid).map(|e| e.state().is_running()).unwrap_or(false);
+                let known = tasks.iter().any(|t| &t.id == task_id);
+                if !running || !known {
+                    let _ = self.containers.remove(cid, true).await;
+                    self.health.lock().await.remove(task_id);
+                }
+            }
+        }
+    }
+
+    async fn start(&self, t: &Stored<Task>, existing: Option<String>) {
+        if let Some(c) = existing {
+            // A previous pass created it but the report was lost: start (idempotent).
+            let _ = self.containers.remove(&c, true).await;
+        }
+        let tpl = &t.value.template;
+        let mut labels: std::collections::HashMap<String, String> = tpl.labels.clone().into_iter().collect();
+        labels.insert(LABEL_TASK.into(), t.id.clone());
+        labels.insert(LABEL_SERVICE.into(), t.value.service_name.clone());
+        labels.insert(LABEL_NODE.into(), self.node_id.clone());
+        // The first network carries the container; service names resolve as aliases.
+        let mut network_mode = String::from("bridge");
+        let mut aliases = Vec::new();
+        if let Some((net, al)) = tpl.networks.iter().next() {
+            if let Err(e) = self.ensure_network(net).await {
+                self.report(t, |v| {
+                    v.status.state = TaskState::Rejected;
+                    v.status.error = e.clone();
+                    v.status.message = "preparing failed".into();
+                })
+                .await;
+                return;
+            }
+            network_mode = net.clone();
+            aliases = al.clone();
+        }
+        let binds = tpl
+            .mounts
+            .iter()
+            .filter(|m| m.kind != "tmpfs" && !m.source.is_empty())
+            .map(|m| format!("{}:{}{}", m.source, m.target, if m.read_only { ":ro" } else { "" }))
+            .collect();
+        let tmpfs = tpl.mounts.iter().filter(|m| m.kind == "tmpfs").map(|m| m.target.clone()).collect();
+        let config = skiff_proto::engine::ContainerConfig {
+            image: tpl.image.clone(),
+            cmd: tpl.command.clone().unwrap_or_default(),
+            entrypoint_set: tpl.entrypoint.is_some(),
+            entrypoint: tpl.entrypoint.clone().unwrap_or_default(),
+            env: tpl.env.clone(),
+            working_dir: tpl.working_dir.clone(),
+            user: tpl.user.clone(),
+            hostname: tpl.hostname.clone(),
+            labels,
+            network_mode,
+            stop_signal: tpl.stop_signal.clone(),
+            stop_timeout: (tpl.stop_grace_period_ms / 1000) as i32,
+            binds,
+            tmpfs,
+            resources: Some(skiff_proto::engine::Resources {
+                memory: tpl.limits.memory_bytes,
+                nano_cpus: tpl.limits.nano_cpus,
+                pids_limit: tpl.limits.pids,
+                memory_reservation: tpl.reservations.memory_bytes,
+                ..Default::default()
+            }),
+            net: Some(skiff_proto::engine::NetworkOptions { aliases, ..Default::default() }),
+            ..Default::default()
+        };
+        let name = format!("{}.{}.{}", t.value.service_name, if t.value.slot > 0 { t.value.slot.to_string() } else { self.node_id[..self.node_id.len().min(12)].to_string() }, &t.id[..t.id.len().min(12)]);
+        let created = match crate::server::to_config(config) {
+            Ok(c) => self.containers.create(CreateOptions { name: Some(name), config: c, entrypoint_set: tpl.entrypoint.is_some() }).await,
+            Err(e) => Err(e),
+        };
+        let id = match created {
+            Ok((id, _)) => id,
+            Err(e) => {
+                let msg = e.to_string();
+                self.report(t, |v| {
+                    v.status.state = TaskState::Rejected;
+                    v.status.error = msg;
+                    v.status.message = "preparing failed".into();
+                })
+                .await;
+                return;
+            }
+        };
+        match self.containers.start(&id).await {
+            Ok(()) => {
+                self.report(t, |v| {
+                    v.status.state = TaskState::Running;
+                    v.status.message = "started".into();
+                    v.status.container_id = id.clone();
+                    v.status.health = if v.template.healthcheck.is_some() { "starting".into() } else { String::new() };
+                })
+                .await
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.report(t, |v| {
+                    v.status.state = TaskState::Failed;
+                    v.status.error = msg;
+                    v.status.message = "starting container failed".into();
+                    v.status.container_id = id.clone();
+                })
+                .await
+            }
+        }
+    }
+
+    async fn ensure_network(&self, name: &str) -> Result<(), String> {
+        if self.containers.networks.resolve(name).await.is_ok() {
+            return Ok(());
+        }
+        let req = crate::network::CreateNetwork {
+            name: name.into(),
+            driver: "bridge".into(),
+            labels: [("com.docker.stack.network".to_string(), "true".to_string())].into(),
+            ..Default::default()
+        };
+        match self.containers.networks.create(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if self.containers.networks.resolve(name).await.is_ok() => {
+                tracing::debug!(error = %e, "network created concurrently");
+                Ok(())
+            }
+            Err(e) => Err(format!("creating network {name}: {e}")),
+        }
+    }
+
+    /// Watches a running task: exits become complete/failed, health checks run.
+    async fn observe(&self, t: &Stored<Task>, cid: Option<String>, now: i64) {
+        let Some(cid) = cid else {
+            self.report(t, |v| {
+                v.status.state = TaskState::Failed;
+                v.status.error = "task container disappeared".into();
+            })
+            .await;
+            return;
+        };
+        let Ok(e) = self.containers.get(&cid) else { return };
+        let st = e.state();
+        if matches!(st.status, Status::Exited | Status::Dead) {
+            let code = st.exit_code;
+            self.report(t, |v| {
+                v.status.exit_code = code;
+                if code == 0 {
+                    v.status.state = TaskState::Complete;
+                    v.status.message = "finished".into();
+                } else {
+                    v.status.state = TaskState::Failed;
+                    v.status.error = format!("task: non-zero exit ({code})");
+                    v.status.message = "failed".into();
+                }
+            })
+            .await;
+            return;
+        }
+        let Some(hc) = t.value.template.healthcheck.clone() else { return };
+        if hc.test.first().map(|s| s == "NONE").unwrap_or(true) {
+            return;
+        }
+        let mut h = self.health.lock().await.get(&t.id).cloned().unwrap_or_default();
+        let started = st.started_at.map(|s| s.timestamp_millis()).unwrap_or(now);
+        let interval = hc.interval_ms.max(200) as i64;
+        if now - h.last_run_ms < interval {
+            return;
+        }
+        h.last_run_ms = now;
+        let argv: Vec<String> = match hc.test.first().map(String::as_str) {
+            Some("CMD-SHELL") => vec!["/bin/sh".into(), "-c".into(), hc.test[1..].join(" ")],
+            Some("CMD") => hc.test[1..].to_vec(),
+            _ => hc.test.clone(),
+        };
+        let ok = self.exec_status(&cid, argv, Duration::from_millis(hc.timeout_ms.max(500))).await == Some(0);
+        if ok {
+            h.failures = 0;
+            h.verdict = "healthy".into();
+        } else if now - started >= hc.start_period_ms as i64 {
+            h.failures += 1;
+            if h.failures >= hc.retries.max(1) {
+                h.verdict = "unhealthy".into();
+            }
+        }
+        let verdict = h.verdict.clone();
+        self.health.lock().await.insert(t.id.clone(), h);
+        if !verdict.is_empty() && verdict != t.value.status.health {
+            self.report(t, |v| v.status.health = verdict.clone()).await;
+            if verdict == "unhealthy" {
+                // Like Swarm: an unhealthy task is stopped and replaced.
+                let _ = self.containers.stop(&cid, Some(1)).await;
+            }
+        }
+    }
+
+    /// Runs a command in the container and returns its exit code (None on timeout).
+    async fn exec_status(&self, cid: &str, args: Vec<String>, timeout: Duration) -> Option<i32> {
+        let spec = skiff_runtime::shim::exec::ExecSpec { args, ..Default::default() };
+        let run = async {
+            let mut conn = self.containers.exec(cid, spec, false).await.ok()?;
+            while let Ok(Some(f)) = read_frame(&mut conn).await {
+                if let Frame::Exit { code, .. } = f {
+                    return Some(code);
+                }
+            }
+            None
+        };
+        tokio::time::timeout(timeout, run).await.ok().flatten()
+    }
+}
