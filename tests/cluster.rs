@@ -127,3 +127,30 @@ fn three_managers_failover_restart_and_worker_lifecycle() {
     assert!(!ms[0].cmd(&["node", "ls"]).contains(&wid));
 
 }
+
+#[test]
+fn worker_promoted_to_manager_and_demoted_back() {
+    common::require_root();
+    let m1 = Member::start(true, None);
+    let wtoken = m1.cmd(&["cluster", "join-token", "-q", "worker"]).trim().to_string();
+    let w = Member::start(true, Some((m1.port.expect("port"), wtoken)));
+    let wid = w.node_id();
+    m1.cmd(&["node", "promote", &wid]);
+    wait_until("promoted worker serves the cluster API", Duration::from_secs(15), || {
+        let o = w.try_cmd(&["node", "ls"]);
+        o.code == 0 && o.stdout.lines().filter(|l| l.contains("Reachable") || l.contains("Leader")).count() == 2
+    });
+    let info = m1.cmd(&["cluster", "info"]);
+    assert!(info.contains("Managers: 2"), "{info}");
+    m1.cmd(&["node", "demote", &wid]);
+    wait_until("demoted manager is a worker again", Duration::from_secs(15), || {
+        w.try_cmd(&["node", "ls"]).stderr.contains("not a swarm manager")
+    });
+    let ls = m1.cmd(&["node", "ls"]);
+    assert_eq!(ls.matches("Leader").count(), 1, "{ls}");
+    assert!(!ls.lines().any(|l| l.starts_with(&wid) && (l.contains("Reachable") || l.contains("Leader"))), "{ls}");
+    // The last manager cannot be demoted.
+    let o = m1.try_cmd(&["node", "demote", "self"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("last manager"), "{}", o.stderr);
+}

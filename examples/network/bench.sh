@@ -1,5 +1,9 @@
 #!/bin/bash
-# Networking benchmark: published-port (DNAT) vs direct throughput; start-time cost.
+# Networking benchmark (root; needs iperf3 and bc from apt): throughput through a
+# published port (nftables DNAT) against a direct routed connection to the container
+# IP, both from a separate network namespace acting as another host, in one run; and
+# the per-container start-time cost of the default bridge network over --network none.
+#   SKIFF=target/release/skiff T=10 N=20 examples/network/bench.sh
 set -u
 B=${SKIFF:-/work/targets/net/debug/skiff}
 D=$(mktemp -d /tmp/skbXXXX)
@@ -9,7 +13,10 @@ AP=$!
 cleanup() {
   $B $H rm -f ipf >/dev/null 2>&1
   kill -9 $AP; sleep 0.3
-  for l in $(ls /sys/class/net | grep "^$(ls /sys/class/net | grep -o '^sk[0-9a-f]\{5\}0$' | head -1 | cut -c1-7)"); do ip link del $l 2>/dev/null; done
+  # The agent's table and links are named after a hash of its --root.
+  h=$(printf %s "$D/root" | sha256sum | cut -c1-8)
+  nft delete table inet skiff-$h 2>/dev/null
+  for l in $(ls /sys/class/net | grep "^sk${h:0:5}"); do ip link del $l 2>/dev/null; done
   ip link del skbenchh 2>/dev/null; ip netns del skbench 2>/dev/null
   rm -rf $D
 }

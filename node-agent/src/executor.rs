@@ -25,6 +25,8 @@ use tracing::Instrument;
 pub const LABEL_TASK: &str = "com.docker.swarm.task.id";
 pub const LABEL_SERVICE: &str = "com.docker.swarm.service.name";
 pub const LABEL_NODE: &str = "com.docker.swarm.node.id";
+/// Marks local networks the executor made for a stack (removed with the stack).
+pub const LABEL_STACK_NETWORK: &str = "com.skiff.stack.network";
 
 /// Health-check bookkeeping per task.
 #[derive(Default, Clone)]
@@ -39,11 +41,19 @@ pub struct Executor {
     raft: RaftHandle,
     node_id: String,
     health: Mutex<HashMap<String, Health>>,
+    /// Tasks whose container is being stopped (stops run concurrently, off the pass).
+    stopping: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Executor {
     pub fn spawn(containers: Arc<Containers>, raft: RaftHandle, node_id: String) {
-        let ex = Arc::new(Executor { containers, raft, node_id: node_id.clone(), health: Mutex::new(HashMap::new()) });
+        let ex = Arc::new(Executor {
+            containers,
+            raft,
+            node_id: node_id.clone(),
+            health: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(Default::default()),
+        });
         tokio::spawn(
             async move {
                 let mut events = ex.raft.state().read().unwrap_or_else(|p| p.into_inner()).subscribe();
@@ -100,7 +110,7 @@ impl Executor {
         }
     }
 
-    async fn pass(&self) {
+    async fn pass(self: &Arc<Self>) {
         let tasks = self.my_tasks();
         let containers = self.task_containers();
         let now = now_ms();
@@ -118,20 +128,35 @@ impl Executor {
                     self.observe(t, cid, now).instrument(span).await;
                 }
                 (Desired::Shutdown, s) if !s.is_terminal() => {
-                    if let Some(c) = &cid {
-                        let grace = (t.value.template.stop_grace_period_ms / 1000).max(1) as u32;
-                        let _ = self.containers.stop(c, Some(grace)).await;
+                    if !self.stopping.lock().await.insert(t.id.clone()) {
+                        continue; // a stop is already in flight
                     }
-                    self.report(t, |v| {
-                        v.status.state = TaskState::Shutdown;
-                        v.status.message = "shutdown".into();
-                    })
-                    .instrument(span)
-                    .await;
+                    let me = self.clone();
+                    let t = t.clone();
+                    tokio::spawn(
+                        async move {
+                            if let Some(c) = &cid {
+                                let grace = (t.value.template.stop_grace_period_ms / 1000).max(1) as u32;
+                                let _ = me.containers.stop(c, Some(grace)).await;
+                            }
+                            // Re-read the task: its version moved while we waited.
+                            let fresh = me.my_tasks().into_iter().find(|x| x.id == t.id);
+                            if let Some(fresh) = fresh {
+                                me.report(&fresh, |v| {
+                                    v.status.state = TaskState::Shutdown;
+                                    v.status.message = "shutdown".into();
+                                })
+                                .await;
+                            }
+                            me.stopping.lock().await.remove(&t.id);
+                        }
+                        .instrument(span),
+                    );
                 }
                 _ => {}
             }
         }
+        self.prune_networks().await;
         // Containers of tasks that are finished, told to stop, or gone from the store.
         for (task_id, cid) in &containers {
             let keep = tasks
@@ -247,6 +272,22 @@ impl Executor {
         }
     }
 
+    /// Removes local networks made for stacks once the cluster no longer has them and
+    /// no container uses them.
+    async fn prune_networks(&self) {
+        let wanted: Vec<String> = {
+            let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
+            sm.list(skiff_controller::orchestrator::KIND_NETWORK).into_iter().map(|o| o.name).collect()
+        };
+        for (n, eps, ..) in self.containers.networks.list().await {
+            let ours = n.labels.get(LABEL_STACK_NETWORK).map(|v| v == "true").unwrap_or(false);
+            if ours && eps.is_empty() && !wanted.contains(&n.name) && self.containers.networks.remove(&n.id, &[]).await.is_ok() {
+                tracing::info!(network = %n.name, "removed stack network");
+                self.containers.events.emit("network", "destroy", &n.id, Default::default());
+            }
+        }
+    }
+
     async fn ensure_network(&self, name: &str) -> Result<(), String> {
         if self.containers.networks.resolve(name).await.is_ok() {
             return Ok(());
@@ -254,7 +295,7 @@ impl Executor {
         let req = crate::network::CreateNetwork {
             name: name.into(),
             driver: "bridge".into(),
-            labels: [("com.docker.stack.network".to_string(), "true".to_string())].into(),
+            labels: [(LABEL_STACK_NETWORK.to_string(), "true".to_string())].into(),
             ..Default::default()
         };
         match self.containers.networks.create(req).await {

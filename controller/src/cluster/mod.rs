@@ -369,6 +369,31 @@ impl Cluster {
         tracing::info!("this node left the raft group; it now runs as a worker");
     }
 
+    /// `node promote` recorded this worker as a manager with a raft ID: start raft and ask
+    /// to be added as a voter.
+    async fn become_manager(self: &Arc<Self>) {
+        if self.listen_addr().is_none() {
+            tracing::warn!("promoted to manager, but this agent has no --listen-addr; staying a worker");
+            return;
+        }
+        let me = self.node_id();
+        let Some(raft_id) = self.node_state().managers.iter().find(|(_, n, _)| *n == me).map(|m| m.0) else { return };
+        {
+            let mut n = self.node.write().unwrap_or_else(|p| p.into_inner());
+            n.role = Role::Manager;
+            n.raft_id = raft_id;
+        }
+        let _ = self.save_node();
+        let _ = std::fs::remove_dir_all(self.cfg.state_dir.join("raft"));
+        match self.start_raft(Bootstrap::Join).await {
+            Ok(_) => match self.request_voter().await {
+                Ok(()) => tracing::info!(raft_id, "promoted: now a manager"),
+                Err(e) => tracing::error!(error = %e, "promotion: could not join the raft group"),
+            },
+            Err(e) => tracing::error!(error = %e, "promotion: could not start raft"),
+        }
+    }
+
     /// Records a heartbeat (leader side).
     pub(crate) fn saw(&self, node_id: &str) {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(node_id.to_string(), Instant::now());
@@ -419,7 +444,7 @@ impl Cluster {
         }
     }
 
-    async fn heartbeat_stream(&self, addr: &str, me: &str) -> Result<(), tonic::Status> {
+    async fn heartbeat_stream(self: &Arc<Self>, addr: &str, me: &str) -> Result<(), tonic::Status> {
         let tls = tls::client_config(&self.identity().ca_pem, Some(&self.identity())).map_err(|e| tonic::Status::internal(e.to_string()))?;
         let ch = tls::channel(addr, tls).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = pb::membership_client::MembershipClient::new(ch);
@@ -441,6 +466,9 @@ impl Cluster {
             };
             if changed {
                 let _ = self.save_node();
+            }
+            if resp.desired_role == Role::Manager.as_str() && self.raft().is_none() {
+                self.become_manager().await;
             }
             // If we lead now, the stream to the old leader is pointless.
             if let Some(h) = self.raft() {

@@ -9,7 +9,7 @@ use raft::prelude::{Message, MessageType};
 use skiff_proto::cluster::raft_client::RaftClient;
 use skiff_proto::cluster::RaftBatch;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -21,7 +21,7 @@ pub struct GrpcTransport {
     addrs: RwLock<HashMap<u64, String>>,
     peers: Mutex<HashMap<u64, (String, mpsc::Sender<Message>)>>,
     tls: RwLock<Arc<rustls::ClientConfig>>,
-    raft: OnceLock<RaftHandle>,
+    raft: RwLock<Option<RaftHandle>>,
 }
 
 impl GrpcTransport {
@@ -30,12 +30,18 @@ impl GrpcTransport {
             addrs: RwLock::default(),
             peers: Mutex::default(),
             tls: RwLock::new(tls),
-            raft: OnceLock::new(),
+            raft: RwLock::new(None),
         })
     }
 
+    /// The raft node to report to (replaced when a demoted node is promoted again).
     pub fn set_raft(&self, h: RaftHandle) {
-        let _ = self.raft.set(h);
+        *self.raft.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn raft(&self) -> Option<RaftHandle> {
+        self.raft.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Replaces the TLS client identity (after a certificate renewal); new connections use it.
@@ -68,7 +74,7 @@ impl GrpcTransport {
             }
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        let raft = self.raft.get().cloned();
+        let raft = self.raft();
         tokio::spawn(peer_loop(to, addr.clone(), RaftClient::new(channel).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20), rx, raft));
         peers.insert(to, (addr, tx.clone()));
         Some(tx)
@@ -120,7 +126,7 @@ impl Transport for GrpcTransport {
                     }
                 }
                 None => {
-                    if let Some(r) = self.raft.get() {
+                    if let Some(r) = self.raft() {
                         r.report_unreachable(to);
                     }
                 }

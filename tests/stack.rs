@@ -1,0 +1,140 @@
+//! End-to-end stacks on the embedded one-node cluster: deploy with convergence, name
+//! resolution between services, scaling, a rolling update that fails its health check
+//! and rolls back, idempotent redeploys, and `stack rm` leaving nothing behind.
+
+mod common;
+use common::Agent;
+use std::time::Duration;
+
+const STACK: &str = r#"
+services:
+  web:
+    image: busybox:latest
+    command: ["sh", "-c", "echo web > /index.html; exec httpd -f -p 80 -h /"]
+    networks: [backend]
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"]
+      interval: 1s
+      timeout: 1s
+      retries: 2
+    stop_grace_period: 1s
+    deploy:
+      replicas: 2
+      update_config:
+        parallelism: 1
+        failure_action: rollback
+        monitor: 2s
+      restart_policy:
+        condition: on-failure
+        delay: 1s
+  api:
+    image: busybox:latest
+    command: ["sh", "-c", "echo api > /index.html; exec httpd -f -p 8080 -h /"]
+    volumes:
+      - data:/data
+    networks: [backend]
+networks:
+  backend: {}
+volumes:
+  data: {}
+"#;
+
+fn write_stack(a: &Agent, name: &str, text: &str) -> String {
+    let p = a.dir.path().join(name);
+    std::fs::write(&p, text).expect("write stack file");
+    p.to_string_lossy().into_owned()
+}
+
+fn services(a: &Agent, stack: &str) -> String {
+    a.cmd(&["stack", "services", stack]).stdout
+}
+
+#[test]
+fn stack_lifecycle_on_one_node() {
+    let a = Agent::start().with_busybox();
+    let file = write_stack(&a, "app.yaml", STACK);
+    let r = a.cmd(&["stack", "deploy", "-c", &file, "--detach=false", "--timeout", "60s", "demo"]);
+    assert!(r.stdout.contains("Creating service demo_web") && r.stdout.contains("converged"), "{}", r.stdout);
+    let svc = services(&a, "demo");
+    assert!(svc.contains("demo_web") && svc.contains("2/2"), "{svc}");
+    assert!(svc.contains("demo_api") && svc.contains("1/1"), "{svc}");
+
+    // Services reach each other by name over the stack network.
+    let web = a.cmd(&["ps", "-q", "--filter", "name=demo_web.1"]).stdout.trim().to_string();
+    assert!(!web.is_empty());
+    let r = a.cmd(&["exec", &web, "wget", "-q", "-O", "-", "http://api:8080/"]);
+    assert_eq!(r.stdout, "api\n");
+
+    // Deploying the same file again changes nothing.
+    let r = a.cmd(&["stack", "deploy", "-c", &file, "demo"]);
+    assert!(!r.stdout.contains("Updating"), "{}", r.stdout);
+
+    // Scale up and down.
+    a.cmd(&["service", "scale", "demo_web=4"]);
+    a.wait_until("4 replicas", Duration::from_secs(30), || services(&a, "demo").contains("4/4"));
+    a.cmd(&["service", "scale", "demo_web=1"]);
+    a.wait_until("1 replica", Duration::from_secs(30), || {
+        services(&a, "demo").contains("1/1") && a.cmd(&["ps", "-q", "--filter", "name=demo_web"]).stdout.lines().count() == 1
+    });
+
+    // A killed task is replaced by the restart policy.
+    let web = a.cmd(&["ps", "-q", "--filter", "name=demo_web"]).stdout.trim().to_string();
+    a.cmd(&["kill", &web]);
+    a.wait_until("replacement", Duration::from_secs(30), || {
+        let ids = a.cmd(&["ps", "-q", "--filter", "name=demo_web"]).stdout;
+        ids.lines().count() == 1 && !ids.contains(&web) && services(&a, "demo").contains("1/1")
+    });
+
+    // stack rm leaves no container or network behind.
+    a.cmd(&["stack", "rm", "demo"]);
+    a.wait_until("containers removed", Duration::from_secs(30), || a.cmd(&["ps", "-aq"]).stdout.trim().is_empty());
+    a.wait_until("network removed", Duration::from_secs(10), || !a.cmd(&["network", "ls"]).stdout.contains("demo_backend"));
+    assert!(a.cmd(&["stack", "ls"]).stdout.lines().count() <= 1);
+}
+
+#[test]
+fn failing_update_rolls_back() {
+    let a = Agent::start().with_busybox();
+    let file = write_stack(&a, "app.yaml", STACK);
+    a.cmd(&["stack", "deploy", "-c", &file, "--detach=false", "--timeout", "60s", "roll"]);
+    // The new version's server never answers: its health check fails.
+    let broken = STACK.replace("exec httpd -f -p 80 -h /\"]\n    networks", "exec sleep 1000\"]\n    networks");
+    assert_ne!(broken, STACK);
+    let file2 = write_stack(&a, "broken.yaml", &broken);
+    a.cmd(&["stack", "deploy", "-c", &file2, "roll"]);
+    a.wait_until("rollback", Duration::from_secs(90), || {
+        a.cmd(&["service", "inspect", "roll_web"]).stdout.contains("rollback_completed")
+    });
+    let tasks = a.cmd(&["service", "ps", "roll_web"]).stdout;
+    let running: Vec<&str> = tasks.lines().filter(|l| l.contains("Running ") && l.contains(" Running")).collect();
+    assert_eq!(running.len(), 2, "{tasks}");
+    let spec = a.cmd(&["service", "inspect", "roll_web"]).stdout;
+    assert!(spec.contains("exec httpd"), "rolled back to the working command: {spec}");
+}
+
+#[test]
+fn unplaceable_tasks_explain_why() {
+    let a = Agent::start().with_busybox();
+    let file = write_stack(
+        &a,
+        "c.yaml",
+        "services:\n  db:\n    image: busybox:latest\n    command: [sleep, '1000']\n    deploy:\n      placement:\n        constraints: [node.labels.zone==b]\n",
+    );
+    a.cmd(&["stack", "deploy", "-c", &file, "cons"]);
+    a.wait_until("pending reason", Duration::from_secs(15), || {
+        a.cmd(&["stack", "ps", "--no-trunc", "cons"]).stdout.contains("no node satisfies constraint node.labels.zone==b")
+    });
+    let r = a.try_cmd(&["stack", "deploy", "-c", &file, "--detach=false", "--timeout", "2s", "cons"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("did not converge"), "{}", r.stderr);
+}
+
+#[test]
+fn bad_stack_file_changes_nothing() {
+    let a = Agent::start().with_busybox();
+    let file = write_stack(&a, "bad.yaml", "services:\n  web:\n    image: busybox:latest\n    deploy:\n      replicas: three\n");
+    let r = a.try_cmd(&["stack", "deploy", "-c", &file, "bad"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("bad.yaml:5:") && r.stderr.contains("replicas"), "{}", r.stderr);
+    assert!(!a.cmd(&["stack", "ls"]).stdout.contains("bad"));
+}
