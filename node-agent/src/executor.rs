@@ -157,6 +157,7 @@ impl Executor {
             }
         }
         self.prune_networks().await;
+        self.publish_service_ports(&tasks, &containers).await;
         // Containers of tasks that are finished, told to stop, or gone from the store.
         for (task_id, cid) in &containers {
             let keep = tasks
@@ -269,6 +270,42 @@ impl Executor {
                 })
                 .await
             }
+        }
+    }
+
+    /// Publishes each service's ports on this node over its running local tasks (kernel
+    /// DNAT with round-robin; the cluster-wide routing mesh is the overlay's job).
+    async fn publish_service_ports(&self, tasks: &[Stored<Task>], containers: &HashMap<String, String>) {
+        let services = {
+            let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
+            read_world(&sm).0
+        };
+        let mut keep = std::collections::HashSet::new();
+        for svc in &services {
+            for p in svc.value.spec.ports.iter().filter(|p| p.published > 0) {
+                let Ok(proto) = p.protocol.parse::<skiff_runtime::network::Proto>() else { continue };
+                let mut backends = Vec::new();
+                for t in tasks.iter().filter(|t| {
+                    t.value.service_id == svc.id && t.value.desired == Desired::Running && t.value.status.state == TaskState::Running
+                }) {
+                    if let Some(cid) = containers.get(&t.id) {
+                        if let Some(ip) = self.containers.networks.primary_ip(cid).await {
+                            backends.push((ip, p.target));
+                        }
+                    }
+                }
+                backends.sort();
+                let key = format!("{}/{}/{}", svc.value.spec.name, proto, p.published);
+                if !backends.is_empty() {
+                    keep.insert(key);
+                }
+                if let Err(e) = self.containers.networks.set_service_port(&svc.value.spec.name, proto, p.published, backends).await {
+                    tracing::warn!(service = %svc.value.spec.name, port = p.published, error = %e, "publishing service port");
+                }
+            }
+        }
+        if let Err(e) = self.containers.networks.retain_service_ports(&keep).await {
+            tracing::warn!(error = %e, "unpublishing service ports");
         }
     }
 

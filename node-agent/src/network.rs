@@ -22,6 +22,7 @@ use skiff_runtime::fsutil;
 use skiff_runtime::network::dns::{self, DnsTable};
 use skiff_runtime::network::ipam::{self, Ipam, Pool};
 use skiff_runtime::network::nft::{self, FwNetwork, FwPort, FwState, Nft};
+use skiff_runtime::network::Proto;
 use skiff_runtime::network::{link, proxy, NetError, Network, PortBinding};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -113,6 +114,16 @@ struct NetState {
 struct Inner {
     nets: BTreeMap<String, NetState>,
     sandboxes: HashMap<String, Sandbox>,
+    /// Ports published by services (key: service name/protocol/port).
+    services: BTreeMap<String, ServicePort>,
+}
+
+/// A service's published port on this node: kernel DNAT over the backends, and a
+/// loopback proxy (TCP) that spreads 127.0.0.1 connections the same way.
+struct ServicePort {
+    fw: nft::FwService,
+    targets: Arc<RwLock<Vec<SocketAddr>>>,
+    proxy: Option<JoinHandle<()>>,
 }
 
 pub struct Networks {
@@ -127,6 +138,25 @@ pub struct Networks {
     nft: Box<dyn Nft>,
     inner: tokio::sync::Mutex<Inner>,
     dns: Arc<RwLock<DnsTable>>,
+}
+
+/// Serves loopback connections to a service port, rotating over its current targets.
+async fn serve_round_robin(l: tokio::net::TcpListener, targets: Arc<RwLock<Vec<SocketAddr>>>) {
+    let mut next = 0usize;
+    loop {
+        let Ok((mut inbound, _)) = l.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let target = targets.read().ok().and_then(|t| if t.is_empty() { None } else { Some(t[next % t.len()]) });
+        next = next.wrapping_add(1);
+        let Some(target) = target else { continue };
+        tokio::spawn(async move {
+            if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+            }
+        });
+    }
 }
 
 /// Table name and link prefix for an agent root: distinct per --root so agents coexist.
@@ -403,6 +433,7 @@ impl Networks {
                 });
             }
         }
+        fw.services = inner.services.values().map(|p| p.fw.clone()).collect();
         if let Ok(mut t) = self.dns.write() {
             *t = table;
         }
@@ -410,6 +441,71 @@ impl Networks {
         nft::ensure_forward_accept(self.nft.as_ref(), &self.table, &self.prefix)
             .map_err(net_err)?;
         Ok(())
+    }
+
+    /// The first address of a running container (its primary network).
+    pub async fn primary_ip(&self, container_id: &str) -> Option<Ipv4Addr> {
+        let inner = self.inner.lock().await;
+        inner.sandboxes.get(container_id).and_then(|sb| sb.attachments.first()).map(|a| a.ip)
+    }
+
+    /// Publishes (or updates) a service port with these backends; an empty list
+    /// unpublishes it. Connections spread round-robin over the backends.
+    pub async fn set_service_port(&self, service: &str, proto: Proto, port: u16, backends: Vec<(Ipv4Addr, u16)>) -> Result<()> {
+        let key = format!("{service}/{proto}/{port}");
+        let mut inner = self.inner.lock().await;
+        if backends.is_empty() {
+            if let Some(p) = inner.services.remove(&key) {
+                if let Some(h) = p.proxy {
+                    h.abort();
+                }
+                self.refresh_locked(&mut inner)?;
+            }
+            return Ok(());
+        }
+        let fw = nft::FwService { proto, port, backends: backends.clone() };
+        let addrs: Vec<SocketAddr> = backends.iter().map(|(ip, p)| SocketAddr::from((*ip, *p))).collect();
+        if let Some(existing) = inner.services.get_mut(&key) {
+            if existing.fw == fw {
+                return Ok(());
+            }
+            existing.fw = fw;
+            if let Ok(mut t) = existing.targets.write() {
+                *t = addrs;
+            }
+        } else {
+            let targets = Arc::new(RwLock::new(addrs));
+            let proxy = if proto == Proto::Tcp {
+                match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
+                    Ok(l) => Some(tokio::spawn(serve_round_robin(l, targets.clone()))),
+                    Err(e) => {
+                        tracing::warn!(port, error = %e, "loopback proxy for service port unavailable");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            inner.services.insert(key, ServicePort { fw, targets, proxy });
+        }
+        self.refresh_locked(&mut inner)
+    }
+
+    /// Unpublishes every service port whose key is not in `keep`.
+    pub async fn retain_service_ports(&self, keep: &HashSet<String>) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let gone: Vec<String> = inner.services.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for k in gone {
+            if let Some(p) = inner.services.remove(&k) {
+                if let Some(h) = p.proxy {
+                    h.abort();
+                }
+            }
+        }
+        self.refresh_locked(&mut inner)
     }
 
     fn find<'a>(inner: &'a Inner, key: &str) -> Result<&'a NetState> {

@@ -33,11 +33,40 @@ pub struct FwPort {
     pub container_port: u16,
 }
 
+/// A port published by a service: connections are spread over the backends (the
+/// service's tasks on this node) with `numgen`, in the kernel (no IPVS needed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FwService {
+    pub proto: Proto,
+    pub port: u16,
+    pub backends: Vec<(Ipv4Addr, u16)>,
+}
+
 /// Everything the table must express.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FwState {
     pub networks: Vec<FwNetwork>,
     pub ports: Vec<FwPort>,
+    pub services: Vec<FwService>,
+}
+
+/// The DNAT statement for a service port: one backend directly, several through a
+/// round-robin `numgen` map.
+pub fn service_dnat(svc: &FwService) -> Option<String> {
+    match svc.backends.as_slice() {
+        [] => None,
+        [(ip, port)] => Some(format!("{} dport {} dnat ip to {ip}:{port}", svc.proto, svc.port)),
+        many => {
+            let map: Vec<String> = many.iter().enumerate().map(|(i, (ip, port))| format!("{i} : {ip} . {port}")).collect();
+            Some(format!(
+                "{} dport {} dnat ip to numgen inc mod {} map {{ {} }}",
+                svc.proto,
+                svc.port,
+                many.len(),
+                map.join(", ")
+            ))
+        }
+    }
 }
 
 fn q(s: &str) -> String {
@@ -71,6 +100,11 @@ pub fn ruleset(table: &str, state: &FwState) -> String {
             "    {daddr}{} dport {} dnat ip to {}:{}",
             p.proto, p.host_port, p.container_ip, p.container_port
         );
+    }
+    for svc in &state.services {
+        if let Some(rule) = service_dnat(svc) {
+            let _ = writeln!(s, "    {rule}");
+        }
     }
     s.push_str("  }\n");
     s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump published\n  }\n");
@@ -356,5 +390,28 @@ mod tests {
             calls[1].1.as_deref(),
             Some("add table inet skiff-t\ndelete table inet skiff-t\n")
         );
+    }
+}
+
+#[cfg(test)]
+mod service_tests {
+    use super::*;
+
+    #[test]
+    fn services_round_robin_over_backends() {
+        let one = FwService { proto: Proto::Tcp, port: 8080, backends: vec![("10.0.0.2".parse().expect("ip"), 80)] };
+        assert_eq!(service_dnat(&one).as_deref(), Some("tcp dport 8080 dnat ip to 10.0.0.2:80"));
+        let two = FwService {
+            proto: Proto::Tcp,
+            port: 8080,
+            backends: vec![("10.0.0.2".parse().expect("ip"), 80), ("10.0.0.3".parse().expect("ip"), 80)],
+        };
+        assert_eq!(
+            service_dnat(&two).as_deref(),
+            Some("tcp dport 8080 dnat ip to numgen inc mod 2 map { 0 : 10.0.0.2 . 80, 1 : 10.0.0.3 . 80 }")
+        );
+        assert!(service_dnat(&FwService { proto: Proto::Tcp, port: 1, backends: vec![] }).is_none());
+        let state = FwState { services: vec![two], ..Default::default() };
+        assert!(ruleset("t", &state).contains("numgen inc mod 2"));
     }
 }
