@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, from a fresh Debian machine (as root): build Skiff, start an agent,
-# build the busybox example image, run the example web server published on a port,
-# and show it answering.
+# build the busybox example image, deploy the example stack (a replicated web tier
+# behind a published port, an api service it calls by name, a named volume) on the
+# embedded one-node cluster, and show it answering.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root (the agent creates namespaces, mounts and cgroups)" >&2; exit 1; }
@@ -19,11 +20,13 @@ echo "==> building the busybox image from busybox-static"
 examples/images/busybox/build.sh /tmp/skiff-busybox.tar >/dev/null
 skiff image import /tmp/skiff-busybox.tar busybox:latest -c 'CMD ["sh"]' >/dev/null
 skiff images
-echo "==> running the example web server"
-skiff rm -f hello-web >/dev/null 2>&1 || true
-skiff run -d --name hello-web --network host busybox httpd -f -p 8080 -h /var/www
-skiff ps
-for _ in $(seq 50); do curl -fsS http://127.0.0.1:8080/ >/dev/null 2>&1 && break; sleep 0.1; done
-echo "==> curl http://127.0.0.1:8080/"
-curl -fsS http://127.0.0.1:8080/
-echo "The agent keeps running; stop the example with: skiff rm -f hello-web"
+echo "==> deploying the example stack (examples/hello/app.yaml) on the embedded one-node cluster"
+skiff stack deploy -c examples/hello/app.yaml --detach=false --timeout 2m hello
+skiff stack services hello
+skiff stack ps hello
+for _ in $(seq 50); do curl -fsS http://127.0.0.1:8080/ >/dev/null 2>&1 && break; sleep 0.2; done
+echo "==> curl http://127.0.0.1:8080/  (three web replicas behind one published port)"
+for _ in 1 2 3; do curl -fsS http://127.0.0.1:8080/; done
+echo "==> curl http://127.0.0.1:8080/cgi-bin/api  (web calls the api service by name)"
+curl -fsS http://127.0.0.1:8080/cgi-bin/api
+echo "The agent keeps running; remove the stack with: skiff stack rm hello"

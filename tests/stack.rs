@@ -10,7 +10,8 @@ const STACK: &str = r#"
 services:
   web:
     image: busybox:latest
-    command: ["sh", "-c", "echo web > /index.html; exec httpd -f -p 80 -h /"]
+    command: ["sh", "-c", "hostname > /index.html; exec httpd -f -p 80 -h /"]
+    ports: ["PORT:80"]
     networks: [backend]
     healthcheck:
       test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"]
@@ -45,6 +46,17 @@ fn write_stack(a: &Agent, name: &str, text: &str) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// GET / on the host's loopback, returning the body.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
+}
+
 fn services(a: &Agent, stack: &str) -> String {
     a.cmd(&["stack", "services", stack]).stdout
 }
@@ -52,7 +64,7 @@ fn services(a: &Agent, stack: &str) -> String {
 #[test]
 fn stack_lifecycle_on_one_node() {
     let a = Agent::start().with_busybox();
-    let file = write_stack(&a, "app.yaml", STACK);
+    let file = write_stack(&a, "app.yaml", &STACK.replace("PORT", "18080"));
     let r = a.cmd(&["stack", "deploy", "-c", &file, "--detach=false", "--timeout", "60s", "demo"]);
     assert!(r.stdout.contains("Creating service demo_web") && r.stdout.contains("converged"), "{}", r.stdout);
     let svc = services(&a, "demo");
@@ -64,6 +76,15 @@ fn stack_lifecycle_on_one_node() {
     assert!(!web.is_empty());
     let r = a.cmd(&["exec", &web, "wget", "-q", "-O", "-", "http://api:8080/"]);
     assert_eq!(r.stdout, "api\n");
+
+    // The published port answers on the host, spread over the replicas.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..12 {
+        if let Some(body) = http_get(18080) {
+            seen.insert(body);
+        }
+    }
+    assert_eq!(seen.len(), 2, "both replicas answer through the published port: {seen:?}");
 
     // Deploying the same file again changes nothing.
     let r = a.cmd(&["stack", "deploy", "-c", &file, "demo"]);
@@ -95,11 +116,12 @@ fn stack_lifecycle_on_one_node() {
 #[test]
 fn failing_update_rolls_back() {
     let a = Agent::start().with_busybox();
-    let file = write_stack(&a, "app.yaml", STACK);
+    let stack = STACK.replace("PORT", "18081");
+    let file = write_stack(&a, "app.yaml", &stack);
     a.cmd(&["stack", "deploy", "-c", &file, "--detach=false", "--timeout", "60s", "roll"]);
     // The new version's server never answers: its health check fails.
-    let broken = STACK.replace("exec httpd -f -p 80 -h /\"]\n    networks", "exec sleep 1000\"]\n    networks");
-    assert_ne!(broken, STACK);
+    let broken = stack.replace("exec httpd -f -p 80 -h /\"]", "exec sleep 1000\"]");
+    assert_ne!(broken, stack);
     let file2 = write_stack(&a, "broken.yaml", &broken);
     a.cmd(&["stack", "deploy", "-c", &file2, "roll"]);
     a.wait_until("rollback", Duration::from_secs(90), || {
