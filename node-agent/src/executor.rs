@@ -12,7 +12,7 @@ use crate::containers::{Containers, CreateOptions};
 use skiff_controller::consensus::RaftHandle;
 use skiff_controller::orchestrator::reconcile::Stored;
 use skiff_controller::orchestrator::runner::{now_ms, read_world};
-use skiff_controller::orchestrator::{Desired, Task, TaskState, KIND_TASK};
+use skiff_controller::orchestrator::{Desired, Service, Task, TaskState, KIND_TASK};
 use skiff_controller::state::{Op, Proposal};
 use skiff_runtime::container::Status;
 use skiff_runtime::shim::frame::{read_frame, Frame};
@@ -36,9 +36,154 @@ struct Health {
     verdict: String,
 }
 
+/// What the executor sees of the cluster: this node's tasks, their services, and the
+/// cluster's network names.
+#[derive(Default, Clone)]
+pub struct View {
+    pub tasks: Vec<Stored<Task>>,
+    pub services: Vec<Stored<Service>>,
+    pub networks: Vec<String>,
+}
+
+/// Where tasks come from and where their state goes: the local state machine on a
+/// manager, the dispatcher stream on a worker.
+#[tonic::async_trait]
+pub trait Source: Send + Sync + 'static {
+    fn view(&self, node_id: &str) -> View;
+    async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String>;
+    /// Resolves after the next change (or a timeout the caller applies).
+    async fn changed(&self);
+}
+
+/// A manager's own state machine.
+pub struct LocalSource {
+    raft: RaftHandle,
+    events: Mutex<tokio::sync::broadcast::Receiver<Arc<skiff_controller::state::Event>>>,
+}
+
+impl LocalSource {
+    pub fn new(raft: RaftHandle) -> Arc<Self> {
+        let events = raft.state().read().unwrap_or_else(|p| p.into_inner()).subscribe();
+        Arc::new(Self { raft, events: Mutex::new(events) })
+    }
+}
+
+#[tonic::async_trait]
+impl Source for LocalSource {
+    fn view(&self, node_id: &str) -> View {
+        let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
+        let (services, tasks, _) = read_world(&sm);
+        View {
+            tasks: tasks.into_iter().filter(|t| t.value.node_id == node_id).collect(),
+            services,
+            networks: sm.list(skiff_controller::orchestrator::KIND_NETWORK).into_iter().map(|o| o.name).collect(),
+        }
+    }
+
+    async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String> {
+        let spec = serde_json::to_vec(task).map_err(|e| e.to_string())?;
+        let op = Op::Update { kind: KIND_TASK.into(), id: id.into(), spec, expected_version: version };
+        self.raft.propose(Proposal::new(vec![op])).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn changed(&self) {
+        let mut rx = self.events.lock().await;
+        let _ = rx.recv().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+/// A worker: the dispatcher stream from a manager over mutual TLS, reconnected (to the
+/// leader or another manager) whenever it breaks.
+pub struct RemoteSource {
+    cluster: Arc<skiff_controller::cluster::Cluster>,
+    view: std::sync::RwLock<View>,
+    notify: tokio::sync::Notify,
+}
+
+impl RemoteSource {
+    pub fn spawn(cluster: Arc<skiff_controller::cluster::Cluster>) -> Arc<Self> {
+        let me = Arc::new(Self { cluster, view: Default::default(), notify: tokio::sync::Notify::new() });
+        let bg = me.clone();
+        tokio::spawn(
+            async move {
+                loop {
+                    if let Err(e) = bg.stream().await {
+                        tracing::debug!(error = %e, "assignment stream ended; reconnecting");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            .instrument(tracing::info_span!("assignments")),
+        );
+        me
+    }
+
+    async fn stream(&self) -> Result<(), String> {
+        use skiff_proto::orchestrator::dispatcher_client::DispatcherClient;
+        let ch = self.cluster.manager_channel().map_err(|e| e.to_string())?;
+        let mut c = DispatcherClient::new(ch);
+        let mut s = c
+            .assignments(skiff_proto::orchestrator::AssignmentsRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), s.message())
+                .await
+                .map_err(|_| "no assignments for 10s".to_string())?
+                .map_err(|e| e.to_string())?;
+            let Some(set) = msg else { return Ok(()) };
+            let decode = |o: &skiff_proto::orchestrator::StoredObject| (o.id.clone(), o.version, o.json.clone());
+            let view = View {
+                tasks: set
+                    .tasks
+                    .iter()
+                    .map(decode)
+                    .filter_map(|(id, version, j)| serde_json::from_str(&j).ok().map(|value| Stored { id, version, value }))
+                    .collect(),
+                services: set
+                    .services
+                    .iter()
+                    .map(decode)
+                    .filter_map(|(id, version, j)| serde_json::from_str(&j).ok().map(|value| Stored { id, version, value }))
+                    .collect(),
+                networks: set.networks.clone(),
+            };
+            if let Ok(mut v) = self.view.write() {
+                *v = view;
+            }
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Source for RemoteSource {
+    fn view(&self, _node_id: &str) -> View {
+        self.view.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String> {
+        use skiff_proto::orchestrator::dispatcher_client::DispatcherClient;
+        let ch = self.cluster.manager_channel().map_err(|e| e.to_string())?;
+        let json = serde_json::to_string(task).map_err(|e| e.to_string())?;
+        DispatcherClient::new(ch)
+            .update_task(skiff_proto::orchestrator::StoredObject { id: id.into(), version, json })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.message().to_string())
+    }
+
+    async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
 pub struct Executor {
     containers: Arc<Containers>,
-    raft: RaftHandle,
+    source: Arc<dyn Source>,
     node_id: String,
     health: Mutex<HashMap<String, Health>>,
     /// Tasks whose container is being stopped (stops run concurrently, off the pass).
@@ -46,31 +191,21 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn spawn(containers: Arc<Containers>, raft: RaftHandle, node_id: String) {
+    pub fn spawn(containers: Arc<Containers>, source: Arc<dyn Source>, node_id: String) {
         let ex = Arc::new(Executor {
             containers,
-            raft,
+            source,
             node_id: node_id.clone(),
             health: Mutex::new(HashMap::new()),
             stopping: Mutex::new(Default::default()),
         });
         tokio::spawn(
             async move {
-                let mut events = ex.raft.state().read().unwrap_or_else(|p| p.into_inner()).subscribe();
                 let mut tick = tokio::time::interval(Duration::from_millis(500));
                 loop {
-                    if ex.raft.is_stopped() {
-                        return;
-                    }
                     tokio::select! {
                         _ = tick.tick() => {}
-                        r = events.recv() => {
-                            if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                                return;
-                            }
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            while events.try_recv().is_ok() {}
-                        }
+                        _ = ex.source.changed() => {}
                     }
                     ex.pass().await;
                 }
@@ -80,9 +215,7 @@ impl Executor {
     }
 
     fn my_tasks(&self) -> Vec<Stored<Task>> {
-        let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
-        let (_, tasks, _) = read_world(&sm);
-        tasks.into_iter().filter(|t| t.value.node_id == self.node_id).collect()
+        self.source.view(&self.node_id).tasks
     }
 
     /// Containers of this node that belong to tasks: task ID → container ID.
@@ -101,9 +234,7 @@ impl Executor {
             return;
         }
         v.status.timestamp_ms = now_ms();
-        let Ok(spec) = serde_json::to_vec(&v) else { return };
-        let op = Op::Update { kind: KIND_TASK.into(), id: t.id.clone(), spec, expected_version: t.version };
-        if let Err(e) = self.raft.propose(Proposal::new(vec![op])).await {
+        if let Err(e) = self.source.report(&t.id, t.version, &v).await {
             tracing::debug!(task_id = %t.id, error = %e, "task status not recorded; retrying next pass");
         } else {
             tracing::info!(task_id = %t.id, state = v.status.state.as_str(), "task state");
@@ -158,19 +289,30 @@ impl Executor {
         }
         self.prune_networks().await;
         self.publish_service_ports(&tasks, &containers).await;
-        // Containers of tasks that are finished, told to stop, or gone from the store.
+        // Containers of tasks that are finished, told to stop, or gone from the store
+        // (a task marked orphaned while this node was away still has its container).
         for (task_id, cid) in &containers {
             let keep = tasks
                 .iter()
                 .any(|t| &t.id == task_id && t.value.desired == Desired::Running && !t.value.status.state.is_terminal());
-            if !keep {
-                let running = self.containers.get(cid).map(|e| e.state().is_running()).unwrap_or(false);
-                let known = tasks.iter().any(|t| &t.id == task_id);
-                if !running || !known {
-                    let _ = self.containers.remove(cid, true).await;
-                    self.health.lock().await.remove(task_id);
-                }
+            if keep || !self.stopping.lock().await.insert(task_id.clone()) {
+                continue;
             }
+            let me = self.clone();
+            let (task_id, cid) = (task_id.clone(), cid.clone());
+            let grace = tasks
+                .iter()
+                .find(|t| t.id == task_id)
+                .map(|t| (t.value.template.stop_grace_period_ms / 1000).max(1) as u32)
+                .unwrap_or(10);
+            tokio::spawn(async move {
+                if me.containers.get(&cid).map(|e| e.state().is_running()).unwrap_or(false) {
+                    let _ = me.containers.stop(&cid, Some(grace)).await;
+                }
+                let _ = me.containers.remove(&cid, true).await;
+                me.health.lock().await.remove(&task_id);
+                me.stopping.lock().await.remove(&task_id);
+            });
         }
     }
 
@@ -276,10 +418,7 @@ impl Executor {
     /// Publishes each service's ports on this node over its running local tasks (kernel
     /// DNAT with round-robin; the cluster-wide routing mesh is the overlay's job).
     async fn publish_service_ports(&self, tasks: &[Stored<Task>], containers: &HashMap<String, String>) {
-        let services = {
-            let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
-            read_world(&sm).0
-        };
+        let services = self.source.view(&self.node_id).services;
         let mut keep = std::collections::HashSet::new();
         for svc in &services {
             for p in svc.value.spec.ports.iter().filter(|p| p.published > 0) {
@@ -312,10 +451,7 @@ impl Executor {
     /// Removes local networks made for stacks once the cluster no longer has them and
     /// no container uses them.
     async fn prune_networks(&self) {
-        let wanted: Vec<String> = {
-            let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
-            sm.list(skiff_controller::orchestrator::KIND_NETWORK).into_iter().map(|o| o.name).collect()
-        };
+        let wanted = self.source.view(&self.node_id).networks;
         for (n, eps, ..) in self.containers.networks.list().await {
             let ours = n.labels.get(LABEL_STACK_NETWORK).map(|v| v == "true").unwrap_or(false);
             if ours && eps.is_empty() && !wanted.contains(&n.name) && self.containers.networks.remove(&n.id, &[]).await.is_ok() {

@@ -90,10 +90,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     // Orchestration: the reconciler (acts only while this manager leads) and the task
     // executor that runs this node's share of the services.
     if let Some(c) = &cluster {
-        if let Some(h) = c.raft() {
-            skiff_controller::orchestrator::runner::spawn(h.clone());
-            executor::Executor::spawn(containers.clone(), h, c.node_id());
-        }
+        let source: Arc<dyn executor::Source> = match c.raft() {
+            Some(h) => {
+                skiff_controller::orchestrator::runner::spawn(h.clone());
+                executor::LocalSource::new(h)
+            }
+            None => executor::RemoteSource::spawn(c.clone()),
+        };
+        executor::Executor::spawn(containers.clone(), source, c.node_id());
     }
     let orchestrator_api = cluster.clone().map(|cluster| {
         skiff_proto::orchestrator::orchestrator_server::OrchestratorServer::new(

@@ -99,6 +99,8 @@ pub enum ClusterError {
     Raft(#[from] RaftError),
     #[error("joining {addr}: {message}")]
     Join { addr: String, message: String },
+    #[error("{0}")]
+    NoManager(String),
     #[error("binding the cluster port {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -246,11 +248,15 @@ impl Cluster {
         let server_cfg = tls::server_config(&self.identity())?;
         let incoming = tls::incoming(listener, server_cfg);
         let svc = service::ClusterPort { cluster: self.clone() };
+        let dispatcher_cluster = self.clone();
         tracing::info!(addr = %local, "cluster port listening (mutual TLS)");
         tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .add_service(pb::raft_server::RaftServer::new(svc.clone()).max_decoding_message_size(256 << 20))
                 .add_service(pb::membership_server::MembershipServer::new(svc))
+                .add_service(skiff_proto::orchestrator::dispatcher_server::DispatcherServer::new(
+                    crate::orchestrator::dispatcher::DispatcherApi { cluster: dispatcher_cluster },
+                ))
                 .serve_with_incoming(incoming)
                 .await;
             if let Err(e) = res {
@@ -406,6 +412,22 @@ impl Cluster {
             return None;
         }
         self.node_state().managers.iter().find(|(r, _, _)| *r == st.leader_id).map(|(_, _, a)| a.clone()).filter(|a| !a.is_empty())
+    }
+
+    /// A mutual-TLS channel to a manager (the leader when known, else any), for
+    /// node-side clients such as the task executor of a worker.
+    pub fn manager_channel(&self) -> Result<tonic::transport::Channel, ClusterError> {
+        let candidates: Vec<String> = match self.leader_addr() {
+            Some(a) => vec![a],
+            None => self.node_state().managers.iter().map(|(_, _, a)| a.clone()).filter(|a| !a.is_empty()).collect(),
+        };
+        let pick = rand::random::<u32>() as usize;
+        let addr = candidates
+            .get(pick % candidates.len().max(1))
+            .cloned()
+            .ok_or_else(|| ClusterError::NoManager("no manager address is known yet".into()))?;
+        let tls = tls::client_config(&self.identity().ca_pem, Some(&self.identity()))?;
+        Ok(tls::channel(&addr, tls)?)
     }
 
     /// One stream to the leader at a time; on any failure, try the next manager.

@@ -2,6 +2,7 @@
 //! the reconciler that keeps tasks at their services' spec ([`reconcile`]).
 
 pub mod api;
+pub mod dispatcher;
 pub mod reconcile;
 pub mod runner;
 pub mod stack;

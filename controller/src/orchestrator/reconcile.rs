@@ -186,12 +186,9 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
             match nodes.get(v.node_id.as_str()) {
                 None => p.shutdown(t, Some(TaskState::Orphaned), "node removed", now),
                 Some(n) if !node_ready(n) => p.shutdown(t, Some(TaskState::Orphaned), "node is down", now),
-                Some(n) if n.availability == Availability::Drain => {
-                    p.shutdown(t, Some(TaskState::Shutdown), "node is drained", now)
-                }
-                Some(n) if global && !eligible(n, &constraints) => {
-                    p.shutdown(t, Some(TaskState::Shutdown), "node no longer eligible", now)
-                }
+                // The node's agent stops these and reports their end.
+                Some(n) if n.availability == Availability::Drain => p.shutdown(t, None, "node is drained", now),
+                Some(n) if global && !eligible(n, &constraints) => p.shutdown(t, None, "node no longer eligible", now),
                 _ => {}
             }
         }

@@ -1,0 +1,112 @@
+//! The dispatcher: managers stream each node its assigned tasks over the cluster port
+//! (mutual TLS; the node is the one its certificate names) and accept task state
+//! updates back. Managers' own executors read the local state machine directly; this
+//! is how worker nodes get their share.
+
+use super::reconcile::Stored;
+use super::runner::read_world;
+use super::types::*;
+use crate::cluster::Cluster;
+use crate::state::{Op, Proposal};
+use crate::tls::PeerIdentity;
+use skiff_proto::orchestrator as pb;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone)]
+pub struct DispatcherApi {
+    pub cluster: Arc<Cluster>,
+}
+
+fn caller<T>(req: &Request<T>) -> Result<String, Status> {
+    req.extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.node_id.clone())
+        .ok_or_else(|| Status::unauthenticated("a client certificate from this cluster's CA is required"))
+}
+
+fn obj<T: serde::Serialize>(s: &Stored<T>) -> pb::StoredObject {
+    pb::StoredObject { id: s.id.clone(), version: s.version, json: serde_json::to_string(&s.value).unwrap_or_default() }
+}
+
+/// The assignment set of `node` in the current state.
+pub fn assignments(sm: &crate::state::StateMachine, node: &str) -> pb::AssignmentSet {
+    let (services, tasks, _) = read_world(sm);
+    let tasks: Vec<&Stored<Task>> = tasks.iter().filter(|t| t.value.node_id == node).collect();
+    let services = services.iter().filter(|s| tasks.iter().any(|t| t.value.service_id == s.id)).map(obj).collect();
+    pb::AssignmentSet {
+        tasks: tasks.into_iter().map(obj).collect(),
+        services,
+        networks: sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect(),
+    }
+}
+
+type AssignStream = Pin<Box<dyn futures::Stream<Item = Result<pb::AssignmentSet, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::dispatcher_server::Dispatcher for DispatcherApi {
+    type AssignmentsStream = AssignStream;
+
+    async fn assignments(&self, req: Request<pb::AssignmentsRequest>) -> Result<Response<AssignStream>, Status> {
+        let node = caller(&req)?;
+        let h = self.cluster.raft().ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let span = tracing::info_span!("dispatch", node_id = %node);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut events = h.state().read().unwrap_or_else(|p| p.into_inner()).subscribe();
+                let mut last = None;
+                loop {
+                    let set = assignments(&h.state().read().unwrap_or_else(|p| p.into_inner()), &node);
+                    if last.as_ref() != Some(&set) {
+                        if tx.send(Ok(set.clone())).await.is_err() {
+                            return;
+                        }
+                        last = Some(set);
+                    }
+                    // The same channel carries liveness: a quiet period still ends in a resend
+                    // check, and a closed client ends the loop.
+                    tokio::select! {
+                        r = events.recv() => {
+                            if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            while events.try_recv().is_ok() {}
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = tx.closed() => return,
+                    }
+                    if h.is_stopped() {
+                        return;
+                    }
+                }
+            },
+            span,
+        ));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn update_task(&self, req: Request<pb::StoredObject>) -> Result<Response<pb::Empty>, Status> {
+        let node = caller(&req)?;
+        let r = req.into_inner();
+        let task: Task = serde_json::from_str(&r.json).map_err(|e| Status::invalid_argument(format!("task: {e}")))?;
+        let h = self.cluster.raft().ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        // A node may only report on its own tasks.
+        let owned = {
+            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            sm.get(KIND_TASK, &r.id)
+                .and_then(|o| serde_json::from_slice::<Task>(&o.spec).ok())
+                .map(|t| t.node_id == node && task.node_id == node)
+                .unwrap_or(false)
+        };
+        if !owned {
+            return Err(Status::permission_denied(format!("task {} is not assigned to node {node}", r.id)));
+        }
+        let op = Op::Update { kind: KIND_TASK.into(), id: r.id, spec: r.json.into_bytes(), expected_version: r.version };
+        h.propose(Proposal::new(vec![op])).await.map_err(crate::cluster::service::raft_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
