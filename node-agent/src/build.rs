@@ -236,14 +236,31 @@ pub async fn build(
                 registry,
                 auths,
             };
-            let t2 = tx.clone();
+            // Output lines are never dropped: the synchronous callback feeds an unbounded
+            // queue, drained into the (bounded) response stream at the client's pace.
+            let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<String>();
+            let fwd = tx.clone();
+            let forwarder = tokio::spawn(async move {
+                while let Some(line) = lines_rx.recv().await {
+                    if fwd
+                        .send(Ok(BuildOutput {
+                            line,
+                            ..Default::default()
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
             let out = move |line: &str| {
-                let _ = t2.try_send(Ok(BuildOutput {
-                    line: line.to_string(),
-                    ..Default::default()
-                }));
+                let _ = lines_tx.send(line.to_string());
             };
             let res = build::build(images, &runner, &opts, &ctx_dir, &out).await;
+            // Every line reaches the client before the result does.
+            drop(out);
+            let _ = forwarder.await;
             let _ = std::fs::remove_dir_all(&ctx_dir);
             match res {
                 Ok(id) => {

@@ -292,6 +292,7 @@ mod tests {
                     container_port: 53,
                 },
             ],
+            services: vec![],
         }
     }
 
