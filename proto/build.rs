@@ -1,6 +1,10 @@
 //! Compiles the .proto files with protox (pure Rust), so no system `protoc` is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/engine.proto", "proto/cluster.proto", "proto/orchestrator.proto"];
+    let files = [
+        "proto/engine.proto",
+        "proto/cluster.proto",
+        "proto/orchestrator.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

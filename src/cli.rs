@@ -4,10 +4,20 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "skiff", version, about = "Container engine and orchestrator: Docker Engine plus Swarm mode in one binary")]
+#[command(
+    name = "skiff",
+    version,
+    about = "Container engine and orchestrator: Docker Engine plus Swarm mode in one binary"
+)]
 pub struct Cli {
     /// Agent socket to talk to.
-    #[arg(long, short = 'H', global = true, env = "SKIFF_HOST", default_value = "unix:///run/skiff/skiff.sock")]
+    #[arg(
+        long,
+        short = 'H',
+        global = true,
+        env = "SKIFF_HOST",
+        default_value = "unix:///run/skiff/skiff.sock"
+    )]
     pub host: String,
     /// Log level for this process (agent and shim logs go to stderr).
     #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]

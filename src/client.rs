@@ -50,7 +50,10 @@ pub async fn channel(host: &str) -> Result<Channel> {
     let path = match host.strip_prefix("unix://") {
         Some(p) => PathBuf::from(p),
         None => {
-            return Err(exit(125, format!("unsupported --host {host:?}: use unix:///path/to/skiff.sock")));
+            return Err(exit(
+                125,
+                format!("unsupported --host {host:?}: use unix:///path/to/skiff.sock"),
+            ));
         }
     };
     let p2 = path.clone();
@@ -70,4 +73,3 @@ pub async fn channel(host: &str) -> Result<Channel> {
             )
         })
 }
-

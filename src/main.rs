@@ -14,8 +14,11 @@ use cli::{Cli, Command, ContainerCommand, ImageCommand};
 use commands::{containers, images, system};
 
 fn init_tracing(level: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -28,13 +31,22 @@ fn init_tracing(level: &str, format: &str) {
 /// container's stderr, where runtime diagnostics must not appear.
 fn init_shim_tracing(level: &str) {
     use std::os::fd::AsFd;
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     match std::io::stderr().as_fd().try_clone_to_owned() {
         Ok(fd) => {
             let file = std::sync::Mutex::new(std::fs::File::from(fd));
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(file).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(file)
+                .init();
         }
-        Err(_) => tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::sink).init(),
+        Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::io::sink)
+            .init(),
     }
 }
 
@@ -116,25 +128,37 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let c = &mut c;
     match &cli.command {
         Command::Agent(_) | Command::Shim(_) | Command::Node(_) | Command::Cluster(_) => Ok(0),
-        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => containers::run(c, a).await,
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
+            containers::run(c, a).await
+        }
         Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
             println!("{}", containers::create(c, a).await?);
             Ok(0)
         }
-        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => containers::start(c, a).await,
-        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => containers::stop(c, a, false).await,
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
+            containers::start(c, a).await
+        }
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
+            containers::stop(c, a, false).await
+        }
         Command::Restart(a) => containers::stop(c, a, true).await,
-        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => containers::kill(c, a).await,
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
+            containers::kill(c, a).await
+        }
         Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => containers::rm(c, a).await,
         Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => containers::ps(c, a).await,
         Command::Exec(a) => containers::exec(c, a).await,
-        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => containers::logs(c, a).await,
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
+            containers::logs(c, a).await
+        }
         Command::Attach(a) => containers::attach(c, a).await,
         Command::Wait(a) => containers::wait(c, a).await,
         Command::Top(a) => containers::top(c, a).await,
         Command::Rename(a) => containers::rename(c, a).await,
         Command::Inspect(a) => containers::inspect(c, a, None).await,
-        Command::Container(ContainerCommand::Inspect(a)) => containers::inspect(c, a, Some("container")).await,
+        Command::Container(ContainerCommand::Inspect(a)) => {
+            containers::inspect(c, a, Some("container")).await
+        }
         Command::Image(ImageCommand::Inspect(a)) => containers::inspect(c, a, Some("image")).await,
         Command::Events(a) => system::events(c, a).await,
         Command::Info(a) => system::info(c, a).await,
@@ -144,23 +168,39 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(c, a).await,
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(c, a).await,
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(c, a).await,
-        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => commands::registry::pull(c, a).await,
-        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => commands::registry::push(c, a).await,
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
+            commands::registry::pull(c, a).await
+        }
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
+            commands::registry::push(c, a).await
+        }
         Command::Login(a) => commands::registry::login(c, a).await,
         Command::Logout(a) => commands::registry::logout(a).await,
-        Command::Build(a) | Command::Image(ImageCommand::Build(a)) => commands::build::build(c, a).await,
-        Command::History(a) | Command::Image(ImageCommand::History(a)) => commands::build::history(c, a).await,
-        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => commands::build::save(c, a).await,
+        Command::Build(a) | Command::Image(ImageCommand::Build(a)) => {
+            commands::build::build(c, a).await
+        }
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => {
+            commands::build::history(c, a).await
+        }
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => {
+            commands::build::save(c, a).await
+        }
         Command::Export(a) => commands::build::export(c, a).await,
         Command::Commit(a) => commands::build::commit(c, a).await,
         Command::Network(n) => commands::network::run(c, n).await,
         Command::Port(a) => commands::network::port(c, a).await,
         Command::Volume(v) => commands::volume::run(c, v).await,
-        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => commands::stats::stats(c, a).await,
-        Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => commands::stats::update(c, a).await,
+        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
+            commands::stats::stats(c, a).await
+        }
+        Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => {
+            commands::stats::update(c, a).await
+        }
         Command::System(s) => commands::stats::system(c, s).await,
         Command::Stack(_) | Command::Service(_) => Ok(0),
-        Command::Container(ContainerCommand::Prune(a)) => commands::stats::container_prune(c, a).await,
+        Command::Container(ContainerCommand::Prune(a)) => {
+            commands::stats::container_prune(c, a).await
+        }
         Command::Image(ImageCommand::Prune(a)) => commands::stats::image_prune(c, a).await,
     }
 }
@@ -168,15 +208,35 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 async fn agent(host: &str, a: &cli::AgentArgs) -> anyhow::Result<i32> {
     use skiff_agent::config::{self, AgentConfig, FileConfig};
     let explicit = a.config.is_some();
-    let path = a.config.clone().unwrap_or_else(|| config::DEFAULT_CONFIG.into());
+    let path = a
+        .config
+        .clone()
+        .unwrap_or_else(|| config::DEFAULT_CONFIG.into());
     let file = FileConfig::load(&path, explicit)?;
-    let root = if a.root.as_os_str() != config::DEFAULT_ROOT { a.root.clone() } else { file.root.unwrap_or(a.root.clone()) };
-    let exec_root =
-        if a.exec_root.as_os_str() != config::DEFAULT_EXEC_ROOT { a.exec_root.clone() } else { file.exec_root.unwrap_or(a.exec_root.clone()) };
-    let host = if host != config::DEFAULT_HOST { host.to_string() } else { file.host.unwrap_or(host.to_string()) };
+    let root = if a.root.as_os_str() != config::DEFAULT_ROOT {
+        a.root.clone()
+    } else {
+        file.root.unwrap_or(a.root.clone())
+    };
+    let exec_root = if a.exec_root.as_os_str() != config::DEFAULT_EXEC_ROOT {
+        a.exec_root.clone()
+    } else {
+        file.exec_root.unwrap_or(a.exec_root.clone())
+    };
+    let host = if host != config::DEFAULT_HOST {
+        host.to_string()
+    } else {
+        file.host.unwrap_or(host.to_string())
+    };
     let socket = config::socket_path(&host)?;
     let exe = std::fs::read_link("/proc/self/exe")?;
-    let mut cfg = AgentConfig::new(root, exec_root, socket, a.cgroup_parent.clone().or(file.cgroup_parent), exe);
+    let mut cfg = AgentConfig::new(
+        root,
+        exec_root,
+        socket,
+        a.cgroup_parent.clone().or(file.cgroup_parent),
+        exe,
+    );
     cfg.network = skiff_agent::network::NetSettings {
         dns: file.dns.unwrap_or_default(),
         dns_search: file.dns_search.unwrap_or_default(),

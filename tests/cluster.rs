@@ -11,16 +11,27 @@ use std::time::{Duration, Instant};
 /// TCP sockets in LISTEN state owned by `pid`.
 fn listening_sockets(pid: u32) -> usize {
     let mut inodes = std::collections::HashSet::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fds").flatten() {
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+    {
         if let Ok(l) = std::fs::read_link(e.path()) {
-            if let Some(i) = l.to_string_lossy().strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+            if let Some(i) = l
+                .to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+            {
                 inodes.insert(i.to_string());
             }
         }
     }
     let mut n = 0;
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for line in std::fs::read_to_string(f).unwrap_or_default().lines().skip(1) {
+        for line in std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() > 9 && cols[3] == "0A" && inodes.contains(cols[9]) {
                 n += 1;
@@ -35,9 +46,18 @@ fn private_agent_is_a_one_manager_cluster_without_a_tcp_port() {
     common::require_root();
     let m = Member::start(false, None);
     let ls = m.cmd(&["node", "ls"]);
-    assert!(ls.contains("Leader") && ls.contains("Ready") && ls.contains(" *"), "{ls}");
-    assert!(m.cmd(&["cluster", "info"]).contains("none (private cluster)"));
-    assert_eq!(listening_sockets(m.pid().expect("pid")), 0, "an agent without --listen-addr must open no TCP port");
+    assert!(
+        ls.contains("Leader") && ls.contains("Ready") && ls.contains(" *"),
+        "{ls}"
+    );
+    assert!(m
+        .cmd(&["cluster", "info"])
+        .contains("none (private cluster)"));
+    assert_eq!(
+        listening_sockets(m.pid().expect("pid")),
+        0,
+        "an agent without --listen-addr must open no TCP port"
+    );
     let t = m.cmd(&["cluster", "join-token", "-q", "worker"]);
     assert!(t.trim().starts_with("SWMTKN-1-"), "{t}");
     // Rotation replaces the token.
@@ -47,7 +67,9 @@ fn private_agent_is_a_one_manager_cluster_without_a_tcp_port() {
     let mut m = m;
     m.cmd(&["node", "update", "--label-add", "zone=a", "self"]);
     m.restart();
-    assert!(m.cmd(&["node", "inspect", "self"]).contains("\"zone\": \"a\""));
+    assert!(m
+        .cmd(&["node", "inspect", "self"])
+        .contains("\"zone\": \"a\""));
 }
 
 #[test]
@@ -55,11 +77,25 @@ fn three_managers_failover_restart_and_worker_lifecycle() {
     common::require_root();
     let m1 = Member::start(true, None);
     let port1 = m1.port.expect("port");
-    let mtoken = m1.cmd(&["cluster", "join-token", "-q", "manager"]).trim().to_string();
-    let wtoken = m1.cmd(&["cluster", "join-token", "-q", "worker"]).trim().to_string();
-    let mut ms = vec![m1, Member::start(true, Some((port1, mtoken.clone()))), Member::start(true, Some((port1, mtoken)))];
+    let mtoken = m1
+        .cmd(&["cluster", "join-token", "-q", "manager"])
+        .trim()
+        .to_string();
+    let wtoken = m1
+        .cmd(&["cluster", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let mut ms = vec![
+        m1,
+        Member::start(true, Some((port1, mtoken.clone()))),
+        Member::start(true, Some((port1, mtoken))),
+    ];
     let ls = ms[2].cmd(&["node", "ls"]);
-    assert_eq!(ls.matches("Reachable").count() + ls.matches("Leader").count(), 3, "{ls}");
+    assert_eq!(
+        ls.matches("Reachable").count() + ls.matches("Leader").count(),
+        3,
+        "{ls}"
+    );
     assert_eq!(ls.matches("Leader").count(), 1, "{ls}");
 
     // A worker joins without a cluster port of its own.
@@ -73,28 +109,49 @@ fn three_managers_failover_restart_and_worker_lifecycle() {
     // Kill -9 the leader: a write through another manager succeeds within 3 s.
     let leader_id = {
         let info = ms[1].cmd(&["cluster", "info"]);
-        info.lines().find_map(|l| l.strip_prefix("Leader: ")).expect("leader").trim().to_string()
+        info.lines()
+            .find_map(|l| l.strip_prefix("Leader: "))
+            .expect("leader")
+            .trim()
+            .to_string()
     };
-    let li = ms.iter().position(|m| m.node_id() == leader_id).expect("leader member");
+    let li = ms
+        .iter()
+        .position(|m| m.node_id() == leader_id)
+        .expect("leader member");
     ms[li].kill9();
     let survivor = (li + 1) % 3;
     let t0 = Instant::now();
     loop {
-        if ms[survivor].try_cmd(&["node", "update", "--label-add", "after=failover", "self"]).code == 0 {
+        if ms[survivor]
+            .try_cmd(&["node", "update", "--label-add", "after=failover", "self"])
+            .code
+            == 0
+        {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(3), "no committed write within 3 s of killing the leader");
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "no committed write within 3 s of killing the leader"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("first committed write {:?} after kill -9 of the leader", t0.elapsed());
+    eprintln!(
+        "first committed write {:?} after kill -9 of the leader",
+        t0.elapsed()
+    );
     // The dead manager shows as down/unreachable within 5 s.
     wait_until("dead leader marked down", Duration::from_secs(6), || {
         let ls = ms[survivor].cmd(&["node", "ls"]);
-        ls.lines().any(|l| l.starts_with(&leader_id) && l.contains("Down") && l.contains("Unreachable"))
+        ls.lines()
+            .any(|l| l.starts_with(&leader_id) && l.contains("Down") && l.contains("Unreachable"))
     });
     ms[li].restart();
     wait_until("restarted manager ready", Duration::from_secs(10), || {
-        ms[survivor].cmd(&["node", "ls"]).lines().any(|l| l.starts_with(&leader_id) && l.contains("Ready"))
+        ms[survivor]
+            .cmd(&["node", "ls"])
+            .lines()
+            .any(|l| l.starts_with(&leader_id) && l.contains("Ready"))
     });
 
     // Majority down: writes refused with a clear error.
@@ -106,49 +163,85 @@ fn three_managers_failover_restart_and_worker_lifecycle() {
     }
     let out = ms[keep].try_cmd(&["node", "update", "--label-add", "lost=quorum", "self"]);
     assert_eq!(out.code, 125, "{}", out.stdout);
-    assert!(out.stderr.contains("majority"), "unclear error: {}", out.stderr);
+    assert!(
+        out.stderr.contains("majority"),
+        "unclear error: {}",
+        out.stderr
+    );
 
     // Restart everyone: state intact.
     for m in ms.iter_mut() {
         m.restart();
     }
-    wait_until("label survives a full restart", Duration::from_secs(15), || {
-        let o = ms[0].try_cmd(&["node", "inspect", &ms[survivor].node_id()]);
-        o.code == 0 && o.stdout.contains("\"after\": \"failover\"")
-    });
+    wait_until(
+        "label survives a full restart",
+        Duration::from_secs(15),
+        || {
+            let o = ms[0].try_cmd(&["node", "inspect", &ms[survivor].node_id()]);
+            o.code == 0 && o.stdout.contains("\"after\": \"failover\"")
+        },
+    );
 
     // A stopped worker goes down, can be removed, and cannot come back with that identity.
     w.kill9();
-    wait_until("worker down", Duration::from_secs(8), || ms[0].cmd(&["node", "ls"]).lines().any(|l| l.starts_with(&wid) && l.contains("Down")));
+    wait_until("worker down", Duration::from_secs(8), || {
+        ms[0]
+            .cmd(&["node", "ls"])
+            .lines()
+            .any(|l| l.starts_with(&wid) && l.contains("Down"))
+    });
     ms[0].cmd(&["node", "rm", &wid]);
     assert!(!ms[0].cmd(&["node", "ls"]).contains(&wid));
     w.restart();
-    wait_until("removed worker refused", Duration::from_secs(10), || w.log().contains("refused this node"));
+    wait_until("removed worker refused", Duration::from_secs(10), || {
+        w.log().contains("refused this node")
+    });
     assert!(!ms[0].cmd(&["node", "ls"]).contains(&wid));
-
 }
 
 #[test]
 fn worker_promoted_to_manager_and_demoted_back() {
     common::require_root();
     let m1 = Member::start(true, None);
-    let wtoken = m1.cmd(&["cluster", "join-token", "-q", "worker"]).trim().to_string();
+    let wtoken = m1
+        .cmd(&["cluster", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
     let w = Member::start(true, Some((m1.port.expect("port"), wtoken)));
     let wid = w.node_id();
     m1.cmd(&["node", "promote", &wid]);
-    wait_until("promoted worker serves the cluster API", Duration::from_secs(15), || {
-        let o = w.try_cmd(&["node", "ls"]);
-        o.code == 0 && o.stdout.lines().filter(|l| l.contains("Reachable") || l.contains("Leader")).count() == 2
-    });
+    wait_until(
+        "promoted worker serves the cluster API",
+        Duration::from_secs(15),
+        || {
+            let o = w.try_cmd(&["node", "ls"]);
+            o.code == 0
+                && o.stdout
+                    .lines()
+                    .filter(|l| l.contains("Reachable") || l.contains("Leader"))
+                    .count()
+                    == 2
+        },
+    );
     let info = m1.cmd(&["cluster", "info"]);
     assert!(info.contains("Managers: 2"), "{info}");
     m1.cmd(&["node", "demote", &wid]);
-    wait_until("demoted manager is a worker again", Duration::from_secs(15), || {
-        w.try_cmd(&["node", "ls"]).stderr.contains("not a swarm manager")
-    });
+    wait_until(
+        "demoted manager is a worker again",
+        Duration::from_secs(15),
+        || {
+            w.try_cmd(&["node", "ls"])
+                .stderr
+                .contains("not a swarm manager")
+        },
+    );
     let ls = m1.cmd(&["node", "ls"]);
     assert_eq!(ls.matches("Leader").count(), 1, "{ls}");
-    assert!(!ls.lines().any(|l| l.starts_with(&wid) && (l.contains("Reachable") || l.contains("Leader"))), "{ls}");
+    assert!(
+        !ls.lines()
+            .any(|l| l.starts_with(&wid) && (l.contains("Reachable") || l.contains("Leader"))),
+        "{ls}"
+    );
     // The last manager cannot be demoted.
     let o = m1.try_cmd(&["node", "demote", "self"]);
     assert_ne!(o.code, 0);

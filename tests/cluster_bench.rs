@@ -27,7 +27,9 @@ async fn skiff_client(host: &str) -> pb::cluster_client::ClusterClient<tonic::tr
         .expect("endpoint")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let p = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+            }
         }))
         .await
         .expect("connect");
@@ -36,7 +38,11 @@ async fn skiff_client(host: &str) -> pb::cluster_client::ClusterClient<tonic::tr
 
 fn report(name: &str, mut lat: Vec<Duration>, elapsed: Duration, errors: u64) -> String {
     lat.sort();
-    let p = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let p = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     format!(
         "| {name} | {} | {:.0} | {:.2} | {:.2} | {errors} |",
         lat.len(),
@@ -60,12 +66,26 @@ async fn bench_skiff(hosts: &[String]) -> String {
             let mut lat = vec![];
             while Instant::now() < deadline {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
-                let op = pb::ObjectOp { action: "create".into(), kind: "bench".into(), name: format!("k{n}"), spec: value.clone(), ..Default::default() };
+                let op = pb::ObjectOp {
+                    action: "create".into(),
+                    kind: "bench".into(),
+                    name: format!("k{n}"),
+                    spec: value.clone(),
+                    ..Default::default()
+                };
                 let s = Instant::now();
-                match c.propose(pb::ProposeRequest { request_id: String::new(), ops: vec![op] }).await {
+                match c
+                    .propose(pb::ProposeRequest {
+                        request_id: String::new(),
+                        ops: vec![op],
+                    })
+                    .await
+                {
                     Ok(_) => lat.push(s.elapsed()),
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("skiff write error: {}", e.message());
+                        }
                     }
                 }
             }
@@ -76,7 +96,12 @@ async fn bench_skiff(hosts: &[String]) -> String {
     for t in tasks {
         all.extend(t.await.expect("client"));
     }
-    report("skiff (3 managers)", all, t0.elapsed(), errors.load(Ordering::Relaxed))
+    report(
+        "skiff (3 managers)",
+        all,
+        t0.elapsed(),
+        errors.load(Ordering::Relaxed),
+    )
 }
 
 fn b64(data: &[u8]) -> String {
@@ -115,7 +140,10 @@ fn start_etcd() -> Etcd {
     let dir = tempfile::tempdir().expect("tempdir");
     let cports: Vec<u16> = (0..3).map(|_| harness::free_port()).collect();
     let pports: Vec<u16> = (0..3).map(|_| harness::free_port()).collect();
-    let initial = (0..3).map(|i| format!("e{i}=http://127.0.0.1:{}", pports[i])).collect::<Vec<_>>().join(",");
+    let initial = (0..3)
+        .map(|i| format!("e{i}=http://127.0.0.1:{}", pports[i]))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut children = vec![];
     for i in 0..3 {
         let log = std::fs::File::create(dir.path().join(format!("e{i}.log"))).expect("log");
@@ -123,18 +151,41 @@ fn start_etcd() -> Etcd {
             Command::new("etcd")
                 .args(["--name", &format!("e{i}"), "--data-dir"])
                 .arg(dir.path().join(format!("e{i}")))
-                .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", cports[i])])
-                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", cports[i])])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", pports[i])])
-                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", pports[i])])
-                .args(["--initial-cluster", &initial, "--initial-cluster-state", "new", "--initial-cluster-token", "bench"])
+                .args([
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{}", cports[i]),
+                ])
+                .args([
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{}", cports[i]),
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &format!("http://127.0.0.1:{}", pports[i]),
+                ])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{}", pports[i]),
+                ])
+                .args([
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "bench",
+                ])
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
                 .expect("etcd (apt-get install etcd-server)"),
         );
     }
-    Etcd { children, _dir: dir, client_ports: cports }
+    Etcd {
+        children,
+        _dir: dir,
+        client_ports: cports,
+    }
 }
 
 /// One keep-alive HTTP/1.1 connection to etcd's JSON gateway.
@@ -144,11 +195,22 @@ struct EtcdConn {
 
 impl EtcdConn {
     async fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let body = format!("{{\"key\":\"{}\",\"value\":\"{}\"}}", b64(key.as_bytes()), value);
+        let body = format!(
+            "{{\"key\":\"{}\",\"value\":\"{}\"}}",
+            b64(key.as_bytes()),
+            value
+        );
         let req = format!("POST /v3/kv/put HTTP/1.1\r\nHost: etcd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-        self.r.get_mut().write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        self.r
+            .get_mut()
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut status = String::new();
-        self.r.read_line(&mut status).await.map_err(|e| e.to_string())?;
+        self.r
+            .read_line(&mut status)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut len = 0usize;
         loop {
             let mut h = String::new();
@@ -178,7 +240,9 @@ async fn bench_etcd(ports: &[u16]) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", ports[0])).await {
-            let mut c = EtcdConn { r: tokio::io::BufReader::new(s) };
+            let mut c = EtcdConn {
+                r: tokio::io::BufReader::new(s),
+            };
             if c.put("warmup", &value).await.is_ok() {
                 break;
             }
@@ -190,9 +254,13 @@ async fn bench_etcd(ports: &[u16]) -> String {
     let t0 = Instant::now();
     let mut tasks = vec![];
     for i in 0..CLIENTS {
-        let s = tokio::net::TcpStream::connect(("127.0.0.1", ports[i % ports.len()])).await.expect("connect etcd");
+        let s = tokio::net::TcpStream::connect(("127.0.0.1", ports[i % ports.len()]))
+            .await
+            .expect("connect etcd");
         s.set_nodelay(true).expect("nodelay");
-        let mut c = EtcdConn { r: tokio::io::BufReader::new(s) };
+        let mut c = EtcdConn {
+            r: tokio::io::BufReader::new(s),
+        };
         let (value, errors, seq) = (value.clone(), errors.clone(), seq.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = vec![];
@@ -213,14 +281,22 @@ async fn bench_etcd(ports: &[u16]) -> String {
     for t in tasks {
         all.extend(t.await.expect("client"));
     }
-    report("etcd 3.4 (3 members, JSON gateway)", all, t0.elapsed(), errors.load(Ordering::Relaxed))
+    report(
+        "etcd 3.4 (3 members, JSON gateway)",
+        all,
+        t0.elapsed(),
+        errors.load(Ordering::Relaxed),
+    )
 }
 
 fn leader_index(ms: &[Member]) -> usize {
     for m in ms.iter().filter(|m| m.pid().is_some()) {
         let o = m.try_cmd(&["cluster", "info"]);
         if let Some(l) = o.stdout.lines().find_map(|l| l.strip_prefix("Leader: ")) {
-            if let Some(i) = ms.iter().position(|x| x.pid().is_some() && x.node_id() == l.trim()) {
+            if let Some(i) = ms
+                .iter()
+                .position(|x| x.pid().is_some() && x.node_id() == l.trim())
+            {
                 return i;
             }
         }
@@ -234,10 +310,20 @@ fn bench_writes_vs_etcd_and_failover() {
     common::require_root();
     let m1 = Member::start(true, None);
     let p1 = m1.port.expect("port");
-    let t = m1.cmd(&["cluster", "join-token", "-q", "manager"]).trim().to_string();
-    let mut ms = vec![m1, Member::start(true, Some((p1, t.clone()))), Member::start(true, Some((p1, t)))];
+    let t = m1
+        .cmd(&["cluster", "join-token", "-q", "manager"])
+        .trim()
+        .to_string();
+    let mut ms = vec![
+        m1,
+        Member::start(true, Some((p1, t.clone()))),
+        Member::start(true, Some((p1, t))),
+    ];
     let hosts: Vec<String> = ms.iter().map(|m| m.host()).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let skiff = rt.block_on(bench_skiff(&hosts));
     let etcd = start_etcd();
     let etcd_line = rt.block_on(bench_etcd(&etcd.client_ports));
@@ -251,15 +337,27 @@ fn bench_writes_vs_etcd_and_failover() {
         let other = (li + 1) % 3;
         ms[li].kill9();
         let t0 = Instant::now();
-        while ms[other].try_cmd(&["node", "update", "--label-add", "f=1", "self"]).code != 0 {
+        while ms[other]
+            .try_cmd(&["node", "update", "--label-add", "f=1", "self"])
+            .code
+            != 0
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         times.push(t0.elapsed());
         ms[li].restart();
         harness::wait_until("manager back", Duration::from_secs(15), || {
-            ms[other].cmd(&["node", "ls"]).lines().filter(|l| l.contains("Ready")).count() == 3
+            ms[other]
+                .cmd(&["node", "ls"])
+                .lines()
+                .filter(|l| l.contains("Ready"))
+                .count()
+                == 3
         });
     }
     times.sort();
-    println!("failover (kill -9 leader → first committed write): median {:?}, min {:?}, max {:?}", times[5], times[0], times[9]);
+    println!(
+        "failover (kill -9 leader → first committed write): median {:?}, min {:?}, max {:?}",
+        times[5], times[0], times[9]
+    );
 }

@@ -365,10 +365,24 @@ fn missing_agent_is_a_clear_error() {
 fn events_attach_wait_rename_and_info() {
     let a = Agent::start().with_busybox();
     let since = (chrono_like_now() - 1).to_string();
-    a.cmd(&["run", "-d", "--name", "ev1", "busybox", "sh", "-c", "echo one; sleep 0.5; echo two; exit 4"]);
+    a.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "ev1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; sleep 0.5; echo two; exit 4",
+    ]);
     // attach follows the output of a running container and ends with its exit code.
     let r = a.try_cmd(&["attach", "ev1"]);
-    assert_eq!(r.code, 4, "attach exits with the container's code: {r:?}", r = (r.code, &r.stdout, &r.stderr));
+    assert_eq!(
+        r.code,
+        4,
+        "attach exits with the container's code: {r:?}",
+        r = (r.code, &r.stdout, &r.stderr)
+    );
     assert_eq!(a.cmd(&["wait", "ev1"]).stdout, "4\n");
     // logs -f of an exited container prints everything and returns.
     assert_eq!(a.cmd(&["logs", "-f", "ev1"]).stdout, "one\ntwo\n");
@@ -378,20 +392,51 @@ fn events_attach_wait_rename_and_info() {
     a.cmd(&["rm", "ev2"]);
     // The event stream recorded the lifecycle, filtered by type.
     let until = (chrono_like_now() + 1).to_string();
-    let ev = a.cmd(&["events", "--since", &since, "--until", &until, "--filter", "type=container"]).stdout;
+    let ev = a
+        .cmd(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "type=container",
+        ])
+        .stdout;
     for action in ["create", "start", "die", "rename", "destroy"] {
-        assert!(ev.contains(&format!("container {action} ")), "missing {action} in:\n{ev}");
+        assert!(
+            ev.contains(&format!("container {action} ")),
+            "missing {action} in:\n{ev}"
+        );
     }
     assert!(!ev.contains(" image "), "filter leaked other types:\n{ev}");
-    let json = a.cmd(&["events", "--since", &since, "--until", &until, "--format", "json"]).stdout;
-    assert!(json.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    let json = a
+        .cmd(&[
+            "events", "--since", &since, "--until", &until, "--format", "json",
+        ])
+        .stdout;
+    assert!(json
+        .lines()
+        .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
     // info reports the host and, on stderr, WARNING lines for what is missing.
     let info = a.cmd(&["info"]);
-    assert!(info.stdout.contains("Cgroup Driver: cgroupfs") && info.stdout.contains("Storage Driver: overlay2"), "{}", info.stdout);
-    assert!(info.stderr.lines().all(|l| l.starts_with("WARNING")), "{}", info.stderr);
+    assert!(
+        info.stdout.contains("Cgroup Driver: cgroupfs")
+            && info.stdout.contains("Storage Driver: overlay2"),
+        "{}",
+        info.stdout
+    );
+    assert!(
+        info.stderr.lines().all(|l| l.starts_with("WARNING")),
+        "{}",
+        info.stderr
+    );
     assert!(a.cmd(&["version"]).stdout.contains("Server: Skiff Agent"));
 }
 
 fn chrono_like_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -19,17 +19,35 @@ fn script() -> PathBuf {
 impl NetnsCluster {
     fn up(workers: u32) -> NetnsCluster {
         common::require_root();
-        let dir = tempfile::Builder::new().prefix("skc").tempdir_in("/tmp").expect("tempdir").keep();
+        let dir = tempfile::Builder::new()
+            .prefix("skc")
+            .tempdir_in("/tmp")
+            .expect("tempdir")
+            .keep();
         let _ = std::fs::remove_dir(&dir);
-        let mut c = NetnsCluster { dir: dir.clone(), hosts: vec![] };
+        let mut c = NetnsCluster {
+            dir: dir.clone(),
+            hosts: vec![],
+        };
         let out = Command::new(script())
-            .args(["up", "--managers", "1", "--workers", &workers.to_string(), "--dir"])
+            .args([
+                "up",
+                "--managers",
+                "1",
+                "--workers",
+                &workers.to_string(),
+                "--dir",
+            ])
             .arg(&dir)
             .arg("--bin")
             .arg(common::bin())
             .output()
             .expect("netns-cluster up");
-        assert!(out.status.success(), "netns-cluster up failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "netns-cluster up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let hosts = std::fs::read_to_string(dir.join("hosts")).expect("hosts file");
         c.hosts = hosts
             .lines()
@@ -46,12 +64,25 @@ impl NetnsCluster {
     }
 
     fn sock(&self, host: &str) -> String {
-        self.hosts.iter().find(|h| h.0 == host).map(|h| format!("unix://{}", h.2)).expect("host")
+        self.hosts
+            .iter()
+            .find(|h| h.0 == host)
+            .map(|h| format!("unix://{}", h.2))
+            .expect("host")
     }
 
     fn on(&self, host: &str, args: &[&str]) -> String {
-        let out = Command::new(common::bin()).arg("--host").arg(self.sock(host)).args(args).output().expect("run skiff");
-        assert!(out.status.success(), "skiff {args:?} on {host}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(common::bin())
+            .arg("--host")
+            .arg(self.sock(host))
+            .args(args)
+            .output()
+            .expect("run skiff");
+        assert!(
+            out.status.success(),
+            "skiff {args:?} on {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -81,7 +112,12 @@ impl NetnsCluster {
 
 impl Drop for NetnsCluster {
     fn drop(&mut self) {
-        let _ = Command::new(script()).args(["down", "--dir"]).arg(&self.dir).arg("--bin").arg(common::bin()).status();
+        let _ = Command::new(script())
+            .args(["down", "--dir"])
+            .arg(&self.dir)
+            .arg("--bin")
+            .arg(common::bin())
+            .status();
     }
 }
 
@@ -90,7 +126,10 @@ fn stacks_spread_move_and_honour_constraints_across_hosts() {
     let c = NetnsCluster::up(3);
     let nodes = c.on("manager1", &["node", "ls"]);
     assert_eq!(nodes.matches("Ready").count(), 4, "{nodes}");
-    c.on("manager1", &["node", "update", "--label-add", "zone=b", "worker3"]);
+    c.on(
+        "manager1",
+        &["node", "update", "--label-add", "zone=b", "worker3"],
+    );
     let file = c.dir.join("app.yaml");
     std::fs::write(
         &file,
@@ -98,7 +137,19 @@ fn stacks_spread_move_and_honour_constraints_across_hosts() {
     )
     .expect("write stack");
     let f = file.to_string_lossy().into_owned();
-    c.on("manager1", &["stack", "deploy", "-c", &f, "--detach=false", "--timeout", "60s", "app"]);
+    c.on(
+        "manager1",
+        &[
+            "stack",
+            "deploy",
+            "-c",
+            &f,
+            "--detach=false",
+            "--timeout",
+            "60s",
+            "app",
+        ],
+    );
     let web = c.placement("app");
     assert_eq!(web.values().sum::<usize>(), 10);
     // web's 8 replicas spread over all four nodes; db only on the zone=b node.
@@ -114,24 +165,37 @@ fn stacks_spread_move_and_honour_constraints_across_hosts() {
         assert!(web.get(n).copied().unwrap_or(0) >= 2, "spread: {web:?}");
     }
     // Drain worker1: its tasks go elsewhere.
-    c.on("manager1", &["node", "update", "--availability", "drain", "worker1"]);
+    c.on(
+        "manager1",
+        &["node", "update", "--availability", "drain", "worker1"],
+    );
     c.wait("drain", Duration::from_secs(30), || {
         let p = c.placement("app");
         !p.contains_key("worker1") && p.values().sum::<usize>() == 10
     });
-    c.wait("worker1 emptied", Duration::from_secs(20), || c.on("worker1", &["ps", "-q"]).trim().is_empty());
+    c.wait("worker1 emptied", Duration::from_secs(20), || {
+        c.on("worker1", &["ps", "-q"]).trim().is_empty()
+    });
     // Kill worker2's agent: the node goes down and its tasks are replaced elsewhere.
     let pid = std::fs::read_to_string(c.dir.join("worker2/agent.pid")).expect("pid");
     let _ = Command::new("kill").args(["-9", pid.trim()]).status();
-    c.wait("tasks moved off the dead node", Duration::from_secs(30), || {
-        let p = c.placement("app");
-        !p.contains_key("worker2") && p.values().sum::<usize>() == 10
-    });
+    c.wait(
+        "tasks moved off the dead node",
+        Duration::from_secs(30),
+        || {
+            let p = c.placement("app");
+            !p.contains_key("worker2") && p.values().sum::<usize>() == 10
+        },
+    );
     // Scale down, then remove: nothing left on any live node.
     c.on("manager1", &["service", "scale", "app_web=2"]);
-    c.wait("scaled down", Duration::from_secs(30), || c.placement("app").values().sum::<usize>() == 4);
+    c.wait("scaled down", Duration::from_secs(30), || {
+        c.placement("app").values().sum::<usize>() == 4
+    });
     c.on("manager1", &["stack", "rm", "app"]);
     for n in ["manager1", "worker1", "worker3"] {
-        c.wait("containers removed", Duration::from_secs(30), || c.on(n, &["ps", "-aq"]).trim().is_empty());
+        c.wait("containers removed", Duration::from_secs(30), || {
+            c.on(n, &["ps", "-aq"]).trim().is_empty()
+        });
     }
 }

@@ -65,14 +65,31 @@ fn services(a: &Agent, stack: &str) -> String {
 fn stack_lifecycle_on_one_node() {
     let a = Agent::start().with_busybox();
     let file = write_stack(&a, "app.yaml", &STACK.replace("PORT", "18080"));
-    let r = a.cmd(&["stack", "deploy", "-c", &file, "--detach=false", "--timeout", "60s", "demo"]);
-    assert!(r.stdout.contains("Creating service demo_web") && r.stdout.contains("converged"), "{}", r.stdout);
+    let r = a.cmd(&[
+        "stack",
+        "deploy",
+        "-c",
+        &file,
+        "--detach=false",
+        "--timeout",
+        "60s",
+        "demo",
+    ]);
+    assert!(
+        r.stdout.contains("Creating service demo_web") && r.stdout.contains("converged"),
+        "{}",
+        r.stdout
+    );
     let svc = services(&a, "demo");
     assert!(svc.contains("demo_web") && svc.contains("2/2"), "{svc}");
     assert!(svc.contains("demo_api") && svc.contains("1/1"), "{svc}");
 
     // Services reach each other by name over the stack network.
-    let web = a.cmd(&["ps", "-q", "--filter", "name=demo_web.1"]).stdout.trim().to_string();
+    let web = a
+        .cmd(&["ps", "-q", "--filter", "name=demo_web.1"])
+        .stdout
+        .trim()
+        .to_string();
     assert!(!web.is_empty());
     let r = a.cmd(&["exec", &web, "wget", "-q", "-O", "-", "http://api:8080/"]);
     assert_eq!(r.stdout, "api\n");
@@ -84,7 +101,11 @@ fn stack_lifecycle_on_one_node() {
             seen.insert(body);
         }
     }
-    assert_eq!(seen.len(), 2, "both replicas answer through the published port: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "both replicas answer through the published port: {seen:?}"
+    );
 
     // Deploying the same file again changes nothing.
     let r = a.cmd(&["stack", "deploy", "-c", &file, "demo"]);
@@ -92,14 +113,25 @@ fn stack_lifecycle_on_one_node() {
 
     // Scale up and down.
     a.cmd(&["service", "scale", "demo_web=4"]);
-    a.wait_until("4 replicas", Duration::from_secs(30), || services(&a, "demo").contains("4/4"));
+    a.wait_until("4 replicas", Duration::from_secs(30), || {
+        services(&a, "demo").contains("4/4")
+    });
     a.cmd(&["service", "scale", "demo_web=1"]);
     a.wait_until("1 replica", Duration::from_secs(30), || {
-        services(&a, "demo").contains("1/1") && a.cmd(&["ps", "-q", "--filter", "name=demo_web"]).stdout.lines().count() == 1
+        services(&a, "demo").contains("1/1")
+            && a.cmd(&["ps", "-q", "--filter", "name=demo_web"])
+                .stdout
+                .lines()
+                .count()
+                == 1
     });
 
     // A killed task is replaced by the restart policy.
-    let web = a.cmd(&["ps", "-q", "--filter", "name=demo_web"]).stdout.trim().to_string();
+    let web = a
+        .cmd(&["ps", "-q", "--filter", "name=demo_web"])
+        .stdout
+        .trim()
+        .to_string();
     a.cmd(&["kill", &web]);
     a.wait_until("replacement", Duration::from_secs(30), || {
         let ids = a.cmd(&["ps", "-q", "--filter", "name=demo_web"]).stdout;
@@ -108,8 +140,12 @@ fn stack_lifecycle_on_one_node() {
 
     // stack rm leaves no container or network behind.
     a.cmd(&["stack", "rm", "demo"]);
-    a.wait_until("containers removed", Duration::from_secs(30), || a.cmd(&["ps", "-aq"]).stdout.trim().is_empty());
-    a.wait_until("network removed", Duration::from_secs(10), || !a.cmd(&["network", "ls"]).stdout.contains("demo_backend"));
+    a.wait_until("containers removed", Duration::from_secs(30), || {
+        a.cmd(&["ps", "-aq"]).stdout.trim().is_empty()
+    });
+    a.wait_until("network removed", Duration::from_secs(10), || {
+        !a.cmd(&["network", "ls"]).stdout.contains("demo_backend")
+    });
     assert!(a.cmd(&["stack", "ls"]).stdout.lines().count() <= 1);
 }
 
@@ -118,20 +154,37 @@ fn failing_update_rolls_back() {
     let a = Agent::start().with_busybox();
     let stack = STACK.replace("PORT", "18081");
     let file = write_stack(&a, "app.yaml", &stack);
-    a.cmd(&["stack", "deploy", "-c", &file, "--detach=false", "--timeout", "60s", "roll"]);
+    a.cmd(&[
+        "stack",
+        "deploy",
+        "-c",
+        &file,
+        "--detach=false",
+        "--timeout",
+        "60s",
+        "roll",
+    ]);
     // The new version's server never answers: its health check fails.
     let broken = stack.replace("exec httpd -f -p 80 -h /\"]", "exec sleep 1000\"]");
     assert_ne!(broken, stack);
     let file2 = write_stack(&a, "broken.yaml", &broken);
     a.cmd(&["stack", "deploy", "-c", &file2, "roll"]);
     a.wait_until("rollback", Duration::from_secs(90), || {
-        a.cmd(&["service", "inspect", "roll_web"]).stdout.contains("rollback_completed")
+        a.cmd(&["service", "inspect", "roll_web"])
+            .stdout
+            .contains("rollback_completed")
     });
     let tasks = a.cmd(&["service", "ps", "roll_web"]).stdout;
-    let running: Vec<&str> = tasks.lines().filter(|l| l.contains("Running ") && l.contains(" Running")).collect();
+    let running: Vec<&str> = tasks
+        .lines()
+        .filter(|l| l.contains("Running ") && l.contains(" Running"))
+        .collect();
     assert_eq!(running.len(), 2, "{tasks}");
     let spec = a.cmd(&["service", "inspect", "roll_web"]).stdout;
-    assert!(spec.contains("exec httpd"), "rolled back to the working command: {spec}");
+    assert!(
+        spec.contains("exec httpd"),
+        "rolled back to the working command: {spec}"
+    );
 }
 
 #[test]
@@ -144,9 +197,20 @@ fn unplaceable_tasks_explain_why() {
     );
     a.cmd(&["stack", "deploy", "-c", &file, "cons"]);
     a.wait_until("pending reason", Duration::from_secs(15), || {
-        a.cmd(&["stack", "ps", "--no-trunc", "cons"]).stdout.contains("no node satisfies constraint node.labels.zone==b")
+        a.cmd(&["stack", "ps", "--no-trunc", "cons"])
+            .stdout
+            .contains("no node satisfies constraint node.labels.zone==b")
     });
-    let r = a.try_cmd(&["stack", "deploy", "-c", &file, "--detach=false", "--timeout", "2s", "cons"]);
+    let r = a.try_cmd(&[
+        "stack",
+        "deploy",
+        "-c",
+        &file,
+        "--detach=false",
+        "--timeout",
+        "2s",
+        "cons",
+    ]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("did not converge"), "{}", r.stderr);
 }
@@ -154,9 +218,17 @@ fn unplaceable_tasks_explain_why() {
 #[test]
 fn bad_stack_file_changes_nothing() {
     let a = Agent::start().with_busybox();
-    let file = write_stack(&a, "bad.yaml", "services:\n  web:\n    image: busybox:latest\n    deploy:\n      replicas: three\n");
+    let file = write_stack(
+        &a,
+        "bad.yaml",
+        "services:\n  web:\n    image: busybox:latest\n    deploy:\n      replicas: three\n",
+    );
     let r = a.try_cmd(&["stack", "deploy", "-c", &file, "bad"]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("bad.yaml:5:") && r.stderr.contains("replicas"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("bad.yaml:5:") && r.stderr.contains("replicas"),
+        "{}",
+        r.stderr
+    );
     assert!(!a.cmd(&["stack", "ls"]).stdout.contains("bad"));
 }

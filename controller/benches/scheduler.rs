@@ -15,10 +15,16 @@ fn cluster() -> (Snapshot, Vec<PendingTask>) {
             ready: true,
             labels: [
                 ("zone".to_string(), zones[i % 3].to_string()),
-                ("disk".to_string(), if i % 2 == 0 { "ssd" } else { "hdd" }.to_string()),
+                (
+                    "disk".to_string(),
+                    if i % 2 == 0 { "ssd" } else { "hdd" }.to_string(),
+                ),
             ]
             .into(),
-            capacity: Resources { nano_cpus: 16_000_000_000, memory_bytes: 64 << 30 },
+            capacity: Resources {
+                nano_cpus: 16_000_000_000,
+                memory_bytes: 64 << 30,
+            },
             ..Default::default()
         })
         .collect();
@@ -31,26 +37,51 @@ fn cluster() -> (Snapshot, Vec<PendingTask>) {
             ServiceConstraints {
                 constraints: vec![
                     Constraint::parse("node.role==worker").expect("constraint"),
-                    Constraint::parse(if s % 2 == 0 { "node.labels.disk==ssd" } else { "node.labels.disk!=ssd" }).expect("constraint"),
+                    Constraint::parse(if s % 2 == 0 {
+                        "node.labels.disk==ssd"
+                    } else {
+                        "node.labels.disk!=ssd"
+                    })
+                    .expect("constraint"),
                 ],
                 spread: vec!["zone".into()],
-                reservations: Resources { nano_cpus: 100_000_000, memory_bytes: 64 << 20 },
+                reservations: Resources {
+                    nano_cpus: 100_000_000,
+                    memory_bytes: 64 << 20,
+                },
                 ..Default::default()
             },
         );
-        pending.extend((0..10_000).map(|t| PendingTask { task_id: format!("{id}.{t}"), service_id: id.clone() }));
+        pending.extend((0..10_000).map(|t| PendingTask {
+            task_id: format!("{id}.{t}"),
+            service_id: id.clone(),
+        }));
     }
-    (Snapshot { nodes, placed: vec![], services }, pending)
+    (
+        Snapshot {
+            nodes,
+            placed: vec![],
+            services,
+        },
+        pending,
+    )
 }
 
 fn bench(c: &mut Criterion) {
     let (snap, pending) = cluster();
     let plan = schedule(&snap, &pending);
-    assert_eq!(plan.placements.len(), 100_000, "every task placed: {:?}", plan.pending.first());
+    assert_eq!(
+        plan.placements.len(),
+        100_000,
+        "every task placed: {:?}",
+        plan.pending.first()
+    );
     let mut g = c.benchmark_group("scheduler");
     g.sample_size(10);
     g.throughput(Throughput::Elements(pending.len() as u64));
-    g.bench_function("place_100k_tasks_on_10k_nodes", |b| b.iter(|| schedule(&snap, &pending)));
+    g.bench_function("place_100k_tasks_on_10k_nodes", |b| {
+        b.iter(|| schedule(&snap, &pending))
+    });
     g.finish();
 }
 

@@ -10,8 +10,8 @@
 //! secret (one per role, rotatable) buys one certificate signing.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use sha2::Digest as _;
 use std::time::Duration;
@@ -40,7 +40,10 @@ pub struct JoinToken {
 
 impl JoinToken {
     pub fn new(ca_digest: &str, secret: &str) -> JoinToken {
-        JoinToken { ca_digest: ca_digest.into(), secret: secret.into() }
+        JoinToken {
+            ca_digest: ca_digest.into(),
+            secret: secret.into(),
+        }
     }
 
     pub fn parse(s: &str) -> Result<JoinToken, CaError> {
@@ -57,13 +60,20 @@ impl JoinToken {
         if parts[3].len() < 16 || !parts[3].bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(CaError::BadToken("the secret is too short or malformed"));
         }
-        Ok(JoinToken { ca_digest: parts[2].to_ascii_lowercase(), secret: parts[3].into() })
+        Ok(JoinToken {
+            ca_digest: parts[2].to_ascii_lowercase(),
+            secret: parts[3].into(),
+        })
     }
 }
 
 impl std::fmt::Display for JoinToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{TOKEN_PREFIX}-{TOKEN_VERSION}-{}-{}", self.ca_digest, self.secret)
+        write!(
+            f,
+            "{TOKEN_PREFIX}-{TOKEN_VERSION}-{}-{}",
+            self.ca_digest, self.secret
+        )
     }
 }
 
@@ -85,13 +95,15 @@ pub fn cert_digest(cert_pem: &str) -> Result<String, CaError> {
 }
 
 pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, CaError> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| CaError::BadCert(e.to_string()))?;
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| CaError::BadCert(e.to_string()))?;
     Ok(p.contents)
 }
 
 /// The common name (node ID) and expiry of a DER certificate.
 pub fn cert_identity(der: &[u8]) -> Result<(String, time::OffsetDateTime), CaError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| CaError::BadCert(e.to_string()))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| CaError::BadCert(e.to_string()))?;
     let cn = cert
         .subject()
         .iter_common_name()
@@ -118,14 +130,22 @@ impl Ca {
         dn.push(DnType::OrganizationName, cluster_id);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(365 * 20);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         let cert_pem = cert.pem();
-        Ok(Ca { cert, key, cert_pem })
+        Ok(Ca {
+            cert,
+            key,
+            cert_pem,
+        })
     }
 
     /// Loads the CA from the replicated state. The PEM served to nodes is the stored one.
@@ -135,7 +155,11 @@ impl Ca {
         // Re-signing yields an issuer handle with the same name and key; signatures made
         // with it verify against the original certificate.
         let cert = params.self_signed(&key)?;
-        Ok(Ca { cert, key, cert_pem: cert_pem.into() })
+        Ok(Ca {
+            cert,
+            key,
+            cert_pem: cert_pem.into(),
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -152,7 +176,12 @@ impl Ca {
 
     /// Signs a node's CSR: the subject is replaced by the node ID the cluster assigned,
     /// whatever the CSR asked for.
-    pub fn sign_csr(&self, csr_pem: &str, node_id: &str, validity: Duration) -> Result<String, CaError> {
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        node_id: &str,
+        validity: Duration,
+    ) -> Result<String, CaError> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node_id);
@@ -160,10 +189,14 @@ impl Ca {
         csr.params.subject_alt_names = vec![rcgen::SanType::DnsName(SERVER_NAME.try_into()?)];
         csr.params.is_ca = IsCa::ExplicitNoCa;
         csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        csr.params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let now = time::OffsetDateTime::now_utc();
         csr.params.not_before = now - time::Duration::minutes(5);
-        csr.params.not_after = now + time::Duration::try_from(validity).map_err(|e| CaError::BadCert(e.to_string()))?;
+        csr.params.not_after = now
+            + time::Duration::try_from(validity).map_err(|e| CaError::BadCert(e.to_string()))?;
         Ok(csr.signed_by(&self.cert, &self.key)?.pem())
     }
 }
@@ -196,7 +229,11 @@ mod tests {
         ] {
             assert!(JoinToken::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(secrets_equal("abc", "abc") && !secrets_equal("abc", "abd") && !secrets_equal("abc", "ab"));
+        assert!(
+            secrets_equal("abc", "abc")
+                && !secrets_equal("abc", "abd")
+                && !secrets_equal("abc", "ab")
+        );
     }
 
     #[test]
@@ -205,7 +242,9 @@ mod tests {
         let digest = ca.digest().expect("digest");
         assert_eq!(digest.len(), 64);
         let (_key, csr) = new_key_and_csr().expect("csr");
-        let cert = ca.sign_csr(&csr, "node-abc", Duration::from_secs(3600)).expect("sign");
+        let cert = ca
+            .sign_csr(&csr, "node-abc", Duration::from_secs(3600))
+            .expect("sign");
         let der = pem_to_der(&cert).expect("der");
         let (cn, not_after) = cert_identity(&der).expect("identity");
         assert_eq!(cn, "node-abc");
@@ -213,13 +252,17 @@ mod tests {
         // A reloaded CA (another manager) signs certificates that chain to the same root.
         let again = Ca::load(ca.cert_pem(), &ca.key_pem()).expect("load");
         assert_eq!(again.digest().expect("digest"), digest);
-        let cert2 = again.sign_csr(&csr, "node-def", Duration::from_secs(3600)).expect("sign");
+        let cert2 = again
+            .sign_csr(&csr, "node-def", Duration::from_secs(3600))
+            .expect("sign");
         let root_der = pem_to_der(ca.cert_pem()).expect("der");
         let (_, root) = x509_parser::parse_x509_certificate(&root_der).expect("parse");
         for c in [&cert, &cert2] {
             let der = pem_to_der(c).expect("der");
             let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("parse");
-            parsed.verify_signature(Some(root.public_key())).expect("signed by the CA");
+            parsed
+                .verify_signature(Some(root.public_key()))
+                .expect("signed by the CA");
         }
         // Another CA's key does not verify.
         let other = Ca::create("cluster-2").expect("ca");

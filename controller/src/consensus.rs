@@ -69,7 +69,9 @@ pub enum Bootstrap {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RaftError {
-    #[error("no cluster leader is known (is a majority of managers down?); the write was not accepted")]
+    #[error(
+        "no cluster leader is known (is a majority of managers down?); the write was not accepted"
+    )]
     NoLeader,
     #[error(
         "the cluster did not commit the request within {0:?} (a majority of managers may be down or unreachable); it may or may not be applied, retrying with the same request is safe"
@@ -113,7 +115,11 @@ pub struct RaftStatus {
 
 enum Msg {
     Propose(Proposal, oneshot::Sender<Result<Outcome, RaftError>>),
-    ConfChange(ConfChange, String, oneshot::Sender<Result<Outcome, RaftError>>),
+    ConfChange(
+        ConfChange,
+        String,
+        oneshot::Sender<Result<Outcome, RaftError>>,
+    ),
     ReadIndex(oneshot::Sender<Result<u64, RaftError>>),
     Raft(Box<Message>),
     Unreachable(u64),
@@ -151,10 +157,18 @@ struct Node<T: Transport> {
 }
 
 /// Opens the storage, restores the state machine and spawns the node's task.
-pub fn start<T: Transport>(cfg: RaftConfig, bootstrap: Bootstrap, transport: Arc<T>) -> Result<RaftHandle, RaftError> {
+pub fn start<T: Transport>(
+    cfg: RaftConfig,
+    bootstrap: Bootstrap,
+    transport: Arc<T>,
+) -> Result<RaftHandle, RaftError> {
     let (mut storage, recovery) = DiskStorage::open(&cfg.dir)?;
     if recovery.truncated_bytes > 0 {
-        tracing::warn!(raft_id = cfg.id, bytes = recovery.truncated_bytes, "raft log had a torn tail; repaired");
+        tracing::warn!(
+            raft_id = cfg.id,
+            bytes = recovery.truncated_bytes,
+            "raft log had a torn tail; repaired"
+        );
     }
     if storage.is_empty() {
         if let Bootstrap::New(store) = &bootstrap {
@@ -191,8 +205,17 @@ pub fn start<T: Transport>(cfg: RaftConfig, bootstrap: Bootstrap, transport: Arc
     storage.attach_state(sm.clone());
     let raw = RawNode::new(&raft_cfg, storage, &crate::logger::raft_logger(cfg.id))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (status_tx, status_rx) = watch::channel(RaftStatus { id: cfg.id, ..Default::default() });
-    let handle = RaftHandle { id: cfg.id, tx, sm: sm.clone(), status: status_rx, timeout: cfg.request_timeout };
+    let (status_tx, status_rx) = watch::channel(RaftStatus {
+        id: cfg.id,
+        ..Default::default()
+    });
+    let handle = RaftHandle {
+        id: cfg.id,
+        tx,
+        sm: sm.clone(),
+        status: status_rx,
+        timeout: cfg.request_timeout,
+    };
     let mut node = Node {
         raw,
         cfg,
@@ -280,8 +303,15 @@ impl<T: Transport> Node<T> {
                     let _ = reply.send(Err(RaftError::ConfChangeBusy));
                     return true;
                 }
-                match self.raw.propose_conf_change(request_id.clone().into_bytes(), cc) {
-                    Ok(()) => self.waiters.entry(request_id).or_default().push((Instant::now() + self.cfg.request_timeout, reply)),
+                match self
+                    .raw
+                    .propose_conf_change(request_id.clone().into_bytes(), cc)
+                {
+                    Ok(()) => self
+                        .waiters
+                        .entry(request_id)
+                        .or_default()
+                        .push((Instant::now() + self.cfg.request_timeout, reply)),
                     Err(raft::Error::ProposalDropped) => {
                         let _ = reply.send(Err(RaftError::NoLeader));
                     }
@@ -299,7 +329,8 @@ impl<T: Transport> Node<T> {
                 self.read_seq += 1;
                 let ctx = format!("r{}-{}", self.cfg.id, self.read_seq).into_bytes();
                 self.raw.read_index(ctx.clone());
-                self.reads.insert(ctx, (Instant::now() + self.cfg.request_timeout, reply));
+                self.reads
+                    .insert(ctx, (Instant::now() + self.cfg.request_timeout, reply));
             }
             Msg::Raft(m) => {
                 if let Err(e) = self.raw.step(*m) {
@@ -308,7 +339,11 @@ impl<T: Transport> Node<T> {
             }
             Msg::Unreachable(id) => self.raw.report_unreachable(id),
             Msg::SnapshotStatus(id, ok) => {
-                let st = if ok { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+                let st = if ok {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
                 self.raw.report_snapshot(id, st);
             }
             Msg::Campaign => {
@@ -329,7 +364,9 @@ impl<T: Transport> Node<T> {
             Ok(d) => d,
             Err(e) => {
                 for r in replies {
-                    let _ = r.send(Err(RaftError::Encode(serde_json::Error::io(std::io::Error::other(e.to_string())))));
+                    let _ = r.send(Err(RaftError::Encode(serde_json::Error::io(
+                        std::io::Error::other(e.to_string()),
+                    ))));
                 }
                 return;
             }
@@ -338,7 +375,10 @@ impl<T: Transport> Node<T> {
             Ok(()) => {
                 let deadline = Instant::now() + self.cfg.request_timeout;
                 for (p, r) in props.into_iter().zip(replies) {
-                    self.waiters.entry(p.request_id).or_default().push((deadline, r));
+                    self.waiters
+                        .entry(p.request_id)
+                        .or_default()
+                        .push((deadline, r));
                 }
             }
             Err(e) => {
@@ -410,7 +450,10 @@ impl<T: Transport> Node<T> {
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
                     if e.data.is_empty() {
-                        self.sm.write().unwrap_or_else(|p| p.into_inner()).set_applied(e.index);
+                        self.sm
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .set_applied(e.index);
                         continue;
                     }
                     let props: Vec<Proposal> = match serde_json::from_slice(&e.data) {
@@ -418,7 +461,10 @@ impl<T: Transport> Node<T> {
                         Err(err) => {
                             // Written by a newer/older version we cannot read: skip, loudly.
                             tracing::error!(raft_index = e.index, error = %err, "undecodable log entry skipped");
-                            self.sm.write().unwrap_or_else(|p| p.into_inner()).set_applied(e.index);
+                            self.sm
+                                .write()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .set_applied(e.index);
                             continue;
                         }
                     };
@@ -438,7 +484,8 @@ impl<T: Transport> Node<T> {
                     }
                 }
                 EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| RaftError::Raft(raft::Error::CodecError(err)))?;
+                    let cc = ConfChange::parse_from_bytes(&e.data)
+                        .map_err(|err| RaftError::Raft(raft::Error::CodecError(err)))?;
                     let cs = match self.raw.apply_conf_change(&cc) {
                         Ok(cs) => Some(cs),
                         Err(err) => {
@@ -450,19 +497,30 @@ impl<T: Transport> Node<T> {
                         self.raw.mut_store().set_conf_state(cs)?;
                     }
                     tracing::info!(raft_index = e.index, change = ?cc.get_change_type(), member = cc.node_id, "membership changed");
-                    if cc.get_change_type() == ConfChangeType::RemoveNode && cc.node_id == self.cfg.id {
+                    if cc.get_change_type() == ConfChangeType::RemoveNode
+                        && cc.node_id == self.cfg.id
+                    {
                         self.removed = true;
                     }
-                    self.sm.write().unwrap_or_else(|p| p.into_inner()).set_applied(e.index);
+                    self.sm
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .set_applied(e.index);
                     let id = String::from_utf8_lossy(&e.context).into_owned();
                     if let Some(ws) = self.waiters.remove(&id) {
                         for (_, w) in ws {
-                            let _ = w.send(Ok(Outcome { index: e.index, objects: vec![] }));
+                            let _ = w.send(Ok(Outcome {
+                                index: e.index,
+                                objects: vec![],
+                            }));
                         }
                     }
                 }
                 EntryType::EntryConfChangeV2 => {
-                    self.sm.write().unwrap_or_else(|p| p.into_inner()).set_applied(e.index);
+                    self.sm
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .set_applied(e.index);
                 }
             }
         }
@@ -507,7 +565,12 @@ impl<T: Transport> Node<T> {
             }
             !ws.is_empty()
         });
-        let expired: Vec<_> = self.reads.iter().filter(|(_, (d, _))| *d <= now).map(|(k, _)| k.clone()).collect();
+        let expired: Vec<_> = self
+            .reads
+            .iter()
+            .filter(|(_, (d, _))| *d <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in expired {
             if let Some((_, r)) = self.reads.remove(&k) {
                 let _ = r.send(Err(RaftError::ReadTimeout(t)));
@@ -575,7 +638,9 @@ impl RaftHandle {
     /// Replicates a proposal and returns its outcome once applied locally.
     pub async fn propose(&self, p: Proposal) -> Result<Outcome, RaftError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Msg::Propose(p, tx)).map_err(|_| RaftError::Stopped)?;
+        self.tx
+            .send(Msg::Propose(p, tx))
+            .map_err(|_| RaftError::Stopped)?;
         self.wait(rx).await
     }
 
@@ -595,7 +660,9 @@ impl RaftHandle {
             return Err(RaftError::NoLeader);
         }
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Msg::ReadIndex(tx)).map_err(|_| RaftError::Stopped)?;
+        self.tx
+            .send(Msg::ReadIndex(tx))
+            .map_err(|_| RaftError::Stopped)?;
         let index = self.wait(rx).await?;
         self.wait_applied(index).await
     }
@@ -631,16 +698,26 @@ impl RaftHandle {
                 _ => !voters.contains(&raft_id),
             };
             if done {
-                return Ok(Outcome { index: self.status().applied, objects: vec![] });
+                return Ok(Outcome {
+                    index: self.status().applied,
+                    objects: vec![],
+                });
             }
             let mut cc = ConfChange::default();
             cc.set_change_type(t);
             cc.node_id = raft_id;
             let (tx, rx) = oneshot::channel();
-            self.tx.send(Msg::ConfChange(cc, crate::state::new_id(), tx)).map_err(|_| RaftError::Stopped)?;
+            self.tx
+                .send(Msg::ConfChange(cc, crate::state::new_id(), tx))
+                .map_err(|_| RaftError::Stopped)?;
             match self.wait(rx).await {
                 Ok(o) => return Ok(o),
-                Err(e @ (RaftError::ConfChangeBusy | RaftError::Timeout(_) | RaftError::NoLeader | RaftError::LeaderChanged)) => {
+                Err(
+                    e @ (RaftError::ConfChangeBusy
+                    | RaftError::Timeout(_)
+                    | RaftError::NoLeader
+                    | RaftError::LeaderChanged),
+                ) => {
                     if Instant::now() > deadline {
                         return Err(e);
                     }

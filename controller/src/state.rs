@@ -135,10 +135,17 @@ pub struct ClusterMeta {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Sets the cluster identity (bootstrap only; refused once set).
-    InitCluster { meta: ClusterMeta },
-    RotateToken { role: Role, secret: String },
+    InitCluster {
+        meta: ClusterMeta,
+    },
+    RotateToken {
+        role: Role,
+        secret: String,
+    },
     /// Adds a node or replaces it whole (join).
-    PutNode { node: Node },
+    PutNode {
+        node: Node,
+    },
     UpdateNode {
         id: String,
         #[serde(default)]
@@ -157,8 +164,15 @@ pub enum Op {
         addr: Option<String>,
     },
     /// Removes a node for good: its ID can never join again.
-    RemoveNode { id: String },
-    Create { kind: String, id: String, name: String, spec: Vec<u8> },
+    RemoveNode {
+        id: String,
+    },
+    Create {
+        kind: String,
+        id: String,
+        name: String,
+        spec: Vec<u8>,
+    },
     Update {
         kind: String,
         id: String,
@@ -185,7 +199,11 @@ pub struct Proposal {
 
 impl Proposal {
     pub fn new(ops: Vec<Op>) -> Proposal {
-        Proposal { request_id: new_id(), at: chrono::Utc::now().to_rfc3339(), ops }
+        Proposal {
+            request_id: new_id(),
+            at: chrono::Utc::now().to_rfc3339(),
+            ops,
+        }
     }
 }
 
@@ -199,7 +217,12 @@ pub enum ApplyError {
     #[error("{kind} {id} already exists")]
     IdConflict { kind: String, id: String },
     #[error("{kind} {id} is at version {actual}, not {expected}: it changed since it was read")]
-    VersionMismatch { kind: String, id: String, expected: u64, actual: u64 },
+    VersionMismatch {
+        kind: String,
+        id: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("node {0} was removed from the cluster and cannot rejoin with that identity")]
     Removed(String),
     #[error("invalid: {0}")]
@@ -266,7 +289,9 @@ pub fn new_id() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
-    (0..25).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..25)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn node_object(n: &Node, index: u64) -> Object {
@@ -297,13 +322,22 @@ impl StateMachine {
         }
         let seen = store.requests.iter().cloned().collect();
         let (events, _) = tokio::sync::broadcast::channel(8192);
-        StateMachine { store, names, seen, events }
+        StateMachine {
+            store,
+            names,
+            seen,
+            events,
+        }
     }
 
     /// Replaces everything with a snapshot image, keeping subscribers (they get no events
     /// for the jump and should re-list: see [`Self::subscribe`]).
     pub fn restore(&mut self, data: &[u8]) -> Result<(), serde_json::Error> {
-        let store: Store = if data.is_empty() { Store::default() } else { serde_json::from_slice(data)? };
+        let store: Store = if data.is_empty() {
+            Store::default()
+        } else {
+            serde_json::from_slice(data)?
+        };
         let events = self.events.clone();
         *self = StateMachine::from_store(store);
         self.events = events;
@@ -349,11 +383,21 @@ impl StateMachine {
         if let Some(n) = self.store.nodes.get(key) {
             return Some(n);
         }
-        let by_name: Vec<_> = self.store.nodes.values().filter(|n| n.hostname == key).collect();
+        let by_name: Vec<_> = self
+            .store
+            .nodes
+            .values()
+            .filter(|n| n.hostname == key)
+            .collect();
         if by_name.len() == 1 {
             return Some(by_name[0]);
         }
-        let by_prefix: Vec<_> = self.store.nodes.values().filter(|n| n.id.starts_with(key)).collect();
+        let by_prefix: Vec<_> = self
+            .store
+            .nodes
+            .values()
+            .filter(|n| n.id.starts_with(key))
+            .collect();
         if by_prefix.len() == 1 {
             return Some(by_prefix[0]);
         }
@@ -362,11 +406,19 @@ impl StateMachine {
 
     pub fn get(&self, kind: &str, id_or_name: &str) -> Option<&Object> {
         let objs = self.store.objects.get(kind)?;
-        objs.get(id_or_name).or_else(|| self.names.get(&(kind.to_string(), id_or_name.to_string())).and_then(|id| objs.get(id)))
+        objs.get(id_or_name).or_else(|| {
+            self.names
+                .get(&(kind.to_string(), id_or_name.to_string()))
+                .and_then(|id| objs.get(id))
+        })
     }
 
     pub fn list(&self, kind: &str) -> Vec<Object> {
-        self.store.objects.get(kind).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.store
+            .objects
+            .get(kind)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Marks `index` applied for entries that carry no proposal (raft's empty entries,
@@ -415,7 +467,12 @@ impl StateMachine {
     fn cur_obj(&self, s: &Scratch, kind: &str, id: &str) -> Option<Object> {
         match s.objects.get(&(kind.to_string(), id.to_string())) {
             Some(o) => o.clone(),
-            None => self.store.objects.get(kind).and_then(|m| m.get(id)).cloned(),
+            None => self
+                .store
+                .objects
+                .get(kind)
+                .and_then(|m| m.get(id))
+                .cloned(),
         }
     }
 
@@ -457,17 +514,32 @@ impl StateMachine {
                     out.push(node_object(&n, index));
                     s.nodes.insert(n.id.clone(), Some(n));
                 }
-                Op::UpdateNode { id, availability, label_add, label_rm, role, status, raft_id, addr } => {
-                    let mut n = self.cur_node(s, id).ok_or_else(|| ApplyError::NotFound { kind: NODE_KIND.into(), id: id.clone() })?;
+                Op::UpdateNode {
+                    id,
+                    availability,
+                    label_add,
+                    label_rm,
+                    role,
+                    status,
+                    raft_id,
+                    addr,
+                } => {
+                    let mut n = self.cur_node(s, id).ok_or_else(|| ApplyError::NotFound {
+                        kind: NODE_KIND.into(),
+                        id: id.clone(),
+                    })?;
                     if let Some(a) = availability {
                         n.availability = *a;
                     }
                     for k in label_rm {
                         if n.labels.remove(k).is_none() {
-                            return Err(ApplyError::Invalid(format!("key {k} doesn't exist in node's labels")));
+                            return Err(ApplyError::Invalid(format!(
+                                "key {k} doesn't exist in node's labels"
+                            )));
                         }
                     }
-                    n.labels.extend(label_add.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    n.labels
+                        .extend(label_add.iter().map(|(k, v)| (k.clone(), v.clone())));
                     if let Some(r) = role {
                         n.role = *r;
                     }
@@ -486,20 +558,36 @@ impl StateMachine {
                     s.nodes.insert(id.clone(), Some(n));
                 }
                 Op::RemoveNode { id } => {
-                    let n = self.cur_node(s, id).ok_or_else(|| ApplyError::NotFound { kind: NODE_KIND.into(), id: id.clone() })?;
+                    let n = self.cur_node(s, id).ok_or_else(|| ApplyError::NotFound {
+                        kind: NODE_KIND.into(),
+                        id: id.clone(),
+                    })?;
                     out.push(node_object(&n, index));
                     s.nodes.insert(id.clone(), None);
                     s.removed.push(id.clone());
                 }
-                Op::Create { kind, id, name, spec } => {
+                Op::Create {
+                    kind,
+                    id,
+                    name,
+                    spec,
+                } => {
                     if kind.is_empty() || id.is_empty() || name.is_empty() {
-                        return Err(ApplyError::Invalid("create needs a kind, an id and a name".into()));
+                        return Err(ApplyError::Invalid(
+                            "create needs a kind, an id and a name".into(),
+                        ));
                     }
                     if self.cur_obj(s, kind, id).is_some() {
-                        return Err(ApplyError::IdConflict { kind: kind.clone(), id: id.clone() });
+                        return Err(ApplyError::IdConflict {
+                            kind: kind.clone(),
+                            id: id.clone(),
+                        });
                     }
                     if self.name_owner(s, kind, name).is_some() {
-                        return Err(ApplyError::NameConflict { kind: kind.clone(), name: name.clone() });
+                        return Err(ApplyError::NameConflict {
+                            kind: kind.clone(),
+                            name: name.clone(),
+                        });
                     }
                     let o = Object {
                         kind: kind.clone(),
@@ -510,27 +598,59 @@ impl StateMachine {
                         created_index: index,
                         updated_index: index,
                     };
-                    s.names.insert((kind.clone(), name.clone()), Some(id.clone()));
-                    s.objects.insert((kind.clone(), id.clone()), Some(o.clone()));
+                    s.names
+                        .insert((kind.clone(), name.clone()), Some(id.clone()));
+                    s.objects
+                        .insert((kind.clone(), id.clone()), Some(o.clone()));
                     s.actions.push((kind.clone(), id.clone(), Action::Created));
                     out.push(o);
                 }
-                Op::Update { kind, id, spec, expected_version } => {
-                    let mut o = self.cur_obj(s, kind, id).ok_or_else(|| ApplyError::NotFound { kind: kind.clone(), id: id.clone() })?;
+                Op::Update {
+                    kind,
+                    id,
+                    spec,
+                    expected_version,
+                } => {
+                    let mut o = self
+                        .cur_obj(s, kind, id)
+                        .ok_or_else(|| ApplyError::NotFound {
+                            kind: kind.clone(),
+                            id: id.clone(),
+                        })?;
                     if *expected_version != 0 && o.version != *expected_version {
-                        return Err(ApplyError::VersionMismatch { kind: kind.clone(), id: id.clone(), expected: *expected_version, actual: o.version });
+                        return Err(ApplyError::VersionMismatch {
+                            kind: kind.clone(),
+                            id: id.clone(),
+                            expected: *expected_version,
+                            actual: o.version,
+                        });
                     }
                     o.version += 1;
                     o.spec = spec.clone();
                     o.updated_index = index;
-                    s.objects.insert((kind.clone(), id.clone()), Some(o.clone()));
+                    s.objects
+                        .insert((kind.clone(), id.clone()), Some(o.clone()));
                     s.actions.push((kind.clone(), id.clone(), Action::Updated));
                     out.push(o);
                 }
-                Op::Delete { kind, id, expected_version } => {
-                    let o = self.cur_obj(s, kind, id).ok_or_else(|| ApplyError::NotFound { kind: kind.clone(), id: id.clone() })?;
+                Op::Delete {
+                    kind,
+                    id,
+                    expected_version,
+                } => {
+                    let o = self
+                        .cur_obj(s, kind, id)
+                        .ok_or_else(|| ApplyError::NotFound {
+                            kind: kind.clone(),
+                            id: id.clone(),
+                        })?;
                     if *expected_version != 0 && o.version != *expected_version {
-                        return Err(ApplyError::VersionMismatch { kind: kind.clone(), id: id.clone(), expected: *expected_version, actual: o.version });
+                        return Err(ApplyError::VersionMismatch {
+                            kind: kind.clone(),
+                            id: id.clone(),
+                            expected: *expected_version,
+                            actual: o.version,
+                        });
                     }
                     s.names.insert((kind.clone(), o.name.clone()), None);
                     s.objects.insert((kind.clone(), id.clone()), None);
@@ -550,13 +670,25 @@ impl StateMachine {
         for (id, n) in s.nodes {
             match n {
                 Some(n) => {
-                    let action = if self.store.nodes.contains_key(&id) { Action::Updated } else { Action::Created };
-                    events.push(Event { index, action, object: node_object(&n, index) });
+                    let action = if self.store.nodes.contains_key(&id) {
+                        Action::Updated
+                    } else {
+                        Action::Created
+                    };
+                    events.push(Event {
+                        index,
+                        action,
+                        object: node_object(&n, index),
+                    });
                     self.store.nodes.insert(id, n);
                 }
                 None => {
                     if let Some(n) = self.store.nodes.remove(&id) {
-                        events.push(Event { index, action: Action::Deleted, object: node_object(&n, index) });
+                        events.push(Event {
+                            index,
+                            action: Action::Deleted,
+                            object: node_object(&n, index),
+                        });
                     }
                 }
             }
@@ -593,7 +725,11 @@ impl StateMachine {
                     None => continue,
                 },
             };
-            events.push(Event { index, action, object });
+            events.push(Event {
+                index,
+                action,
+                object,
+            });
         }
         for e in events {
             let _ = self.events.send(Arc::new(e));
@@ -617,20 +753,33 @@ mod tests {
     use super::*;
 
     fn create(kind: &str, id: &str, name: &str) -> Op {
-        Op::Create { kind: kind.into(), id: id.into(), name: name.into(), spec: b"{}".to_vec() }
+        Op::Create {
+            kind: kind.into(),
+            id: id.into(),
+            name: name.into(),
+            spec: b"{}".to_vec(),
+        }
     }
 
     fn prop(id: &str, ops: Vec<Op>) -> Proposal {
-        Proposal { request_id: id.into(), at: "2024-01-01T00:00:00Z".into(), ops }
+        Proposal {
+            request_id: id.into(),
+            at: "2024-01-01T00:00:00Z".into(),
+            ops,
+        }
     }
 
     #[test]
     fn names_are_unique_per_kind() {
         let mut sm = StateMachine::default();
-        sm.apply(1, &prop("r1", vec![create("service", "a", "web")])).expect("create");
-        let err = sm.apply(2, &prop("r2", vec![create("service", "b", "web")])).expect_err("dup name");
+        sm.apply(1, &prop("r1", vec![create("service", "a", "web")]))
+            .expect("create");
+        let err = sm
+            .apply(2, &prop("r2", vec![create("service", "b", "web")]))
+            .expect_err("dup name");
         assert!(matches!(err, ApplyError::NameConflict { .. }), "{err}");
-        sm.apply(3, &prop("r3", vec![create("network", "c", "web")])).expect("other kind may reuse a name");
+        sm.apply(3, &prop("r3", vec![create("network", "c", "web")]))
+            .expect("other kind may reuse a name");
         assert_eq!(sm.get("service", "web").map(|o| o.id.as_str()), Some("a"));
     }
 
@@ -638,7 +787,13 @@ mod tests {
     fn batches_are_all_or_nothing() {
         let mut sm = StateMachine::default();
         let err = sm
-            .apply(1, &prop("r1", vec![create("task", "t1", "one"), create("task", "t2", "one")]))
+            .apply(
+                1,
+                &prop(
+                    "r1",
+                    vec![create("task", "t1", "one"), create("task", "t2", "one")],
+                ),
+            )
             .expect_err("second op conflicts with the first");
         assert!(matches!(err, ApplyError::NameConflict { .. }));
         assert!(sm.list("task").is_empty(), "nothing half-applied");
@@ -650,7 +805,9 @@ mod tests {
         let mut sm = StateMachine::default();
         let p = prop("same", vec![create("config", "x", "cfg")]);
         let first = sm.apply(1, &p).expect("first");
-        let again = sm.apply(2, &p).expect("a retry returns the first outcome, not a conflict");
+        let again = sm
+            .apply(2, &p)
+            .expect("a retry returns the first outcome, not a conflict");
         assert_eq!(first, again);
         assert_eq!(sm.list("config").len(), 1);
     }
@@ -659,23 +816,58 @@ mod tests {
     fn versions_guard_updates_and_events_flow() {
         let mut sm = StateMachine::default();
         let mut rx = sm.subscribe();
-        sm.apply(1, &prop("r1", vec![create("service", "s", "web")])).expect("create");
-        let upd = |v| Op::Update { kind: "service".into(), id: "s".into(), spec: b"{\"r\":2}".to_vec(), expected_version: v };
-        sm.apply(2, &prop("r2", vec![upd(1)])).expect("update at v1");
-        let err = sm.apply(3, &prop("r3", vec![upd(1)])).expect_err("stale version");
+        sm.apply(1, &prop("r1", vec![create("service", "s", "web")]))
+            .expect("create");
+        let upd = |v| Op::Update {
+            kind: "service".into(),
+            id: "s".into(),
+            spec: b"{\"r\":2}".to_vec(),
+            expected_version: v,
+        };
+        sm.apply(2, &prop("r2", vec![upd(1)]))
+            .expect("update at v1");
+        let err = sm
+            .apply(3, &prop("r3", vec![upd(1)]))
+            .expect_err("stale version");
         assert!(matches!(err, ApplyError::VersionMismatch { actual: 2, .. }));
-        sm.apply(4, &prop("r4", vec![Op::Delete { kind: "service".into(), id: "s".into(), expected_version: 0 }])).expect("delete");
-        let actions: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|e| (e.index, e.action)).collect();
-        assert_eq!(actions, vec![(1, Action::Created), (2, Action::Updated), (4, Action::Deleted)]);
+        sm.apply(
+            4,
+            &prop(
+                "r4",
+                vec![Op::Delete {
+                    kind: "service".into(),
+                    id: "s".into(),
+                    expected_version: 0,
+                }],
+            ),
+        )
+        .expect("delete");
+        let actions: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| (e.index, e.action))
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                (1, Action::Created),
+                (2, Action::Updated),
+                (4, Action::Deleted)
+            ]
+        );
         // The name is free again.
-        sm.apply(5, &prop("r5", vec![create("service", "s2", "web")])).expect("reuse name");
+        sm.apply(5, &prop("r5", vec![create("service", "s2", "web")]))
+            .expect("reuse name");
     }
 
     #[test]
     fn removed_nodes_cannot_come_back_and_snapshots_round_trip() {
         let mut sm = StateMachine::default();
-        let node = Node { id: "n1".into(), hostname: "h".into(), ..Default::default() };
-        sm.apply(1, &prop("a", vec![Op::PutNode { node: node.clone() }])).expect("join");
+        let node = Node {
+            id: "n1".into(),
+            hostname: "h".into(),
+            ..Default::default()
+        };
+        sm.apply(1, &prop("a", vec![Op::PutNode { node: node.clone() }]))
+            .expect("join");
         let label = Op::UpdateNode {
             id: "n1".into(),
             availability: Some(Availability::Drain),
@@ -687,13 +879,19 @@ mod tests {
             addr: None,
         };
         sm.apply(2, &prop("b", vec![label])).expect("update");
-        assert_eq!(sm.node("n1").map(|n| (n.availability, n.version)), Some((Availability::Drain, 2)));
+        assert_eq!(
+            sm.node("n1").map(|n| (n.availability, n.version)),
+            Some((Availability::Drain, 2))
+        );
         let data = sm.snapshot_data().expect("snapshot");
         let mut restored = StateMachine::default();
         restored.restore(&data).expect("restore");
         assert_eq!(restored.store(), sm.store());
-        sm.apply(3, &prop("c", vec![Op::RemoveNode { id: "n1".into() }])).expect("rm");
-        let err = sm.apply(4, &prop("d", vec![Op::PutNode { node }])).expect_err("stale rejoin");
+        sm.apply(3, &prop("c", vec![Op::RemoveNode { id: "n1".into() }]))
+            .expect("rm");
+        let err = sm
+            .apply(4, &prop("d", vec![Op::PutNode { node }]))
+            .expect_err("stale rejoin");
         assert!(matches!(err, ApplyError::Removed(_)));
     }
 }

@@ -36,28 +36,44 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "raft log {} is corrupt at byte {offset} ({why}); refusing to start. The damage is not at \
          the end of the log, so it is not a torn write: restore this manager from a backup, or \
          remove it from the cluster and wipe {} to rejoin it empty",
         path.display(), dir.display()
     )]
-    Corrupt { path: PathBuf, dir: PathBuf, offset: u64, why: String },
+    Corrupt {
+        path: PathBuf,
+        dir: PathBuf,
+        offset: u64,
+        why: String,
+    },
     #[error("snapshot {} is corrupt ({why}); refusing to start", path.display())]
     CorruptSnapshot { path: PathBuf, why: String },
     #[error("decoding raft record in {}: {source}", path.display())]
-    Decode { path: PathBuf, source: protobuf::ProtobufError },
+    Decode {
+        path: PathBuf,
+        source: protobuf::ProtobufError,
+    },
     #[error("raft storage: {0}")]
     Raft(#[from] raft::Error),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
-    move |source| StorageError::Io { path: path.to_path_buf(), source }
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// What recovery found, for logging and tests.
@@ -93,7 +109,10 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let e = e.map_err(io_err(dir))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(hex) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".log")) {
+        if let Some(hex) = name
+            .strip_prefix("wal-")
+            .and_then(|n| n.strip_suffix(".log"))
+        {
             if let Ok(seq) = u64::from_str_radix(hex, 16) {
                 out.push((seq, e.path()));
             }
@@ -112,24 +131,46 @@ enum Record {
 
 /// Parses a segment. `last` segments may end in a torn record, which is reported as the
 /// offset to truncate at; anywhere else a bad record is corruption.
-fn parse_segment(path: &Path, dir: &Path, data: &[u8], last: bool) -> Result<(Vec<Record>, Option<u64>), StorageError> {
+fn parse_segment(
+    path: &Path,
+    dir: &Path,
+    data: &[u8],
+    last: bool,
+) -> Result<(Vec<Record>, Option<u64>), StorageError> {
     let mut out = Vec::new();
     let mut off = 0usize;
     while off < data.len() {
-        let corrupt = |why: &str| StorageError::Corrupt { path: path.into(), dir: dir.into(), offset: off as u64, why: why.into() };
+        let corrupt = |why: &str| StorageError::Corrupt {
+            path: path.into(),
+            dir: dir.into(),
+            offset: off as u64,
+            why: why.into(),
+        };
         let rest = &data[off..];
         let torn_tail_ok = last && rest.iter().all(|b| *b == 0);
         if rest.len() < 8 {
-            return if last { Ok((out, Some(off as u64))) } else { Err(corrupt("truncated record header")) };
+            return if last {
+                Ok((out, Some(off as u64)))
+            } else {
+                Err(corrupt("truncated record header"))
+            };
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
         if len == 0 {
-            return if torn_tail_ok { Ok((out, Some(off as u64))) } else { Err(corrupt("zero-length record")) };
+            return if torn_tail_ok {
+                Ok((out, Some(off as u64)))
+            } else {
+                Err(corrupt("zero-length record"))
+            };
         }
         if 8 + len > rest.len() {
             // A record running past the end of the last file was being written at a crash.
-            return if last { Ok((out, Some(off as u64))) } else { Err(corrupt("record runs past end of segment")) };
+            return if last {
+                Ok((out, Some(off as u64)))
+            } else {
+                Err(corrupt("record runs past end of segment"))
+            };
         }
         let body = &rest[8..8 + len];
         if crc32fast::hash(body) != crc {
@@ -140,11 +181,18 @@ fn parse_segment(path: &Path, dir: &Path, data: &[u8], last: bool) -> Result<(Ve
                 Err(corrupt("checksum mismatch"))
             };
         }
-        let dec = |e| StorageError::Decode { path: path.into(), source: e };
+        let dec = |e| StorageError::Decode {
+            path: path.into(),
+            source: e,
+        };
         let rec = match body[0] {
             KIND_ENTRY => Record::Entry(Entry::parse_from_bytes(&body[1..]).map_err(dec)?),
-            KIND_HARD_STATE => Record::HardState(HardState::parse_from_bytes(&body[1..]).map_err(dec)?),
-            KIND_CONF_STATE => Record::ConfState(ConfState::parse_from_bytes(&body[1..]).map_err(dec)?),
+            KIND_HARD_STATE => {
+                Record::HardState(HardState::parse_from_bytes(&body[1..]).map_err(dec)?)
+            }
+            KIND_CONF_STATE => {
+                Record::ConfState(ConfState::parse_from_bytes(&body[1..]).map_err(dec)?)
+            }
             k => return Err(corrupt(&format!("unknown record kind {k}"))),
         };
         out.push(rec);
@@ -160,7 +208,10 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     };
-    let bad = |why: &str| StorageError::CorruptSnapshot { path: path.into(), why: why.into() };
+    let bad = |why: &str| StorageError::CorruptSnapshot {
+        path: path.into(),
+        why: why.into(),
+    };
     if data.len() < 20 || &data[..8] != SNAP_MAGIC {
         return Err(bad("bad header"));
     }
@@ -170,7 +221,12 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
     if crc32fast::hash(body) != crc {
         return Err(bad("checksum mismatch"));
     }
-    Snapshot::parse_from_bytes(body).map(Some).map_err(|e| StorageError::Decode { path: path.into(), source: e })
+    Snapshot::parse_from_bytes(body)
+        .map(Some)
+        .map_err(|e| StorageError::Decode {
+            path: path.into(),
+            source: e,
+        })
 }
 
 impl DiskStorage {
@@ -196,7 +252,10 @@ impl DiskStorage {
             if let Some(at) = truncate_at {
                 recovery.truncated_bytes = data.len() as u64 - at;
                 tracing::warn!(file = %path.display(), offset = at, bytes = recovery.truncated_bytes, "repairing torn write at the end of the raft log");
-                let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(path))?;
                 f.set_len(at).map_err(io_err(path))?;
                 f.sync_all().map_err(io_err(path))?;
             }
@@ -243,16 +302,36 @@ impl DiskStorage {
         let wal_seq = segs.last().map_or(1, |(s, _)| *s);
         let wal_path = dir.join(segment_name(wal_seq));
         let created = !wal_path.exists();
-        let wal = OpenOptions::new().create(true).append(true).open(&wal_path).map_err(io_err(&wal_path))?;
+        let wal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&wal_path)
+            .map_err(io_err(&wal_path))?;
         let wal_len = wal.metadata().map_err(io_err(&wal_path))?.len();
         if created {
             fsync_dir(dir)?;
         }
-        Ok((DiskStorage { dir: dir.into(), mem, snapshot, wal, wal_path, wal_seq, wal_len, buf: Vec::new(), live: None }, recovery))
+        Ok((
+            DiskStorage {
+                dir: dir.into(),
+                mem,
+                snapshot,
+                wal,
+                wal_path,
+                wal_seq,
+                wal_len,
+                buf: Vec::new(),
+                live: None,
+            },
+            recovery,
+        ))
     }
 
     /// Lets [`Storage::snapshot`] cut snapshots from the running state machine.
-    pub fn attach_state(&mut self, sm: std::sync::Arc<std::sync::RwLock<crate::state::StateMachine>>) {
+    pub fn attach_state(
+        &mut self,
+        sm: std::sync::Arc<std::sync::RwLock<crate::state::StateMachine>>,
+    ) {
         self.live = Some(sm);
     }
 
@@ -276,7 +355,11 @@ impl DiskStorage {
         self.buf.extend_from_slice(&(body_len as u32).to_le_bytes());
         self.buf.extend_from_slice(&[0; 4]);
         self.buf.push(kind);
-        msg.write_to_vec(&mut self.buf).map_err(|e| StorageError::Decode { path: self.wal_path.clone(), source: e })?;
+        msg.write_to_vec(&mut self.buf)
+            .map_err(|e| StorageError::Decode {
+                path: self.wal_path.clone(),
+                source: e,
+            })?;
         let crc = crc32fast::hash(&self.buf[start + 8..]);
         self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         Ok(())
@@ -286,7 +369,9 @@ impl DiskStorage {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.wal.write_all(&self.buf).map_err(io_err(&self.wal_path))?;
+        self.wal
+            .write_all(&self.buf)
+            .map_err(io_err(&self.wal_path))?;
         self.wal.sync_data().map_err(io_err(&self.wal_path))?;
         self.wal_len += self.buf.len() as u64;
         self.buf.clear();
@@ -295,7 +380,11 @@ impl DiskStorage {
 
     /// Durably appends entries and/or a new hard state (one fsync), then mirrors them in
     /// memory. Returns only once they are on disk.
-    pub fn persist(&mut self, entries: &[Entry], hs: Option<&HardState>) -> Result<(), StorageError> {
+    pub fn persist(
+        &mut self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+    ) -> Result<(), StorageError> {
         for e in entries {
             self.push_record(KIND_ENTRY, e)?;
         }
@@ -336,7 +425,10 @@ impl DiskStorage {
     }
 
     pub fn conf_state(&self) -> ConfState {
-        self.mem.initial_state().map(|s| s.conf_state).unwrap_or_default()
+        self.mem
+            .initial_state()
+            .map(|s| s.conf_state)
+            .unwrap_or_default()
     }
 
     /// The latest snapshot (with state machine data).
@@ -347,13 +439,19 @@ impl DiskStorage {
     fn write_snapshot_file(&self, snap: &Snapshot) -> Result<(), StorageError> {
         let path = self.dir.join("snap");
         let tmp = self.dir.join("snap.tmp");
-        let body = snap.write_to_bytes().map_err(|e| StorageError::Decode { path: path.clone(), source: e })?;
+        let body = snap.write_to_bytes().map_err(|e| StorageError::Decode {
+            path: path.clone(),
+            source: e,
+        })?;
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
         let mut head = Vec::with_capacity(20);
         head.extend_from_slice(SNAP_MAGIC);
         head.extend_from_slice(&(body.len() as u64).to_le_bytes());
         head.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        f.write_all(&head).and_then(|_| f.write_all(&body)).and_then(|_| f.sync_all()).map_err(io_err(&tmp))?;
+        f.write_all(&head)
+            .and_then(|_| f.write_all(&body))
+            .and_then(|_| f.sync_all())
+            .map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         fsync_dir(&self.dir)
     }
@@ -389,8 +487,16 @@ impl DiskStorage {
         // (MemStorage's accessors lock internally; hold no guard across them.)
         let first = self.mem.first_index()?;
         let last = self.mem.last_index()?;
-        let entries = if last >= first { self.mem.entries(first, last + 1, None, GetEntriesContext::empty(false))? } else { vec![] };
-        let RaftState { hard_state: hs, conf_state: cs } = self.mem.initial_state()?;
+        let entries = if last >= first {
+            self.mem
+                .entries(first, last + 1, None, GetEntriesContext::empty(false))?
+        } else {
+            vec![]
+        };
+        let RaftState {
+            hard_state: hs,
+            conf_state: cs,
+        } = self.mem.initial_state()?;
         self.buf.clear();
         for e in &entries {
             self.push_record(KIND_ENTRY, e)?;
@@ -398,13 +504,21 @@ impl DiskStorage {
         self.push_record(KIND_HARD_STATE, &hs)?;
         self.push_record(KIND_CONF_STATE, &cs)?;
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&self.buf).and_then(|_| f.sync_all()).map_err(io_err(&tmp))?;
+        f.write_all(&self.buf)
+            .and_then(|_| f.sync_all())
+            .map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         fsync_dir(&self.dir)?;
         let len = self.buf.len() as u64;
         self.buf.clear();
-        self.wal = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
-        let old: Vec<_> = segments(&self.dir)?.into_iter().filter(|(s, _)| *s < seq).collect();
+        self.wal = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let old: Vec<_> = segments(&self.dir)?
+            .into_iter()
+            .filter(|(s, _)| *s < seq)
+            .collect();
         for (_, p) in old {
             std::fs::remove_file(&p).map_err(io_err(&p))?;
         }
@@ -420,7 +534,13 @@ impl Storage for DiskStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         self.mem.initial_state()
     }
-    fn entries(&self, low: u64, high: u64, max_size: impl Into<Option<u64>>, context: GetEntriesContext) -> raft::Result<Vec<Entry>> {
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
         self.mem.entries(low, high, max_size, context)
     }
     fn term(&self, idx: u64) -> raft::Result<u64> {
@@ -437,7 +557,9 @@ impl Storage for DiskStorage {
         if let Some(sm) = &self.live {
             let sm = sm.read().unwrap_or_else(|p| p.into_inner());
             let index = sm.applied();
-            let data = sm.snapshot_data().map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
+            let data = sm
+                .snapshot_data()
+                .map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
             let mut snap = Snapshot::default();
             snap.data = data.into();
             let md = snap.mut_metadata();
@@ -447,7 +569,9 @@ impl Storage for DiskStorage {
             return Ok(snap);
         }
         if self.snapshot.get_metadata().index == 0 {
-            return Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable));
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
         Ok(self.snapshot.clone())
     }
@@ -484,15 +608,19 @@ mod tests {
         {
             let (mut s, _) = DiskStorage::open(d.path()).expect("open");
             assert!(s.is_empty());
-            s.persist(&[entry(1, 1, b"a"), entry(2, 1, b"b")], Some(&hs(1, 1))).expect("persist");
+            s.persist(&[entry(1, 1, b"a"), entry(2, 1, b"b")], Some(&hs(1, 1)))
+                .expect("persist");
             // Overwrite index 2 with a later term, as a new leader would.
-            s.persist(&[entry(2, 2, b"c"), entry(3, 2, b"d")], Some(&hs(2, 3))).expect("persist");
+            s.persist(&[entry(2, 2, b"c"), entry(3, 2, b"d")], Some(&hs(2, 3)))
+                .expect("persist");
         }
         let (s, rec) = DiskStorage::open(d.path()).expect("reopen");
         assert_eq!(rec.truncated_bytes, 0);
         assert_eq!(s.last_index().expect("last"), 3);
         assert_eq!(s.term(2).expect("term"), 2);
-        let e = s.entries(2, 3, None, GetEntriesContext::empty(false)).expect("entries");
+        let e = s
+            .entries(2, 3, None, GetEntriesContext::empty(false))
+            .expect("entries");
         assert_eq!(&e[0].data[..], b"c");
         assert_eq!(s.hard_state().commit, 3);
     }
@@ -502,13 +630,20 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         {
             let (mut s, _) = DiskStorage::open(d.path()).expect("open");
-            s.persist(&[entry(1, 1, b"a")], Some(&hs(1, 1))).expect("persist");
-            s.persist(&[entry(2, 1, b"bbbbbbbb")], None).expect("persist");
+            s.persist(&[entry(1, 1, b"a")], Some(&hs(1, 1)))
+                .expect("persist");
+            s.persist(&[entry(2, 1, b"bbbbbbbb")], None)
+                .expect("persist");
         }
         let seg = only_segment(d.path());
         let len = std::fs::metadata(&seg).expect("meta").len();
         // Cut the last record in half, as a crash mid-write would.
-        OpenOptions::new().write(true).open(&seg).expect("open").set_len(len - 5).expect("truncate");
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open")
+            .set_len(len - 5)
+            .expect("truncate");
         let (s, rec) = DiskStorage::open(d.path()).expect("a torn tail must be repaired");
         assert!(rec.truncated_bytes > 0);
         assert_eq!(s.last_index().expect("last"), 1);
@@ -516,7 +651,8 @@ mod tests {
         drop(s);
         let (mut s, rec) = DiskStorage::open(d.path()).expect("reopen");
         assert_eq!(rec.truncated_bytes, 0);
-        s.persist(&[entry(2, 1, b"x")], None).expect("append after repair");
+        s.persist(&[entry(2, 1, b"x")], None)
+            .expect("append after repair");
     }
 
     #[test]
@@ -542,8 +678,10 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         {
             let (mut s, _) = DiskStorage::open(d.path()).expect("open");
-            s.persist(&[entry(1, 1, b"first-record")], None).expect("persist");
-            s.persist(&[entry(2, 1, b"second-record")], Some(&hs(1, 2))).expect("persist");
+            s.persist(&[entry(1, 1, b"first-record")], None)
+                .expect("persist");
+            s.persist(&[entry(2, 1, b"second-record")], Some(&hs(1, 2)))
+                .expect("persist");
         }
         let seg = only_segment(d.path());
         let mut data = std::fs::read(&seg).expect("read");
@@ -551,8 +689,14 @@ mod tests {
         std::fs::write(&seg, &data).expect("write");
         let err = DiskStorage::open(d.path()).err().expect("must refuse");
         let msg = err.to_string();
-        assert!(matches!(err, StorageError::Corrupt { offset: 0, .. }), "{msg}");
-        assert!(msg.contains("corrupt at byte 0") && msg.contains("refusing to start"), "{msg}");
+        assert!(
+            matches!(err, StorageError::Corrupt { offset: 0, .. }),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("corrupt at byte 0") && msg.contains("refusing to start"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -587,7 +731,8 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         {
             let (mut s, _) = DiskStorage::open(d.path()).expect("open");
-            s.persist(&[entry(1, 1, b"x")], Some(&hs(1, 1))).expect("persist");
+            s.persist(&[entry(1, 1, b"x")], Some(&hs(1, 1)))
+                .expect("persist");
             let mut snap = Snapshot::default();
             snap.data = b"image".to_vec().into();
             snap.mut_metadata().index = 1;
@@ -599,6 +744,9 @@ mod tests {
         let n = data.len();
         data[n - 2] ^= 0x55;
         std::fs::write(&p, data).expect("write");
-        assert!(matches!(DiskStorage::open(d.path()), Err(StorageError::CorruptSnapshot { .. })));
+        assert!(matches!(
+            DiskStorage::open(d.path()),
+            Err(StorageError::CorruptSnapshot { .. })
+        ));
     }
 }

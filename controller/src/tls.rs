@@ -29,7 +29,10 @@ pub enum TlsError {
     #[error("PEM: {0}")]
     Pem(String),
     #[error("connecting to {addr}: {source}")]
-    Connect { addr: String, source: tonic::transport::Error },
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -49,7 +52,8 @@ fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| TlsError::Pem(e.to_string()))?;
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
     PrivateKeyDer::try_from(p.contents).map_err(|e| TlsError::Pem(e.to_string()))
 }
 
@@ -70,9 +74,10 @@ pub struct Identity {
 }
 
 pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&id.ca_pem)?, provider())
-        .allow_unauthenticated()
-        .build()?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&id.ca_pem)?, provider())
+            .allow_unauthenticated()
+            .build()?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -82,8 +87,13 @@ pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsErro
 }
 
 /// A client that verifies the server against `ca_pem` and presents `identity` if given.
-pub fn client_config(ca_pem: &str, identity: Option<&Identity>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let b = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_root_certificates(roots(ca_pem)?);
+pub fn client_config(
+    ca_pem: &str,
+    identity: Option<&Identity>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_pem)?);
     let mut cfg = match identity {
         Some(id) => b.with_client_auth_cert(certs(&id.cert_pem)?, key(&id.key_pem)?)?,
         None => b.with_no_client_auth(),
@@ -140,24 +150,34 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 }
 
 /// A lazily connecting gRPC channel to `addr` over TLS. Reconnects on its own.
-pub fn channel(addr: &str, cfg: Arc<rustls::ClientConfig>) -> Result<tonic::transport::Channel, TlsError> {
+pub fn channel(
+    addr: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<tonic::transport::Channel, TlsError> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|source| TlsError::Connect { addr: addr.into(), source })?
+        .map_err(|source| TlsError::Connect {
+            addr: addr.into(),
+            source,
+        })?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
     let addr = addr.to_string();
-    Ok(endpoint.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
-        let (addr, cfg) = (addr.clone(), cfg.clone());
-        async move {
-            let tcp = TcpStream::connect(&addr).await?;
-            tcp.set_nodelay(true)?;
-            let name = ServerName::try_from(SERVER_NAME).map_err(std::io::Error::other)?;
-            let tls = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
-    })))
+    Ok(
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+            let (addr, cfg) = (addr.clone(), cfg.clone());
+            async move {
+                let tcp = TcpStream::connect(&addr).await?;
+                tcp.set_nodelay(true)?;
+                let name = ServerName::try_from(SERVER_NAME).map_err(std::io::Error::other)?;
+                let tls = tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name, tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        })),
+    )
 }
 
 /// Who is on the other end of a cluster connection; in every request's extensions.
@@ -175,7 +195,10 @@ pub struct TlsConn {
 }
 
 impl TlsConn {
-    pub async fn accept(acceptor: &tokio_rustls::TlsAcceptor, tcp: TcpStream) -> std::io::Result<TlsConn> {
+    pub async fn accept(
+        acceptor: &tokio_rustls::TlsAcceptor,
+        tcp: TcpStream,
+    ) -> std::io::Result<TlsConn> {
         let addr = tcp.peer_addr().ok();
         tcp.set_nodelay(true)?;
         let inner = acceptor.accept(tcp).await?;
@@ -186,7 +209,10 @@ impl TlsConn {
             .and_then(|c| c.first())
             .and_then(|c| crate::ca::cert_identity(c.as_ref()).ok())
             .map(|(cn, _)| cn);
-        Ok(TlsConn { inner, peer: PeerIdentity { addr, node_id } })
+        Ok(TlsConn {
+            inner,
+            peer: PeerIdentity { addr, node_id },
+        })
     }
 }
 
@@ -198,13 +224,21 @@ impl tonic::transport::server::Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -213,7 +247,11 @@ impl AsyncWrite for TlsConn {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -244,12 +282,18 @@ pub fn incoming(
             }
             let (tx, acceptor) = (tx.clone(), acceptor.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), TlsConn::accept(&acceptor, tcp)).await {
+                match tokio::time::timeout(Duration::from_secs(10), TlsConn::accept(&acceptor, tcp))
+                    .await
+                {
                     Ok(Ok(c)) => {
                         let _ = tx.send(Ok(c)).await;
                     }
-                    Ok(Err(e)) => tracing::info!(peer = %addr, error = %e, "refused cluster connection: TLS handshake failed"),
-                    Err(_) => tracing::info!(peer = %addr, "refused cluster connection: TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %addr, error = %e, "refused cluster connection: TLS handshake failed")
+                    }
+                    Err(_) => {
+                        tracing::info!(peer = %addr, "refused cluster connection: TLS handshake timed out")
+                    }
                 }
             });
         }

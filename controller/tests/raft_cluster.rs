@@ -40,12 +40,24 @@ impl Cluster {
     }
 
     async fn with_snapshots(n: u64, snapshot_every: u64) -> Cluster {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut c = Cluster { net: Network::default(), members: vec![], snapshot_every, _tmp: tmp };
+        let mut c = Cluster {
+            net: Network::default(),
+            members: vec![],
+            snapshot_every,
+            _tmp: tmp,
+        };
         for id in 1..=n {
             let dir = c._tmp.path().join(format!("n{id}"));
-            c.members.push(Member { id, dir, handle: None });
+            c.members.push(Member {
+                id,
+                dir,
+                handle: None,
+            });
         }
         c.boot(1, Bootstrap::New(Box::default()));
         c.h(1).campaign();
@@ -58,23 +70,44 @@ impl Cluster {
     }
 
     fn boot(&mut self, id: u64, b: Bootstrap) {
-        let m = self.members.iter_mut().find(|m| m.id == id).expect("member");
-        let h = consensus::start(cfg(id, m.dir.clone(), self.snapshot_every), b, self.net.endpoint()).expect("start raft");
+        let m = self
+            .members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .expect("member");
+        let h = consensus::start(
+            cfg(id, m.dir.clone(), self.snapshot_every),
+            b,
+            self.net.endpoint(),
+        )
+        .expect("start raft");
         self.net.attach(id, h.clone());
         m.handle = Some(h);
     }
 
     fn h(&self, id: u64) -> RaftHandle {
-        self.members.iter().find(|m| m.id == id).and_then(|m| m.handle.clone()).expect("running member")
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.handle.clone())
+            .expect("running member")
     }
 
     fn running(&self) -> Vec<u64> {
-        self.members.iter().filter(|m| m.handle.is_some()).map(|m| m.id).collect()
+        self.members
+            .iter()
+            .filter(|m| m.handle.is_some())
+            .map(|m| m.id)
+            .collect()
     }
 
     async fn kill(&mut self, id: u64) {
         self.net.detach(id);
-        let m = self.members.iter_mut().find(|m| m.id == id).expect("member");
+        let m = self
+            .members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .expect("member");
         if let Some(h) = m.handle.take() {
             h.stop();
             while !h.is_stopped() {
@@ -93,7 +126,12 @@ impl Cluster {
         loop {
             let leaders: Vec<u64> = among
                 .iter()
-                .filter_map(|id| self.members.iter().find(|m| m.id == *id).and_then(|m| m.handle.as_ref()))
+                .filter_map(|id| {
+                    self.members
+                        .iter()
+                        .find(|m| m.id == *id)
+                        .and_then(|m| m.handle.as_ref())
+                })
                 .map(|h| h.status())
                 .filter(|s| s.is_leader)
                 .map(|s| s.id)
@@ -101,18 +139,27 @@ impl Cluster {
             if leaders.len() == 1 {
                 return leaders[0];
             }
-            assert!(Instant::now() < deadline, "no single leader among {among:?} within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no single leader among {among:?} within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     async fn leader(&self) -> u64 {
-        self.wait_leader_among(&self.running(), Duration::from_secs(10)).await
+        self.wait_leader_among(&self.running(), Duration::from_secs(10))
+            .await
     }
 }
 
 fn put(name: &str) -> Proposal {
-    Proposal::new(vec![Op::Create { kind: "kv".into(), id: name.into(), name: name.into(), spec: name.as_bytes().to_vec() }])
+    Proposal::new(vec![Op::Create {
+        kind: "kv".into(),
+        id: name.into(),
+        name: name.into(),
+        spec: name.as_bytes().to_vec(),
+    }])
 }
 
 async fn store_of(h: &RaftHandle) -> Store {
@@ -128,17 +175,37 @@ fn objects(s: &Store, kind: &str) -> BTreeMap<String, skiff_controller::Object> 
 async fn three_managers_replicate_and_followers_forward() {
     let c = Cluster::new(3).await;
     let leader = c.leader().await;
-    let follower = c.running().into_iter().find(|id| *id != leader).expect("a follower");
+    let follower = c
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
     // A follower accepts the write: raft forwards it to the leader.
-    c.h(follower).propose(put("from-follower")).await.expect("propose via follower");
-    c.h(leader).propose(put("from-leader")).await.expect("propose via leader");
+    c.h(follower)
+        .propose(put("from-follower"))
+        .await
+        .expect("propose via follower");
+    c.h(leader)
+        .propose(put("from-leader"))
+        .await
+        .expect("propose via leader");
     for id in c.running() {
         let s = store_of(&c.h(id)).await;
         assert_eq!(objects(&s, "kv").len(), 2, "member {id} is missing writes");
     }
     // Names are unique cluster-wide, enforced at apply time.
-    let err = c.h(follower).propose(put("from-leader")).await.expect_err("duplicate name");
-    assert!(matches!(err, RaftError::Rejected(ApplyError::IdConflict { .. } | ApplyError::NameConflict { .. })), "{err}");
+    let err = c
+        .h(follower)
+        .propose(put("from-leader"))
+        .await
+        .expect_err("duplicate name");
+    assert!(
+        matches!(
+            err,
+            RaftError::Rejected(ApplyError::IdConflict { .. } | ApplyError::NameConflict { .. })
+        ),
+        "{err}"
+    );
 }
 
 async fn leader_failover(n: u64) {
@@ -154,12 +221,17 @@ async fn leader_failover(n: u64) {
         loop {
             match c.h(survivor).propose(p.clone()).await {
                 Ok(_) => break,
-                Err(e) => assert!(t0.elapsed() < Duration::from_secs(3), "no write within 3 s of the leader kill: {e}"),
+                Err(e) => assert!(
+                    t0.elapsed() < Duration::from_secs(3),
+                    "no write within 3 s of the leader kill: {e}"
+                ),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let took = t0.elapsed();
-        eprintln!("{n} managers, round {round}: write committed {took:?} after killing leader {old}");
+        eprintln!(
+            "{n} managers, round {round}: write committed {took:?} after killing leader {old}"
+        );
         assert!(took < Duration::from_secs(3), "failover took {took:?}");
         c.restart(old);
     }
@@ -185,12 +257,25 @@ async fn minority_down_writes_continue_majority_down_writes_refused() {
     // Two of five down: still a quorum.
     c.kill(others[0]).await;
     c.kill(others[1]).await;
-    c.h(leader).propose(put("minority-down")).await.expect("writes continue with a minority down");
+    c.h(leader)
+        .propose(put("minority-down"))
+        .await
+        .expect("writes continue with a minority down");
     // Three of five down: no quorum. The write must fail with a clear error...
     c.kill(others[2]).await;
-    let err = c.h(leader).propose(put("majority-down")).await.expect_err("must be refused without a quorum");
+    let err = c
+        .h(leader)
+        .propose(put("majority-down"))
+        .await
+        .expect_err("must be refused without a quorum");
     let msg = err.to_string();
-    assert!(matches!(err, RaftError::Timeout(_) | RaftError::NoLeader | RaftError::LeaderChanged), "{msg}");
+    assert!(
+        matches!(
+            err,
+            RaftError::Timeout(_) | RaftError::NoLeader | RaftError::LeaderChanged
+        ),
+        "{msg}"
+    );
     assert!(msg.contains("majority"), "unclear error: {msg}");
     // ... and a read cannot be served as linearizable either.
     assert!(c.h(leader).read_barrier().await.is_err());
@@ -202,14 +287,24 @@ async fn minority_down_writes_continue_majority_down_writes_refused() {
     let s = store_of(&c.h(l)).await;
     let kv = objects(&s, "kv");
     assert!(kv.contains_key("minority-down"));
-    eprintln!("after quorum loss, the unacknowledged write is {}", if kv.contains_key("majority-down") { "present" } else { "absent" });
+    eprintln!(
+        "after quorum loss, the unacknowledged write is {}",
+        if kv.contains_key("majority-down") {
+            "present"
+        } else {
+            "absent"
+        }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_all_managers_state_intact() {
     let mut c = Cluster::with_snapshots(3, 20).await;
     for i in 0..50 {
-        c.h(c.leader().await).propose(put(&format!("k{i}"))).await.expect("write");
+        c.h(c.leader().await)
+            .propose(put(&format!("k{i}")))
+            .await
+            .expect("write");
     }
     let before = store_of(&c.h(c.leader().await)).await;
     for id in [1, 2, 3] {
@@ -222,23 +317,39 @@ async fn restart_all_managers_state_intact() {
     let after = store_of(&c.h(l)).await;
     assert_eq!(objects(&after, "kv"), objects(&before, "kv"));
     assert_eq!(objects(&after, "kv").len(), 50);
-    c.h(l).propose(put("after-restart")).await.expect("writable after restart");
+    c.h(l)
+        .propose(put("after-restart"))
+        .await
+        .expect("writable after restart");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_manager_readded_catches_up_via_snapshot() {
     let mut c = Cluster::with_snapshots(3, 30).await;
     for i in 0..120 {
-        c.h(c.leader().await).propose(put(&format!("k{i}"))).await.expect("write");
+        c.h(c.leader().await)
+            .propose(put(&format!("k{i}")))
+            .await
+            .expect("write");
     }
     // Manager 3 loses its disk. It is removed and comes back as a new member (4).
     c.kill(3).await;
     let l = c.leader().await;
     c.h(l).remove_voter(3).await.expect("remove 3");
-    let dir = c.members.iter().find(|m| m.id == 3).expect("m3").dir.clone();
+    let dir = c
+        .members
+        .iter()
+        .find(|m| m.id == 3)
+        .expect("m3")
+        .dir
+        .clone();
     std::fs::remove_dir_all(&dir).expect("wipe");
     let dir4 = c._tmp.path().join("n4");
-    c.members.push(Member { id: 4, dir: dir4.clone(), handle: None });
+    c.members.push(Member {
+        id: 4,
+        dir: dir4.clone(),
+        handle: None,
+    });
     c.boot(4, Bootstrap::Join);
     c.h(l).add_voter(4).await.expect("add 4");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -251,12 +362,18 @@ async fn wiped_manager_readded_catches_up_via_snapshot() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // It got there through a snapshot: its log starts after the leader's compaction point.
-    assert!(std::fs::read(dir4.join("snap")).is_ok(), "member 4 has no snapshot file");
+    assert!(
+        std::fs::read(dir4.join("snap")).is_ok(),
+        "member 4 has no snapshot file"
+    );
     // And it counts toward the quorum now: with 1 down, writes still commit.
     let other = [1, 2].into_iter().find(|i| *i != l).expect("other");
     c.kill(other).await;
     let l2 = c.leader().await;
-    c.h(l2).propose(put("with-4")).await.expect("write with the re-added member");
+    c.h(l2)
+        .propose(put("with-4"))
+        .await
+        .expect("write with the re-added member");
 }
 
 /// Many clients write while leaders are killed and links cut. Every acknowledged write must
@@ -265,13 +382,20 @@ async fn wiped_manager_readded_catches_up_via_snapshot() {
 /// ID, so the counter's version must equal the number of the client's objects).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checker_acknowledged_writes_survive_leader_kills_and_partitions() {
-    let c = Arc::new(tokio::sync::Mutex::new(Cluster::with_snapshots(5, 200).await));
+    let c = Arc::new(tokio::sync::Mutex::new(
+        Cluster::with_snapshots(5, 200).await,
+    ));
     const CLIENTS: u64 = 16;
     {
         let g = c.lock().await;
         let l = g.leader().await;
         let ops = (0..CLIENTS)
-            .map(|i| Op::Create { kind: "counter".into(), id: format!("c{i}"), name: format!("c{i}"), spec: vec![] })
+            .map(|i| Op::Create {
+                kind: "counter".into(),
+                id: format!("c{i}"),
+                name: format!("c{i}"),
+                spec: vec![],
+            })
             .collect();
         g.h(l).propose(Proposal::new(ops)).await.expect("counters");
     }
@@ -287,8 +411,18 @@ async fn checker_acknowledged_writes_survive_leader_kills_and_partitions() {
                 seq += 1;
                 let id = format!("w{client}-{seq}");
                 let p = Proposal::new(vec![
-                    Op::Create { kind: "w".into(), id: id.clone(), name: id.clone(), spec: vec![] },
-                    Op::Update { kind: "counter".into(), id: format!("c{client}"), spec: seq.to_le_bytes().to_vec(), expected_version: 0 },
+                    Op::Create {
+                        kind: "w".into(),
+                        id: id.clone(),
+                        name: id.clone(),
+                        spec: vec![],
+                    },
+                    Op::Update {
+                        kind: "counter".into(),
+                        id: format!("c{client}"),
+                        spec: seq.to_le_bytes().to_vec(),
+                        expected_version: 0,
+                    },
                 ]);
                 // Retry the same request (same ID) against random members until it is
                 // acknowledged or we give up; giving up leaves its outcome unknown.
@@ -297,7 +431,10 @@ async fn checker_acknowledged_writes_survive_leader_kills_and_partitions() {
                     let target = {
                         let g = c.lock().await;
                         let r = g.running();
-                        g.members.iter().find(|m| m.id == r[((client + attempt) as usize) % r.len()]).and_then(|m| m.handle.clone())
+                        g.members
+                            .iter()
+                            .find(|m| m.id == r[((client + attempt) as usize) % r.len()])
+                            .and_then(|m| m.handle.clone())
                     };
                     let Some(h) = target else { continue };
                     match h.propose(p.clone()).await {
@@ -305,7 +442,9 @@ async fn checker_acknowledged_writes_survive_leader_kills_and_partitions() {
                             acked.lock().expect("lock").push(id.clone());
                             break;
                         }
-                        Err(RaftError::Rejected(e)) => panic!("write {id} rejected on retry ({e}): applied twice?"),
+                        Err(RaftError::Rejected(e)) => {
+                            panic!("write {id} rejected on retry ({e}): applied twice?")
+                        }
                         Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                     }
                 }
@@ -339,14 +478,26 @@ async fn checker_acknowledged_writes_survive_leader_kills_and_partitions() {
     let final_store = store_of(&g.h(l)).await;
     let w = objects(&final_store, "w");
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked.len() > 50, "too few acknowledged writes ({}) for a meaningful check", acked.len());
+    assert!(
+        acked.len() > 50,
+        "too few acknowledged writes ({}) for a meaningful check",
+        acked.len()
+    );
     for id in &acked {
         assert!(w.contains_key(id), "acknowledged write {id} is missing");
     }
     for (cid, counter) in objects(&final_store, "counter") {
         let client = cid.trim_start_matches('c');
-        let mine = w.keys().filter(|k| k.starts_with(&format!("w{client}-"))).count() as u64;
-        assert_eq!(counter.version - 1, mine, "client {client}: counter bumped {} times for {mine} writes", counter.version - 1);
+        let mine = w
+            .keys()
+            .filter(|k| k.starts_with(&format!("w{client}-")))
+            .count() as u64;
+        assert_eq!(
+            counter.version - 1,
+            mine,
+            "client {client}: counter bumped {} times for {mine} writes",
+            counter.version - 1
+        );
     }
     // Every member converges on the same state.
     for id in g.running() {
@@ -360,5 +511,10 @@ async fn checker_acknowledged_writes_survive_leader_kills_and_partitions() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    eprintln!("checker: {} acknowledged of {} attempts; {} writes present", acked.len(), attempts.load(Ordering::Relaxed), w.len());
+    eprintln!(
+        "checker: {} acknowledged of {} attempts; {} writes present",
+        acked.len(),
+        attempts.load(Ordering::Relaxed),
+        w.len()
+    );
 }

@@ -11,7 +11,9 @@ use crate::error::{AgentError, Result};
 use crate::events::EventBus;
 use crate::names;
 use skiff_runtime::container::spec::{BindMount, NetworkNamespace, RunSpec};
-use skiff_runtime::container::{ContainerConfig, ContainerRecord, ContainerState, ExitInfo, Paths, Status};
+use skiff_runtime::container::{
+    ContainerConfig, ContainerRecord, ContainerState, ExitInfo, Paths, Status,
+};
 use skiff_runtime::fsutil;
 use skiff_runtime::image::ImageStore;
 use skiff_runtime::shim::frame::{read_frame, write_frame, Frame};
@@ -39,18 +41,30 @@ pub struct Entry {
 
 impl Entry {
     pub fn name(&self) -> String {
-        self.record.read().map(|r| r.name.clone()).unwrap_or_default()
+        self.record
+            .read()
+            .map(|r| r.name.clone())
+            .unwrap_or_default()
     }
     pub fn record(&self) -> ContainerRecord {
-        self.record.read().map(|r| r.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.record
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
     pub fn state(&self) -> ContainerState {
-        self.state.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
     /// Applies `f` to the state, persists it, and notifies waiters.
     fn update(&self, f: impl FnOnce(&mut ContainerState)) -> Result<ContainerState> {
         let snapshot = {
-            let mut s = self.state.lock().map_err(|_| AgentError::internal("state lock poisoned"))?;
+            let mut s = self
+                .state
+                .lock()
+                .map_err(|_| AgentError::internal("state lock poisoned"))?;
             f(&mut s);
             fsutil::write_json_atomic(&self.paths.state(), &*s)?;
             s.clone()
@@ -92,7 +106,11 @@ fn signal_number(s: &str) -> Result<i32> {
         return Ok(n);
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     name.parse::<nix::sys::signal::Signal>()
         .map(|sig| sig as i32)
         .map_err(|_| AgentError::Invalid(format!("invalid signal: {s}")))
@@ -100,13 +118,25 @@ fn signal_number(s: &str) -> Result<i32> {
 
 impl Containers {
     pub fn new(cfg: AgentConfig, images: Arc<ImageStore>, events: Arc<EventBus>) -> Arc<Self> {
-        let networks = crate::network::Networks::new(&cfg.root, &cfg.exec_root, cfg.network.clone());
+        let networks =
+            crate::network::Networks::new(&cfg.root, &cfg.exec_root, cfg.network.clone());
         let volumes = crate::volumes::Volumes::new(&cfg.root);
-        Arc::new(Self { cfg, images, events, by_id: Mutex::new(HashMap::new()), reserved: Mutex::new(vec![]), networks, volumes })
+        Arc::new(Self {
+            cfg,
+            images,
+            events,
+            by_id: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(vec![]),
+            networks,
+            volumes,
+        })
     }
 
     fn entries(&self) -> Vec<Arc<Entry>> {
-        self.by_id.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.by_id
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Resolves a full ID, a unique ID prefix or a name (with or without Docker's `/`).
@@ -126,7 +156,9 @@ impl Containers {
         match matches.len() {
             1 => Ok(matches[0].clone()),
             0 => Err(AgentError::NotFound(format!("No such container: {key}"))),
-            _ => Err(AgentError::Invalid(format!("multiple containers found with provided prefix: {key}"))),
+            _ => Err(AgentError::Invalid(format!(
+                "multiple containers found with provided prefix: {key}"
+            ))),
         }
     }
 
@@ -143,8 +175,11 @@ impl Containers {
 
     fn emit(&self, e: &Entry, action: &str, extra: &[(&str, String)]) {
         let r = e.record();
-        let mut attrs: HashMap<String, String> =
-            [("name".to_string(), r.name.clone()), ("image".to_string(), r.config.image.clone())].into();
+        let mut attrs: HashMap<String, String> = [
+            ("name".to_string(), r.name.clone()),
+            ("image".to_string(), r.config.image.clone()),
+        ]
+        .into();
         for (k, v) in &r.config.labels {
             attrs.insert(k.clone(), v.clone());
         }
@@ -179,7 +214,10 @@ impl Containers {
                 tracing::warn!(container_id = %id, "no readable record; skipping");
                 continue;
             };
-            let state: ContainerState = fsutil::read_json(&paths.state()).ok().flatten().unwrap_or_default();
+            let state: ContainerState = fsutil::read_json(&paths.state())
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             let entry = Arc::new(Entry {
                 id: id.clone(),
                 paths,
@@ -188,7 +226,10 @@ impl Containers {
                 changed: watch::channel(0).0,
                 op: tokio::sync::Mutex::new(()),
             });
-            self.by_id.lock().map_err(|_| AgentError::internal("lock"))?.insert(id.clone(), entry.clone());
+            self.by_id
+                .lock()
+                .map_err(|_| AgentError::internal("lock"))?
+                .insert(id.clone(), entry.clone());
             if state.is_running() {
                 if UnixStream::connect(entry.paths.socket()).await.is_ok() {
                     tracing::info!(container_id = %id, pid = state.pid, "re-adopted running container");
@@ -197,7 +238,10 @@ impl Containers {
                     tracing::info!(container_id = %id, "container exited while the agent was down");
                     self.clone().handle_exit(entry.clone()).await;
                 }
-            } else if entry.record().config.restart_policy.name == "always" && !state.manually_stopped && state.started_at.is_some() {
+            } else if entry.record().config.restart_policy.name == "always"
+                && !state.manually_stopped
+                && state.started_at.is_some()
+            {
                 // Like Docker at daemon start: `always` containers come back.
                 let me = self.clone();
                 tokio::spawn(async move {
@@ -207,7 +251,12 @@ impl Containers {
                 });
             }
         }
-        let running = self.entries().iter().filter(|e| e.state().is_running()).map(|e| e.id.clone()).collect();
+        let running = self
+            .entries()
+            .iter()
+            .filter(|e| e.state().is_running())
+            .map(|e| e.id.clone())
+            .collect();
         self.networks.reconcile(&running).await?;
         crate::network::spawn_firewall_watch(self.networks.clone());
         Ok(())
@@ -215,7 +264,11 @@ impl Containers {
 
     /// Creates a container (nothing runs yet). On any error nothing is left behind.
     pub async fn create(self: &Arc<Self>, opts: CreateOptions) -> Result<(String, Vec<String>)> {
-        let CreateOptions { name, mut config, entrypoint_set } = opts;
+        let CreateOptions {
+            name,
+            mut config,
+            entrypoint_set,
+        } = opts;
         let name = match name.filter(|n| !n.is_empty()) {
             Some(n) => {
                 let n = n.trim_start_matches('/').to_string();
@@ -241,7 +294,11 @@ impl Containers {
         let (entrypoint, cmd) = if entrypoint_set {
             (config.entrypoint.clone(), config.cmd.clone())
         } else {
-            let cmd = if config.cmd.is_empty() { ic.cmd.clone().unwrap_or_default() } else { config.cmd.clone() };
+            let cmd = if config.cmd.is_empty() {
+                ic.cmd.clone().unwrap_or_default()
+            } else {
+                config.cmd.clone()
+            };
             (ic.entrypoint.clone().unwrap_or_default(), cmd)
         };
         let mut argv: Vec<String> = entrypoint.iter().chain(cmd.iter()).cloned().collect();
@@ -271,7 +328,11 @@ impl Containers {
             config.user = ic.user.clone();
         }
         if config.stop_signal.is_empty() {
-            config.stop_signal = if ic.stop_signal.is_empty() { "SIGTERM".into() } else { ic.stop_signal.clone() };
+            config.stop_signal = if ic.stop_signal.is_empty() {
+                "SIGTERM".into()
+            } else {
+                ic.stop_signal.clone()
+            };
         }
         signal_number(&config.stop_signal)?;
         for (k, v) in ic.labels.clone().unwrap_or_default() {
@@ -283,7 +344,9 @@ impl Containers {
         if config.network_mode.is_empty() || config.network_mode == "default" {
             config.network_mode = "bridge".into();
         }
-        self.networks.check_mode(&config.network_mode, &config.net).await?;
+        self.networks
+            .check_mode(&config.network_mode, &config.net)
+            .await?;
         // Validate capabilities now, not at start.
         skiff_runtime::container::security::apply_cap_changes(
             skiff_runtime::container::security::default_capabilities(),
@@ -294,13 +357,18 @@ impl Containers {
         let id = random_id();
         if config.hostname.is_empty() {
             config.hostname = if config.network_mode == "host" {
-                nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+                nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             } else {
                 id[..12].to_string()
             };
         }
         {
-            let mut reserved = self.reserved.lock().map_err(|_| AgentError::internal("lock"))?;
+            let mut reserved = self
+                .reserved
+                .lock()
+                .map_err(|_| AgentError::internal("lock"))?;
             if let Ok(other) = self.get(&name) {
                 if other.name() == name {
                     return Err(AgentError::Conflict(format!(
@@ -310,18 +378,23 @@ impl Containers {
                 }
             }
             if reserved.contains(&name) {
-                return Err(AgentError::Conflict(format!("Conflict. The container name \"/{name}\" is already in use")));
+                return Err(AgentError::Conflict(format!(
+                    "Conflict. The container name \"/{name}\" is already in use"
+                )));
             }
             reserved.push(name.clone());
         }
-        let image_volumes: Vec<String> = ic.volumes.iter().flat_map(|v| v.keys().cloned()).collect();
-        let result = crate::volumes::resolve_create(self, &mut config, &image_volumes).and_then(|(warnings, anon)| {
-            let r = self.write_new(&id, &name, &image, config, path, argv);
-            if r.is_err() {
-                crate::volumes::discard(self, &anon);
-            }
-            r.map(|e| (e, warnings))
-        });
+        let image_volumes: Vec<String> =
+            ic.volumes.iter().flat_map(|v| v.keys().cloned()).collect();
+        let result = crate::volumes::resolve_create(self, &mut config, &image_volumes).and_then(
+            |(warnings, anon)| {
+                let r = self.write_new(&id, &name, &image, config, path, argv);
+                if r.is_err() {
+                    crate::volumes::discard(self, &anon);
+                }
+                r.map(|e| (e, warnings))
+            },
+        );
         if let Ok(mut r) = self.reserved.lock() {
             r.retain(|n| n != &name);
         }
@@ -355,9 +428,18 @@ impl Containers {
                 path,
                 args,
             };
-            fsutil::write_atomic(&tmp.join("hostname"), format!("{}\n", record.config.hostname).as_bytes())?;
-            fsutil::write_atomic(&tmp.join("hosts"), hosts_file(&record.config.hostname).as_bytes())?;
-            fsutil::write_atomic(&tmp.join("resolv.conf"), resolv_conf(&record.config.network_mode).as_bytes())?;
+            fsutil::write_atomic(
+                &tmp.join("hostname"),
+                format!("{}\n", record.config.hostname).as_bytes(),
+            )?;
+            fsutil::write_atomic(
+                &tmp.join("hosts"),
+                hosts_file(&record.config.hostname).as_bytes(),
+            )?;
+            fsutil::write_atomic(
+                &tmp.join("resolv.conf"),
+                resolv_conf(&record.config.network_mode).as_bytes(),
+            )?;
             fsutil::write_json_atomic(&tmp.join("config.v2.json"), &record)?;
             fsutil::write_json_atomic(&tmp.join("state.json"), &ContainerState::default())?;
             std::fs::rename(&tmp, &paths.dir)?;
@@ -379,7 +461,10 @@ impl Containers {
             changed: watch::channel(0).0,
             op: tokio::sync::Mutex::new(()),
         });
-        self.by_id.lock().map_err(|_| AgentError::internal("lock"))?.insert(id.into(), entry.clone());
+        self.by_id
+            .lock()
+            .map_err(|_| AgentError::internal("lock"))?
+            .insert(id.into(), entry.clone());
         Ok(entry)
     }
 
@@ -393,14 +478,34 @@ impl Containers {
         let mut args = vec![r.path.clone()];
         args.extend(r.args.iter().cloned());
         let mut mounts = vec![
-            BindMount { source: e.paths.resolv_conf(), destination: "/etc/resolv.conf".into(), readonly: false },
-            BindMount { source: e.paths.hostname(), destination: "/etc/hostname".into(), readonly: false },
-            BindMount { source: e.paths.hosts(), destination: "/etc/hosts".into(), readonly: false },
+            BindMount {
+                source: e.paths.resolv_conf(),
+                destination: "/etc/resolv.conf".into(),
+                readonly: false,
+            },
+            BindMount {
+                source: e.paths.hostname(),
+                destination: "/etc/hostname".into(),
+                readonly: false,
+            },
+            BindMount {
+                source: e.paths.hosts(),
+                destination: "/etc/hosts".into(),
+                readonly: false,
+            },
         ];
         if network == NetworkNamespace::Host {
             mounts.retain(|m| m.destination == "/etc/hostname");
-            mounts.push(BindMount { source: "/etc/hosts".into(), destination: "/etc/hosts".into(), readonly: true });
-            mounts.push(BindMount { source: "/etc/resolv.conf".into(), destination: "/etc/resolv.conf".into(), readonly: true });
+            mounts.push(BindMount {
+                source: "/etc/hosts".into(),
+                destination: "/etc/hosts".into(),
+                readonly: true,
+            });
+            mounts.push(BindMount {
+                source: "/etc/resolv.conf".into(),
+                destination: "/etc/resolv.conf".into(),
+                readonly: true,
+            });
         }
         RunSpec {
             id: e.id.clone(),
@@ -417,7 +522,10 @@ impl Containers {
             cap_add: c.cap_add.clone(),
             cap_drop: c.cap_drop.clone(),
             no_new_privileges: c.no_new_privileges(),
-            seccomp_unconfined: c.security_opt.iter().any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined"),
+            seccomp_unconfined: c
+                .security_opt
+                .iter()
+                .any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined"),
             network,
             cgroups_path: self.cgroups_path(&e.id),
             lowers: r.lowers.clone(),
@@ -440,10 +548,17 @@ impl Containers {
     /// Spawns `skiff shim` for `args`, and reads its one-line report.
     async fn spawn_shim(&self, args: &[&std::ffi::OsStr], log: &std::path::Path) -> Result<Report> {
         let exe = self.cfg.shim_binary.clone();
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let mut cmd = tokio::process::Command::new(&exe);
-        cmd.arg("shim").args(args).env("SKIFF_LOG", &self.cfg.shim_log_level);
-        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(log_file);
+        cmd.arg("shim")
+            .args(args)
+            .env("SKIFF_LOG", &self.cfg.shim_log_level);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log_file);
         // SAFETY: setsid is async-signal-safe; the shim must leave our session so that
         // signals to the agent's process group (Ctrl-C, systemd stop) never reach it.
         unsafe {
@@ -452,8 +567,13 @@ impl Containers {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| AgentError::Internal(format!("spawning shim {}: {e}", exe.display())))?;
-        let stdout = child.stdout.take().ok_or_else(|| AgentError::internal("shim stdout"))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| AgentError::Internal(format!("spawning shim {}: {e}", exe.display())))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| AgentError::internal("shim stdout"))?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
         // Reap the shim whenever it ends, so it never lingers as a zombie.
@@ -465,12 +585,15 @@ impl Containers {
             Ok(Ok(None)) => {
                 let tail = std::fs::read_to_string(log).unwrap_or_default();
                 let last = tail.lines().last().unwrap_or("no output").to_string();
-                return Err(AgentError::Internal(format!("shim exited without reporting: {last}")));
+                return Err(AgentError::Internal(format!(
+                    "shim exited without reporting: {last}"
+                )));
             }
             Ok(Err(e)) => return Err(AgentError::Internal(format!("reading shim report: {e}"))),
             Err(_) => return Err(AgentError::internal("shim did not report within 60s")),
         };
-        serde_json::from_str(&line).map_err(|e| AgentError::Internal(format!("bad shim report {line:?}: {e}")))
+        serde_json::from_str(&line)
+            .map_err(|e| AgentError::Internal(format!("bad shim report {line:?}: {e}")))
     }
 
     /// Starts a created or exited container. Starting a running container is a no-op.
@@ -491,10 +614,20 @@ impl Containers {
         let _op = e.op.lock().await;
         let report = self.start_with(&e, true, console_size).await?;
         if !report.waiting {
-            return Err(AgentError::Conflict(format!("container {} is already running", e.id)));
+            return Err(AgentError::Conflict(format!(
+                "container {} is already running",
+                e.id
+            )));
         }
         let mut conn = UnixStream::connect(e.paths.socket()).await?;
-        write_frame(&mut conn, &Frame::Hello { stdin, output: true }).await?;
+        write_frame(
+            &mut conn,
+            &Frame::Hello {
+                stdin,
+                output: true,
+            },
+        )
+        .await?;
         write_frame(&mut conn, &Frame::Start).await?;
         drop(_op);
         Ok((e, conn))
@@ -504,13 +637,25 @@ impl Containers {
         self.start_with(e, wait_attach, None).await
     }
 
-    async fn start_with(self: &Arc<Self>, e: &Arc<Entry>, wait_attach: bool, console_size: Option<(u16, u16)>) -> Result<Report> {
+    async fn start_with(
+        self: &Arc<Self>,
+        e: &Arc<Entry>,
+        wait_attach: bool,
+        console_size: Option<(u16, u16)>,
+    ) -> Result<Report> {
         let st = e.state();
         if st.is_running() {
-            return Ok(Report { pid: st.pid, ..Default::default() });
+            return Ok(Report {
+                pid: st.pid,
+                ..Default::default()
+            });
         }
         if !st.can_start() {
-            return Err(AgentError::Precondition(format!("container {} cannot be started in state {}", e.id, st.status.as_str())));
+            return Err(AgentError::Precondition(format!(
+                "container {} cannot be started in state {}",
+                e.id,
+                st.status.as_str()
+            )));
         }
         let span = tracing::info_span!("start", container_id = %e.id);
         async {
@@ -522,27 +667,48 @@ impl Containers {
             let mut spec = self.run_spec(e, wait_attach);
             spec.console_size = console_size;
             let record = e.record();
-            spec.network = self.networks.setup(&record, &e.paths, &record.config.exposed_ports).await?;
+            spec.network = self
+                .networks
+                .setup(&record, &e.paths, &record.config.exposed_ports)
+                .await?;
             fsutil::write_json_atomic(&e.paths.task(), &spec)?;
             let task = e.paths.task();
-            let report = self.spawn_shim(&[std::ffi::OsStr::new("--task"), task.as_os_str()], &e.paths.shim_log()).await;
+            let report = self
+                .spawn_shim(
+                    &[std::ffi::OsStr::new("--task"), task.as_os_str()],
+                    &e.paths.shim_log(),
+                )
+                .await;
             let report = match report {
                 Ok(r) if r.error.is_empty() => r,
                 Ok(r) => {
                     self.networks.teardown(&e.id).await;
                     let code = if r.exit_code == 0 { 125 } else { r.exit_code };
                     e.update(|s| {
-                        s.record_exit(&ExitInfo { exit_code: code, error: r.error.clone(), ..Default::default() })
+                        s.record_exit(&ExitInfo {
+                            exit_code: code,
+                            error: r.error.clone(),
+                            ..Default::default()
+                        })
                     })?;
                     self.emit(e, "die", &[("exitCode", code.to_string())]);
                     if e.record().config.auto_remove {
                         let _ = self.remove_locked(e, true).await;
                     }
-                    return Err(AgentError::Start { message: r.error, exit_code: code });
+                    return Err(AgentError::Start {
+                        message: r.error,
+                        exit_code: code,
+                    });
                 }
                 Err(err) => {
                     self.networks.teardown(&e.id).await;
-                    e.update(|s| s.record_exit(&ExitInfo { exit_code: 125, error: err.to_string(), ..Default::default() }))?;
+                    e.update(|s| {
+                        s.record_exit(&ExitInfo {
+                            exit_code: 125,
+                            error: err.to_string(),
+                            ..Default::default()
+                        })
+                    })?;
                     if e.record().config.auto_remove {
                         let _ = self.remove_locked(e, true).await;
                     }
@@ -585,7 +751,16 @@ impl Containers {
                     }
                 };
                 if let Some(mut c) = conn {
-                    if write_frame(&mut c, &Frame::Hello { stdin: false, output: false }).await.is_ok() {
+                    if write_frame(
+                        &mut c,
+                        &Frame::Hello {
+                            stdin: false,
+                            output: false,
+                        },
+                    )
+                    .await
+                    .is_ok()
+                    {
                         while let Ok(Some(f)) = read_frame(&mut c).await {
                             if matches!(f, Frame::Exit { .. }) {
                                 break;
@@ -615,7 +790,10 @@ impl Containers {
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
         self.networks.teardown(&e.id).await;
         let prev = e.state();
-        let ran_for = prev.started_at.map(|s| (chrono::Utc::now() - s).num_seconds()).unwrap_or(0);
+        let ran_for = prev
+            .started_at
+            .map(|s| (chrono::Utc::now() - s).num_seconds())
+            .unwrap_or(0);
         let st = match e.update(|s| s.record_exit(&exit)) {
             Ok(s) => s,
             Err(err) => {
@@ -639,7 +817,11 @@ impl Containers {
         let policy = r.config.restart_policy.clone();
         if policy.should_restart(exit.exit_code, st.manually_stopped, st.restart_count) {
             // Docker's back-off: 100ms doubling, reset after a run of 10s or more.
-            let n = if ran_for >= 10 { 0 } else { st.restart_count.min(10) };
+            let n = if ran_for >= 10 {
+                0
+            } else {
+                st.restart_count.min(10)
+            };
             let delay = Duration::from_millis((100u64 << n).min(60_000));
             let _ = e.update(|s| s.status = Status::Restarting);
             let me = self.clone();
@@ -668,7 +850,14 @@ impl Containers {
         let mut c = UnixStream::connect(e.paths.socket())
             .await
             .map_err(|_| AgentError::Precondition(format!("container {} is not running", e.id)))?;
-        write_frame(&mut c, &Frame::Hello { stdin: false, output: false }).await?;
+        write_frame(
+            &mut c,
+            &Frame::Hello {
+                stdin: false,
+                output: false,
+            },
+        )
+        .await?;
         write_frame(&mut c, &Frame::Signal(sig)).await?;
         Ok(())
     }
@@ -681,7 +870,10 @@ impl Containers {
             if !matches!(e.state().status, Status::Running | Status::Paused) {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return false;
             }
         }
@@ -691,7 +883,10 @@ impl Containers {
         let e = self.get(key)?;
         let sig = signal_number(signal)?;
         if !e.state().is_running() {
-            return Err(AgentError::Precondition(format!("Cannot kill container: {}: container {} is not running", key, e.id)));
+            return Err(AgentError::Precondition(format!(
+                "Cannot kill container: {}: container {} is not running",
+                key, e.id
+            )));
         }
         if sig == libc::SIGKILL || sig == libc::SIGTERM || sig == libc::SIGINT {
             let _ = e.update(|s| s.manually_stopped = true);
@@ -728,7 +923,10 @@ impl Containers {
             tracing::info!(container_id = %e.id, "stop timeout; sending SIGKILL");
             let _ = self.signal(e, libc::SIGKILL).await;
             if !self.wait_stopped(e, Duration::from_secs(10)).await {
-                return Err(AgentError::Internal(format!("container {} did not stop after SIGKILL", e.id)));
+                return Err(AgentError::Internal(format!(
+                    "container {} did not stop after SIGKILL",
+                    e.id
+                )));
             }
         }
         self.emit(e, "stop", &[]);
@@ -767,10 +965,16 @@ impl Containers {
         loop {
             let gone = self.get(&e.id).is_err();
             let st = e.state();
-            if gone || (!st.is_running() && st.status != Status::Created) || st.status == Status::Restarting {
+            if gone
+                || (!st.is_running() && st.status != Status::Created)
+                || st.status == Status::Restarting
+            {
                 return;
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -795,7 +999,10 @@ impl Containers {
             e.update(|s| s.manually_stopped = true)?;
             let _ = self.signal(&e, libc::SIGKILL).await;
             if !self.wait_stopped(&e, Duration::from_secs(10)).await {
-                return Err(AgentError::Internal(format!("could not kill running container {}", e.id)));
+                return Err(AgentError::Internal(format!(
+                    "could not kill running container {}",
+                    e.id
+                )));
             }
         }
         e.update(|s| s.status = Status::Removing)?;
@@ -803,16 +1010,24 @@ impl Containers {
         self.networks.forget(&e.id).await;
         let _ = std::fs::remove_dir_all(&e.paths.exec_dir);
         // Rename first so a crash mid-delete leaves a `.`-prefixed dir restore() drops.
-        let doomed = self.cfg.root.join("containers").join(format!(".rm-{}", e.id));
+        let doomed = self
+            .cfg
+            .root
+            .join("containers")
+            .join(format!(".rm-{}", e.id));
         std::fs::rename(&e.paths.dir, &doomed)?;
         let _ = std::fs::remove_dir_all(&doomed);
-        self.by_id.lock().map_err(|_| AgentError::internal("lock"))?.remove(&e.id);
+        self.by_id
+            .lock()
+            .map_err(|_| AgentError::internal("lock"))?
+            .remove(&e.id);
         self.emit(&e, "destroy", &[]);
         // --rm takes the container's anonymous volumes with it, as Docker does.
         let r = e.record();
         if r.config.auto_remove {
             for v in self.volumes.remove_anonymous(self, &r.config.mounts) {
-                self.events.emit("volume", "destroy", &v, Default::default());
+                self.events
+                    .emit("volume", "destroy", &v, Default::default());
             }
         }
         e.changed.send_modify(|g| *g += 1);
@@ -823,7 +1038,10 @@ impl Containers {
         let e = self.get(key)?;
         let new_name = new_name.trim_start_matches('/');
         names::validate(new_name).map_err(AgentError::Invalid)?;
-        let _g = self.reserved.lock().map_err(|_| AgentError::internal("lock"))?;
+        let _g = self
+            .reserved
+            .lock()
+            .map_err(|_| AgentError::internal("lock"))?;
         if let Ok(other) = self.get(new_name) {
             if other.name() == new_name {
                 return Err(AgentError::Conflict(format!(
@@ -847,38 +1065,77 @@ impl Containers {
     pub async fn attach(&self, key: &str, stdin: bool) -> Result<(Arc<Entry>, UnixStream)> {
         let e = self.get(key)?;
         if !e.state().is_running() {
-            return Err(AgentError::Precondition("You cannot attach to a stopped container, start it first".into()));
+            return Err(AgentError::Precondition(
+                "You cannot attach to a stopped container, start it first".into(),
+            ));
         }
         let mut conn = UnixStream::connect(e.paths.socket()).await?;
-        write_frame(&mut conn, &Frame::Hello { stdin, output: true }).await?;
+        write_frame(
+            &mut conn,
+            &Frame::Hello {
+                stdin,
+                output: true,
+            },
+        )
+        .await?;
         Ok((e, conn))
     }
 
     /// Starts an exec shim; returns a connection to it (already said Hello).
-    pub async fn exec(&self, key: &str, spec: skiff_runtime::shim::exec::ExecSpec, detach: bool) -> Result<UnixStream> {
+    pub async fn exec(
+        &self,
+        key: &str,
+        spec: skiff_runtime::shim::exec::ExecSpec,
+        detach: bool,
+    ) -> Result<UnixStream> {
         let e = self.get(key)?;
         if e.state().status != Status::Running {
-            return Err(AgentError::Precondition(format!("Container {} is not running", e.id)));
+            return Err(AgentError::Precondition(format!(
+                "Container {} is not running",
+                e.id
+            )));
         }
         let mut spec = spec;
         spec.exec_id = hex::encode(rand::random::<[u8; 16]>());
         spec.socket_path = e.paths.exec_socket(&spec.exec_id);
-        let exec_file = e.paths.exec_dir.join(format!("exec-{}.json", &spec.exec_id[..12]));
+        let exec_file = e
+            .paths
+            .exec_dir
+            .join(format!("exec-{}.json", &spec.exec_id[..12]));
         fsutil::write_json_atomic(&exec_file, &spec)?;
         let task = e.paths.task();
         let report = self
             .spawn_shim(
-                &[std::ffi::OsStr::new("--task"), task.as_os_str(), std::ffi::OsStr::new("--exec"), exec_file.as_os_str()],
+                &[
+                    std::ffi::OsStr::new("--task"),
+                    task.as_os_str(),
+                    std::ffi::OsStr::new("--exec"),
+                    exec_file.as_os_str(),
+                ],
                 &e.paths.shim_log(),
             )
             .await?;
         if !report.error.is_empty() {
-            let code = if report.exit_code == 0 { 126 } else { report.exit_code };
-            return Err(AgentError::Start { message: report.error, exit_code: code });
+            let code = if report.exit_code == 0 {
+                126
+            } else {
+                report.exit_code
+            };
+            return Err(AgentError::Start {
+                message: report.error,
+                exit_code: code,
+            });
         }
         self.emit(&e, "exec_start", &[("execID", spec.exec_id.clone())]);
         let mut conn = UnixStream::connect(&spec.socket_path).await?;
-        write_frame(&mut conn, &Frame::Hello { stdin: spec.stdin, output: !detach }).await?;
+        write_frame(
+            &mut conn,
+            &Frame::Hello {
+                stdin: spec.stdin,
+                output: !detach,
+            },
+        )
+        .await?;
         Ok(conn)
     }
 
@@ -886,13 +1143,23 @@ impl Containers {
     pub fn pids(&self, e: &Entry) -> Vec<i32> {
         let rel = self.cgroups_path(&e.id);
         let rel = rel.trim_start_matches('/');
-        for base in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
-            if let Ok(s) = std::fs::read_to_string(PathBuf::from(base).join(rel).join("cgroup.procs")) {
+        for base in [
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup",
+        ] {
+            if let Ok(s) =
+                std::fs::read_to_string(PathBuf::from(base).join(rel).join("cgroup.procs"))
+            {
                 return s.lines().filter_map(|l| l.trim().parse().ok()).collect();
             }
         }
         let pid = e.state().pid;
-        if pid > 0 { vec![pid] } else { vec![] }
+        if pid > 0 {
+            vec![pid]
+        } else {
+            vec![]
+        }
     }
 }
 

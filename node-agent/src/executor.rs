@@ -63,8 +63,15 @@ pub struct LocalSource {
 
 impl LocalSource {
     pub fn new(raft: RaftHandle) -> Arc<Self> {
-        let events = raft.state().read().unwrap_or_else(|p| p.into_inner()).subscribe();
-        Arc::new(Self { raft, events: Mutex::new(events) })
+        let events = raft
+            .state()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .subscribe();
+        Arc::new(Self {
+            raft,
+            events: Mutex::new(events),
+        })
     }
 }
 
@@ -74,16 +81,32 @@ impl Source for LocalSource {
         let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
         let (services, tasks, _) = read_world(&sm);
         View {
-            tasks: tasks.into_iter().filter(|t| t.value.node_id == node_id).collect(),
+            tasks: tasks
+                .into_iter()
+                .filter(|t| t.value.node_id == node_id)
+                .collect(),
             services,
-            networks: sm.list(skiff_controller::orchestrator::KIND_NETWORK).into_iter().map(|o| o.name).collect(),
+            networks: sm
+                .list(skiff_controller::orchestrator::KIND_NETWORK)
+                .into_iter()
+                .map(|o| o.name)
+                .collect(),
         }
     }
 
     async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String> {
         let spec = serde_json::to_vec(task).map_err(|e| e.to_string())?;
-        let op = Op::Update { kind: KIND_TASK.into(), id: id.into(), spec, expected_version: version };
-        self.raft.propose(Proposal::new(vec![op])).await.map(|_| ()).map_err(|e| e.to_string())
+        let op = Op::Update {
+            kind: KIND_TASK.into(),
+            id: id.into(),
+            spec,
+            expected_version: version,
+        };
+        self.raft
+            .propose(Proposal::new(vec![op]))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn changed(&self) {
@@ -104,7 +127,11 @@ pub struct RemoteSource {
 
 impl RemoteSource {
     pub fn spawn(cluster: Arc<skiff_controller::cluster::Cluster>) -> Arc<Self> {
-        let me = Arc::new(Self { cluster, view: Default::default(), notify: tokio::sync::Notify::new() });
+        let me = Arc::new(Self {
+            cluster,
+            view: Default::default(),
+            notify: tokio::sync::Notify::new(),
+        });
         let bg = me.clone();
         tokio::spawn(
             async move {
@@ -135,19 +162,29 @@ impl RemoteSource {
                 .map_err(|_| "no assignments for 10s".to_string())?
                 .map_err(|e| e.to_string())?;
             let Some(set) = msg else { return Ok(()) };
-            let decode = |o: &skiff_proto::orchestrator::StoredObject| (o.id.clone(), o.version, o.json.clone());
+            let decode = |o: &skiff_proto::orchestrator::StoredObject| {
+                (o.id.clone(), o.version, o.json.clone())
+            };
             let view = View {
                 tasks: set
                     .tasks
                     .iter()
                     .map(decode)
-                    .filter_map(|(id, version, j)| serde_json::from_str(&j).ok().map(|value| Stored { id, version, value }))
+                    .filter_map(|(id, version, j)| {
+                        serde_json::from_str(&j)
+                            .ok()
+                            .map(|value| Stored { id, version, value })
+                    })
                     .collect(),
                 services: set
                     .services
                     .iter()
                     .map(decode)
-                    .filter_map(|(id, version, j)| serde_json::from_str(&j).ok().map(|value| Stored { id, version, value }))
+                    .filter_map(|(id, version, j)| {
+                        serde_json::from_str(&j)
+                            .ok()
+                            .map(|value| Stored { id, version, value })
+                    })
                     .collect(),
                 networks: set.networks.clone(),
             };
@@ -170,7 +207,11 @@ impl Source for RemoteSource {
         let ch = self.cluster.manager_channel().map_err(|e| e.to_string())?;
         let json = serde_json::to_string(task).map_err(|e| e.to_string())?;
         DispatcherClient::new(ch)
-            .update_task(skiff_proto::orchestrator::StoredObject { id: id.into(), version, json })
+            .update_task(skiff_proto::orchestrator::StoredObject {
+                id: id.into(),
+                version,
+                json,
+            })
             .await
             .map(|_| ())
             .map_err(|e| e.message().to_string())
@@ -223,7 +264,13 @@ impl Executor {
         self.containers
             .list()
             .into_iter()
-            .filter_map(|e| e.record().config.labels.get(LABEL_TASK).map(|t| (t.clone(), e.id.clone())))
+            .filter_map(|e| {
+                e.record()
+                    .config
+                    .labels
+                    .get(LABEL_TASK)
+                    .map(|t| (t.clone(), e.id.clone()))
+            })
             .collect()
     }
 
@@ -249,7 +296,9 @@ impl Executor {
             let cid = containers.get(&t.id).cloned();
             let span = tracing::info_span!("task", task_id = %t.id);
             match (t.value.desired, t.value.status.state) {
-                (Desired::Running, s) if s <= TaskState::Assigned && !t.value.node_id.is_empty() => {
+                (Desired::Running, s)
+                    if s <= TaskState::Assigned && !t.value.node_id.is_empty() =>
+                {
                     if t.value.not_before_ms > now {
                         continue;
                     }
@@ -267,7 +316,8 @@ impl Executor {
                     tokio::spawn(
                         async move {
                             if let Some(c) = &cid {
-                                let grace = (t.value.template.stop_grace_period_ms / 1000).max(1) as u32;
+                                let grace =
+                                    (t.value.template.stop_grace_period_ms / 1000).max(1) as u32;
                                 let _ = me.containers.stop(c, Some(grace)).await;
                             }
                             // Re-read the task: its version moved while we waited.
@@ -292,9 +342,11 @@ impl Executor {
         // Containers of tasks that are finished, told to stop, or gone from the store
         // (a task marked orphaned while this node was away still has its container).
         for (task_id, cid) in &containers {
-            let keep = tasks
-                .iter()
-                .any(|t| &t.id == task_id && t.value.desired == Desired::Running && !t.value.status.state.is_terminal());
+            let keep = tasks.iter().any(|t| {
+                &t.id == task_id
+                    && t.value.desired == Desired::Running
+                    && !t.value.status.state.is_terminal()
+            });
             if keep || !self.stopping.lock().await.insert(task_id.clone()) {
                 continue;
             }
@@ -306,7 +358,12 @@ impl Executor {
                 .map(|t| (t.value.template.stop_grace_period_ms / 1000).max(1) as u32)
                 .unwrap_or(10);
             tokio::spawn(async move {
-                if me.containers.get(&cid).map(|e| e.state().is_running()).unwrap_or(false) {
+                if me
+                    .containers
+                    .get(&cid)
+                    .map(|e| e.state().is_running())
+                    .unwrap_or(false)
+                {
                     let _ = me.containers.stop(&cid, Some(grace)).await;
                 }
                 let _ = me.containers.remove(&cid, true).await;
@@ -322,7 +379,8 @@ impl Executor {
             let _ = self.containers.remove(&c, true).await;
         }
         let tpl = &t.value.template;
-        let mut labels: std::collections::HashMap<String, String> = tpl.labels.clone().into_iter().collect();
+        let mut labels: std::collections::HashMap<String, String> =
+            tpl.labels.clone().into_iter().collect();
         labels.insert(LABEL_TASK.into(), t.id.clone());
         labels.insert(LABEL_SERVICE.into(), t.value.service_name.clone());
         labels.insert(LABEL_NODE.into(), self.node_id.clone());
@@ -346,9 +404,21 @@ impl Executor {
             .mounts
             .iter()
             .filter(|m| m.kind != "tmpfs" && !m.source.is_empty())
-            .map(|m| format!("{}:{}{}", m.source, m.target, if m.read_only { ":ro" } else { "" }))
+            .map(|m| {
+                format!(
+                    "{}:{}{}",
+                    m.source,
+                    m.target,
+                    if m.read_only { ":ro" } else { "" }
+                )
+            })
             .collect();
-        let tmpfs = tpl.mounts.iter().filter(|m| m.kind == "tmpfs").map(|m| m.target.clone()).collect();
+        let tmpfs = tpl
+            .mounts
+            .iter()
+            .filter(|m| m.kind == "tmpfs")
+            .map(|m| m.target.clone())
+            .collect();
         let config = skiff_proto::engine::ContainerConfig {
             image: tpl.image.clone(),
             cmd: tpl.command.clone().unwrap_or_default(),
@@ -371,12 +441,32 @@ impl Executor {
                 memory_reservation: tpl.reservations.memory_bytes,
                 ..Default::default()
             }),
-            net: Some(skiff_proto::engine::NetworkOptions { aliases, ..Default::default() }),
+            net: Some(skiff_proto::engine::NetworkOptions {
+                aliases,
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let name = format!("{}.{}.{}", t.value.service_name, if t.value.slot > 0 { t.value.slot.to_string() } else { self.node_id[..self.node_id.len().min(12)].to_string() }, &t.id[..t.id.len().min(12)]);
+        let name = format!(
+            "{}.{}.{}",
+            t.value.service_name,
+            if t.value.slot > 0 {
+                t.value.slot.to_string()
+            } else {
+                self.node_id[..self.node_id.len().min(12)].to_string()
+            },
+            &t.id[..t.id.len().min(12)]
+        );
         let created = match crate::server::to_config(config) {
-            Ok(c) => self.containers.create(CreateOptions { name: Some(name), config: c, entrypoint_set: tpl.entrypoint.is_some() }).await,
+            Ok(c) => {
+                self.containers
+                    .create(CreateOptions {
+                        name: Some(name),
+                        config: c,
+                        entrypoint_set: tpl.entrypoint.is_some(),
+                    })
+                    .await
+            }
             Err(e) => Err(e),
         };
         let id = match created {
@@ -398,7 +488,11 @@ impl Executor {
                     v.status.state = TaskState::Running;
                     v.status.message = "started".into();
                     v.status.container_id = id.clone();
-                    v.status.health = if v.template.healthcheck.is_some() { "starting".into() } else { String::new() };
+                    v.status.health = if v.template.healthcheck.is_some() {
+                        "starting".into()
+                    } else {
+                        String::new()
+                    };
                 })
                 .await
             }
@@ -417,15 +511,23 @@ impl Executor {
 
     /// Publishes each service's ports on this node over its running local tasks (kernel
     /// DNAT with round-robin; the cluster-wide routing mesh is the overlay's job).
-    async fn publish_service_ports(&self, tasks: &[Stored<Task>], containers: &HashMap<String, String>) {
+    async fn publish_service_ports(
+        &self,
+        tasks: &[Stored<Task>],
+        containers: &HashMap<String, String>,
+    ) {
         let services = self.source.view(&self.node_id).services;
         let mut keep = std::collections::HashSet::new();
         for svc in &services {
             for p in svc.value.spec.ports.iter().filter(|p| p.published > 0) {
-                let Ok(proto) = p.protocol.parse::<skiff_runtime::network::Proto>() else { continue };
+                let Ok(proto) = p.protocol.parse::<skiff_runtime::network::Proto>() else {
+                    continue;
+                };
                 let mut backends = Vec::new();
                 for t in tasks.iter().filter(|t| {
-                    t.value.service_id == svc.id && t.value.desired == Desired::Running && t.value.status.state == TaskState::Running
+                    t.value.service_id == svc.id
+                        && t.value.desired == Desired::Running
+                        && t.value.status.state == TaskState::Running
                 }) {
                     if let Some(cid) = containers.get(&t.id) {
                         if let Some(ip) = self.containers.networks.primary_ip(cid).await {
@@ -438,7 +540,12 @@ impl Executor {
                 if !backends.is_empty() {
                     keep.insert(key);
                 }
-                if let Err(e) = self.containers.networks.set_service_port(&svc.value.spec.name, proto, p.published, backends).await {
+                if let Err(e) = self
+                    .containers
+                    .networks
+                    .set_service_port(&svc.value.spec.name, proto, p.published, backends)
+                    .await
+                {
                     tracing::warn!(service = %svc.value.spec.name, port = p.published, error = %e, "publishing service port");
                 }
             }
@@ -453,10 +560,20 @@ impl Executor {
     async fn prune_networks(&self) {
         let wanted = self.source.view(&self.node_id).networks;
         for (n, eps, ..) in self.containers.networks.list().await {
-            let ours = n.labels.get(LABEL_STACK_NETWORK).map(|v| v == "true").unwrap_or(false);
-            if ours && eps.is_empty() && !wanted.contains(&n.name) && self.containers.networks.remove(&n.id, &[]).await.is_ok() {
+            let ours = n
+                .labels
+                .get(LABEL_STACK_NETWORK)
+                .map(|v| v == "true")
+                .unwrap_or(false);
+            if ours
+                && eps.is_empty()
+                && !wanted.contains(&n.name)
+                && self.containers.networks.remove(&n.id, &[]).await.is_ok()
+            {
                 tracing::info!(network = %n.name, "removed stack network");
-                self.containers.events.emit("network", "destroy", &n.id, Default::default());
+                self.containers
+                    .events
+                    .emit("network", "destroy", &n.id, Default::default());
             }
         }
     }
@@ -491,7 +608,9 @@ impl Executor {
             .await;
             return;
         };
-        let Ok(e) = self.containers.get(&cid) else { return };
+        let Ok(e) = self.containers.get(&cid) else {
+            return;
+        };
         let st = e.state();
         if matches!(st.status, Status::Exited | Status::Dead) {
             let code = st.exit_code;
@@ -509,11 +628,19 @@ impl Executor {
             .await;
             return;
         }
-        let Some(hc) = t.value.template.healthcheck.clone() else { return };
+        let Some(hc) = t.value.template.healthcheck.clone() else {
+            return;
+        };
         if hc.test.first().map(|s| s == "NONE").unwrap_or(true) {
             return;
         }
-        let mut h = self.health.lock().await.get(&t.id).cloned().unwrap_or_default();
+        let mut h = self
+            .health
+            .lock()
+            .await
+            .get(&t.id)
+            .cloned()
+            .unwrap_or_default();
         let started = st.started_at.map(|s| s.timestamp_millis()).unwrap_or(now);
         let interval = hc.interval_ms.max(200) as i64;
         if now - h.last_run_ms < interval {
@@ -525,7 +652,10 @@ impl Executor {
             Some("CMD") => hc.test[1..].to_vec(),
             _ => hc.test.clone(),
         };
-        let ok = self.exec_status(&cid, argv, Duration::from_millis(hc.timeout_ms.max(500))).await == Some(0);
+        let ok = self
+            .exec_status(&cid, argv, Duration::from_millis(hc.timeout_ms.max(500)))
+            .await
+            == Some(0);
         if ok {
             h.failures = 0;
             h.verdict = "healthy".into();
@@ -548,7 +678,10 @@ impl Executor {
 
     /// Runs a command in the container and returns its exit code (None on timeout).
     async fn exec_status(&self, cid: &str, args: Vec<String>, timeout: Duration) -> Option<i32> {
-        let spec = skiff_runtime::shim::exec::ExecSpec { args, ..Default::default() };
+        let spec = skiff_runtime::shim::exec::ExecSpec {
+            args,
+            ..Default::default()
+        };
         let run = async {
             let mut conn = self.containers.exec(cid, spec, false).await.ok()?;
             while let Ok(Some(f)) = read_frame(&mut conn).await {

@@ -20,12 +20,12 @@ pub mod humanize;
 pub mod inspect;
 pub mod logs;
 pub mod names;
-pub mod registry;
 pub mod network;
-pub mod server;
-pub mod sysinfo;
 pub mod prune;
+pub mod registry;
+pub mod server;
 pub mod stats;
+pub mod sysinfo;
 pub mod volumes;
 
 use config::AgentConfig;
@@ -37,7 +37,10 @@ pub enum StartError {
     #[error("another agent is already listening on {0}")]
     AlreadyRunning(String),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Image(#[from] skiff_runtime::image::ImageError),
     #[error(transparent)]
@@ -63,7 +66,8 @@ fn protect_from_oom() {
 /// Runs the agent until SIGINT/SIGTERM. Containers keep running after it returns.
 pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     protect_from_oom();
-    skiff_runtime::fsutil::create_dir_mode(&cfg.root, 0o700).map_err(io(format!("creating {}", cfg.root.display())))?;
+    skiff_runtime::fsutil::create_dir_mode(&cfg.root, 0o700)
+        .map_err(io(format!("creating {}", cfg.root.display())))?;
     skiff_runtime::fsutil::create_dir_mode(&cfg.exec_root, 0o700)
         .map_err(io(format!("creating {}", cfg.exec_root.display())))?;
     if let Some(dir) = cfg.socket.parent() {
@@ -78,8 +82,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         return Err(StartError::AlreadyRunning(cfg.socket.display().to_string()));
     }
     let _ = std::fs::remove_file(&cfg.socket);
-    let listener = tokio::net::UnixListener::bind(&cfg.socket).map_err(io(format!("binding {}", cfg.socket.display())))?;
-    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o660)).map_err(io("chmod socket"))?;
+    let listener = tokio::net::UnixListener::bind(&cfg.socket)
+        .map_err(io(format!("binding {}", cfg.socket.display())))?;
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o660))
+        .map_err(io("chmod socket"))?;
     tracing::info!(socket = %cfg.socket.display(), root = %cfg.root.display(), "agent listening");
 
     // The embedded controller: a one-manager cluster unless told to join one.
@@ -105,16 +111,23 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         )
     });
     let cluster_api = cluster.map(|cluster| {
-        skiff_proto::cluster::cluster_server::ClusterServer::new(skiff_controller::cluster::api::ClusterApi { cluster })
+        skiff_proto::cluster::cluster_server::ClusterServer::new(
+            skiff_controller::cluster::api::ClusterApi { cluster },
+        )
     });
 
-    let service = server::EngineService { containers, images, events };
+    let service = server::EngineService {
+        containers,
+        images,
+        events,
+    };
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -122,7 +135,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         tracing::info!("shutting down; containers keep running");
     };
     tonic::transport::Server::builder()
-        .add_service(skiff_proto::engine::engine_server::EngineServer::new(service).max_decoding_message_size(64 << 20))
+        .add_service(
+            skiff_proto::engine::engine_server::EngineServer::new(service)
+                .max_decoding_message_size(64 << 20),
+        )
         .add_optional_service(cluster_api)
         .add_optional_service(orchestrator_api)
         .serve_with_incoming_shutdown(incoming, shutdown)

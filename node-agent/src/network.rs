@@ -148,7 +148,13 @@ async fn serve_round_robin(l: tokio::net::TcpListener, targets: Arc<RwLock<Vec<S
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let target = targets.read().ok().and_then(|t| if t.is_empty() { None } else { Some(t[next % t.len()]) });
+        let target = targets.read().ok().and_then(|t| {
+            if t.is_empty() {
+                None
+            } else {
+                Some(t[next % t.len()])
+            }
+        });
         next = next.wrapping_add(1);
         let Some(target) = target else { continue };
         tokio::spawn(async move {
@@ -446,12 +452,22 @@ impl Networks {
     /// The first address of a running container (its primary network).
     pub async fn primary_ip(&self, container_id: &str) -> Option<Ipv4Addr> {
         let inner = self.inner.lock().await;
-        inner.sandboxes.get(container_id).and_then(|sb| sb.attachments.first()).map(|a| a.ip)
+        inner
+            .sandboxes
+            .get(container_id)
+            .and_then(|sb| sb.attachments.first())
+            .map(|a| a.ip)
     }
 
     /// Publishes (or updates) a service port with these backends; an empty list
     /// unpublishes it. Connections spread round-robin over the backends.
-    pub async fn set_service_port(&self, service: &str, proto: Proto, port: u16, backends: Vec<(Ipv4Addr, u16)>) -> Result<()> {
+    pub async fn set_service_port(
+        &self,
+        service: &str,
+        proto: Proto,
+        port: u16,
+        backends: Vec<(Ipv4Addr, u16)>,
+    ) -> Result<()> {
         let key = format!("{service}/{proto}/{port}");
         let mut inner = self.inner.lock().await;
         if backends.is_empty() {
@@ -463,8 +479,15 @@ impl Networks {
             }
             return Ok(());
         }
-        let fw = nft::FwService { proto, port, backends: backends.clone() };
-        let addrs: Vec<SocketAddr> = backends.iter().map(|(ip, p)| SocketAddr::from((*ip, *p))).collect();
+        let fw = nft::FwService {
+            proto,
+            port,
+            backends: backends.clone(),
+        };
+        let addrs: Vec<SocketAddr> = backends
+            .iter()
+            .map(|(ip, p)| SocketAddr::from((*ip, *p)))
+            .collect();
         if let Some(existing) = inner.services.get_mut(&key) {
             if existing.fw == fw {
                 return Ok(());
@@ -486,7 +509,9 @@ impl Networks {
             } else {
                 None
             };
-            inner.services.insert(key, ServicePort { fw, targets, proxy });
+            inner
+                .services
+                .insert(key, ServicePort { fw, targets, proxy });
         }
         self.refresh_locked(&mut inner)
     }
@@ -494,7 +519,12 @@ impl Networks {
     /// Unpublishes every service port whose key is not in `keep`.
     pub async fn retain_service_ports(&self, keep: &HashSet<String>) -> Result<()> {
         let mut inner = self.inner.lock().await;
-        let gone: Vec<String> = inner.services.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        let gone: Vec<String> = inner
+            .services
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
         if gone.is_empty() {
             return Ok(());
         }

@@ -69,8 +69,16 @@ fn relay_output(
         let mut error = String::new();
         while let Ok(Some(f)) = read_frame(&mut rd).await {
             let msg = match f {
-                Frame::Stdout(d) => AttachOutput { stream: 1, data: d, ..Default::default() },
-                Frame::Stderr(d) => AttachOutput { stream: 2, data: d, ..Default::default() },
+                Frame::Stdout(d) => AttachOutput {
+                    stream: 1,
+                    data: d,
+                    ..Default::default()
+                },
+                Frame::Stderr(d) => AttachOutput {
+                    stream: 2,
+                    data: d,
+                    ..Default::default()
+                },
                 Frame::Exit { code: c, error: e } => {
                     code = Some(c);
                     error = e;
@@ -84,7 +92,14 @@ fn relay_output(
         }
         let settled = on_exit.await;
         let exit_code = code.or(settled).unwrap_or(255);
-        let _ = tx.send(Ok(AttachOutput { exited: true, exit_code, error, ..Default::default() })).await;
+        let _ = tx
+            .send(Ok(AttachOutput {
+                exited: true,
+                exit_code,
+                error,
+                ..Default::default()
+            }))
+            .await;
     });
 }
 
@@ -119,7 +134,10 @@ fn attach_frames(m: AttachInput) -> Vec<Frame> {
         v.push(Frame::Stdin(m.data));
     }
     if m.resize_width > 0 && m.resize_height > 0 {
-        v.push(Frame::Resize { width: m.resize_width as u16, height: m.resize_height as u16 });
+        v.push(Frame::Resize {
+            width: m.resize_width as u16,
+            height: m.resize_height as u16,
+        });
     }
     if m.close_stdin {
         v.push(Frame::CloseStdin);
@@ -137,17 +155,29 @@ fn exec_frames(m: ExecInput) -> Vec<Frame> {
     })
 }
 
-pub(crate) fn to_config(c: skiff_proto::engine::ContainerConfig) -> Result<ContainerConfig, AgentError> {
-    let (mounts, resources) = crate::volumes::parse_request(&c.binds, &c.mounts, &c.tmpfs, c.resources)?;
+pub(crate) fn to_config(
+    c: skiff_proto::engine::ContainerConfig,
+) -> Result<ContainerConfig, AgentError> {
+    let (mounts, resources) =
+        crate::volumes::parse_request(&c.binds, &c.mounts, &c.tmpfs, c.resources)?;
     let restart_policy = match c.restart_policy {
         Some(p) if !p.name.is_empty() => {
-            let s = if p.maximum_retry_count > 0 { format!("{}:{}", p.name, p.maximum_retry_count) } else { p.name };
+            let s = if p.maximum_retry_count > 0 {
+                format!("{}:{}", p.name, p.maximum_retry_count)
+            } else {
+                p.name
+            };
             RtRestart::parse(&s).map_err(AgentError::Invalid)?
         }
-        _ => RtRestart { name: "no".into(), maximum_retry_count: 0 },
+        _ => RtRestart {
+            name: "no".into(),
+            maximum_retry_count: 0,
+        },
     };
     if c.auto_remove && restart_policy.name != "no" {
-        return Err(AgentError::Invalid("conflicting options: cannot specify both --restart and --rm".into()));
+        return Err(AgentError::Invalid(
+            "conflicting options: cannot specify both --restart and --rm".into(),
+        ));
     }
     Ok(ContainerConfig {
         image: c.image,
@@ -201,10 +231,18 @@ impl Engine for EngineService {
         let list = self.containers.list();
         let running = list.iter().filter(|e| e.state().is_running()).count() as u32;
         let images = self.images.list().map_err(AgentError::from)?.len() as u32;
-        Ok(Response::new(sysinfo::info(&self.containers.cfg, list.len() as u32, running, images)))
+        Ok(Response::new(sysinfo::info(
+            &self.containers.cfg,
+            list.len() as u32,
+            running,
+            images,
+        )))
     }
 
-    async fn events(&self, req: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+    async fn events(
+        &self,
+        req: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
         let req = req.into_inner();
         let (past, mut rx) = self.events.subscribe(req.since_unix_nanos);
         let (tx, out) = mpsc::channel(256);
@@ -245,13 +283,22 @@ impl Engine for EngineService {
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 
-    async fn image_import(&self, req: Request<Streaming<ImportChunk>>) -> Result<Response<ImageRef>, Status> {
+    async fn image_import(
+        &self,
+        req: Request<Streaming<ImportChunk>>,
+    ) -> Result<Response<ImageRef>, Status> {
         let mut input = req.into_inner();
-        let first = input.message().await?.ok_or_else(|| Status::invalid_argument("empty import"))?;
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty import"))?;
         let reference = if first.reference.is_empty() {
             None
         } else {
-            Some(Reference::parse(&first.reference).map_err(|e| AgentError::Invalid(e.to_string()))?)
+            Some(
+                Reference::parse(&first.reference)
+                    .map_err(|e| AgentError::Invalid(e.to_string()))?,
+            )
         };
         let (tx, rx) = mpsc::channel(16);
         let _ = tx.send(first.data).await;
@@ -266,19 +313,39 @@ impl Engine for EngineService {
         let changes = first.changes;
         let r2 = reference.clone();
         let id = tokio::task::spawn_blocking(move || {
-            images.import_rootfs(ChannelReader { rx, buf: vec![], pos: 0 }, r2.as_ref(), &changes)
+            images.import_rootfs(
+                ChannelReader {
+                    rx,
+                    buf: vec![],
+                    pos: 0,
+                },
+                r2.as_ref(),
+                &changes,
+            )
         })
         .await
         .map_err(blocking_err)?
         .map_err(AgentError::from)?;
-        self.events.emit("image", "import", id.as_str(), Default::default());
+        self.events
+            .emit("image", "import", id.as_str(), Default::default());
         if let Some(r) = &reference {
-            self.events.emit("image", "tag", id.as_str(), [("name".to_string(), r.to_string())].into());
+            self.events.emit(
+                "image",
+                "tag",
+                id.as_str(),
+                [("name".to_string(), r.to_string())].into(),
+            );
         }
-        Ok(Response::new(ImageRef { id: id.to_string(), reference: reference.map(|r| r.to_string()).unwrap_or_default() }))
+        Ok(Response::new(ImageRef {
+            id: id.to_string(),
+            reference: reference.map(|r| r.to_string()).unwrap_or_default(),
+        }))
     }
 
-    async fn image_load(&self, req: Request<Streaming<DataChunk>>) -> Result<Response<LoadResponse>, Status> {
+    async fn image_load(
+        &self,
+        req: Request<Streaming<DataChunk>>,
+    ) -> Result<Response<LoadResponse>, Status> {
         let mut input = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -290,25 +357,44 @@ impl Engine for EngineService {
         });
         let images = self.images.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            skiff_runtime::image::archive::load(&images, ChannelReader { rx, buf: vec![], pos: 0 })
+            skiff_runtime::image::archive::load(
+                &images,
+                ChannelReader {
+                    rx,
+                    buf: vec![],
+                    pos: 0,
+                },
+            )
         })
         .await
         .map_err(blocking_err)?
         .map_err(AgentError::from)?;
         for l in &loaded {
-            self.events.emit("image", "load", l.rsplit(' ').next().unwrap_or_default(), Default::default());
+            self.events.emit(
+                "image",
+                "load",
+                l.rsplit(' ').next().unwrap_or_default(),
+                Default::default(),
+            );
         }
         Ok(Response::new(LoadResponse { loaded }))
     }
 
-    async fn image_list(&self, req: Request<ImageListRequest>) -> Result<Response<ImageListResponse>, Status> {
+    async fn image_list(
+        &self,
+        req: Request<ImageListRequest>,
+    ) -> Result<Response<ImageListResponse>, Status> {
         let show_all = req.into_inner().all;
         let images = self.images.clone();
         let containers = self.containers.clone();
         let list = tokio::task::spawn_blocking(move || -> Result<Vec<ImageSummary>, AgentError> {
             let all = containers.list();
             // Untagged build-step images show only with -a, as Docker's intermediates do.
-            let hidden = if show_all { Default::default() } else { crate::build::intermediate_ids(&containers.cfg.root) };
+            let hidden = if show_all {
+                Default::default()
+            } else {
+                crate::build::intermediate_ids(&containers.cfg.root)
+            };
             Ok(images
                 .list()?
                 .into_iter()
@@ -319,7 +405,10 @@ impl Engine for EngineService {
                     created_unix: img.created().map(|c| c.timestamp()).unwrap_or_default(),
                     size: images.size(&img),
                     repo_digests: img.record.repo_digests.clone(),
-                    containers: all.iter().filter(|e| e.record().image_id == *img.id()).count() as u32,
+                    containers: all
+                        .iter()
+                        .filter(|e| e.record().image_id == *img.id())
+                        .count() as u32,
                 })
                 .collect())
         })
@@ -330,12 +419,23 @@ impl Engine for EngineService {
 
     async fn image_tag(&self, req: Request<TagRequest>) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        let id = self.images.tag(&r.source, &r.target).map_err(AgentError::from)?;
-        self.events.emit("image", "tag", id.as_str(), [("name".to_string(), r.target)].into());
+        let id = self
+            .images
+            .tag(&r.source, &r.target)
+            .map_err(AgentError::from)?;
+        self.events.emit(
+            "image",
+            "tag",
+            id.as_str(),
+            [("name".to_string(), r.target)].into(),
+        );
         Ok(Response::new(Empty {}))
     }
 
-    async fn image_remove(&self, req: Request<ImageRemoveRequest>) -> Result<Response<ImageRemoveResponse>, Status> {
+    async fn image_remove(
+        &self,
+        req: Request<ImageRemoveRequest>,
+    ) -> Result<Response<ImageRemoveResponse>, Status> {
         let r = req.into_inner();
         let mut resp = ImageRemoveResponse::default();
         for name in &r.names {
@@ -356,21 +456,38 @@ impl Engine for EngineService {
         Ok(Response::new(resp))
     }
 
-    async fn image_inspect(&self, req: Request<NameRequest>) -> Result<Response<JsonDocument>, Status> {
-        let img = self.images.resolve(&req.into_inner().id).map_err(AgentError::from)?;
+    async fn image_inspect(
+        &self,
+        req: Request<NameRequest>,
+    ) -> Result<Response<JsonDocument>, Status> {
+        let img = self
+            .images
+            .resolve(&req.into_inner().id)
+            .map_err(AgentError::from)?;
         let size = self.images.size(&img);
-        Ok(Response::new(JsonDocument { json: inspect::image(&img, size).to_string() }))
+        Ok(Response::new(JsonDocument {
+            json: inspect::image(&img, size).to_string(),
+        }))
     }
 
-    async fn container_create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+    async fn container_create(
+        &self,
+        req: Request<CreateRequest>,
+    ) -> Result<Response<CreateResponse>, Status> {
         let r = req.into_inner();
-        let cfg = r.config.ok_or_else(|| Status::invalid_argument("config is required"))?;
+        let cfg = r
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?;
         let entrypoint_set = cfg.entrypoint_set;
         let config = to_config(cfg)?;
         let span = tracing::info_span!("create", image = %config.image);
         let (id, warnings) = self
             .containers
-            .create(CreateOptions { name: Some(r.name), config, entrypoint_set })
+            .create(CreateOptions {
+                name: Some(r.name),
+                config,
+                entrypoint_set,
+            })
             .instrument(span)
             .await?;
         Ok(Response::new(CreateResponse { id, warnings }))
@@ -386,11 +503,16 @@ impl Engine for EngineService {
         req: Request<Streaming<AttachInput>>,
     ) -> Result<Response<Self::ContainerAttachStream>, Status> {
         let mut input = req.into_inner();
-        let first = input.message().await?.ok_or_else(|| Status::invalid_argument("empty attach"))?;
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty attach"))?;
         let (entry, conn) = if first.start {
             let size = (first.resize_width > 0 && first.resize_height > 0)
                 .then_some((first.resize_width as u16, first.resize_height as u16));
-            self.containers.start_attached(&first.id, first.stdin, size).await?
+            self.containers
+                .start_attached(&first.id, first.stdin, size)
+                .await?
         } else {
             self.containers.attach(&first.id, first.stdin).await?
         };
@@ -418,13 +540,20 @@ impl Engine for EngineService {
 
     async fn container_stop(&self, req: Request<StopRequest>) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        self.containers.stop(&r.id, r.timeout_set.then_some(r.timeout.max(0) as u32)).await?;
+        self.containers
+            .stop(&r.id, r.timeout_set.then_some(r.timeout.max(0) as u32))
+            .await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn container_restart(&self, req: Request<StopRequest>) -> Result<Response<Empty>, Status> {
+    async fn container_restart(
+        &self,
+        req: Request<StopRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        self.containers.restart(&r.id, r.timeout_set.then_some(r.timeout.max(0) as u32)).await?;
+        self.containers
+            .restart(&r.id, r.timeout_set.then_some(r.timeout.max(0) as u32))
+            .await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -434,29 +563,56 @@ impl Engine for EngineService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn container_remove(&self, req: Request<RemoveRequest>) -> Result<Response<Empty>, Status> {
+    async fn container_remove(
+        &self,
+        req: Request<RemoveRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
         let mounts = self.containers.get(&r.id)?.record().config.mounts;
         self.containers.remove(&r.id, r.force).await?;
         if r.volumes {
-            for v in self.containers.volumes.remove_anonymous(&self.containers, &mounts) {
-                self.events.emit("volume", "destroy", &v, Default::default());
+            for v in self
+                .containers
+                .volumes
+                .remove_anonymous(&self.containers, &mounts)
+            {
+                self.events
+                    .emit("volume", "destroy", &v, Default::default());
             }
         }
         Ok(Response::new(Empty {}))
     }
 
-    async fn network_create(&self, req: Request<NetworkCreateRequest>) -> Result<Response<NetworkCreateResponse>, Status> {
-        Ok(Response::new(crate::network::rpc::create(&self.containers, req.into_inner()).await?))
+    async fn network_create(
+        &self,
+        req: Request<NetworkCreateRequest>,
+    ) -> Result<Response<NetworkCreateResponse>, Status> {
+        Ok(Response::new(
+            crate::network::rpc::create(&self.containers, req.into_inner()).await?,
+        ))
     }
 
-    async fn network_list(&self, req: Request<NetworkListRequest>) -> Result<Response<NetworkListResponse>, Status> {
-        Ok(Response::new(crate::network::rpc::list(&self.containers, req.into_inner()).await))
+    async fn network_list(
+        &self,
+        req: Request<NetworkListRequest>,
+    ) -> Result<Response<NetworkListResponse>, Status> {
+        Ok(Response::new(
+            crate::network::rpc::list(&self.containers, req.into_inner()).await,
+        ))
     }
 
-    async fn network_inspect(&self, req: Request<NameRequest>) -> Result<Response<JsonDocument>, Status> {
-        let doc = self.containers.networks.inspect(&req.into_inner().id).await?;
-        Ok(Response::new(JsonDocument { json: doc.to_string() }))
+    async fn network_inspect(
+        &self,
+        req: Request<NameRequest>,
+    ) -> Result<Response<JsonDocument>, Status> {
+        let doc = self
+            .containers
+            .networks
+            .inspect(&req.into_inner().id)
+            .await?;
+        Ok(Response::new(JsonDocument {
+            json: doc.to_string(),
+        }))
     }
 
     async fn network_remove(&self, req: Request<NameRequest>) -> Result<Response<Empty>, Status> {
@@ -464,26 +620,46 @@ impl Engine for EngineService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn network_prune(&self, _: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
+    async fn network_prune(
+        &self,
+        _: Request<PruneRequest>,
+    ) -> Result<Response<PruneResponse>, Status> {
         let deleted = crate::network::rpc::prune(&self.containers).await;
-        Ok(Response::new(PruneResponse { deleted, ..Default::default() }))
+        Ok(Response::new(PruneResponse {
+            deleted,
+            ..Default::default()
+        }))
     }
 
-    async fn network_connect(&self, req: Request<NetworkConnectRequest>) -> Result<Response<Empty>, Status> {
+    async fn network_connect(
+        &self,
+        req: Request<NetworkConnectRequest>,
+    ) -> Result<Response<Empty>, Status> {
         crate::network::rpc::connect(&self.containers, req.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn network_disconnect(&self, req: Request<NetworkConnectRequest>) -> Result<Response<Empty>, Status> {
+    async fn network_disconnect(
+        &self,
+        req: Request<NetworkConnectRequest>,
+    ) -> Result<Response<Empty>, Status> {
         crate::network::rpc::disconnect(&self.containers, req.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn container_port(&self, req: Request<NameRequest>) -> Result<Response<PortResponse>, Status> {
-        Ok(Response::new(crate::network::rpc::port(&self.containers, &req.into_inner().id).await?))
+    async fn container_port(
+        &self,
+        req: Request<NameRequest>,
+    ) -> Result<Response<PortResponse>, Status> {
+        Ok(Response::new(
+            crate::network::rpc::port(&self.containers, &req.into_inner().id).await?,
+        ))
     }
 
-    async fn container_list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+    async fn container_list(
+        &self,
+        req: Request<ListRequest>,
+    ) -> Result<Response<ListResponse>, Status> {
         let r = req.into_inner();
         let containers = self
             .containers
@@ -509,20 +685,34 @@ impl Engine for EngineService {
         Ok(Response::new(ListResponse { containers }))
     }
 
-    async fn container_inspect(&self, req: Request<NameRequest>) -> Result<Response<JsonDocument>, Status> {
+    async fn container_inspect(
+        &self,
+        req: Request<NameRequest>,
+    ) -> Result<Response<JsonDocument>, Status> {
         let e = self.containers.get(&req.into_inner().id)?;
         let mut doc = inspect::container(&e);
         doc["NetworkSettings"] = self.containers.networks.settings_json(&e.record()).await;
         crate::volumes::extend_inspect(&mut doc, &e.record().config);
-        Ok(Response::new(JsonDocument { json: doc.to_string() }))
+        Ok(Response::new(JsonDocument {
+            json: doc.to_string(),
+        }))
     }
 
-    async fn container_wait(&self, req: Request<NameRequest>) -> Result<Response<WaitResponse>, Status> {
+    async fn container_wait(
+        &self,
+        req: Request<NameRequest>,
+    ) -> Result<Response<WaitResponse>, Status> {
         let code = self.containers.wait(&req.into_inner().id).await?;
-        Ok(Response::new(WaitResponse { status_code: code, error: String::new() }))
+        Ok(Response::new(WaitResponse {
+            status_code: code,
+            error: String::new(),
+        }))
     }
 
-    async fn container_logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::ContainerLogsStream>, Status> {
+    async fn container_logs(
+        &self,
+        req: Request<LogsRequest>,
+    ) -> Result<Response<Self::ContainerLogsStream>, Status> {
         let mut r = req.into_inner();
         if !r.stdout && !r.stderr {
             r.stdout = true;
@@ -570,7 +760,10 @@ impl Engine for EngineService {
         req: Request<Streaming<ExecInput>>,
     ) -> Result<Response<Self::ContainerExecStream>, Status> {
         let mut input = req.into_inner();
-        let first = input.message().await?.ok_or_else(|| Status::invalid_argument("empty exec"))?;
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty exec"))?;
         if first.cmd.is_empty() {
             return Err(Status::invalid_argument("no exec command specified"));
         }
@@ -587,10 +780,20 @@ impl Engine for EngineService {
             ..Default::default()
         };
         let span = tracing::info_span!("exec", container = %first.id);
-        let conn = self.containers.exec(&first.id, spec, first.detach).instrument(span).await?;
+        let conn = self
+            .containers
+            .exec(&first.id, spec, first.detach)
+            .instrument(span)
+            .await?;
         let (tx, rx) = mpsc::channel(256);
         if first.detach {
-            let _ = tx.send(Ok(AttachOutput { exited: true, exit_code: 0, ..Default::default() })).await;
+            let _ = tx
+                .send(Ok(AttachOutput {
+                    exited: true,
+                    exit_code: 0,
+                    ..Default::default()
+                }))
+                .await;
             // Keep the connection open in the background until the exec ends.
             tokio::spawn(async move {
                 let (mut rd, _wr) = conn.into_split();
@@ -611,21 +814,35 @@ impl Engine for EngineService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn container_top(&self, req: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
+    async fn container_top(
+        &self,
+        req: Request<TopRequest>,
+    ) -> Result<Response<TopResponse>, Status> {
         let r = req.into_inner();
         let e = self.containers.get(&r.id)?;
         if !e.state().is_running() {
-            return Err(AgentError::Precondition(format!("container {} is not running", e.id)).into());
+            return Err(
+                AgentError::Precondition(format!("container {} is not running", e.id)).into(),
+            );
         }
         let pids = self.containers.pids(&e);
-        let args = if r.ps_args.is_empty() { vec!["-ef".to_string()] } else { r.ps_args };
+        let args = if r.ps_args.is_empty() {
+            vec!["-ef".to_string()]
+        } else {
+            r.ps_args
+        };
         let out = tokio::process::Command::new("ps")
             .args(&args)
             .output()
             .await
             .map_err(|err| AgentError::Internal(format!("running ps: {err}")))?;
         if !out.status.success() {
-            return Err(AgentError::Invalid(format!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())).into());
+            return Err(AgentError::Invalid(format!(
+                "ps {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+            .into());
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let mut lines = text.lines();
@@ -644,7 +861,8 @@ impl Engine for EngineService {
                 }
                 // The last column (the command) may contain spaces.
                 let n = titles.len();
-                let mut row: Vec<String> = cells.iter().take(n - 1).map(|s| s.to_string()).collect();
+                let mut row: Vec<String> =
+                    cells.iter().take(n - 1).map(|s| s.to_string()).collect();
                 row.push(cells.get(n - 1..).map(|c| c.join(" ")).unwrap_or_default());
                 Some(TopRow { cells: row })
             })
@@ -652,27 +870,54 @@ impl Engine for EngineService {
         Ok(Response::new(TopResponse { titles, processes }))
     }
 
-    async fn container_rename(&self, req: Request<RenameRequest>) -> Result<Response<Empty>, Status> {
+    async fn container_rename(
+        &self,
+        req: Request<RenameRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
         self.containers.rename(&r.id, &r.new_name).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn image_pull(&self, req: Request<PullRequest>) -> Result<Response<Self::ImagePullStream>, Status> {
-        let rx = crate::registry::pull(self.images.clone(), self.events.clone(), crate::registry::registry_config(), req.into_inner())?;
+    async fn image_pull(
+        &self,
+        req: Request<PullRequest>,
+    ) -> Result<Response<Self::ImagePullStream>, Status> {
+        let rx = crate::registry::pull(
+            self.images.clone(),
+            self.events.clone(),
+            crate::registry::registry_config(),
+            req.into_inner(),
+        )?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn image_push(&self, req: Request<PushRequest>) -> Result<Response<Self::ImagePushStream>, Status> {
-        let rx = crate::registry::push(self.images.clone(), self.events.clone(), crate::registry::registry_config(), req.into_inner())?;
+    async fn image_push(
+        &self,
+        req: Request<PushRequest>,
+    ) -> Result<Response<Self::ImagePushStream>, Status> {
+        let rx = crate::registry::push(
+            self.images.clone(),
+            self.events.clone(),
+            crate::registry::registry_config(),
+            req.into_inner(),
+        )?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn registry_login(&self, req: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
-        Ok(Response::new(crate::registry::login(&crate::registry::registry_config(), req.into_inner()).await?))
+    async fn registry_login(
+        &self,
+        req: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        Ok(Response::new(
+            crate::registry::login(&crate::registry::registry_config(), req.into_inner()).await?,
+        ))
     }
 
-    async fn image_build(&self, req: Request<Streaming<BuildInput>>) -> Result<Response<Self::ImageBuildStream>, Status> {
+    async fn image_build(
+        &self,
+        req: Request<Streaming<BuildInput>>,
+    ) -> Result<Response<Self::ImageBuildStream>, Status> {
         let rx = crate::build::build(
             self.containers.clone(),
             self.images.clone(),
@@ -684,52 +929,106 @@ impl Engine for EngineService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn image_save(&self, req: Request<SaveRequest>) -> Result<Response<Self::ImageSaveStream>, Status> {
+    async fn image_save(
+        &self,
+        req: Request<SaveRequest>,
+    ) -> Result<Response<Self::ImageSaveStream>, Status> {
         let rx = crate::build::save(self.images.clone(), req.into_inner().names)?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn image_history(&self, req: Request<NameRequest>) -> Result<Response<HistoryResponse>, Status> {
-        Ok(Response::new(crate::build::history(&self.images, &req.into_inner().id)?))
+    async fn image_history(
+        &self,
+        req: Request<NameRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        Ok(Response::new(crate::build::history(
+            &self.images,
+            &req.into_inner().id,
+        )?))
     }
 
-    async fn container_export(&self, req: Request<NameRequest>) -> Result<Response<Self::ContainerExportStream>, Status> {
+    async fn container_export(
+        &self,
+        req: Request<NameRequest>,
+    ) -> Result<Response<Self::ContainerExportStream>, Status> {
         let rx = crate::build::export(&self.containers, &req.into_inner().id)?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn container_commit(&self, req: Request<CommitRequest>) -> Result<Response<ImageRef>, Status> {
+    async fn container_commit(
+        &self,
+        req: Request<CommitRequest>,
+    ) -> Result<Response<ImageRef>, Status> {
         let r = crate::build::commit(&self.containers, req.into_inner()).await?;
-        self.events.emit("image", "commit", &r.id, Default::default());
+        self.events
+            .emit("image", "commit", &r.id, Default::default());
         Ok(Response::new(r))
     }
 
-    async fn volume_create(&self, req: Request<VolumeCreateRequest>) -> Result<Response<JsonDocument>, Status> {
-        Ok(Response::new(crate::volumes::rpc::create(&self.containers, req.into_inner())?))
+    async fn volume_create(
+        &self,
+        req: Request<VolumeCreateRequest>,
+    ) -> Result<Response<JsonDocument>, Status> {
+        Ok(Response::new(crate::volumes::rpc::create(
+            &self.containers,
+            req.into_inner(),
+        )?))
     }
 
-    async fn volume_list(&self, req: Request<VolumeListRequest>) -> Result<Response<VolumeListResponse>, Status> {
-        Ok(Response::new(crate::volumes::rpc::list(&self.containers, req.into_inner())))
+    async fn volume_list(
+        &self,
+        req: Request<VolumeListRequest>,
+    ) -> Result<Response<VolumeListResponse>, Status> {
+        Ok(Response::new(crate::volumes::rpc::list(
+            &self.containers,
+            req.into_inner(),
+        )))
     }
 
-    async fn volume_inspect(&self, req: Request<NameRequest>) -> Result<Response<JsonDocument>, Status> {
-        let v = self.containers.volumes.store.get(&req.into_inner().id).map_err(AgentError::from)?;
-        Ok(Response::new(JsonDocument { json: v.to_docker_json().to_string() }))
+    async fn volume_inspect(
+        &self,
+        req: Request<NameRequest>,
+    ) -> Result<Response<JsonDocument>, Status> {
+        let v = self
+            .containers
+            .volumes
+            .store
+            .get(&req.into_inner().id)
+            .map_err(AgentError::from)?;
+        Ok(Response::new(JsonDocument {
+            json: v.to_docker_json().to_string(),
+        }))
     }
 
-    async fn volume_remove(&self, req: Request<VolumeRemoveRequest>) -> Result<Response<Empty>, Status> {
+    async fn volume_remove(
+        &self,
+        req: Request<VolumeRemoveRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        self.containers.volumes.remove(&self.containers, &r.name, r.force)?;
-        self.events.emit("volume", "destroy", &r.name, Default::default());
+        self.containers
+            .volumes
+            .remove(&self.containers, &r.name, r.force)?;
+        self.events
+            .emit("volume", "destroy", &r.name, Default::default());
         Ok(Response::new(Empty {}))
     }
 
-    async fn volume_prune(&self, req: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
+    async fn volume_prune(
+        &self,
+        req: Request<PruneRequest>,
+    ) -> Result<Response<PruneResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(crate::prune::volumes(&self.containers, r.all, &r.filters)))
+        Ok(Response::new(crate::prune::volumes(
+            &self.containers,
+            r.all,
+            &r.filters,
+        )))
     }
 
-    async fn container_update(&self, req: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+    async fn container_update(
+        &self,
+        req: Request<UpdateRequest>,
+    ) -> Result<Response<UpdateResponse>, Status> {
         let r = req.into_inner();
         let delta = crate::volumes::resources_from_proto(r.resources.unwrap_or_default())?;
         let mut warnings = Vec::new();
@@ -739,25 +1038,40 @@ impl Engine for EngineService {
         Ok(Response::new(UpdateResponse { warnings }))
     }
 
-    async fn container_stats(&self, req: Request<StatsRequest>) -> Result<Response<Self::ContainerStatsStream>, Status> {
+    async fn container_stats(
+        &self,
+        req: Request<StatsRequest>,
+    ) -> Result<Response<Self::ContainerStatsStream>, Status> {
         let r = req.into_inner();
         let e = self.containers.get(&r.id)?;
         let rx = crate::stats::stream(self.containers.clone(), e, r.stream);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn container_prune(&self, req: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
-        Ok(Response::new(crate::prune::containers(&self.containers, &req.into_inner().filters).await?))
+    async fn container_prune(
+        &self,
+        req: Request<PruneRequest>,
+    ) -> Result<Response<PruneResponse>, Status> {
+        Ok(Response::new(
+            crate::prune::containers(&self.containers, &req.into_inner().filters).await?,
+        ))
     }
 
-    async fn image_prune(&self, req: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
+    async fn image_prune(
+        &self,
+        req: Request<PruneRequest>,
+    ) -> Result<Response<PruneResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(crate::prune::images(&self.containers, r.all, &r.filters).await?))
+        Ok(Response::new(
+            crate::prune::images(&self.containers, r.all, &r.filters).await?,
+        ))
     }
 
     async fn system_df(&self, _: Request<Empty>) -> Result<Response<DfResponse>, Status> {
         let c = self.containers.clone();
-        let df = tokio::task::spawn_blocking(move || crate::prune::df(&c)).await.map_err(blocking_err)??;
+        let df = tokio::task::spawn_blocking(move || crate::prune::df(&c))
+            .await
+            .map_err(blocking_err)??;
         Ok(Response::new(df))
     }
 }
@@ -765,7 +1079,9 @@ impl Engine for EngineService {
 /// `ps --filter`: name=, id=, status=, label=, ancestor= (ANDed across keys).
 fn list_filter(e: &crate::containers::Entry, filters: &[String]) -> bool {
     filters.iter().all(|f| {
-        let Some((k, v)) = f.split_once('=') else { return true };
+        let Some((k, v)) = f.split_once('=') else {
+            return true;
+        };
         let r = e.record();
         match k {
             "name" => r.name.contains(v),
@@ -773,7 +1089,11 @@ fn list_filter(e: &crate::containers::Entry, filters: &[String]) -> bool {
             "status" => e.state().status.as_str() == v,
             "label" => {
                 let (lk, lv) = v.split_once('=').unwrap_or((v, ""));
-                r.config.labels.get(lk).map(|x| lv.is_empty() || x == lv).unwrap_or(false)
+                r.config
+                    .labels
+                    .get(lk)
+                    .map(|x| lv.is_empty() || x == lv)
+                    .unwrap_or(false)
             }
             "ancestor" => r.config.image == v || r.image_id.as_str().contains(v),
             _ => true,

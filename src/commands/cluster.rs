@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use hyper_util::rt::TokioIo;
 use skiff_controller::cluster::{ClusterConfig, DEFAULT_PORT};
-use skiff_proto::cluster::cluster_client::ClusterClient;
 use skiff_proto::cluster as pb;
+use skiff_proto::cluster::cluster_client::ClusterClient;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -119,17 +119,35 @@ fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
-    let ip: IpAddr = s.parse().with_context(|| format!("{s:?} is not an IP or IP:PORT"))?;
+    let ip: IpAddr = s
+        .parse()
+        .with_context(|| format!("{s:?} is not an IP or IP:PORT"))?;
     Ok(SocketAddr::new(ip, default_port))
 }
 
 /// Builds the controller's configuration from the agent's flags.
 pub fn cluster_config(a: &AgentClusterArgs, root: &Path) -> Result<ClusterConfig> {
-    let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
-    let mut c = ClusterConfig::new(root.join("cluster"), hostname, env!("CARGO_PKG_VERSION").into());
-    c.listen_addr = a.listen_addr.as_deref().map(|s| parse_addr(s, DEFAULT_PORT)).transpose().context("--listen-addr")?;
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let mut c = ClusterConfig::new(
+        root.join("cluster"),
+        hostname,
+        env!("CARGO_PKG_VERSION").into(),
+    );
+    c.listen_addr = a
+        .listen_addr
+        .as_deref()
+        .map(|s| parse_addr(s, DEFAULT_PORT))
+        .transpose()
+        .context("--listen-addr")?;
     let listen_port = c.listen_addr.map_or(DEFAULT_PORT, |l| l.port());
-    c.advertise_addr = a.advertise_addr.as_deref().map(|s| parse_addr(s, listen_port).map(|x| x.to_string())).transpose().context("--advertise-addr")?;
+    c.advertise_addr = a
+        .advertise_addr
+        .as_deref()
+        .map(|s| parse_addr(s, listen_port).map(|x| x.to_string()))
+        .transpose()
+        .context("--advertise-addr")?;
     if c.advertise_addr.is_none() {
         if let Some(l) = c.listen_addr {
             anyhow::ensure!(!l.ip().is_unspecified(), "--listen-addr {l} is a wildcard: pass --advertise-addr so other nodes know where to reach this one");
@@ -146,22 +164,40 @@ pub fn cluster_config(a: &AgentClusterArgs, root: &Path) -> Result<ClusterConfig
 }
 
 async fn connect(host: &str) -> Result<ClusterClient<Channel>> {
-    let path = PathBuf::from(host.strip_prefix("unix://").ok_or_else(|| client::exit(125, format!("unsupported --host {host:?}")))?);
+    let path = PathBuf::from(
+        host.strip_prefix("unix://")
+            .ok_or_else(|| client::exit(125, format!("unsupported --host {host:?}")))?,
+    );
     let p = path.clone();
     let channel = Endpoint::try_from("http://skiff.local")?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let p = p.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+            }
         }))
         .await
-        .map_err(|_| client::exit(125, format!("Cannot connect to the Skiff agent at unix://{}. Is the agent running?", path.display())))?;
+        .map_err(|_| {
+            client::exit(
+                125,
+                format!(
+                    "Cannot connect to the Skiff agent at unix://{}. Is the agent running?",
+                    path.display()
+                ),
+            )
+        })?;
     Ok(ClusterClient::new(channel))
 }
 
 /// `self` means this node.
 async fn resolve(c: &mut ClusterClient<Channel>, node: &str) -> Result<String> {
     if node == "self" {
-        return Ok(c.info(pb::Empty {}).await.map_err(client::status)?.into_inner().node_id);
+        return Ok(c
+            .info(pb::Empty {})
+            .await
+            .map_err(client::status)?
+            .into_inner()
+            .node_id);
     }
     Ok(node.to_string())
 }
@@ -170,8 +206,18 @@ pub async fn node(host: &str, cmd: &NodeCommand) -> Result<i32> {
     let mut c = connect(host).await?;
     match cmd {
         NodeCommand::Ls(a) => {
-            let me = c.info(pb::Empty {}).await.map_err(client::status)?.into_inner().node_id;
-            let mut nodes = c.node_list(pb::Empty {}).await.map_err(client::status)?.into_inner().nodes;
+            let me = c
+                .info(pb::Empty {})
+                .await
+                .map_err(client::status)?
+                .into_inner()
+                .node_id;
+            let mut nodes = c
+                .node_list(pb::Empty {})
+                .await
+                .map_err(client::status)?
+                .into_inner()
+                .nodes;
             nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
             if a.quiet {
                 for n in nodes {
@@ -179,10 +225,28 @@ pub async fn node(host: &str, cmd: &NodeCommand) -> Result<i32> {
                 }
                 return Ok(0);
             }
-            let mut rows = vec![["ID".to_string(), "HOSTNAME".into(), "STATUS".into(), "AVAILABILITY".into(), "MANAGER STATUS".into(), "ENGINE VERSION".into()]];
+            let mut rows = vec![[
+                "ID".to_string(),
+                "HOSTNAME".into(),
+                "STATUS".into(),
+                "AVAILABILITY".into(),
+                "MANAGER STATUS".into(),
+                "ENGINE VERSION".into(),
+            ]];
             for n in nodes {
-                let id = if n.id == me { format!("{} *", n.id) } else { n.id.clone() };
-                rows.push([id, n.hostname, capitalize(&n.status), capitalize(&n.availability), n.manager_status, n.engine_version]);
+                let id = if n.id == me {
+                    format!("{} *", n.id)
+                } else {
+                    n.id.clone()
+                };
+                rows.push([
+                    id,
+                    n.hostname,
+                    capitalize(&n.status),
+                    capitalize(&n.availability),
+                    n.manager_status,
+                    n.engine_version,
+                ]);
             }
             print_table(&rows);
         }
@@ -190,7 +254,11 @@ pub async fn node(host: &str, cmd: &NodeCommand) -> Result<i32> {
             let mut out = Vec::new();
             for n in &a.nodes {
                 let id = resolve(&mut c, n).await?;
-                let info = c.node_inspect(pb::NodeRef { node: id }).await.map_err(client::status)?.into_inner();
+                let info = c
+                    .node_inspect(pb::NodeRef { node: id })
+                    .await
+                    .map_err(client::status)?
+                    .into_inner();
                 out.push(inspect_json(&info));
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -209,14 +277,26 @@ pub async fn node(host: &str, cmd: &NodeCommand) -> Result<i32> {
                 label_rm: a.label_rm.clone(),
                 role: String::new(),
             };
-            let n = c.node_update(req).await.map_err(client::status)?.into_inner();
+            let n = c
+                .node_update(req)
+                .await
+                .map_err(client::status)?
+                .into_inner();
             println!("{}", a.node.replace("self", &n.id));
         }
         NodeCommand::Promote(a) | NodeCommand::Demote(a) => {
-            let (role, verb) = if matches!(cmd, NodeCommand::Promote(_)) { ("manager", "promoted to") } else { ("worker", "demoted in") };
+            let (role, verb) = if matches!(cmd, NodeCommand::Promote(_)) {
+                ("manager", "promoted to")
+            } else {
+                ("worker", "demoted in")
+            };
             for n in &a.nodes {
                 let id = resolve(&mut c, n).await?;
-                let req = pb::NodeUpdateRequest { node: id, role: role.into(), ..Default::default() };
+                let req = pb::NodeUpdateRequest {
+                    node: id,
+                    role: role.into(),
+                    ..Default::default()
+                };
                 c.node_update(req).await.map_err(client::status)?;
                 if role == "manager" {
                     println!("Node {n} {verb} a manager in the swarm.");
@@ -228,7 +308,12 @@ pub async fn node(host: &str, cmd: &NodeCommand) -> Result<i32> {
         NodeCommand::Rm(a) => {
             for n in &a.nodes {
                 let id = resolve(&mut c, n).await?;
-                c.node_remove(pb::NodeRemoveRequest { node: id, force: a.force }).await.map_err(client::status)?;
+                c.node_remove(pb::NodeRemoveRequest {
+                    node: id,
+                    force: a.force,
+                })
+                .await
+                .map_err(client::status)?;
                 println!("{n}");
             }
         }
@@ -240,27 +325,54 @@ pub async fn cluster(host: &str, cmd: &ClusterCommand) -> Result<i32> {
     let mut c = connect(host).await?;
     match cmd {
         ClusterCommand::Info => {
-            let i = c.info(pb::Empty {}).await.map_err(client::status)?.into_inner();
+            let i = c
+                .info(pb::Empty {})
+                .await
+                .map_err(client::status)?
+                .into_inner();
             println!("Node ID: {}", i.node_id);
             println!("Is Manager: {}", i.is_manager);
-            println!("Cluster Port: {}", if i.listen_addr.is_empty() { "none (private cluster)" } else { &i.listen_addr });
+            println!(
+                "Cluster Port: {}",
+                if i.listen_addr.is_empty() {
+                    "none (private cluster)"
+                } else {
+                    &i.listen_addr
+                }
+            );
             println!("CA Digest: sha256:{}", i.ca_digest);
             if i.is_manager {
                 println!("Cluster ID: {}", i.cluster_id);
-                println!("Leader: {}", if i.leader_id.is_empty() { "none" } else { &i.leader_id });
+                println!(
+                    "Leader: {}",
+                    if i.leader_id.is_empty() {
+                        "none"
+                    } else {
+                        &i.leader_id
+                    }
+                );
                 println!("Raft Term: {}", i.term);
                 println!("Commit Index: {}", i.commit_index);
                 println!("Applied Index: {}", i.applied_index);
                 println!("Nodes: {}", i.nodes);
                 println!("Managers: {}", i.managers.len());
                 for m in &i.managers {
-                    println!("  {} {} {} {}", m.id, m.hostname, if m.addr.is_empty() { "-" } else { &m.addr }, m.manager_status);
+                    println!(
+                        "  {} {} {} {}",
+                        m.id,
+                        m.hostname,
+                        if m.addr.is_empty() { "-" } else { &m.addr },
+                        m.manager_status
+                    );
                 }
             }
         }
         ClusterCommand::JoinToken(a) => {
             let r = c
-                .join_token(pb::JoinTokenRequest { role: a.role.clone(), rotate: a.rotate })
+                .join_token(pb::JoinTokenRequest {
+                    role: a.role.clone(),
+                    rotate: a.rotate,
+                })
                 .await
                 .map_err(client::status)?
                 .into_inner();
@@ -271,9 +383,19 @@ pub async fn cluster(host: &str, cmd: &ClusterCommand) -> Result<i32> {
             if a.rotate {
                 println!("Successfully rotated {} join token.\n", a.role);
             }
-            let addr = if r.addr.is_empty() { "<manager address: start it with --listen-addr>".to_string() } else { r.addr };
-            println!("To add a {} to this cluster, run the following command:\n", a.role);
-            println!("    skiff agent --join {addr} --token {} --listen-addr <IP:PORT>\n", r.token);
+            let addr = if r.addr.is_empty() {
+                "<manager address: start it with --listen-addr>".to_string()
+            } else {
+                r.addr
+            };
+            println!(
+                "To add a {} to this cluster, run the following command:\n",
+                a.role
+            );
+            println!(
+                "    skiff agent --join {addr} --token {} --listen-addr <IP:PORT>\n",
+                r.token
+            );
         }
     }
     Ok(0)

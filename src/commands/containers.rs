@@ -20,7 +20,8 @@ type Client = EngineClient<Channel>;
 fn env_list(env: &[String], files: &[std::path::PathBuf]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading env file {}", f.display()))?;
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading env file {}", f.display()))?;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim_start();
             if line.is_empty() || line.starts_with('#') {
@@ -28,7 +29,10 @@ fn env_list(env: &[String], files: &[std::path::PathBuf]) -> Result<Vec<String>>
             }
             let key = line.split('=').next().unwrap_or_default();
             if key.is_empty() || key.contains(char::is_whitespace) {
-                return Err(exit(125, format!("{}:{}: invalid variable name {key:?}", f.display(), n + 1)));
+                return Err(exit(
+                    125,
+                    format!("{}:{}: invalid variable name {key:?}", f.display(), n + 1),
+                ));
             }
             push_env(&mut out, line);
         }
@@ -59,10 +63,20 @@ fn labels(l: &[String]) -> HashMap<String, String> {
 fn config_of(a: &RunArgs) -> Result<(String, ContainerConfig)> {
     let image = a.image_and_cmd[0].clone();
     let (name, count) = match a.restart.split_once(':') {
-        Some((n, c)) => (n.to_string(), c.parse::<u32>().map_err(|_| exit(125, format!("invalid restart policy {:?}", a.restart)))?),
+        Some((n, c)) => (
+            n.to_string(),
+            c.parse::<u32>()
+                .map_err(|_| exit(125, format!("invalid restart policy {:?}", a.restart)))?,
+        ),
         None => (a.restart.clone(), 0),
     };
-    let entrypoint = a.entrypoint.as_ref().map(|e| if e.is_empty() { vec![] } else { vec![e.clone()] });
+    let entrypoint = a.entrypoint.as_ref().map(|e| {
+        if e.is_empty() {
+            vec![]
+        } else {
+            vec![e.clone()]
+        }
+    });
     let config = ContainerConfig {
         image: image.clone(),
         cmd: a.image_and_cmd[1..].to_vec(),
@@ -75,7 +89,10 @@ fn config_of(a: &RunArgs) -> Result<(String, ContainerConfig)> {
         tty: a.tty,
         open_stdin: a.interactive,
         labels: labels(&a.label),
-        restart_policy: Some(RestartPolicy { name, maximum_retry_count: count }),
+        restart_policy: Some(RestartPolicy {
+            name,
+            maximum_retry_count: count,
+        }),
         auto_remove: a.rm,
         read_only: a.read_only,
         privileged: a.privileged,
@@ -98,7 +115,10 @@ fn config_of(a: &RunArgs) -> Result<(String, ContainerConfig)> {
 pub async fn create(c: &mut Client, a: &RunArgs) -> Result<String> {
     let (_, config) = config_of(a)?;
     let r = c
-        .container_create(CreateRequest { name: a.name.clone().unwrap_or_default(), config: Some(config) })
+        .container_create(CreateRequest {
+            name: a.name.clone().unwrap_or_default(),
+            config: Some(config),
+        })
         .await
         .map_err(status)?
         .into_inner();
@@ -110,7 +130,13 @@ pub async fn create(c: &mut Client, a: &RunArgs) -> Result<String> {
 
 /// Attaches the local terminal to a container (starting it when `start`); returns
 /// the container's exit code.
-async fn attach_session(c: &mut Client, id: &str, start: bool, stdin: bool, tty: bool) -> Result<i32> {
+async fn attach_session(
+    c: &mut Client,
+    id: &str,
+    start: bool,
+    stdin: bool,
+    tty: bool,
+) -> Result<i32> {
     let (tx, rx) = mpsc::channel::<AttachInput>(64);
     let size = if tty { stdio::term_size() } else { None };
     tx.send(AttachInput {
@@ -123,16 +149,30 @@ async fn attach_session(c: &mut Client, id: &str, start: bool, stdin: bool, tty:
     })
     .await
     .ok();
-    let out = c.container_attach(ReceiverStream::new(rx)).await.map_err(status)?.into_inner();
+    let out = c
+        .container_attach(ReceiverStream::new(rx))
+        .await
+        .map_err(status)?
+        .into_inner();
     let _raw = (tty && stdin && stdio::is_tty()).then(RawMode::enable);
     let mut inputs = stdio::input_pump(stdin, tty);
     let tx2 = tx.clone();
     tokio::spawn(async move {
         while let Some(i) = inputs.recv().await {
             let msg = match i {
-                Input::Data(d) => AttachInput { data: d, ..Default::default() },
-                Input::Eof => AttachInput { close_stdin: true, ..Default::default() },
-                Input::Resize(w, h) => AttachInput { resize_width: w, resize_height: h, ..Default::default() },
+                Input::Data(d) => AttachInput {
+                    data: d,
+                    ..Default::default()
+                },
+                Input::Eof => AttachInput {
+                    close_stdin: true,
+                    ..Default::default()
+                },
+                Input::Resize(w, h) => AttachInput {
+                    resize_width: w,
+                    resize_height: h,
+                    ..Default::default()
+                },
             };
             if tx2.send(msg).await.is_err() {
                 return;
@@ -152,7 +192,12 @@ async fn attach_session(c: &mut Client, id: &str, start: bool, stdin: bool, tty:
             };
             loop {
                 let sig = tokio::select! { _ = int.recv() => "INT", _ = term.recv() => "TERM" };
-                let _ = c2.container_kill(KillRequest { id: id2.clone(), signal: sig.into() }).await;
+                let _ = c2
+                    .container_kill(KillRequest {
+                        id: id2.clone(),
+                        signal: sig.into(),
+                    })
+                    .await;
             }
         });
     }
@@ -163,11 +208,16 @@ async fn attach_session(c: &mut Client, id: &str, start: bool, stdin: bool, tty:
 
 pub async fn run(c: &mut Client, a: &RunArgs) -> Result<i32> {
     if a.detach && a.rm && a.restart != "no" {
-        return Err(exit(125, "conflicting options: cannot specify both --restart and --rm"));
+        return Err(exit(
+            125,
+            "conflicting options: cannot specify both --restart and --rm",
+        ));
     }
     let id = create(c, a).await?;
     if a.detach {
-        c.container_start(StartRequest { id: id.clone() }).await.map_err(status)?;
+        c.container_start(StartRequest { id: id.clone() })
+            .await
+            .map_err(status)?;
         println!("{id}");
         return Ok(0);
     }
@@ -177,7 +227,10 @@ pub async fn run(c: &mut Client, a: &RunArgs) -> Result<i32> {
 pub async fn start(c: &mut Client, a: &StartArgs) -> Result<i32> {
     if a.attach || a.interactive {
         if a.containers.len() > 1 {
-            return Err(exit(125, "you cannot start and attach multiple containers at once"));
+            return Err(exit(
+                125,
+                "you cannot start and attach multiple containers at once",
+            ));
         }
         let doc = inspect_doc(c, &a.containers[0]).await?;
         let tty = doc["Config"]["Tty"].as_bool().unwrap_or(false);
@@ -213,7 +266,11 @@ where
 pub async fn stop(c: &mut Client, a: &StopArgs, restart: bool) -> Result<i32> {
     each(&a.containers, |id| {
         let mut c = c.clone();
-        let req = StopRequest { id, timeout: a.time.unwrap_or(0), timeout_set: a.time.is_some() };
+        let req = StopRequest {
+            id,
+            timeout: a.time.unwrap_or(0),
+            timeout_set: a.time.is_some(),
+        };
         async move {
             if restart {
                 c.container_restart(req).await.map(|_| ())
@@ -229,7 +286,11 @@ pub async fn kill(c: &mut Client, a: &KillArgs) -> Result<i32> {
     each(&a.containers, |id| {
         let mut c = c.clone();
         let signal = a.signal.clone();
-        async move { c.container_kill(KillRequest { id, signal }).await.map(|_| ()) }
+        async move {
+            c.container_kill(KillRequest { id, signal })
+                .await
+                .map(|_| ())
+        }
     })
     .await
 }
@@ -238,7 +299,11 @@ pub async fn rm(c: &mut Client, a: &RmArgs) -> Result<i32> {
     each(&a.containers, |id| {
         let mut c = c.clone();
         let (force, volumes) = (a.force, a.volumes);
-        async move { c.container_remove(RemoveRequest { id, force, volumes }).await.map(|_| ()) }
+        async move {
+            c.container_remove(RemoveRequest { id, force, volumes })
+                .await
+                .map(|_| ())
+        }
     })
     .await
 }
@@ -254,7 +319,10 @@ fn trunc_command(cmd: &str, no_trunc: bool) -> String {
 
 pub async fn ps(c: &mut Client, a: &PsArgs) -> Result<i32> {
     let list = c
-        .container_list(ListRequest { all: a.all, filters: a.filter.clone() })
+        .container_list(ListRequest {
+            all: a.all,
+            filters: a.filter.clone(),
+        })
         .await
         .map_err(status)?
         .into_inner()
@@ -315,7 +383,11 @@ pub async fn exec(c: &mut Client, a: &ExecArgs) -> Result<i32> {
     })
     .await
     .ok();
-    let out = c.container_exec(ReceiverStream::new(rx)).await.map_err(status)?.into_inner();
+    let out = c
+        .container_exec(ReceiverStream::new(rx))
+        .await
+        .map_err(status)?
+        .into_inner();
     if a.detach {
         return Ok(0);
     }
@@ -325,9 +397,19 @@ pub async fn exec(c: &mut Client, a: &ExecArgs) -> Result<i32> {
     tokio::spawn(async move {
         while let Some(i) = inputs.recv().await {
             let msg = match i {
-                Input::Data(d) => ExecInput { data: d, ..Default::default() },
-                Input::Eof => ExecInput { close_stdin: true, ..Default::default() },
-                Input::Resize(w, h) => ExecInput { resize_width: w, resize_height: h, ..Default::default() },
+                Input::Data(d) => ExecInput {
+                    data: d,
+                    ..Default::default()
+                },
+                Input::Eof => ExecInput {
+                    close_stdin: true,
+                    ..Default::default()
+                },
+                Input::Resize(w, h) => ExecInput {
+                    resize_width: w,
+                    resize_height: h,
+                    ..Default::default()
+                },
             };
             if tx2.send(msg).await.is_err() {
                 return;
@@ -343,15 +425,30 @@ pub async fn logs(c: &mut Client, a: &LogsArgs) -> Result<i32> {
     let tail = if a.tail == "all" || a.tail.is_empty() {
         -1
     } else {
-        a.tail.parse::<i64>().map_err(|_| exit(125, format!("invalid --tail {:?}: a number or \"all\"", a.tail)))?
+        a.tail.parse::<i64>().map_err(|_| {
+            exit(
+                125,
+                format!("invalid --tail {:?}: a number or \"all\"", a.tail),
+            )
+        })?
     };
     let req = LogsRequest {
         id: a.container.clone(),
         follow: a.follow,
         tail,
         timestamps: a.timestamps,
-        since_unix_nanos: a.since.as_deref().map(output::parse_time).transpose()?.unwrap_or(0),
-        until_unix_nanos: a.until.as_deref().map(output::parse_time).transpose()?.unwrap_or(0),
+        since_unix_nanos: a
+            .since
+            .as_deref()
+            .map(output::parse_time)
+            .transpose()?
+            .unwrap_or(0),
+        until_unix_nanos: a
+            .until
+            .as_deref()
+            .map(output::parse_time)
+            .transpose()?
+            .unwrap_or(0),
         stdout: true,
         stderr: true,
     };
@@ -363,7 +460,10 @@ pub async fn logs(c: &mut Client, a: &LogsArgs) -> Result<i32> {
         let mut data = Vec::new();
         if a.timestamps {
             let t = chrono::DateTime::from_timestamp_nanos(m.time_unix_nanos);
-            data.extend_from_slice(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true).as_bytes());
+            data.extend_from_slice(
+                t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                    .as_bytes(),
+            );
             data.push(b' ');
         }
         data.extend_from_slice(&m.data);
@@ -400,7 +500,10 @@ pub async fn wait(c: &mut Client, a: &NamesArgs) -> Result<i32> {
 
 pub async fn top(c: &mut Client, a: &TopArgs) -> Result<i32> {
     let r = c
-        .container_top(TopRequest { id: a.container.clone(), ps_args: a.ps_args.clone() })
+        .container_top(TopRequest {
+            id: a.container.clone(),
+            ps_args: a.ps_args.clone(),
+        })
         .await
         .map_err(status)?
         .into_inner();
@@ -411,21 +514,34 @@ pub async fn top(c: &mut Client, a: &TopArgs) -> Result<i32> {
 }
 
 pub async fn rename(c: &mut Client, a: &RenameArgs) -> Result<i32> {
-    c.container_rename(RenameRequest { id: a.container.clone(), new_name: a.new_name.clone() })
-        .await
-        .map_err(status)?;
+    c.container_rename(RenameRequest {
+        id: a.container.clone(),
+        new_name: a.new_name.clone(),
+    })
+    .await
+    .map_err(status)?;
     Ok(0)
 }
 
 async fn inspect_doc(c: &mut Client, name: &str) -> Result<serde_json::Value> {
-    let d = c.container_inspect(NameRequest { id: name.to_string() }).await.map_err(status)?.into_inner();
+    let d = c
+        .container_inspect(NameRequest {
+            id: name.to_string(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
     Ok(serde_json::from_str(&d.json)?)
 }
 
 /// `inspect`: containers first, then images (or only the `--type` asked for).
 pub async fn inspect(c: &mut Client, a: &InspectArgs, default_kind: Option<&str>) -> Result<i32> {
     let kind = a.kind.as_deref().or(default_kind);
-    let template = a.format.as_deref().map(crate::template::Template::parse).transpose()?;
+    let template = a
+        .format
+        .as_deref()
+        .map(crate::template::Template::parse)
+        .transpose()?;
     let mut docs = Vec::new();
     let mut rc = 0;
     for n in &a.names {

@@ -139,23 +139,46 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
                 "placement": {"constraints": a.constraint},
             });
             spec = fill_service_defaults(spec);
-            let r = c.service_create(pb::ServiceCreateRequest { spec_json: spec.to_string() }).await.map_err(status)?;
+            let r = c
+                .service_create(pb::ServiceCreateRequest {
+                    spec_json: spec.to_string(),
+                })
+                .await
+                .map_err(status)?;
             println!("{}", r.into_inner().name);
             Ok(0)
         }
         ServiceCommand::Ls => print_services(&mut c, "").await,
         ServiceCommand::Ps(a) => print_tasks(&mut c, &a.name, "", a.quiet, a.no_trunc).await,
         ServiceCommand::Inspect(a) => {
-            let r = c.service_inspect(pb::ServiceRef { name: a.name.clone() }).await.map_err(status)?.into_inner();
+            let r = c
+                .service_inspect(pb::ServiceRef {
+                    name: a.name.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
             let v: serde_json::Value = serde_json::from_str(&r.json)?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!([v]))?);
             Ok(0)
         }
         ServiceCommand::Scale(a) => {
             for p in &a.pairs {
-                let (name, n) = p.split_once('=').ok_or_else(|| exit(125, format!("invalid scale specifier {p:?}: want SERVICE=REPLICAS")))?;
-                let replicas = n.parse().map_err(|_| exit(125, format!("invalid replicas value {n:?}")))?;
-                c.service_scale(pb::ServiceScaleRequest { name: name.into(), replicas }).await.map_err(status)?;
+                let (name, n) = p.split_once('=').ok_or_else(|| {
+                    exit(
+                        125,
+                        format!("invalid scale specifier {p:?}: want SERVICE=REPLICAS"),
+                    )
+                })?;
+                let replicas = n
+                    .parse()
+                    .map_err(|_| exit(125, format!("invalid replicas value {n:?}")))?;
+                c.service_scale(pb::ServiceScaleRequest {
+                    name: name.into(),
+                    replicas,
+                })
+                .await
+                .map_err(status)?;
                 println!("{name} scaled to {replicas}");
             }
             Ok(0)
@@ -176,7 +199,11 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
             Ok(0)
         }
         ServiceCommand::Rollback(a) => {
-            c.service_rollback(pb::ServiceRef { name: a.name.clone() }).await.map_err(status)?;
+            c.service_rollback(pb::ServiceRef {
+                name: a.name.clone(),
+            })
+            .await
+            .map_err(status)?;
             println!("{}", a.name);
             Ok(0)
         }
@@ -195,18 +222,40 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
         }
         ServiceCommand::Logs(a) => {
             // Tasks on this node: their containers' logs, prefixed like Docker's.
-            let tasks = c.task_list(pb::TaskListRequest { service: a.name.clone(), stack: String::new(), all: true }).await.map_err(status)?.into_inner().tasks;
+            let tasks = c
+                .task_list(pb::TaskListRequest {
+                    service: a.name.clone(),
+                    stack: String::new(),
+                    all: true,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tasks;
             let engine = crate::client::connect(host).await?;
             let mut handles = Vec::new();
             for t in tasks.into_iter().filter(|t| !t.container_id.is_empty()) {
                 let mut e = engine.clone();
                 let follow = a.follow;
                 handles.push(tokio::spawn(async move {
-                    let req = skiff_proto::engine::LogsRequest { id: t.container_id.clone(), follow, tail: -1, stdout: true, stderr: true, ..Default::default() };
+                    let req = skiff_proto::engine::LogsRequest {
+                        id: t.container_id.clone(),
+                        follow,
+                        tail: -1,
+                        stdout: true,
+                        stderr: true,
+                        ..Default::default()
+                    };
                     if let Ok(s) = e.container_logs(req).await {
                         let mut s = s.into_inner();
                         while let Ok(Some(m)) = s.message().await {
-                            print!("{}.{}@{}    | {}", t.service, t.slot, t.node, String::from_utf8_lossy(&m.data));
+                            print!(
+                                "{}.{}@{}    | {}",
+                                t.service,
+                                t.slot,
+                                t.node,
+                                String::from_utf8_lossy(&m.data)
+                            );
                         }
                     }
                 }));
@@ -238,9 +287,13 @@ fn fill_service_defaults(mut spec: serde_json::Value) -> serde_json::Value {
         }
         if let Some(p) = o.get_mut("placement").and_then(|p| p.as_object_mut()) {
             p.entry("spread").or_insert(serde_json::json!([]));
-            p.entry("max_replicas_per_node").or_insert(serde_json::json!(0));
+            p.entry("max_replicas_per_node")
+                .or_insert(serde_json::json!(0));
         }
-        if let (Some(t), Some(td)) = (o.get_mut("template").and_then(|t| t.as_object_mut()), tdefaults.as_object()) {
+        if let (Some(t), Some(td)) = (
+            o.get_mut("template").and_then(|t| t.as_object_mut()),
+            tdefaults.as_object(),
+        ) {
             for (k, v) in td {
                 t.entry(k.clone()).or_insert(v.clone());
             }
@@ -250,23 +303,48 @@ fn fill_service_defaults(mut spec: serde_json::Value) -> serde_json::Value {
 }
 
 pub async fn print_services(c: &mut Orch, stack: &str) -> Result<i32> {
-    let r = c.service_list(pb::ServiceListRequest { stack: stack.into() }).await.map_err(status)?.into_inner();
+    let r = c
+        .service_list(pb::ServiceListRequest {
+            stack: stack.into(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
     if !stack.is_empty() && r.services.is_empty() {
         eprintln!("Nothing found in stack: {stack}");
         return Ok(0);
     }
-    let mut rows = vec![["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"].map(String::from).to_vec()];
+    let mut rows = vec![["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
+        .map(String::from)
+        .to_vec()];
     for s in r.services {
         let id: String = s.id.chars().take(12).collect();
-        rows.push(vec![id, s.name, s.mode, format!("{}/{}", s.running, s.desired), s.image, s.ports]);
+        rows.push(vec![
+            id,
+            s.name,
+            s.mode,
+            format!("{}/{}", s.running, s.desired),
+            s.image,
+            s.ports,
+        ]);
     }
     print!("{}", output::align(&rows));
     Ok(0)
 }
 
-pub async fn print_tasks(c: &mut Orch, service: &str, stack: &str, quiet: bool, no_trunc: bool) -> Result<i32> {
+pub async fn print_tasks(
+    c: &mut Orch,
+    service: &str,
+    stack: &str,
+    quiet: bool,
+    no_trunc: bool,
+) -> Result<i32> {
     let r = c
-        .task_list(pb::TaskListRequest { service: service.into(), stack: stack.into(), all: true })
+        .task_list(pb::TaskListRequest {
+            service: service.into(),
+            stack: stack.into(),
+            all: true,
+        })
         .await
         .map_err(status)?
         .into_inner();
@@ -276,20 +354,46 @@ pub async fn print_tasks(c: &mut Orch, service: &str, stack: &str, quiet: bool, 
         }
         return Ok(0);
     }
-    let mut rows = vec![["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"].map(String::from).to_vec()];
+    let mut rows = vec![[
+        "ID",
+        "NAME",
+        "IMAGE",
+        "NODE",
+        "DESIRED STATE",
+        "CURRENT STATE",
+        "ERROR",
+    ]
+    .map(String::from)
+    .to_vec()];
     let now = chrono::Utc::now().timestamp_millis();
     for t in r.tasks {
-        let id: String = if no_trunc { t.id.clone() } else { t.id.chars().take(12).collect() };
+        let id: String = if no_trunc {
+            t.id.clone()
+        } else {
+            t.id.chars().take(12).collect()
+        };
         let ago = skiff_agent::humanize::duration((now - t.timestamp_ms) / 1000);
         let mut state = format!("{} {} ago", capitalize(&t.state), ago);
         if !t.health.is_empty() && t.state == "running" {
             state = format!("{} ({})", state, t.health);
         }
-        let mut err = if t.error.is_empty() && t.state == "pending" { t.message.clone() } else { t.error.clone() };
+        let mut err = if t.error.is_empty() && t.state == "pending" {
+            t.message.clone()
+        } else {
+            t.error.clone()
+        };
         if !no_trunc && err.chars().count() > 60 {
             err = format!("{}…", err.chars().take(58).collect::<String>());
         }
-        rows.push(vec![id, t.name, t.image, t.node, capitalize(&t.desired), state, err]);
+        rows.push(vec![
+            id,
+            t.name,
+            t.image,
+            t.node,
+            capitalize(&t.desired),
+            state,
+            err,
+        ]);
     }
     print!("{}", output::align(&rows));
     Ok(0)
@@ -297,7 +401,9 @@ pub async fn print_tasks(c: &mut Orch, service: &str, stack: &str, quiet: bool, 
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }
 
 /// `--detach=false`: live progress per service until every service runs its desired
@@ -307,13 +413,27 @@ pub async fn wait_converged(c: &mut Orch, stack: &str, timeout: Duration) -> Res
     let tty = crate::commands::stdio::is_tty();
     let mut last = String::new();
     loop {
-        let services = c.service_list(pb::ServiceListRequest { stack: stack.into() }).await.map_err(status)?.into_inner().services;
+        let services = c
+            .service_list(pb::ServiceListRequest {
+                stack: stack.into(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .services;
         let mut lines = Vec::new();
         let mut done = true;
         for s in &services {
-            let ok = s.running == s.desired && !matches!(s.update_state.as_str(), "updating" | "rollback_started");
+            let ok = s.running == s.desired
+                && !matches!(s.update_state.as_str(), "updating" | "rollback_started");
             done &= ok;
-            lines.push(format!("{}: {}/{} running{}", s.name, s.running, s.desired, if ok { " ✔" } else { "" }));
+            lines.push(format!(
+                "{}: {}/{} running{}",
+                s.name,
+                s.running,
+                s.desired,
+                if ok { " ✔" } else { "" }
+            ));
         }
         let text = lines.join("\n");
         if text != last {
@@ -327,17 +447,46 @@ pub async fn wait_converged(c: &mut Orch, stack: &str, timeout: Duration) -> Res
             println!("Stack {stack} converged");
             return Ok(0);
         }
-        if let Some(s) = services.iter().find(|s| s.update_state == "paused" || s.update_state == "rollback_completed") {
-            return Err(exit(1, format!("service {} did not converge: {}", s.name, s.update_message)));
+        if let Some(s) = services
+            .iter()
+            .find(|s| s.update_state == "paused" || s.update_state == "rollback_completed")
+        {
+            return Err(exit(
+                1,
+                format!("service {} did not converge: {}", s.name, s.update_message),
+            ));
         }
         if Instant::now() >= deadline {
-            let tasks = c.task_list(pb::TaskListRequest { service: String::new(), stack: stack.into(), all: false }).await.map_err(status)?.into_inner().tasks;
+            let tasks = c
+                .task_list(pb::TaskListRequest {
+                    service: String::new(),
+                    stack: stack.into(),
+                    all: false,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tasks;
             let reason = tasks
                 .iter()
                 .find(|t| t.state != "running")
-                .map(|t| format!("{}: {} {}", t.name, t.state, if t.error.is_empty() { &t.message } else { &t.error }))
+                .map(|t| {
+                    format!(
+                        "{}: {} {}",
+                        t.name,
+                        t.state,
+                        if t.error.is_empty() {
+                            &t.message
+                        } else {
+                            &t.error
+                        }
+                    )
+                })
                 .unwrap_or_else(|| "tasks are still starting".into());
-            return Err(exit(1, format!("stack {stack} did not converge within {timeout:?}: {reason}")));
+            return Err(exit(
+                1,
+                format!("stack {stack} did not converge within {timeout:?}: {reason}"),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

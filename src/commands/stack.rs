@@ -149,14 +149,16 @@ pub fn config(a: &ConfigArgs) -> anyhow::Result<i32> {
     }
 }
 
-type Orch = skiff_proto::orchestrator::orchestrator_client::OrchestratorClient<tonic::transport::Channel>;
+type Orch =
+    skiff_proto::orchestrator::orchestrator_client::OrchestratorClient<tonic::transport::Channel>;
 
 pub async fn orchestrator(host: &str) -> anyhow::Result<Orch> {
     Ok(Orch::new(crate::client::channel(host).await?))
 }
 
 fn parse_timeout(s: &str) -> anyhow::Result<std::time::Duration> {
-    skiff_stack::parse_go_duration(s).map_err(|e| crate::client::exit(125, format!("invalid --timeout {s:?}: {e}")))
+    skiff_stack::parse_go_duration(s)
+        .map_err(|e| crate::client::exit(125, format!("invalid --timeout {s:?}: {e}")))
 }
 
 /// Dispatches the stack commands that talk to a manager.
@@ -168,12 +170,21 @@ pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
         StackCommand::Config(a) => config(a),
         StackCommand::Deploy(a) => {
             if !skiff_stack::valid_stack_name(&a.name) {
-                return Err(crate::client::exit(125, format!("invalid stack name {:?}: use letters, digits, - and _", a.name)));
+                return Err(crate::client::exit(
+                    125,
+                    format!(
+                        "invalid stack name {:?}: use letters, digits, - and _",
+                        a.name
+                    ),
+                ));
             }
             let timeout = parse_timeout(&a.timeout)?;
             let spec = load(&a.compose_files, &a.name)?;
             let r = c
-                .stack_deploy(pb::StackDeployRequest { stack_json: skiff_stack::to_json(&spec), prune: a.prune })
+                .stack_deploy(pb::StackDeployRequest {
+                    stack_json: skiff_stack::to_json(&spec),
+                    prune: a.prune,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -195,16 +206,32 @@ pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
             super::service::wait_converged(&mut c, &a.name, timeout).await
         }
         StackCommand::Ls => {
-            let r = c.stack_list(pb::Empty {}).await.map_err(status)?.into_inner();
+            let r = c
+                .stack_list(pb::Empty {})
+                .await
+                .map_err(status)?
+                .into_inner();
             let mut rows = vec![vec!["NAME".to_string(), "SERVICES".to_string()]];
-            rows.extend(r.stacks.into_iter().map(|s| vec![s.name, s.services.to_string()]));
+            rows.extend(
+                r.stacks
+                    .into_iter()
+                    .map(|s| vec![s.name, s.services.to_string()]),
+            );
             print!("{}", crate::output::align(&rows));
             Ok(0)
         }
         StackCommand::Services(a) => super::service::print_services(&mut c, &a.name).await,
-        StackCommand::Ps(a) => super::service::print_tasks(&mut c, "", &a.name, a.quiet, a.no_trunc).await,
+        StackCommand::Ps(a) => {
+            super::service::print_tasks(&mut c, "", &a.name, a.quiet, a.no_trunc).await
+        }
         StackCommand::Rm(a) => {
-            let r = c.stack_remove(pb::StackRef { name: a.name.clone() }).await.map_err(status)?.into_inner();
+            let r = c
+                .stack_remove(pb::StackRef {
+                    name: a.name.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
             for l in r.removed {
                 println!("{l}");
             }

@@ -947,7 +947,10 @@ fn nesting_size_and_syntax_caps() {
     }
     block.push_str(&format!("{}x: 1\n", "  ".repeat(101)));
     let e = fx.err(&block);
-    assert!(e.starts_with("app.yaml:65:") && e.ends_with("nesting deeper than 64 levels"), "{e}");
+    assert!(
+        e.starts_with("app.yaml:65:") && e.ends_with("nesting deeper than 64 levels"),
+        "{e}"
+    );
     fx.file("huge.yaml", &"#".repeat((MAX_FILE_SIZE + 1) as usize));
     let e = fx.err_files(&["huge.yaml"]);
     assert!(e.contains("larger than the 4194304-byte limit"), "{e}");

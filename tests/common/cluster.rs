@@ -30,7 +30,10 @@ pub fn free_port() -> u16 {
 impl Member {
     /// Starts an agent; `listen` opens a cluster port; `join` = (port, token).
     pub fn start(listen: bool, join: Option<(u16, String)>) -> Member {
-        let dir = tempfile::Builder::new().prefix("skc").tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("skc")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let port = listen.then(free_port);
         let mut args = vec![];
         if let Some(p) = port {
@@ -38,9 +41,19 @@ impl Member {
             args.push(format!("127.0.0.1:{p}"));
         }
         if let Some((p, t)) = join {
-            args.extend(["--join".to_string(), format!("127.0.0.1:{p}"), "--token".into(), t]);
+            args.extend([
+                "--join".to_string(),
+                format!("127.0.0.1:{p}"),
+                "--token".into(),
+                t,
+            ]);
         }
-        let mut m = Member { dir, port, args, child: None };
+        let mut m = Member {
+            dir,
+            port,
+            args,
+            child: None,
+        };
         m.spawn();
         m
     }
@@ -60,7 +73,11 @@ impl Member {
     fn spawn(&mut self) {
         let d = self.dir.path();
         std::fs::write(d.join("agent.yaml"), "").expect("config");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("agent.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("agent.log"))
+            .expect("log");
         let child = Command::new(crate::common::bin())
             .arg("--host")
             .arg(self.host())
@@ -83,7 +100,11 @@ impl Member {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("agent exited ({st}); log:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "agent did not come up; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "agent did not come up; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -92,7 +113,11 @@ impl Member {
     /// within `within` (a refused join).
     pub fn spawn_expect_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let d = self.dir.path();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("agent.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("agent.log"))
+            .expect("log");
         let mut child = Command::new(crate::common::bin())
             .arg("--host")
             .arg(self.host())
@@ -138,7 +163,13 @@ impl Member {
     }
 
     pub fn try_cmd(&self, args: &[&str]) -> Out {
-        let o = Command::new(crate::common::bin()).arg("--host").arg(self.host()).args(args).stdin(Stdio::null()).output().expect("run skiff");
+        let o = Command::new(crate::common::bin())
+            .arg("--host")
+            .arg(self.host())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run skiff");
         Out {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -154,7 +185,11 @@ impl Member {
 
     pub fn node_id(&self) -> String {
         let info = self.cmd(&["cluster", "info"]);
-        info.lines().find_map(|l| l.strip_prefix("Node ID: ")).expect("node id").trim().to_string()
+        info.lines()
+            .find_map(|l| l.strip_prefix("Node ID: "))
+            .expect("node id")
+            .trim()
+            .to_string()
     }
 }
 

@@ -127,7 +127,10 @@ impl Agent {
             .arg(self.host())
             .arg("--config")
             .arg(self.dir.path().join("agent.yaml"))
-            .env("SKIFF_LOG", "info,skiff_agent=debug,skiff_controller=debug,skiff_runtime=debug")
+            .env(
+                "SKIFF_LOG",
+                "info,skiff_agent=debug,skiff_controller=debug,skiff_runtime=debug",
+            )
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
             .spawn()

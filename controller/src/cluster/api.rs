@@ -33,7 +33,11 @@ fn object_pb(o: &state::Object) -> pb::Object {
 
 impl ClusterApi {
     async fn manager(&self) -> Result<RaftHandle, Status> {
-        let h = self.cluster.raft().filter(|h| !h.is_stopped()).ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
+        let h = self
+            .cluster
+            .raft()
+            .filter(|h| !h.is_stopped())
+            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
         h.read_barrier().await.map_err(raft_status)?;
         Ok(h)
     }
@@ -84,13 +88,21 @@ impl pb::cluster_server::Cluster for ClusterApi {
                 node_id: me.node_id,
                 is_manager: false,
                 ca_digest: ca::cert_digest(&self.cluster.identity().ca_pem).unwrap_or_default(),
-                listen_addr: self.cluster.listen_addr().map(|a| a.to_string()).unwrap_or_default(),
+                listen_addr: self
+                    .cluster
+                    .listen_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
                 ..Default::default()
             }));
         };
         let st = h.status();
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let leader = sm.nodes().find(|n| n.raft_id == st.leader_id && st.leader_id != 0).map(|n| n.id.clone()).unwrap_or_default();
+        let leader = sm
+            .nodes()
+            .find(|n| n.raft_id == st.leader_id && st.leader_id != 0)
+            .map(|n| n.id.clone())
+            .unwrap_or_default();
         Ok(Response::new(pb::ClusterInfo {
             cluster_id: sm.meta().cluster_id.clone(),
             node_id: me.node_id,
@@ -99,55 +111,99 @@ impl pb::cluster_server::Cluster for ClusterApi {
             term: st.term,
             commit_index: st.commit,
             applied_index: st.applied,
-            managers: sm.nodes().filter(|n| n.role == Role::Manager).map(|n| Self::node_pb(&h, n)).collect(),
+            managers: sm
+                .nodes()
+                .filter(|n| n.role == Role::Manager)
+                .map(|n| Self::node_pb(&h, n))
+                .collect(),
             nodes: sm.nodes().count() as u32,
             ca_digest: ca::cert_digest(&sm.meta().ca_cert_pem).unwrap_or_default(),
-            listen_addr: self.cluster.listen_addr().map(|a| a.to_string()).unwrap_or_default(),
+            listen_addr: self
+                .cluster
+                .listen_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         }))
     }
 
-    async fn join_token(&self, req: Request<pb::JoinTokenRequest>) -> Result<Response<pb::JoinTokenResponse>, Status> {
+    async fn join_token(
+        &self,
+        req: Request<pb::JoinTokenRequest>,
+    ) -> Result<Response<pb::JoinTokenResponse>, Status> {
         let r = req.into_inner();
-        let role = Role::parse(&r.role).ok_or_else(|| Status::invalid_argument(format!("unknown role {:?}: worker or manager", r.role)))?;
+        let role = Role::parse(&r.role).ok_or_else(|| {
+            Status::invalid_argument(format!("unknown role {:?}: worker or manager", r.role))
+        })?;
         let h = self.manager().await?;
         if r.rotate {
-            h.propose(Proposal::new(vec![Op::RotateToken { role, secret: ca::new_secret() }])).await.map_err(raft_status)?;
+            h.propose(Proposal::new(vec![Op::RotateToken {
+                role,
+                secret: ca::new_secret(),
+            }]))
+            .await
+            .map_err(raft_status)?;
         }
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
         let meta = sm.meta();
-        let digest = ca::cert_digest(&meta.ca_cert_pem).map_err(|e| Status::internal(e.to_string()))?;
+        let digest =
+            ca::cert_digest(&meta.ca_cert_pem).map_err(|e| Status::internal(e.to_string()))?;
         let secret = match role {
             Role::Worker => &meta.worker_secret,
             Role::Manager => &meta.manager_secret,
         };
         let st = h.status();
-        let addr = sm.nodes().find(|n| n.raft_id == st.leader_id).map(|n| n.addr.clone()).unwrap_or_default();
-        Ok(Response::new(pb::JoinTokenResponse { token: JoinToken::new(&digest, secret).to_string(), addr }))
+        let addr = sm
+            .nodes()
+            .find(|n| n.raft_id == st.leader_id)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        Ok(Response::new(pb::JoinTokenResponse {
+            token: JoinToken::new(&digest, secret).to_string(),
+            addr,
+        }))
     }
 
-    async fn node_list(&self, _: Request<pb::Empty>) -> Result<Response<pb::NodeListResponse>, Status> {
+    async fn node_list(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::NodeListResponse>, Status> {
         let h = self.manager().await?;
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        Ok(Response::new(pb::NodeListResponse { nodes: sm.nodes().map(|n| Self::node_pb(&h, n)).collect() }))
+        Ok(Response::new(pb::NodeListResponse {
+            nodes: sm.nodes().map(|n| Self::node_pb(&h, n)).collect(),
+        }))
     }
 
-    async fn node_inspect(&self, req: Request<pb::NodeRef>) -> Result<Response<pb::NodeInfo>, Status> {
+    async fn node_inspect(
+        &self,
+        req: Request<pb::NodeRef>,
+    ) -> Result<Response<pb::NodeInfo>, Status> {
         let h = self.manager().await?;
         let n = Self::find(&h, &req.get_ref().node)?;
         Ok(Response::new(Self::node_pb(&h, &n)))
     }
 
-    async fn node_update(&self, req: Request<pb::NodeUpdateRequest>) -> Result<Response<pb::NodeInfo>, Status> {
+    async fn node_update(
+        &self,
+        req: Request<pb::NodeUpdateRequest>,
+    ) -> Result<Response<pb::NodeInfo>, Status> {
         let r = req.into_inner();
         let h = self.manager().await?;
         let n = Self::find(&h, &r.node)?;
         let availability = match r.availability.as_str() {
             "" => None,
-            a => Some(Availability::parse(a).ok_or_else(|| Status::invalid_argument(format!("invalid availability {a:?}: active, pause or drain")))?),
+            a => Some(Availability::parse(a).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "invalid availability {a:?}: active, pause or drain"
+                ))
+            })?),
         };
         let role = match r.role.as_str() {
             "" => None,
-            x => Some(Role::parse(x).ok_or_else(|| Status::invalid_argument(format!("invalid role {x:?}")))?),
+            x => Some(
+                Role::parse(x)
+                    .ok_or_else(|| Status::invalid_argument(format!("invalid role {x:?}")))?,
+            ),
         };
         let mut raft_id = None;
         match role {
@@ -161,9 +217,17 @@ impl pb::cluster_server::Cluster for ClusterApi {
                 raft_id = Some(new_raft_id());
             }
             Some(Role::Worker) if n.role == Role::Manager => {
-                let managers = h.state().read().unwrap_or_else(|p| p.into_inner()).nodes().filter(|m| m.role == Role::Manager).count();
+                let managers = h
+                    .state()
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .nodes()
+                    .filter(|m| m.role == Role::Manager)
+                    .count();
                 if managers <= 1 {
-                    return Err(Status::failed_precondition("attempting to demote the last manager of the cluster"));
+                    return Err(Status::failed_precondition(
+                        "attempting to demote the last manager of the cluster",
+                    ));
                 }
                 // Leave the raft group first, then record the new role.
                 h.remove_voter(n.raft_id).await.map_err(raft_status)?;
@@ -181,12 +245,17 @@ impl pb::cluster_server::Cluster for ClusterApi {
             raft_id,
             addr: None,
         };
-        h.propose(Proposal::new(vec![op])).await.map_err(raft_status)?;
+        h.propose(Proposal::new(vec![op]))
+            .await
+            .map_err(raft_status)?;
         let n = Self::find(&h, &n.id)?;
         Ok(Response::new(Self::node_pb(&h, &n)))
     }
 
-    async fn node_remove(&self, req: Request<pb::NodeRemoveRequest>) -> Result<Response<pb::Empty>, Status> {
+    async fn node_remove(
+        &self,
+        req: Request<pb::NodeRemoveRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
         let r = req.into_inner();
         let h = self.manager().await?;
         let n = Self::find(&h, &r.node)?;
@@ -202,20 +271,51 @@ impl pb::cluster_server::Cluster for ClusterApi {
                 n.id
             )));
         }
-        h.propose(Proposal::new(vec![Op::RemoveNode { id: n.id.clone() }])).await.map_err(raft_status)?;
+        h.propose(Proposal::new(vec![Op::RemoveNode { id: n.id.clone() }]))
+            .await
+            .map_err(raft_status)?;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn propose(&self, req: Request<pb::ProposeRequest>) -> Result<Response<pb::ProposeResponse>, Status> {
-        let h = self.cluster.raft().filter(|h| !h.is_stopped()).ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
+    async fn propose(
+        &self,
+        req: Request<pb::ProposeRequest>,
+    ) -> Result<Response<pb::ProposeResponse>, Status> {
+        let h = self
+            .cluster
+            .raft()
+            .filter(|h| !h.is_stopped())
+            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
         let r = req.into_inner();
         let mut ops = Vec::with_capacity(r.ops.len());
         for o in r.ops {
             ops.push(match o.action.as_str() {
-                "create" => Op::Create { kind: o.kind, id: if o.id.is_empty() { state::new_id() } else { o.id }, name: o.name, spec: o.spec },
-                "update" => Op::Update { kind: o.kind, id: o.id, spec: o.spec, expected_version: o.expected_version },
-                "delete" => Op::Delete { kind: o.kind, id: o.id, expected_version: o.expected_version },
-                a => return Err(Status::invalid_argument(format!("unknown action {a:?}: create, update or delete"))),
+                "create" => Op::Create {
+                    kind: o.kind,
+                    id: if o.id.is_empty() {
+                        state::new_id()
+                    } else {
+                        o.id
+                    },
+                    name: o.name,
+                    spec: o.spec,
+                },
+                "update" => Op::Update {
+                    kind: o.kind,
+                    id: o.id,
+                    spec: o.spec,
+                    expected_version: o.expected_version,
+                },
+                "delete" => Op::Delete {
+                    kind: o.kind,
+                    id: o.id,
+                    expected_version: o.expected_version,
+                },
+                a => {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown action {a:?}: create, update or delete"
+                    )))
+                }
             });
         }
         let mut p = Proposal::new(ops);
@@ -223,22 +323,33 @@ impl pb::cluster_server::Cluster for ClusterApi {
             p.request_id = r.request_id;
         }
         let out = h.propose(p).await.map_err(raft_status)?;
-        Ok(Response::new(pb::ProposeResponse { objects: out.objects.iter().map(object_pb).collect(), index: out.index }))
+        Ok(Response::new(pb::ProposeResponse {
+            objects: out.objects.iter().map(object_pb).collect(),
+            index: out.index,
+        }))
     }
 
     async fn get(&self, req: Request<pb::ObjectRef>) -> Result<Response<pb::Object>, Status> {
         let h = self.manager().await?;
         let r = req.into_inner();
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let o = sm.get(&r.kind, &r.id).ok_or_else(|| Status::not_found(format!("{} {} not found", r.kind, r.id)))?;
+        let o = sm
+            .get(&r.kind, &r.id)
+            .ok_or_else(|| Status::not_found(format!("{} {} not found", r.kind, r.id)))?;
         Ok(Response::new(object_pb(o)))
     }
 
-    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let h = self.manager().await?;
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
         let objects = sm.list(&req.get_ref().kind).iter().map(object_pb).collect();
-        Ok(Response::new(pb::ListResponse { objects, index: sm.applied() }))
+        Ok(Response::new(pb::ListResponse {
+            objects,
+            index: sm.applied(),
+        }))
     }
 
     type WatchStream = WatchStream;
@@ -254,7 +365,11 @@ impl pb::cluster_server::Cluster for ClusterApi {
         let (tx, out) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             for o in existing {
-                let ev = pb::WatchEvent { action: "existing".into(), object: Some(object_pb(&o)), index };
+                let ev = pb::WatchEvent {
+                    action: "existing".into(),
+                    object: Some(object_pb(&o)),
+                    index,
+                };
                 if tx.send(Ok(ev)).await.is_err() {
                     return;
                 }
@@ -262,20 +377,30 @@ impl pb::cluster_server::Cluster for ClusterApi {
             loop {
                 match rx.recv().await {
                     Ok(e) if kind.is_empty() || e.object.kind == kind => {
-                        let ev = pb::WatchEvent { action: e.action.as_str().into(), object: Some(object_pb(&e.object)), index: e.index };
+                        let ev = pb::WatchEvent {
+                            action: e.action.as_str().into(),
+                            object: Some(object_pb(&e.object)),
+                            index: e.index,
+                        };
                         if tx.send(Ok(ev)).await.is_err() {
                             return;
                         }
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx.send(Err(Status::data_loss(format!("watcher fell {n} events behind; list again")))).await;
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "watcher fell {n} events behind; list again"
+                            ))))
+                            .await;
                         return;
                     }
                     Err(_) => return,
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 }

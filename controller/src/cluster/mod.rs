@@ -81,9 +81,15 @@ impl ClusterConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: {source}", path.display())]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error(
         "this node was removed from the cluster; its old identity cannot rejoin. Delete {} to join again as a new node",
         .0.display()
@@ -102,11 +108,17 @@ pub enum ClusterError {
     #[error("{0}")]
     NoManager(String),
     #[error("binding the cluster port {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
-    move |source| ClusterError::Io { path: path.into(), source }
+    move |source| ClusterError::Io {
+        path: path.into(),
+        source,
+    }
 }
 
 /// What a node remembers about itself between restarts.
@@ -125,11 +137,21 @@ fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), ClusterError>
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
     if let Some(d) = path.parent() {
-        std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(io(d))?;
+        std::fs::File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(io(d))?;
     }
     Ok(())
 }
@@ -157,7 +179,12 @@ impl Cluster {
         }
         let node_file = dir.join("node.json");
         let existing = match std::fs::read(&node_file) {
-            Ok(b) => Some(serde_json::from_slice::<NodeState>(&b).map_err(|source| ClusterError::Json { path: node_file.clone(), source })?),
+            Ok(b) => Some(serde_json::from_slice::<NodeState>(&b).map_err(|source| {
+                ClusterError::Json {
+                    path: node_file.clone(),
+                    source,
+                }
+            })?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(&node_file)(e)),
         };
@@ -167,8 +194,13 @@ impl Cluster {
                 if cfg.join.is_some() {
                     tracing::info!("already a cluster member; ignoring --join");
                 }
-                let read = |f: &str| std::fs::read_to_string(dir.join("tls").join(f)).map_err(io(&dir));
-                let id = Identity { ca_pem: read("ca.crt")?, cert_pem: read("node.crt")?, key_pem: read("node.key")? };
+                let read =
+                    |f: &str| std::fs::read_to_string(dir.join("tls").join(f)).map_err(io(&dir));
+                let id = Identity {
+                    ca_pem: read("ca.crt")?,
+                    cert_pem: read("node.crt")?,
+                    key_pem: read("node.key")?,
+                };
                 (n, id, Bootstrap::Join)
             }
             (None, Some((addr, token))) => {
@@ -192,7 +224,13 @@ impl Cluster {
         });
         c.save_identity()?;
         c.save_node()?;
-        c.transport.set_addrs(c.node_state().managers.iter().map(|(r, _, a)| (*r, a.clone())).collect());
+        c.transport.set_addrs(
+            c.node_state()
+                .managers
+                .iter()
+                .map(|(r, _, a)| (*r, a.clone()))
+                .collect(),
+        );
         if let Some(addr) = c.cfg.listen_addr {
             c.clone().listen(addr).await?;
         }
@@ -220,7 +258,10 @@ impl Cluster {
     }
 
     pub fn identity(&self) -> Identity {
-        self.identity.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.identity
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
@@ -229,7 +270,11 @@ impl Cluster {
 
     fn save_node(&self) -> Result<(), ClusterError> {
         let path = self.cfg.state_dir.join("node.json");
-        let data = serde_json::to_vec_pretty(&self.node_state()).map_err(|source| ClusterError::Json { path: path.clone(), source })?;
+        let data =
+            serde_json::to_vec_pretty(&self.node_state()).map_err(|source| ClusterError::Json {
+                path: path.clone(),
+                source,
+            })?;
         write_atomic(&path, &data, 0o600)
     }
 
@@ -242,21 +287,34 @@ impl Cluster {
     }
 
     async fn listen(self: Arc<Self>, addr: SocketAddr) -> Result<(), ClusterError> {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ClusterError::Bind { addr, source })?;
-        let local = listener.local_addr().map_err(|source| ClusterError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ClusterError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ClusterError::Bind { addr, source })?;
         *self.listening.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
         let server_cfg = tls::server_config(&self.identity())?;
         let incoming = tls::incoming(listener, server_cfg);
-        let svc = service::ClusterPort { cluster: self.clone() };
+        let svc = service::ClusterPort {
+            cluster: self.clone(),
+        };
         let dispatcher_cluster = self.clone();
         tracing::info!(addr = %local, "cluster port listening (mutual TLS)");
         tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
-                .add_service(pb::raft_server::RaftServer::new(svc.clone()).max_decoding_message_size(256 << 20))
+                .add_service(
+                    pb::raft_server::RaftServer::new(svc.clone())
+                        .max_decoding_message_size(256 << 20),
+                )
                 .add_service(pb::membership_server::MembershipServer::new(svc))
-                .add_service(skiff_proto::orchestrator::dispatcher_server::DispatcherServer::new(
-                    crate::orchestrator::dispatcher::DispatcherApi { cluster: dispatcher_cluster },
-                ))
+                .add_service(
+                    skiff_proto::orchestrator::dispatcher_server::DispatcherServer::new(
+                        crate::orchestrator::dispatcher::DispatcherApi {
+                            cluster: dispatcher_cluster,
+                        },
+                    ),
+                )
                 .serve_with_incoming(incoming)
                 .await;
             if let Err(e) = res {
@@ -266,7 +324,10 @@ impl Cluster {
         Ok(())
     }
 
-    async fn start_raft(self: &Arc<Self>, bootstrap: Bootstrap) -> Result<RaftHandle, ClusterError> {
+    async fn start_raft(
+        self: &Arc<Self>,
+        bootstrap: Bootstrap,
+    ) -> Result<RaftHandle, ClusterError> {
         let n = self.node_state();
         let mut rc = RaftConfig::new(n.raft_id, self.cfg.state_dir.join("raft"));
         rc.tick = self.cfg.raft_tick;
@@ -296,9 +357,16 @@ impl Cluster {
             let st = h.status();
             let (addrs, managers, nodes) = {
                 let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-                let ms: Vec<(u64, String, String)> =
-                    sm.nodes().filter(|n| n.role == Role::Manager && n.raft_id != 0).map(|n| (n.raft_id, n.id.clone(), n.addr.clone())).collect();
-                let addrs: HashMap<u64, String> = ms.iter().filter(|(_, _, a)| !a.is_empty()).map(|(r, _, a)| (*r, a.clone())).collect();
+                let ms: Vec<(u64, String, String)> = sm
+                    .nodes()
+                    .filter(|n| n.role == Role::Manager && n.raft_id != 0)
+                    .map(|n| (n.raft_id, n.id.clone(), n.addr.clone()))
+                    .collect();
+                let addrs: HashMap<u64, String> = ms
+                    .iter()
+                    .filter(|(_, _, a)| !a.is_empty())
+                    .map(|(r, _, a)| (*r, a.clone()))
+                    .collect();
                 let nodes: Vec<Node> = sm.nodes().cloned().collect();
                 (addrs, ms, nodes)
             };
@@ -340,7 +408,11 @@ impl Cluster {
             for n in &nodes {
                 let last = *seen.entry(n.id.clone()).or_insert(now);
                 let alive = now.duration_since(last) < self.cfg.down_grace;
-                let want = if alive { NodeStatus::Ready } else { NodeStatus::Down };
+                let want = if alive {
+                    NodeStatus::Ready
+                } else {
+                    NodeStatus::Down
+                };
                 if n.status != want && (n.status != NodeStatus::Unknown || !alive || n.id == me) {
                     ops.push(update_status(&n.id, want));
                 }
@@ -379,11 +451,21 @@ impl Cluster {
     /// to be added as a voter.
     async fn become_manager(self: &Arc<Self>) {
         if self.listen_addr().is_none() {
-            tracing::warn!("promoted to manager, but this agent has no --listen-addr; staying a worker");
+            tracing::warn!(
+                "promoted to manager, but this agent has no --listen-addr; staying a worker"
+            );
             return;
         }
         let me = self.node_id();
-        let Some(raft_id) = self.node_state().managers.iter().find(|(_, n, _)| *n == me).map(|m| m.0) else { return };
+        let Some(raft_id) = self
+            .node_state()
+            .managers
+            .iter()
+            .find(|(_, n, _)| *n == me)
+            .map(|m| m.0)
+        else {
+            return;
+        };
         {
             let mut n = self.node.write().unwrap_or_else(|p| p.into_inner());
             n.role = Role::Manager;
@@ -402,7 +484,10 @@ impl Cluster {
 
     /// Records a heartbeat (leader side).
     pub(crate) fn saw(&self, node_id: &str) {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(node_id.to_string(), Instant::now());
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node_id.to_string(), Instant::now());
     }
 
     fn leader_addr(&self) -> Option<String> {
@@ -411,7 +496,12 @@ impl Cluster {
         if st.leader_id == 0 {
             return None;
         }
-        self.node_state().managers.iter().find(|(r, _, _)| *r == st.leader_id).map(|(_, _, a)| a.clone()).filter(|a| !a.is_empty())
+        self.node_state()
+            .managers
+            .iter()
+            .find(|(r, _, _)| *r == st.leader_id)
+            .map(|(_, _, a)| a.clone())
+            .filter(|a| !a.is_empty())
     }
 
     /// A mutual-TLS channel to a manager (the leader when known, else any), for
@@ -419,7 +509,13 @@ impl Cluster {
     pub fn manager_channel(&self) -> Result<tonic::transport::Channel, ClusterError> {
         let candidates: Vec<String> = match self.leader_addr() {
             Some(a) => vec![a],
-            None => self.node_state().managers.iter().map(|(_, _, a)| a.clone()).filter(|a| !a.is_empty()).collect(),
+            None => self
+                .node_state()
+                .managers
+                .iter()
+                .map(|(_, _, a)| a.clone())
+                .filter(|a| !a.is_empty())
+                .collect(),
         };
         let pick = rand::random::<u32>() as usize;
         let addr = candidates
@@ -443,7 +539,13 @@ impl Cluster {
             }
             let candidates: Vec<String> = match self.leader_addr() {
                 Some(a) => vec![a],
-                None => self.node_state().managers.iter().map(|(_, _, a)| a.clone()).filter(|a| !a.is_empty()).collect(),
+                None => self
+                    .node_state()
+                    .managers
+                    .iter()
+                    .map(|(_, _, a)| a.clone())
+                    .filter(|a| !a.is_empty())
+                    .collect(),
             };
             if candidates.is_empty() {
                 tokio::time::sleep(self.cfg.heartbeat_period).await;
@@ -460,24 +562,35 @@ impl Cluster {
                         return;
                     }
                 }
-                Err(s) => tracing::debug!(manager = %addr, error = %s.message(), "heartbeat stream ended"),
+                Err(s) => {
+                    tracing::debug!(manager = %addr, error = %s.message(), "heartbeat stream ended")
+                }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     async fn heartbeat_stream(self: &Arc<Self>, addr: &str, me: &str) -> Result<(), tonic::Status> {
-        let tls = tls::client_config(&self.identity().ca_pem, Some(&self.identity())).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let tls = tls::client_config(&self.identity().ca_pem, Some(&self.identity()))
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let ch = tls::channel(addr, tls).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = pb::membership_client::MembershipClient::new(ch);
         let period = self.cfg.heartbeat_period;
-        let req = pb::HeartbeatRequest { node_id: me.to_string() };
+        let req = pb::HeartbeatRequest {
+            node_id: me.to_string(),
+        };
         let outbound = async_stream(req, period);
         let mut inbound = client.heartbeat(outbound).await?.into_inner();
         loop {
-            let msg = tokio::time::timeout(period * 3, inbound.message()).await.map_err(|_| tonic::Status::unavailable("heartbeat timed out"))??;
+            let msg = tokio::time::timeout(period * 3, inbound.message())
+                .await
+                .map_err(|_| tonic::Status::unavailable("heartbeat timed out"))??;
             let Some(resp) = msg else { return Ok(()) };
-            let managers: Vec<(u64, String, String)> = resp.managers.iter().map(|p| (p.raft_id, p.node_id.clone(), p.addr.clone())).collect();
+            let managers: Vec<(u64, String, String)> = resp
+                .managers
+                .iter()
+                .map(|p| (p.raft_id, p.node_id.clone(), p.addr.clone()))
+                .collect();
             let changed = {
                 let mut n = self.node.write().unwrap_or_else(|p| p.into_inner());
                 let changed = !managers.is_empty() && n.managers != managers;
@@ -532,23 +645,44 @@ impl Cluster {
         let life = self.cfg.cert_validity.as_secs_f64();
         let renew_at = not_after - time::Duration::seconds_f64(life * self.cfg.renew_fraction);
         let now = time::OffsetDateTime::now_utc();
-        Ok(if now >= renew_at { None } else { Some(Duration::from_secs_f64((renew_at - now).as_seconds_f64())) })
+        Ok(if now >= renew_at {
+            None
+        } else {
+            Some(Duration::from_secs_f64((renew_at - now).as_seconds_f64()))
+        })
     }
 
     async fn renew(&self) -> Result<(), ClusterError> {
         let (key_pem, csr_pem) = ca::new_key_and_csr()?;
         let cert_pem = if let Some(h) = self.raft().filter(|h| !h.is_stopped()) {
             // A manager signs its own renewal with the replicated CA.
-            let meta = h.state().read().unwrap_or_else(|p| p.into_inner()).meta().clone();
-            Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)?.sign_csr(&csr_pem, &self.node_id(), self.cfg.cert_validity)?
+            let meta = h
+                .state()
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .meta()
+                .clone();
+            Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)?.sign_csr(
+                &csr_pem,
+                &self.node_id(),
+                self.cfg.cert_validity,
+            )?
         } else {
-            let addr = self.leader_addr().or_else(|| self.node_state().managers.first().map(|m| m.2.clone())).unwrap_or_default();
+            let addr = self
+                .leader_addr()
+                .or_else(|| self.node_state().managers.first().map(|m| m.2.clone()))
+                .unwrap_or_default();
             let tls = tls::client_config(&self.identity().ca_pem, Some(&self.identity()))?;
             let mut c = pb::membership_client::MembershipClient::new(tls::channel(&addr, tls)?);
             let r = c
-                .renew_certificate(pb::RenewRequest { csr_pem: csr_pem.into_bytes() })
+                .renew_certificate(pb::RenewRequest {
+                    csr_pem: csr_pem.into_bytes(),
+                })
                 .await
-                .map_err(|s| ClusterError::Join { addr: addr.clone(), message: s.message().into() })?;
+                .map_err(|s| ClusterError::Join {
+                    addr: addr.clone(),
+                    message: s.message().into(),
+                })?;
             String::from_utf8_lossy(&r.into_inner().cert_pem).into_owned()
         };
         {
@@ -558,13 +692,17 @@ impl Cluster {
         }
         self.save_identity()?;
         let id = self.identity();
-        self.transport.set_tls(tls::client_config(&id.ca_pem, Some(&id))?);
+        self.transport
+            .set_tls(tls::client_config(&id.ca_pem, Some(&id))?);
         Ok(())
     }
 }
 
 /// Sends `req` now and then every `period`, forever.
-fn async_stream(req: pb::HeartbeatRequest, period: Duration) -> impl futures::Stream<Item = pb::HeartbeatRequest> {
+fn async_stream(
+    req: pb::HeartbeatRequest,
+    period: Duration,
+) -> impl futures::Stream<Item = pb::HeartbeatRequest> {
     futures::stream::unfold(true, move |first| {
         let req = req.clone();
         async move {
@@ -628,17 +766,41 @@ fn found(cfg: &ClusterConfig) -> Result<(NodeState, Identity, Store), ClusterErr
         updated_at: now,
         ..Default::default()
     };
-    let mut store = Store { meta, ..Default::default() };
+    let mut store = Store {
+        meta,
+        ..Default::default()
+    };
     store.nodes.insert(node_id.clone(), node);
     tracing::info!(node_id = %node_id, cluster_id = %cluster_id, "founded a new cluster; this node is its manager");
-    let ns = NodeState { node_id, cluster_id, role: Role::Manager, raft_id, managers: vec![(raft_id, String::new(), cfg.advertise())] };
-    Ok((ns, Identity { ca_pem: ca.cert_pem().into(), cert_pem, key_pem }, store))
+    let ns = NodeState {
+        node_id,
+        cluster_id,
+        role: Role::Manager,
+        raft_id,
+        managers: vec![(raft_id, String::new(), cfg.advertise())],
+    };
+    Ok((
+        ns,
+        Identity {
+            ca_pem: ca.cert_pem().into(),
+            cert_pem,
+            key_pem,
+        },
+        store,
+    ))
 }
 
 /// Joins an existing cluster: check the CA against the token, buy a certificate, and (as
 /// a manager) ask to be added as a raft voter once our own raft node runs.
-async fn join(cfg: &ClusterConfig, addr: &str, token: &str) -> Result<(NodeState, Identity), ClusterError> {
-    let fail = |m: String| ClusterError::Join { addr: addr.into(), message: m };
+async fn join(
+    cfg: &ClusterConfig,
+    addr: &str,
+    token: &str,
+) -> Result<(NodeState, Identity), ClusterError> {
+    let fail = |m: String| ClusterError::Join {
+        addr: addr.into(),
+        message: m,
+    };
     let token = JoinToken::parse(token)?;
     // 1. The CA certificate, over TLS we cannot verify yet; trusted only if it matches.
     let ch = tls::channel(addr, tls::insecure_client()?)?;
@@ -671,13 +833,35 @@ async fn join(cfg: &ClusterConfig, addr: &str, token: &str) -> Result<(NodeState
         .into_inner();
     let role = Role::parse(&resp.role).unwrap_or_default();
     if role == Role::Manager && cfg.listen_addr.is_none() {
-        return Err(fail("a manager needs a cluster port: pass --listen-addr".into()));
+        return Err(fail(
+            "a manager needs a cluster port: pass --listen-addr".into(),
+        ));
     }
-    let managers: Vec<(u64, String, String)> = resp.managers.iter().map(|p| (p.raft_id, p.node_id.clone(), p.addr.clone())).collect();
-    let raft_id = managers.iter().find(|(_, n, _)| *n == resp.node_id).map_or(0, |m| m.0);
+    let managers: Vec<(u64, String, String)> = resp
+        .managers
+        .iter()
+        .map(|p| (p.raft_id, p.node_id.clone(), p.addr.clone()))
+        .collect();
+    let raft_id = managers
+        .iter()
+        .find(|(_, n, _)| *n == resp.node_id)
+        .map_or(0, |m| m.0);
     tracing::info!(node_id = %resp.node_id, role = role.as_str(), "joined the cluster");
-    let id = Identity { ca_pem, cert_pem: String::from_utf8_lossy(&resp.cert_pem).into_owned(), key_pem };
-    Ok((NodeState { node_id: resp.node_id, cluster_id: String::new(), role, raft_id, managers }, id))
+    let id = Identity {
+        ca_pem,
+        cert_pem: String::from_utf8_lossy(&resp.cert_pem).into_owned(),
+        key_pem,
+    };
+    Ok((
+        NodeState {
+            node_id: resp.node_id,
+            cluster_id: String::new(),
+            role,
+            raft_id,
+            managers,
+        },
+        id,
+    ))
 }
 
 impl Cluster {
@@ -689,17 +873,29 @@ impl Cluster {
         let mut last = String::new();
         while Instant::now() < deadline {
             for (_, _, addr) in self.node_state().managers {
-                if addr.is_empty() || Some(addr.clone()) == self.listen_addr().map(|a| a.to_string()) || addr == self.cfg.advertise() {
+                if addr.is_empty()
+                    || Some(addr.clone()) == self.listen_addr().map(|a| a.to_string())
+                    || addr == self.cfg.advertise()
+                {
                     continue;
                 }
-                let mut c = pb::membership_client::MembershipClient::new(tls::channel(&addr, tls.clone())?);
-                match c.add_manager(pb::AddManagerRequest { addr: self.cfg.advertise() }).await {
+                let mut c =
+                    pb::membership_client::MembershipClient::new(tls::channel(&addr, tls.clone())?);
+                match c
+                    .add_manager(pb::AddManagerRequest {
+                        addr: self.cfg.advertise(),
+                    })
+                    .await
+                {
                     Ok(_) => return Ok(()),
                     Err(s) => last = s.message().to_string(),
                 }
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        Err(ClusterError::Join { addr: "managers".into(), message: format!("could not be added as a manager: {last}") })
+        Err(ClusterError::Join {
+            addr: "managers".into(),
+            message: format!("could not be added as a manager: {last}"),
+        })
     }
 }

@@ -22,9 +22,16 @@ pub(crate) fn raft_status(e: crate::consensus::RaftError) -> Status {
     use crate::consensus::RaftError as E;
     use crate::state::ApplyError as A;
     match e {
-        E::NoLeader | E::Timeout(_) | E::ReadTimeout(_) | E::ConfChangeBusy | E::LeaderChanged | E::Stopped => Status::unavailable(e.to_string()),
+        E::NoLeader
+        | E::Timeout(_)
+        | E::ReadTimeout(_)
+        | E::ConfChangeBusy
+        | E::LeaderChanged
+        | E::Stopped => Status::unavailable(e.to_string()),
         E::Rejected(A::NotFound { .. }) => Status::not_found(e.to_string()),
-        E::Rejected(A::NameConflict { .. } | A::IdConflict { .. }) => Status::already_exists(e.to_string()),
+        E::Rejected(A::NameConflict { .. } | A::IdConflict { .. }) => {
+            Status::already_exists(e.to_string())
+        }
         E::Rejected(A::VersionMismatch { .. }) => Status::failed_precondition(e.to_string()),
         E::Rejected(A::Removed(_)) | E::Removed => Status::permission_denied(e.to_string()),
         E::Rejected(A::Invalid(_)) => Status::invalid_argument(e.to_string()),
@@ -34,7 +41,10 @@ pub(crate) fn raft_status(e: crate::consensus::RaftError) -> Status {
 
 impl ClusterPort {
     fn manager(&self) -> Result<RaftHandle, Status> {
-        self.cluster.raft().filter(|h| !h.is_stopped()).ok_or_else(|| Status::failed_precondition("this node is not a manager"))
+        self.cluster
+            .raft()
+            .filter(|h| !h.is_stopped())
+            .ok_or_else(|| Status::failed_precondition("this node is not a manager"))
     }
 
     /// The verified node ID of the caller, refusing unknown and removed nodes.
@@ -43,10 +53,18 @@ impl ClusterPort {
             .extensions()
             .get::<PeerIdentity>()
             .and_then(|p| p.node_id.clone())
-            .ok_or_else(|| Status::unauthenticated("a client certificate from this cluster's CA is required"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("a client certificate from this cluster's CA is required")
+            })?;
         if let Some(h) = self.cluster.raft() {
-            if h.state().read().unwrap_or_else(|p| p.into_inner()).is_removed(&id) {
-                return Err(Status::permission_denied(format!("node {id} was removed from the cluster")));
+            if h.state()
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_removed(&id)
+            {
+                return Err(Status::permission_denied(format!(
+                    "node {id} was removed from the cluster"
+                )));
             }
         }
         Ok(id)
@@ -56,7 +74,11 @@ impl ClusterPort {
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
         sm.nodes()
             .filter(|n| n.role == Role::Manager && n.raft_id != 0)
-            .map(|n| pb::Peer { raft_id: n.raft_id, node_id: n.id.clone(), addr: n.addr.clone() })
+            .map(|n| pb::Peer {
+                raft_id: n.raft_id,
+                node_id: n.id.clone(),
+                addr: n.addr.clone(),
+            })
             .collect()
     }
 }
@@ -70,9 +92,12 @@ impl pb::raft_server::Raft for ClusterPort {
             let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
             // A brand-new member has no state yet: it accepts the leader's messages. Anyone
             // else must be a manager on record.
-            let known = sm.nodes().next().is_none() || sm.node(&caller).is_some_and(|n| n.role == Role::Manager);
+            let known = sm.nodes().next().is_none()
+                || sm.node(&caller).is_some_and(|n| n.role == Role::Manager);
             if !known {
-                return Err(Status::permission_denied(format!("node {caller} is not a manager of this cluster")));
+                return Err(Status::permission_denied(format!(
+                    "node {caller} is not a manager of this cluster"
+                )));
             }
         }
         for b in req.into_inner().messages {
@@ -85,23 +110,41 @@ impl pb::raft_server::Raft for ClusterPort {
     }
 }
 
-type HeartbeatStream = Pin<Box<dyn futures::Stream<Item = Result<pb::HeartbeatResponse, Status>> + Send>>;
+type HeartbeatStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::HeartbeatResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::membership_server::Membership for ClusterPort {
     async fn get_ca_cert(&self, _: Request<pb::Empty>) -> Result<Response<pb::CaCert>, Status> {
-        Ok(Response::new(pb::CaCert { cert_pem: self.cluster.identity().ca_pem.into_bytes() }))
+        Ok(Response::new(pb::CaCert {
+            cert_pem: self.cluster.identity().ca_pem.into_bytes(),
+        }))
     }
 
-    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
-        let peer = req.extensions().get::<PeerIdentity>().and_then(|p| p.addr).map(|a| a.to_string()).unwrap_or_default();
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let peer = req
+            .extensions()
+            .get::<PeerIdentity>()
+            .and_then(|p| p.addr)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let h = self.manager()?;
         let r = req.into_inner();
         // Never log the token itself.
-        let token = JoinToken::parse(&r.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let token =
+            JoinToken::parse(&r.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
         h.read_barrier().await.map_err(raft_status)?;
-        let meta = h.state().read().unwrap_or_else(|p| p.into_inner()).meta().clone();
-        let own_digest = ca::cert_digest(&meta.ca_cert_pem).map_err(|e| Status::internal(e.to_string()))?;
+        let meta = h
+            .state()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .meta()
+            .clone();
+        let own_digest =
+            ca::cert_digest(&meta.ca_cert_pem).map_err(|e| Status::internal(e.to_string()))?;
         let role = if token.ca_digest != own_digest {
             None
         } else if ca::secrets_equal(&token.secret, &meta.manager_secret) {
@@ -113,10 +156,16 @@ impl pb::membership_server::Membership for ClusterPort {
         };
         let Some(role) = role else {
             tracing::warn!(%peer, "join refused: invalid or rotated token");
-            return Err(Status::permission_denied("invalid join token (wrong cluster, or rotated)"));
+            return Err(Status::permission_denied(
+                "invalid join token (wrong cluster, or rotated)",
+            ));
         };
         let node_id = crate::state::new_id();
-        let raft_id = if role == Role::Manager { new_raft_id() } else { 0 };
+        let raft_id = if role == Role::Manager {
+            new_raft_id()
+        } else {
+            0
+        };
         let node = Node {
             id: node_id.clone(),
             raft_id,
@@ -127,10 +176,15 @@ impl pb::membership_server::Membership for ClusterPort {
             engine_version: r.engine_version,
             ..Default::default()
         };
-        let ca = Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem).map_err(|e| Status::internal(e.to_string()))?;
+        let ca = Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)
+            .map_err(|e| Status::internal(e.to_string()))?;
         let csr = String::from_utf8_lossy(&r.csr_pem).into_owned();
-        let cert = ca.sign_csr(&csr, &node_id, self.cluster.cfg.cert_validity).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        h.propose(Proposal::new(vec![Op::PutNode { node }])).await.map_err(raft_status)?;
+        let cert = ca
+            .sign_csr(&csr, &node_id, self.cluster.cfg.cert_validity)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        h.propose(Proposal::new(vec![Op::PutNode { node }]))
+            .await
+            .map_err(raft_status)?;
         tracing::info!(%peer, node_id = %node_id, role = role.as_str(), "node joined");
         Ok(Response::new(pb::JoinResponse {
             node_id,
@@ -141,28 +195,51 @@ impl pb::membership_server::Membership for ClusterPort {
         }))
     }
 
-    async fn renew_certificate(&self, req: Request<pb::RenewRequest>) -> Result<Response<pb::CertificateResponse>, Status> {
+    async fn renew_certificate(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::CertificateResponse>, Status> {
         let caller = self.caller(&req)?;
         let h = self.manager()?;
-        let meta = h.state().read().unwrap_or_else(|p| p.into_inner()).meta().clone();
-        let ca = Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem).map_err(|e| Status::internal(e.to_string()))?;
+        let meta = h
+            .state()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .meta()
+            .clone();
+        let ca = Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)
+            .map_err(|e| Status::internal(e.to_string()))?;
         let csr = String::from_utf8_lossy(&req.get_ref().csr_pem).into_owned();
-        let cert = ca.sign_csr(&csr, &caller, self.cluster.cfg.cert_validity).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cert = ca
+            .sign_csr(&csr, &caller, self.cluster.cfg.cert_validity)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(node_id = %caller, "renewed node certificate");
-        Ok(Response::new(pb::CertificateResponse { cert_pem: cert.into_bytes() }))
+        Ok(Response::new(pb::CertificateResponse {
+            cert_pem: cert.into_bytes(),
+        }))
     }
 
     type HeartbeatStream = HeartbeatStream;
 
-    async fn heartbeat(&self, req: Request<tonic::Streaming<pb::HeartbeatRequest>>) -> Result<Response<HeartbeatStream>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<tonic::Streaming<pb::HeartbeatRequest>>,
+    ) -> Result<Response<HeartbeatStream>, Status> {
         let caller = self.caller(&req)?;
         let h = self.manager()?;
         if !h.status().is_leader {
             return Err(Status::unavailable("not the leader"));
         }
-        let exists = h.state().read().unwrap_or_else(|p| p.into_inner()).node(&caller).is_some();
+        let exists = h
+            .state()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .node(&caller)
+            .is_some();
         if !exists {
-            return Err(Status::permission_denied(format!("node {caller} is not part of this cluster (removed?)")));
+            return Err(Status::permission_denied(format!(
+                "node {caller} is not part of this cluster (removed?)"
+            )));
         }
         let cluster = self.cluster.clone();
         let period = cluster.cfg.heartbeat_period;
@@ -175,20 +252,33 @@ impl pb::membership_server::Membership for ClusterPort {
                     _ => return,
                 }
                 if !h.status().is_leader {
-                    let _ = tx.send(Err(Status::unavailable("no longer the leader"))).await;
+                    let _ = tx
+                        .send(Err(Status::unavailable("no longer the leader")))
+                        .await;
                     return;
                 }
                 cluster.saw(&caller);
-                let node = h.state().read().unwrap_or_else(|p| p.into_inner()).node(&caller).cloned();
+                let node = h
+                    .state()
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .node(&caller)
+                    .cloned();
                 let Some(node) = node else {
-                    let _ = tx.send(Err(Status::permission_denied(format!("node {caller} was removed from the cluster")))).await;
+                    let _ = tx
+                        .send(Err(Status::permission_denied(format!(
+                            "node {caller} was removed from the cluster"
+                        ))))
+                        .await;
                     return;
                 };
                 if node.status != NodeStatus::Ready {
                     let h = h.clone();
                     let id = caller.clone();
                     tokio::spawn(async move {
-                        let _ = h.propose(Proposal::new(vec![update_status(&id, NodeStatus::Ready)])).await;
+                        let _ = h
+                            .propose(Proposal::new(vec![update_status(&id, NodeStatus::Ready)]))
+                            .await;
                     });
                 }
                 let resp = pb::HeartbeatResponse {
@@ -201,17 +291,31 @@ impl pb::membership_server::Membership for ClusterPort {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn add_manager(&self, req: Request<pb::AddManagerRequest>) -> Result<Response<pb::AddManagerResponse>, Status> {
+    async fn add_manager(
+        &self,
+        req: Request<pb::AddManagerRequest>,
+    ) -> Result<Response<pb::AddManagerResponse>, Status> {
         let caller = self.caller(&req)?;
         let h = self.manager()?;
         h.read_barrier().await.map_err(raft_status)?;
-        let node = h.state().read().unwrap_or_else(|p| p.into_inner()).node(&caller).cloned();
-        let node = node.ok_or_else(|| Status::permission_denied(format!("node {caller} is not part of this cluster")))?;
+        let node = h
+            .state()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .node(&caller)
+            .cloned();
+        let node = node.ok_or_else(|| {
+            Status::permission_denied(format!("node {caller} is not part of this cluster"))
+        })?;
         if node.role != Role::Manager || node.raft_id == 0 {
-            return Err(Status::permission_denied(format!("node {caller} is not a manager")));
+            return Err(Status::permission_denied(format!(
+                "node {caller} is not a manager"
+            )));
         }
         let addr = req.into_inner().addr;
         if !addr.is_empty() && addr != node.addr {
@@ -225,10 +329,15 @@ impl pb::membership_server::Membership for ClusterPort {
                 raft_id: None,
                 addr: Some(addr),
             };
-            h.propose(Proposal::new(vec![op])).await.map_err(raft_status)?;
+            h.propose(Proposal::new(vec![op]))
+                .await
+                .map_err(raft_status)?;
         }
         h.add_voter(node.raft_id).await.map_err(raft_status)?;
         tracing::info!(node_id = %caller, raft_id = node.raft_id, "manager added to the raft group");
-        Ok(Response::new(pb::AddManagerResponse { raft_id: node.raft_id, managers: Self::managers(&h) }))
+        Ok(Response::new(pb::AddManagerResponse {
+            raft_id: node.raft_id,
+            managers: Self::managers(&h),
+        }))
     }
 }

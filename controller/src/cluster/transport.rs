@@ -64,7 +64,12 @@ impl GrpcTransport {
                 return Some(tx.clone());
             }
         }
-        let addr = self.addrs.read().unwrap_or_else(|p| p.into_inner()).get(&to).cloned()?;
+        let addr = self
+            .addrs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&to)
+            .cloned()?;
         let tls = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
         let channel = match crate::tls::channel(&addr, tls) {
             Ok(c) => c,
@@ -75,16 +80,32 @@ impl GrpcTransport {
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         let raft = self.raft();
-        tokio::spawn(peer_loop(to, addr.clone(), RaftClient::new(channel).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20), rx, raft));
+        tokio::spawn(peer_loop(
+            to,
+            addr.clone(),
+            RaftClient::new(channel)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20),
+            rx,
+            raft,
+        ));
         peers.insert(to, (addr, tx.clone()));
         Some(tx)
     }
 }
 
-async fn peer_loop(to: u64, addr: String, mut client: RaftClient<tonic::transport::Channel>, mut rx: mpsc::Receiver<Message>, raft: Option<RaftHandle>) {
+async fn peer_loop(
+    to: u64,
+    addr: String,
+    mut client: RaftClient<tonic::transport::Channel>,
+    mut rx: mpsc::Receiver<Message>,
+    raft: Option<RaftHandle>,
+) {
     let mut buf = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut buf, BATCH).await > 0 {
-        let snapshot = buf.iter().any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+        let snapshot = buf
+            .iter()
+            .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
         let mut batch = RaftBatch::default();
         for m in buf.drain(..) {
             match m.write_to_bytes() {
@@ -92,7 +113,11 @@ async fn peer_loop(to: u64, addr: String, mut client: RaftClient<tonic::transpor
                 Err(e) => tracing::error!(error = %e, "encoding raft message"),
             }
         }
-        let res = tokio::time::timeout(Duration::from_secs(if snapshot { 30 } else { 3 }), client.send(batch)).await;
+        let res = tokio::time::timeout(
+            Duration::from_secs(if snapshot { 30 } else { 3 }),
+            client.send(batch),
+        )
+        .await;
         let ok = matches!(res, Ok(Ok(_)));
         if !ok {
             let why = match res {

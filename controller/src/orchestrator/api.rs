@@ -23,13 +23,22 @@ fn raft_status(e: RaftError) -> Status {
     crate::cluster::service::raft_status(e)
 }
 
-const NOT_A_MANAGER: &str = "This node is not a manager: stacks and services are managed from a manager node.";
+const NOT_A_MANAGER: &str =
+    "This node is not a manager: stacks and services are managed from a manager node.";
 
-type World = (Vec<Stored<Service>>, Vec<Stored<Task>>, Vec<crate::state::Node>);
+type World = (
+    Vec<Stored<Service>>,
+    Vec<Stored<Task>>,
+    Vec<crate::state::Node>,
+);
 
 impl OrchestratorApi {
     async fn manager(&self) -> Result<RaftHandle, Status> {
-        let h = self.cluster.raft().filter(|h| !h.is_stopped()).ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
+        let h = self
+            .cluster
+            .raft()
+            .filter(|h| !h.is_stopped())
+            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
         h.read_barrier().await.map_err(raft_status)?;
         Ok(h)
     }
@@ -44,13 +53,23 @@ impl OrchestratorApi {
         if ops.is_empty() {
             return Ok(());
         }
-        h.propose(Proposal::new(ops)).await.map(|_| ()).map_err(raft_status)
+        h.propose(Proposal::new(ops))
+            .await
+            .map(|_| ())
+            .map_err(raft_status)
     }
 
-    fn find<'a>(services: &'a [Stored<Service>], name: &str) -> Result<&'a Stored<Service>, Status> {
+    fn find<'a>(
+        services: &'a [Stored<Service>],
+        name: &str,
+    ) -> Result<&'a Stored<Service>, Status> {
         services
             .iter()
-            .find(|s| s.value.spec.name == name || s.id == name || (name.len() >= 6 && s.id.starts_with(name)))
+            .find(|s| {
+                s.value.spec.name == name
+                    || s.id == name
+                    || (name.len() >= 6 && s.id.starts_with(name))
+            })
             .ok_or_else(|| Status::not_found(format!("service {name} not found")))
     }
 
@@ -89,12 +108,18 @@ fn ports_str(spec: &ServiceSpec) -> String {
 
 #[tonic::async_trait]
 impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
-    async fn stack_deploy(&self, req: Request<pb::StackDeployRequest>) -> Result<Response<pb::StackDeployResponse>, Status> {
+    async fn stack_deploy(
+        &self,
+        req: Request<pb::StackDeployRequest>,
+    ) -> Result<Response<pb::StackDeployResponse>, Status> {
         let r = req.into_inner();
-        let spec: skiff_stack::StackSpec =
-            serde_json::from_str(&r.stack_json).map_err(|e| Status::invalid_argument(format!("stack spec: {e}")))?;
+        let spec: skiff_stack::StackSpec = serde_json::from_str(&r.stack_json)
+            .map_err(|e| Status::invalid_argument(format!("stack spec: {e}")))?;
         if !skiff_stack::valid_stack_name(&spec.name) {
-            return Err(Status::invalid_argument(format!("invalid stack name {:?}", spec.name)));
+            return Err(Status::invalid_argument(format!(
+                "invalid stack name {:?}",
+                spec.name
+            )));
         }
         let span = tracing::info_span!("stack_deploy", stack = %spec.name);
         let _e = span.enter();
@@ -127,12 +152,18 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                     resp.updated.push(s.name.clone());
                 }
                 None => {
-                    let value = Service { spec: s.clone(), previous: None, generation: 1, update: None };
+                    let value = Service {
+                        spec: s.clone(),
+                        previous: None,
+                        generation: 1,
+                        update: None,
+                    };
                     ops.push(Op::Create {
                         kind: KIND_SERVICE.into(),
                         id: new_id(),
                         name: s.name.clone(),
-                        spec: serde_json::to_vec(&value).map_err(|e| Status::internal(e.to_string()))?,
+                        spec: serde_json::to_vec(&value)
+                            .map_err(|e| Status::internal(e.to_string()))?,
                     });
                     resp.created.push(s.name.clone());
                 }
@@ -141,34 +172,55 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         if r.prune {
             for cur in services.iter().filter(|x| x.value.spec.stack == spec.name) {
                 if !wanted.iter().any(|w| w.name == cur.value.spec.name) {
-                    ops.push(Op::Delete { kind: KIND_SERVICE.into(), id: cur.id.clone(), expected_version: cur.version });
+                    ops.push(Op::Delete {
+                        kind: KIND_SERVICE.into(),
+                        id: cur.id.clone(),
+                        expected_version: cur.version,
+                    });
                     resp.removed.push(cur.value.spec.name.clone());
                 }
             }
         }
         Self::propose(&h, ops).await?;
-        tracing::info!(created = resp.created.len(), updated = resp.updated.len(), "stack deployed");
+        tracing::info!(
+            created = resp.created.len(),
+            updated = resp.updated.len(),
+            "stack deployed"
+        );
         Ok(Response::new(resp))
     }
 
-    async fn stack_list(&self, _: Request<pb::Empty>) -> Result<Response<pb::StackListResponse>, Status> {
+    async fn stack_list(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::StackListResponse>, Status> {
         let (_, (services, _, _)) = self.world().await?;
         let mut by: BTreeMap<String, u32> = BTreeMap::new();
         for s in services.iter().filter(|s| !s.value.spec.stack.is_empty()) {
             *by.entry(s.value.spec.stack.clone()).or_default() += 1;
         }
         Ok(Response::new(pb::StackListResponse {
-            stacks: by.into_iter().map(|(name, services)| pb::StackSummary { name, services }).collect(),
+            stacks: by
+                .into_iter()
+                .map(|(name, services)| pb::StackSummary { name, services })
+                .collect(),
         }))
     }
 
-    async fn stack_remove(&self, req: Request<pb::StackRef>) -> Result<Response<pb::StackRemoveResponse>, Status> {
+    async fn stack_remove(
+        &self,
+        req: Request<pb::StackRef>,
+    ) -> Result<Response<pb::StackRemoveResponse>, Status> {
         let name = req.into_inner().name;
         let (h, (services, _, _)) = self.world().await?;
         let mut ops = Vec::new();
         let mut removed = Vec::new();
         for s in services.iter().filter(|s| s.value.spec.stack == name) {
-            ops.push(Op::Delete { kind: KIND_SERVICE.into(), id: s.id.clone(), expected_version: 0 });
+            ops.push(Op::Delete {
+                kind: KIND_SERVICE.into(),
+                id: s.id.clone(),
+                expected_version: 0,
+            });
             removed.push(format!("Removing service {}", s.value.spec.name));
         }
         {
@@ -176,7 +228,11 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             for o in sm.list(KIND_NETWORK) {
                 let n: Option<stack::StackNetwork> = serde_json::from_slice(&o.spec).ok();
                 if n.map(|n| n.stack == name).unwrap_or(false) {
-                    ops.push(Op::Delete { kind: KIND_NETWORK.into(), id: o.id.clone(), expected_version: 0 });
+                    ops.push(Op::Delete {
+                        kind: KIND_NETWORK.into(),
+                        id: o.id.clone(),
+                        expected_version: 0,
+                    });
                     removed.push(format!("Removing network {}", o.name));
                 }
             }
@@ -188,15 +244,25 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         Ok(Response::new(pb::StackRemoveResponse { removed }))
     }
 
-    async fn service_create(&self, req: Request<pb::ServiceCreateRequest>) -> Result<Response<pb::ServiceRef>, Status> {
+    async fn service_create(
+        &self,
+        req: Request<pb::ServiceCreateRequest>,
+    ) -> Result<Response<pb::ServiceRef>, Status> {
         let spec: ServiceSpec = serde_json::from_str(&req.into_inner().spec_json)
             .map_err(|e| Status::invalid_argument(format!("service spec: {e}")))?;
         if spec.name.is_empty() || spec.template.image.is_empty() {
-            return Err(Status::invalid_argument("a service needs a name and an image"));
+            return Err(Status::invalid_argument(
+                "a service needs a name and an image",
+            ));
         }
         let h = self.manager().await?;
         let id = new_id();
-        let value = Service { spec: spec.clone(), previous: None, generation: 1, update: None };
+        let value = Service {
+            spec: spec.clone(),
+            previous: None,
+            generation: 1,
+            update: None,
+        };
         let op = Op::Create {
             kind: KIND_SERVICE.into(),
             id: id.clone(),
@@ -207,23 +273,36 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         Ok(Response::new(pb::ServiceRef { name: id }))
     }
 
-    async fn service_list(&self, req: Request<pb::ServiceListRequest>) -> Result<Response<pb::ServiceListResponse>, Status> {
+    async fn service_list(
+        &self,
+        req: Request<pb::ServiceListRequest>,
+    ) -> Result<Response<pb::ServiceListResponse>, Status> {
         let stack = req.into_inner().stack;
         let (_, (services, tasks, nodes)) = self.world().await?;
         let ready: Vec<&str> = nodes
             .iter()
-            .filter(|n| n.status == crate::state::NodeStatus::Ready && n.availability == crate::state::Availability::Active)
+            .filter(|n| {
+                n.status == crate::state::NodeStatus::Ready
+                    && n.availability == crate::state::Availability::Active
+            })
             .map(|n| n.id.as_str())
             .collect();
         let mut out = Vec::new();
-        for s in services.iter().filter(|s| stack.is_empty() || s.value.spec.stack == stack) {
+        for s in services
+            .iter()
+            .filter(|s| stack.is_empty() || s.value.spec.stack == stack)
+        {
             let (mode, mut desired) = mode_str(&s.value.spec.mode);
             if mode == "global" {
                 desired = ready.len() as u64;
             }
             let running = tasks
                 .iter()
-                .filter(|t| t.value.service_id == s.id && t.value.desired == Desired::Running && t.value.status.state == TaskState::Running)
+                .filter(|t| {
+                    t.value.service_id == s.id
+                        && t.value.desired == Desired::Running
+                        && t.value.status.state == TaskState::Running
+                })
                 .count() as u64;
             let upd = s.value.update.clone().unwrap_or_default();
             out.push(pb::ServiceSummary {
@@ -243,7 +322,10 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         Ok(Response::new(pb::ServiceListResponse { services: out }))
     }
 
-    async fn service_inspect(&self, req: Request<pb::ServiceRef>) -> Result<Response<pb::Json>, Status> {
+    async fn service_inspect(
+        &self,
+        req: Request<pb::ServiceRef>,
+    ) -> Result<Response<pb::Json>, Status> {
         let name = req.into_inner().name;
         let (_, (services, _, _)) = self.world().await?;
         let s = Self::find(&services, &name)?;
@@ -251,36 +333,52 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             "ID": s.id, "Version": {"Index": s.version}, "Spec": s.value.spec,
             "PreviousSpec": s.value.previous, "UpdateStatus": s.value.update, "Generation": s.value.generation,
         });
-        Ok(Response::new(pb::Json { json: doc.to_string() }))
+        Ok(Response::new(pb::Json {
+            json: doc.to_string(),
+        }))
     }
 
-    async fn service_scale(&self, req: Request<pb::ServiceScaleRequest>) -> Result<Response<pb::Empty>, Status> {
+    async fn service_scale(
+        &self,
+        req: Request<pb::ServiceScaleRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
         let r = req.into_inner();
         let (h, (services, _, _)) = self.world().await?;
         let s = Self::find(&services, &r.name)?;
         let mut v = s.value.clone();
         match &mut v.spec.mode {
             Mode::Replicated { replicas } => *replicas = r.replicas,
-            Mode::Global => return Err(Status::failed_precondition(format!("{}: scale can only be used with replicated mode", r.name))),
+            Mode::Global => {
+                return Err(Status::failed_precondition(format!(
+                    "{}: scale can only be used with replicated mode",
+                    r.name
+                )))
+            }
         }
         Self::propose(&h, vec![Self::update_op(s, &v)?]).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn service_update(&self, req: Request<pb::ServiceUpdateRequest>) -> Result<Response<pb::Empty>, Status> {
+    async fn service_update(
+        &self,
+        req: Request<pb::ServiceUpdateRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
         let r = req.into_inner();
         let (h, (services, _, _)) = self.world().await?;
         let s = Self::find(&services, &r.name)?;
         let mut spec = if r.spec_json.is_empty() {
             s.value.spec.clone()
         } else {
-            serde_json::from_str(&r.spec_json).map_err(|e| Status::invalid_argument(format!("service spec: {e}")))?
+            serde_json::from_str(&r.spec_json)
+                .map_err(|e| Status::invalid_argument(format!("service spec: {e}")))?
         };
         if !r.image.is_empty() {
             spec.template.image = r.image.clone();
         }
         for k in &r.env_rm {
-            spec.template.env.retain(|e| e.split('=').next() != Some(k.as_str()));
+            spec.template
+                .env
+                .retain(|e| e.split('=').next() != Some(k.as_str()));
         }
         for e in &r.env_add {
             let k = e.split('=').next().unwrap_or_default();
@@ -303,44 +401,96 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn service_rollback(&self, req: Request<pb::ServiceRef>) -> Result<Response<pb::Empty>, Status> {
+    async fn service_rollback(
+        &self,
+        req: Request<pb::ServiceRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
         let name = req.into_inner().name;
         let (h, (services, _, _)) = self.world().await?;
         let s = Self::find(&services, &name)?;
-        let prev = s.value.previous.clone().ok_or_else(|| Status::failed_precondition(format!("service {name} has no previous spec to roll back to")))?;
+        let prev = s.value.previous.clone().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "service {name} has no previous spec to roll back to"
+            ))
+        })?;
         let mut v = Self::respec(s, prev);
-        v.update = Some(UpdateStatus { state: "rollback_started".into(), message: "manually requested rollback".into(), started_at_ms: super::runner::now_ms(), next_batch_at_ms: 0 });
+        v.update = Some(UpdateStatus {
+            state: "rollback_started".into(),
+            message: "manually requested rollback".into(),
+            started_at_ms: super::runner::now_ms(),
+            next_batch_at_ms: 0,
+        });
         Self::propose(&h, vec![Self::update_op(s, &v)?]).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn service_remove(&self, req: Request<pb::ServiceRef>) -> Result<Response<pb::Empty>, Status> {
+    async fn service_remove(
+        &self,
+        req: Request<pb::ServiceRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
         let name = req.into_inner().name;
         let (h, (services, _, _)) = self.world().await?;
         let s = Self::find(&services, &name)?;
-        Self::propose(&h, vec![Op::Delete { kind: KIND_SERVICE.into(), id: s.id.clone(), expected_version: 0 }]).await?;
+        Self::propose(
+            &h,
+            vec![Op::Delete {
+                kind: KIND_SERVICE.into(),
+                id: s.id.clone(),
+                expected_version: 0,
+            }],
+        )
+        .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn task_list(&self, req: Request<pb::TaskListRequest>) -> Result<Response<pb::TaskListResponse>, Status> {
+    async fn task_list(
+        &self,
+        req: Request<pb::TaskListRequest>,
+    ) -> Result<Response<pb::TaskListResponse>, Status> {
         let r = req.into_inner();
         let (_, (services, tasks, nodes)) = self.world().await?;
-        let service_id = if r.service.is_empty() { None } else { Some(Self::find(&services, &r.service)?.id.clone()) };
+        let service_id = if r.service.is_empty() {
+            None
+        } else {
+            Some(Self::find(&services, &r.service)?.id.clone())
+        };
         let mut out: Vec<pb::TaskSummary> = tasks
             .iter()
-            .filter(|t| service_id.as_ref().map(|s| &t.value.service_id == s).unwrap_or(true))
-            .filter(|t| r.stack.is_empty() || t.value.stack == r.stack || t.value.template.labels.get(LABEL_STACK) == Some(&r.stack))
-            .filter(|t| r.all || t.value.desired == Desired::Running || !t.value.status.state.is_terminal())
+            .filter(|t| {
+                service_id
+                    .as_ref()
+                    .map(|s| &t.value.service_id == s)
+                    .unwrap_or(true)
+            })
+            .filter(|t| {
+                r.stack.is_empty()
+                    || t.value.stack == r.stack
+                    || t.value.template.labels.get(LABEL_STACK) == Some(&r.stack)
+            })
+            .filter(|t| {
+                r.all || t.value.desired == Desired::Running || !t.value.status.state.is_terminal()
+            })
             .map(|t| {
                 let v = &t.value;
                 pb::TaskSummary {
                     id: t.id.clone(),
-                    name: if v.slot > 0 { format!("{}.{}", v.service_name, v.slot) } else { format!("{}.{}", v.service_name, v.node_id) },
+                    name: if v.slot > 0 {
+                        format!("{}.{}", v.service_name, v.slot)
+                    } else {
+                        format!("{}.{}", v.service_name, v.node_id)
+                    },
                     service: v.service_name.clone(),
                     image: v.template.image.clone(),
                     node_id: v.node_id.clone(),
-                    node: nodes.iter().find(|n| n.id == v.node_id).map(|n| n.hostname.clone()).unwrap_or_default(),
-                    desired: match v.desired { Desired::Running => "running".into(), Desired::Shutdown => "shutdown".into() },
+                    node: nodes
+                        .iter()
+                        .find(|n| n.id == v.node_id)
+                        .map(|n| n.hostname.clone())
+                        .unwrap_or_default(),
+                    desired: match v.desired {
+                        Desired::Running => "running".into(),
+                        Desired::Shutdown => "shutdown".into(),
+                    },
                     state: v.status.state.as_str().into(),
                     message: v.status.message.clone(),
                     error: v.status.error.clone(),
@@ -352,7 +502,12 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                 }
             })
             .collect();
-        out.sort_by(|a, b| a.service.cmp(&b.service).then(a.slot.cmp(&b.slot)).then(b.timestamp_ms.cmp(&a.timestamp_ms)));
+        out.sort_by(|a, b| {
+            a.service
+                .cmp(&b.service)
+                .then(a.slot.cmp(&b.slot))
+                .then(b.timestamp_ms.cmp(&a.timestamp_ms))
+        });
         Ok(Response::new(pb::TaskListResponse { tasks: out }))
     }
 }

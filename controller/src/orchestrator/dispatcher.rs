@@ -24,18 +24,28 @@ fn caller<T>(req: &Request<T>) -> Result<String, Status> {
     req.extensions()
         .get::<PeerIdentity>()
         .and_then(|p| p.node_id.clone())
-        .ok_or_else(|| Status::unauthenticated("a client certificate from this cluster's CA is required"))
+        .ok_or_else(|| {
+            Status::unauthenticated("a client certificate from this cluster's CA is required")
+        })
 }
 
 fn obj<T: serde::Serialize>(s: &Stored<T>) -> pb::StoredObject {
-    pb::StoredObject { id: s.id.clone(), version: s.version, json: serde_json::to_string(&s.value).unwrap_or_default() }
+    pb::StoredObject {
+        id: s.id.clone(),
+        version: s.version,
+        json: serde_json::to_string(&s.value).unwrap_or_default(),
+    }
 }
 
 /// The assignment set of `node` in the current state.
 pub fn assignments(sm: &crate::state::StateMachine, node: &str) -> pb::AssignmentSet {
     let (services, tasks, _) = read_world(sm);
     let tasks: Vec<&Stored<Task>> = tasks.iter().filter(|t| t.value.node_id == node).collect();
-    let services = services.iter().filter(|s| tasks.iter().any(|t| t.value.service_id == s.id)).map(obj).collect();
+    let services = services
+        .iter()
+        .filter(|s| tasks.iter().any(|t| t.value.service_id == s.id))
+        .map(obj)
+        .collect();
     pb::AssignmentSet {
         tasks: tasks.into_iter().map(obj).collect(),
         services,
@@ -49,17 +59,28 @@ type AssignStream = Pin<Box<dyn futures::Stream<Item = Result<pb::AssignmentSet,
 impl pb::dispatcher_server::Dispatcher for DispatcherApi {
     type AssignmentsStream = AssignStream;
 
-    async fn assignments(&self, req: Request<pb::AssignmentsRequest>) -> Result<Response<AssignStream>, Status> {
+    async fn assignments(
+        &self,
+        req: Request<pb::AssignmentsRequest>,
+    ) -> Result<Response<AssignStream>, Status> {
         let node = caller(&req)?;
-        let h = self.cluster.raft().ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        let h = self
+            .cluster
+            .raft()
+            .ok_or_else(|| Status::failed_precondition("not a manager"))?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let span = tracing::info_span!("dispatch", node_id = %node);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let mut events = h.state().read().unwrap_or_else(|p| p.into_inner()).subscribe();
+                let mut events = h
+                    .state()
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .subscribe();
                 let mut last = None;
                 loop {
-                    let set = assignments(&h.state().read().unwrap_or_else(|p| p.into_inner()), &node);
+                    let set =
+                        assignments(&h.state().read().unwrap_or_else(|p| p.into_inner()), &node);
                     if last.as_ref() != Some(&set) {
                         if tx.send(Ok(set.clone())).await.is_err() {
                             return;
@@ -86,14 +107,23 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
             },
             span,
         ));
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn update_task(&self, req: Request<pb::StoredObject>) -> Result<Response<pb::Empty>, Status> {
+    async fn update_task(
+        &self,
+        req: Request<pb::StoredObject>,
+    ) -> Result<Response<pb::Empty>, Status> {
         let node = caller(&req)?;
         let r = req.into_inner();
-        let task: Task = serde_json::from_str(&r.json).map_err(|e| Status::invalid_argument(format!("task: {e}")))?;
-        let h = self.cluster.raft().ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        let task: Task = serde_json::from_str(&r.json)
+            .map_err(|e| Status::invalid_argument(format!("task: {e}")))?;
+        let h = self
+            .cluster
+            .raft()
+            .ok_or_else(|| Status::failed_precondition("not a manager"))?;
         // A node may only report on its own tasks.
         let owned = {
             let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
@@ -103,10 +133,20 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
                 .unwrap_or(false)
         };
         if !owned {
-            return Err(Status::permission_denied(format!("task {} is not assigned to node {node}", r.id)));
+            return Err(Status::permission_denied(format!(
+                "task {} is not assigned to node {node}",
+                r.id
+            )));
         }
-        let op = Op::Update { kind: KIND_TASK.into(), id: r.id, spec: r.json.into_bytes(), expected_version: r.version };
-        h.propose(Proposal::new(vec![op])).await.map_err(crate::cluster::service::raft_status)?;
+        let op = Op::Update {
+            kind: KIND_TASK.into(),
+            id: r.id,
+            spec: r.json.into_bytes(),
+            expected_version: r.version,
+        };
+        h.propose(Proposal::new(vec![op]))
+            .await
+            .map_err(crate::cluster::service::raft_status)?;
         Ok(Response::new(pb::Empty {}))
     }
 }

@@ -15,7 +15,10 @@
 //! 7. task history beyond five per slot is deleted.
 
 use super::types::*;
-use crate::scheduler::{self, Availability as SAvail, Constraint, NodeInfo, PendingTask, PlacedTask, Resources, Role as SRole};
+use crate::scheduler::{
+    self, Availability as SAvail, Constraint, NodeInfo, PendingTask, PlacedTask, Resources,
+    Role as SRole,
+};
 use crate::state::{Availability, Node, NodeStatus, Op, Role};
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,7 +53,12 @@ fn task_name(t: &Task, id: &str) -> String {
     if t.slot > 0 {
         format!("{}.{}.{}", t.service_name, t.slot, &id[..id.len().min(12)])
     } else {
-        format!("{}.{}.{}", t.service_name, &t.node_id[..t.node_id.len().min(12)], &id[..id.len().min(12)])
+        format!(
+            "{}.{}.{}",
+            t.service_name,
+            &t.node_id[..t.node_id.len().min(12)],
+            &id[..id.len().min(12)]
+        )
     }
 }
 
@@ -64,7 +72,10 @@ pub struct Planner {
 
 impl Planner {
     fn update(&mut self, t: &Stored<Task>, f: impl FnOnce(&mut Task)) {
-        let entry = self.updates.entry(t.id.clone()).or_insert_with(|| (t.version, t.value.clone()));
+        let entry = self
+            .updates
+            .entry(t.id.clone())
+            .or_insert_with(|| (t.version, t.value.clone()));
         f(&mut entry.1);
     }
 
@@ -76,7 +87,12 @@ impl Planner {
         let id = (self.new_id)();
         let name = task_name(&t, &id);
         if let Ok(spec) = serde_json::to_vec(&t) {
-            self.ops.push(Op::Create { kind: KIND_TASK.into(), id, name, spec });
+            self.ops.push(Op::Create {
+                kind: KIND_TASK.into(),
+                id,
+                name,
+                spec,
+            });
         }
     }
 
@@ -96,14 +112,26 @@ impl Planner {
     fn finish(mut self) -> Vec<Op> {
         for (id, (version, task)) in std::mem::take(&mut self.updates) {
             if let Ok(spec) = serde_json::to_vec(&task) {
-                self.ops.push(Op::Update { kind: KIND_TASK.into(), id, spec, expected_version: version });
+                self.ops.push(Op::Update {
+                    kind: KIND_TASK.into(),
+                    id,
+                    spec,
+                    expected_version: version,
+                });
             }
         }
         self.ops
     }
 }
 
-fn new_task(svc: &Stored<Service>, slot: u64, node_id: &str, attempt: u64, not_before: i64, now: i64) -> Task {
+fn new_task(
+    svc: &Stored<Service>,
+    slot: u64,
+    node_id: &str,
+    attempt: u64,
+    not_before: i64,
+    now: i64,
+) -> Task {
     Task {
         service_id: svc.id.clone(),
         service_name: svc.value.spec.name.clone(),
@@ -113,7 +141,11 @@ fn new_task(svc: &Stored<Service>, slot: u64, node_id: &str, attempt: u64, not_b
         generation: svc.value.generation,
         template: svc.value.spec.template.clone(),
         desired: Desired::Running,
-        status: TaskStatus { state: TaskState::New, timestamp_ms: now, ..Default::default() },
+        status: TaskStatus {
+            state: TaskState::New,
+            timestamp_ms: now,
+            ..Default::default()
+        },
         created_at_ms: now,
         not_before_ms: not_before,
         attempt,
@@ -122,7 +154,9 @@ fn new_task(svc: &Stored<Service>, slot: u64, node_id: &str, attempt: u64, not_b
 
 /// Whether a node may run tasks of `svc` (ignoring resources and ports).
 fn eligible(n: &Node, constraints: &[Constraint]) -> bool {
-    node_ready(n) && n.availability == Availability::Active && constraints.iter().all(|c| c.matches(&node_info(n)))
+    node_ready(n)
+        && n.availability == Availability::Active
+        && constraints.iter().all(|c| c.matches(&node_info(n)))
 }
 
 /// The scheduler's view of a node.
@@ -130,7 +164,11 @@ pub fn node_info(n: &Node) -> NodeInfo {
     NodeInfo {
         id: n.id.clone(),
         hostname: n.hostname.clone(),
-        role: if n.role == Role::Manager { SRole::Manager } else { SRole::Worker },
+        role: if n.role == Role::Manager {
+            SRole::Manager
+        } else {
+            SRole::Worker
+        },
         availability: match n.availability {
             Availability::Active => SAvail::Active,
             Availability::Pause => SAvail::Pause,
@@ -140,23 +178,38 @@ pub fn node_info(n: &Node) -> NodeInfo {
         labels: n.labels.clone(),
         engine_labels: BTreeMap::new(),
         // Capacity is not reported yet: reservations are checked against a large budget.
-        capacity: Resources { nano_cpus: i64::MAX / 4, memory_bytes: i64::MAX / 4 },
+        capacity: Resources {
+            nano_cpus: i64::MAX / 4,
+            memory_bytes: i64::MAX / 4,
+        },
     }
 }
 
 fn constraints_of(spec: &ServiceSpec) -> Vec<Constraint> {
-    spec.placement.constraints.iter().filter_map(|c| Constraint::parse(c).ok()).collect()
+    spec.placement
+        .constraints
+        .iter()
+        .filter_map(|c| Constraint::parse(c).ok())
+        .collect()
 }
 
 /// Runs one reconcile pass. `new_id` makes IDs for new tasks.
 pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec<Op> {
     let now = world.now_ms;
-    let mut p = Planner { ops: Vec::new(), updates: BTreeMap::new(), new_id: Box::new(new_id) };
+    let mut p = Planner {
+        ops: Vec::new(),
+        updates: BTreeMap::new(),
+        new_id: Box::new(new_id),
+    };
     let nodes: HashMap<&str, &Node> = world.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-    let services: HashMap<&str, &Stored<Service>> = world.services.iter().map(|s| (s.id.as_str(), s)).collect();
+    let services: HashMap<&str, &Stored<Service>> =
+        world.services.iter().map(|s| (s.id.as_str(), s)).collect();
     let mut by_service: HashMap<&str, Vec<&Stored<Task>>> = HashMap::new();
     for t in world.tasks {
-        by_service.entry(t.value.service_id.as_str()).or_default().push(t);
+        by_service
+            .entry(t.value.service_id.as_str())
+            .or_default()
+            .push(t);
     }
 
     // 1. Orphaned tasks (service removed): shut down; delete once terminal.
@@ -165,7 +218,11 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
             continue;
         }
         if t.value.status.state.is_terminal() || t.value.node_id.is_empty() {
-            p.ops.push(Op::Delete { kind: KIND_TASK.into(), id: t.id.clone(), expected_version: 0 });
+            p.ops.push(Op::Delete {
+                kind: KIND_TASK.into(),
+                id: t.id.clone(),
+                expected_version: 0,
+            });
         } else if is_live(&t.value) {
             p.shutdown(t, None, "service removed", now);
         }
@@ -185,10 +242,16 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
             }
             match nodes.get(v.node_id.as_str()) {
                 None => p.shutdown(t, Some(TaskState::Orphaned), "node removed", now),
-                Some(n) if !node_ready(n) => p.shutdown(t, Some(TaskState::Orphaned), "node is down", now),
+                Some(n) if !node_ready(n) => {
+                    p.shutdown(t, Some(TaskState::Orphaned), "node is down", now)
+                }
                 // The node's agent stops these and reports their end.
-                Some(n) if n.availability == Availability::Drain => p.shutdown(t, None, "node is drained", now),
-                Some(n) if global && !eligible(n, &constraints) => p.shutdown(t, None, "node no longer eligible", now),
+                Some(n) if n.availability == Availability::Drain => {
+                    p.shutdown(t, None, "node is drained", now)
+                }
+                Some(n) if global && !eligible(n, &constraints) => {
+                    p.shutdown(t, None, "node no longer eligible", now)
+                }
                 _ => {}
             }
         }
@@ -210,7 +273,14 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
             let attempts_ok = rp.max_attempts == 0 || v.attempt < rp.max_attempts;
             if wanted && attempts_ok && !(global && v.node_id.is_empty()) {
                 let node = if global { v.node_id.as_str() } else { "" };
-                p.create(new_task(svc, v.slot, node, v.attempt + 1, now + rp.delay_ms as i64, now));
+                p.create(new_task(
+                    svc,
+                    v.slot,
+                    node,
+                    v.attempt + 1,
+                    now + rp.delay_ms as i64,
+                    now,
+                ));
             }
         }
 
@@ -219,7 +289,11 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
         let mut slots_with_history: BTreeMap<String, Vec<&Stored<Task>>> = BTreeMap::new();
         for t in &tasks {
             let v = p.current(t);
-            let key = if global { v.node_id.clone() } else { v.slot.to_string() };
+            let key = if global {
+                v.node_id.clone()
+            } else {
+                v.slot.to_string()
+            };
             slots_with_history.entry(key.clone()).or_default().push(t);
             if is_live(v) {
                 live.entry(key).or_default().push(t);
@@ -234,7 +308,13 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
                 let v = p.current(t);
                 !is_live(v) && is_live(&t.value) && t.value.status.state.is_terminal()
             })
-            .map(|t| if global { t.value.node_id.clone() } else { t.value.slot.to_string() })
+            .map(|t| {
+                if global {
+                    t.value.node_id.clone()
+                } else {
+                    t.value.slot.to_string()
+                }
+            })
             .collect();
 
         // 4. Replica count / global coverage.
@@ -279,7 +359,11 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
                 dead.sort_by_key(|t| t.value.created_at_ms);
                 for t in &dead[..dead.len() - HISTORY] {
                     p.updates.remove(&t.id);
-                    p.ops.push(Op::Delete { kind: KIND_TASK.into(), id: t.id.clone(), expected_version: 0 });
+                    p.ops.push(Op::Delete {
+                        kind: KIND_TASK.into(),
+                        id: t.id.clone(),
+                        expected_version: 0,
+                    });
                 }
             }
         }
@@ -300,21 +384,40 @@ fn rolling_update(
     now: i64,
 ) {
     let gen = svc.value.generation;
-    let rolling_back = svc.value.update.as_ref().map(|u| u.state.starts_with("rollback")).unwrap_or(false);
-    let cfg = if rolling_back { &svc.value.spec.rollback_config } else { &svc.value.spec.update_config };
-    let healthy = |v: &Task| v.status.state == TaskState::Running && (v.template.healthcheck.is_none() || v.status.health == "healthy");
+    let rolling_back = svc
+        .value
+        .update
+        .as_ref()
+        .map(|u| u.state.starts_with("rollback"))
+        .unwrap_or(false);
+    let cfg = if rolling_back {
+        &svc.value.spec.rollback_config
+    } else {
+        &svc.value.spec.update_config
+    };
+    let healthy = |v: &Task| {
+        v.status.state == TaskState::Running
+            && (v.template.healthcheck.is_none() || v.status.health == "healthy")
+    };
     let mut outdated = Vec::new();
     let mut in_flight = 0u64;
     let mut updated = 0u64;
     let mut failed = 0u64;
     let mut has_old = false;
     for ts in live.values() {
-        let current: Vec<&&Stored<Task>> = ts.iter().filter(|t| p.current(t).generation == gen).collect();
-        let old: Vec<&&Stored<Task>> = ts.iter().filter(|t| p.current(t).generation < gen).collect();
+        let current: Vec<&&Stored<Task>> = ts
+            .iter()
+            .filter(|t| p.current(t).generation == gen)
+            .collect();
+        let old: Vec<&&Stored<Task>> = ts
+            .iter()
+            .filter(|t| p.current(t).generation < gen)
+            .collect();
         for t in &current {
             let v = p.current(t);
             updated += 1;
-            let settled = healthy(v) && now - v.status.timestamp_ms >= cfg.monitor_ms.min(1000) as i64;
+            let settled =
+                healthy(v) && now - v.status.timestamp_ms >= cfg.monitor_ms.min(1000) as i64;
             if !settled {
                 in_flight += 1;
             }
@@ -339,7 +442,8 @@ fn rolling_update(
     // if the restart policy has already replaced them.
     for t in all {
         let v = &t.value;
-        let bad = v.status.health == "unhealthy" || matches!(v.status.state, TaskState::Failed | TaskState::Rejected);
+        let bad = v.status.health == "unhealthy"
+            || matches!(v.status.state, TaskState::Failed | TaskState::Rejected);
         if v.generation == gen && bad && v.created_at_ms >= status.started_at_ms {
             failed += 1;
             if !is_live(p.current(t)) {
@@ -349,12 +453,22 @@ fn rolling_update(
     }
     let before = status.clone();
     let mut service = svc.value.clone();
-    let updating = has_old || (in_flight > 0 && !status.state.is_empty() && !status.state.ends_with("completed"));
+    let updating = has_old
+        || (in_flight > 0 && !status.state.is_empty() && !status.state.ends_with("completed"));
     if has_old && (status.state.is_empty() || status.state.ends_with("completed")) {
-        status = UpdateStatus { state: "updating".into(), message: "update in progress".into(), started_at_ms: now, next_batch_at_ms: now };
+        status = UpdateStatus {
+            state: "updating".into(),
+            message: "update in progress".into(),
+            started_at_ms: now,
+            next_batch_at_ms: now,
+        };
     }
     // Failures during the update trigger the failure action.
-    let ratio = if updated == 0 { 0.0 } else { failed as f64 / updated as f64 };
+    let ratio = if updated == 0 {
+        0.0
+    } else {
+        failed as f64 / updated as f64
+    };
     if status.state == "updating" && failed > 0 && ratio > cfg.max_failure_ratio {
         match cfg.failure_action.as_str() {
             "rollback" if service.previous.is_some() => {
@@ -364,7 +478,9 @@ fn rolling_update(
                     service.generation += 1;
                     status = UpdateStatus {
                         state: "rollback_started".into(),
-                        message: format!("update rolled back: {failed} of {updated} updated tasks failed"),
+                        message: format!(
+                            "update rolled back: {failed} of {updated} updated tasks failed"
+                        ),
                         started_at_ms: now,
                         next_batch_at_ms: now,
                     };
@@ -373,16 +489,25 @@ fn rolling_update(
             "continue" => {}
             _ => {
                 status.state = "paused".into();
-                status.message = format!("update paused: {failed} of {updated} updated tasks failed");
+                status.message =
+                    format!("update paused: {failed} of {updated} updated tasks failed");
             }
         }
     }
     if status.state == "updating" || status.state == "rollback_started" {
         if !updating {
-            status.state = if status.state == "updating" { "completed".into() } else { "rollback_completed".into() };
+            status.state = if status.state == "updating" {
+                "completed".into()
+            } else {
+                "rollback_completed".into()
+            };
             status.message = "update completed".into();
         } else if now >= status.next_batch_at_ms && service.generation == gen {
-            let parallelism = if cfg.parallelism == 0 { u64::MAX } else { cfg.parallelism };
+            let parallelism = if cfg.parallelism == 0 {
+                u64::MAX
+            } else {
+                cfg.parallelism
+            };
             let room = parallelism.saturating_sub(in_flight) as usize;
             let batch: Vec<_> = outdated.into_iter().take(room).collect();
             if !batch.is_empty() {
@@ -393,7 +518,11 @@ fn rolling_update(
                 if cfg.order != "start-first" {
                     p.shutdown(t, None, "replaced by update", now);
                 }
-                let node = if v.slot == 0 { v.node_id.clone() } else { String::new() };
+                let node = if v.slot == 0 {
+                    v.node_id.clone()
+                } else {
+                    String::new()
+                };
                 p.create(new_task(svc, v.slot, &node, 0, now, now));
             }
         }
@@ -401,13 +530,26 @@ fn rolling_update(
     if status != before || service.generation != svc.value.generation {
         service.update = Some(status);
         if let Ok(spec) = serde_json::to_vec(&service) {
-            p.ops.push(Op::Update { kind: KIND_SERVICE.into(), id: svc.id.clone(), spec, expected_version: svc.version });
+            p.ops.push(Op::Update {
+                kind: KIND_SERVICE.into(),
+                id: svc.id.clone(),
+                spec,
+                expected_version: svc.version,
+            });
         }
     }
 }
 
-fn schedule_pending(p: &mut Planner, world: &World, services: &HashMap<&str, &Stored<Service>>, now: i64) {
-    let mut snap = scheduler::Snapshot { nodes: world.nodes.iter().map(node_info).collect(), ..Default::default() };
+fn schedule_pending(
+    p: &mut Planner,
+    world: &World,
+    services: &HashMap<&str, &Stored<Service>>,
+    now: i64,
+) {
+    let mut snap = scheduler::Snapshot {
+        nodes: world.nodes.iter().map(node_info).collect(),
+        ..Default::default()
+    };
     let mut pending = Vec::new();
     let mut by_id: HashMap<String, &Stored<Task>> = HashMap::new();
     for t in world.tasks {
@@ -427,7 +569,10 @@ fn schedule_pending(p: &mut Planner, world: &World, services: &HashMap<&str, &St
             snap.placed.push(PlacedTask {
                 service_id: v.service_id.clone(),
                 node_id: v.node_id.clone(),
-                reservations: Resources { nano_cpus: v.template.reservations.nano_cpus, memory_bytes: v.template.reservations.memory_bytes },
+                reservations: Resources {
+                    nano_cpus: v.template.reservations.nano_cpus,
+                    memory_bytes: v.template.reservations.memory_bytes,
+                },
                 host_ports: services
                     .get(v.service_id.as_str())
                     .map(|s| host_ports(&s.value.spec))
@@ -438,7 +583,10 @@ fn schedule_pending(p: &mut Planner, world: &World, services: &HashMap<&str, &St
         if v.not_before_ms > now {
             continue;
         }
-        pending.push(PendingTask { task_id: t.id.clone(), service_id: v.service_id.clone() });
+        pending.push(PendingTask {
+            task_id: t.id.clone(),
+            service_id: v.service_id.clone(),
+        });
         by_id.insert(t.id.clone(), t);
     }
     // Tasks created in this pass are placed on the next pass (they have no version yet).
@@ -483,5 +631,9 @@ fn schedule_pending(p: &mut Planner, world: &World, services: &HashMap<&str, &St
 }
 
 fn host_ports(spec: &ServiceSpec) -> Vec<(String, u16)> {
-    spec.ports.iter().filter(|p| p.mode == "host").map(|p| (p.protocol.clone(), p.published)).collect()
+    spec.ports
+        .iter()
+        .filter(|p| p.mode == "host")
+        .map(|p| (p.protocol.clone(), p.published))
+        .collect()
 }

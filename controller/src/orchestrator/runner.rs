@@ -11,14 +11,24 @@ use tracing::Instrument;
 
 /// Reads services, tasks and nodes out of the state machine.
 pub fn read_world(sm: &StateMachine) -> (Vec<Stored<Service>>, Vec<Stored<Task>>, Vec<Node>) {
-    (decode(sm, KIND_SERVICE), decode(sm, KIND_TASK), sm.nodes().cloned().collect())
+    (
+        decode(sm, KIND_SERVICE),
+        decode(sm, KIND_TASK),
+        sm.nodes().cloned().collect(),
+    )
 }
 
 /// The objects of `kind` whose specs decode as `T` (others are skipped).
 fn decode<T: serde::de::DeserializeOwned>(sm: &StateMachine, kind: &str) -> Vec<Stored<T>> {
     sm.list(kind)
         .into_iter()
-        .filter_map(|o| serde_json::from_slice(&o.spec).ok().map(|value| Stored { id: o.id, version: o.version, value }))
+        .filter_map(|o| {
+            serde_json::from_slice(&o.spec).ok().map(|value| Stored {
+                id: o.id,
+                version: o.version,
+                value,
+            })
+        })
         .collect()
 }
 
@@ -34,7 +44,15 @@ pub async fn pass(h: &RaftHandle) -> usize {
     let ops = {
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
         let (services, tasks, nodes) = read_world(&sm);
-        reconcile(&World { services: &services, tasks: &tasks, nodes: &nodes, now_ms: now_ms() }, new_id)
+        reconcile(
+            &World {
+                services: &services,
+                tasks: &tasks,
+                nodes: &nodes,
+                now_ms: now_ms(),
+            },
+            new_id,
+        )
     };
     let n = ops.len();
     if n > 0 {
@@ -50,7 +68,11 @@ pub async fn pass(h: &RaftHandle) -> usize {
 pub fn spawn(h: RaftHandle) {
     tokio::spawn(
         async move {
-            let mut events = h.state().read().unwrap_or_else(|p| p.into_inner()).subscribe();
+            let mut events = h
+                .state()
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .subscribe();
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 if h.is_stopped() {

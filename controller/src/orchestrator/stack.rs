@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 pub const LABEL_STACK: &str = "com.docker.stack.namespace";
 
 fn enum_str<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -46,7 +49,10 @@ pub struct StackNetwork {
 
 /// Converts every service of the stack.
 pub fn services(spec: &st::StackSpec) -> Vec<ServiceSpec> {
-    spec.services.iter().map(|(name, s)| service(spec, name, s)).collect()
+    spec.services
+        .iter()
+        .map(|(name, s)| service(spec, name, s))
+        .collect()
 }
 
 /// The networks a stack declares (resolved names).
@@ -58,7 +64,11 @@ pub fn networks(spec: &st::StackSpec) -> Vec<StackNetwork> {
             driver: n.driver.clone().unwrap_or_else(|| "overlay".into()),
             internal: n.internal,
             attachable: n.attachable,
-            subnet: n.ipam.as_ref().and_then(|i| i.config.first()).and_then(|p| p.subnet.clone()),
+            subnet: n
+                .ipam
+                .as_ref()
+                .and_then(|i| i.config.first())
+                .and_then(|p| p.subnet.clone()),
             external: n.external,
             stack: spec.name.clone(),
         })
@@ -84,14 +94,23 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
                 (Some(src), _) => src.clone(),
                 (None, _) => String::new(),
             };
-            MountSpec { kind, source, target: m.target.clone(), read_only: m.read_only }
+            MountSpec {
+                kind,
+                source,
+                target: m.target.clone(),
+                read_only: m.read_only,
+            }
         })
         .collect();
     let networks: BTreeMap<String, Vec<String>> = s
         .networks
         .iter()
         .map(|(n, sn)| {
-            let cluster_name = spec.networks.get(n).map(|x| x.name.clone()).unwrap_or_else(|| scoped(stack, n));
+            let cluster_name = spec
+                .networks
+                .get(n)
+                .map(|x| x.name.clone())
+                .unwrap_or_else(|| scoped(stack, n));
             let mut aliases = vec![name.to_string()];
             aliases.extend(sn.aliases.iter().cloned());
             (cluster_name, aliases)
@@ -129,24 +148,39 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
                 memory_bytes: reservations.memory_bytes.unwrap_or(0) as i64,
                 pids: 0,
             },
-            healthcheck: s.healthcheck.as_ref().filter(|h| !h.test.is_empty()).map(|h| Healthcheck {
-                test: h.test.clone(),
-                interval_ms: h.interval.map(ms).unwrap_or(30_000),
-                timeout_ms: h.timeout.map(ms).unwrap_or(30_000),
-                retries: h.retries.unwrap_or(3) as u32,
-                start_period_ms: h.start_period.map(ms).unwrap_or(0),
-            }),
+            healthcheck: s
+                .healthcheck
+                .as_ref()
+                .filter(|h| !h.test.is_empty())
+                .map(|h| Healthcheck {
+                    test: h.test.clone(),
+                    interval_ms: h.interval.map(ms).unwrap_or(30_000),
+                    timeout_ms: h.timeout.map(ms).unwrap_or(30_000),
+                    retries: h.retries.unwrap_or(3) as u32,
+                    start_period_ms: h.start_period.map(ms).unwrap_or(0),
+                }),
             stop_signal: s.stop_signal.clone().unwrap_or_default(),
             stop_grace_period_ms: s.stop_grace_period.map(ms).unwrap_or(10_000),
         },
         placement: Placement {
-            constraints: s.deploy.placement.constraints.iter().map(|c| c.to_string()).collect(),
+            constraints: s
+                .deploy
+                .placement
+                .constraints
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
             spread: s
                 .deploy
                 .placement
                 .preferences
                 .iter()
-                .map(|p| p.spread.to_string().trim_start_matches("node.labels.").to_string())
+                .map(|p| {
+                    p.spread
+                        .to_string()
+                        .trim_start_matches("node.labels.")
+                        .to_string()
+                })
                 .collect(),
             max_replicas_per_node: s.deploy.placement.max_replicas_per_node.unwrap_or(0) as u32,
         },

@@ -11,12 +11,25 @@ struct Sim {
 }
 
 fn node(id: &str) -> Node {
-    Node { id: id.into(), hostname: id.into(), status: NodeStatus::Ready, ..Default::default() }
+    Node {
+        id: id.into(),
+        hostname: id.into(),
+        status: NodeStatus::Ready,
+        ..Default::default()
+    }
 }
 
 fn service(name: &str, mode: Mode) -> Service {
     Service {
-        spec: ServiceSpec { name: name.into(), mode, template: TaskTemplate { image: "busybox".into(), ..Default::default() }, ..Default::default() },
+        spec: ServiceSpec {
+            name: name.into(),
+            mode,
+            template: TaskTemplate {
+                image: "busybox".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
         generation: 1,
         ..Default::default()
     }
@@ -24,12 +37,21 @@ fn service(name: &str, mode: Mode) -> Service {
 
 impl Sim {
     fn new(nodes: &[&str]) -> Sim {
-        Sim { services: vec![], tasks: vec![], nodes: nodes.iter().map(|n| node(n)).collect(), now: 1_000_000 }
+        Sim {
+            services: vec![],
+            tasks: vec![],
+            nodes: nodes.iter().map(|n| node(n)).collect(),
+            now: 1_000_000,
+        }
     }
 
     fn add_service(&mut self, s: Service) -> String {
         let id = format!("svc{}", self.services.len());
-        self.services.push(Stored { id: id.clone(), version: 1, value: s });
+        self.services.push(Stored {
+            id: id.clone(),
+            version: 1,
+            value: s,
+        });
         id
     }
 
@@ -37,22 +59,47 @@ impl Sim {
     fn pass(&mut self) -> Vec<Op> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let ops = reconcile(
-            &World { services: &self.services, tasks: &self.tasks, nodes: &self.nodes, now_ms: self.now },
-            || format!("task{:08}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+            &World {
+                services: &self.services,
+                tasks: &self.tasks,
+                nodes: &self.nodes,
+                now_ms: self.now,
+            },
+            || {
+                format!(
+                    "task{:08}",
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                )
+            },
         );
         for op in &ops {
             match op {
-                Op::Create { id, spec, .. } => {
-                    self.tasks.push(Stored { id: id.clone(), version: 1, value: serde_json::from_slice(spec).expect("task") })
-                }
-                Op::Update { kind, id, spec, expected_version } if kind == KIND_TASK => {
-                    let t = self.tasks.iter_mut().find(|t| &t.id == id).expect("task exists");
+                Op::Create { id, spec, .. } => self.tasks.push(Stored {
+                    id: id.clone(),
+                    version: 1,
+                    value: serde_json::from_slice(spec).expect("task"),
+                }),
+                Op::Update {
+                    kind,
+                    id,
+                    spec,
+                    expected_version,
+                } if kind == KIND_TASK => {
+                    let t = self
+                        .tasks
+                        .iter_mut()
+                        .find(|t| &t.id == id)
+                        .expect("task exists");
                     assert_eq!(t.version, *expected_version, "optimistic version");
                     t.value = serde_json::from_slice(spec).expect("task");
                     t.version += 1;
                 }
                 Op::Update { id, spec, .. } => {
-                    let s = self.services.iter_mut().find(|s| &s.id == id).expect("service exists");
+                    let s = self
+                        .services
+                        .iter_mut()
+                        .find(|s| &s.id == id)
+                        .expect("service exists");
                     s.value = serde_json::from_slice(spec).expect("service");
                     s.version += 1;
                 }
@@ -81,7 +128,10 @@ impl Sim {
                 t.value.status.timestamp_ms = self.now;
                 t.version += 1;
             }
-            if t.value.desired == Desired::Shutdown && !t.value.status.state.is_terminal() && !t.value.node_id.is_empty() {
+            if t.value.desired == Desired::Shutdown
+                && !t.value.status.state.is_terminal()
+                && !t.value.node_id.is_empty()
+            {
                 t.value.status.state = TaskState::Shutdown;
                 t.version += 1;
             }
@@ -92,7 +142,11 @@ impl Sim {
         self.tasks
             .iter()
             .map(|t| &t.value)
-            .filter(|t| t.service_id == svc && t.desired == Desired::Running && t.status.state == TaskState::Running)
+            .filter(|t| {
+                t.service_id == svc
+                    && t.desired == Desired::Running
+                    && t.status.state == TaskState::Running
+            })
             .collect()
     }
 }
@@ -106,7 +160,11 @@ fn replicas_are_created_spread_and_scaled() {
     let running = sim.running(&id);
     assert_eq!(running.len(), 6);
     for n in ["a", "b", "c"] {
-        assert_eq!(running.iter().filter(|t| t.node_id == n).count(), 2, "even spread");
+        assert_eq!(
+            running.iter().filter(|t| t.node_id == n).count(),
+            2,
+            "even spread"
+        );
     }
     sim.services[0].value.spec.mode = Mode::Replicated { replicas: 2 };
     sim.settle();
@@ -121,18 +179,31 @@ fn replicas_are_created_spread_and_scaled() {
 fn restart_policy_replaces_failed_tasks_until_max_attempts() {
     let mut sim = Sim::new(&["a"]);
     let mut s = service("job", Mode::Replicated { replicas: 1 });
-    s.spec.restart_policy = RestartPolicy { condition: "on-failure".into(), delay_ms: 1000, max_attempts: 2, window_ms: 0 };
+    s.spec.restart_policy = RestartPolicy {
+        condition: "on-failure".into(),
+        delay_ms: 1000,
+        max_attempts: 2,
+        window_ms: 0,
+    };
     let id = sim.add_service(s);
     sim.settle();
     for attempt in 0..3 {
         sim.run_assigned();
-        let t = sim.tasks.iter_mut().find(|t| t.value.desired == Desired::Running).expect("a live task");
+        let t = sim
+            .tasks
+            .iter_mut()
+            .find(|t| t.value.desired == Desired::Running)
+            .expect("a live task");
         assert_eq!(t.value.attempt, attempt);
         t.value.status.state = TaskState::Failed;
         t.version += 1;
         sim.pass();
         // The replacement waits for the delay before it is scheduled.
-        let live: Vec<_> = sim.tasks.iter().filter(|t| t.value.desired == Desired::Running).collect();
+        let live: Vec<_> = sim
+            .tasks
+            .iter()
+            .filter(|t| t.value.desired == Desired::Running)
+            .collect();
         if attempt < 2 {
             assert_eq!(live.len(), 1);
             assert_eq!(live[0].value.node_id, "", "not placed before the delay");
@@ -157,7 +228,11 @@ fn tasks_of_a_down_node_move() {
     let running = sim.running(&id);
     assert_eq!(running.len(), 2);
     assert!(running.iter().all(|t| t.node_id == "b"));
-    let orphaned = sim.tasks.iter().filter(|t| t.value.status.state == TaskState::Orphaned).count();
+    let orphaned = sim
+        .tasks
+        .iter()
+        .filter(|t| t.value.status.state == TaskState::Orphaned)
+        .count();
     assert_eq!(orphaned, 1, "the old task is marked, not left running");
 }
 
@@ -189,14 +264,22 @@ fn unplaceable_tasks_stay_pending_with_a_reason() {
     sim.settle();
     let t = &sim.tasks[0].value;
     assert_eq!(t.status.state, TaskState::Pending);
-    assert!(t.status.message.contains("node.labels.zone==b"), "{}", t.status.message);
+    assert!(
+        t.status.message.contains("node.labels.zone==b"),
+        "{}",
+        t.status.message
+    );
 }
 
 #[test]
 fn rolling_update_one_at_a_time_and_rollback_on_failure() {
     let mut sim = Sim::new(&["a", "b"]);
     let mut s = service("web", Mode::Replicated { replicas: 2 });
-    s.spec.update_config = UpdateConfig { parallelism: 1, failure_action: "rollback".into(), ..Default::default() };
+    s.spec.update_config = UpdateConfig {
+        parallelism: 1,
+        failure_action: "rollback".into(),
+        ..Default::default()
+    };
     let id = sim.add_service(s);
     sim.settle();
     sim.run_assigned();
@@ -206,17 +289,35 @@ fn rolling_update_one_at_a_time_and_rollback_on_failure() {
     svc.spec.template.image = "busybox:2".into();
     svc.generation = 2;
     sim.settle();
-    let new: Vec<_> = sim.tasks.iter().filter(|t| t.value.generation == 2).collect();
+    let new: Vec<_> = sim
+        .tasks
+        .iter()
+        .filter(|t| t.value.generation == 2)
+        .collect();
     assert_eq!(new.len(), 1, "parallelism 1: one task replaced at a time");
-    assert_eq!(sim.services[0].value.update.as_ref().map(|u| u.state.as_str()), Some("updating"));
+    assert_eq!(
+        sim.services[0]
+            .value
+            .update
+            .as_ref()
+            .map(|u| u.state.as_str()),
+        Some("updating")
+    );
     // The new task fails: the update rolls back to the previous spec.
     sim.run_assigned();
-    let t = sim.tasks.iter_mut().find(|t| t.value.generation == 2 && t.value.desired == Desired::Running).expect("new task");
+    let t = sim
+        .tasks
+        .iter_mut()
+        .find(|t| t.value.generation == 2 && t.value.desired == Desired::Running)
+        .expect("new task");
     t.value.status.state = TaskState::Failed;
     t.version += 1;
     sim.pass();
     let svc = &sim.services[0].value;
-    assert_eq!(svc.update.as_ref().map(|u| u.state.as_str()), Some("rollback_started"));
+    assert_eq!(
+        svc.update.as_ref().map(|u| u.state.as_str()),
+        Some("rollback_started")
+    );
     assert_eq!(svc.spec.template.image, "busybox");
     for _ in 0..10 {
         sim.settle();
@@ -225,8 +326,18 @@ fn rolling_update_one_at_a_time_and_rollback_on_failure() {
     }
     let running = sim.running(&id);
     assert_eq!(running.len(), 2);
-    assert!(running.iter().all(|t| t.template.image == "busybox"), "rolled back everywhere");
-    assert_eq!(sim.services[0].value.update.as_ref().map(|u| u.state.as_str()), Some("rollback_completed"));
+    assert!(
+        running.iter().all(|t| t.template.image == "busybox"),
+        "rolled back everywhere"
+    );
+    assert_eq!(
+        sim.services[0]
+            .value
+            .update
+            .as_ref()
+            .map(|u| u.state.as_str()),
+        Some("rollback_completed")
+    );
 }
 
 #[test]
@@ -237,10 +348,16 @@ fn removed_services_lose_their_tasks() {
     sim.run_assigned();
     sim.services.clear();
     sim.pass();
-    assert!(sim.tasks.iter().all(|t| t.value.desired == Desired::Shutdown));
+    assert!(sim
+        .tasks
+        .iter()
+        .all(|t| t.value.desired == Desired::Shutdown));
     sim.run_assigned();
     sim.pass();
-    assert!(sim.tasks.is_empty(), "terminal tasks of removed services are deleted");
+    assert!(
+        sim.tasks.is_empty(),
+        "terminal tasks of removed services are deleted"
+    );
 }
 
 #[test]
@@ -250,5 +367,8 @@ fn converged_state_is_a_no_op() {
     sim.settle();
     sim.run_assigned();
     sim.now += 10_000;
-    assert!(sim.pass().is_empty(), "deploying the same spec twice changes nothing");
+    assert!(
+        sim.pass().is_empty(),
+        "deploying the same spec twice changes nothing"
+    );
 }

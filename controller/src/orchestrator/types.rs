@@ -93,7 +93,12 @@ pub struct RestartPolicy {
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        Self { condition: "any".into(), delay_ms: 5000, max_attempts: 0, window_ms: 0 }
+        Self {
+            condition: "any".into(),
+            delay_ms: 5000,
+            max_attempts: 0,
+            window_ms: 0,
+        }
     }
 }
 

@@ -49,14 +49,19 @@ impl Constraint {
             _ => {
                 if let Some(k) = lhs.strip_prefix("node.labels.").filter(|k| !k.is_empty()) {
                     Attribute::NodeLabel(k.into())
-                } else if let Some(k) = lhs.strip_prefix("engine.labels.").filter(|k| !k.is_empty()) {
+                } else if let Some(k) = lhs.strip_prefix("engine.labels.").filter(|k| !k.is_empty())
+                {
                     Attribute::EngineLabel(k.into())
                 } else {
                     return Err(ConstraintError::Attribute(s.into()));
                 }
             }
         };
-        Ok(Constraint { attribute, equal, value: value.into() })
+        Ok(Constraint {
+            attribute,
+            equal,
+            value: value.into(),
+        })
     }
 
     /// Whether `node` satisfies the constraint. A missing label never equals a value
@@ -72,7 +77,9 @@ impl Constraint {
         };
         let eq = match (&self.attribute, actual) {
             (_, None) => false,
-            (Attribute::NodeRole | Attribute::NodeHostname, Some(a)) => a.eq_ignore_ascii_case(&self.value),
+            (Attribute::NodeRole | Attribute::NodeHostname, Some(a)) => {
+                a.eq_ignore_ascii_case(&self.value)
+            }
             (_, Some(a)) => a == self.value,
         };
         eq == self.equal
@@ -88,6 +95,11 @@ impl fmt::Display for Constraint {
             Attribute::NodeLabel(k) => format!("node.labels.{k}"),
             Attribute::EngineLabel(k) => format!("engine.labels.{k}"),
         };
-        write!(f, "{lhs}{}{}", if self.equal { "==" } else { "!=" }, self.value)
+        write!(
+            f,
+            "{lhs}{}{}",
+            if self.equal { "==" } else { "!=" },
+            self.value
+        )
     }
 }

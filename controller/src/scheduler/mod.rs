@@ -119,7 +119,12 @@ struct NodeLoad {
 
 /// Places `pending` tasks on the nodes of `snap`. Deterministic for a given input.
 pub fn schedule(snap: &Snapshot, pending: &[PendingTask]) -> Plan {
-    let index: HashMap<&str, usize> = snap.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = snap
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
     let mut load = vec![NodeLoad::default(); snap.nodes.len()];
     for t in &snap.placed {
         if let Some(&i) = index.get(t.node_id.as_str()) {
@@ -154,8 +159,10 @@ pub fn schedule(snap: &Snapshot, pending: &[PendingTask]) -> Plan {
 }
 
 fn fits(node: &NodeInfo, l: &NodeLoad, need: Resources) -> bool {
-    let cpu_ok = need.nano_cpus == 0 || l.used.nano_cpus + need.nano_cpus <= node.capacity.nano_cpus;
-    let mem_ok = need.memory_bytes == 0 || l.used.memory_bytes + need.memory_bytes <= node.capacity.memory_bytes;
+    let cpu_ok =
+        need.nano_cpus == 0 || l.used.nano_cpus + need.nano_cpus <= node.capacity.nano_cpus;
+    let mem_ok = need.memory_bytes == 0
+        || l.used.memory_bytes + need.memory_bytes <= node.capacity.memory_bytes;
     cpu_ok && mem_ok
 }
 
@@ -203,16 +210,37 @@ fn place_service(
         }
         let mut parts = Vec::new();
         if let Some((c, n)) = failed_constraint {
-            parts.push(format!("no node satisfies constraint {c} ({})", plural(n, "excluded")));
+            parts.push(format!(
+                "no node satisfies constraint {c} ({})",
+                plural(n, "excluded")
+            ));
         }
         if no_resources > 0 {
-            parts.push(format!("insufficient resources on {}", plural(no_resources, "")).trim_end().to_string());
+            parts.push(
+                format!("insufficient resources on {}", plural(no_resources, ""))
+                    .trim_end()
+                    .to_string(),
+            );
         }
         if port_conflict > 0 {
-            parts.push(format!("host-mode port already in use on {}", plural(port_conflict, "")).trim_end().to_string());
+            parts.push(
+                format!(
+                    "host-mode port already in use on {}",
+                    plural(port_conflict, "")
+                )
+                .trim_end()
+                .to_string(),
+            );
         }
         if max_per_node > 0 {
-            parts.push(format!("max replicas per node reached on {}", plural(max_per_node, "")).trim_end().to_string());
+            parts.push(
+                format!(
+                    "max replicas per node reached on {}",
+                    plural(max_per_node, "")
+                )
+                .trim_end()
+                .to_string(),
+            );
         }
         if unavailable > 0 {
             parts.push(plural(unavailable, "paused or drained"));
@@ -238,15 +266,21 @@ fn place_service(
     }
     // Leaf groups by spread label values; each holds a heap of candidate nodes keyed
     // by (tasks of this service, tasks overall, node index), smallest first.
-    type Key = Reverse<(u32, u32, usize)>;
-    let mut leaves: BTreeMap<Vec<String>, BinaryHeap<Key>> = BTreeMap::new();
+    let mut leaves: Leaves = BTreeMap::new();
     let mut leaf_count: BTreeMap<Vec<String>, u32> = BTreeMap::new();
     for &i in &eligible {
         let n = &snap.nodes[i];
-        let key: Vec<String> = svc.spread.iter().map(|k| n.labels.get(k).cloned().unwrap_or_default()).collect();
+        let key: Vec<String> = svc
+            .spread
+            .iter()
+            .map(|k| n.labels.get(k).cloned().unwrap_or_default())
+            .collect();
         let svc_tasks = load[i].by_service.get(sid).copied().unwrap_or(0);
         *leaf_count.entry(key.clone()).or_default() += svc_tasks;
-        leaves.entry(key).or_default().push(Reverse((svc_tasks, load[i].tasks, i)));
+        leaves
+            .entry(key)
+            .or_default()
+            .push(Reverse((svc_tasks, load[i].tasks, i)));
     }
     for t in tasks {
         let mut placed = None;
@@ -254,7 +288,9 @@ fn place_service(
             // Descend the spread tree: at each level keep the value with fewest tasks.
             let leaf = pick_leaf(&leaf_count, &leaves, svc.spread.len());
             let Some(leaf) = leaf else { break };
-            let Some(heap) = leaves.get_mut(&leaf) else { break };
+            let Some(heap) = leaves.get_mut(&leaf) else {
+                break;
+            };
             let Some(Reverse((svc_tasks, total, i))) = heap.pop() else {
                 leaves.remove(&leaf);
                 continue;
@@ -285,29 +321,43 @@ fn place_service(
             placed = Some(i);
         }
         match placed {
-            Some(i) => plan.placements.push((t.task_id.clone(), snap.nodes[i].id.clone())),
-            None => plan.pending.push((t.task_id.clone(), reason(no_resources, port_conflict, max_per_node))),
+            Some(i) => plan
+                .placements
+                .push((t.task_id.clone(), snap.nodes[i].id.clone())),
+            None => plan.pending.push((
+                t.task_id.clone(),
+                reason(no_resources, port_conflict, max_per_node),
+            )),
         }
     }
 }
+
+/// Candidate nodes per spread leaf, as (tasks of the service, tasks overall, node index).
+type Leaves = BTreeMap<Vec<String>, BinaryHeap<Reverse<(u32, u32, usize)>>>;
 
 /// Chooses the leaf to place into: level by level, the label value whose subtree holds
 /// the fewest tasks of the service (ties broken by value, for determinism).
 fn pick_leaf(
     counts: &BTreeMap<Vec<String>, u32>,
-    leaves: &BTreeMap<Vec<String>, BinaryHeap<Reverse<(u32, u32, usize)>>>,
+    leaves: &Leaves,
     levels: usize,
 ) -> Option<Vec<String>> {
     let mut prefix: Vec<String> = Vec::new();
     for level in 0..levels {
         let mut totals: BTreeMap<&str, u32> = BTreeMap::new();
-        for (k, _) in leaves.iter().filter(|(k, h)| k.starts_with(&prefix) && !h.is_empty()) {
+        for (k, _) in leaves
+            .iter()
+            .filter(|(k, h)| k.starts_with(&prefix) && !h.is_empty())
+        {
             *totals.entry(k[level].as_str()).or_default() += counts.get(k).copied().unwrap_or(0);
         }
         let (best, _) = totals.iter().min_by_key(|(v, c)| (**c, **v))?;
         prefix.push(best.to_string());
     }
-    leaves.iter().find(|(k, h)| k.starts_with(&prefix) && !h.is_empty()).map(|(k, _)| k.clone())
+    leaves
+        .iter()
+        .find(|(k, h)| k.starts_with(&prefix) && !h.is_empty())
+        .map(|(k, _)| k.clone())
 }
 
 #[cfg(test)]
@@ -319,14 +369,25 @@ mod tests {
             id: id.into(),
             hostname: format!("host-{id}"),
             ready: true,
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            capacity: Resources { nano_cpus: 2_000_000_000, memory_bytes: 1 << 30 },
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            capacity: Resources {
+                nano_cpus: 2_000_000_000,
+                memory_bytes: 1 << 30,
+            },
             ..Default::default()
         }
     }
 
     fn pending(service: &str, n: usize) -> Vec<PendingTask> {
-        (0..n).map(|i| PendingTask { task_id: format!("{service}.{i}"), service_id: service.into() }).collect()
+        (0..n)
+            .map(|i| PendingTask {
+                task_id: format!("{service}.{i}"),
+                service_id: service.into(),
+            })
+            .collect()
     }
 
     fn per_node(plan: &Plan) -> BTreeMap<String, usize> {
@@ -339,39 +400,67 @@ mod tests {
 
     #[test]
     fn spreads_replicas_evenly() {
-        let snap = Snapshot { nodes: vec![node("a", &[]), node("b", &[]), node("c", &[])], ..Default::default() };
+        let snap = Snapshot {
+            nodes: vec![node("a", &[]), node("b", &[]), node("c", &[])],
+            ..Default::default()
+        };
         let plan = schedule(&snap, &pending("web", 6));
         assert!(plan.pending.is_empty());
-        assert_eq!(per_node(&plan).values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(
+            per_node(&plan).values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2]
+        );
     }
 
     #[test]
     fn fewest_tasks_of_the_service_first() {
         let snap = Snapshot {
             nodes: vec![node("a", &[]), node("b", &[])],
-            placed: vec![PlacedTask { service_id: "web".into(), node_id: "a".into(), ..Default::default() }],
+            placed: vec![PlacedTask {
+                service_id: "web".into(),
+                node_id: "a".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let plan = schedule(&snap, &pending("web", 1));
-        assert_eq!(plan.placements, vec![("web.0".to_string(), "b".to_string())]);
+        assert_eq!(
+            plan.placements,
+            vec![("web.0".to_string(), "b".to_string())]
+        );
     }
 
     #[test]
     fn constraints_filter_and_explain() {
-        let mut snap = Snapshot { nodes: vec![node("a", &[("zone", "a")]), node("b", &[("zone", "b")])], ..Default::default() };
+        let mut snap = Snapshot {
+            nodes: vec![node("a", &[("zone", "a")]), node("b", &[("zone", "b")])],
+            ..Default::default()
+        };
         snap.services.insert(
             "db".into(),
-            ServiceConstraints { constraints: vec![Constraint::parse("node.labels.zone==b").expect("parse")], ..Default::default() },
+            ServiceConstraints {
+                constraints: vec![Constraint::parse("node.labels.zone==b").expect("parse")],
+                ..Default::default()
+            },
         );
         let plan = schedule(&snap, &pending("db", 2));
         assert!(plan.placements.iter().all(|(_, n)| n == "b"));
         snap.services.insert(
             "db".into(),
-            ServiceConstraints { constraints: vec![Constraint::parse("node.labels.zone==c").expect("parse")], ..Default::default() },
+            ServiceConstraints {
+                constraints: vec![Constraint::parse("node.labels.zone==c").expect("parse")],
+                ..Default::default()
+            },
         );
         let plan = schedule(&snap, &pending("db", 1));
         assert!(plan.placements.is_empty());
-        assert!(plan.pending[0].1.contains("no node satisfies constraint node.labels.zone==c"), "{}", plan.pending[0].1);
+        assert!(
+            plan.pending[0]
+                .1
+                .contains("no node satisfies constraint node.labels.zone==c"),
+            "{}",
+            plan.pending[0].1
+        );
     }
 
     #[test]
@@ -382,12 +471,18 @@ mod tests {
             nodes: vec![m, node("w", &[])],
             services: [(
                 "s".to_string(),
-                ServiceConstraints { constraints: vec![Constraint::parse("node.role==manager").expect("parse")], ..Default::default() },
+                ServiceConstraints {
+                    constraints: vec![Constraint::parse("node.role==manager").expect("parse")],
+                    ..Default::default()
+                },
             )]
             .into(),
             ..Default::default()
         };
-        assert!(schedule(&snap, &pending("s", 3)).placements.iter().all(|(_, n)| n == "m"));
+        assert!(schedule(&snap, &pending("s", 3))
+            .placements
+            .iter()
+            .all(|(_, n)| n == "m"));
         let c = Constraint::parse("node.hostname!=host-w").expect("parse");
         assert!(c.matches(&snap.nodes[0]) && !c.matches(&snap.nodes[1]));
         assert!(Constraint::parse("node.zone==a").is_err());
@@ -402,28 +497,61 @@ mod tests {
         b.ready = false;
         let mut c = node("c", &[]);
         c.availability = Availability::Pause;
-        let snap = Snapshot { nodes: vec![a, b, c, node("d", &[])], ..Default::default() };
+        let snap = Snapshot {
+            nodes: vec![a, b, c, node("d", &[])],
+            ..Default::default()
+        };
         let plan = schedule(&snap, &pending("s", 3));
         assert!(plan.placements.iter().all(|(_, n)| n == "d"));
-        let snap = Snapshot { nodes: snap.nodes[..3].to_vec(), ..Default::default() };
+        let snap = Snapshot {
+            nodes: snap.nodes[..3].to_vec(),
+            ..Default::default()
+        };
         let plan = schedule(&snap, &pending("s", 1));
-        assert!(plan.pending[0].1.contains("1 node down"), "{}", plan.pending[0].1);
+        assert!(
+            plan.pending[0].1.contains("1 node down"),
+            "{}",
+            plan.pending[0].1
+        );
     }
 
     #[test]
     fn reservations_and_max_per_node() {
-        let mut snap = Snapshot { nodes: vec![node("a", &[]), node("b", &[])], ..Default::default() };
+        let mut snap = Snapshot {
+            nodes: vec![node("a", &[]), node("b", &[])],
+            ..Default::default()
+        };
         snap.services.insert(
             "big".into(),
-            ServiceConstraints { reservations: Resources { nano_cpus: 0, memory_bytes: 600 << 20 }, ..Default::default() },
+            ServiceConstraints {
+                reservations: Resources {
+                    nano_cpus: 0,
+                    memory_bytes: 600 << 20,
+                },
+                ..Default::default()
+            },
         );
         let plan = schedule(&snap, &pending("big", 3));
         assert_eq!(plan.placements.len(), 2, "one 600 MiB task per 1 GiB node");
-        assert!(plan.pending[0].1.contains("insufficient resources"), "{}", plan.pending[0].1);
-        snap.services.insert("m".into(), ServiceConstraints { max_replicas_per_node: 1, ..Default::default() });
+        assert!(
+            plan.pending[0].1.contains("insufficient resources"),
+            "{}",
+            plan.pending[0].1
+        );
+        snap.services.insert(
+            "m".into(),
+            ServiceConstraints {
+                max_replicas_per_node: 1,
+                ..Default::default()
+            },
+        );
         let plan = schedule(&snap, &pending("m", 3));
         assert_eq!(plan.placements.len(), 2);
-        assert!(plan.pending[0].1.contains("max replicas per node"), "{}", plan.pending[0].1);
+        assert!(
+            plan.pending[0].1.contains("max replicas per node"),
+            "{}",
+            plan.pending[0].1
+        );
     }
 
     #[test]
@@ -438,9 +566,18 @@ mod tests {
             }],
             ..Default::default()
         };
-        snap.services.insert("web".into(), ServiceConstraints { host_ports: vec![("tcp".into(), 80)], ..Default::default() });
+        snap.services.insert(
+            "web".into(),
+            ServiceConstraints {
+                host_ports: vec![("tcp".into(), 80)],
+                ..Default::default()
+            },
+        );
         let plan = schedule(&snap, &pending("web", 2));
-        assert_eq!(plan.placements, vec![("web.0".to_string(), "b".to_string())]);
+        assert_eq!(
+            plan.placements,
+            vec![("web.0".to_string(), "b".to_string())]
+        );
         assert!(plan.pending[0].1.contains("port"), "{}", plan.pending[0].1);
     }
 
@@ -454,7 +591,14 @@ mod tests {
         ];
         let snap = Snapshot {
             nodes,
-            services: [("s".to_string(), ServiceConstraints { spread: vec!["zone".into()], ..Default::default() })].into(),
+            services: [(
+                "s".to_string(),
+                ServiceConstraints {
+                    spread: vec!["zone".into()],
+                    ..Default::default()
+                },
+            )]
+            .into(),
             ..Default::default()
         };
         let plan = schedule(&snap, &pending("s", 4));
@@ -464,7 +608,13 @@ mod tests {
 
     #[test]
     fn deterministic() {
-        let snap = Snapshot { nodes: (0..20).map(|i| node(&format!("n{i}"), &[])).collect(), ..Default::default() };
-        assert_eq!(schedule(&snap, &pending("s", 50)), schedule(&snap, &pending("s", 50)));
+        let snap = Snapshot {
+            nodes: (0..20).map(|i| node(&format!("n{i}"), &[])).collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            schedule(&snap, &pending("s", 50)),
+            schedule(&snap, &pending("s", 50))
+        );
     }
 }

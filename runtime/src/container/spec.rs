@@ -87,7 +87,11 @@ pub enum SpecError {
 
 fn cap_names(caps: &[Capability]) -> Vec<String> {
     caps.iter()
-        .filter_map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(String::from)))
+        .filter_map(|c| {
+            serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+        })
         .collect()
 }
 
@@ -96,14 +100,21 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
     let caps = if run.privileged {
         security::all_capabilities()
     } else {
-        security::apply_cap_changes(security::default_capabilities(), &run.cap_add, &run.cap_drop)?
+        security::apply_cap_changes(
+            security::default_capabilities(),
+            &run.cap_add,
+            &run.cap_drop,
+        )?
     };
     let names = cap_names(&caps);
     // A non-root user keeps no effective capabilities, as with Docker.
     let effective = if user.uid == 0 { names.clone() } else { vec![] };
     let mut env = run.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         env.push(format!("HOSTNAME={}", run.hostname));
@@ -133,7 +144,12 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
         }));
     }
     mounts.extend(crate::volume::oci_mounts(&run.volumes));
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
     match &run.network {
         NetworkNamespace::New => namespaces.push(json!({"type": "network"})),
         NetworkNamespace::Host => {}
@@ -153,7 +169,8 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
         linux["readonlyPaths"] = json!(security::readonly_paths());
         if !run.seccomp_unconfined {
             let seccomp = security::default_seccomp(&caps);
-            linux["seccomp"] = serde_json::to_value(seccomp).map_err(|e| SpecError::Invalid(e.to_string()))?;
+            linux["seccomp"] =
+                serde_json::to_value(seccomp).map_err(|e| SpecError::Invalid(e.to_string()))?;
         }
     }
     let mut process = json!({
@@ -199,15 +216,15 @@ fn default_device_rules(privileged: bool) -> Vec<serde_json::Value> {
     }
     let c = |major: i64, minor: i64| json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"});
     vec![
-        c(1, 3),   // null
-        c(1, 5),   // zero
-        c(1, 7),   // full
-        c(5, 0),   // tty
-        c(1, 9),   // urandom
-        c(1, 8),   // random
-        c(5, 1),   // console
-        c(5, 2),   // ptmx
-        json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}), // pts
+        c(1, 3),                                                                          // null
+        c(1, 5),                                                                          // zero
+        c(1, 7),                                                                          // full
+        c(5, 0),                                                                          // tty
+        c(1, 9),                                                                          // urandom
+        c(1, 8),                                                                          // random
+        c(5, 1),                                                                          // console
+        c(5, 2),                                                                          // ptmx
+        json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}),               // pts
         json!({"allow": false, "type": "c", "major": 10, "minor": 229, "access": "rwm"}), // fuse
     ]
 }
@@ -229,15 +246,32 @@ mod tests {
 
     #[test]
     fn defaults_are_dockers() {
-        let s = oci_spec(&run(), &User { home: "/root".into(), ..Default::default() }).expect("spec");
+        let s = oci_spec(
+            &run(),
+            &User {
+                home: "/root".into(),
+                ..Default::default()
+            },
+        )
+        .expect("spec");
         let v = serde_json::to_value(&s).expect("json");
-        let bounding = v["process"]["capabilities"]["bounding"].as_array().expect("caps");
+        let bounding = v["process"]["capabilities"]["bounding"]
+            .as_array()
+            .expect("caps");
         assert_eq!(bounding.len(), 14);
         assert!(bounding.contains(&json!("CAP_NET_RAW")));
         assert!(!bounding.contains(&json!("CAP_SYS_ADMIN")));
         assert!(v["linux"]["seccomp"].is_object());
-        assert!(v["linux"]["maskedPaths"].as_array().expect("masked").contains(&json!("/proc/kcore")));
-        let ns: Vec<_> = v["linux"]["namespaces"].as_array().expect("ns").iter().map(|n| n["type"].clone()).collect();
+        assert!(v["linux"]["maskedPaths"]
+            .as_array()
+            .expect("masked")
+            .contains(&json!("/proc/kcore")));
+        let ns: Vec<_> = v["linux"]["namespaces"]
+            .as_array()
+            .expect("ns")
+            .iter()
+            .map(|n| n["type"].clone())
+            .collect();
         for t in ["pid", "ipc", "uts", "mount", "network"] {
             assert!(ns.contains(&json!(t)), "missing {t} namespace");
         }
@@ -252,15 +286,33 @@ mod tests {
         r.privileged = true;
         let v = serde_json::to_value(oci_spec(&r, &User::default()).expect("spec")).expect("json");
         assert!(v["linux"].get("seccomp").is_none() || v["linux"]["seccomp"].is_null());
-        assert!(v["process"]["capabilities"]["bounding"].as_array().expect("caps").contains(&json!("CAP_SYS_ADMIN")));
+        assert!(v["process"]["capabilities"]["bounding"]
+            .as_array()
+            .expect("caps")
+            .contains(&json!("CAP_SYS_ADMIN")));
     }
 
     #[test]
     fn non_root_user_has_no_effective_caps_and_host_network_has_no_netns() {
         let mut r = run();
         r.network = NetworkNamespace::Host;
-        let v = serde_json::to_value(oci_spec(&r, &User { uid: 33, gid: 33, ..Default::default() }).expect("spec")).expect("json");
+        let v = serde_json::to_value(
+            oci_spec(
+                &r,
+                &User {
+                    uid: 33,
+                    gid: 33,
+                    ..Default::default()
+                },
+            )
+            .expect("spec"),
+        )
+        .expect("json");
         assert_eq!(v["process"]["capabilities"]["effective"], json!([]));
-        assert!(!v["linux"]["namespaces"].as_array().expect("ns").iter().any(|n| n["type"] == "network"));
+        assert!(!v["linux"]["namespaces"]
+            .as_array()
+            .expect("ns")
+            .iter()
+            .any(|n| n["type"] == "network"));
     }
 }

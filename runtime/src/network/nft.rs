@@ -55,9 +55,16 @@ pub struct FwState {
 pub fn service_dnat(svc: &FwService) -> Option<String> {
     match svc.backends.as_slice() {
         [] => None,
-        [(ip, port)] => Some(format!("{} dport {} dnat ip to {ip}:{port}", svc.proto, svc.port)),
+        [(ip, port)] => Some(format!(
+            "{} dport {} dnat ip to {ip}:{port}",
+            svc.proto, svc.port
+        )),
         many => {
-            let map: Vec<String> = many.iter().enumerate().map(|(i, (ip, port))| format!("{i} : {ip} . {port}")).collect();
+            let map: Vec<String> = many
+                .iter()
+                .enumerate()
+                .map(|(i, (ip, port))| format!("{i} : {ip} . {port}"))
+                .collect();
             Some(format!(
                 "{} dport {} dnat ip to numgen inc mod {} map {{ {} }}",
                 svc.proto,
@@ -400,19 +407,37 @@ mod service_tests {
 
     #[test]
     fn services_round_robin_over_backends() {
-        let one = FwService { proto: Proto::Tcp, port: 8080, backends: vec![("10.0.0.2".parse().expect("ip"), 80)] };
-        assert_eq!(service_dnat(&one).as_deref(), Some("tcp dport 8080 dnat ip to 10.0.0.2:80"));
+        let one = FwService {
+            proto: Proto::Tcp,
+            port: 8080,
+            backends: vec![("10.0.0.2".parse().expect("ip"), 80)],
+        };
+        assert_eq!(
+            service_dnat(&one).as_deref(),
+            Some("tcp dport 8080 dnat ip to 10.0.0.2:80")
+        );
         let two = FwService {
             proto: Proto::Tcp,
             port: 8080,
-            backends: vec![("10.0.0.2".parse().expect("ip"), 80), ("10.0.0.3".parse().expect("ip"), 80)],
+            backends: vec![
+                ("10.0.0.2".parse().expect("ip"), 80),
+                ("10.0.0.3".parse().expect("ip"), 80),
+            ],
         };
         assert_eq!(
             service_dnat(&two).as_deref(),
             Some("tcp dport 8080 dnat ip to numgen inc mod 2 map { 0 : 10.0.0.2 . 80, 1 : 10.0.0.3 . 80 }")
         );
-        assert!(service_dnat(&FwService { proto: Proto::Tcp, port: 1, backends: vec![] }).is_none());
-        let state = FwState { services: vec![two], ..Default::default() };
+        assert!(service_dnat(&FwService {
+            proto: Proto::Tcp,
+            port: 1,
+            backends: vec![]
+        })
+        .is_none());
+        let state = FwState {
+            services: vec![two],
+            ..Default::default()
+        };
         assert!(ruleset("t", &state).contains("numgen inc mod 2"));
     }
 }

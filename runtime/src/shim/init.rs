@@ -160,7 +160,8 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
         .build()
         .map_err(lc)?;
     // Limits libcontainer 0.7 does not apply (it never sets memory.oom_control).
-    if let Err(e) = crate::cgroup::Cgroup::new(&run.cgroups_path).apply_after_create(&run.resources) {
+    if let Err(e) = crate::cgroup::Cgroup::new(&run.cgroups_path).apply_after_create(&run.resources)
+    {
         let mut c = container;
         let _ = c.delete(true);
         return Err(ShimError::Setup(e.to_string()));
