@@ -636,12 +636,29 @@ impl RaftHandle {
     }
 
     /// Replicates a proposal and returns its outcome once applied locally.
+    ///
+    /// While no leader is known, or if the leader changes mid-flight, it waits and
+    /// re-proposes the same request (applied at most once) until the request timeout.
     pub async fn propose(&self, p: Proposal) -> Result<Outcome, RaftError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Propose(p, tx))
-            .map_err(|_| RaftError::Stopped)?;
-        self.wait(rx).await
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if self.status().leader_id == 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || self.wait_leader(left).await.is_none() {
+                    return Err(RaftError::NoLeader);
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            self.tx.send(Msg::Propose(p.clone(), tx)).map_err(|_| RaftError::Stopped)?;
+            match self.wait(rx).await {
+                Err(RaftError::NoLeader | RaftError::LeaderChanged)
+                    if Instant::now() + Duration::from_millis(20) < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn wait<V>(&self, rx: oneshot::Receiver<Result<V, RaftError>>) -> Result<V, RaftError> {

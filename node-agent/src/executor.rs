@@ -43,6 +43,8 @@ pub struct View {
     pub tasks: Vec<Stored<Task>>,
     pub services: Vec<Stored<Service>>,
     pub networks: Vec<String>,
+    /// Secret and config contents by (kind, name).
+    pub files: HashMap<(String, String), String>,
 }
 
 /// Where tasks come from and where their state goes: the local state machine on a
@@ -80,17 +82,19 @@ impl Source for LocalSource {
     fn view(&self, node_id: &str) -> View {
         let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
         let (services, tasks, _) = read_world(&sm);
+        let mut files = HashMap::new();
+        for kind in [skiff_controller::orchestrator::KIND_SECRET, skiff_controller::orchestrator::KIND_CONFIG] {
+            for o in sm.list(kind) {
+                if let Ok(c) = serde_json::from_slice::<skiff_controller::orchestrator::FileContent>(&o.spec) {
+                    files.insert((kind.to_string(), o.name), c.content);
+                }
+            }
+        }
         View {
-            tasks: tasks
-                .into_iter()
-                .filter(|t| t.value.node_id == node_id)
-                .collect(),
+            tasks: tasks.into_iter().filter(|t| t.value.node_id == node_id).collect(),
             services,
-            networks: sm
-                .list(skiff_controller::orchestrator::KIND_NETWORK)
-                .into_iter()
-                .map(|o| o.name)
-                .collect(),
+            networks: sm.list(skiff_controller::orchestrator::KIND_NETWORK).into_iter().map(|o| o.name).collect(),
+            files,
         }
     }
 
@@ -187,6 +191,7 @@ impl RemoteSource {
                     })
                     .collect(),
                 networks: set.networks.clone(),
+                files: set.files.iter().map(|f| ((f.kind.clone(), f.name.clone()), f.content.clone())).collect(),
             };
             if let Ok(mut v) = self.view.write() {
                 *v = view;
@@ -367,6 +372,7 @@ impl Executor {
                     let _ = me.containers.stop(&cid, Some(grace)).await;
                 }
                 let _ = me.containers.remove(&cid, true).await;
+                let _ = std::fs::remove_dir_all(me.files_dir(&task_id));
                 me.health.lock().await.remove(&task_id);
                 me.stopping.lock().await.remove(&task_id);
             });
@@ -400,7 +406,7 @@ impl Executor {
             network_mode = net.clone();
             aliases = al.clone();
         }
-        let binds = tpl
+        let mut binds: Vec<String> = tpl
             .mounts
             .iter()
             .filter(|m| m.kind != "tmpfs" && !m.source.is_empty())
@@ -413,6 +419,18 @@ impl Executor {
                 )
             })
             .collect();
+        match self.write_files(t) {
+            Ok(mut extra) => binds.append(&mut extra),
+            Err(e) => {
+                self.report(t, |v| {
+                    v.status.state = TaskState::Rejected;
+                    v.status.error = e.clone();
+                    v.status.message = "preparing failed".into();
+                })
+                .await;
+                return;
+            }
+        }
         let tmpfs = tpl
             .mounts
             .iter()
@@ -576,6 +594,36 @@ impl Executor {
                     .emit("network", "destroy", &n.id, Default::default());
             }
         }
+    }
+
+    /// Where a task's secrets and configs are written (0700, removed with the task).
+    fn files_dir(&self, task_id: &str) -> std::path::PathBuf {
+        self.containers.cfg.root.join("taskfiles").join(task_id)
+    }
+
+    /// Writes the task's secrets and configs and returns read-only binds for them.
+    fn write_files(&self, t: &Stored<Task>) -> Result<Vec<String>, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let files = &t.value.template.files;
+        if files.is_empty() {
+            return Ok(vec![]);
+        }
+        let view = self.source.view(&self.node_id);
+        let dir = self.files_dir(&t.id);
+        skiff_runtime::fsutil::create_dir_mode(&dir, 0o700).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut binds = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let content = view
+                .files
+                .get(&(f.kind.clone(), f.name.clone()))
+                .ok_or_else(|| format!("{} {} not found", f.kind, f.name))?;
+            let path = dir.join(format!("{i}-{}", f.name));
+            skiff_runtime::fsutil::write_atomic(&path, content.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mode = if f.mode == 0 { 0o444 } else { f.mode };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
+            binds.push(format!("{}:{}:ro", path.display(), f.target));
+        }
+        Ok(binds)
     }
 
     async fn ensure_network(&self, name: &str) -> Result<(), String> {

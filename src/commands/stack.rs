@@ -179,7 +179,8 @@ pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
                 ));
             }
             let timeout = parse_timeout(&a.timeout)?;
-            let spec = load(&a.compose_files, &a.name)?;
+            let mut spec = load(&a.compose_files, &a.name)?;
+            inline_file_sources(&mut spec)?;
             let r = c
                 .stack_deploy(pb::StackDeployRequest {
                     stack_json: skiff_stack::to_json(&spec),
@@ -238,4 +239,32 @@ pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Secrets and configs are read here, on the machine that has the files, and travel to
+/// the cluster as content (the manager may be another host).
+fn inline_file_sources(spec: &mut skiff_stack::StackSpec) -> anyhow::Result<()> {
+    use skiff_stack::spec::Source;
+    let read = |what: &str, name: &str, src: &Source| -> anyhow::Result<Option<String>> {
+        match src {
+            Source::File(p) => std::fs::read_to_string(p)
+                .map(Some)
+                .map_err(|e| crate::client::exit(1, format!("{what} {name}: reading {}: {e}", p.display()))),
+            Source::Environment(v) => std::env::var(v)
+                .map(Some)
+                .map_err(|_| crate::client::exit(1, format!("{what} {name}: environment variable {v} is not set"))),
+            _ => Ok(None),
+        }
+    };
+    for (k, s) in spec.secrets.iter_mut() {
+        if let Some(c) = read("secret", k, &s.source)? {
+            s.source = Source::Content(c);
+        }
+    }
+    for (k, c) in spec.configs.iter_mut() {
+        if let Some(v) = read("config", k, &c.source)? {
+            c.source = Source::Content(v);
+        }
+    }
+    Ok(())
 }

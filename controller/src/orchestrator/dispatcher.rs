@@ -46,10 +46,23 @@ pub fn assignments(sm: &crate::state::StateMachine, node: &str) -> pb::Assignmen
         .filter(|s| tasks.iter().any(|t| t.value.service_id == s.id))
         .map(obj)
         .collect();
+    // Only the secrets and configs this node's tasks mount are sent to it.
+    let mut files: Vec<pb::FileObject> = Vec::new();
+    for f in tasks.iter().flat_map(|t| t.value.template.files.iter()) {
+        if files.iter().any(|x| x.kind == f.kind && x.name == f.name) {
+            continue;
+        }
+        if let Some(o) = sm.get(&f.kind, &f.name) {
+            if let Ok(c) = serde_json::from_slice::<FileContent>(&o.spec) {
+                files.push(pb::FileObject { kind: f.kind.clone(), name: f.name.clone(), content: c.content });
+            }
+        }
+    }
     pb::AssignmentSet {
         tasks: tasks.into_iter().map(obj).collect(),
         services,
         networks: sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect(),
+        files,
     }
 }
 

@@ -161,6 +161,18 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
                 }),
             stop_signal: s.stop_signal.clone().unwrap_or_default(),
             stop_grace_period_ms: s.stop_grace_period.map(ms).unwrap_or(10_000),
+            files: s
+                .secrets
+                .iter()
+                .map(|r| (KIND_SECRET, r, spec.secrets.get(&r.source).map(|x| x.name.clone())))
+                .chain(s.configs.iter().map(|r| (KIND_CONFIG, r, spec.configs.get(&r.source).map(|x| x.name.clone()))))
+                .map(|(kind, r, name)| FileMount {
+                    kind: kind.into(),
+                    name: name.unwrap_or_else(|| scoped(stack, &r.source)),
+                    target: r.target.clone(),
+                    mode: r.mode,
+                })
+                .collect(),
         },
         placement: Placement {
             constraints: s
@@ -204,4 +216,17 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
             .collect(),
         endpoint_mode: enum_str(&s.deploy.endpoint_mode),
     }
+}
+
+/// The secrets and configs a stack defines with content: (kind, cluster name, content).
+pub fn files(spec: &st::StackSpec) -> Vec<(&'static str, String, String)> {
+    let mut out = Vec::new();
+    for (kind, map) in [(KIND_SECRET, &spec.secrets), (KIND_CONFIG, &spec.configs)] {
+        for f in map.values() {
+            if let st::Source::Content(c) = &f.source {
+                out.push((kind, f.name.clone(), c.clone()));
+            }
+        }
+    }
+    out
 }

@@ -19,6 +19,27 @@ pub struct MountSpec {
     pub read_only: bool,
 }
 
+/// A secret or config a task sees as a read-only file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileMount {
+    /// `secret` or `config`: the object kind holding the content.
+    pub kind: String,
+    /// The object's cluster name.
+    pub name: String,
+    /// Absolute path in the container.
+    pub target: String,
+    pub mode: u32,
+}
+
+/// The stored content of a secret or config.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileContent {
+    pub content: String,
+}
+
+pub const KIND_SECRET: &str = "secret";
+pub const KIND_CONFIG: &str = "config";
+
 /// A port the service publishes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PortSpec {
@@ -65,6 +86,9 @@ pub struct TaskTemplate {
     pub healthcheck: Option<Healthcheck>,
     pub stop_signal: String,
     pub stop_grace_period_ms: u64,
+    /// Secrets and configs mounted read-only.
+    #[serde(default)]
+    pub files: Vec<FileMount>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
