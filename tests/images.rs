@@ -563,7 +563,15 @@ fn docker_load_accepts_our_save() {
     a.cmd(&["save", "-o", &archive.to_string_lossy(), "skiff-interop:1"]);
     let out = d.docker(&["load", "-i", &archive.to_string_lossy()]);
     assert!(out.contains("skiff-interop:1"), "docker load: {out}");
-    let out = d.docker(&["run", "--rm", "--network", "none", "skiff-interop:1", "echo", "ok"]);
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "skiff-interop:1",
+        "echo",
+        "ok",
+    ]);
     assert_eq!(out, "ok\n");
     // And back: docker save, skiff load, run on our side.
     let back = dir.path().join("back.tar");
@@ -571,7 +579,11 @@ fn docker_load_accepts_our_save() {
     d.docker(&["save", "-o", &back.to_string_lossy(), "from-docker:2"]);
     let b = Agent::start();
     b.cmd(&["load", "-i", &back.to_string_lossy()]);
-    assert_eq!(b.cmd(&["run", "--rm", "from-docker:2", "echo", "ok"]).stdout, "ok\n");
+    assert_eq!(
+        b.cmd(&["run", "--rm", "from-docker:2", "echo", "ok"])
+            .stdout,
+        "ok\n"
+    );
 }
 
 /// A dockerd with its own data root and socket, stopped and removed on drop.
@@ -585,7 +597,10 @@ impl PrivateDockerd {
         if !Path::new("/usr/sbin/dockerd").exists() && !Path::new("/usr/bin/dockerd").exists() {
             return None;
         }
-        let dir = tempfile::Builder::new().prefix("skd").tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("skd")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let sock = dir.path().join("docker.sock");
         let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("log");
         let child = Command::new("dockerd")
@@ -609,27 +624,39 @@ impl PrivateDockerd {
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        panic!("private dockerd did not start: {}", std::fs::read_to_string(d.dir.path().join("dockerd.log")).unwrap_or_default());
+        panic!(
+            "private dockerd did not start: {}",
+            std::fs::read_to_string(d.dir.path().join("dockerd.log")).unwrap_or_default()
+        );
     }
 
     fn try_docker(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("docker")
             .arg("-H")
-            .arg(format!("unix://{}", self.dir.path().join("docker.sock").display()))
+            .arg(format!(
+                "unix://{}",
+                self.dir.path().join("docker.sock").display()
+            ))
             .args(args)
             .output()
             .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn docker(&self, args: &[&str]) -> String {
-        self.try_docker(args).unwrap_or_else(|| panic!("docker {args:?} failed"))
+        self.try_docker(args)
+            .unwrap_or_else(|| panic!("docker {args:?} failed"))
     }
 }
 
 impl Drop for PrivateDockerd {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         for _ in 0..50 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 break;
@@ -640,7 +667,11 @@ impl Drop for PrivateDockerd {
         let _ = self.child.wait();
         if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
             let base = self.dir.path().to_string_lossy().into_owned();
-            let mut points: Vec<&str> = m.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&base)).collect();
+            let mut points: Vec<&str> = m
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&base))
+                .collect();
             points.sort_by_key(|p| std::cmp::Reverse(p.len()));
             for p in points {
                 let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);

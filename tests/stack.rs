@@ -243,14 +243,43 @@ fn secrets_and_configs_are_mounted_read_only() {
         "sec.yaml",
         "services:\n  app:\n    image: busybox:latest\n    command: [sleep, '1000']\n    stop_grace_period: 1s\n    secrets: [db_password]\n    configs:\n      - source: app_conf\n        target: /etc/app.conf\nsecrets:\n  db_password:\n    file: ./db_password.txt\nconfigs:\n  app_conf:\n    file: ./app.conf\n",
     );
-    a.cmd(&["stack", "deploy", "-c", &file, "--detach=false", "--timeout", "60s", "sec"]);
-    let c = a.cmd(&["ps", "-q", "--filter", "name=sec_app"]).stdout.trim().to_string();
-    assert_eq!(a.cmd(&["exec", &c, "cat", "/run/secrets/db_password"]).stdout, "s3cret\n");
-    assert_eq!(a.cmd(&["exec", &c, "cat", "/etc/app.conf"]).stdout, "level=debug\n");
-    assert_ne!(a.try_cmd(&["exec", &c, "sh", "-c", "echo x > /run/secrets/db_password"]).code, 0, "secrets are read-only");
+    a.cmd(&[
+        "stack",
+        "deploy",
+        "-c",
+        &file,
+        "--detach=false",
+        "--timeout",
+        "60s",
+        "sec",
+    ]);
+    let c = a
+        .cmd(&["ps", "-q", "--filter", "name=sec_app"])
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(
+        a.cmd(&["exec", &c, "cat", "/run/secrets/db_password"])
+            .stdout,
+        "s3cret\n"
+    );
+    assert_eq!(
+        a.cmd(&["exec", &c, "cat", "/etc/app.conf"]).stdout,
+        "level=debug\n"
+    );
+    assert_ne!(
+        a.try_cmd(&["exec", &c, "sh", "-c", "echo x > /run/secrets/db_password"])
+            .code,
+        0,
+        "secrets are read-only"
+    );
     a.cmd(&["stack", "rm", "sec"]);
-    a.wait_until("containers removed", Duration::from_secs(30), || a.cmd(&["ps", "-aq"]).stdout.trim().is_empty());
+    a.wait_until("containers removed", Duration::from_secs(30), || {
+        a.cmd(&["ps", "-aq"]).stdout.trim().is_empty()
+    });
     // The secret's file on the host went with its task.
-    let left = std::fs::read_dir(a.root.join("taskfiles")).map(|d| d.count()).unwrap_or(0);
+    let left = std::fs::read_dir(a.root.join("taskfiles"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(left, 0, "task files left behind");
 }

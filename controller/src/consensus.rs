@@ -139,6 +139,8 @@ pub struct RaftHandle {
 }
 
 type Reply = oneshot::Sender<Result<Outcome, RaftError>>;
+/// Where a linearizable read waits for its index.
+type ReadReply = oneshot::Sender<Result<u64, RaftError>>;
 
 struct Node<T: Transport> {
     raw: RawNode<DiskStorage>,
@@ -147,7 +149,7 @@ struct Node<T: Transport> {
     sm: Arc<RwLock<StateMachine>>,
     /// Waiters by request ID (several if a request was retried).
     waiters: HashMap<String, Vec<(Instant, Reply)>>,
-    reads: HashMap<Vec<u8>, (Instant, oneshot::Sender<Result<u64, RaftError>>)>,
+    reads: HashMap<Vec<u8>, (Instant, ReadReply)>,
     read_seq: u64,
     snapshot_index: u64,
     status: watch::Sender<RaftStatus>,
@@ -174,8 +176,7 @@ pub fn start<T: Transport>(
         if let Bootstrap::New(store) = &bootstrap {
             // The founding member's first snapshot is the initial state: index 1, term 1,
             // itself the only voter. Joiners start empty and receive it from the leader.
-            let mut snap = Snapshot::default();
-            snap.data = serde_json::to_vec(store.as_ref())?.into();
+            let mut snap = Snapshot { data: serde_json::to_vec(store.as_ref())?.into(), ..Default::default() };
             let md = snap.mut_metadata();
             md.index = 1;
             md.term = 1;
@@ -538,8 +539,7 @@ impl<T: Transport> Node<T> {
             (applied, sm.snapshot_data()?)
         };
         let term = self.raw.store().term(applied)?;
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot { data: data.into(), ..Default::default() };
         let md = snap.mut_metadata();
         md.index = applied;
         md.term = term;
@@ -649,7 +649,9 @@ impl RaftHandle {
                 }
             }
             let (tx, rx) = oneshot::channel();
-            self.tx.send(Msg::Propose(p.clone(), tx)).map_err(|_| RaftError::Stopped)?;
+            self.tx
+                .send(Msg::Propose(p.clone(), tx))
+                .map_err(|_| RaftError::Stopped)?;
             match self.wait(rx).await {
                 Err(RaftError::NoLeader | RaftError::LeaderChanged)
                     if Instant::now() + Duration::from_millis(20) < deadline =>

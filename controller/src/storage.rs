@@ -560,8 +560,7 @@ impl Storage for DiskStorage {
             let data = sm
                 .snapshot_data()
                 .map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
-            let mut snap = Snapshot::default();
-            snap.data = data.into();
+            let mut snap = Snapshot { data: data.into(), ..Default::default() };
             let md = snap.mut_metadata();
             md.index = index;
             md.term = self.mem.term(index)?;

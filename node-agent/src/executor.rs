@@ -83,17 +83,29 @@ impl Source for LocalSource {
         let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
         let (services, tasks, _) = read_world(&sm);
         let mut files = HashMap::new();
-        for kind in [skiff_controller::orchestrator::KIND_SECRET, skiff_controller::orchestrator::KIND_CONFIG] {
+        for kind in [
+            skiff_controller::orchestrator::KIND_SECRET,
+            skiff_controller::orchestrator::KIND_CONFIG,
+        ] {
             for o in sm.list(kind) {
-                if let Ok(c) = serde_json::from_slice::<skiff_controller::orchestrator::FileContent>(&o.spec) {
+                if let Ok(c) =
+                    serde_json::from_slice::<skiff_controller::orchestrator::FileContent>(&o.spec)
+                {
                     files.insert((kind.to_string(), o.name), c.content);
                 }
             }
         }
         View {
-            tasks: tasks.into_iter().filter(|t| t.value.node_id == node_id).collect(),
+            tasks: tasks
+                .into_iter()
+                .filter(|t| t.value.node_id == node_id)
+                .collect(),
             services,
-            networks: sm.list(skiff_controller::orchestrator::KIND_NETWORK).into_iter().map(|o| o.name).collect(),
+            networks: sm
+                .list(skiff_controller::orchestrator::KIND_NETWORK)
+                .into_iter()
+                .map(|o| o.name)
+                .collect(),
             files,
         }
     }
@@ -191,7 +203,11 @@ impl RemoteSource {
                     })
                     .collect(),
                 networks: set.networks.clone(),
-                files: set.files.iter().map(|f| ((f.kind.clone(), f.name.clone()), f.content.clone())).collect(),
+                files: set
+                    .files
+                    .iter()
+                    .map(|f| ((f.kind.clone(), f.name.clone()), f.content.clone()))
+                    .collect(),
             };
             if let Ok(mut v) = self.view.write() {
                 *v = view;
@@ -610,7 +626,8 @@ impl Executor {
         }
         let view = self.source.view(&self.node_id);
         let dir = self.files_dir(&t.id);
-        skiff_runtime::fsutil::create_dir_mode(&dir, 0o700).map_err(|e| format!("{}: {e}", dir.display()))?;
+        skiff_runtime::fsutil::create_dir_mode(&dir, 0o700)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut binds = Vec::new();
         for (i, f) in files.iter().enumerate() {
             let content = view
@@ -618,9 +635,11 @@ impl Executor {
                 .get(&(f.kind.clone(), f.name.clone()))
                 .ok_or_else(|| format!("{} {} not found", f.kind, f.name))?;
             let path = dir.join(format!("{i}-{}", f.name));
-            skiff_runtime::fsutil::write_atomic(&path, content.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+            skiff_runtime::fsutil::write_atomic(&path, content.as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             let mode = if f.mode == 0 { 0o444 } else { f.mode };
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| e.to_string())?;
             binds.push(format!("{}:{}:ro", path.display(), f.target));
         }
         Ok(binds)

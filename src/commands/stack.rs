@@ -247,12 +247,15 @@ fn inline_file_sources(spec: &mut skiff_stack::StackSpec) -> anyhow::Result<()> 
     use skiff_stack::spec::Source;
     let read = |what: &str, name: &str, src: &Source| -> anyhow::Result<Option<String>> {
         match src {
-            Source::File(p) => std::fs::read_to_string(p)
-                .map(Some)
-                .map_err(|e| crate::client::exit(1, format!("{what} {name}: reading {}: {e}", p.display()))),
-            Source::Environment(v) => std::env::var(v)
-                .map(Some)
-                .map_err(|_| crate::client::exit(1, format!("{what} {name}: environment variable {v} is not set"))),
+            Source::File(p) => std::fs::read_to_string(p).map(Some).map_err(|e| {
+                crate::client::exit(1, format!("{what} {name}: reading {}: {e}", p.display()))
+            }),
+            Source::Environment(v) => std::env::var(v).map(Some).map_err(|_| {
+                crate::client::exit(
+                    1,
+                    format!("{what} {name}: environment variable {v} is not set"),
+                )
+            }),
             _ => Ok(None),
         }
     };

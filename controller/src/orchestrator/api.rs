@@ -147,11 +147,22 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         {
             let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
             for (kind, name, content) in stack::files(&spec) {
-                let body = serde_json::to_vec(&FileContent { content }).map_err(|e| Status::internal(e.to_string()))?;
+                let body = serde_json::to_vec(&FileContent { content })
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 match sm.get(kind, &name) {
                     Some(o) if o.spec == body => {}
-                    Some(o) => ops.push(Op::Update { kind: kind.into(), id: o.id.clone(), spec: body, expected_version: o.version }),
-                    None => ops.push(Op::Create { kind: kind.into(), id: new_id(), name, spec: body }),
+                    Some(o) => ops.push(Op::Update {
+                        kind: kind.into(),
+                        id: o.id.clone(),
+                        spec: body,
+                        expected_version: o.version,
+                    }),
+                    None => ops.push(Op::Create {
+                        kind: kind.into(),
+                        id: new_id(),
+                        name,
+                        spec: body,
+                    }),
                 }
             }
         }
@@ -239,8 +250,16 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
             let prefix = format!("{name}_");
             for kind in [KIND_SECRET, KIND_CONFIG] {
-                for o in sm.list(kind).into_iter().filter(|o| o.name.starts_with(&prefix)) {
-                    ops.push(Op::Delete { kind: kind.into(), id: o.id.clone(), expected_version: 0 });
+                for o in sm
+                    .list(kind)
+                    .into_iter()
+                    .filter(|o| o.name.starts_with(&prefix))
+                {
+                    ops.push(Op::Delete {
+                        kind: kind.into(),
+                        id: o.id.clone(),
+                        expected_version: 0,
+                    });
                     removed.push(format!("Removing {kind} {}", o.name));
                 }
             }

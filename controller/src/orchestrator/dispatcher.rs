@@ -54,7 +54,11 @@ pub fn assignments(sm: &crate::state::StateMachine, node: &str) -> pb::Assignmen
         }
         if let Some(o) = sm.get(&f.kind, &f.name) {
             if let Ok(c) = serde_json::from_slice::<FileContent>(&o.spec) {
-                files.push(pb::FileObject { kind: f.kind.clone(), name: f.name.clone(), content: c.content });
+                files.push(pb::FileObject {
+                    kind: f.kind.clone(),
+                    name: f.name.clone(),
+                    content: c.content,
+                });
             }
         }
     }

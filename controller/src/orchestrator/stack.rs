@@ -164,8 +164,20 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
             files: s
                 .secrets
                 .iter()
-                .map(|r| (KIND_SECRET, r, spec.secrets.get(&r.source).map(|x| x.name.clone())))
-                .chain(s.configs.iter().map(|r| (KIND_CONFIG, r, spec.configs.get(&r.source).map(|x| x.name.clone()))))
+                .map(|r| {
+                    (
+                        KIND_SECRET,
+                        r,
+                        spec.secrets.get(&r.source).map(|x| x.name.clone()),
+                    )
+                })
+                .chain(s.configs.iter().map(|r| {
+                    (
+                        KIND_CONFIG,
+                        r,
+                        spec.configs.get(&r.source).map(|x| x.name.clone()),
+                    )
+                }))
                 .map(|(kind, r, name)| FileMount {
                     kind: kind.into(),
                     name: name.unwrap_or_else(|| scoped(stack, &r.source)),
