@@ -85,7 +85,7 @@ fn three_managers_failover_restart_and_worker_lifecycle() {
         .cmd(&["cluster", "join-token", "-q", "worker"])
         .trim()
         .to_string();
-    let mut ms = vec![
+    let mut ms = [
         m1,
         Member::start(true, Some((port1, mtoken.clone()))),
         Member::start(true, Some((port1, mtoken))),
@@ -156,9 +156,9 @@ fn three_managers_failover_restart_and_worker_lifecycle() {
 
     // Majority down: writes refused with a clear error.
     let keep = (li + 2) % 3;
-    for i in 0..3 {
+    for (i, m) in ms.iter_mut().enumerate() {
         if i != keep {
-            ms[i].kill9();
+            m.kill9();
         }
     }
     let out = ms[keep].try_cmd(&["node", "update", "--label-add", "lost=quorum", "self"]);

@@ -176,7 +176,10 @@ pub fn start<T: Transport>(
         if let Bootstrap::New(store) = &bootstrap {
             // The founding member's first snapshot is the initial state: index 1, term 1,
             // itself the only voter. Joiners start empty and receive it from the leader.
-            let mut snap = Snapshot { data: serde_json::to_vec(store.as_ref())?.into(), ..Default::default() };
+            let mut snap = Snapshot {
+                data: serde_json::to_vec(store.as_ref())?.into(),
+                ..Default::default()
+            };
             let md = snap.mut_metadata();
             md.index = 1;
             md.term = 1;
@@ -539,7 +542,10 @@ impl<T: Transport> Node<T> {
             (applied, sm.snapshot_data()?)
         };
         let term = self.raw.store().term(applied)?;
-        let mut snap = Snapshot { data: data.into(), ..Default::default() };
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let md = snap.mut_metadata();
         md.index = applied;
         md.term = term;

@@ -560,7 +560,10 @@ impl Storage for DiskStorage {
             let data = sm
                 .snapshot_data()
                 .map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
-            let mut snap = Snapshot { data: data.into(), ..Default::default() };
+            let mut snap = Snapshot {
+                data: data.into(),
+                ..Default::default()
+            };
             let md = snap.mut_metadata();
             md.index = index;
             md.term = self.mem.term(index)?;
@@ -577,6 +580,8 @@ impl Storage for DiskStorage {
 }
 
 #[cfg(test)]
+// Protobuf messages are built field by field.
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 

@@ -248,7 +248,7 @@ pub struct Executor {
     source: Arc<dyn Source>,
     node_id: String,
     health: Mutex<HashMap<String, Health>>,
-    /// Tasks whose container is being stopped (stops run concurrently, off the pass).
+    /// Tasks with a start or stop in flight (both run concurrently, off the pass).
     stopping: Mutex<std::collections::HashSet<String>>,
 }
 
@@ -323,7 +323,20 @@ impl Executor {
                     if t.value.not_before_ms > now {
                         continue;
                     }
-                    self.start(t, cid).instrument(span).await;
+                    // Starts run concurrently; the `stopping` set doubles as the in-flight
+                    // guard so a slow start is not begun twice by the next pass.
+                    if !self.stopping.lock().await.insert(t.id.clone()) {
+                        continue;
+                    }
+                    let me = self.clone();
+                    let t = t.clone();
+                    tokio::spawn(
+                        async move {
+                            me.start(&t, cid).await;
+                            me.stopping.lock().await.remove(&t.id);
+                        }
+                        .instrument(span),
+                    );
                 }
                 (Desired::Running, TaskState::Starting | TaskState::Running) => {
                     self.observe(t, cid, now).instrument(span).await;
