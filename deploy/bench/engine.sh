@@ -42,8 +42,11 @@ for _ in 1 2 3; do runc run -b "$work/bundle" skbench >/dev/null 2>&1 || true; d
 runc_ms=$(for _ in $(seq "$N"); do time_ms runc run -b "$work/bundle" skbench; done | median)
 
 docker_ms=n/a
-if command -v docker >/dev/null && docker info >/dev/null 2>&1 && docker image inspect busybox >/dev/null 2>&1; then
-  docker_ms=$(for _ in $(seq "$N"); do time_ms docker run --rm busybox true; done | median)
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  # The same offline base image on Docker's side.
+  docker image inspect busybox >/dev/null 2>&1 || docker import "$work/bb.tar" busybox:latest >/dev/null
+  for _ in 1 2 3; do docker run --rm --network none busybox true >/dev/null 2>&1 || true; done
+  docker_ms=$(for _ in $(seq "$N"); do time_ms docker run --rm --network none busybox true; done | median)
 fi
 
 # Memory: agent and shims with 10 idle containers.
@@ -56,6 +59,6 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 echo "runs per figure: $N (median wall time)"
 echo "skiff run --rm busybox true: ${skiff_ms} ms"
 echo "runc run (prepared bundle):  ${runc_ms} ms   ratio skiff/runc: $(awk -v a="$skiff_ms" -v b="$runc_ms" 'BEGIN {printf "%.2f", a/b}')"
-echo "docker run --rm busybox true: ${docker_ms} ms"
+echo "docker run --rm --network none busybox true: ${docker_ms} ms   ratio docker/skiff: $(awk -v a="$docker_ms" -v b="$skiff_ms" 'BEGIN {if (a+0 > 0) printf "%.1f", a/b; else print "n/a"}')"
 echo "agent RSS with 10 containers: $((agent_rss / 1024)) MiB"
 echo "shim RSS (median of 10): $(awk -v k="$shim_rss" 'BEGIN {printf "%.1f", k/1024}') MiB"
