@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian/Ubuntu packages Skiff needs to build, run and test.
+# Installs the Debian/Ubuntu packages Skiff needs to build, run and test (docker-registry,
+# apache2-utils and docker.io are test peers: registry tests, Docker interop and
+# firewall-coexistence tests start their own private instances).
 # Idempotent; used by quickstart.sh and test.sh.
 set -euo pipefail
-pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file runc iperf3)
+pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file runc iperf3 docker-registry apache2-utils docker.io)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
