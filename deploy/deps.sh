@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian/Ubuntu packages Skiff needs to build, run and test (docker-registry,
-# apache2-utils and docker.io are test peers: registry tests, Docker interop and
-# firewall-coexistence tests start their own private instances).
+# Installs the Debian/Ubuntu packages Skiff needs to build and run; with --test, also the
+# test peers (docker-registry, apache2-utils, docker.io, runc, iperf3: registry tests,
+# Docker interop and firewall-coexistence tests start private instances of them).
 # Idempotent; used by quickstart.sh and test.sh.
 set -euo pipefail
-pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file runc iperf3 docker-registry apache2-utils docker.io)
+pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file)
+if [ "${1:-}" = --test ]; then
+  pkgs+=(runc iperf3 docker-registry apache2-utils docker.io)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

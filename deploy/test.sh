@@ -5,8 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root: end-to-end tests create namespaces, mounts and cgroups" >&2; exit 1; }
-deploy/deps.sh
-[ -x deploy/test-deps.sh ] && deploy/test-deps.sh
+deploy/deps.sh --test
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
