@@ -155,29 +155,20 @@ async fn attach_session(
         .map_err(status)?
         .into_inner();
     let _raw = (tty && stdin && stdio::is_tty()).then(RawMode::enable);
-    let mut inputs = stdio::input_pump(stdin, tty);
-    let tx2 = tx.clone();
-    tokio::spawn(async move {
-        while let Some(i) = inputs.recv().await {
-            let msg = match i {
-                Input::Data(d) => AttachInput {
-                    data: d,
-                    ..Default::default()
-                },
-                Input::Eof => AttachInput {
-                    close_stdin: true,
-                    ..Default::default()
-                },
-                Input::Resize(w, h) => AttachInput {
-                    resize_width: w,
-                    resize_height: h,
-                    ..Default::default()
-                },
-            };
-            if tx2.send(msg).await.is_err() {
-                return;
-            }
-        }
+    stdio::forward_input(stdin, tty, tx.clone(), |i| match i {
+        Input::Data(data) => AttachInput {
+            data,
+            ..Default::default()
+        },
+        Input::Eof => AttachInput {
+            close_stdin: true,
+            ..Default::default()
+        },
+        Input::Resize(w, h) => AttachInput {
+            resize_width: w,
+            resize_height: h,
+            ..Default::default()
+        },
     });
     // Without a tty, signals go to the container as Docker's --sig-proxy does.
     if !tty {
@@ -392,29 +383,20 @@ pub async fn exec(c: &mut Client, a: &ExecArgs) -> Result<i32> {
         return Ok(0);
     }
     let _raw = (a.tty && a.interactive && stdio::is_tty()).then(RawMode::enable);
-    let mut inputs = stdio::input_pump(a.interactive, a.tty);
-    let tx2 = tx.clone();
-    tokio::spawn(async move {
-        while let Some(i) = inputs.recv().await {
-            let msg = match i {
-                Input::Data(d) => ExecInput {
-                    data: d,
-                    ..Default::default()
-                },
-                Input::Eof => ExecInput {
-                    close_stdin: true,
-                    ..Default::default()
-                },
-                Input::Resize(w, h) => ExecInput {
-                    resize_width: w,
-                    resize_height: h,
-                    ..Default::default()
-                },
-            };
-            if tx2.send(msg).await.is_err() {
-                return;
-            }
-        }
+    stdio::forward_input(a.interactive, a.tty, tx.clone(), |i| match i {
+        Input::Data(data) => ExecInput {
+            data,
+            ..Default::default()
+        },
+        Input::Eof => ExecInput {
+            close_stdin: true,
+            ..Default::default()
+        },
+        Input::Resize(w, h) => ExecInput {
+            resize_width: w,
+            resize_height: h,
+            ..Default::default()
+        },
     });
     let code = stdio::drain_output(out).await;
     drop(tx);

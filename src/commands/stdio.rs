@@ -106,6 +106,24 @@ pub fn input_pump(stdin: bool, tty: bool) -> mpsc::Receiver<Input> {
     rx
 }
 
+/// Forwards local input (stdin, window changes) as messages built by `to_msg` until
+/// the stream closes.
+pub fn forward_input<T: Send + 'static>(
+    stdin: bool,
+    tty: bool,
+    tx: mpsc::Sender<T>,
+    to_msg: fn(Input) -> T,
+) {
+    let mut inputs = input_pump(stdin, tty);
+    tokio::spawn(async move {
+        while let Some(i) = inputs.recv().await {
+            if tx.send(to_msg(i)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// Copies output to stdout/stderr until the exit message; returns the exit code.
 pub async fn drain_output(mut out: Streaming<AttachOutput>) -> Result<i32> {
     let mut stdout = std::io::stdout();
