@@ -29,9 +29,9 @@
 //!   allowed (`fchmodat2`, `cachestat`, `map_shadow_stack`, `futex_wait`, ...):
 //!   with `EPERM` as the default answer, a libc that tries them first (glibc
 //!   2.39 uses `fchmodat2`) would otherwise fail instead of falling back.
-//! * `ptrace`, `process_vm_readv` and `process_vm_writev` are allowed only
-//!   with `CAP_SYS_PTRACE`; moby also allows them to everyone on kernels
-//!   from 4.8 on.
+//! * `ptrace`, `process_vm_readv` and `process_vm_writev` are allowed to
+//!   everyone, as moby does on kernels from 4.8 on (where ptrace can no longer
+//!   bypass seccomp), so strace and gdb work inside containers as under Docker.
 //! * The `clone` namespace-flag condition stores its mask in `valueTwo`
 //!   rather than `value`, because that is how libcontainer (the runtime Skiff
 //!   embeds) reads `SCMP_CMP_MASKED_EQ`; see `masked_bits_clear`.
@@ -644,6 +644,10 @@ const ALLOWED_ALWAYS_NEWER: &[&str] = &[
     "futex_wait",
     "futex_wake",
     "map_shadow_stack",
+    // Allowed by moby to everyone on kernels >= 4.8 (ptrace no longer bypasses seccomp).
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
     // `mseal` (6.10) is left out: Debian 12's libseccomp cannot resolve it, and an
     // unresolvable name costs a warning on every container start.
 ];
@@ -731,14 +735,7 @@ const ALLOWED_BY_CAP: &[(Capability, &[&str])] = &[
     // Tracing and inspecting other processes.
     (
         Capability::SysPtrace,
-        &[
-            "kcmp",
-            "pidfd_getfd",
-            "process_madvise",
-            "process_vm_readv",
-            "process_vm_writev",
-            "ptrace",
-        ],
+        &["kcmp", "pidfd_getfd", "process_madvise"],
     ),
     // Raw I/O port access.
     (Capability::SysRawio, &["iopl", "ioperm"]),
@@ -919,7 +916,7 @@ impl ProfileRules {
 /// * anything not listed fails with `EPERM`;
 /// * the common syscalls are allowed, plus the host architecture's own;
 /// * syscalls gated by a capability (`mount`, `unshare`, `setns`... by
-///   CAP_SYS_ADMIN, `ptrace` by CAP_SYS_PTRACE, `chroot` by CAP_SYS_CHROOT,
+///   CAP_SYS_ADMIN, `kcmp` by CAP_SYS_PTRACE, `chroot` by CAP_SYS_CHROOT,
 ///   ...) are allowed only when `caps` holds it;
 /// * `socket` is allowed for every family but `AF_VSOCK`;
 /// * `personality` is allowed only for the values in moby's list;
@@ -1039,9 +1036,6 @@ mod tests {
         "add_key",
         "request_key",
         "open_by_handle_at",
-        "ptrace",
-        "process_vm_readv",
-        "process_vm_writev",
         "acct",
         "swapon",
         "swapoff",
@@ -1334,10 +1328,7 @@ mod tests {
                 Capability::SysAdmin,
                 &["mount", "umount2", "unshare", "setns", "bpf", "sethostname"],
             ),
-            (
-                Capability::SysPtrace,
-                &["ptrace", "process_vm_readv", "process_vm_writev", "kcmp"],
-            ),
+            (Capability::SysPtrace, &["kcmp", "pidfd_getfd"]),
             (Capability::SysChroot, &["chroot"]),
             (
                 Capability::SysModule,
