@@ -7,6 +7,7 @@
 # Usage: deploy/bench/engine.sh [N]   (as root; builds the release binary)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. deploy/bench/lib.sh
 N=${1:-30}
 cargo build --release --quiet
 B=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
@@ -16,6 +17,7 @@ agent_pid=
 cleanup() {
   for id in $($B -H "$H" ps -aq 2>/dev/null); do $B -H "$H" rm -f "$id" >/dev/null 2>&1 || true; done
   [ -n "$agent_pid" ] && kill -9 "$agent_pid" 2>/dev/null || true
+  cleanup_agent_network "$work/root"
   runc delete -f skbench >/dev/null 2>&1 || true
   grep " $work" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$work"

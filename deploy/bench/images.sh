@@ -7,6 +7,7 @@
 # Usage: deploy/bench/images.sh   (as root; needs docker-registry; builds the release binary)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. deploy/bench/lib.sh
 cargo build --release --quiet
 B=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
 work=$(mktemp -d /tmp/skimg.XXXX)
@@ -16,6 +17,8 @@ reg_pid=
 cleanup() {
   for id in $($B -H "$H" ps -aq 2>/dev/null); do $B -H "$H" rm -f "$id" >/dev/null 2>&1 || true; done
   [ -n "$agent_pid" ] && kill -9 "$agent_pid" 2>/dev/null || true
+  cleanup_agent_network "$work/root"
+  cleanup_agent_network "$work/root2"
   [ -n "$reg_pid" ] && kill -9 "$reg_pid" 2>/dev/null || true
   grep " $work" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$work"

@@ -6,6 +6,7 @@
 # Usage: deploy/bench/stack.sh [REPLICAS]   (as root; release build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. deploy/bench/lib.sh
 N=${1:-30}
 cargo build --release --quiet
 B=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
@@ -17,6 +18,7 @@ cleanup() {
   sleep 2
   for id in $($B -H "$H" ps -aq 2>/dev/null); do $B -H "$H" rm -f "$id" >/dev/null 2>&1 || true; done
   [ -n "$agent_pid" ] && kill -9 "$agent_pid" 2>/dev/null || true
+  cleanup_agent_network "$work/root"
   if [ -n "$dockerd_pid" ]; then
     docker -H "unix://$work/docker.sock" stack rm bench >/dev/null 2>&1 || true
     docker -H "unix://$work/docker.sock" swarm leave --force >/dev/null 2>&1 || true
