@@ -846,17 +846,21 @@ fn coexists_with_docker_forward_drop_and_firewall_reloads() {
             ok && body.contains("hello from cweb"),
             "{what}: published port from outside: {body:?}"
         );
-        // Outbound (masqueraded, forwarded to another interface).
-        a.cmd(&[
-            "exec",
-            "ccli",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "3",
-            &out.host_ip.replace(".1", ".2"),
-        ]);
+        // Outbound (masqueraded, forwarded to another interface). The outside address
+        // is the host side's with the last octet 2 (the /30's other end).
+        let peer = match out.host_ip.rsplit_once('.') {
+            Some((net, _)) => format!("{net}.2"),
+            None => out.host_ip.clone(),
+        };
+        a.wait_until(
+            &format!("{what}: ping {peer} from a container"),
+            Duration::from_secs(15),
+            || {
+                a.try_cmd(&["exec", "ccli", "ping", "-c", "1", "-W", "2", &peer])
+                    .code
+                    == 0
+            },
+        );
     };
     check("with Docker's FORWARD DROP");
     // A firewall reload that drops our table and our FORWARD rules: restored within 10s.
