@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 deploy/deps.sh
 echo "==> building"
 cargo build --release --quiet
-install -m 0755 target/release/skiff /usr/local/bin/skiff
+install -m 0755 "${CARGO_TARGET_DIR:-target}/release/skiff" /usr/local/bin/skiff
 export SKIFF_HOST=unix:///run/skiff/skiff.sock
 if ! skiff version >/dev/null 2>&1; then
   echo "==> starting the agent (log: /var/log/skiff-agent.log)"
