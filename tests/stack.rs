@@ -94,17 +94,18 @@ fn stack_lifecycle_on_one_node() {
     let r = a.cmd(&["exec", &web, "wget", "-q", "-O", "-", "http://api:8080/"]);
     assert_eq!(r.stdout, "api\n");
 
-    // The published port answers on the host, spread over the replicas.
+    // The published port answers on the host, spread over the replicas (the node
+    // republishes the port within a pass of a task starting, so allow it a moment).
     let mut seen = std::collections::HashSet::new();
-    for _ in 0..12 {
-        if let Some(body) = http_get(18080) {
-            seen.insert(body);
-        }
-    }
-    assert_eq!(
-        seen.len(),
-        2,
-        "both replicas answer through the published port: {seen:?}"
+    a.wait_until(
+        "both replicas behind the published port",
+        Duration::from_secs(15),
+        || {
+            if let Some(body) = http_get(18080) {
+                seen.insert(body);
+            }
+            seen.len() == 2
+        },
     );
 
     // Deploying the same file again changes nothing.
