@@ -81,6 +81,19 @@ fn cell(v: Option<&Value>) -> String {
     }
 }
 
+/// Prints inspect documents: a JSON array, or each rendered with `-f TEMPLATE`.
+pub fn print_docs(docs: &[Value], template: Option<&str>) -> Result<()> {
+    match template.map(Template::parse).transpose()? {
+        Some(t) => {
+            for d in docs {
+                println!("{}", t.render(d)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(docs)?),
+    }
+    Ok(())
+}
+
 /// Pads columns to a common width with three spaces between them (Docker's tabwriter).
 pub fn align(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);

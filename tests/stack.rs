@@ -84,15 +84,16 @@ fn stack_lifecycle_on_one_node() {
     assert!(svc.contains("demo_web") && svc.contains("2/2"), "{svc}");
     assert!(svc.contains("demo_api") && svc.contains("1/1"), "{svc}");
 
-    // Services reach each other by name over the stack network.
-    let web = a
-        .cmd(&["ps", "-q", "--filter", "name=demo_web.1"])
-        .stdout
-        .trim()
-        .to_string();
-    assert!(!web.is_empty());
-    let r = a.cmd(&["exec", &web, "wget", "-q", "-O", "-", "http://api:8080/"]);
-    assert_eq!(r.stdout, "api\n");
+    // Services reach each other by name over the stack network. (Under load a replica
+    // can fail its 1 s health check and be replaced, so ask whichever web task runs.)
+    a.wait_until("web reaches api by name", Duration::from_secs(20), || {
+        let ids = a.cmd(&["ps", "-q", "--filter", "name=demo_web"]).stdout;
+        ids.lines().next().is_some_and(|web| {
+            a.try_cmd(&["exec", web, "wget", "-q", "-O", "-", "http://api:8080/"])
+                .stdout
+                == "api\n"
+        })
+    });
 
     // The published port answers on the host, spread over the replicas (the node
     // republishes the port within a pass of a task starting, so allow it a moment).

@@ -248,8 +248,8 @@ pub struct Executor {
     source: Arc<dyn Source>,
     node_id: String,
     health: Mutex<HashMap<String, Health>>,
-    /// Tasks with a start or stop in flight (both run concurrently, off the pass).
-    stopping: Mutex<std::collections::HashSet<String>>,
+    /// Tasks with a start or stop in progress (both run concurrently, off the pass).
+    in_flight: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Executor {
@@ -259,7 +259,7 @@ impl Executor {
             source,
             node_id: node_id.clone(),
             health: Mutex::new(HashMap::new()),
-            stopping: Mutex::new(Default::default()),
+            in_flight: Mutex::new(Default::default()),
         });
         tokio::spawn(
             async move {
@@ -310,10 +310,12 @@ impl Executor {
     }
 
     async fn pass(self: &Arc<Self>) {
-        let tasks = self.my_tasks();
+        // One read of the cluster's view per pass; every rule below works from it.
+        let view = self.source.view(&self.node_id);
+        let tasks = &view.tasks;
         let containers = self.task_containers();
         let now = now_ms();
-        for t in &tasks {
+        for t in tasks {
             let cid = containers.get(&t.id).cloned();
             let span = tracing::info_span!("task", task_id = %t.id);
             match (t.value.desired, t.value.status.state) {
@@ -323,9 +325,9 @@ impl Executor {
                     if t.value.not_before_ms > now {
                         continue;
                     }
-                    // Starts run concurrently; the `stopping` set doubles as the in-flight
+                    // Starts run concurrently; the `in_flight` set doubles as the in-flight
                     // guard so a slow start is not begun twice by the next pass.
-                    if !self.stopping.lock().await.insert(t.id.clone()) {
+                    if !self.in_flight.lock().await.insert(t.id.clone()) {
                         continue;
                     }
                     let me = self.clone();
@@ -333,7 +335,7 @@ impl Executor {
                     tokio::spawn(
                         async move {
                             me.start(&t, cid).await;
-                            me.stopping.lock().await.remove(&t.id);
+                            me.in_flight.lock().await.remove(&t.id);
                         }
                         .instrument(span),
                     );
@@ -342,7 +344,7 @@ impl Executor {
                     self.observe(t, cid, now).instrument(span).await;
                 }
                 (Desired::Shutdown, s) if !s.is_terminal() => {
-                    if !self.stopping.lock().await.insert(t.id.clone()) {
+                    if !self.in_flight.lock().await.insert(t.id.clone()) {
                         continue; // a stop is already in flight
                     }
                     let me = self.clone();
@@ -363,7 +365,7 @@ impl Executor {
                                 })
                                 .await;
                             }
-                            me.stopping.lock().await.remove(&t.id);
+                            me.in_flight.lock().await.remove(&t.id);
                         }
                         .instrument(span),
                     );
@@ -371,8 +373,8 @@ impl Executor {
                 _ => {}
             }
         }
-        self.prune_networks().await;
-        self.publish_service_ports(&tasks, &containers).await;
+        self.prune_networks(&view.networks).await;
+        self.publish_service_ports(&view, &containers).await;
         // Containers of tasks that are finished, told to stop, or gone from the store
         // (a task marked orphaned while this node was away still has its container).
         for (task_id, cid) in &containers {
@@ -381,7 +383,7 @@ impl Executor {
                     && t.value.desired == Desired::Running
                     && !t.value.status.state.is_terminal()
             });
-            if keep || !self.stopping.lock().await.insert(task_id.clone()) {
+            if keep || !self.in_flight.lock().await.insert(task_id.clone()) {
                 continue;
             }
             let me = self.clone();
@@ -403,7 +405,7 @@ impl Executor {
                 let _ = me.containers.remove(&cid, true).await;
                 let _ = std::fs::remove_dir_all(me.files_dir(&task_id));
                 me.health.lock().await.remove(&task_id);
-                me.stopping.lock().await.remove(&task_id);
+                me.in_flight.lock().await.remove(&task_id);
             });
         }
     }
@@ -558,14 +560,10 @@ impl Executor {
 
     /// Publishes each service's ports on this node over its running local tasks (kernel
     /// DNAT with round-robin; the cluster-wide routing mesh is the overlay's job).
-    async fn publish_service_ports(
-        &self,
-        tasks: &[Stored<Task>],
-        containers: &HashMap<String, String>,
-    ) {
-        let services = self.source.view(&self.node_id).services;
+    async fn publish_service_ports(&self, view: &View, containers: &HashMap<String, String>) {
+        let (tasks, services) = (&view.tasks, &view.services);
         let mut keep = std::collections::HashSet::new();
-        for svc in &services {
+        for svc in services {
             for p in svc.value.spec.ports.iter().filter(|p| p.published > 0) {
                 let Ok(proto) = p.protocol.parse::<skiff_runtime::network::Proto>() else {
                     continue;
@@ -604,8 +602,7 @@ impl Executor {
 
     /// Removes local networks made for stacks once the cluster no longer has them and
     /// no container uses them.
-    async fn prune_networks(&self) {
-        let wanted = self.source.view(&self.node_id).networks;
+    async fn prune_networks(&self, wanted: &[String]) {
         for (n, eps, ..) in self.containers.networks.list().await {
             let ours = n
                 .labels

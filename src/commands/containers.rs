@@ -519,11 +519,6 @@ async fn inspect_doc(c: &mut Client, name: &str) -> Result<serde_json::Value> {
 /// `inspect`: containers first, then images (or only the `--type` asked for).
 pub async fn inspect(c: &mut Client, a: &InspectArgs, default_kind: Option<&str>) -> Result<i32> {
     let kind = a.kind.as_deref().or(default_kind);
-    let template = a
-        .format
-        .as_deref()
-        .map(crate::template::Template::parse)
-        .transpose()?;
     let mut docs = Vec::new();
     let mut rc = 0;
     for n in &a.names {
@@ -546,13 +541,6 @@ pub async fn inspect(c: &mut Client, a: &InspectArgs, default_kind: Option<&str>
             }
         }
     }
-    match template {
-        Some(t) => {
-            for d in &docs {
-                println!("{}", t.render(d)?);
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(&docs)?),
-    }
+    crate::output::print_docs(&docs, a.format.as_deref())?;
     Ok(rc)
 }

@@ -232,11 +232,6 @@ pub async fn run(c: &mut Client, cmd: &NetworkCommand) -> Result<i32> {
             Ok(0)
         }
         NetworkCommand::Inspect(a) => {
-            let template = a
-                .format
-                .as_deref()
-                .map(crate::template::Template::parse)
-                .transpose()?;
             let mut docs = vec![];
             let mut rc = 0;
             for n in &a.names {
@@ -250,14 +245,7 @@ pub async fn run(c: &mut Client, cmd: &NetworkCommand) -> Result<i32> {
                     }
                 }
             }
-            match template {
-                Some(t) => {
-                    for d in &docs {
-                        println!("{}", t.render(d)?);
-                    }
-                }
-                None => println!("{}", serde_json::to_string_pretty(&docs)?),
-            }
+            crate::output::print_docs(&docs, a.format.as_deref())?;
             Ok(rc)
         }
         NetworkCommand::Rm(a) => {

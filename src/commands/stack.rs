@@ -62,7 +62,7 @@ pub struct StackRef {
 
 #[derive(Args, Debug)]
 pub struct StackPsArgs {
-    /// Show only running/desired-running tasks (default shows history too).
+    /// Do not truncate task IDs and errors.
     #[arg(long)]
     pub no_trunc: bool,
     #[arg(short = 'q', long)]

@@ -154,11 +154,6 @@ pub async fn run(c: &mut Client, cmd: &VolumeCommand) -> Result<i32> {
             Ok(0)
         }
         VolumeCommand::Inspect(a) => {
-            let template = a
-                .format
-                .as_deref()
-                .map(crate::template::Template::parse)
-                .transpose()?;
             let mut docs = Vec::new();
             let mut rc = 0;
             for n in &a.names {
@@ -172,14 +167,7 @@ pub async fn run(c: &mut Client, cmd: &VolumeCommand) -> Result<i32> {
                     }
                 }
             }
-            match template {
-                Some(t) => {
-                    for d in &docs {
-                        println!("{}", t.render(d)?);
-                    }
-                }
-                None => println!("{}", serde_json::to_string_pretty(&docs)?),
-            }
+            crate::output::print_docs(&docs, a.format.as_deref())?;
             Ok(rc)
         }
         VolumeCommand::Rm(a) => {
