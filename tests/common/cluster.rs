@@ -194,8 +194,11 @@ impl Member {
 }
 
 impl Drop for Member {
+    /// Kills the agent and removes what it wired on the host (links, nft table, FORWARD
+    /// rules): a killed agent cannot clean up after itself.
     fn drop(&mut self) {
         self.kill9();
+        crate::common::cleanup_network(&self.root());
     }
 }
 
