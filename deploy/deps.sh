@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages Skiff needs to build and run; with --test, also the
 # test peers (docker-registry, apache2-utils, docker.io, runc, iperf3: registry tests,
-# Docker interop and firewall-coexistence tests start private instances of them).
+# Docker interop and firewall-coexistence tests start private instances of them;
+# prometheus: the metrics test scrapes an agent with a private Prometheus server;
+# man-db renders the generated man pages, systemd's systemd-analyze verifies the unit
+# deploy/install.sh writes; e2fsprogs and util-linux: the chaos test's loop-mounted roots,
+# setpriv for the socket permission test).
 # Idempotent; used by quickstart.sh and test.sh.
 set -euo pipefail
 pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file)
+norec=()
 if [ "${1:-}" = --test ]; then
-  pkgs+=(runc iperf3 docker-registry apache2-utils docker.io)
+  pkgs+=(runc iperf3 docker-registry apache2-utils docker.io man-db systemd e2fsprogs util-linux)
+  # Without its recommended node exporter: the test runs its own server only.
+  norec=(prometheus)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -18,6 +25,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq || true
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+for p in "${norec[@]}"; do
+  if ! dpkg -s "$p" >/dev/null 2>&1; then
+    echo "installing: $p"
+    apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+  fi
+done
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is not installed: install a Rust toolchain (https://rustup.rs), then re-run" >&2
   exit 1

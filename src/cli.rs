@@ -7,7 +7,8 @@ use std::path::PathBuf;
 #[command(
     name = "skiff",
     version,
-    about = "Container engine and orchestrator: Docker Engine plus Swarm mode in one binary"
+    about = "Container engine and orchestrator: Docker Engine plus Swarm mode in one binary",
+    after_help = "Examples:\n  skiff run --rm busybox echo hello\n  skiff stack deploy -c app.yaml app\n  skiff COMMAND --help"
 )]
 pub struct Cli {
     /// Agent socket to talk to.
@@ -23,7 +24,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
     pub log_level: String,
     /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text")]
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
@@ -98,9 +99,12 @@ pub enum Command {
     ///
     /// Example: skiff inspect -f '{{.State.Pid}}' web
     Inspect(InspectArgs),
-    /// Stream events from the agent.
+    /// Stream events: this node's containers, images, networks and volumes, and the
+    /// cluster's services and nodes.
     ///
     /// Example: skiff events --filter type=container --since 10m
+    ///
+    /// Example: skiff events --since 1h --until 0s --filter type=service --format json
     Events(EventsArgs),
     /// System-wide information, with warnings for missing kernel features.
     ///
@@ -223,6 +227,30 @@ pub enum Command {
     /// Example: skiff cluster join-token worker
     #[command(subcommand)]
     Cluster(crate::commands::cluster::ClusterCommand),
+    /// Print a shell completion script.
+    ///
+    /// Example: source <(skiff completion bash)
+    ///
+    /// Example: skiff completion zsh > "${fpath[1]}/_skiff"
+    ///
+    /// Example: skiff completion fish > ~/.config/fish/completions/skiff.fish
+    Completion(crate::commands::shell::CompletionArgs),
+    /// Write man pages (skiff.1, skiff-run.1, ...) generated from this command line.
+    ///
+    /// Example: skiff man --dir /usr/local/share/man/man1
+    Man(crate::commands::shell::ManArgs),
+}
+
+/// The command tree as users see it: every command's `Example:` moved to an
+/// `Examples:` section after its help (see `commands::shell`).
+pub fn command() -> clap::Command {
+    crate::commands::shell::with_examples(<Cli as clap::CommandFactory>::command())
+}
+
+/// Parses the process arguments against [`command`]; exits with clap's message on error.
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 #[derive(Subcommand, Debug)]
@@ -298,6 +326,10 @@ pub struct AgentArgs {
     /// cgroup parent for containers (default: derived from --root).
     #[arg(long)]
     pub cgroup_parent: Option<String>,
+    /// Serve Prometheus metrics on IP:PORT at /metrics (default: off; agent.yaml
+    /// `metrics_addr`). Bind to loopback or a private interface.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub cluster: crate::commands::cluster::AgentClusterArgs,
 }
@@ -375,6 +407,9 @@ pub struct RunArgs {
     pub stop_signal: Option<String>,
     #[arg(long = "stop-timeout")]
     pub stop_timeout: Option<i32>,
+    /// Log rotation (json-file): max-size=SIZE (10m, -1 unlimited), max-file=N.
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opt: Vec<String>,
     /// Image, then the command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub image_and_cmd: Vec<String>,
@@ -521,12 +556,17 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub struct EventsArgs {
+    /// Replay events from this time (RFC 3339, Unix seconds, or a duration ago: 10m).
     #[arg(long)]
     pub since: Option<String>,
+    /// Stop at this time (same forms); without it, follow until interrupted.
     #[arg(long)]
     pub until: Option<String>,
+    /// type=container|image|network|volume|service|node, event=ACTION, container=,
+    /// image=, network=, volume=, service=, node= (ID or name), label=KEY[=VALUE].
     #[arg(short = 'f', long)]
     pub filter: Vec<String>,
+    /// json (one object a line) or a Go template such as '{{.Type}} {{.Action}}'.
     #[arg(long)]
     pub format: Option<String>,
 }

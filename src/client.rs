@@ -63,7 +63,23 @@ pub async fn channel(host: &str) -> Result<Channel> {
             async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
         }))
         .await
-        .map_err(|_| {
+        .map_err(|e| {
+            // The socket is root's (0660): say so rather than suggest the agent is down.
+            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = src {
+                if s.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+                {
+                    return exit(
+                        125,
+                        format!(
+                            "permission denied while trying to connect to the Skiff agent at unix://{}: the socket belongs to root (and its group)",
+                            path.display()
+                        ),
+                    );
+                }
+                src = s.source();
+            }
             exit(
                 125,
                 format!(

@@ -9,15 +9,24 @@ mod output;
 #[allow(dead_code)]
 mod template;
 
-use clap::Parser;
 use cli::{Cli, Command, ContainerCommand, ImageCommand};
 use commands::{containers, images, system};
+
+/// `SKIFF_LOG_SPANS=1` (inherited by shims) also logs every span's close with its
+/// busy and idle time: how the per-step timings of `run` in BENCHMARKS.md are taken.
+fn span_events() -> tracing_subscriber::fmt::format::FmtSpan {
+    match std::env::var("SKIFF_LOG_SPANS").as_deref() {
+        Ok("1") => tracing_subscriber::fmt::format::FmtSpan::CLOSE,
+        _ => tracing_subscriber::fmt::format::FmtSpan::NONE,
+    }
+}
 
 fn init_tracing(level: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(span_events())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -38,6 +47,7 @@ fn init_shim_tracing(level: &str) {
             let file = std::sync::Mutex::new(std::fs::File::from(fd));
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
+                .with_span_events(span_events())
                 .with_ansi(false)
                 .with_writer(file)
                 .init();
@@ -51,7 +61,7 @@ fn init_shim_tracing(level: &str) {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     // The shim runs single-threaded until libcontainer has forked: no runtime here.
     if let Command::Shim(a) = &cli.command {
         init_shim_tracing(&cli.log_level);
@@ -107,11 +117,16 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Agent(a) = &cli.command {
-        init_tracing(&cli.log_level, &cli.log_format);
-        return agent(&cli.host, a).await;
+        return agent(&cli.host, a, (&cli.log_level, &cli.log_format)).await;
     }
     if let Command::Logout(a) = &cli.command {
         return commands::registry::logout(a).await; // purely client-side, like Docker's
+    }
+    // Shell integration needs no agent: generated from the command line itself.
+    match &cli.command {
+        Command::Completion(a) => return commands::shell::completion(a),
+        Command::Man(a) => return commands::shell::man(a),
+        _ => {}
     }
     // Needs no agent or cluster: it only reads files.
     if let Command::Stack(commands::stack::StackCommand::Config(a)) = &cli.command {
@@ -127,7 +142,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut c = client::connect(&cli.host).await?;
     let c = &mut c;
     match &cli.command {
-        Command::Agent(_) | Command::Shim(_) | Command::Node(_) | Command::Cluster(_) => Ok(0),
+        Command::Agent(_)
+        | Command::Shim(_)
+        | Command::Node(_)
+        | Command::Cluster(_)
+        | Command::Completion(_)
+        | Command::Man(_) => Ok(0),
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
             containers::run(c, a).await
         }
@@ -205,14 +225,64 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-async fn agent(host: &str, a: &cli::AgentArgs) -> anyhow::Result<i32> {
+/// Refuses a log level the filter would silently read as a target name (`--log-level
+/// verbose` enabling nothing): each directive is a level or `target=level`.
+fn check_log_level(level: &str) -> anyhow::Result<()> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bad = level.split(',').map(str::trim).find(|d| {
+        !d.is_empty() && !d.contains('=') && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+    });
+    if let Some(d) = bad {
+        anyhow::bail!(
+            "invalid log level {d:?}: want off, error, warn, info, debug, trace, or TARGET=LEVEL (e.g. info,skiff_agent=debug)"
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+        anyhow::bail!("invalid log level {level:?}: {e}");
+    }
+    Ok(())
+}
+
+/// `log` is (`--log-level`, `--log-format`); agent.yaml's `log_level`/`log_format`
+/// apply where the flags were left at their defaults.
+async fn agent(host: &str, a: &cli::AgentArgs, log: (&str, &str)) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
     use skiff_agent::config::{self, AgentConfig, FileConfig};
     let explicit = a.config.is_some();
     let path = a
         .config
         .clone()
         .unwrap_or_else(|| config::DEFAULT_CONFIG.into());
-    let file = FileConfig::load(&path, explicit)?;
+    let mut file = FileConfig::load(&path, explicit)?;
+    let level = match (log.0, file.log_level.take()) {
+        ("info", Some(l)) => l,
+        (l, _) => l.to_string(),
+    };
+    let format = match (log.1, file.log_format.take()) {
+        ("text", Some(f)) => f,
+        (f, _) => f.to_string(),
+    };
+    anyhow::ensure!(
+        format == "text" || format == "json",
+        "invalid log format {format:?}: want text or json"
+    );
+    check_log_level(&level)?;
+    init_tracing(&level, &format);
+    // Cluster settings from agent.yaml (written by deploy/install.sh) under the flags.
+    let mut cluster = a.cluster.clone();
+    cluster.listen_addr = cluster.listen_addr.or(file.listen_addr.take());
+    cluster.advertise_addr = cluster.advertise_addr.or(file.advertise_addr.take());
+    if cluster.join.is_none() {
+        cluster.join = file.join.take();
+        cluster.token = cluster.token.or(file.join_token.take());
+        anyhow::ensure!(
+            cluster.join.is_none() || cluster.token.is_some(),
+            "{}: join needs join_token",
+            path.display()
+        );
+    }
+    let log_opts =
+        config::log_opts(file.log_opts.take()).with_context(|| format!("{}", path.display()))?;
     let root = if a.root.as_os_str() != config::DEFAULT_ROOT {
         a.root.clone()
     } else {
@@ -241,8 +311,12 @@ async fn agent(host: &str, a: &cli::AgentArgs) -> anyhow::Result<i32> {
         dns: file.dns.unwrap_or_default(),
         dns_search: file.dns_search.unwrap_or_default(),
         pools: file.default_address_pools.unwrap_or_default(),
+        overlay_pools: a.cluster.default_addr_pool.clone(),
+        vxlan_port: a.cluster.data_path_port,
     };
-    cfg.cluster = Some(commands::cluster::cluster_config(&a.cluster, &cfg.root)?);
+    cfg.metrics_addr = a.metrics_addr.or(file.metrics_addr);
+    cfg.log_opts = log_opts;
+    cfg.cluster = Some(commands::cluster::cluster_config(&cluster, &cfg.root)?);
     skiff_agent::run(cfg).await?;
     Ok(0)
 }

@@ -26,6 +26,12 @@ impl Format {
 /// Prints `rows` (objects whose keys are Docker's template field names) in `format`.
 /// `columns` are (field, header) pairs for the default table.
 pub fn print_rows(format: &Format, columns: &[(&str, &str)], rows: &[Value]) -> Result<()> {
+    print!("{}", render_rows(format, columns, rows)?);
+    Ok(())
+}
+
+/// What [`print_rows`] prints.
+pub fn render_rows(format: &Format, columns: &[(&str, &str)], rows: &[Value]) -> Result<String> {
     let mut out = String::new();
     match format {
         Format::Json => {
@@ -69,8 +75,7 @@ pub fn print_rows(format: &Format, columns: &[(&str, &str)], rows: &[Value]) -> 
             }
         }
     }
-    print!("{out}");
-    Ok(())
+    Ok(out)
 }
 
 fn cell(v: Option<&Value>) -> String {

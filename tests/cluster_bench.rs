@@ -53,6 +53,7 @@ fn report(name: &str, mut lat: Vec<Duration>, elapsed: Duration, errors: u64) ->
 }
 
 async fn bench_skiff(hosts: &[String]) -> String {
+    eprintln!("skiff writes: start");
     let value = vec![b'x'; VALUE];
     let errors = Arc::new(AtomicU64::new(0));
     let seq = Arc::new(AtomicU64::new(0));
@@ -324,11 +325,22 @@ fn bench_writes_vs_etcd_and_failover() {
         .enable_all()
         .build()
         .expect("runtime");
-    let skiff = rt.block_on(bench_skiff(&hosts));
-    let etcd = start_etcd();
-    let etcd_line = rt.block_on(bench_etcd(&etcd.client_ports));
-    drop(etcd);
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "skiff,etcd,failover".into());
+    let skiff = if parts.contains("skiff") {
+        rt.block_on(bench_skiff(&hosts))
+    } else {
+        String::new()
+    };
+    let etcd_line = if parts.contains("etcd") {
+        let etcd = start_etcd();
+        rt.block_on(bench_etcd(&etcd.client_ports))
+    } else {
+        String::new()
+    };
     println!("| system | writes | writes/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n{skiff}\n{etcd_line}");
+    if !parts.contains("failover") {
+        return;
+    }
 
     // Failover: kill -9 the leader, time to the first committed write elsewhere.
     let mut times = vec![];

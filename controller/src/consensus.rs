@@ -1,13 +1,22 @@
-//! The raft node: one tokio task owns the `RawNode`, its storage and the state machine's
-//! write side. Everything else talks to it through a [`RaftHandle`] (a mailbox): client
+//! The raft node: one task, on a thread of its own, owns the `RawNode`, its storage and
+//! the state machine's write side (fsync blocks that thread, never the process's async
+//! workers). Everything else talks to it through a [`RaftHandle`] (a mailbox): client
 //! proposals with a reply channel, linearizable read barriers (ReadIndex), configuration
 //! changes, and raft messages from peers.
 //!
+//! Write path: a proposal is only ever proposed by the leader. [`RaftHandle::propose`] on
+//! a follower hands it to the leader over the [`Transport`] (`Raft.Forward` between
+//! managers), which answers once the entry is applied there; the follower then waits until
+//! its own state machine has applied it too, so the caller reads its own write locally.
+//! raft-rs's own forwarding (`MsgPropose` to the leader) is never used: it drops
+//! proposals silently during leader changes. Whatever fails in a retryable way (no leader,
+//! leader changed, forwarding failed) is retried with the same request ID until the
+//! request timeout; the state machine applies a request ID once.
+//!
 //! Proposals that arrive together are batched into one log entry (a JSON array of
-//! [`Proposal`]s), and every Ready is persisted with one fsync. Replies are matched by
-//! request ID when the entry is applied, on whichever manager the client is waiting, so
-//! followers can accept proposals: raft-rs forwards them to the leader. A client that
-//! times out may retry with the same request ID: the state machine applies it once.
+//! [`Proposal`]s), and every Ready is persisted with one fsync. Snapshots are encoded and
+//! written on a helper thread from a copy of the state, so the raft loop (and the
+//! heartbeats it sends) never stalls on a large state.
 
 use crate::state::{ApplyError, Outcome, Proposal, StateMachine, Store};
 use crate::storage::{DiskStorage, StorageError};
@@ -15,14 +24,26 @@ use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole, Storage};
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Delivers raft messages to peers. Never blocks; may drop (raft retransmits).
+/// A proposal on its way to the leader: resolves to the leader's outcome.
+pub type Forwarded = Pin<Box<dyn Future<Output = Result<Outcome, RaftError>> + Send>>;
+
+/// Connects a raft node to its peers.
 pub trait Transport: Send + Sync + 'static {
+    /// Delivers raft messages to peers. Never blocks; may drop (raft retransmits).
     fn send(&self, msgs: Vec<Message>);
+
+    /// Hands a client proposal from `from` to the leader `to`, which proposes it itself
+    /// ([`RaftHandle::propose_local`]) and answers once it is applied there. A failure
+    /// that leaves the outcome unknown ([`RaftError::Forward`], [`RaftError::NotLeader`],
+    /// [`RaftError::LeaderChanged`]) is retried by the caller with the same request ID.
+    fn forward(&self, from: u64, to: u64, p: Proposal) -> Forwarded;
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +62,9 @@ pub struct RaftConfig {
     pub keep_entries: u64,
     /// How long a proposal or read may wait for the cluster before failing.
     pub request_timeout: Duration,
+    /// Where proposal latency and leader changes are counted (shared per process, so
+    /// counts survive a raft node being restarted by a promotion).
+    pub metrics: Arc<crate::metrics::ControllerMetrics>,
 }
 
 impl RaftConfig {
@@ -54,6 +78,7 @@ impl RaftConfig {
             snapshot_every: 10_000,
             keep_entries: 1_000,
             request_timeout: Duration::from_secs(5),
+            metrics: Arc::default(),
         }
     }
 }
@@ -97,6 +122,29 @@ pub enum RaftError {
     Proposal(String),
     #[error("encoding proposal: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("this manager is not the leader (any more); retry on the leader")]
+    NotLeader,
+    #[error("could not reach the cluster leader ({0}); it may or may not be applied, retrying with the same request is safe")]
+    Forward(String),
+    #[error("starting the raft thread: {0}")]
+    Thread(std::io::Error),
+    /// A final failure the leader reported for a forwarded proposal.
+    #[error("{0}")]
+    Remote(String),
+}
+
+impl RaftError {
+    /// Failures after which the same request may be sent again (to the leader as it is
+    /// then known) without risk: the state machine applies a request ID once.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RaftError::NoLeader
+                | RaftError::LeaderChanged
+                | RaftError::NotLeader
+                | RaftError::Forward(_)
+        )
+    }
 }
 
 /// What the node last published about itself.
@@ -123,6 +171,8 @@ enum Msg {
     ReadIndex(oneshot::Sender<Result<u64, RaftError>>),
     Raft(Box<Message>),
     Unreachable(u64),
+    /// Evidence that this raft ID, if it is our leader, is gone (its connection broke).
+    LeaderLost(u64),
     SnapshotStatus(u64, bool),
     Campaign,
     Stop,
@@ -136,6 +186,8 @@ pub struct RaftHandle {
     sm: Arc<RwLock<StateMachine>>,
     status: watch::Receiver<RaftStatus>,
     timeout: Duration,
+    metrics: Arc<crate::metrics::ControllerMetrics>,
+    transport: Arc<dyn Transport>,
 }
 
 type Reply = oneshot::Sender<Result<Outcome, RaftError>>;
@@ -149,16 +201,31 @@ struct Node<T: Transport> {
     sm: Arc<RwLock<StateMachine>>,
     /// Waiters by request ID (several if a request was retried).
     waiters: HashMap<String, Vec<(Instant, Reply)>>,
-    reads: HashMap<Vec<u8>, (Instant, ReadReply)>,
+    reads: HashMap<Vec<u8>, PendingRead>,
     read_seq: u64,
+    /// Whether the commit index had reached an entry of the current term at the end of
+    /// the previous loop turn (a leader serves reads only from then on).
+    read_ready: bool,
     snapshot_index: u64,
+    /// A snapshot being encoded and written on a helper thread.
+    snapshot_job: Option<oneshot::Receiver<Result<(Snapshot, PathBuf), StorageError>>>,
     status: watch::Sender<RaftStatus>,
     removed: bool,
     /// (leader, term) at the end of the previous loop turn.
     last_leader: (u64, u64),
+    /// The last non-empty leader seen, for counting leader changes.
+    known_leader: u64,
 }
 
-/// Opens the storage, restores the state machine and spawns the node's task.
+/// A linearizable read waiting for its ReadIndex.
+struct PendingRead {
+    deadline: Instant,
+    /// When the ReadIndex request was last handed to raft.
+    issued: Instant,
+    reply: ReadReply,
+}
+
+/// Opens the storage, restores the state machine and starts the node's thread.
 pub fn start<T: Transport>(
     cfg: RaftConfig,
     bootstrap: Bootstrap,
@@ -219,6 +286,8 @@ pub fn start<T: Transport>(
         sm: sm.clone(),
         status: status_rx,
         timeout: cfg.request_timeout,
+        metrics: cfg.metrics.clone(),
+        transport: transport.clone(),
     };
     let mut node = Node {
         raw,
@@ -228,21 +297,35 @@ pub fn start<T: Transport>(
         waiters: HashMap::new(),
         reads: HashMap::new(),
         read_seq: 0,
+        read_ready: false,
         snapshot_index,
+        snapshot_job: None,
         status: status_tx,
         removed: false,
         last_leader: (0, 0),
+        known_leader: 0,
     };
     let span = tracing::info_span!("raft", raft_id = node.cfg.id);
-    tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            if let Err(e) = node.run(&mut rx).await {
-                tracing::error!(error = %e, "raft node stopped on a storage error");
-            }
-            node.fail_all(|| RaftError::Stopped);
-        },
-        span,
-    ));
+    // A thread of its own: the loop blocks on fsync, which must not take one of the
+    // process's few async workers (client RPCs, the transport) with it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RaftError::Thread)?;
+    std::thread::Builder::new()
+        .name(format!("raft-{:x}", node.cfg.id & 0xffff))
+        .spawn(move || {
+            rt.block_on(tracing::Instrument::instrument(
+                async move {
+                    if let Err(e) = node.run(&mut rx).await {
+                        tracing::error!(error = %e, "raft node stopped on a storage error");
+                    }
+                    node.fail_all(|| RaftError::Stopped);
+                },
+                span,
+            ))
+        })
+        .map_err(RaftError::Thread)?;
     Ok(handle)
 }
 
@@ -259,6 +342,20 @@ impl<T: Transport> Node<T> {
                         self.raw.tick();
                     }
                     self.expire();
+                    self.issue_reads(false);
+                }
+                done = async {
+                    match self.snapshot_job.as_mut() {
+                        Some(job) => job.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.snapshot_job = None;
+                    match done {
+                        Ok(Ok(snap)) => self.install_own_snapshot(snap)?,
+                        Ok(Err(e)) => tracing::warn!(error = %e, "taking a snapshot failed; will retry"),
+                        Err(_) => tracing::warn!("the snapshot thread died; will retry"),
+                    }
                 }
                 m = rx.recv() => {
                     let Some(m) = m else { return Ok(()) };
@@ -276,15 +373,28 @@ impl<T: Transport> Node<T> {
             }
             self.propose_batch(batch);
             self.on_ready()?;
-            self.maybe_snapshot()?;
-            // A proposal forwarded to a leader that is gone would only time out: fail it
-            // now as retryable (same request ID, so a retry cannot apply it twice).
+            self.maybe_snapshot();
+            // Proposals of a leader that lost its role would only time out: fail them now
+            // as retryable (same request ID, so a retry cannot apply them twice).
             let leader = (self.raw.raft.leader_id, self.raw.raft.term);
-            if leader != self.last_leader {
+            let read_ready = self.raw.raft.commit_to_current_term();
+            let leader_changed = leader != self.last_leader;
+            // raft-rs drops a ReadIndex while no leader is known, and a new leader drops
+            // one until it has committed an entry of its term: send pending reads again
+            // as soon as either may have changed, instead of letting them time out.
+            if leader_changed || (read_ready && !self.read_ready) {
+                self.issue_reads(true);
+            }
+            self.read_ready = read_ready;
+            if leader_changed {
                 if self.last_leader.0 != 0 && self.raw.raft.state != StateRole::Leader {
-                    self.fail_all(|| RaftError::LeaderChanged);
+                    self.fail_proposals(|| RaftError::LeaderChanged);
                 }
                 self.last_leader = leader;
+                if leader.0 != 0 && leader.0 != self.known_leader {
+                    self.known_leader = leader.0;
+                    self.cfg.metrics.leader_changes.inc();
+                }
             }
             self.publish();
         }
@@ -296,6 +406,8 @@ impl<T: Transport> Node<T> {
             Msg::Propose(p, reply) => {
                 if self.removed {
                     let _ = reply.send(Err(RaftError::Removed));
+                } else if self.raw.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(RaftError::NotLeader));
                 } else {
                     batch.push((p, reply));
                 }
@@ -325,23 +437,35 @@ impl<T: Transport> Node<T> {
                 }
             }
             Msg::ReadIndex(reply) => {
-                // raft-rs silently drops a read when no leader is known.
-                if self.raw.raft.leader_id == raft::INVALID_ID {
-                    let _ = reply.send(Err(RaftError::NoLeader));
-                    return true;
-                }
                 self.read_seq += 1;
                 let ctx = format!("r{}-{}", self.cfg.id, self.read_seq).into_bytes();
-                self.raw.read_index(ctx.clone());
-                self.reads
-                    .insert(ctx, (Instant::now() + self.cfg.request_timeout, reply));
+                let now = Instant::now();
+                // raft-rs silently drops a read while no leader is known: it waits here
+                // and goes out once one is (see issue_reads).
+                if self.raw.raft.leader_id != raft::INVALID_ID {
+                    self.raw.read_index(ctx.clone());
+                }
+                self.reads.insert(
+                    ctx,
+                    PendingRead {
+                        deadline: now + self.cfg.request_timeout,
+                        issued: now,
+                        reply,
+                    },
+                );
             }
             Msg::Raft(m) => {
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "dropping raft message");
                 }
             }
-            Msg::Unreachable(id) => self.raw.report_unreachable(id),
+            Msg::Unreachable(id) => {
+                self.raw.report_unreachable(id);
+                // A follower only sends to its leader in answer to it: failing to reach
+                // it means it just went away.
+                self.leader_lost(id);
+            }
+            Msg::LeaderLost(id) => self.leader_lost(id),
             Msg::SnapshotStatus(id, ok) => {
                 let st = if ok {
                     raft::SnapshotStatus::Finish
@@ -364,6 +488,14 @@ impl<T: Transport> Node<T> {
             return;
         }
         let (props, replies): (Vec<Proposal>, Vec<Reply>) = batch.into_iter().unzip();
+        // Leadership may have moved while the mailbox was drained; raft-rs would then
+        // forward the entry itself, and drop it silently if the leader is in flux.
+        if self.raw.raft.state != StateRole::Leader {
+            for r in replies {
+                let _ = r.send(Err(RaftError::NotLeader));
+            }
+            return;
+        }
         let data = match serde_json::to_vec(&props) {
             Ok(d) => d,
             Err(e) => {
@@ -388,7 +520,7 @@ impl<T: Transport> Node<T> {
             Err(e) => {
                 for r in replies {
                     let err = match &e {
-                        raft::Error::ProposalDropped => RaftError::NoLeader,
+                        raft::Error::ProposalDropped => RaftError::NotLeader,
                         other => RaftError::Proposal(other.to_string()),
                     };
                     let _ = r.send(Err(err));
@@ -419,8 +551,8 @@ impl<T: Transport> Node<T> {
         }
         // 3. Read barriers confirmed by the leader.
         for rs in ready.take_read_states() {
-            if let Some((_, reply)) = self.reads.remove(&rs.request_ctx) {
-                let _ = reply.send(Ok(rs.index));
+            if let Some(r) = self.reads.remove(&rs.request_ctx) {
+                let _ = r.reply.send(Ok(rs.index));
             }
         }
         // 4. Entries committed (and already durable) are applied to the state machine.
@@ -531,29 +663,109 @@ impl<T: Transport> Node<T> {
         Ok(())
     }
 
-    /// Snapshots the state machine and compacts the log once enough was applied.
-    fn maybe_snapshot(&mut self) -> Result<(), RaftError> {
-        let (applied, data) = {
+    /// Starts a snapshot once enough was applied: at least `snapshot_every` entries and,
+    /// so that encoding the state costs no more than writing the log did, at least half
+    /// the last snapshot's size in log bytes. The state is copied here (cheap next to
+    /// encoding it) and encoded and written on a helper thread; the raft loop goes on.
+    fn maybe_snapshot(&mut self) {
+        if self.snapshot_job.is_some() {
+            return;
+        }
+        let store = self.raw.store();
+        if store.log_bytes_since_snapshot() * 2 < store.snapshot_bytes() {
+            return;
+        }
+        let (applied, state) = {
             let sm = self.sm.read().unwrap_or_else(|p| p.into_inner());
             let applied = sm.applied();
             if applied < self.snapshot_index + self.cfg.snapshot_every {
-                return Ok(());
+                return;
             }
-            (applied, sm.snapshot_data()?)
+            (applied, sm.store().clone())
         };
-        let term = self.raw.store().term(applied)?;
-        let mut snap = Snapshot {
-            data: data.into(),
-            ..Default::default()
+        let Ok(term) = self.raw.store().term(applied) else {
+            return;
         };
+        let mut snap = Snapshot::default();
         let md = snap.mut_metadata();
         md.index = applied;
         md.term = term;
         md.set_conf_state(self.raw.store().conf_state());
-        self.raw.mut_store().compact(snap, self.cfg.keep_entries)?;
-        self.snapshot_index = applied;
-        tracing::info!(raft_index = applied, "snapshot taken, log compacted");
+        let dir = self.cfg.dir.clone();
+        let (tx, rx) = oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("raft-snapshot".into())
+            .spawn(move || {
+                let res = serde_json::to_vec(&state)
+                    .map_err(|e| StorageError::Encode(e.to_string()))
+                    .and_then(|data| {
+                        snap.data = data.into();
+                        crate::storage::write_snapshot_file(&dir, &snap).map(|tmp| (snap, tmp))
+                    });
+                let _ = tx.send(res);
+            });
+        match spawned {
+            Ok(_) => self.snapshot_job = Some(rx),
+            Err(e) => tracing::warn!(error = %e, "cannot start the snapshot thread"),
+        }
+    }
+
+    /// Installs a snapshot the helper thread wrote and compacts the log behind it.
+    fn install_own_snapshot(
+        &mut self,
+        (snap, file): (Snapshot, PathBuf),
+    ) -> Result<(), RaftError> {
+        let index = snap.get_metadata().index;
+        if self
+            .raw
+            .mut_store()
+            .install_own_snapshot(snap, &file, self.cfg.keep_entries)?
+        {
+            self.snapshot_index = index;
+            tracing::info!(raft_index = index, "snapshot taken, log compacted");
+        }
         Ok(())
+    }
+
+    /// Hands pending reads to raft (again): all of them when `all`, else those sent more
+    /// than two ticks ago (raft-rs may have dropped them on the way).
+    fn issue_reads(&mut self, all: bool) {
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            return;
+        }
+        let now = Instant::now();
+        let stale = self.cfg.tick * 2;
+        let due: Vec<Vec<u8>> = self
+            .reads
+            .iter_mut()
+            .filter(|(_, r)| all || now.duration_since(r.issued) >= stale)
+            .map(|(ctx, r)| {
+                r.issued = now;
+                ctx.clone()
+            })
+            .collect();
+        for ctx in due {
+            self.raw.read_index(ctx);
+        }
+    }
+
+    /// Our leader is gone (its connection broke): campaign within one to three ticks
+    /// instead of a whole election timeout. Pre-vote keeps this harmless if the leader is
+    /// in fact alive: peers that still hear from it refuse to vote.
+    fn leader_lost(&mut self, id: u64) {
+        let r = &mut self.raw.raft;
+        if self.removed || r.state != StateRole::Follower || r.leader_id != id || id == 0 {
+            return;
+        }
+        let left = 1 + rand::random::<u32>() as usize % 3;
+        let at = r
+            .randomized_election_timeout()
+            .saturating_sub(left)
+            .max(r.election_timeout());
+        if r.election_elapsed < at {
+            tracing::debug!(leader = id, "lost the connection to the leader; campaigning early");
+            r.election_elapsed = at;
+        }
     }
 
     fn expire(&mut self) {
@@ -574,24 +786,28 @@ impl<T: Transport> Node<T> {
         let expired: Vec<_> = self
             .reads
             .iter()
-            .filter(|(_, (d, _))| *d <= now)
+            .filter(|(_, r)| r.deadline <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for k in expired {
-            if let Some((_, r)) = self.reads.remove(&k) {
-                let _ = r.send(Err(RaftError::ReadTimeout(t)));
+            if let Some(r) = self.reads.remove(&k) {
+                let _ = r.reply.send(Err(RaftError::ReadTimeout(t)));
             }
         }
     }
 
-    fn fail_all(&mut self, err: impl Fn() -> RaftError) {
+    fn fail_proposals(&mut self, err: impl Fn() -> RaftError) {
         for (_, ws) in self.waiters.drain() {
             for (_, w) in ws {
                 let _ = w.send(Err(err()));
             }
         }
-        for (_, (_, r)) in self.reads.drain() {
-            let _ = r.send(Err(err()));
+    }
+
+    fn fail_all(&mut self, err: impl Fn() -> RaftError) {
+        self.fail_proposals(&err);
+        for (_, r) in self.reads.drain() {
+            let _ = r.reply.send(Err(err()));
         }
     }
 
@@ -641,32 +857,90 @@ impl RaftHandle {
         self.status.clone()
     }
 
+    /// The metrics this node (and the reconciler driving it) records into.
+    pub fn metrics(&self) -> &Arc<crate::metrics::ControllerMetrics> {
+        &self.metrics
+    }
+
     /// Replicates a proposal and returns its outcome once applied locally.
     ///
     /// While no leader is known, or if the leader changes mid-flight, it waits and
     /// re-proposes the same request (applied at most once) until the request timeout.
     pub async fn propose(&self, p: Proposal) -> Result<Outcome, RaftError> {
+        let started = Instant::now();
+        let r = self.propose_inner(p).await;
+        if r.is_ok() {
+            self.metrics
+                .proposal_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    async fn propose_inner(&self, p: Proposal) -> Result<Outcome, RaftError> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            if self.status().leader_id == 0 {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || self.wait_leader(left).await.is_none() {
-                    return Err(RaftError::NoLeader);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut leader = self.status().leader_id;
+            if leader == 0 {
+                match self.wait_leader(left).await {
+                    Some(l) => leader = l,
+                    None => return Err(RaftError::NoLeader),
                 }
             }
-            let (tx, rx) = oneshot::channel();
-            self.tx
-                .send(Msg::Propose(p.clone(), tx))
-                .map_err(|_| RaftError::Stopped)?;
-            match self.wait(rx).await {
-                Err(RaftError::NoLeader | RaftError::LeaderChanged)
-                    if Instant::now() + Duration::from_millis(20) < deadline =>
+            let res = if leader == self.id {
+                self.propose_local(p.clone()).await
+            } else {
+                match tokio::time::timeout(left, self.transport.forward(self.id, leader, p.clone()))
+                    .await
                 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(Ok(o)) => {
+                        // Read-your-writes on this manager: the leader's commit index
+                        // reaches us at about the time its answer does.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let mut st = self.status.clone();
+                        let _ = tokio::time::timeout(left, st.wait_for(|s| s.applied >= o.index))
+                            .await;
+                        Ok(o)
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(RaftError::Timeout(self.timeout)),
+                }
+            };
+            match res {
+                Err(e) if e.is_retryable() => {
+                    let wait = Duration::from_millis(50);
+                    if Instant::now() + wait >= deadline {
+                        return Err(match e {
+                            RaftError::NotLeader => RaftError::NoLeader,
+                            e => e,
+                        });
+                    }
+                    // Until this node's view of the leader moves on, or a moment passes.
+                    let mut st = self.status.clone();
+                    let _ = tokio::time::timeout(wait, st.wait_for(|s| s.leader_id != leader))
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 r => return r,
             }
         }
+    }
+
+    /// Proposes on this node if it is the leader, never forwarding: the leader's side of
+    /// a forwarded proposal. Fails with [`RaftError::NotLeader`] anywhere else.
+    pub async fn propose_local(&self, p: Proposal) -> Result<Outcome, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Propose(p, tx))
+            .map_err(|_| RaftError::Stopped)?;
+        self.wait(rx).await
+    }
+
+    /// Tells the node that the connection to `raft_id` broke; if that is its leader, it
+    /// campaigns soon rather than after a whole election timeout.
+    pub fn leader_lost(&self, raft_id: u64) {
+        let _ = self.tx.send(Msg::LeaderLost(raft_id));
     }
 
     async fn wait<V>(&self, rx: oneshot::Receiver<Result<V, RaftError>>) -> Result<V, RaftError> {
@@ -680,10 +954,9 @@ impl RaftHandle {
 
     /// Returns once this node's state machine reflects every write committed before the
     /// call (raft ReadIndex, confirmed by a quorum heartbeat round).
+    /// Bounded by the request timeout: the node holds the read until a leader is known and
+    /// has committed in its term, and fails it with [`RaftError::ReadTimeout`] after that.
     pub async fn read_barrier(&self) -> Result<(), RaftError> {
-        if self.status().leader_id == 0 && self.wait_leader(self.timeout).await.is_none() {
-            return Err(RaftError::NoLeader);
-        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Msg::ReadIndex(tx))

@@ -2,7 +2,8 @@
 //! `harness/src/network.rs`): links can be cut one way or both, nodes isolated, and
 //! everything healed. Used by the controller's integration tests.
 
-use crate::consensus::{RaftHandle, Transport};
+use crate::consensus::{Forwarded, RaftError, RaftHandle, Transport};
+use crate::state::Proposal;
 use raft::prelude::Message;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,24 @@ impl Network {
 }
 
 impl Transport for Endpoint {
+    /// The leader proposes it directly; a cut link or a detached leader fails the way a
+    /// broken connection would (retryable).
+    fn forward(&self, from: u64, to: u64, p: Proposal) -> Forwarded {
+        let g = self.net.lock();
+        let leader = if g.cut.contains(&(from, to)) {
+            None
+        } else {
+            g.nodes.get(&to).cloned()
+        };
+        drop(g);
+        Box::pin(async move {
+            match leader {
+                Some(h) => h.propose_local(p).await,
+                None => Err(RaftError::Forward(format!("no link to {to}"))),
+            }
+        })
+    }
+
     fn send(&self, msgs: Vec<Message>) {
         let g = self.net.lock();
         for m in msgs {

@@ -101,6 +101,10 @@ pub struct Node {
     pub status: NodeStatus,
     /// Advertised cluster address (host:port), if the node listens.
     pub addr: String,
+    /// The IP other nodes send overlay (VXLAN) traffic to: the advertised address, or
+    /// the address the node joined from.
+    #[serde(default)]
+    pub data_addr: String,
     pub engine_version: String,
     pub labels: BTreeMap<String, String>,
     pub version: u64,
@@ -116,6 +120,7 @@ pub struct Object {
     /// Starts at 1; bumped by every update (optimistic concurrency).
     pub version: u64,
     /// Opaque to the controller (JSON by convention).
+    #[serde(with = "crate::codec::b64")]
     pub spec: Vec<u8>,
     pub created_index: u64,
     pub updated_index: u64,
@@ -171,11 +176,13 @@ pub enum Op {
         kind: String,
         id: String,
         name: String,
+        #[serde(with = "crate::codec::b64")]
         spec: Vec<u8>,
     },
     Update {
         kind: String,
         id: String,
+        #[serde(with = "crate::codec::b64")]
         spec: Vec<u8>,
         #[serde(default)]
         expected_version: u64,
@@ -274,6 +281,10 @@ pub struct Store {
     /// Recent request IDs and their outcome, oldest first.
     pub requests: VecDeque<(String, ApplyResult)>,
     pub applied: u64,
+    /// The most recent cluster events (service and node changes), oldest first, for
+    /// `skiff events --since` on any manager (see [`crate::events`]).
+    #[serde(default)]
+    pub events: VecDeque<crate::events::ClusterEvent>,
 }
 
 /// The store plus its indexes and change feed.
@@ -282,6 +293,7 @@ pub struct StateMachine {
     names: HashMap<(String, String), String>,
     seen: HashMap<String, ApplyResult>,
     events: tokio::sync::broadcast::Sender<Arc<Event>>,
+    cluster_events: tokio::sync::broadcast::Sender<crate::events::ClusterEvent>,
 }
 
 /// A random 25-character ID (Swarm's shape), base 36.
@@ -322,11 +334,13 @@ impl StateMachine {
         }
         let seen = store.requests.iter().cloned().collect();
         let (events, _) = tokio::sync::broadcast::channel(8192);
+        let (cluster_events, _) = tokio::sync::broadcast::channel(1024);
         StateMachine {
             store,
             names,
             seen,
             events,
+            cluster_events,
         }
     }
 
@@ -339,13 +353,25 @@ impl StateMachine {
             serde_json::from_slice(data)?
         };
         let events = self.events.clone();
+        let cluster_events = self.cluster_events.clone();
         *self = StateMachine::from_store(store);
         self.events = events;
+        self.cluster_events = cluster_events;
         Ok(())
     }
 
     pub fn snapshot_data(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(&self.store)
+    }
+
+    /// SHA-256 (hex) of the whole replicated state and the index it reflects. Managers
+    /// that applied the same log hash equal at the same index: the chaos checker
+    /// (`deploy/chaos`) compares them to catch divergence.
+    pub fn state_hash(&self) -> (u64, String) {
+        use sha2::Digest as _;
+        // Every map in the store is ordered, so the encoding is canonical.
+        let bytes = self.snapshot_data().unwrap_or_default();
+        (self.store.applied, hex::encode(sha2::Sha256::digest(bytes)))
     }
 
     pub fn store(&self) -> &Store {
@@ -360,6 +386,27 @@ impl StateMachine {
     /// under, so no change falls between the list and the feed.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
+    }
+
+    /// Recorded cluster events at or after `since` (nanoseconds; 0: none).
+    pub fn cluster_events(&self, since: i64) -> Vec<crate::events::ClusterEvent> {
+        if since <= 0 {
+            return vec![];
+        }
+        self.store
+            .events
+            .iter()
+            .filter(|e| e.time_unix_nanos >= since)
+            .cloned()
+            .collect()
+    }
+
+    /// A receiver of future cluster events; take it under the same read lock as
+    /// [`Self::cluster_events`] so none falls between the two.
+    pub fn subscribe_cluster_events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::events::ClusterEvent> {
+        self.cluster_events.subscribe()
     }
 
     pub fn meta(&self) -> &ClusterMeta {
@@ -438,7 +485,7 @@ impl StateMachine {
         let res = self.plan(index, p, &mut scratch);
         let res = match res {
             Ok(objects) => {
-                self.commit(index, scratch);
+                self.commit(index, crate::events::proposal_time(&p.at), scratch);
                 Ok(Outcome { index, objects })
             }
             Err(e) => Err(e),
@@ -662,12 +709,19 @@ impl StateMachine {
         Ok(out)
     }
 
-    fn commit(&mut self, index: u64, s: Scratch) {
+    fn commit(&mut self, index: u64, at: i64, s: Scratch) {
         if let Some(m) = s.meta {
             self.store.meta = m;
         }
         let mut events = Vec::new();
+        let mut cluster_events = Vec::new();
         for (id, n) in s.nodes {
+            cluster_events.extend(crate::events::derive_node(
+                at,
+                index,
+                self.store.nodes.get(&id),
+                n.as_ref(),
+            ));
             match n {
                 Some(n) => {
                     let action = if self.store.nodes.contains_key(&id) {
@@ -695,8 +749,15 @@ impl StateMachine {
         }
         self.store.removed_nodes.extend(s.removed);
         let mut deleted = HashMap::new();
+        // Objects as they were before this batch, for events that report what changed.
+        let mut before = HashMap::new();
         for ((kind, id), o) in s.objects {
             let m = self.store.objects.entry(kind.clone()).or_default();
+            if let Some(old) = m.get(&id) {
+                if o.is_some() && kind == crate::orchestrator::types::KIND_SERVICE {
+                    before.insert((kind.clone(), id.clone()), old.clone());
+                }
+            }
             match o {
                 Some(o) => {
                     m.insert(id, o);
@@ -725,6 +786,10 @@ impl StateMachine {
                     None => continue,
                 },
             };
+            let old = before.get(&(kind, id));
+            cluster_events.extend(crate::events::derive_object(
+                at, index, action, old, &object,
+            ));
             events.push(Event {
                 index,
                 action,
@@ -733,6 +798,13 @@ impl StateMachine {
         }
         for e in events {
             let _ = self.events.send(Arc::new(e));
+        }
+        for e in cluster_events {
+            if self.store.events.len() >= crate::events::HISTORY {
+                self.store.events.pop_front();
+            }
+            self.store.events.push_back(e.clone());
+            let _ = self.cluster_events.send(e);
         }
     }
 }

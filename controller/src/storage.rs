@@ -6,14 +6,18 @@
 //! - `wal-<seq>.log`: segments of records `[len u32 LE][crc32 u32 LE][kind u8][payload]`,
 //!   where the CRC covers kind and payload. Kinds: one raft entry, the hard state, the
 //!   conf state. Replay applies them in order: an entry at index `i` drops any later entry
-//!   already seen (raft's overwrite rule).
+//!   already seen (raft's overwrite rule). A full segment is followed by a new, empty one;
+//!   a compaction writes the live entries into a fresh segment and deletes the older ones.
 //!
 //! Nothing is acknowledged before [`DiskStorage::persist`] returns, and it returns only
 //! after `fdatasync` (and a directory fsync when it created a file).
 //!
 //! Recovery: a damaged record at the end of the last segment is a torn write from a crash
 //! (it was never acknowledged) and is truncated away; a damaged record anywhere else is
-//! corruption and [`DiskStorage::open`] refuses with the file and offset at fault.
+//! corruption and [`DiskStorage::open`] refuses with the file and offset at fault. A
+//! manager that has peers checks first ([`DiskStorage::check`]) and treats either as a
+//! lost log: a cut tail looks exactly like a torn write but may have held acknowledged
+//! entries, so it rejoins under a new raft ID instead (see `cluster::Cluster`).
 //!
 //! In memory the log lives in raft-rs's `MemStorage` (bounded by compaction), which
 //! answers raft's reads.
@@ -61,6 +65,21 @@ pub enum StorageError {
     },
     #[error("raft storage: {0}")]
     Raft(#[from] raft::Error),
+    #[error("encoding a snapshot: {0}")]
+    Encode(String),
+}
+
+impl StorageError {
+    /// Damage to what was written (as opposed to an I/O failure now): the log cannot be
+    /// trusted, and a manager recovers by rejoining under a new identity.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Corrupt { .. }
+                | StorageError::CorruptSnapshot { .. }
+                | StorageError::Decode { .. }
+        )
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -94,6 +113,9 @@ pub struct DiskStorage {
     wal_path: PathBuf,
     wal_seq: u64,
     wal_len: u64,
+    /// Entry payload bytes written since the latest snapshot (decides when the next one
+    /// is worth taking).
+    log_bytes: u64,
     buf: Vec<u8>,
     /// The live state machine: snapshots sent to followers are cut from it on demand, so
     /// a new member always gets one that already lists it as a voter.
@@ -201,6 +223,27 @@ fn parse_segment(
     Ok((out, None))
 }
 
+/// Writes `snap` durably to a temporary file in `dir` (header with length and CRC32, then
+/// the encoded snapshot) and returns its path; installing it is a rename. Safe to run on
+/// any thread: it touches nothing but that file.
+pub fn write_snapshot_file(dir: &Path, snap: &Snapshot) -> Result<PathBuf, StorageError> {
+    let tmp = dir.join(format!("snap.{}.tmp", snap.get_metadata().index));
+    let body = snap.write_to_bytes().map_err(|e| StorageError::Decode {
+        path: tmp.clone(),
+        source: e,
+    })?;
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut head = Vec::with_capacity(20);
+    head.extend_from_slice(SNAP_MAGIC);
+    head.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    head.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    f.write_all(&head)
+        .and_then(|_| f.write_all(&body))
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(&tmp))?;
+    Ok(tmp)
+}
+
 fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
     let mut data = Vec::new();
     match File::open(path) {
@@ -229,28 +272,33 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
         })
 }
 
-impl DiskStorage {
-    /// Opens (or creates) the log in `dir`, replaying snapshot and segments.
-    pub fn open(dir: &Path) -> Result<(Self, Recovery), StorageError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let mem = MemStorage::new();
-        let mut recovery = Recovery::default();
-        let snap_path = dir.join("snap");
-        let snapshot = read_snapshot(&snap_path)?.unwrap_or_default();
-        let snap_index = snapshot.get_metadata().index;
-        if snap_index > 0 {
-            mem.wl().apply_snapshot(snapshot.clone())?;
-        }
-        let segs = segments(dir)?;
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut hs: Option<HardState> = None;
-        let mut cs: Option<ConfState> = None;
-        for (i, (_, path)) in segs.iter().enumerate() {
-            let last = i + 1 == segs.len();
-            let data = std::fs::read(path).map_err(io_err(path))?;
-            let (records, truncate_at) = parse_segment(path, dir, &data, last)?;
-            if let Some(at) = truncate_at {
-                recovery.truncated_bytes = data.len() as u64 - at;
+/// What a log directory holds, parsed.
+struct Replay {
+    snapshot: Snapshot,
+    segs: Vec<(u64, PathBuf)>,
+    entries: Vec<Entry>,
+    hs: Option<HardState>,
+    cs: Option<ConfState>,
+    recovery: Recovery,
+}
+
+/// Parses snapshot and segments. A torn tail is measured, and cut when `repair`.
+fn replay(dir: &Path, repair: bool) -> Result<Replay, StorageError> {
+    let mut recovery = Recovery::default();
+    let snap_path = dir.join("snap");
+    let snapshot = read_snapshot(&snap_path)?.unwrap_or_default();
+    let snap_index = snapshot.get_metadata().index;
+    let segs = if dir.exists() { segments(dir)? } else { vec![] };
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut hs: Option<HardState> = None;
+    let mut cs: Option<ConfState> = None;
+    for (i, (_, path)) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        let data = std::fs::read(path).map_err(io_err(path))?;
+        let (records, truncate_at) = parse_segment(path, dir, &data, last)?;
+        if let Some(at) = truncate_at {
+            recovery.truncated_bytes = data.len() as u64 - at;
+            if repair {
                 tracing::warn!(file = %path.display(), offset = at, bytes = recovery.truncated_bytes, "repairing torn write at the end of the raft log");
                 let f = OpenOptions::new()
                     .write(true)
@@ -259,32 +307,76 @@ impl DiskStorage {
                 f.set_len(at).map_err(io_err(path))?;
                 f.sync_all().map_err(io_err(path))?;
             }
-            for r in records {
-                match r {
-                    Record::Entry(e) => {
-                        if e.index <= snap_index {
-                            continue;
-                        }
-                        // Raft overwrite rule: a new entry at i replaces i and everything after.
-                        while entries.last().is_some_and(|l| l.index >= e.index) {
-                            entries.pop();
-                        }
-                        if entries.last().map_or(snap_index + 1, |l| l.index + 1) != e.index {
-                            return Err(StorageError::Corrupt {
-                                path: path.clone(),
-                                dir: dir.into(),
-                                offset: 0,
-                                why: format!("gap in the log before index {}", e.index),
-                            });
-                        }
-                        entries.push(e);
+        }
+        for r in records {
+            match r {
+                Record::Entry(e) => {
+                    if e.index <= snap_index {
+                        continue;
                     }
-                    Record::HardState(h) => hs = Some(h),
-                    Record::ConfState(c) => cs = Some(c),
+                    // Raft overwrite rule: a new entry at i replaces i and everything after.
+                    while entries.last().is_some_and(|l| l.index >= e.index) {
+                        entries.pop();
+                    }
+                    if entries.last().map_or(snap_index + 1, |l| l.index + 1) != e.index {
+                        return Err(StorageError::Corrupt {
+                            path: path.clone(),
+                            dir: dir.into(),
+                            offset: 0,
+                            why: format!("gap in the log before index {}", e.index),
+                        });
+                    }
+                    entries.push(e);
                 }
+                Record::HardState(h) => hs = Some(h),
+                Record::ConfState(c) => cs = Some(c),
             }
         }
-        recovery.entries = entries.len();
+    }
+    recovery.entries = entries.len();
+    Ok(Replay {
+        snapshot,
+        segs,
+        entries,
+        hs,
+        cs,
+        recovery,
+    })
+}
+
+impl DiskStorage {
+    /// Reads the log in `dir` without changing anything: what [`Self::open`] would
+    /// recover, including how many bytes of torn tail it would cut. A manager with peers
+    /// uses it to tell a cut tail (acknowledged entries may be gone: raft must not trust
+    /// this log) from a clean one before starting.
+    pub fn check(dir: &Path) -> Result<Recovery, StorageError> {
+        replay(dir, false).map(|r| r.recovery)
+    }
+
+    /// Opens (or creates) the log in `dir`, replaying snapshot and segments.
+    pub fn open(dir: &Path) -> Result<(Self, Recovery), StorageError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mem = MemStorage::new();
+        let Replay {
+            snapshot,
+            segs,
+            entries,
+            hs,
+            cs,
+            recovery,
+        } = replay(dir, true)?;
+        let snap_index = snapshot.get_metadata().index;
+        if snap_index > 0 {
+            mem.wl().apply_snapshot(snapshot.clone())?;
+        }
+        // A snapshot a crash interrupted before it was installed is of no use.
+        for e in std::fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("snap.") && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let log_bytes = entries.iter().map(|e| e.data.len() as u64).sum();
         {
             let mut w = mem.wl();
             w.append(&entries)?;
@@ -320,6 +412,7 @@ impl DiskStorage {
                 wal_path,
                 wal_seq,
                 wal_len,
+                log_bytes,
                 buf: Vec::new(),
                 live: None,
             },
@@ -387,6 +480,7 @@ impl DiskStorage {
     ) -> Result<(), StorageError> {
         for e in entries {
             self.push_record(KIND_ENTRY, e)?;
+            self.log_bytes += e.data.len() as u64;
         }
         if let Some(h) = hs {
             self.push_record(KIND_HARD_STATE, h)?;
@@ -401,9 +495,19 @@ impl DiskStorage {
         }
         drop(w);
         if self.wal_len > SEGMENT_BYTES {
-            self.rewrite_segment()?;
+            self.roll_segment()?;
         }
         Ok(())
+    }
+
+    /// Entry payload bytes written since the latest snapshot.
+    pub fn log_bytes_since_snapshot(&self) -> u64 {
+        self.log_bytes
+    }
+
+    /// Size of the latest snapshot's state image.
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot.data.len() as u64
     }
 
     /// Records the configuration after a conf change was applied.
@@ -437,30 +541,44 @@ impl DiskStorage {
     }
 
     fn write_snapshot_file(&self, snap: &Snapshot) -> Result<(), StorageError> {
+        let tmp = write_snapshot_file(&self.dir, snap)?;
         let path = self.dir.join("snap");
-        let tmp = self.dir.join("snap.tmp");
-        let body = snap.write_to_bytes().map_err(|e| StorageError::Decode {
-            path: path.clone(),
-            source: e,
-        })?;
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut head = Vec::with_capacity(20);
-        head.extend_from_slice(SNAP_MAGIC);
-        head.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        head.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        f.write_all(&head)
-            .and_then(|_| f.write_all(&body))
-            .and_then(|_| f.sync_all())
-            .map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         fsync_dir(&self.dir)
+    }
+
+    /// Installs a snapshot of the local state machine that [`write_snapshot_file`] wrote
+    /// to `file` on another thread, and compacts the log behind it, keeping `keep`
+    /// entries for slow followers. A snapshot no newer than the current one (the leader
+    /// sent one meanwhile) is discarded: false.
+    pub fn install_own_snapshot(
+        &mut self,
+        snap: Snapshot,
+        file: &Path,
+        keep: u64,
+    ) -> Result<bool, StorageError> {
+        if snap.get_metadata().index <= self.snapshot.get_metadata().index {
+            let _ = std::fs::remove_file(file);
+            return Ok(false);
+        }
+        let path = self.dir.join("snap");
+        std::fs::rename(file, &path).map_err(io_err(&path))?;
+        fsync_dir(&self.dir)?;
+        self.compact_to(snap, keep)?;
+        Ok(true)
     }
 
     /// Saves a snapshot the local state machine produced at `snap.metadata.index` and
     /// compacts the log up to it, keeping `keep` entries for slow followers.
     pub fn compact(&mut self, snap: Snapshot, keep: u64) -> Result<(), StorageError> {
         self.write_snapshot_file(&snap)?;
+        self.compact_to(snap, keep)
+    }
+
+    /// Makes `snap` (already on disk) the latest snapshot and drops the log behind it.
+    fn compact_to(&mut self, snap: Snapshot, keep: u64) -> Result<(), StorageError> {
         let index = snap.get_metadata().index;
+        self.log_bytes = 0;
         self.snapshot = snap;
         let first = self.mem.first_index()?;
         let to = index.saturating_sub(keep);
@@ -475,7 +593,25 @@ impl DiskStorage {
         self.write_snapshot_file(&snap)?;
         self.mem.wl().apply_snapshot(snap.clone())?;
         self.snapshot = snap;
+        self.log_bytes = 0;
         self.rewrite_segment()
+    }
+
+    /// Continues the log in a new, empty segment; the older ones stay until a compaction
+    /// makes them obsolete (copying live entries here would cost O(log) per rollover).
+    fn roll_segment(&mut self) -> Result<(), StorageError> {
+        let seq = self.wal_seq + 1;
+        let path = self.dir.join(segment_name(seq));
+        self.wal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        fsync_dir(&self.dir)?;
+        self.wal_path = path;
+        self.wal_seq = seq;
+        self.wal_len = 0;
+        Ok(())
     }
 
     /// Starts a new segment holding the current state (hard state, conf state, live
@@ -552,7 +688,17 @@ impl Storage for DiskStorage {
     fn last_index(&self) -> raft::Result<u64> {
         self.mem.last_index()
     }
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // The latest snapshot on disk serves any follower it already lists: cutting one
+        // from the live state costs O(state) on the raft thread.
+        let md = self.snapshot.get_metadata();
+        let cs = md.get_conf_state();
+        if md.index > 0
+            && md.index >= request_index
+            && (cs.voters.contains(&to) || cs.learners.contains(&to))
+        {
+            return Ok(self.snapshot.clone());
+        }
         // Called on the raft task, so the state machine and the conf state are in step.
         if let Some(sm) = &self.live {
             let sm = sm.read().unwrap_or_else(|p| p.into_inner());
@@ -648,7 +794,16 @@ mod tests {
             .expect("open")
             .set_len(len - 5)
             .expect("truncate");
+        let before = std::fs::metadata(&seg).expect("meta").len();
+        let checked = DiskStorage::check(d.path()).expect("check");
+        assert!(checked.truncated_bytes > 0, "check measures the torn tail");
+        assert_eq!(
+            std::fs::metadata(&seg).expect("meta").len(),
+            before,
+            "check changes nothing"
+        );
         let (s, rec) = DiskStorage::open(d.path()).expect("a torn tail must be repaired");
+        assert_eq!(rec.truncated_bytes, checked.truncated_bytes);
         assert!(rec.truncated_bytes > 0);
         assert_eq!(s.last_index().expect("last"), 1);
         // The repair is durable and the log is writable again.
@@ -691,6 +846,9 @@ mod tests {
         let mut data = std::fs::read(&seg).expect("read");
         data[12] ^= 0xff; // inside the first record's payload
         std::fs::write(&seg, &data).expect("write");
+        assert!(DiskStorage::check(d.path())
+            .err()
+            .is_some_and(|e| e.is_corruption()));
         let err = DiskStorage::open(d.path()).err().expect("must refuse");
         let msg = err.to_string();
         assert!(

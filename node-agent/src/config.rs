@@ -2,6 +2,8 @@
 //! `/etc/skiff/agent.yaml`), over built-in defaults.
 
 use serde::Deserialize;
+use skiff_runtime::shim::logfile::{LogConfig, LogOptError, DEFAULT_OPTS};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The agent's settings after merging flags, file and defaults.
@@ -23,6 +25,11 @@ pub struct AgentConfig {
     pub network: crate::network::NetSettings,
     /// Cluster membership (the embedded controller); `None` runs engine-only (tests).
     pub cluster: Option<skiff_controller::cluster::ClusterConfig>,
+    /// Container log options every container starts from (`--log-opt` overrides per
+    /// key): the built-in `max-size: 10m, max-file: 3` under agent.yaml's `log_opts`.
+    pub log_opts: BTreeMap<String, String>,
+    /// Where Prometheus metrics are served (`/metrics`); `None`: not at all.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The YAML file's shape. Unknown keys are an error, so a typo is not silently ignored.
@@ -39,6 +46,20 @@ pub struct FileConfig {
     pub dns_search: Option<Vec<String>>,
     /// Pools new networks' subnets are taken from: `[{base: CIDR, size: PREFIXLEN}]`.
     pub default_address_pools: Option<Vec<skiff_runtime::network::ipam::Pool>>,
+    /// Container log rotation defaults: `{max-size: 10m, max-file: 3}` (json-file's keys).
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub log_opts: Option<BTreeMap<String, String>>,
+    /// `text` (default) or `json`; the `--log-format` flag wins.
+    pub log_format: Option<String>,
+    /// The agent flags of the same names (`--listen-addr IP[:PORT]`, `--advertise-addr`,
+    /// `--join ADDR:PORT` with `--token`), for agents started by a service manager.
+    pub listen_addr: Option<String>,
+    pub advertise_addr: Option<String>,
+    pub join: Option<String>,
+    /// The join token; only read when the node first joins (keep the file 0600).
+    pub join_token: Option<String>,
+    /// `IP:PORT` for the Prometheus endpoint (e.g. 127.0.0.1:9323); unset: no endpoint.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +76,46 @@ pub enum ConfigError {
     },
     #[error("--host {0:?}: the agent listens on unix://PATH")]
     BadHost(String),
+    #[error("log_opts: {0}")]
+    LogOpts(#[from] LogOptError),
+}
+
+/// Reads a map whose values may be YAML strings or numbers (`max-file: 3`), as strings.
+fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    use serde::de::Error;
+    let Some(m) = Option::<BTreeMap<String, serde_yaml::Value>>::deserialize(d)? else {
+        return Ok(None);
+    };
+    m.into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(D::Error::custom(format!(
+                        "{k}: expected a string or a number"
+                    )))
+                }
+            };
+            Ok((k, s))
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+/// The built-in log options overridden per key by agent.yaml's `log_opts`, validated,
+/// so a bad value stops the agent at start rather than failing every `run`.
+pub fn log_opts(
+    file: Option<BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let defaults: BTreeMap<String, String> = DEFAULT_OPTS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Ok(LogConfig::merge(&defaults, &file.unwrap_or_default())?.config)
 }
 
 pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
@@ -114,6 +175,11 @@ impl AgentConfig {
             shim_log_level: "info".into(),
             network: Default::default(),
             cluster: None,
+            log_opts: DEFAULT_OPTS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            metrics_addr: None,
         }
     }
 }
@@ -161,5 +227,50 @@ mod tests {
         assert!(err.to_string().contains("roots"), "{err}");
         assert!(FileConfig::load(&dir.path().join("missing"), false).is_ok());
         assert!(FileConfig::load(&dir.path().join("missing"), true).is_err());
+    }
+
+    #[test]
+    fn metrics_addr_is_an_ip_and_port() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("agent.yaml");
+        std::fs::write(&p, "metrics_addr: 127.0.0.1:9323\n").expect("write");
+        let c = FileConfig::load(&p, true).expect("load");
+        assert_eq!(
+            c.metrics_addr,
+            Some("127.0.0.1:9323".parse().expect("addr"))
+        );
+        std::fs::write(&p, "metrics_addr: localhost\n").expect("write");
+        let err = FileConfig::load(&p, true).expect_err("not an address");
+        assert!(err.to_string().contains("metrics_addr"), "{err}");
+        assert_eq!(FileConfig::default().metrics_addr, None, "off by default");
+    }
+
+    #[test]
+    fn log_opts_override_defaults_per_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("agent.yaml");
+        std::fs::write(&p, "log_opts:\n  max-size: 50m\n").expect("write");
+        let f = FileConfig::load(&p, true).expect("load");
+        let o = log_opts(f.log_opts).expect("valid");
+        assert_eq!(o.get("max-size").map(String::as_str), Some("50m"));
+        assert_eq!(o.get("max-file").map(String::as_str), Some("3"));
+        std::fs::write(&p, "log_opts: {max-size: 1m, max-file: 5}\n").expect("write");
+        let f = FileConfig::load(&p, true).expect("numbers are read as strings");
+        assert_eq!(
+            log_opts(f.log_opts)
+                .expect("valid")
+                .get("max-file")
+                .map(String::as_str),
+            Some("5")
+        );
+        std::fs::write(&p, "log_opts: {max-file: zero}\n").expect("write");
+        let f = FileConfig::load(&p, true).expect("load");
+        let err = log_opts(f.log_opts).expect_err("bad max-file");
+        assert!(
+            err.to_string()
+                .starts_with("log_opts: invalid log opt max-file"),
+            "{err}"
+        );
+        assert_eq!(log_opts(None).expect("defaults").len(), 2);
     }
 }

@@ -17,6 +17,7 @@ use skiff_runtime::container::{
 use skiff_runtime::fsutil;
 use skiff_runtime::image::ImageStore;
 use skiff_runtime::shim::frame::{read_frame, write_frame, Frame};
+use skiff_runtime::shim::logfile::{LogConfig, Rotation};
 use skiff_runtime::shim::Report;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -91,6 +92,8 @@ pub struct Containers {
     reserved: Mutex<Vec<String>>,
     pub networks: Arc<crate::network::Networks>,
     pub volumes: crate::volumes::Volumes,
+    /// Counters and histograms the metrics endpoint exposes.
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 fn random_id() -> String {
@@ -129,6 +132,7 @@ impl Containers {
             reserved: Mutex::new(vec![]),
             networks,
             volumes,
+            metrics: Arc::default(),
         })
     }
 
@@ -354,6 +358,17 @@ impl Containers {
             &config.cap_drop,
         )
         .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        // Log options are recorded merged with the agent's defaults, as Docker does, so
+        // inspect shows what applies and a later agent.yaml change does not alter them.
+        let given = config
+            .log_config
+            .take()
+            .map(|c| c.config)
+            .unwrap_or_default();
+        config.log_config = Some(
+            LogConfig::merge(&self.cfg.log_opts, &given)
+                .map_err(|e| AgentError::Invalid(e.to_string()))?,
+        );
         let id = random_id();
         if config.hostname.is_empty() {
             config.hostname = if config.network_mode == "host" {
@@ -535,6 +550,7 @@ impl Containers {
             bundle: e.paths.bundle(),
             mounts,
             log_path: e.paths.log(),
+            log_rotation: self.log_rotation(c),
             exit_path: e.paths.exit(),
             socket_path: e.paths.socket(),
             runtime_root: self.cfg.exec_root.join("runtime"),
@@ -543,6 +559,21 @@ impl Containers {
             volumes: c.mounts.clone(),
             resources: c.resources.clone(),
         }
+    }
+
+    /// The rotation a container's logs get; records from before rotation existed take
+    /// the agent's defaults.
+    fn log_rotation(&self, c: &ContainerConfig) -> Rotation {
+        let merged = match &c.log_config {
+            Some(l) => l.rotation(),
+            None => {
+                LogConfig::merge(&self.cfg.log_opts, &Default::default()).and_then(|l| l.rotation())
+            }
+        };
+        merged.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "container log options; using the defaults");
+            Rotation::default()
+        })
     }
 
     /// Spawns `skiff shim` for `args`, and reads its one-line report.
@@ -658,6 +689,7 @@ impl Containers {
             )));
         }
         let span = tracing::info_span!("start", container_id = %e.id);
+        let started = std::time::Instant::now();
         async {
             let _ = std::fs::remove_file(e.paths.exit());
             fsutil::create_dir_mode(&e.paths.exec_dir, 0o700)?;
@@ -670,6 +702,7 @@ impl Containers {
             spec.network = self
                 .networks
                 .setup(&record, &e.paths, &record.config.exposed_ports)
+                .instrument(tracing::debug_span!("net_setup"))
                 .await?;
             fsutil::write_json_atomic(&e.paths.task(), &spec)?;
             let task = e.paths.task();
@@ -678,6 +711,7 @@ impl Containers {
                     &[std::ffi::OsStr::new("--task"), task.as_os_str()],
                     &e.paths.shim_log(),
                 )
+                .instrument(tracing::debug_span!("shim_spawn"))
                 .await;
             let report = match report {
                 Ok(r) if r.error.is_empty() => r,
@@ -726,6 +760,9 @@ impl Containers {
                 s.manually_stopped = false;
             })?;
             self.emit(e, "start", &[]);
+            self.metrics
+                .start_duration
+                .observe(started.elapsed().as_secs_f64());
             self.spawn_monitor(e.clone());
             Ok(report)
         }
@@ -768,7 +805,9 @@ impl Containers {
                         }
                     }
                 }
-                me.handle_exit(e).await;
+                me.handle_exit(e)
+                    .instrument(tracing::debug_span!("handle_exit"))
+                    .await;
             }
             .instrument(span),
         );
@@ -788,7 +827,10 @@ impl Containers {
         };
         // The shim normally unmounts; make sure after a shim crash.
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
-        self.networks.teardown(&e.id).await;
+        self.networks
+            .teardown(&e.id)
+            .instrument(tracing::debug_span!("net_teardown"))
+            .await;
         let prev = e.state();
         let ran_for = prev
             .started_at
@@ -808,7 +850,11 @@ impl Containers {
         tracing::info!(exit_code = exit.exit_code, "container exited");
         let r = e.record();
         if r.config.auto_remove {
-            if let Err(err) = self.remove(&e.id, true).await {
+            let removed = self
+                .remove(&e.id, true)
+                .instrument(tracing::debug_span!("auto_remove"))
+                .await;
+            if let Err(err) = removed {
                 tracing::warn!(error = %err, "auto-remove failed");
             }
             e.changed.send_modify(|g| *g += 1);

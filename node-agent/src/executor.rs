@@ -28,6 +28,12 @@ pub const LABEL_NODE: &str = "com.docker.swarm.node.id";
 /// Marks local networks the executor made for a stack (removed with the stack).
 pub const LABEL_STACK_NETWORK: &str = "com.skiff.stack.network";
 
+/// Overlay networks of the cluster (`all`) and those set up on this node (`ready`).
+struct OverlaysReady {
+    ready: std::collections::HashSet<String>,
+    all: std::collections::HashSet<String>,
+}
+
 /// Health-check bookkeeping per task.
 #[derive(Default, Clone)]
 struct Health {
@@ -45,6 +51,8 @@ pub struct View {
     pub networks: Vec<String>,
     /// Secret and config contents by (kind, name).
     pub files: HashMap<(String, String), String>,
+    /// This node's part of the overlay networks.
+    pub overlay: skiff_controller::orchestrator::overlay::OverlayView,
 }
 
 /// Where tasks come from and where their state goes: the local state machine on a
@@ -107,6 +115,7 @@ impl Source for LocalSource {
                 .map(|o| o.name)
                 .collect(),
             files,
+            overlay: skiff_controller::orchestrator::overlay::view(&sm, node_id),
         }
     }
 
@@ -208,6 +217,12 @@ impl RemoteSource {
                     .iter()
                     .map(|f| ((f.kind.clone(), f.name.clone()), f.content.clone()))
                     .collect(),
+                overlay: if set.overlay_json.is_empty() {
+                    Default::default()
+                } else {
+                    serde_json::from_str(&set.overlay_json)
+                        .map_err(|e| format!("overlay view: {e}"))?
+                },
             };
             if let Ok(mut v) = self.view.write() {
                 *v = view;
@@ -306,6 +321,9 @@ impl Executor {
             tracing::debug!(task_id = %t.id, error = %e, "task status not recorded; retrying next pass");
         } else {
             tracing::info!(task_id = %t.id, state = v.status.state.as_str(), "task state");
+            if v.status.state != t.value.status.state {
+                self.containers.metrics.task_state(v.status.state.as_str());
+            }
         }
     }
 
@@ -315,6 +333,7 @@ impl Executor {
         let tasks = &view.tasks;
         let containers = self.task_containers();
         let now = now_ms();
+        let overlays_ready = self.sync_overlays(&view.overlay).await;
         for t in tasks {
             let cid = containers.get(&t.id).cloned();
             let span = tracing::info_span!("task", task_id = %t.id);
@@ -322,7 +341,7 @@ impl Executor {
                 (Desired::Running, s)
                     if s <= TaskState::Assigned && !t.value.node_id.is_empty() =>
                 {
-                    if t.value.not_before_ms > now {
+                    if t.value.not_before_ms > now || !Self::networks_ready(t, &overlays_ready) {
                         continue;
                     }
                     // Starts run concurrently; the `in_flight` set doubles as the in-flight
@@ -421,11 +440,16 @@ impl Executor {
         labels.insert(LABEL_TASK.into(), t.id.clone());
         labels.insert(LABEL_SERVICE.into(), t.value.service_name.clone());
         labels.insert(LABEL_NODE.into(), self.node_id.clone());
-        // The first network carries the container; service names resolve as aliases.
+        // The first network carries the container; service names resolve as aliases
+        // (on overlays, through the cluster-wide names instead).
         let mut network_mode = String::from("bridge");
         let mut aliases = Vec::new();
+        let mut ipv4_address = String::new();
         if let Some((net, al)) = tpl.networks.iter().next() {
-            if let Err(e) = self.ensure_network(net).await {
+            if let Some(ip) = t.value.addresses.get(net) {
+                network_mode = net.clone();
+                ipv4_address = ip.to_string();
+            } else if let Err(e) = self.ensure_network(net).await {
                 self.report(t, |v| {
                     v.status.state = TaskState::Rejected;
                     v.status.error = e.clone();
@@ -433,9 +457,10 @@ impl Executor {
                 })
                 .await;
                 return;
+            } else {
+                network_mode = net.clone();
+                aliases = al.clone();
             }
-            network_mode = net.clone();
-            aliases = al.clone();
         }
         let mut binds: Vec<String> = tpl
             .mounts
@@ -492,6 +517,7 @@ impl Executor {
             }),
             net: Some(skiff_proto::engine::NetworkOptions {
                 aliases,
+                ipv4_address,
                 ..Default::default()
             }),
             ..Default::default()
@@ -558,13 +584,102 @@ impl Executor {
         }
     }
 
-    /// Publishes each service's ports on this node over its running local tasks (kernel
-    /// DNAT with round-robin; the cluster-wide routing mesh is the overlay's job).
+    /// Brings this node's side of its overlay networks in line with the cluster and
+    /// returns the overlay networks ready for containers (by name).
+    async fn sync_overlays(
+        &self,
+        ov: &skiff_controller::orchestrator::overlay::OverlayView,
+    ) -> OverlaysReady {
+        let nets = &self.containers.networks;
+        let mut ready = std::collections::HashSet::new();
+        for o in &ov.networks {
+            match nets
+                .ensure_overlay(o, &self.node_id, nets.vxlan_port())
+                .await
+            {
+                Ok(()) => {
+                    ready.insert(o.name.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(network = %o.name, error = %e, "setting up overlay network")
+                }
+            }
+        }
+        if let Err(e) = nets.sync_overlays(ov, &self.node_id).await {
+            tracing::warn!(error = %e, "programming overlay networks");
+        }
+        let keep = ov.networks.iter().map(|o| o.id.clone()).collect();
+        for name in nets.prune_overlays(&keep).await {
+            self.containers
+                .events
+                .emit("network", "destroy", &name, Default::default());
+        }
+        OverlaysReady {
+            ready,
+            all: ov.all.iter().cloned().collect(),
+        }
+    }
+
+    /// Whether a task's first network can take it: overlays need this node's side set
+    /// up and the task's address allocated; other networks are made on demand.
+    fn networks_ready(t: &Stored<Task>, o: &OverlaysReady) -> bool {
+        match t.value.template.networks.keys().next() {
+            Some(net) if o.all.contains(net) => {
+                o.ready.contains(net) && t.value.addresses.contains_key(net)
+            }
+            _ => true,
+        }
+    }
+
+    /// Publishes each service's ports on this node. Ingress ports of services on an
+    /// overlay form the routing mesh: every node balances them over every running task
+    /// of the cluster. Other ports (`mode: host`, or services on local networks) go to
+    /// this node's own running tasks.
     async fn publish_service_ports(&self, view: &View, containers: &HashMap<String, String>) {
         let (tasks, services) = (&view.tasks, &view.services);
         let mut keep = std::collections::HashSet::new();
+        let ov = &view.overlay;
+        let mut meshed = std::collections::HashSet::new();
+        for s in &ov.services {
+            let Some(net) = s.aliases.keys().next() else {
+                continue;
+            };
+            for p in s
+                .ports
+                .iter()
+                .filter(|p| skiff_controller::orchestrator::netalloc::is_ingress(p))
+            {
+                let Ok(proto) = p.protocol.parse::<skiff_runtime::network::Proto>() else {
+                    continue;
+                };
+                meshed.insert(s.name.clone());
+                let mut backends: Vec<(std::net::Ipv4Addr, u16)> = ov
+                    .endpoints
+                    .iter()
+                    .filter(|e| &e.network == net && e.service == s.name && e.running)
+                    .map(|e| (e.ip, p.target))
+                    .collect();
+                backends.sort();
+                let key = format!("{}/{}/{}", s.name, proto, p.published);
+                if !backends.is_empty() {
+                    keep.insert(key);
+                }
+                if let Err(e) = self
+                    .containers
+                    .networks
+                    .set_service_port(&s.name, proto, p.published, backends)
+                    .await
+                {
+                    tracing::warn!(service = %s.name, port = p.published, error = %e, "publishing mesh port");
+                }
+            }
+        }
         for svc in services {
-            for p in svc.value.spec.ports.iter().filter(|p| p.published > 0) {
+            for p in svc.value.spec.ports.iter().filter(|p| {
+                p.published > 0
+                    && !(meshed.contains(&svc.value.spec.name)
+                        && skiff_controller::orchestrator::netalloc::is_ingress(p))
+            }) {
                 let Ok(proto) = p.protocol.parse::<skiff_runtime::network::Proto>() else {
                     continue;
                 };

@@ -57,6 +57,10 @@ pub fn container(e: &Entry) -> Value {
             "Privileged": c.privileged,
             "ReadonlyRootfs": c.read_only,
             "SecurityOpt": c.security_opt,
+            "LogConfig": c.log_config.clone().unwrap_or_else(|| skiff_runtime::shim::logfile::LogConfig {
+                kind: skiff_runtime::shim::logfile::DRIVER.into(),
+                config: Default::default(),
+            }),
         },
         "GraphDriver": {
             "Name": "overlay2",

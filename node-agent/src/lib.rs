@@ -5,11 +5,13 @@
 //! - [`containers`]: every container this host runs, its lifecycle and its shim;
 //! - [`server`]: the Engine gRPC API on the local unix socket;
 //! - [`events`], [`logs`], [`inspect`], [`sysinfo`]: what the API reports;
+//! - [`metrics`]: the Prometheus endpoint (`metrics_addr`), off unless configured;
 //! - [`error`]: error kinds that survive the gRPC hop.
 //!
 //! The agent owns no container process: shims do (see `skiff_runtime::shim`), so the
 //! agent can be killed and restarted without disturbing what runs.
 
+pub mod attach;
 pub mod build;
 pub mod config;
 pub mod containers;
@@ -19,6 +21,7 @@ pub mod executor;
 pub mod humanize;
 pub mod inspect;
 pub mod logs;
+pub mod metrics;
 pub mod names;
 pub mod network;
 pub mod prune;
@@ -49,6 +52,10 @@ pub enum StartError {
     Cluster(#[from] skiff_controller::cluster::ClusterError),
     #[error("serving the API: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Metrics(#[from] metrics::ServeError),
+    #[error("cluster: {0}")]
+    ClusterFailed(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -98,12 +105,49 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     if let Some(c) = &cluster {
         let source: Arc<dyn executor::Source> = match c.raft() {
             Some(h) => {
-                skiff_controller::orchestrator::runner::spawn(h.clone());
+                let mut alloc = skiff_controller::orchestrator::runner::AllocConfig {
+                    avoid: skiff_runtime::network::link::host_routes,
+                    ..Default::default()
+                };
+                if !cfg.network.overlay_pools.is_empty() {
+                    alloc.pools = cfg.network.overlay_pools.clone();
+                }
+                skiff_controller::orchestrator::runner::spawn(h.clone(), alloc);
+                containers
+                    .networks
+                    .set_cluster(Arc::new(attach::LocalAttacher {
+                        raft: h.clone(),
+                        node_id: c.node_id(),
+                    }));
                 executor::LocalSource::new(h)
             }
-            None => executor::RemoteSource::spawn(c.clone()),
+            None => {
+                containers
+                    .networks
+                    .set_cluster(Arc::new(attach::RemoteAttacher { cluster: c.clone() }));
+                executor::RemoteSource::spawn(c.clone())
+            }
         };
         executor::Executor::spawn(containers.clone(), source, c.node_id());
+    }
+    if let Some(addr) = cfg.metrics_addr {
+        let reg = metrics::registry(containers.clone(), cluster.clone());
+        metrics::serve(addr, Arc::new(reg)).await?;
+    }
+    let engine_cluster = cluster.clone();
+    // A manager whose raft died on a storage error exits (fail-stop); see `Cluster::fatal`.
+    let (fatal_tx, fatal_rx) = tokio::sync::watch::channel(None::<String>);
+    let mut fatal_wait = fatal_rx.clone();
+    if let Some(c) = cluster.clone() {
+        tokio::spawn(async move {
+            let why = c.fatal().await;
+            tracing::error!(error = %why, "stopping the agent");
+            let _ = fatal_tx.send(Some(why));
+            // Open streams (logs -f, watches) can hold a graceful shutdown forever.
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            tracing::error!("graceful shutdown stalled; exiting now");
+            std::process::exit(1);
+        });
     }
     let orchestrator_api = cluster.clone().map(|cluster| {
         skiff_proto::orchestrator::orchestrator_server::OrchestratorServer::new(
@@ -120,6 +164,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         containers,
         images,
         events,
+        cluster: engine_cluster,
     };
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let shutdown = async {
@@ -131,6 +176,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                // A closed channel (no cluster) never ends the agent.
+                if fatal_wait.wait_for(|f| f.is_some()).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => {}
         }
         tracing::info!("shutting down; containers keep running");
     };
@@ -144,5 +195,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     let _ = std::fs::remove_file(&cfg.socket);
+    if let Some(why) = fatal_rx.borrow().clone() {
+        return Err(StartError::ClusterFailed(why));
+    }
     Ok(())
 }

@@ -9,8 +9,9 @@
 //!   (namespace, interfaces, addresses, ports), so a restarted agent can keep or undo it;
 //! - `<exec-root>/netns/<id>`: the container's network namespace (nsfs bind mount).
 //!
-//! One tokio mutex serialises every change; the firewall table and the DNS names are
-//! rebuilt from the whole state after each one, so they can never drift.
+//! One tokio mutex serialises every change; the firewall state and the DNS names are
+//! recomputed from the whole state after each one (the table then gets only the
+//! difference, often nothing), so they can never drift.
 
 use crate::error::AgentError;
 use ipnet::Ipv4Net;
@@ -23,12 +24,15 @@ use skiff_runtime::network::dns::{self, DnsTable};
 use skiff_runtime::network::ipam::{self, Ipam, Pool};
 use skiff_runtime::network::nft::{self, FwNetwork, FwPort, FwState, Nft};
 use skiff_runtime::network::Proto;
-use skiff_runtime::network::{link, proxy, NetError, Network, PortBinding};
+use skiff_runtime::network::{link, proxy, vxlan, NetError, Network, OverlayInfo, PortBinding};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use tokio::task::JoinHandle;
+
+mod overlay;
+pub use overlay::{ClusterNetworks, LABEL_OVERLAY};
 
 type Result<T> = std::result::Result<T, AgentError>;
 
@@ -55,6 +59,10 @@ pub struct NetSettings {
     pub dns_search: Vec<String>,
     /// `default_address_pools:`; empty = Docker's defaults.
     pub pools: Vec<Pool>,
+    /// Pools overlay subnets are allocated from while this node leads; empty = 10.0.0.0/8.
+    pub overlay_pools: Vec<Ipv4Net>,
+    /// UDP port of VXLAN traffic (0 = 4789).
+    pub vxlan_port: u16,
 }
 
 /// Which network a container is on, with its per-network settings.
@@ -97,6 +105,9 @@ pub struct Sandbox {
     /// The container's own `--dns` servers (the embedded DNS forwards to them).
     #[serde(default)]
     pub dns: Vec<String>,
+    /// It holds a cluster-allocated overlay address (a standalone container).
+    #[serde(default)]
+    pub attached: bool,
     #[serde(skip)]
     proxies: Vec<JoinHandle<()>>,
     /// Loaded from disk at agent start; kept only if the container still runs.
@@ -116,6 +127,16 @@ struct Inner {
     sandboxes: HashMap<String, Sandbox>,
     /// Ports published by services (key: service name/protocol/port).
     services: BTreeMap<String, ServicePort>,
+    /// Cluster-wide names on overlay networks (network ID → name → addresses): service
+    /// virtual IPs, `tasks.NAME`, and `dnsrr` task addresses.
+    overlay_names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+    /// Service virtual IPs balanced by this node.
+    vips: Vec<nft::FwVip>,
+    /// What the nftables table was last set to (`None`: unknown, reload it whole).
+    fw_applied: Option<FwState>,
+    /// What was last programmed on each overlay's devices (remote peers, local VIPs),
+    /// so an unchanged view costs no iproute2 calls.
+    programmed: HashMap<String, (Vec<vxlan::Peer>, std::collections::BTreeSet<Ipv4Addr>)>,
 }
 
 /// A service's published port on this node: kernel DNAT over the backends, and a
@@ -138,6 +159,8 @@ pub struct Networks {
     nft: Box<dyn Nft>,
     inner: tokio::sync::Mutex<Inner>,
     dns: Arc<RwLock<DnsTable>>,
+    /// Set once the node's cluster runs: standalone containers on overlays.
+    cluster: RwLock<Option<Arc<dyn overlay::ClusterNetworks>>>,
 }
 
 /// Serves loopback connections to a service port, rotating over its current targets.
@@ -214,6 +237,7 @@ impl Networks {
             nft: Box::new(nft::NftBinary),
             inner: tokio::sync::Mutex::new(Inner::default()),
             dns: Arc::new(RwLock::new(DnsTable::default())),
+            cluster: RwLock::new(None),
         })
     }
 
@@ -323,7 +347,10 @@ impl Networks {
         let keep: HashSet<String> = inner
             .nets
             .values()
-            .map(|s| s.net.bridge.clone())
+            .flat_map(|s| {
+                std::iter::once(s.net.bridge.clone())
+                    .chain(s.net.overlay.as_ref().map(|o| o.vxlan.clone()))
+            })
             .chain(
                 inner
                     .sandboxes
@@ -360,6 +387,7 @@ impl Networks {
             .unwrap_or(false);
         if missing {
             tracing::warn!(table = %self.table, "nftables table was removed; re-applying");
+            inner.fw_applied = None;
             if let Err(e) = self.refresh_locked(&mut inner) {
                 tracing::warn!(error = %e, "re-applying firewall");
             }
@@ -405,6 +433,30 @@ impl Networks {
                 internal: st.net.internal,
             });
         }
+        for (nid, names) in &inner.overlay_names {
+            let m = table.names.entry(nid.clone()).or_default();
+            for (k, v) in names {
+                m.entry(k.clone()).or_default().extend(v.iter().copied());
+            }
+        }
+        for st in inner.nets.values() {
+            if let Some(o) = &st.net.overlay {
+                let local = inner
+                    .sandboxes
+                    .values()
+                    .flat_map(|sb| sb.attachments.iter())
+                    .filter(|a| a.network_id == st.net.id)
+                    .map(|a| a.ip)
+                    .collect();
+                fw.overlays.push(nft::FwOverlay {
+                    bridge: st.net.bridge.clone(),
+                    subnet: st.net.subnet,
+                    node_ip: o.node_ip,
+                    local,
+                });
+            }
+        }
+        fw.vips = inner.vips.clone();
         for sb in inner.sandboxes.values() {
             let own: Vec<SocketAddr> = sb
                 .dns
@@ -443,10 +495,22 @@ impl Networks {
         if let Ok(mut t) = self.dns.write() {
             *t = table;
         }
-        nft::apply(self.nft.as_ref(), &self.table, &fw).map_err(net_err)?;
-        nft::ensure_forward_accept(self.nft.as_ref(), &self.table, &self.prefix)
+        // Most refreshes (a container without published ports starting or stopping)
+        // leave the table as it is: `update` then runs no `nft` at all.
+        let applied = inner.fw_applied.take();
+        let done = nft::update(self.nft.as_ref(), &self.table, applied.as_ref(), &fw)
             .map_err(net_err)?;
+        if done == nft::Update::Table {
+            nft::ensure_forward_accept(self.nft.as_ref(), &self.table, &self.prefix)
+                .map_err(net_err)?;
+        }
+        inner.fw_applied = Some(fw);
         Ok(())
+    }
+
+    /// UDP port of this node's VXLAN traffic.
+    pub fn vxlan_port(&self) -> u16 {
+        self.settings.vxlan_port
     }
 
     /// The first address of a running container (its primary network).
@@ -662,6 +726,7 @@ impl Networks {
             internal: req.internal,
             created: chrono::Utc::now(),
             labels: req.labels,
+            overlay: None,
         };
         std::fs::create_dir_all(&self.dir)?;
         fsutil::write_json_atomic(&self.net_file(&id), &net)?;
@@ -736,6 +801,9 @@ impl Networks {
             if let Some(t) = st.dns_task {
                 t.abort();
             }
+            if let Some(o) = &st.net.overlay {
+                link::delete_link(&o.vxlan).map_err(net_err)?;
+            }
             link::delete_link(&st.net.bridge).map_err(net_err)?;
         }
         std::fs::remove_file(self.net_file(&id))?;
@@ -781,8 +849,20 @@ impl Networks {
         let user_defined = match mode {
             "none" | "host" => false,
             m => {
-                let inner = self.inner.lock().await;
-                !Self::find(&inner, m)?.net.is_default()
+                let found = {
+                    let inner = self.inner.lock().await;
+                    Self::find(&inner, m).map(|s| !s.net.is_default())
+                };
+                match found {
+                    Ok(user) => user,
+                    Err(e @ AgentError::NotFound(_)) => {
+                        if !self.cluster_network_ok(m).await? {
+                            return Err(e);
+                        }
+                        true
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         if (!net.ipv4_address.is_empty() || !net.aliases.is_empty()) && !user_defined {
@@ -811,7 +891,8 @@ impl Networks {
         if mode == "host" {
             return Ok(NetworkNamespace::Host);
         }
-        let eps = self.endpoints_of(r);
+        let mut eps = self.endpoints_of(r);
+        let attached = self.attach_standalone(r, &mut eps).await?;
         if eps.is_empty() {
             let hosts = skiff_runtime::network::hosts_file(
                 &r.config.hostname,
@@ -830,6 +911,7 @@ impl Networks {
             name: r.name.clone(),
             netns: self.netns_dir.join(&r.id),
             dns: r.config.net.dns.clone(),
+            attached,
             ..Default::default()
         };
         let res = self
@@ -840,7 +922,9 @@ impl Networks {
                 let path = sb.netns.clone();
                 fsutil::write_json_atomic(&self.sandbox_file(&r.id), &sb)?;
                 inner.sandboxes.insert(r.id.clone(), sb);
-                if let Err(e) = self.refresh_locked(&mut inner) {
+                let refreshed =
+                    tracing::debug_span!("firewall").in_scope(|| self.refresh_locked(&mut inner));
+                if let Err(e) = refreshed {
                     self.teardown_locked(&mut inner, &r.id);
                     return Err(e);
                 }
@@ -866,10 +950,13 @@ impl Networks {
         for ep in eps {
             resolved.push((Self::find(inner, &ep.network)?.net.id.clone(), ep));
         }
-        link::create_netns(&sb.netns).map_err(net_err)?;
+        tracing::debug_span!("netns")
+            .in_scope(|| link::create_netns(&sb.netns))
+            .map_err(net_err)?;
         let mut routed = false;
         for (i, (nid, ep)) in resolved.iter().enumerate() {
-            let a = self.attach_one(inner, sb, nid, ep, i, &mut routed)?;
+            let a = tracing::debug_span!("veth", network_id = %nid)
+                .in_scope(|| self.attach_one(inner, sb, nid, ep, i, &mut routed))?;
             sb.attachments.push(a);
         }
         // Published ports go to the first network's address, as with Docker.
@@ -905,7 +992,7 @@ impl Networks {
                 });
             }
         }
-        self.write_files(inner, sb, r, paths)
+        tracing::debug_span!("files").in_scope(|| self.write_files(inner, sb, r, paths))
     }
 
     fn attach_one(
@@ -921,6 +1008,13 @@ impl Networks {
             .nets
             .get_mut(nid)
             .ok_or_else(|| AgentError::internal("network vanished"))?;
+        if st.net.overlay.is_some() && ep.ipv4_address.is_empty() {
+            // Addresses on an overlay are the controller's to hand out.
+            return Err(AgentError::Invalid(format!(
+                "network {} is a cluster overlay: only service tasks can attach to it for now",
+                st.net.name
+            )));
+        }
         let ip = if ep.ipv4_address.is_empty() {
             st.ipam.allocate().map_err(net_err)?
         } else {
@@ -948,7 +1042,15 @@ impl Networks {
             mac: &mac,
             gateway,
         };
-        if let Err(e) = link::attach_veth(&spec) {
+        let attached = link::attach_veth(&spec).and_then(|_| {
+            if st.net.overlay.is_some() {
+                vxlan::set_veth_mtu(&sb.netns, &ifname, &host_if)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = attached {
+            let _ = link::delete_link(&host_if);
             st.ipam.release(ip);
             return Err(net_err(e));
         }
@@ -1012,10 +1114,15 @@ impl Networks {
     }
 
     fn undo(&self, inner: &mut Inner, sb: Sandbox) {
+        if sb.attached {
+            self.detach_standalone(&sb.container_id);
+        }
         for p in &sb.proxies {
             p.abort();
         }
         for a in &sb.attachments {
+            // Synchronous although it costs ~10 ms of kernel RCU waits: when `run --rm`
+            // or `rm` returns, the container's links are gone, as with Docker.
             let _ = link::delete_link(&a.host_if);
             if let Some(st) = inner.nets.get_mut(&a.network_id) {
                 st.ipam.release(a.ip);
@@ -1044,9 +1151,11 @@ impl Networks {
     pub async fn teardown(&self, id: &str) {
         let mut inner = self.inner.lock().await;
         let had = inner.sandboxes.contains_key(id) || self.sandbox_file(id).exists();
-        self.teardown_locked(&mut inner, id);
+        tracing::debug_span!("unwire").in_scope(|| self.teardown_locked(&mut inner, id));
         if had {
-            if let Err(e) = self.refresh_locked(&mut inner) {
+            let refreshed =
+                tracing::debug_span!("firewall").in_scope(|| self.refresh_locked(&mut inner));
+            if let Err(e) = refreshed {
                 tracing::warn!(error = %e, "refreshing firewall after teardown");
             }
         }
@@ -1223,6 +1332,7 @@ impl Networks {
             let _ = link::delete_link(&st.net.bridge);
         }
         let _ = nft::delete_table(self.nft.as_ref(), &self.table);
+        inner.fw_applied = None;
         let _ = nft::remove_forward_accept(self.nft.as_ref(), &self.table);
     }
 }
@@ -1310,6 +1420,7 @@ mod tests {
             bridge: "skab-1".into(),
             created: chrono::Utc::now(),
             labels: Default::default(),
+            overlay: None,
         };
         let a = Attachment {
             network_id: n.id.clone(),

@@ -75,6 +75,7 @@ async fn send(tx: &Tx, status: String) {
 pub fn pull(
     images: Arc<ImageStore>,
     events: Arc<EventBus>,
+    metrics: Arc<crate::metrics::AgentMetrics>,
     cfg: RegistryConfig,
     req: PullRequest,
 ) -> Result<mpsc::Receiver<Result<ProgressMessage, Status>>, AgentError> {
@@ -103,6 +104,7 @@ pub fn pull(
                     };
                     send(&tx, format!("Status: {what} {reference}")).await;
                     events.emit("image", "pull", &reference.to_string(), Default::default());
+                    metrics.pull_done(true);
                     let _ = tx
                         .send(Ok(ProgressMessage {
                             image_id: r.id.to_string(),
@@ -112,6 +114,7 @@ pub fn pull(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "pull failed");
+                    metrics.pull_done(false);
                     let _ = tx.send(Err(to_agent_error(e).into())).await;
                 }
             }

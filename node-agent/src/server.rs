@@ -26,6 +26,8 @@ pub struct EngineService {
     pub containers: Arc<Containers>,
     pub images: Arc<ImageStore>,
     pub events: Arc<EventBus>,
+    /// The node's cluster membership, whose service and node events `events` merges in.
+    pub cluster: Option<Arc<skiff_controller::cluster::Cluster>>,
 }
 
 /// Adapts a stream of byte chunks into a blocking `Read` for the image code, which
@@ -207,7 +209,38 @@ pub(crate) fn to_config(
         binds: c.binds,
         volumes_from: c.volumes_from,
         resources,
+        log_config: log_config(&c.log_opts)?,
     })
+}
+
+/// `--log-opt KEY=VALUE`s as given; the agent's defaults are merged in at create.
+fn log_config(
+    opts: &[String],
+) -> Result<Option<skiff_runtime::shim::logfile::LogConfig>, AgentError> {
+    use skiff_runtime::shim::logfile::{parse_opt, LogConfig, DRIVER};
+    if opts.is_empty() {
+        return Ok(None);
+    }
+    let config = opts
+        .iter()
+        .map(|o| parse_opt(o))
+        .collect::<Result<_, _>>()
+        .map_err(|e| AgentError::Invalid(e.to_string()))?;
+    Ok(Some(LogConfig {
+        kind: DRIVER.into(),
+        config,
+    }))
+}
+
+impl EngineService {
+    /// The raft handle, when this node is a manager: cluster-scoped objects are made there.
+    fn manager_raft(&self) -> Result<skiff_controller::consensus::RaftHandle, Status> {
+        self.cluster.as_ref().and_then(|c| c.raft()).ok_or_else(|| {
+            Status::failed_precondition(
+                "cannot create a multi-host network from a worker node: create it on a manager",
+            )
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -243,43 +276,7 @@ impl Engine for EngineService {
         &self,
         req: Request<EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        let req = req.into_inner();
-        let (past, mut rx) = self.events.subscribe(req.since_unix_nanos);
-        let (tx, out) = mpsc::channel(256);
-        tokio::spawn(async move {
-            let until = req.until_unix_nanos;
-            for ev in past {
-                if until > 0 && ev.time_unix_nanos > until {
-                    return;
-                }
-                if events::matches(&ev, &req.filters) && tx.send(Ok(ev)).await.is_err() {
-                    return;
-                }
-            }
-            if until > 0 && until <= events::now_nanos() {
-                return;
-            }
-            loop {
-                let next = if until > 0 {
-                    let wait = Duration::from_nanos((until - events::now_nanos()).max(0) as u64);
-                    match tokio::time::timeout(wait, rx.recv()).await {
-                        Ok(r) => r,
-                        Err(_) => return,
-                    }
-                } else {
-                    rx.recv().await
-                };
-                match next {
-                    Ok(ev) => {
-                        if events::matches(&ev, &req.filters) && tx.send(Ok(ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return,
-                }
-            }
-        });
+        let out = events::stream(&self.events, self.cluster.clone(), req.into_inner());
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 
@@ -587,6 +584,36 @@ impl Engine for EngineService {
         &self,
         req: Request<NetworkCreateRequest>,
     ) -> Result<Response<NetworkCreateResponse>, Status> {
+        if req.get_ref().driver == "overlay" {
+            let r = req.into_inner();
+            let h = self.manager_raft()?;
+            let op = {
+                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+                skiff_controller::orchestrator::overlay::create_op(
+                    &sm,
+                    &r.name,
+                    (!r.subnet.is_empty()).then_some(r.subnet.as_str()),
+                    r.internal,
+                    r.attachable,
+                )
+                .map_err(|e| match e {
+                    skiff_controller::orchestrator::overlay::OverlayError::Exists(_) => {
+                        Status::already_exists(e.to_string())
+                    }
+                    _ => Status::invalid_argument(e.to_string()),
+                })?
+            };
+            let out = h
+                .propose(skiff_controller::state::Proposal::new(vec![op]))
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let id = out
+                .objects
+                .first()
+                .map(|o| o.id.clone())
+                .unwrap_or_default();
+            return Ok(Response::new(NetworkCreateResponse { id }));
+        }
         Ok(Response::new(
             crate::network::rpc::create(&self.containers, req.into_inner()).await?,
         ))
@@ -616,7 +643,27 @@ impl Engine for EngineService {
     }
 
     async fn network_remove(&self, req: Request<NameRequest>) -> Result<Response<Empty>, Status> {
-        crate::network::rpc::remove(&self.containers, &req.into_inner().id).await?;
+        let key = req.into_inner().id;
+        // Cluster networks are removed from the cluster; each node then drops its side.
+        if let Some(h) = self.cluster.as_ref().and_then(|c| c.raft()) {
+            let op = {
+                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+                skiff_controller::orchestrator::overlay::remove_op(&sm, &key)
+            };
+            match op {
+                Ok(op) => {
+                    h.propose(skiff_controller::state::Proposal::new(vec![op]))
+                        .await
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    return Ok(Response::new(Empty {}));
+                }
+                Err(e @ skiff_controller::orchestrator::overlay::OverlayError::InUse(..)) => {
+                    return Err(Status::failed_precondition(e.to_string()));
+                }
+                Err(_) => {}
+            }
+        }
+        crate::network::rpc::remove(&self.containers, &key).await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -720,7 +767,7 @@ impl Engine for EngineService {
         }
         let e = self.containers.get(&r.id)?;
         let path = e.paths.log();
-        let (existing, mut offset) = logs::read_existing(&path, &r).map_err(AgentError::from)?;
+        let (mut cursor, existing) = logs::LogCursor::open(&path, &r).map_err(AgentError::from)?;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             for c in existing {
@@ -734,8 +781,7 @@ impl Engine for EngineService {
             let mut changed = e.changed.subscribe();
             loop {
                 let running = e.state().is_running();
-                if let Ok((chunks, off)) = logs::read_from(&path, offset, &r) {
-                    offset = off;
+                if let Ok(chunks) = cursor.poll() {
                     for c in chunks {
                         if tx.send(Ok(c)).await.is_err() {
                             return;
@@ -886,6 +932,7 @@ impl Engine for EngineService {
         let rx = crate::registry::pull(
             self.images.clone(),
             self.events.clone(),
+            self.containers.metrics.clone(),
             crate::registry::registry_config(),
             req.into_inner(),
         )?;

@@ -37,11 +37,17 @@ pub fn cgroup_of(containers: &Containers, id: &str) -> Cgroup {
 }
 
 fn sample(containers: &Containers, e: &Entry) -> Option<Sample> {
+    sample_with(containers, e, host_memory())
+}
+
+/// One sample of a running container (`None` otherwise); `host_mem` is read once by
+/// callers that sample many containers (the metrics endpoint).
+pub(crate) fn sample_with(containers: &Containers, e: &Entry, host_mem: u64) -> Option<Sample> {
     let st = e.state();
     if !st.is_running() {
         return None;
     }
-    Some(cgroup_of(containers, &e.id).sample(host_memory(), st.pid, Path::new("/proc")))
+    Some(cgroup_of(containers, &e.id).sample(host_mem, st.pid, Path::new("/proc")))
 }
 
 fn response(e: &Entry, s: Option<&Sample>, prev: Option<&Sample>) -> StatsResponse {

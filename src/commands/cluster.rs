@@ -5,17 +5,16 @@
 use crate::client;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use hyper_util::rt::TokioIo;
 use skiff_controller::cluster::{ClusterConfig, DEFAULT_PORT};
 use skiff_proto::cluster as pb;
 use skiff_proto::cluster::cluster_client::ClusterClient;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use tonic::transport::{Channel, Endpoint, Uri};
+use std::path::Path;
+use tonic::transport::Channel;
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCommand {
-    /// List nodes. Example: skiff node ls
+    /// List nodes. Example: skiff node ls --format '{{.Hostname}} {{.Status}}'
     Ls(NodeLsArgs),
     /// Show a node's details as JSON. Example: skiff node inspect self
     Inspect(NodesArgs),
@@ -34,6 +33,10 @@ pub struct NodeLsArgs {
     /// Only display IDs.
     #[arg(short, long)]
     pub quiet: bool,
+    /// table, json, or a Go template over .ID .Self .Hostname .Status .Availability
+    /// .ManagerStatus .EngineVersion.
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +116,13 @@ pub struct AgentClusterArgs {
     /// Lifetime of node certificates (seconds); renewed at half-life.
     #[arg(long, default_value_t = 90 * 24 * 3600, hide = true)]
     pub cert_validity_secs: u64,
+    /// Pool overlay network subnets are carved from (/24 each), when this manager leads
+    /// (repeatable; default 10.0.0.0/8). Give every manager the same pools.
+    #[arg(long = "default-addr-pool", value_name = "CIDR")]
+    pub default_addr_pool: Vec<ipnet::Ipv4Net>,
+    /// UDP port of overlay (VXLAN) traffic; every node of a cluster must use the same.
+    #[arg(long, value_name = "PORT", default_value_t = 4789)]
+    pub data_path_port: u16,
 }
 
 fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr> {
@@ -164,29 +174,8 @@ pub fn cluster_config(a: &AgentClusterArgs, root: &Path) -> Result<ClusterConfig
 }
 
 async fn connect(host: &str) -> Result<ClusterClient<Channel>> {
-    let path = PathBuf::from(
-        host.strip_prefix("unix://")
-            .ok_or_else(|| client::exit(125, format!("unsupported --host {host:?}")))?,
-    );
-    let p = path.clone();
-    let channel = Endpoint::try_from("http://skiff.local")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let p = p.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
-            }
-        }))
-        .await
-        .map_err(|_| {
-            client::exit(
-                125,
-                format!(
-                    "Cannot connect to the Skiff agent at unix://{}. Is the agent running?",
-                    path.display()
-                ),
-            )
-        })?;
-    Ok(ClusterClient::new(channel))
+    // The CLI's one connector, so every command reports a refused socket the same way.
+    Ok(ClusterClient::new(client::channel(host).await?))
 }
 
 /// `self` means this node.
@@ -225,30 +214,10 @@ pub async fn node(host: &str, cmd: &NodeCommand) -> Result<i32> {
                 }
                 return Ok(0);
             }
-            let mut rows = vec![[
-                "ID".to_string(),
-                "HOSTNAME".into(),
-                "STATUS".into(),
-                "AVAILABILITY".into(),
-                "MANAGER STATUS".into(),
-                "ENGINE VERSION".into(),
-            ]];
-            for n in nodes {
-                let id = if n.id == me {
-                    format!("{} *", n.id)
-                } else {
-                    n.id.clone()
-                };
-                rows.push([
-                    id,
-                    n.hostname,
-                    capitalize(&n.status),
-                    capitalize(&n.availability),
-                    n.manager_status,
-                    n.engine_version,
-                ]);
-            }
-            print_table(&rows);
+            let format = crate::output::Format::parse(a.format.as_deref())?;
+            let table = matches!(format, crate::output::Format::Table);
+            let rows: Vec<_> = nodes.iter().map(|n| node_row(n, &me, table)).collect();
+            crate::output::print_rows(&format, &NODE_COLUMNS, &rows)?;
         }
         NodeCommand::Inspect(a) => {
             let mut out = Vec::new();
@@ -409,24 +378,32 @@ fn capitalize(s: &str) -> String {
     }
 }
 
-fn print_table(rows: &[[String; 6]]) {
-    let mut w = [0usize; 6];
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    for r in rows {
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(c);
-            } else {
-                line.push_str(&format!("{:<width$}   ", c, width = w[i]));
-            }
-        }
-        println!("{}", line.trim_end());
-    }
+const NODE_COLUMNS: [(&str, &str); 6] = [
+    ("ID", "ID"),
+    ("Hostname", "HOSTNAME"),
+    ("Status", "STATUS"),
+    ("Availability", "AVAILABILITY"),
+    ("ManagerStatus", "MANAGER STATUS"),
+    ("EngineVersion", "ENGINE VERSION"),
+];
+
+/// One `node ls` row with Docker's template field names. The default table marks this
+/// node's ID with ` *`, as Docker does; templates get the bare ID and `.Self`.
+fn node_row(n: &pb::NodeInfo, me: &str, table: bool) -> serde_json::Value {
+    let id = if table && n.id == me {
+        format!("{} *", n.id)
+    } else {
+        n.id.clone()
+    };
+    serde_json::json!({
+        "ID": id,
+        "Self": n.id == me,
+        "Hostname": n.hostname,
+        "Status": capitalize(&n.status),
+        "Availability": capitalize(&n.availability),
+        "ManagerStatus": n.manager_status,
+        "EngineVersion": n.engine_version,
+    })
 }
 
 /// Docker's node inspect shape, as far as Skiff has the fields.
@@ -448,4 +425,42 @@ fn inspect_json(n: &pb::NodeInfo) -> serde_json::Value {
         });
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_rows_mark_self_in_tables_only() {
+        let n = pb::NodeInfo {
+            id: "n1".into(),
+            hostname: "host-a".into(),
+            status: "ready".into(),
+            availability: "active".into(),
+            manager_status: "Leader".into(),
+            engine_version: "0.1.0".into(),
+            ..Default::default()
+        };
+        let table = crate::output::render_rows(
+            &crate::output::Format::Table,
+            &NODE_COLUMNS,
+            &[node_row(&n, "n1", true)],
+        )
+        .expect("table");
+        assert!(table.contains("n1 *   host-a"), "{table}");
+        let f = crate::output::Format::parse(Some("{{.ID}} {{.Self}} {{.Status}}")).expect("f");
+        let t = crate::output::render_rows(&f, &NODE_COLUMNS, &[node_row(&n, "n1", false)])
+            .expect("template");
+        assert_eq!(t, "n1 true Ready\n");
+        let j = crate::output::render_rows(
+            &crate::output::Format::Json,
+            &NODE_COLUMNS,
+            &[node_row(&n, "other", false)],
+        )
+        .expect("json");
+        let v: serde_json::Value = serde_json::from_str(j.trim()).expect("json");
+        assert_eq!(v["Self"], false);
+        assert_eq!(v["ManagerStatus"], "Leader");
+    }
 }

@@ -108,6 +108,7 @@ fn config_of(a: &RunArgs) -> Result<(String, ContainerConfig)> {
         volumes_from: a.mounts.volumes_from.clone(),
         tmpfs: a.mounts.tmpfs.clone(),
         resources: Some(a.limits.to_proto()?),
+        log_opts: a.log_opt.clone(),
     };
     Ok((image, config))
 }

@@ -7,6 +7,7 @@ pub mod images;
 pub mod network;
 pub mod registry;
 pub mod service;
+pub mod shell;
 pub mod stack;
 pub mod stats;
 pub mod stdio;

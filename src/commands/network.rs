@@ -78,9 +78,12 @@ pub enum NetworkCommand {
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// Driver (only `bridge`).
+    /// Driver: `bridge` (this host) or `overlay` (cluster-wide, VXLAN; on a manager).
     #[arg(short = 'd', long, default_value = "bridge")]
     pub driver: String,
+    /// Overlay: standalone containers (`run --network`) may attach.
+    #[arg(long)]
+    pub attachable: bool,
     /// Subnet in CIDR form (default: the first free one of the address pools).
     #[arg(long)]
     pub subnet: Option<String>,
@@ -173,6 +176,7 @@ pub async fn run(c: &mut Client, cmd: &NetworkCommand) -> Result<i32> {
                     gateway: a.gateway.clone().unwrap_or_default(),
                     internal: a.internal,
                     labels,
+                    attachable: a.attachable,
                 })
                 .await
                 .map_err(status)?

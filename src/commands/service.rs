@@ -17,9 +17,9 @@ pub enum ServiceCommand {
     Create(CreateArgs),
     /// List services.
     ///
-    /// Example: skiff service ls
+    /// Example: skiff service ls --format '{{.Name}} {{.Replicas}}'
     #[command(alias = "list")]
-    Ls,
+    Ls(LsArgs),
     /// List the tasks of a service.
     ///
     /// Example: skiff service ps web
@@ -71,11 +71,25 @@ pub struct CreateArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Only display IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// table, json, or a Go template over .ID .Name .Mode .Replicas .Image .Ports.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct PsArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
     #[arg(long)]
     pub no_trunc: bool,
+    /// table, json, or a Go template over .ID .Name .Image .Node .DesiredState
+    /// .CurrentState .Error.
+    #[arg(long)]
+    pub format: Option<String>,
     pub name: String,
 }
 
@@ -148,8 +162,15 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
             println!("{}", r.into_inner().name);
             Ok(0)
         }
-        ServiceCommand::Ls => print_services(&mut c, "").await,
-        ServiceCommand::Ps(a) => print_tasks(&mut c, &a.name, "", a.quiet, a.no_trunc).await,
+        ServiceCommand::Ls(a) => print_services(&mut c, "", a.quiet, a.format.as_deref()).await,
+        ServiceCommand::Ps(a) => {
+            let opts = TaskListOpts {
+                quiet: a.quiet,
+                no_trunc: a.no_trunc,
+                format: a.format.as_deref(),
+            };
+            print_tasks(&mut c, &a.name, "", &opts).await
+        }
         ServiceCommand::Inspect(a) => {
             let r = c
                 .service_inspect(pb::ServiceRef {
@@ -302,7 +323,35 @@ fn fill_service_defaults(mut spec: serde_json::Value) -> serde_json::Value {
     spec
 }
 
-pub async fn print_services(c: &mut Orch, stack: &str) -> Result<i32> {
+/// `service ls` / `stack services` columns: (template field, table header).
+const SERVICE_COLUMNS: [(&str, &str); 6] = [
+    ("ID", "ID"),
+    ("Name", "NAME"),
+    ("Mode", "MODE"),
+    ("Replicas", "REPLICAS"),
+    ("Image", "IMAGE"),
+    ("Ports", "PORTS"),
+];
+
+/// One `service ls` row with Docker's template field names.
+fn service_row(s: &pb::ServiceSummary) -> serde_json::Value {
+    serde_json::json!({
+        "ID": s.id.chars().take(12).collect::<String>(),
+        "Name": s.name,
+        "Mode": s.mode,
+        "Replicas": format!("{}/{}", s.running, s.desired),
+        "Image": s.image,
+        "Ports": s.ports,
+    })
+}
+
+pub async fn print_services(
+    c: &mut Orch,
+    stack: &str,
+    quiet: bool,
+    format: Option<&str>,
+) -> Result<i32> {
+    let format = output::Format::parse(format)?;
     let r = c
         .service_list(pb::ServiceListRequest {
             stack: stack.into(),
@@ -314,31 +363,73 @@ pub async fn print_services(c: &mut Orch, stack: &str) -> Result<i32> {
         eprintln!("Nothing found in stack: {stack}");
         return Ok(0);
     }
-    let mut rows = vec![["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
-        .map(String::from)
-        .to_vec()];
-    for s in r.services {
-        let id: String = s.id.chars().take(12).collect();
-        rows.push(vec![
-            id,
-            s.name,
-            s.mode,
-            format!("{}/{}", s.running, s.desired),
-            s.image,
-            s.ports,
-        ]);
+    if quiet {
+        for s in r.services {
+            println!("{}", s.id);
+        }
+        return Ok(0);
     }
-    print!("{}", output::align(&rows));
+    let rows: Vec<_> = r.services.iter().map(service_row).collect();
+    output::print_rows(&format, &SERVICE_COLUMNS, &rows)?;
     Ok(0)
+}
+
+/// How `service ps` / `stack ps` print.
+pub struct TaskListOpts<'a> {
+    pub quiet: bool,
+    pub no_trunc: bool,
+    pub format: Option<&'a str>,
+}
+
+const TASK_COLUMNS: [(&str, &str); 7] = [
+    ("ID", "ID"),
+    ("Name", "NAME"),
+    ("Image", "IMAGE"),
+    ("Node", "NODE"),
+    ("DesiredState", "DESIRED STATE"),
+    ("CurrentState", "CURRENT STATE"),
+    ("Error", "ERROR"),
+];
+
+/// One `service ps` row with Docker's template field names; `now_ms` makes the
+/// "Running 3 seconds ago" state testable.
+fn task_row(t: &pb::TaskSummary, no_trunc: bool, now_ms: i64) -> serde_json::Value {
+    let id: String = if no_trunc {
+        t.id.clone()
+    } else {
+        t.id.chars().take(12).collect()
+    };
+    let ago = skiff_agent::humanize::duration((now_ms - t.timestamp_ms) / 1000);
+    let mut state = format!("{} {} ago", capitalize(&t.state), ago);
+    if !t.health.is_empty() && t.state == "running" {
+        state = format!("{} ({})", state, t.health);
+    }
+    let mut err = if t.error.is_empty() && t.state == "pending" {
+        t.message.clone()
+    } else {
+        t.error.clone()
+    };
+    if !no_trunc && err.chars().count() > 60 {
+        err = format!("{}…", err.chars().take(58).collect::<String>());
+    }
+    serde_json::json!({
+        "ID": id,
+        "Name": t.name,
+        "Image": t.image,
+        "Node": t.node,
+        "DesiredState": capitalize(&t.desired),
+        "CurrentState": state,
+        "Error": err,
+    })
 }
 
 pub async fn print_tasks(
     c: &mut Orch,
     service: &str,
     stack: &str,
-    quiet: bool,
-    no_trunc: bool,
+    opts: &TaskListOpts<'_>,
 ) -> Result<i32> {
+    let format = output::Format::parse(opts.format)?;
     let r = c
         .task_list(pb::TaskListRequest {
             service: service.into(),
@@ -348,54 +439,19 @@ pub async fn print_tasks(
         .await
         .map_err(status)?
         .into_inner();
-    if quiet {
+    if opts.quiet {
         for t in r.tasks {
             println!("{}", t.id);
         }
         return Ok(0);
     }
-    let mut rows = vec![[
-        "ID",
-        "NAME",
-        "IMAGE",
-        "NODE",
-        "DESIRED STATE",
-        "CURRENT STATE",
-        "ERROR",
-    ]
-    .map(String::from)
-    .to_vec()];
     let now = chrono::Utc::now().timestamp_millis();
-    for t in r.tasks {
-        let id: String = if no_trunc {
-            t.id.clone()
-        } else {
-            t.id.chars().take(12).collect()
-        };
-        let ago = skiff_agent::humanize::duration((now - t.timestamp_ms) / 1000);
-        let mut state = format!("{} {} ago", capitalize(&t.state), ago);
-        if !t.health.is_empty() && t.state == "running" {
-            state = format!("{} ({})", state, t.health);
-        }
-        let mut err = if t.error.is_empty() && t.state == "pending" {
-            t.message.clone()
-        } else {
-            t.error.clone()
-        };
-        if !no_trunc && err.chars().count() > 60 {
-            err = format!("{}…", err.chars().take(58).collect::<String>());
-        }
-        rows.push(vec![
-            id,
-            t.name,
-            t.image,
-            t.node,
-            capitalize(&t.desired),
-            state,
-            err,
-        ]);
-    }
-    print!("{}", output::align(&rows));
+    let rows: Vec<_> = r
+        .tasks
+        .iter()
+        .map(|t| task_row(t, opts.no_trunc, now))
+        .collect();
+    output::print_rows(&format, &TASK_COLUMNS, &rows)?;
     Ok(0)
 }
 
@@ -489,5 +545,83 @@ pub async fn wait_converged(c: &mut Orch, stack: &str, timeout: Duration) -> Res
             ));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(format: &str, columns: &[(&str, &str)], rows: &[serde_json::Value]) -> String {
+        let f = output::Format::parse(Some(format)).expect("format");
+        output::render_rows(&f, columns, rows).expect("render")
+    }
+
+    #[test]
+    fn service_rows_take_docker_fields() {
+        let s = pb::ServiceSummary {
+            id: "0123456789abcdef".into(),
+            name: "app_web".into(),
+            mode: "replicated".into(),
+            desired: 3,
+            running: 2,
+            image: "busybox:latest".into(),
+            ports: "*:8080->80/tcp".into(),
+            ..Default::default()
+        };
+        let rows = vec![service_row(&s)];
+        assert_eq!(
+            render(
+                "{{.ID}} {{.Name}} {{.Replicas}} {{.Ports}}",
+                &SERVICE_COLUMNS,
+                &rows
+            ),
+            "0123456789ab app_web 2/3 *:8080->80/tcp\n"
+        );
+        assert_eq!(
+            render("table", &SERVICE_COLUMNS, &rows).lines().next(),
+            Some("ID             NAME      MODE         REPLICAS   IMAGE            PORTS")
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render("json", &SERVICE_COLUMNS, &rows)).expect("json");
+        assert_eq!(json["Mode"], "replicated");
+        assert!(SERVICE_COLUMNS
+            .iter()
+            .all(|(f, _)| rows[0].get(*f).is_some()));
+    }
+
+    #[test]
+    fn task_rows_take_docker_fields() {
+        let t = pb::TaskSummary {
+            id: "abcdefabcdefabcdef".into(),
+            name: "app_web.1".into(),
+            image: "busybox".into(),
+            node: "n1".into(),
+            desired: "running".into(),
+            state: "pending".into(),
+            message: "no suitable node ".repeat(5),
+            timestamp_ms: 1_000,
+            ..Default::default()
+        };
+        let row = task_row(&t, false, 61_000);
+        assert_eq!(row["ID"], "abcdefabcdef");
+        assert_eq!(row["DesiredState"], "Running");
+        assert_eq!(row["CurrentState"], "Pending About a minute ago");
+        assert!(row["Error"].as_str().expect("str").ends_with('…'));
+        let full = task_row(&t, true, 61_000);
+        assert_eq!(full["ID"], "abcdefabcdefabcdef");
+        assert_eq!(
+            render(
+                "{{.Name}}@{{.Node}}",
+                &TASK_COLUMNS,
+                std::slice::from_ref(&row)
+            ),
+            "app_web.1@n1\n"
+        );
+        assert!(
+            render("table {{.Name}}\t{{.DesiredState}}", &TASK_COLUMNS, &[row])
+                .starts_with("NAME        DESIRED STATE\napp_web.1   Running")
+        );
+        assert!(TASK_COLUMNS.iter().all(|(f, _)| full.get(*f).is_some()));
     }
 }

@@ -20,13 +20,13 @@ pub enum StackCommand {
     Deploy(DeployArgs),
     /// List stacks.
     ///
-    /// Example: skiff stack ls
+    /// Example: skiff stack ls --format json
     #[command(alias = "list")]
-    Ls,
+    Ls(StackLsArgs),
     /// List the services of a stack.
     ///
-    /// Example: skiff stack services hello
-    Services(StackRef),
+    /// Example: skiff stack services --format '{{.Name}}: {{.Replicas}}' hello
+    Services(StackServicesArgs),
     /// List the tasks of a stack.
     ///
     /// Example: skiff stack ps hello
@@ -67,6 +67,28 @@ pub struct StackPsArgs {
     pub no_trunc: bool,
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// table, json, or a Go template over .ID .Name .Image .Node .DesiredState
+    /// .CurrentState .Error.
+    #[arg(long)]
+    pub format: Option<String>,
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StackLsArgs {
+    /// table, json, or a Go template over .Name .Services.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StackServicesArgs {
+    /// Only display IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// table, json, or a Go template over .ID .Name .Mode .Replicas .Image .Ports.
+    #[arg(long)]
+    pub format: Option<String>,
     pub name: String,
 }
 
@@ -206,24 +228,35 @@ pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
             }
             super::service::wait_converged(&mut c, &a.name, timeout).await
         }
-        StackCommand::Ls => {
+        StackCommand::Ls(a) => {
+            let format = crate::output::Format::parse(a.format.as_deref())?;
             let r = c
                 .stack_list(pb::Empty {})
                 .await
                 .map_err(status)?
                 .into_inner();
-            let mut rows = vec![vec!["NAME".to_string(), "SERVICES".to_string()]];
-            rows.extend(
-                r.stacks
-                    .into_iter()
-                    .map(|s| vec![s.name, s.services.to_string()]),
-            );
-            print!("{}", crate::output::align(&rows));
+            let rows: Vec<_> = r
+                .stacks
+                .iter()
+                .map(|s| serde_json::json!({"Name": s.name, "Services": s.services}))
+                .collect();
+            crate::output::print_rows(
+                &format,
+                &[("Name", "NAME"), ("Services", "SERVICES")],
+                &rows,
+            )?;
             Ok(0)
         }
-        StackCommand::Services(a) => super::service::print_services(&mut c, &a.name).await,
+        StackCommand::Services(a) => {
+            super::service::print_services(&mut c, &a.name, a.quiet, a.format.as_deref()).await
+        }
         StackCommand::Ps(a) => {
-            super::service::print_tasks(&mut c, "", &a.name, a.quiet, a.no_trunc).await
+            let opts = super::service::TaskListOpts {
+                quiet: a.quiet,
+                no_trunc: a.no_trunc,
+                format: a.format.as_deref(),
+            };
+            super::service::print_tasks(&mut c, "", &a.name, &opts).await
         }
         StackCommand::Rm(a) => {
             let r = c

@@ -88,6 +88,8 @@ impl Member {
             .arg(d.join("run"))
             .arg("--config")
             .arg(d.join("agent.yaml"))
+            .arg("--default-addr-pool")
+            .arg(crate::common::overlay_pool())
             .args(&self.args)
             .env("SKIFF_LOG", "info")
             .stdout(log.try_clone().expect("dup"))

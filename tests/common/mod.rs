@@ -109,6 +109,12 @@ impl Agent {
     }
 
     fn spawn(&mut self) {
+        self.spawn_from(&bin());
+    }
+
+    /// Starts the agent from `exe` (the binary under test, or a copy standing for
+    /// another version).
+    fn spawn_from(&mut self, exe: &Path) {
         let config = self.dir.path().join("agent.yaml");
         if !config.exists() {
             std::fs::write(&config, "").expect("agent.yaml");
@@ -118,7 +124,7 @@ impl Agent {
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .expect("agent log");
-        let child = Command::new(bin())
+        let child = Command::new(exe)
             .args(["agent", "--root"])
             .arg(&self.root)
             .arg("--exec-root")
@@ -127,6 +133,8 @@ impl Agent {
             .arg(self.host())
             .arg("--config")
             .arg(self.dir.path().join("agent.yaml"))
+            .arg("--default-addr-pool")
+            .arg(overlay_pool())
             .env(
                 "SKIFF_LOG",
                 "info,skiff_agent=debug,skiff_controller=debug,skiff_runtime=debug",
@@ -160,6 +168,24 @@ impl Agent {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stops the agent as systemd does with `KillMode=process`: SIGTERM to the agent
+    /// alone, then waits for it to exit (containers and shims keep running).
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+
+    /// An upgrade: [`Agent::terminate`], then the agent again on the same state from `exe`.
+    pub fn upgrade_to(&mut self, exe: &Path) {
+        self.terminate();
+        self.spawn_from(exe);
     }
 
     /// Starts the agent again on the same state.
@@ -410,4 +436,12 @@ fn remove_cgroup_tree(p: &Path) {
         }
     }
     let _ = std::fs::remove_dir(p);
+}
+
+/// A distinct overlay address pool per agent started by this test process, so parallel
+/// single-host clusters in one network namespace never pick the same overlay subnet.
+pub fn overlay_pool() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("10.{}.0.0/16", 100 + (std::process::id() + n) % 150)
 }

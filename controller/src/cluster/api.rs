@@ -19,7 +19,7 @@ pub struct ClusterApi {
 
 const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
 
-fn object_pb(o: &state::Object) -> pb::Object {
+pub(crate) fn object_pb(o: &state::Object) -> pb::Object {
     pb::Object {
         kind: o.kind.clone(),
         id: o.id.clone(),
@@ -402,5 +402,23 @@ impl pb::cluster_server::Cluster for ClusterApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(out),
         )))
+    }
+
+    async fn state_hash(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::StateHashResponse>, Status> {
+        // The local replica as it is, no barrier: the point is to compare replicas.
+        let h = self
+            .cluster
+            .raft()
+            .filter(|h| !h.is_stopped())
+            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
+        let (index, hash) = h
+            .state()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .state_hash();
+        Ok(Response::new(pb::StateHashResponse { hash, index }))
     }
 }

@@ -167,6 +167,12 @@ pub struct Cluster {
     seen: Mutex<HashMap<String, Instant>>,
     /// Set when the cluster port is open.
     listening: Mutex<Option<SocketAddr>>,
+    /// Counted controller metrics, shared by every raft node this process runs.
+    pub metrics: Arc<crate::metrics::ControllerMetrics>,
+    /// Set when this node's raft stopped by itself (a storage error such as a full disk):
+    /// the agent then exits, so its supervisor restarts it on a clean replay of the log
+    /// (fail-stop, as etcd does on a failed WAL write) instead of serving a dead replica.
+    fatal: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Cluster {
@@ -219,6 +225,8 @@ impl Cluster {
             identity: RwLock::new(identity),
             raft: RwLock::new(None),
             seen: Mutex::default(),
+            metrics: Arc::default(),
+            fatal: tokio::sync::watch::channel(None).0,
             listening: Mutex::default(),
             cfg,
         });
@@ -235,7 +243,7 @@ impl Cluster {
             c.clone().listen(addr).await?;
         }
         if c.node_state().role == Role::Manager {
-            c.start_raft(bootstrap).await?;
+            c.start_manager(bootstrap).await?;
             if fresh_join {
                 c.request_voter().await?;
             }
@@ -255,6 +263,20 @@ impl Cluster {
 
     pub fn raft(&self) -> Option<RaftHandle> {
         self.raft.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Resolves (with the reason) once this node can no longer serve as a manager and the
+    /// process should exit to be restarted; pending forever otherwise.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.fatal.subscribe();
+        let why = match rx.wait_for(|f| f.is_some()).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        };
+        match why {
+            Some(why) => why,
+            None => std::future::pending().await,
+        }
     }
 
     pub fn identity(&self) -> Identity {
@@ -300,14 +322,20 @@ impl Cluster {
             cluster: self.clone(),
         };
         let dispatcher_cluster = self.clone();
+        let events = pb::events_server::EventsServer::new(crate::events::EventsApi {
+            cluster: self.clone(),
+        });
         tracing::info!(addr = %local, "cluster port listening (mutual TLS)");
+        let revocation = tonic::service::InterceptorLayer::new(refuse_removed(self.clone()));
         tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
+                .layer(revocation)
                 .add_service(
                     pb::raft_server::RaftServer::new(svc.clone())
                         .max_decoding_message_size(256 << 20),
                 )
                 .add_service(pb::membership_server::MembershipServer::new(svc))
+                .add_service(events)
                 .add_service(
                     skiff_proto::orchestrator::dispatcher_server::DispatcherServer::new(
                         crate::orchestrator::dispatcher::DispatcherApi {
@@ -332,6 +360,7 @@ impl Cluster {
         let mut rc = RaftConfig::new(n.raft_id, self.cfg.state_dir.join("raft"));
         rc.tick = self.cfg.raft_tick;
         rc.snapshot_every = self.cfg.snapshot_every;
+        rc.metrics = self.metrics.clone();
         let founding = matches!(bootstrap, Bootstrap::New(_));
         let h = consensus::start(rc, bootstrap, self.transport.clone())?;
         self.transport.set_raft(h.clone());
@@ -352,6 +381,16 @@ impl Cluster {
         loop {
             tick.tick().await;
             if h.is_stopped() {
+                // Removal, demotion and replacement swap or clear the handle first; a
+                // current handle that stopped did so on a storage error or a panic.
+                let current = self.raft().is_some_and(|c| c.id() == h.id());
+                if current && !h.status().removed {
+                    self.fatal.send_replace(Some(
+                        "the raft node stopped unexpectedly (a storage error or a panic, see \
+                         the log above); exiting so a restart replays the log from disk"
+                            .into(),
+                    ));
+                }
                 return;
             }
             let st = h.status();
@@ -553,7 +592,19 @@ impl Cluster {
             }
             let addr = candidates[next % candidates.len()].clone();
             next += 1;
-            match self.heartbeat_stream(&addr, &me).await {
+            // The raft leader this stream goes to, if it does: a manager that sees the
+            // stream break knows the leader is gone long before an election timeout.
+            let to_leader = self
+                .raft()
+                .map(|h| h.status().leader_id)
+                .filter(|l| *l != 0 && self.leader_addr().as_deref() == Some(addr.as_str()));
+            let ended = self.heartbeat_stream(&addr, &me).await;
+            if let (Some(h), Some(leader)) = (self.raft(), to_leader) {
+                if !matches!(&ended, Err(s) if s.code() == tonic::Code::PermissionDenied) {
+                    h.leader_lost(leader);
+                }
+            }
+            match ended {
                 Ok(()) => {}
                 Err(s) if s.code() == tonic::Code::PermissionDenied => {
                     tracing::error!(manager = %addr, error = %s.message(), "the cluster refused this node");
@@ -698,6 +749,33 @@ impl Cluster {
     }
 }
 
+/// The revocation check every request on the cluster port passes first: a certificate
+/// whose node was removed (`node rm`) is refused whatever service it calls, even on a
+/// connection opened before the removal. (Only managers hold the removed set; a worker's
+/// port serves nothing stateful.)
+fn refuse_removed(
+    cluster: Arc<Cluster>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |req: tonic::Request<()>| {
+        let id = req
+            .extensions()
+            .get::<tls::PeerIdentity>()
+            .and_then(|p| p.node_id.clone());
+        if let (Some(id), Some(h)) = (id, cluster.raft()) {
+            if h.state()
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_removed(&id)
+            {
+                return Err(tonic::Status::permission_denied(format!(
+                    "node {id} was removed from the cluster; its certificate is revoked"
+                )));
+            }
+        }
+        Ok(req)
+    }
+}
+
 /// Sends `req` now and then every `period`, forever.
 fn async_stream(
     req: pb::HeartbeatRequest,
@@ -760,6 +838,7 @@ fn found(cfg: &ClusterConfig) -> Result<(NodeState, Identity, Store), ClusterErr
         role: Role::Manager,
         status: NodeStatus::Ready,
         addr: cfg.advertise(),
+        data_addr: data_ip(&cfg.advertise(), None),
         engine_version: cfg.engine_version.clone(),
         version: 1,
         created_at: now.clone(),
@@ -788,6 +867,18 @@ fn found(cfg: &ClusterConfig) -> Result<(NodeState, Identity, Store), ClusterErr
         },
         store,
     ))
+}
+
+/// The IP a node's overlay traffic goes to: the host of its advertised address, else
+/// the address it was seen connecting from.
+pub fn data_ip(advertise: &str, peer: Option<std::net::IpAddr>) -> String {
+    advertise
+        .parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .ok()
+        .or(peer)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default()
 }
 
 /// Joins an existing cluster: check the CA against the token, buy a certificate, and (as
@@ -865,6 +956,106 @@ async fn join(
 }
 
 impl Cluster {
+    /// Starts this manager's raft node. A log found damaged (a flipped byte, a bad
+    /// snapshot, a cut tail), or a recovery a crash interrupted, is set aside and the node
+    /// rejoins the raft group under a fresh raft ID, receiving a snapshot from the
+    /// leader, as long as other managers exist to recover from. A fresh ID matters: the
+    /// old one may have voted or acknowledged entries this node no longer remembers.
+    async fn start_manager(self: &Arc<Self>, bootstrap: Bootstrap) -> Result<(), ClusterError> {
+        let dir = self.cfg.state_dir.join("raft");
+        if self.node_state().raft_id != 0 {
+            // A lone manager has no one to recover from: it repairs a torn tail or refuses
+            // corruption (DiskStorage::open). With peers, any damage means a lost log.
+            let damage = if self.other_managers() > 0 {
+                match crate::storage::DiskStorage::check(&dir) {
+                    Ok(r) if r.truncated_bytes > 0 => Some(format!(
+                        "its last {} bytes are cut off or torn, so entries this manager \
+                         acknowledged may be gone",
+                        r.truncated_bytes
+                    )),
+                    Err(e) if e.is_corruption() => Some(e.to_string()),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            let Some(why) = damage else {
+                return self.start_raft(bootstrap).await.map(|_| ());
+            };
+            tracing::error!(error = %why, "the raft log is damaged; setting it aside and recovering from the other managers");
+            // Persisted first: a crash from here on resumes the recovery.
+            self.set_raft_id(0)?;
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            let aside = self.cfg.state_dir.join(format!("raft.damaged-{secs}"));
+            std::fs::rename(&dir, &aside).map_err(io(&dir))?;
+        }
+        // Whatever a previous, interrupted attempt left is of no use to a new identity.
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&dir)(e)),
+            _ => {}
+        }
+        let raft_id = self.request_replacement().await?;
+        self.set_raft_id(raft_id)?;
+        self.start_raft(Bootstrap::Join).await?;
+        tracing::warn!(
+            raft_id,
+            "rejoined the raft group under a new raft ID; catching up from the leader"
+        );
+        Ok(())
+    }
+
+    fn set_raft_id(&self, raft_id: u64) -> Result<(), ClusterError> {
+        self.node.write().unwrap_or_else(|p| p.into_inner()).raft_id = raft_id;
+        self.save_node()
+    }
+
+    /// Managers other than this one that this node knows an address for.
+    fn other_managers(&self) -> usize {
+        let n = self.node_state();
+        let me = self.cfg.advertise();
+        n.managers
+            .iter()
+            .filter(|(_, id, a)| !a.is_empty() && *a != me && *id != n.node_id)
+            .count()
+    }
+
+    /// Asks the other managers to retire this node's old raft ID and add it back under a
+    /// new one (`AddManager` with `replace`); returns the new ID.
+    async fn request_replacement(&self) -> Result<u64, ClusterError> {
+        let id = self.identity();
+        let tls = tls::client_config(&id.ca_pem, Some(&id))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::from("no other manager is known");
+        while Instant::now() < deadline {
+            for (_, _, addr) in self.node_state().managers {
+                if addr.is_empty() || addr == self.cfg.advertise() {
+                    continue;
+                }
+                let mut c =
+                    pb::membership_client::MembershipClient::new(tls::channel(&addr, tls.clone())?);
+                match c
+                    .add_manager(pb::AddManagerRequest {
+                        addr: self.cfg.advertise(),
+                        replace: true,
+                    })
+                    .await
+                {
+                    Ok(r) if r.get_ref().raft_id != 0 => return Ok(r.into_inner().raft_id),
+                    Ok(_) => last = format!("{addr} answered without a raft ID"),
+                    Err(s) => last = format!("{addr}: {}", s.message()),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(ClusterError::Join {
+            addr: "managers".into(),
+            message: format!("could not rejoin the raft group after losing the log: {last}"),
+        })
+    }
+
     /// After a manager joined and its raft node runs: ask the leader to add it as a voter.
     pub async fn request_voter(&self) -> Result<(), ClusterError> {
         let id = self.identity();
@@ -884,6 +1075,7 @@ impl Cluster {
                 match c
                     .add_manager(pb::AddManagerRequest {
                         addr: self.cfg.advertise(),
+                        replace: false,
                     })
                     .await
                 {

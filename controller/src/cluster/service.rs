@@ -27,6 +27,9 @@ pub(crate) fn raft_status(e: crate::consensus::RaftError) -> Status {
         | E::ReadTimeout(_)
         | E::ConfChangeBusy
         | E::LeaderChanged
+        | E::NotLeader
+        | E::Forward(_)
+        | E::Remote(_)
         | E::Stopped => Status::unavailable(e.to_string()),
         E::Rejected(A::NotFound { .. }) => Status::not_found(e.to_string()),
         E::Rejected(A::NameConflict { .. } | A::IdConflict { .. }) => {
@@ -102,11 +105,58 @@ impl pb::raft_server::Raft for ClusterPort {
         }
         for b in req.into_inner().messages {
             match raft::prelude::Message::parse_from_bytes(&b) {
+                // A raft ID this node no longer has (it rejoined under a new one after
+                // losing its log, or was demoted and promoted again) can still have
+                // messages in flight to this address; stepping them would apply another
+                // identity's progress (raft-rs panics on a commit beyond its log).
+                Ok(m) if m.to != h.id() => {
+                    tracing::debug!(
+                        to = m.to,
+                        raft_id = h.id(),
+                        "dropped a raft message for another raft ID"
+                    );
+                }
                 Ok(m) => h.step(m),
                 Err(e) => return Err(Status::invalid_argument(format!("bad raft message: {e}"))),
             }
         }
         Ok(Response::new(pb::Empty {}))
+    }
+
+    /// A follower's client proposals: proposed here if this node leads (all together, so
+    /// the raft loop puts them in one entry), each answered once applied or failed.
+    async fn forward(
+        &self,
+        req: Request<pb::ForwardBatch>,
+    ) -> Result<Response<pb::ForwardResults>, Status> {
+        let caller = self.caller(&req)?;
+        let h = self.manager()?;
+        let is_manager = h
+            .state()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .node(&caller)
+            .is_some_and(|n| n.role == Role::Manager);
+        if !is_manager {
+            return Err(Status::permission_denied(format!(
+                "node {caller} is not a manager of this cluster"
+            )));
+        }
+        let results = futures::future::join_all(req.into_inner().proposals.into_iter().map(|b| {
+            let h = h.clone();
+            async move {
+                match serde_json::from_slice::<Proposal>(&b) {
+                    Ok(p) => h.propose_local(p).await,
+                    Err(e) => Err(crate::consensus::RaftError::Remote(format!(
+                        "undecodable proposal: {e}"
+                    ))),
+                }
+            }
+        }))
+        .await;
+        Ok(Response::new(pb::ForwardResults {
+            results: results.into_iter().map(super::transport::result_to_pb).collect(),
+        }))
     }
 }
 
@@ -125,12 +175,8 @@ impl pb::membership_server::Membership for ClusterPort {
         &self,
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        let peer = req
-            .extensions()
-            .get::<PeerIdentity>()
-            .and_then(|p| p.addr)
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer_addr = req.extensions().get::<PeerIdentity>().and_then(|p| p.addr);
+        let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
         let h = self.manager()?;
         let r = req.into_inner();
         // Never log the token itself.
@@ -172,6 +218,7 @@ impl pb::membership_server::Membership for ClusterPort {
             hostname: r.hostname,
             role,
             status: NodeStatus::Ready,
+            data_addr: super::data_ip(&r.advertise_addr, peer_addr.map(|a| a.ip())),
             addr: r.advertise_addr,
             engine_version: r.engine_version,
             ..Default::default()
@@ -312,13 +359,23 @@ impl pb::membership_server::Membership for ClusterPort {
         let node = node.ok_or_else(|| {
             Status::permission_denied(format!("node {caller} is not part of this cluster"))
         })?;
-        if node.role != Role::Manager || node.raft_id == 0 {
+        let r = req.into_inner();
+        if node.role != Role::Manager || (node.raft_id == 0 && !r.replace) {
             return Err(Status::permission_denied(format!(
                 "node {caller} is not a manager"
             )));
         }
-        let addr = req.into_inner().addr;
-        if !addr.is_empty() && addr != node.addr {
+        let mut raft_id = node.raft_id;
+        if r.replace {
+            // The caller lost its log: its old raft identity may have voted or acked
+            // entries it no longer remembers, so it is retired, never resumed.
+            if node.raft_id != 0 {
+                h.remove_voter(node.raft_id).await.map_err(raft_status)?;
+            }
+            raft_id = new_raft_id();
+        }
+        let addr = (!r.addr.is_empty() && r.addr != node.addr).then_some(r.addr);
+        if addr.is_some() || raft_id != node.raft_id {
             let op = Op::UpdateNode {
                 id: caller.clone(),
                 availability: None,
@@ -326,17 +383,21 @@ impl pb::membership_server::Membership for ClusterPort {
                 label_rm: vec![],
                 role: None,
                 status: None,
-                raft_id: None,
-                addr: Some(addr),
+                raft_id: (raft_id != node.raft_id).then_some(raft_id),
+                addr,
             };
             h.propose(Proposal::new(vec![op]))
                 .await
                 .map_err(raft_status)?;
         }
-        h.add_voter(node.raft_id).await.map_err(raft_status)?;
-        tracing::info!(node_id = %caller, raft_id = node.raft_id, "manager added to the raft group");
+        h.add_voter(raft_id).await.map_err(raft_status)?;
+        if r.replace {
+            tracing::warn!(node_id = %caller, old_raft_id = node.raft_id, raft_id, "manager with a lost raft log rejoined under a new raft ID");
+        } else {
+            tracing::info!(node_id = %caller, raft_id, "manager added to the raft group");
+        }
         Ok(Response::new(pb::AddManagerResponse {
-            raft_id: node.raft_id,
+            raft_id,
             managers: Self::managers(&h),
         }))
     }

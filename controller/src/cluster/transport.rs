@@ -1,36 +1,57 @@
-//! Raft messages between managers over mutual-TLS gRPC: one sender task per peer keeps
-//! messages in order, batches whatever queued up into one `Raft.Send` call, and reports
-//! unreachable peers and snapshot outcomes back to raft. A full queue drops messages;
-//! raft retransmits.
+//! Between managers over mutual-TLS gRPC:
+//! - raft messages: one sender task per peer keeps them in order, batches whatever queued
+//!   up into one `Raft.Send` call, and reports unreachable peers and snapshot outcomes
+//!   back to raft. A full queue drops messages; raft retransmits.
+//! - client proposals a follower hands to the leader (`Raft.Forward`): one forwarder task
+//!   per leader batches whatever queued up while earlier calls were in flight (at most
+//!   [`FORWARD_INFLIGHT`] at a time), so a busy follower sends few, large calls.
+//!
+//! Tasks run on the process's runtime (captured at creation): the raft node calls in
+//! from a thread of its own.
 
-use crate::consensus::{RaftHandle, Transport};
+use crate::consensus::{Forwarded, RaftError, RaftHandle, Transport};
+use crate::state::{self, ApplyError, Outcome, Proposal};
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
+use skiff_proto::cluster as pb;
 use skiff_proto::cluster::raft_client::RaftClient;
 use skiff_proto::cluster::RaftBatch;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 const QUEUE: usize = 8192;
 const BATCH: usize = 512;
+/// Forward calls in flight to the leader at a time; more requests wait and batch up.
+const FORWARD_INFLIGHT: usize = 4;
+/// Proposals per forward call at most.
+const FORWARD_BATCH: usize = 1024;
+/// Outer bound on one forward call (the leader times proposals out after 5 s itself).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Pending = (Proposal, oneshot::Sender<Result<Outcome, RaftError>>);
 
 pub struct GrpcTransport {
     /// raft ID → advertised address, from the state machine's manager records.
     addrs: RwLock<HashMap<u64, String>>,
     peers: Mutex<HashMap<u64, (String, mpsc::Sender<Message>)>>,
+    forwarders: Mutex<HashMap<u64, (String, mpsc::Sender<Pending>)>>,
     tls: RwLock<Arc<rustls::ClientConfig>>,
     raft: RwLock<Option<RaftHandle>>,
+    rt: tokio::runtime::Handle,
 }
 
 impl GrpcTransport {
+    /// Must be called within the process's tokio runtime (its tasks run there).
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Arc<GrpcTransport> {
         Arc::new(GrpcTransport {
             addrs: RwLock::default(),
             peers: Mutex::default(),
+            forwarders: Mutex::default(),
             tls: RwLock::new(tls),
             raft: RwLock::new(None),
+            rt: tokio::runtime::Handle::current(),
         })
     }
 
@@ -38,6 +59,10 @@ impl GrpcTransport {
     pub fn set_raft(&self, h: RaftHandle) {
         *self.raft.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
         self.peers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.forwarders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn raft(&self) -> Option<RaftHandle> {
@@ -48,13 +73,58 @@ impl GrpcTransport {
     pub fn set_tls(&self, tls: Arc<rustls::ClientConfig>) {
         *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
         self.peers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.forwarders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Updates where peers are; a changed address restarts that peer's connection.
     pub fn set_addrs(&self, addrs: HashMap<u64, String>) {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         peers.retain(|id, (addr, _)| addrs.get(id) == Some(addr));
+        self.forwarders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, (addr, _)| addrs.get(id) == Some(addr));
         *self.addrs.write().unwrap_or_else(|p| p.into_inner()) = addrs;
+    }
+
+    fn channel_to(&self, to: u64) -> Option<(String, tonic::transport::Channel)> {
+        let addr = self
+            .addrs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&to)
+            .cloned()?;
+        let tls = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
+        // tonic spawns the channel's connection task on the current runtime: make that
+        // the process's, not the raft thread's (which blocks on fsync).
+        let _rt = self.rt.enter();
+        match crate::tls::channel(&addr, tls) {
+            Ok(c) => Some((addr, c)),
+            Err(e) => {
+                tracing::warn!(peer = to, %addr, error = %e, "bad peer address");
+                None
+            }
+        }
+    }
+
+    fn forwarder(&self, to: u64) -> Option<mpsc::Sender<Pending>> {
+        let mut fw = self.forwarders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, tx)) = fw.get(&to) {
+            if !tx.is_closed() {
+                return Some(tx.clone());
+            }
+        }
+        let (addr, channel) = self.channel_to(to)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let client = RaftClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        self.rt.spawn(forward_loop(to, client, rx, self.raft()));
+        fw.insert(to, (addr, tx.clone()));
+        Some(tx)
     }
 
     fn sender(&self, to: u64) -> Option<mpsc::Sender<Message>> {
@@ -64,23 +134,10 @@ impl GrpcTransport {
                 return Some(tx.clone());
             }
         }
-        let addr = self
-            .addrs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&to)
-            .cloned()?;
-        let tls = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let channel = match crate::tls::channel(&addr, tls) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(peer = to, %addr, error = %e, "bad peer address");
-                return None;
-            }
-        };
+        let (addr, channel) = self.channel_to(to)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let raft = self.raft();
-        tokio::spawn(peer_loop(
+        self.rt.spawn(peer_loop(
             to,
             addr.clone(),
             RaftClient::new(channel)
@@ -140,7 +197,148 @@ async fn peer_loop(
     }
 }
 
+/// Sends queued proposals to the leader `to` in batches, at most [`FORWARD_INFLIGHT`]
+/// calls at a time, and hands each its result.
+async fn forward_loop(
+    to: u64,
+    client: RaftClient<tonic::transport::Channel>,
+    mut rx: mpsc::Receiver<Pending>,
+    raft: Option<RaftHandle>,
+) {
+    let inflight = Arc::new(Semaphore::new(FORWARD_INFLIGHT));
+    let mut buf = Vec::with_capacity(FORWARD_BATCH);
+    loop {
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
+        if rx.recv_many(&mut buf, FORWARD_BATCH).await == 0 {
+            return;
+        }
+        let mut req = pb::ForwardBatch::default();
+        let mut replies = Vec::with_capacity(buf.len());
+        for (p, reply) in buf.drain(..) {
+            match serde_json::to_vec(&p) {
+                Ok(b) => {
+                    req.proposals.push(b);
+                    replies.push(reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(RaftError::Encode(e)));
+                }
+            }
+        }
+        let mut client = client.clone();
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let n = replies.len();
+            let fail = |replies: Vec<oneshot::Sender<_>>, why: String| {
+                for r in replies {
+                    let _ = r.send(Err(RaftError::Forward(why.clone())));
+                }
+            };
+            match tokio::time::timeout(FORWARD_TIMEOUT, client.forward(req)).await {
+                Ok(Ok(resp)) => {
+                    let results = resp.into_inner().results;
+                    if results.len() != n {
+                        return fail(
+                            replies,
+                            format!("the leader answered {} of {n} proposals", results.len()),
+                        );
+                    }
+                    for (r, reply) in results.into_iter().zip(replies) {
+                        let _ = reply.send(result_from_pb(r));
+                    }
+                }
+                Ok(Err(s)) => {
+                    tracing::debug!(leader = to, error = %s.message(), "forwarding to the leader failed");
+                    // A broken connection: the leader is likely gone.
+                    if s.code() == tonic::Code::Unavailable {
+                        if let Some(r) = &raft {
+                            r.leader_lost(to);
+                        }
+                    }
+                    fail(replies, s.message().to_string());
+                }
+                Err(_) => fail(replies, format!("no answer within {FORWARD_TIMEOUT:?}")),
+            }
+        });
+    }
+}
+
+/// A pb object as the state machine's.
+fn object_from_pb(o: pb::Object) -> state::Object {
+    state::Object {
+        kind: o.kind,
+        id: o.id,
+        name: o.name,
+        version: o.version,
+        spec: o.spec,
+        created_index: o.created_index,
+        updated_index: o.updated_index,
+    }
+}
+
+/// The leader's side: a proposal's result as it travels back.
+pub(crate) fn result_to_pb(r: Result<Outcome, RaftError>) -> pb::ForwardResult {
+    match r {
+        Ok(o) => pb::ForwardResult {
+            outcome: Some(pb::ProposeResponse {
+                objects: o.objects.iter().map(super::api::object_pb).collect(),
+                index: o.index,
+            }),
+            ..Default::default()
+        },
+        Err(RaftError::Rejected(e)) => pb::ForwardResult {
+            rejected: serde_json::to_vec(&e).unwrap_or_default(),
+            error: e.to_string(),
+            ..Default::default()
+        },
+        Err(e) => pb::ForwardResult {
+            retry: e.is_retryable() || matches!(e, RaftError::Stopped),
+            error: e.to_string(),
+            ..Default::default()
+        },
+    }
+}
+
+/// The follower's side: what the leader answered, as a local result.
+fn result_from_pb(r: pb::ForwardResult) -> Result<Outcome, RaftError> {
+    if let Some(o) = r.outcome {
+        return Ok(Outcome {
+            index: o.index,
+            objects: o.objects.into_iter().map(object_from_pb).collect(),
+        });
+    }
+    if !r.rejected.is_empty() {
+        return Err(match serde_json::from_slice::<ApplyError>(&r.rejected) {
+            Ok(e) => RaftError::Rejected(e),
+            Err(_) => RaftError::Remote(r.error),
+        });
+    }
+    if r.retry {
+        Err(RaftError::LeaderChanged)
+    } else {
+        Err(RaftError::Remote(r.error))
+    }
+}
+
 impl Transport for GrpcTransport {
+    fn forward(&self, _from: u64, to: u64, p: Proposal) -> Forwarded {
+        let (tx, rx) = oneshot::channel();
+        let queued = match self.forwarder(to) {
+            Some(q) => q
+                .try_send((p, tx))
+                .map_err(|_| "the forwarding queue is full".to_string()),
+            None => Err(format!("no address is known for leader {to:x}")),
+        };
+        Box::pin(async move {
+            queued.map_err(RaftError::Forward)?;
+            rx.await
+                .unwrap_or_else(|_| Err(RaftError::Forward("the forwarder stopped".into())))
+        })
+    }
+
     fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
             let to = m.to;

@@ -180,6 +180,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                         previous: None,
                         generation: 1,
                         update: None,
+                        vips: Default::default(),
                     };
                     ops.push(Op::Create {
                         kind: KIND_SERVICE.into(),
@@ -300,6 +301,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             previous: None,
             generation: 1,
             update: None,
+            vips: Default::default(),
         };
         let op = Op::Create {
             kind: KIND_SERVICE.into(),

@@ -67,6 +67,7 @@ pub fn assignments(sm: &crate::state::StateMachine, node: &str) -> pb::Assignmen
         services,
         networks: sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect(),
         files,
+        overlay_json: serde_json::to_string(&super::overlay::view(sm, node)).unwrap_or_default(),
     }
 }
 
@@ -127,6 +128,67 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn attach(
+        &self,
+        req: Request<pb::AttachRequest>,
+    ) -> Result<Response<pb::AttachResponse>, Status> {
+        let node = caller(&req)?;
+        let r = req.into_inner();
+        let h = self
+            .cluster
+            .raft()
+            .ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        let out = super::attach::attach(
+            &h,
+            &node,
+            &r.network,
+            &r.container_id,
+            &r.name,
+            r.check_only,
+        )
+        .await
+        .map_err(|e| match e {
+            super::attach::AttachError::NotAttachable(_) => {
+                Status::permission_denied(e.to_string())
+            }
+            super::attach::AttachError::Raft(e) => crate::cluster::service::raft_status(e),
+            e => Status::unavailable(e.to_string()),
+        })?;
+        Ok(Response::new(match out {
+            super::attach::Outcome::NotOverlay => pb::AttachResponse::default(),
+            super::attach::Outcome::Attached(ip) => pb::AttachResponse {
+                overlay: true,
+                ip: ip.map(|i| i.to_string()).unwrap_or_default(),
+            },
+        }))
+    }
+
+    async fn detach(&self, req: Request<pb::DetachRequest>) -> Result<Response<pb::Empty>, Status> {
+        let node = caller(&req)?;
+        let r = req.into_inner();
+        let h = self
+            .cluster
+            .raft()
+            .ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        // A node may only detach its own containers.
+        let owned = {
+            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            super::attach::list(&sm)
+                .iter()
+                .filter(|a| a.value.container_id == r.container_id)
+                .all(|a| a.value.node_id == node)
+        };
+        if !owned {
+            return Err(Status::permission_denied(
+                "the container belongs to another node",
+            ));
+        }
+        super::attach::detach(&h, &r.container_id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn update_task(

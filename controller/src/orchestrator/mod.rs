@@ -2,7 +2,10 @@
 //! the reconciler that keeps tasks at their services' spec ([`reconcile`]).
 
 pub mod api;
+pub mod attach;
 pub mod dispatcher;
+pub mod netalloc;
+pub mod overlay;
 pub mod reconcile;
 pub mod runner;
 pub mod stack;

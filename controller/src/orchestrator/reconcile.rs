@@ -149,6 +149,7 @@ fn new_task(
         created_at_ms: now,
         not_before_ms: not_before,
         attempt,
+        addresses: Default::default(),
     }
 }
 

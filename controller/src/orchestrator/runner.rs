@@ -36,36 +36,134 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Runs one pass if this node leads; returns how many operations were proposed.
-pub async fn pass(h: &RaftHandle) -> usize {
-    if !h.status().is_leader {
-        return 0;
+/// Where overlay subnets come from, and which subnets the leader's host already routes.
+#[derive(Clone, Debug)]
+pub struct AllocConfig {
+    pub pools: Vec<ipnet::Ipv4Net>,
+    pub avoid: fn() -> Vec<ipnet::Ipv4Net>,
+}
+
+impl Default for AllocConfig {
+    fn default() -> Self {
+        Self {
+            pools: super::netalloc::DEFAULT_POOL.parse().into_iter().collect(),
+            avoid: Vec::new,
+        }
     }
-    let ops = {
+}
+
+/// Proposes missing overlay allocations (networks and services together, each task on
+/// its own so one lost race does not hold back the rest).
+async fn allocate(h: &RaftHandle, cfg: &AllocConfig) -> usize {
+    let plan = {
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
         let (services, tasks, nodes) = read_world(&sm);
-        reconcile(
-            &World {
-                services: &services,
-                tasks: &tasks,
-                nodes: &nodes,
-                now_ms: now_ms(),
-            },
-            new_id,
-        )
+        let networks = super::overlay::overlay_networks(&sm);
+        let avoid = if networks.iter().any(|n| n.value.alloc.is_none()) {
+            (cfg.avoid)()
+        } else {
+            Vec::new()
+        };
+        let attachments = super::attach::list(&sm);
+        super::netalloc::allocate(&super::netalloc::Input {
+            networks: &networks,
+            services: &services,
+            tasks: &tasks,
+            attachments: &attachments,
+            nodes: &nodes,
+            pools: &cfg.pools,
+            avoid: &avoid,
+        })
     };
-    let n = ops.len();
-    if n > 0 {
-        if let Err(e) = h.propose(Proposal::new(ops)).await {
-            // A task changed under us (an agent reported status): the next pass sees it.
-            tracing::debug!(error = %e, "reconcile proposal rejected; retrying on the next pass");
-        }
+    if plan.is_empty() {
+        return 0;
+    }
+    let mut batches: Vec<Vec<crate::state::Op>> = Vec::new();
+    let head: Vec<_> = plan.networks.into_iter().chain(plan.services).collect();
+    if !head.is_empty() {
+        batches.push(head);
+    }
+    batches.extend(
+        plan.tasks
+            .into_iter()
+            .chain(plan.attachments)
+            .map(|op| vec![op]),
+    );
+    let n = batches.iter().map(Vec::len).sum();
+    let results =
+        futures::future::join_all(batches.into_iter().map(|ops| h.propose(Proposal::new(ops))))
+            .await;
+    for e in results.into_iter().filter_map(Result::err) {
+        tracing::debug!(error = %e, "allocation proposal rejected; retrying on the next pass");
     }
     n
 }
 
+/// Runs one pass if this node leads; returns how many operations were proposed.
+pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
+    if !h.status().is_leader {
+        return 0;
+    }
+    let now = now_ms();
+    let (ops, placed) = {
+        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let (services, tasks, nodes) = read_world(&sm);
+        let ops = reconcile(
+            &World {
+                services: &services,
+                tasks: &tasks,
+                nodes: &nodes,
+                now_ms: now,
+            },
+            new_id,
+        );
+        let placed = placements(&tasks, &ops, now);
+        (ops, placed)
+    };
+    let n = ops.len();
+    if n > 0 {
+        match h.propose(Proposal::new(ops)).await {
+            Ok(_) => {
+                for secs in placed {
+                    h.metrics().scheduling_delay.observe(secs);
+                }
+            }
+            // A task changed under us (an agent reported status): the next pass sees it.
+            Err(e) => {
+                tracing::debug!(error = %e, "reconcile proposal rejected; retrying on the next pass")
+            }
+        }
+        // Addresses for the tasks just made come on the pass their commit triggers.
+        return n;
+    }
+    allocate(h, alloc).await
+}
+
+/// Seconds from creation to assignment of every task these ops place on a node (tasks
+/// not assigned before), for the scheduling delay histogram.
+fn placements(before: &[Stored<Task>], ops: &[crate::state::Op], now: i64) -> Vec<f64> {
+    use crate::state::Op;
+    let was_placed = |id: &str| {
+        before
+            .iter()
+            .any(|t| t.id == id && t.value.status.state >= TaskState::Assigned)
+    };
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::Create { kind, id, spec, .. } | Op::Update { kind, id, spec, .. }
+                if kind == KIND_TASK =>
+            {
+                let t: Task = serde_json::from_slice(spec).ok()?;
+                (t.status.state == TaskState::Assigned && !was_placed(id))
+                    .then(|| (now - t.created_at_ms).max(0) as f64 / 1000.0)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Spawns the loop; it ends when the raft node stops.
-pub fn spawn(h: RaftHandle) {
+pub fn spawn(h: RaftHandle, alloc: AllocConfig) {
     tokio::spawn(
         async move {
             let mut events = h
@@ -89,9 +187,70 @@ pub fn spawn(h: RaftHandle) {
                         while events.try_recv().is_ok() {}
                     }
                 }
-                pass(&h).await;
+                pass(&h, &alloc).await;
             }
         }
         .instrument(tracing::info_span!("reconciler")),
     );
+}
+
+#[cfg(test)]
+mod placement_metrics {
+    use super::*;
+    use crate::state::Op;
+
+    fn task(state: TaskState, created_at_ms: i64) -> Task {
+        Task {
+            created_at_ms,
+            status: TaskStatus {
+                state,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn op(id: &str, t: &Task, create: bool) -> Op {
+        let spec = serde_json::to_vec(t).expect("json");
+        if create {
+            Op::Create {
+                kind: KIND_TASK.into(),
+                id: id.into(),
+                name: id.into(),
+                spec,
+            }
+        } else {
+            Op::Update {
+                kind: KIND_TASK.into(),
+                id: id.into(),
+                spec,
+                expected_version: 1,
+            }
+        }
+    }
+
+    #[test]
+    fn only_new_placements_are_timed() {
+        let before = vec![
+            Stored {
+                id: "pending".into(),
+                version: 1,
+                value: task(TaskState::Pending, 1_000),
+            },
+            Stored {
+                id: "placed".into(),
+                version: 1,
+                value: task(TaskState::Assigned, 1_000),
+            },
+        ];
+        let ops = vec![
+            op("pending", &task(TaskState::Assigned, 1_000), false),
+            // Already assigned: a rewrite (e.g. a status message) is not a placement.
+            op("placed", &task(TaskState::Assigned, 1_000), false),
+            // Created and placed in one pass.
+            op("fresh", &task(TaskState::Assigned, 3_500), true),
+            op("waits", &task(TaskState::Pending, 3_500), true),
+        ];
+        assert_eq!(placements(&before, &ops, 4_000), vec![3.0, 0.5]);
+    }
 }

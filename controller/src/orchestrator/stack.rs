@@ -45,6 +45,9 @@ pub struct StackNetwork {
     pub subnet: Option<String>,
     pub external: bool,
     pub stack: String,
+    /// Overlay networks: subnet, VNI and per-node addresses, set by the controller.
+    #[serde(default)]
+    pub alloc: Option<super::netalloc::NetAlloc>,
 }
 
 /// Converts every service of the stack.
@@ -71,6 +74,7 @@ pub fn networks(spec: &st::StackSpec) -> Vec<StackNetwork> {
                 .and_then(|p| p.subnet.clone()),
             external: n.external,
             stack: spec.name.clone(),
+            alloc: None,
         })
         .collect()
 }

@@ -197,6 +197,10 @@ pub struct Service {
     /// Bumped on every spec change; tasks record the generation they run.
     pub generation: u64,
     pub update: Option<UpdateStatus>,
+    /// Virtual IPs on overlay networks (network name → address), allocated by the
+    /// controller; empty for `dnsrr` services.
+    #[serde(default)]
+    pub vips: BTreeMap<String, std::net::Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -278,4 +282,8 @@ pub struct Task {
     pub not_before_ms: i64,
     /// How many times the slot has been restarted by the policy.
     pub attempt: u64,
+    /// Addresses on overlay networks (network name → address), allocated by the
+    /// controller so no two nodes ever hand out the same one.
+    #[serde(default)]
+    pub addresses: BTreeMap<String, std::net::Ipv4Addr>,
 }

@@ -105,6 +105,11 @@ pub struct ContainerConfig {
     /// `--ip`, `--network-alias`, `--dns*`, `--add-host`, `-p`, `-P`.
     #[serde(default)]
     pub net: crate::network::ContainerNet,
+    /// `--log-opt` over the agent's `log_opts`, merged at create (Docker's
+    /// HostConfig.LogConfig). Records from before log rotation have none and run with
+    /// the agent's current defaults.
+    #[serde(default)]
+    pub log_config: Option<crate::shim::logfile::LogConfig>,
 }
 
 impl ContainerConfig {

@@ -59,6 +59,9 @@ pub struct RunSpec {
     pub bundle: PathBuf,
     pub mounts: Vec<BindMount>,
     pub log_path: PathBuf,
+    /// How the shim rotates `log_path` (`--log-opt max-size/max-file`).
+    #[serde(default)]
+    pub log_rotation: crate::shim::logfile::Rotation,
     pub exit_path: PathBuf,
     pub socket_path: PathBuf,
     /// libcontainer's state directory (shared by all containers of one agent).

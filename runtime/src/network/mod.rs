@@ -2,7 +2,8 @@
 //! are, and the pieces the agent composes to build them.
 //!
 //! - [`ipam`]: subnet choice that avoids the host's routes, and address allocation;
-//! - [`link`]: network namespaces, bridges and veth pairs (through `ip`/`unshare`);
+//! - [`link`]: network namespaces, bridges and veth pairs (through rtnetlink, no
+//!   processes);
 //! - [`nft`]: the agent's own nftables table, generated as one pure function and
 //!   applied atomically (the agent never touches other tables' rules, except one
 //!   tagged accept rule in an existing `ip filter FORWARD` chain, see [`nft`]);
@@ -15,6 +16,7 @@ pub mod ipam;
 pub mod link;
 pub mod nft;
 pub mod proxy;
+pub mod vxlan;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -50,6 +52,8 @@ pub enum NetError {
     },
     #[error("running {cmd}: {message}")]
     Command { cmd: String, message: String },
+    #[error("netlink: {op}: {source}")]
+    Netlink { op: String, source: std::io::Error },
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -198,6 +202,18 @@ pub struct Network {
     pub created: chrono::DateTime<chrono::Utc>,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Set for this node's part of a cluster overlay network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayInfo>,
+}
+
+/// The node-local devices and address of an overlay network (see [`vxlan`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayInfo {
+    pub vni: u32,
+    pub vxlan: String,
+    /// This node's own address on the network.
+    pub node_ip: Ipv4Addr,
 }
 
 impl Network {

@@ -1,7 +1,10 @@
 //! The agent's nftables rules. Everything lives in one table per agent
-//! (`inet skiff` for the default --root, `inet skiff-<hash>` otherwise), rebuilt as a
-//! whole from the desired state and replaced atomically in one `nft -f` transaction,
+//! (`inet skiff` for the default --root, `inet skiff-<hash>` otherwise), generated as
+//! a whole from the desired state and replaced atomically in one `nft -f` transaction,
 //! so several agents (and Docker, firewalld...) coexist and nobody's rules are flushed.
+//! Published ports are elements of two maps, so when only they change [`update`]
+//! adds and removes elements instead of reloading the table, and when nothing
+//! changed (most container starts) it runs no `nft` at all.
 //!
 //! One exception, for hosts where Docker runs: Docker sets the iptables FORWARD
 //! policy to DROP, and a drop in any base chain is final, so no rule in our own table
@@ -42,12 +45,53 @@ pub struct FwService {
     pub backends: Vec<(Ipv4Addr, u16)>,
 }
 
+/// An overlay network's bridge on this node: traffic the node DNATs onto it leaves
+/// with the node's own overlay address, so replies from other nodes come back here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FwOverlay {
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub node_ip: Ipv4Addr,
+    /// Local containers: connections from outside to them keep their source address.
+    pub local: Vec<Ipv4Addr>,
+}
+
+/// A service's virtual IP, balanced over its running tasks (any port, any protocol).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FwVip {
+    pub vip: Ipv4Addr,
+    pub backends: Vec<Ipv4Addr>,
+}
+
 /// Everything the table must express.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FwState {
     pub networks: Vec<FwNetwork>,
     pub ports: Vec<FwPort>,
     pub services: Vec<FwService>,
+    pub overlays: Vec<FwOverlay>,
+    pub vips: Vec<FwVip>,
+}
+
+/// The DNAT statement for a virtual IP.
+pub fn vip_dnat(v: &FwVip) -> Option<String> {
+    match v.backends.as_slice() {
+        [] => None,
+        [ip] => Some(format!("ip daddr {} dnat ip to {ip}", v.vip)),
+        many => {
+            let map: Vec<String> = many
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| format!("{i} : {ip}"))
+                .collect();
+            Some(format!(
+                "ip daddr {} dnat ip to numgen inc mod {} map {{ {} }}",
+                v.vip,
+                many.len(),
+                map.join(", ")
+            ))
+        }
+    }
 }
 
 /// The DNAT statement for a service port: one backend directly, several through a
@@ -96,20 +140,39 @@ pub fn ruleset(table: &str, state: &FwState) -> String {
         s,
         "add table inet {table}\ndelete table inet {table}\ntable inet {table} {{"
     );
+    let (any, addr): (Vec<&FwPort>, Vec<&FwPort>) =
+        state.ports.iter().partition(|p| p.host_ip.is_none());
+    for (map, ports) in [(ANY_PORTS, &any), (ADDR_PORTS, &addr)] {
+        let _ = writeln!(s, "  map {map} {{\n    type {}", map_type(map));
+        if !ports.is_empty() {
+            let elems: Vec<String> = ports.iter().map(|p| port_element(p)).collect();
+            let _ = writeln!(s, "    elements = {{ {} }}", elems.join(", "));
+        }
+        s.push_str("  }\n");
+    }
     s.push_str("  chain published {\n");
-    for p in &state.ports {
-        let daddr = p
-            .host_ip
-            .map(|ip| format!("ip daddr {ip} "))
-            .unwrap_or_default();
+    // Published ports are map elements, so a container's ports come and go without
+    // reloading the table (see `update`); each lookup rule exists only while its map
+    // has entries.
+    if !addr.is_empty() {
         let _ = writeln!(
             s,
-            "    {daddr}{} dport {} dnat ip to {}:{}",
-            p.proto, p.host_port, p.container_ip, p.container_port
+            "    dnat ip to ip daddr . meta l4proto . th dport map @{ADDR_PORTS}"
+        );
+    }
+    if !any.is_empty() {
+        let _ = writeln!(
+            s,
+            "    meta nfproto ipv4 dnat ip to meta l4proto . th dport map @{ANY_PORTS}"
         );
     }
     for svc in &state.services {
         if let Some(rule) = service_dnat(svc) {
+            let _ = writeln!(s, "    {rule}");
+        }
+    }
+    for v in &state.vips {
+        if let Some(rule) = vip_dnat(v) {
             let _ = writeln!(s, "    {rule}");
         }
     }
@@ -119,6 +182,25 @@ pub fn ruleset(table: &str, state: &FwState) -> String {
     s.push_str(
         "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
     );
+    for o in &state.overlays {
+        let b = q(&o.bridge);
+        let _ = writeln!(
+            s,
+            "    oifname {b} ct status dnat ip saddr {} snat ip to {}",
+            o.subnet, o.node_ip
+        );
+        let remote = if o.local.is_empty() {
+            String::new()
+        } else {
+            let l: Vec<String> = o.local.iter().map(|a| a.to_string()).collect();
+            format!("ip daddr != {{ {} }} ", l.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "    oifname {b} ct status dnat {remote}snat ip to {}",
+            o.node_ip
+        );
+    }
     for n in &state.networks {
         let _ = writeln!(
             s,
@@ -164,6 +246,137 @@ pub fn ruleset(table: &str, state: &FwState) -> String {
     }
     s.push_str("  }\n}\n");
     s
+}
+
+/// The map of ports published on every host address: `proto . port : ip . port`.
+const ANY_PORTS: &str = "ports";
+/// The map of ports published on one host address: `addr . proto . port : ip . port`.
+const ADDR_PORTS: &str = "addr_ports";
+
+fn map_type(map: &str) -> &'static str {
+    if map == ADDR_PORTS {
+        "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service"
+    } else {
+        "inet_proto . inet_service : ipv4_addr . inet_service"
+    }
+}
+
+/// A port's key in its map (`[addr . ]proto . port`).
+fn port_key(p: &FwPort) -> String {
+    match p.host_ip {
+        Some(ip) => format!("{ip} . {} . {}", p.proto, p.host_port),
+        None => format!("{} . {}", p.proto, p.host_port),
+    }
+}
+
+fn port_element(p: &FwPort) -> String {
+    format!(
+        "{} : {} . {}",
+        port_key(p),
+        p.container_ip,
+        p.container_port
+    )
+}
+
+/// `state` in a canonical order, so that equal states compare equal however the
+/// caller collected them (containers come from a hash map).
+fn canonical(state: &FwState) -> FwState {
+    let mut c = state.clone();
+    c.ports.sort_by_key(|p| {
+        (
+            p.host_ip,
+            p.proto,
+            p.host_port,
+            p.container_ip,
+            p.container_port,
+        )
+    });
+    for o in &mut c.overlays {
+        o.local.sort();
+    }
+    c
+}
+
+/// What [`update`] had to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// The table already expressed the state: no `nft` run.
+    Unchanged,
+    /// Only published-port map elements were added and removed.
+    Ports,
+    /// The whole table was replaced.
+    Table,
+}
+
+/// Takes table `table` from `old` (what was last applied; `None` when unknown) to
+/// `new`, doing the least that is exact: nothing when they are equal; when only
+/// published ports changed (and each lookup rule stays as it is), one transaction of
+/// map element deletions and additions; otherwise (or if that fails) [`apply`].
+/// Reloading the whole table costs several times a small update, and most container
+/// starts change nothing in it at all.
+pub fn update(
+    nft: &dyn Nft,
+    table: &str,
+    old: Option<&FwState>,
+    new: &FwState,
+) -> Result<Update, NetError> {
+    let new_c = canonical(new);
+    let Some(old_c) = old.map(canonical) else {
+        return apply(nft, table, new).map(|_| Update::Table);
+    };
+    if old_c == new_c {
+        return Ok(Update::Unchanged);
+    }
+    let rules_of = |s: &FwState| {
+        (
+            s.ports.iter().any(|p| p.host_ip.is_none()),
+            s.ports.iter().any(|p| p.host_ip.is_some()),
+        )
+    };
+    let same_rest = FwState {
+        ports: vec![],
+        ..old_c.clone()
+    } == FwState {
+        ports: vec![],
+        ..new_c.clone()
+    };
+    if same_rest && rules_of(&old_c) == rules_of(&new_c) {
+        if let Some(script) = port_delta(table, &old_c.ports, &new_c.ports) {
+            match nft.run(&["-f", "-"], Some(&script)) {
+                Ok(_) => return Ok(Update::Ports),
+                Err(e) => {
+                    tracing::warn!(error = %e, "updating published ports; reloading the table")
+                }
+            }
+        }
+    }
+    apply(nft, table, new).map(|_| Update::Table)
+}
+
+/// The element deletions (first) and additions that turn `old` ports into `new`.
+fn port_delta(table: &str, old: &[FwPort], new: &[FwPort]) -> Option<String> {
+    let mut s = String::new();
+    for p in old.iter().filter(|p| !new.contains(p)) {
+        let map = if p.host_ip.is_some() {
+            ADDR_PORTS
+        } else {
+            ANY_PORTS
+        };
+        let _ = writeln!(s, "delete element inet {table} {map} {{ {} }}", port_key(p));
+    }
+    for p in new.iter().filter(|p| !old.contains(p)) {
+        let map = if p.host_ip.is_some() {
+            ADDR_PORTS
+        } else {
+            ANY_PORTS
+        };
+        let _ = writeln!(
+            s,
+            "add element inet {table} {map} {{ {} }}",
+            port_element(p)
+        );
+    }
+    (!s.is_empty()).then_some(s)
 }
 
 /// Runs nft; behind a trait so rule application can be tested without root.
@@ -300,7 +513,50 @@ mod tests {
                 },
             ],
             services: vec![],
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn overlay_traffic_is_balanced_and_returns_through_this_node() {
+        let state = FwState {
+            overlays: vec![FwOverlay {
+                bridge: "skabo1".into(),
+                subnet: "10.0.1.0/24".parse().expect("n"),
+                node_ip: "10.0.1.2".parse().expect("ip"),
+                local: vec!["10.0.1.7".parse().expect("ip")],
+            }],
+            vips: vec![
+                FwVip {
+                    vip: "10.0.1.3".parse().expect("ip"),
+                    backends: vec![
+                        "10.0.1.7".parse().expect("ip"),
+                        "10.0.1.9".parse().expect("ip"),
+                    ],
+                },
+                FwVip {
+                    vip: "10.0.1.4".parse().expect("ip"),
+                    backends: vec![],
+                },
+            ],
+            ..Default::default()
+        };
+        let s = ruleset("t", &state);
+        assert!(s.contains(
+            "ip daddr 10.0.1.3 dnat ip to numgen inc mod 2 map { 0 : 10.0.1.7, 1 : 10.0.1.9 }"
+        ));
+        assert!(
+            !s.contains("10.0.1.4"),
+            "a VIP with no running task has no rule"
+        );
+        // Containers' VIP traffic always returns through us; outside clients reaching a
+        // local task keep their address, remote tasks see this node's address.
+        assert!(s.contains(
+            "oifname \"skabo1\" ct status dnat ip saddr 10.0.1.0/24 snat ip to 10.0.1.2"
+        ));
+        assert!(s.contains(
+            "oifname \"skabo1\" ct status dnat ip daddr != { 10.0.1.7 } snat ip to 10.0.1.2"
+        ));
     }
 
     #[test]
@@ -309,8 +565,22 @@ mod tests {
         assert!(s.starts_with(
             "add table inet skiff-abcd\ndelete table inet skiff-abcd\ntable inet skiff-abcd {"
         ));
-        assert!(s.contains("    tcp dport 8080 dnat ip to 172.17.0.2:80\n"));
-        assert!(s.contains("    ip daddr 192.0.2.2 udp dport 5353 dnat ip to 172.17.0.3:53\n"));
+        assert!(s.contains("  map ports {\n    type inet_proto . inet_service : ipv4_addr . inet_service\n    elements = { tcp . 8080 : 172.17.0.2 . 80 }\n  }\n"));
+        assert!(s.contains("    elements = { 192.0.2.2 . udp . 5353 : 172.17.0.3 . 53 }\n"));
+        assert!(s.contains("    dnat ip to ip daddr . meta l4proto . th dport map @addr_ports\n"));
+        assert!(s.contains("    meta nfproto ipv4 dnat ip to meta l4proto . th dport map @ports\n"));
+        // Nothing published: empty maps and no lookup rules.
+        let bare = ruleset(
+            "t",
+            &FwState {
+                ports: vec![],
+                ..state()
+            },
+        );
+        assert!(
+            !bare.contains("dnat ip to") && !bare.contains("elements"),
+            "{bare}"
+        );
         assert!(s.contains("ip saddr 172.17.0.0/16 oifname != \"skab0\" masquerade"));
         // Internal networks are never masqueraded out and are fenced in both directions.
         assert!(!s.contains("ip saddr 172.18.0.0/16 oifname != \"skab1\" masquerade"));
@@ -380,6 +650,69 @@ mod tests {
             ),
             vec![12]
         );
+    }
+
+    #[test]
+    fn update_does_the_least_that_is_exact() {
+        let f = Fake::default();
+        let scripts = || -> Vec<String> {
+            f.calls
+                .lock()
+                .expect("lock")
+                .drain(..)
+                .filter_map(|c| c.1)
+                .collect()
+        };
+        let s0 = state();
+        // Unknown previous state: the whole table.
+        assert_eq!(update(&f, "t", None, &s0).expect("update"), Update::Table);
+        assert!(scripts()[0].contains("delete table inet t"));
+        // Same state, ports in another order: nothing runs.
+        let mut reordered = s0.clone();
+        reordered.ports.reverse();
+        assert_eq!(
+            update(&f, "t", Some(&s0), &reordered).expect("update"),
+            Update::Unchanged
+        );
+        assert!(scripts().is_empty());
+        // One more port and one gone, same lookup rules: elements only.
+        let mut s1 = s0.clone();
+        s1.ports[0].host_port = 8081;
+        s1.ports.push(FwPort {
+            proto: Proto::Udp,
+            host_ip: Some("192.0.2.2".parse().expect("ip")),
+            host_port: 5354,
+            container_ip: "172.17.0.4".parse().expect("ip"),
+            container_port: 54,
+        });
+        assert_eq!(
+            update(&f, "t", Some(&s0), &s1).expect("update"),
+            Update::Ports
+        );
+        assert_eq!(
+            scripts(),
+            vec!["delete element inet t ports { tcp . 8080 }\n\
+                 add element inet t ports { tcp . 8081 : 172.17.0.2 . 80 }\n\
+                 add element inet t addr_ports { 192.0.2.2 . udp . 5354 : 172.17.0.4 . 54 }\n"
+                .to_string()]
+        );
+        // The last port of a map gone (its lookup rule goes too), or a network
+        // changed: the whole table.
+        let mut s2 = s0.clone();
+        s2.ports.retain(|p| p.host_ip.is_some());
+        assert_eq!(
+            update(&f, "t", Some(&s0), &s2).expect("update"),
+            Update::Table
+        );
+        let mut s3 = s0.clone();
+        s3.networks.pop();
+        assert_eq!(
+            update(&f, "t", Some(&s0), &s3).expect("update"),
+            Update::Table
+        );
+        let applied = scripts();
+        assert_eq!(applied.len(), 2);
+        assert!(applied.iter().all(|s| s.contains("delete table inet t")));
     }
 
     #[test]

@@ -82,9 +82,13 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
     for d in [&run.upper, &run.work, &run.rootfs] {
         fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
     }
+    let step = tracing::info_span!("overlay").entered();
     // A rootfs left mounted by a shim that was killed is stale; start clean.
     snapshot::unmount(&run.rootfs)?;
     snapshot::mount_overlay(&run.lowers, &run.upper, &run.work, &run.rootfs)?;
+    drop(step);
+
+    let step = tracing::info_span!("bundle").entered();
 
     let user = rootfs::resolve_user(
         &run.rootfs,
@@ -116,6 +120,9 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
     fs::set_permissions(&run.socket_path, fs::Permissions::from_mode(0o600))
         .map_err(io("chmod socket"))?;
 
+    drop(step);
+
+    let step = tracing::info_span!("create").entered();
     let mut builder = ContainerBuilder::new(run.id.clone(), SyscallType::default())
         .with_root_path(&run.runtime_root)
         .map_err(lc)?;
@@ -180,6 +187,7 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
     let pid = container
         .pid()
         .ok_or_else(|| ShimError::Runtime("container has no init pid".into()))?;
+    drop(step);
     Ok(Prepared {
         container,
         pid,
@@ -261,7 +269,8 @@ fn serve(run: RunSpec, p: Prepared) {
                 }
             }
         }
-        if let Err(e) = container.start() {
+        let started = tracing::info_span!("start").in_scope(|| container.start());
+        if let Err(e) = started {
             let msg = e.to_string();
             if !run.wait_attach {
                 report(&Report {
@@ -278,11 +287,12 @@ fn serve(run: RunSpec, p: Prepared) {
             });
         }
         tracing::info!(pid = pid.as_raw(), "container started");
-        let log = LogWriter::open(&run.log_path).ok();
+        let log = LogWriter::open(&run.log_path, run.log_rotation).ok();
         let exit_path = run.exit_path.clone();
         let cg = run.cgroups_path.clone();
         let rootfs_dir = run.rootfs.clone();
         relay::run(pid, stdio, listener, log, first, move |o| {
+            let _step = tracing::info_span!("cleanup").entered();
             // Like Docker: any OOM kill in the container's cgroup marks the run
             // OOMKilled, even when the victim was a child and init exited by itself.
             let oom = oom_kills(&cg) > 0;

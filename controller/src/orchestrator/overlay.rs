@@ -1,0 +1,281 @@
+//! What one node must know to run its part of the overlay networks: the networks it
+//! takes part in, every endpoint on them (to program VXLAN forwarding and neighbour
+//! entries: no flooding, no learning), and the services on them (for DNS, virtual IPs
+//! and routing-mesh ports). Managers compute it from their state machine; workers get
+//! it with their assignments.
+
+use super::netalloc::{is_overlay, NetAlloc};
+use super::reconcile::Stored;
+use super::runner::read_world;
+use super::stack::StackNetwork;
+use super::types::*;
+use crate::state::StateMachine;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayNetwork {
+    /// The cluster object ID.
+    pub id: String,
+    pub name: String,
+    pub internal: bool,
+    pub attachable: bool,
+    pub alloc: NetAlloc,
+    /// Taking-part nodes → their data-path address (the VXLAN underlay destination).
+    pub peers: BTreeMap<String, String>,
+}
+
+/// One task's address on one network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub node_id: String,
+    pub task_id: String,
+    pub service: String,
+    /// Running tasks receive load-balanced traffic; others only get forwarding entries.
+    pub running: bool,
+    /// Names it answers to on the network by itself (standalone containers).
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+/// A service as the data path sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceEndpoints {
+    pub name: String,
+    pub dnsrr: bool,
+    /// Network → virtual IP (`vip` mode).
+    pub vips: BTreeMap<String, Ipv4Addr>,
+    /// Network → the names it answers to there (its own name first).
+    pub aliases: BTreeMap<String, Vec<String>>,
+    pub ports: Vec<PortSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OverlayView {
+    /// Every overlay network of the cluster by name, allocated or not: a task on one of
+    /// them waits for its address instead of getting a local bridge.
+    pub all: Vec<String>,
+    pub networks: Vec<OverlayNetwork>,
+    pub endpoints: Vec<Endpoint>,
+    pub services: Vec<ServiceEndpoints>,
+}
+
+impl OverlayView {
+    pub fn network(&self, name: &str) -> Option<&OverlayNetwork> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+}
+
+/// Stored overlay networks.
+pub fn overlay_networks(sm: &StateMachine) -> Vec<Stored<StackNetwork>> {
+    sm.list(KIND_NETWORK)
+        .into_iter()
+        .filter_map(|o| {
+            serde_json::from_slice::<StackNetwork>(&o.spec)
+                .ok()
+                .filter(is_overlay)
+                .map(|value| Stored {
+                    id: o.id,
+                    version: o.version,
+                    value,
+                })
+        })
+        .collect()
+}
+
+/// The overlay view of `node`.
+pub fn view(sm: &StateMachine, node: &str) -> OverlayView {
+    let (services, tasks, nodes) = read_world(sm);
+    let addr_of: BTreeMap<&str, &str> = nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.data_addr.as_str()))
+        .collect();
+    let stored = overlay_networks(sm);
+    let all = stored.iter().map(|n| n.value.name.clone()).collect();
+    let networks: Vec<OverlayNetwork> = stored
+        .into_iter()
+        .filter_map(|n| {
+            let alloc = n.value.alloc?;
+            if !alloc.nodes.contains_key(node) {
+                return None;
+            }
+            let peers = alloc
+                .nodes
+                .keys()
+                .map(|id| {
+                    (
+                        id.clone(),
+                        addr_of.get(id.as_str()).copied().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            Some(OverlayNetwork {
+                id: n.id,
+                name: n.value.name,
+                internal: n.value.internal,
+                attachable: n.value.attachable,
+                alloc,
+                peers,
+            })
+        })
+        .collect();
+    let mine: HashSet<&str> = networks.iter().map(|n| n.name.as_str()).collect();
+    let mut endpoints = Vec::new();
+    for t in tasks.iter().filter(|t| !t.value.status.state.is_terminal()) {
+        for (net, ip) in &t.value.addresses {
+            if mine.contains(net.as_str()) && !t.value.node_id.is_empty() {
+                endpoints.push(Endpoint {
+                    network: net.clone(),
+                    ip: *ip,
+                    node_id: t.value.node_id.clone(),
+                    task_id: t.id.clone(),
+                    service: t.value.service_name.clone(),
+                    running: t.value.status.state == TaskState::Running
+                        && t.value.desired == Desired::Running
+                        && t.value.status.health != "unhealthy",
+                    names: vec![],
+                });
+            }
+        }
+    }
+    for a in super::attach::list(sm) {
+        if let (Some(ip), true) = (a.value.ip, mine.contains(a.value.network.as_str())) {
+            endpoints.push(Endpoint {
+                network: a.value.network,
+                ip,
+                node_id: a.value.node_id,
+                task_id: a.value.container_id,
+                service: String::new(),
+                running: true,
+                names: vec![a.value.name],
+            });
+        }
+    }
+    endpoints.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
+    let services = services
+        .iter()
+        .filter(|s| {
+            s.value
+                .spec
+                .template
+                .networks
+                .keys()
+                .any(|n| mine.contains(n.as_str()))
+        })
+        .map(|s| {
+            let spec = &s.value.spec;
+            ServiceEndpoints {
+                name: spec.name.clone(),
+                dnsrr: spec.endpoint_mode == "dnsrr",
+                vips: s.value.vips.clone(),
+                aliases: spec
+                    .template
+                    .networks
+                    .iter()
+                    .filter(|(n, _)| mine.contains(n.as_str()))
+                    .map(|(n, al)| {
+                        let mut names = vec![spec.name.clone()];
+                        names.extend(al.iter().filter(|a| **a != spec.name).cloned());
+                        (n.clone(), names)
+                    })
+                    .collect(),
+                ports: spec.ports.clone(),
+            }
+        })
+        .collect();
+    OverlayView {
+        all,
+        networks,
+        endpoints,
+        services,
+    }
+}
+
+/// Why an overlay network cannot be created or removed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OverlayError {
+    #[error("invalid network name {0:?}")]
+    BadName(String),
+    #[error("network with name {0} already exists")]
+    Exists(String),
+    #[error("invalid subnet {0:?}")]
+    BadSubnet(String),
+    #[error("Pool overlaps with other one on this address space ({0})")]
+    Overlaps(String),
+    #[error("network {0} not found")]
+    NotFound(String),
+    #[error("network {0} is in use by service {1}")]
+    InUse(String, String),
+}
+
+/// The operation creating an overlay network (`network create -d overlay`), validated
+/// against the current state: the subnet itself is allocated by the leader.
+pub fn create_op(
+    sm: &StateMachine,
+    name: &str,
+    subnet: Option<&str>,
+    internal: bool,
+    attachable: bool,
+) -> Result<crate::state::Op, OverlayError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(OverlayError::BadName(name.into()));
+    }
+    if sm.get(KIND_NETWORK, name).is_some() {
+        return Err(OverlayError::Exists(name.into()));
+    }
+    if let Some(s) = subnet {
+        let net: ipnet::Ipv4Net = s.parse().map_err(|_| OverlayError::BadSubnet(s.into()))?;
+        for n in overlay_networks(sm) {
+            if let Some(a) = n.value.alloc {
+                if a.subnet.contains(&net.network()) || net.contains(&a.subnet.network()) {
+                    return Err(OverlayError::Overlaps(a.subnet.to_string()));
+                }
+            }
+        }
+    }
+    let spec = StackNetwork {
+        name: name.into(),
+        driver: "overlay".into(),
+        internal,
+        attachable,
+        subnet: subnet.map(String::from),
+        external: false,
+        stack: String::new(),
+        alloc: None,
+    };
+    Ok(crate::state::Op::Create {
+        kind: KIND_NETWORK.into(),
+        id: crate::state::new_id(),
+        name: name.into(),
+        spec: serde_json::to_vec(&spec).unwrap_or_default(),
+    })
+}
+
+/// The operation removing a cluster network by name or ID, refused while a service
+/// uses it (as Docker does).
+pub fn remove_op(sm: &StateMachine, key: &str) -> Result<crate::state::Op, OverlayError> {
+    let o = sm
+        .list(KIND_NETWORK)
+        .into_iter()
+        .find(|o| o.name == key || (key.len() >= 6 && o.id.starts_with(key)))
+        .ok_or_else(|| OverlayError::NotFound(key.into()))?;
+    let (services, _, _) = read_world(sm);
+    if let Some(s) = services
+        .iter()
+        .find(|s| s.value.spec.template.networks.contains_key(&o.name))
+    {
+        return Err(OverlayError::InUse(o.name, s.value.spec.name.clone()));
+    }
+    Ok(crate::state::Op::Delete {
+        kind: KIND_NETWORK.into(),
+        id: o.id,
+        expected_version: 0,
+    })
+}
