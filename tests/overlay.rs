@@ -16,7 +16,7 @@ use std::time::Duration;
 const STACK: &str = r#"services:
   web:
     image: busybox:latest
-    command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -v -p 80 -h /www"]
     stop_grace_period: 1s
     networks: [front]
     ports: ["8080:80"]
@@ -29,6 +29,14 @@ const STACK: &str = r#"services:
     command: [sleep, "1000"]
     stop_grace_period: 1s
     networks: [front]
+  rr:
+    image: busybox:latest
+    command: [sleep, "1000"]
+    stop_grace_period: 1s
+    networks: [front]
+    deploy:
+      replicas: 2
+      endpoint_mode: dnsrr
   outsider:
     image: busybox:latest
     command: [sleep, "1000"]
@@ -118,7 +126,7 @@ fn overlay_mesh_names_isolation_and_cleanup_across_hosts() {
     // The manager runs no web replica: its answers come through the mesh alone.
     let hosts = ["manager1", "worker1", "worker2", "worker3"];
     let web = c.placement("app");
-    assert_eq!(web.values().sum::<usize>(), 5, "{web:?}");
+    assert_eq!(web.values().sum::<usize>(), 7, "{web:?}");
 
     // The routing mesh: every node answers and spreads over all three replicas, most
     // of them on other nodes.
@@ -144,6 +152,34 @@ fn overlay_mesh_names_isolation_and_cleanup_across_hosts() {
         out.matches("Address").count().saturating_sub(1),
         1,
         "web: {out}"
+    );
+    // dnsrr: the name gives the task addresses themselves.
+    let (ok, out) = exec(&c, &ch, &cid, &["nslookup", "rr"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.matches("Address").count().saturating_sub(1),
+        2,
+        "rr: {out}"
+    );
+    // A client reaching a replica on the node it connected to keeps its address.
+    let (wh, wid) = task_container(&c, "app_web");
+    let host_side = c
+        .addr(&wh)
+        .rsplit_once('.')
+        .map(|(n, _)| format!("{n}.1"))
+        .expect("addr");
+    c.wait(
+        "client address seen by a local replica",
+        Duration::from_secs(20),
+        || {
+            let _ = replicas_behind(&c.addr(&wh), 6);
+            // httpd -v logs each client to stderr.
+            let out = Command::new(common::bin())
+                .args(["--host", &c.sock(&wh), "logs", &wid])
+                .output()
+                .expect("logs");
+            String::from_utf8_lossy(&out.stderr).contains(&format!("{host_side}]"))
+        },
     );
     let mut via_vip = BTreeSet::new();
     for _ in 0..9 {
@@ -259,7 +295,7 @@ fn overlay_mesh_names_isolation_and_cleanup_across_hosts() {
         Duration::from_secs(40),
         || {
             let p = c.placement("app");
-            !p.contains_key("worker3") && p.values().sum::<usize>() == 5
+            !p.contains_key("worker3") && p.values().sum::<usize>() == 7
         },
     );
     for h in ["manager1", "worker1", "worker2"] {
