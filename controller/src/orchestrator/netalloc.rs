@@ -611,6 +611,7 @@ mod tests {
                 networks: &nets,
                 services: std::slice::from_ref(&svc),
                 tasks: &[],
+                attachments: &[],
                 nodes: &nodes,
                 pools: &pools(),
                 avoid: &[],
