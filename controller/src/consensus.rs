@@ -711,10 +711,7 @@ impl<T: Transport> Node<T> {
     }
 
     /// Installs a snapshot the helper thread wrote and compacts the log behind it.
-    fn install_own_snapshot(
-        &mut self,
-        (snap, file): (Snapshot, PathBuf),
-    ) -> Result<(), RaftError> {
+    fn install_own_snapshot(&mut self, (snap, file): (Snapshot, PathBuf)) -> Result<(), RaftError> {
         let index = snap.get_metadata().index;
         if self
             .raw
@@ -763,7 +760,10 @@ impl<T: Transport> Node<T> {
             .saturating_sub(left)
             .max(r.election_timeout());
         if r.election_elapsed < at {
-            tracing::debug!(leader = id, "lost the connection to the leader; campaigning early");
+            tracing::debug!(
+                leader = id,
+                "lost the connection to the leader; campaigning early"
+            );
             r.election_elapsed = at;
         }
     }
@@ -899,8 +899,8 @@ impl RaftHandle {
                         // reaches us at about the time its answer does.
                         let left = deadline.saturating_duration_since(Instant::now());
                         let mut st = self.status.clone();
-                        let _ = tokio::time::timeout(left, st.wait_for(|s| s.applied >= o.index))
-                            .await;
+                        let _ =
+                            tokio::time::timeout(left, st.wait_for(|s| s.applied >= o.index)).await;
                         Ok(o)
                     }
                     Ok(Err(e)) => Err(e),
@@ -918,8 +918,8 @@ impl RaftHandle {
                     }
                     // Until this node's view of the leader moves on, or a moment passes.
                     let mut st = self.status.clone();
-                    let _ = tokio::time::timeout(wait, st.wait_for(|s| s.leader_id != leader))
-                        .await;
+                    let _ =
+                        tokio::time::timeout(wait, st.wait_for(|s| s.leader_id != leader)).await;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 r => return r,

@@ -498,8 +498,8 @@ impl Networks {
         // Most refreshes (a container without published ports starting or stopping)
         // leave the table as it is: `update` then runs no `nft` at all.
         let applied = inner.fw_applied.take();
-        let done = nft::update(self.nft.as_ref(), &self.table, applied.as_ref(), &fw)
-            .map_err(net_err)?;
+        let done =
+            nft::update(self.nft.as_ref(), &self.table, applied.as_ref(), &fw).map_err(net_err)?;
         if done == nft::Update::Table {
             nft::ensure_forward_accept(self.nft.as_ref(), &self.table, &self.prefix)
                 .map_err(net_err)?;

@@ -155,7 +155,10 @@ impl pb::raft_server::Raft for ClusterPort {
         }))
         .await;
         Ok(Response::new(pb::ForwardResults {
-            results: results.into_iter().map(super::transport::result_to_pb).collect(),
+            results: results
+                .into_iter()
+                .map(super::transport::result_to_pb)
+                .collect(),
         }))
     }
 }
