@@ -423,6 +423,24 @@ mod tests {
         vec![DEFAULT_POOL.parse().expect("pool")]
     }
 
+    fn run(
+        networks: &[Stored<StackNetwork>],
+        services: &[Stored<Service>],
+        tasks: &[Stored<Task>],
+        nodes: &[Node],
+        avoid: &[Ipv4Net],
+    ) -> Plan {
+        allocate(&Input {
+            networks,
+            services,
+            tasks,
+            attachments: &[],
+            nodes,
+            pools: &pools(),
+            avoid,
+        })
+    }
+
     #[test]
     fn subnets_never_overlap_and_avoid_host_routes() {
         let mut nets = vec![
@@ -431,15 +449,7 @@ mod tests {
             net("c", "s_c", Some("10.0.1.0/24")),
         ];
         let avoid: Vec<Ipv4Net> = vec!["10.0.0.0/24".parse().expect("net")];
-        let p = allocate(&Input {
-            networks: &nets,
-            services: &[],
-            tasks: &[],
-            attachments: &[],
-            nodes: &[],
-            pools: &pools(),
-            avoid: &avoid,
-        });
+        let p = run(&nets, &[], &[], &[], &avoid);
         apply_net(&p.networks, &mut nets);
         let subnets: Vec<Ipv4Net> = nets
             .iter()
@@ -464,26 +474,10 @@ mod tests {
     #[test]
     fn overlapping_user_subnet_is_refused() {
         let mut nets = vec![net("a", "s_a", Some("10.9.0.0/16"))];
-        let p = allocate(&Input {
-            networks: &nets,
-            services: &[],
-            tasks: &[],
-            attachments: &[],
-            nodes: &[],
-            pools: &pools(),
-            avoid: &[],
-        });
+        let p = run(&nets, &[], &[], &[], &[]);
         apply_net(&p.networks, &mut nets);
         nets.push(net("b", "s_b", Some("10.9.3.0/24")));
-        let p = allocate(&Input {
-            networks: &nets,
-            services: &[],
-            tasks: &[],
-            attachments: &[],
-            nodes: &[],
-            pools: &pools(),
-            avoid: &[],
-        });
+        let p = run(&nets, &[], &[], &[], &[]);
         assert!(p.networks.is_empty(), "{:?}", p.networks);
     }
 
@@ -497,15 +491,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let first = allocate(&Input {
-            networks: &nets,
-            services: &[],
-            tasks: &[],
-            attachments: &[],
-            nodes: &nodes,
-            pools: &pools(),
-            avoid: &[],
-        });
+        let first = run(&nets, &[], &[], &nodes, &[]);
         apply_net(&first.networks, &mut nets);
         let mut svc = Stored {
             id: "svc".into(),
@@ -522,15 +508,7 @@ mod tests {
             task("t2", "n2", &["s_a"]),
             task("t3", "n2", &["s_a"]),
         ];
-        let p = allocate(&Input {
-            networks: &nets,
-            services: std::slice::from_ref(&svc),
-            tasks: &tasks,
-            attachments: &[],
-            nodes: &nodes,
-            pools: &pools(),
-            avoid: &[],
-        });
+        let p = run(&nets, std::slice::from_ref(&svc), &tasks, &nodes, &[]);
         apply_net(&p.networks, &mut nets);
         let a = nets[0].value.alloc.clone().expect("alloc");
         assert_eq!(a.nodes.len(), 2, "both nodes run tasks");
@@ -553,28 +531,12 @@ mod tests {
         }
         let mut svc = svc;
         svc.value = s;
-        let p = allocate(&Input {
-            networks: &nets,
-            services: std::slice::from_ref(&svc),
-            tasks: &tasks,
-            attachments: &[],
-            nodes: &nodes,
-            pools: &pools(),
-            avoid: &[],
-        });
+        let p = run(&nets, std::slice::from_ref(&svc), &tasks, &nodes, &[]);
         assert!(p.is_empty(), "{p:?}");
         // A finished task frees its address for the waiting one.
         tasks[0].value.status.state = TaskState::Complete;
         let freed = tasks[0].value.addresses["s_a"];
-        let p = allocate(&Input {
-            networks: &nets,
-            services: std::slice::from_ref(&svc),
-            tasks: &tasks,
-            attachments: &[],
-            nodes: &nodes,
-            pools: &pools(),
-            avoid: &[],
-        });
+        let p = run(&nets, std::slice::from_ref(&svc), &tasks, &nodes, &[]);
         let (id, t): (String, Task) = decoded(&p.tasks[0]);
         assert_eq!((id.as_str(), t.addresses["s_a"]), ("t3", freed));
     }
@@ -607,15 +569,7 @@ mod tests {
         });
         svc.value.spec.endpoint_mode = "dnsrr".into();
         for _ in 0..2 {
-            let p = allocate(&Input {
-                networks: &nets,
-                services: std::slice::from_ref(&svc),
-                tasks: &[],
-                attachments: &[],
-                nodes: &nodes,
-                pools: &pools(),
-                avoid: &[],
-            });
+            let p = run(&nets, std::slice::from_ref(&svc), &[], &nodes, &[]);
             assert!(p.services.is_empty(), "dnsrr services get no VIP");
             apply_net(&p.networks, &mut nets);
         }
