@@ -529,7 +529,6 @@ mod tests {
                 x.value = t;
             }
         }
-        let mut svc = svc;
         svc.value = s;
         let p = run(&nets, std::slice::from_ref(&svc), &tasks, &nodes, &[]);
         assert!(p.is_empty(), "{p:?}");
