@@ -23,7 +23,7 @@ agent_pid= dockerd_pid=
 D="docker -H unix://$work/docker.sock"
 cleanup() {
   for id in $($B -H "$H" ps -aq 2>/dev/null); do $B -H "$H" rm -f "$id" >/dev/null 2>&1 || true; done
-  [ -n "$agent_pid" ] && kill -9 "$agent_pid" 2>/dev/null || true
+  if [ -n "$agent_pid" ]; then kill -9 "$agent_pid" 2>/dev/null; wait "$agent_pid" 2>/dev/null; fi || true
   cleanup_agent_network "$work/root"
   runc delete -f skbench >/dev/null 2>&1 || true
   if [ -n "$dockerd_pid" ]; then

@@ -500,6 +500,7 @@ impl Networks {
         let applied = inner.fw_applied.take();
         let done =
             nft::update(self.nft.as_ref(), &self.table, applied.as_ref(), &fw).map_err(net_err)?;
+        tracing::debug!(update = ?done, "firewall");
         if done == nft::Update::Table {
             nft::ensure_forward_accept(self.nft.as_ref(), &self.table, &self.prefix)
                 .map_err(net_err)?;

@@ -16,6 +16,8 @@
 //! - Messages are built with `rtnetlink`'s builders and `netlink-packet-route` types
 //!   and sent synchronously (request, then read to the ACK): the callers run under the
 //!   agent's network lock, and a request takes microseconds, less than waking a task.
+//! - Deleting a veth is the one slow request (10–20 ms): the kernel waits out RCU
+//!   grace periods before it answers, whichever tool asks.
 //!
 //! [`run_cmd`] stays for the callers that still use `nft`, `ip` or `bridge` off the
 //! per-container path.
@@ -26,7 +28,9 @@ use rtnetlink::packet_core::{
     NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -35,8 +39,9 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
-use rtnetlink::{packet_route::link::LinkFlags, RouteMessageBuilder};
-use rtnetlink::{AddressMessageBuilder, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{
+    AddressMessageBuilder, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
