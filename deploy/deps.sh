@@ -5,13 +5,13 @@
 # prometheus: the metrics test scrapes an agent with a private Prometheus server;
 # man-db renders the generated man pages, systemd's systemd-analyze verifies the unit
 # deploy/install.sh writes; e2fsprogs and util-linux: the chaos test's loop-mounted roots,
-# setpriv for the socket permission test).
+# setpriv for the socket permission test; etcd-server: the controller benchmark's peer).
 # Idempotent; used by quickstart.sh and test.sh.
 set -euo pipefail
 pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file)
 norec=()
 if [ "${1:-}" = --test ]; then
-  pkgs+=(runc iperf3 docker-registry apache2-utils docker.io man-db systemd e2fsprogs util-linux)
+  pkgs+=(runc iperf3 docker-registry apache2-utils docker.io man-db systemd e2fsprogs util-linux etcd-server)
   # Without its recommended node exporter: the test runs its own server only.
   norec=(prometheus)
 fi

@@ -247,3 +247,137 @@ fn worker_promoted_to_manager_and_demoted_back() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("last manager"), "{}", o.stderr);
 }
+
+/// The leader's node ID as `cluster info` on `m` reports it.
+fn leader_of(m: &Member) -> String {
+    m.cmd(&["cluster", "info"])
+        .lines()
+        .find_map(|l| l.strip_prefix("Leader: "))
+        .expect("leader")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn five_managers_lose_two_then_quorum_then_recover_every_acknowledged_write() {
+    common::require_root();
+    let m1 = Member::start(true, None);
+    let port1 = m1.port.expect("port");
+    let token = m1
+        .cmd(&["cluster", "join-token", "-q", "manager"])
+        .trim()
+        .to_string();
+    let mut ms = vec![m1];
+    for _ in 0..4 {
+        ms.push(Member::start(true, Some((port1, token.clone()))));
+    }
+    let ls = ms[4].cmd(&["node", "ls"]);
+    assert_eq!(
+        ls.matches("Reachable").count() + ls.matches("Leader").count(),
+        5,
+        "{ls}"
+    );
+    let ids: Vec<String> = ms.iter().map(|m| m.node_id()).collect();
+    // Every acknowledged write: (node whose label it set, label key).
+    let mut acked: Vec<(String, String)> = vec![];
+    let mut seq = 0;
+    let mut write = |m: &Member, i: usize, acked: &mut Vec<(String, String)>| {
+        seq += 1;
+        let key = format!("w{seq}");
+        let o = m.try_cmd(&["node", "update", "--label-add", &format!("{key}=1"), "self"]);
+        if o.code == 0 {
+            acked.push((ids[i].clone(), key));
+        }
+        o
+    };
+    for (i, m) in ms.iter().enumerate() {
+        let o = write(m, i, &mut acked);
+        assert_eq!(o.code, 0, "write via manager {i}: {}", o.stderr);
+    }
+
+    // kill -9 the leader and one follower: three of five remain, a quorum.
+    let leader = leader_of(&ms[0]);
+    let li = ids
+        .iter()
+        .position(|id| *id == leader)
+        .expect("leader member");
+    let fi = (li + 1) % 5;
+    ms[li].kill9();
+    ms[fi].kill9();
+    let alive: Vec<usize> = (0..5).filter(|i| *i != li && *i != fi).collect();
+    // The first write waits out the election (retried as a client would), then every
+    // survivor commits writes.
+    wait_until(
+        "a write commits with two of five managers down",
+        Duration::from_secs(20),
+        || write(&ms[alive[0]], alive[0], &mut acked).code == 0,
+    );
+    for &i in &alive {
+        let o = write(&ms[i], i, &mut acked);
+        assert_eq!(o.code, 0, "write via surviving manager {i}: {}", o.stderr);
+    }
+
+    // A third down: no quorum. Writes fail with a clear error, in bounded time.
+    let third = alive[0];
+    ms[third].kill9();
+    for &i in &alive[1..] {
+        let t0 = Instant::now();
+        let o = write(&ms[i], i, &mut acked);
+        let took = t0.elapsed();
+        assert_ne!(
+            o.code, 0,
+            "a write committed without a quorum: {}",
+            o.stdout
+        );
+        assert!(
+            o.stderr.contains("majority"),
+            "unclear error without a quorum: {}",
+            o.stderr
+        );
+        assert!(
+            took < Duration::from_secs(30),
+            "a write without a quorum hung for {took:?}"
+        );
+        eprintln!(
+            "no-quorum write refused after {took:?}: {}",
+            o.stderr.trim()
+        );
+    }
+
+    // Restart the three: the cluster recovers and takes writes again.
+    for i in [li, fi, third] {
+        ms[i].restart();
+    }
+    wait_until(
+        "a write commits after the restarts",
+        Duration::from_secs(30),
+        || write(&ms[li], li, &mut acked).code == 0,
+    );
+    // Every acknowledged write is on every manager (each reads its own replica after a
+    // read barrier).
+    assert!(acked.len() >= 10, "{acked:?}");
+    for (i, m) in ms.iter().enumerate() {
+        for id in &ids {
+            let mine: Vec<&String> = acked
+                .iter()
+                .filter(|(n, _)| n == id)
+                .map(|(_, k)| k)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let mut inspect = String::new();
+            wait_until("manager answers inspect", Duration::from_secs(15), || {
+                let o = m.try_cmd(&["node", "inspect", id]);
+                inspect = o.stdout;
+                o.code == 0
+            });
+            for k in mine {
+                assert!(
+                    inspect.contains(&format!("\"{k}\": \"1\"")),
+                    "manager {i} lacks acknowledged write {k} on node {id}: {inspect}"
+                );
+            }
+        }
+    }
+}

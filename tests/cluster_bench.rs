@@ -1,8 +1,15 @@
 //! Benchmark (ignored by default): committed writes/s and latency of a 3-manager Skiff
 //! cluster vs a 3-member etcd cluster (Debian's etcd-server) on loopback, 100 concurrent
-//! clients, same value size; then Skiff's leader failover time (median of 10).
+//! clients, same value size, write phases alternating between the two; then Skiff's
+//! leader failover time (kill -9 of the leader to the first committed write, median of
+//! 10).
 //!
-//! Run: cargo test --release --test cluster_bench -- --ignored --nocapture
+//! Run: `deploy/bench/cluster.sh`, or
+//! `cargo test --release --test cluster_bench -- --ignored --nocapture`. Environment:
+//! `BENCH_DIR` (where both keep their state; default /var/tmp, a real disk: /tmp is often
+//! tmpfs, where fsync costs nothing), `BENCH_ROUNDS` (write phases per system, default
+//! 2), `BENCH_PARTS` (any of skiff,etcd,failover), `BENCH_LOGS` (a directory to copy the
+//! managers' logs to).
 
 mod common;
 #[path = "common/cluster.rs"]
@@ -52,21 +59,23 @@ fn report(name: &str, mut lat: Vec<Duration>, elapsed: Duration, errors: u64) ->
     )
 }
 
+/// Numbers keys across rounds: every write creates a new object.
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
 async fn bench_skiff(hosts: &[String]) -> String {
     eprintln!("skiff writes: start");
     let value = vec![b'x'; VALUE];
     let errors = Arc::new(AtomicU64::new(0));
-    let seq = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(SECONDS);
     let t0 = Instant::now();
     let mut tasks = vec![];
     for i in 0..CLIENTS {
         let mut c = skiff_client(&hosts[i % hosts.len()]).await;
-        let (value, errors, seq) = (value.clone(), errors.clone(), seq.clone());
+        let (value, errors) = (value.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = vec![];
             while Instant::now() < deadline {
-                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let n = SEQ.fetch_add(1, Ordering::Relaxed);
                 let op = pb::ObjectOp {
                     action: "create".into(),
                     kind: "bench".into(),
@@ -137,8 +146,8 @@ impl Drop for Etcd {
     }
 }
 
-fn start_etcd() -> Etcd {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn start_etcd(base: &std::path::Path) -> Etcd {
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
     let cports: Vec<u16> = (0..3).map(|_| harness::free_port()).collect();
     let pports: Vec<u16> = (0..3).map(|_| harness::free_port()).collect();
     let initial = (0..3)
@@ -236,7 +245,6 @@ impl EtcdConn {
 async fn bench_etcd(ports: &[u16]) -> String {
     let value = b64(&vec![b'x'; VALUE]);
     let errors = Arc::new(AtomicU64::new(0));
-    let seq = Arc::new(AtomicU64::new(0));
     // Wait for a leader: a put succeeds.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -262,11 +270,11 @@ async fn bench_etcd(ports: &[u16]) -> String {
         let mut c = EtcdConn {
             r: tokio::io::BufReader::new(s),
         };
-        let (value, errors, seq) = (value.clone(), errors.clone(), seq.clone());
+        let (value, errors) = (value.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = vec![];
             while Instant::now() < deadline {
-                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let n = SEQ.fetch_add(1, Ordering::Relaxed);
                 let s = Instant::now();
                 match c.put(&format!("k{n}"), &value).await {
                     Ok(()) => lat.push(s.elapsed()),
@@ -290,6 +298,37 @@ async fn bench_etcd(ports: &[u16]) -> String {
     )
 }
 
+/// CPU time (clock ticks) the processes used so far.
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|st| {
+            // Fields after the command name (which may hold spaces): utime is the 14th
+            // field of the line, stime the 15th.
+            let rest = st.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+/// Waits (up to 30 s) until both systems are idle, so neither one's background work (a
+/// snapshot, compaction) runs during the other's write phase.
+fn quiesce(pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = cpu_ticks(pids);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = cpu_ticks(pids);
+        // Under 10% of one core (100 ticks per second).
+        if now - last < 5 {
+            return;
+        }
+        last = now;
+    }
+    eprintln!("warning: the clusters did not go idle within 30 s");
+}
+
 fn leader_index(ms: &[Member]) -> usize {
     for m in ms.iter().filter(|m| m.pid().is_some()) {
         let o = m.try_cmd(&["cluster", "info"]);
@@ -309,7 +348,15 @@ fn leader_index(ms: &[Member]) -> usize {
 #[ignore]
 fn bench_writes_vs_etcd_and_failover() {
     common::require_root();
-    let m1 = Member::start(true, None);
+    // State on a disk that really syncs (the default), or e.g. BENCH_DIR=/tmp for tmpfs.
+    let base =
+        std::path::PathBuf::from(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()));
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "skiff,etcd,failover".into());
+    let m1 = Member::start_in(&base, true, None);
     let p1 = m1.port.expect("port");
     let t = m1
         .cmd(&["cluster", "join-token", "-q", "manager"])
@@ -317,28 +364,47 @@ fn bench_writes_vs_etcd_and_failover() {
         .to_string();
     let mut ms = vec![
         m1,
-        Member::start(true, Some((p1, t.clone()))),
-        Member::start(true, Some((p1, t))),
+        Member::start_in(&base, true, Some((p1, t.clone()))),
+        Member::start_in(&base, true, Some((p1, t))),
     ];
     let hosts: Vec<String> = ms.iter().map(|m| m.host()).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "skiff,etcd,failover".into());
-    let skiff = if parts.contains("skiff") {
-        rt.block_on(bench_skiff(&hosts))
-    } else {
-        String::new()
+    // Both clusters run throughout; their write phases alternate, so both see the same
+    // machine (other load on it comes and goes).
+    let etcd = parts.contains("etcd").then(|| start_etcd(&base));
+    println!(
+        "state under {} ({} clients, {VALUE}-byte values, {SECONDS} s per phase)",
+        base.display(),
+        CLIENTS
+    );
+    println!("| round | system | writes | writes/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|");
+    let mut pids: Vec<u32> = ms.iter().filter_map(|m| m.pid()).collect();
+    if let Some(e) = &etcd {
+        pids.extend(e.children.iter().map(|c| c.id()));
+    }
+    for round in 1..=rounds {
+        if parts.contains("skiff") {
+            quiesce(&pids);
+            println!("| {round} {}", rt.block_on(bench_skiff(&hosts)));
+        }
+        if let Some(e) = &etcd {
+            quiesce(&pids);
+            println!("| {round} {}", rt.block_on(bench_etcd(&e.client_ports)));
+        }
+    }
+    drop(etcd);
+    let save_logs = |ms: &[Member]| {
+        if let Ok(dir) = std::env::var("BENCH_LOGS") {
+            for (i, m) in ms.iter().enumerate() {
+                let _ = std::fs::write(format!("{dir}/manager-{i}.log"), m.log());
+            }
+        }
     };
-    let etcd_line = if parts.contains("etcd") {
-        let etcd = start_etcd();
-        rt.block_on(bench_etcd(&etcd.client_ports))
-    } else {
-        String::new()
-    };
-    println!("| system | writes | writes/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n{skiff}\n{etcd_line}");
     if !parts.contains("failover") {
+        save_logs(&ms);
         return;
     }
 
@@ -357,16 +423,21 @@ fn bench_writes_vs_etcd_and_failover() {
             std::thread::sleep(Duration::from_millis(10));
         }
         times.push(t0.elapsed());
+        eprintln!("failover round: {:?} (killed manager {li})", t0.elapsed());
         ms[li].restart();
+        // Back, marked Ready, and caught up (a linearizable read on it succeeds), so each
+        // round starts from a healthy cluster.
         harness::wait_until("manager back", Duration::from_secs(15), || {
-            ms[other]
-                .cmd(&["node", "ls"])
-                .lines()
-                .filter(|l| l.contains("Ready"))
-                .count()
-                == 3
+            ms[li].try_cmd(&["node", "ls"]).code == 0
+                && ms[other]
+                    .cmd(&["node", "ls"])
+                    .lines()
+                    .filter(|l| l.contains("Ready"))
+                    .count()
+                    == 3
         });
     }
+    save_logs(&ms);
     times.sort();
     println!(
         "failover (kill -9 leader → first committed write): median {:?}, min {:?}, max {:?}",

@@ -31,6 +31,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// Early campaigns after the connection to the leader broke, beyond the first, while no
+/// leader emerges (see `Node::campaign_early`).
+const EARLY_CAMPAIGNS: u32 = 3;
+
 /// A proposal on its way to the leader: resolves to the leader's outcome.
 pub type Forwarded = Pin<Box<dyn Future<Output = Result<Outcome, RaftError>> + Send>>;
 
@@ -207,6 +211,12 @@ struct Node<T: Transport> {
     /// the previous loop turn (a leader serves reads only from then on).
     read_ready: bool,
     snapshot_index: u64,
+    /// The WAL thread reports here which Ready numbers are durable.
+    persisted_tx: mpsc::UnboundedSender<Result<u64, String>>,
+    persisted_rx: mpsc::UnboundedReceiver<Result<u64, String>>,
+    /// When to campaign because the connection to this leader broke, and how many more
+    /// times after that if no leader emerges.
+    campaign_at: Option<(Instant, u64, u32)>,
     /// A snapshot being encoded and written on a helper thread.
     snapshot_job: Option<oneshot::Receiver<Result<(Snapshot, PathBuf), StorageError>>>,
     status: watch::Sender<RaftStatus>,
@@ -276,6 +286,7 @@ pub fn start<T: Transport>(
     storage.attach_state(sm.clone());
     let raw = RawNode::new(&raft_cfg, storage, &crate::logger::raft_logger(cfg.id))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(RaftStatus {
         id: cfg.id,
         ..Default::default()
@@ -300,6 +311,9 @@ pub fn start<T: Transport>(
         read_ready: false,
         snapshot_index,
         snapshot_job: None,
+        persisted_tx,
+        persisted_rx,
+        campaign_at: None,
         status: status_tx,
         removed: false,
         last_leader: (0, 0),
@@ -337,12 +351,26 @@ impl<T: Transport> Node<T> {
         loop {
             let mut batch: Vec<(Proposal, Reply)> = Vec::new();
             tokio::select! {
+                biased;
+                Some(p) = self.persisted_rx.recv() => {
+                    self.on_persisted(p)?;
+                }
                 _ = ticker.tick() => {
                     if !self.removed {
                         self.raw.tick();
                     }
                     self.expire();
                     self.issue_reads(false);
+                }
+                _ = async {
+                    match self.campaign_at {
+                        Some((at, _, _)) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some((_, lost, left)) = self.campaign_at.take() {
+                        self.campaign_early(lost, left);
+                    }
                 }
                 done = async {
                     match self.snapshot_job.as_mut() {
@@ -529,45 +557,113 @@ impl<T: Transport> Node<T> {
         }
     }
 
-    fn on_ready(&mut self) -> Result<(), RaftError> {
-        if !self.raw.has_ready() {
-            return Ok(());
+    /// Raft learns which Readys the WAL thread made durable. Called before each Ready:
+    /// a peer's answer to messages sent after an append must never be stepped before
+    /// raft knows that append is durable (a new leader asserts as much).
+    fn drain_persisted(&mut self) -> Result<(), RaftError> {
+        while let Ok(p) = self.persisted_rx.try_recv() {
+            self.on_persisted(p)?;
         }
-        let mut ready = self.raw.ready();
-        // 1. Messages a leader may send before its own append is durable.
+        Ok(())
+    }
+
+    fn on_persisted(&mut self, p: Result<u64, String>) -> Result<(), RaftError> {
+        match p {
+            Ok(number) => {
+                self.raw.on_persist_ready(number);
+                Ok(())
+            }
+            // Fail-stop: the log on disk can no longer be trusted to have what raft thinks.
+            Err(why) => Err(RaftError::Storage(StorageError::Io {
+                path: self.cfg.dir.clone(),
+                source: std::io::Error::other(why),
+            })),
+        }
+    }
+
+    /// Handles whatever raft has ready. Entries and hard state go to the WAL thread; the
+    /// loop goes on (applying, answering, proposing) while they are fsynced, and raft
+    /// counts them (a leader's own vote for an entry, a follower's acknowledgement sent
+    /// afterwards) only once they are durable.
+    fn on_ready(&mut self) -> Result<(), RaftError> {
+        self.drain_persisted()?;
+        while self.raw.has_ready() {
+            let mut ready = self.raw.ready();
+            if !ready.snapshot().is_empty() {
+                self.on_snapshot_ready(ready)?;
+                continue;
+            }
+            // 1. Messages a leader may send before its own append is durable.
+            if !ready.messages().is_empty() {
+                self.transport.send(ready.take_messages());
+            }
+            // 2. Read barriers confirmed by the leader.
+            for rs in ready.take_read_states() {
+                if let Some(r) = self.reads.remove(&rs.request_ctx) {
+                    let _ = r.reply.send(Ok(rs.index));
+                }
+            }
+            // 3. Entries committed (and durable here) are applied to the state machine.
+            self.apply(ready.take_committed_entries())?;
+            // 4. New entries and the hard state to the WAL thread; the messages that must
+            //    wait for them (votes, follower acks) leave once they are durable.
+            let hs = ready.hs().cloned();
+            let msgs = ready.take_persisted_messages();
+            let number = ready.number();
+            let transport = self.transport.clone();
+            let persisted = self.persisted_tx.clone();
+            self.raw.mut_store().persist_async(
+                ready.entries(),
+                hs.as_ref(),
+                Box::new(move |res| match res {
+                    Ok(()) => {
+                        // Queued before any answer to these messages can arrive.
+                        let _ = persisted.send(Ok(number));
+                        if !msgs.is_empty() {
+                            transport.send(msgs);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = persisted.send(Err(e.to_string()));
+                    }
+                }),
+            )?;
+            self.raw.advance_append_async(ready);
+            self.raw.advance_apply();
+        }
+        Ok(())
+    }
+
+    /// A Ready carrying a snapshot from the leader, handled synchronously: the snapshot
+    /// replaces the log and the state machine, and everything queued before it is durable
+    /// by the time it is installed.
+    fn on_snapshot_ready(&mut self, mut ready: raft::Ready) -> Result<(), RaftError> {
         if !ready.messages().is_empty() {
             self.transport.send(ready.take_messages());
         }
-        // 2. A snapshot from the leader replaces the log and the state machine.
-        if !ready.snapshot().is_empty() {
-            let snap = ready.snapshot().clone();
-            let index = snap.get_metadata().index;
-            tracing::info!(raft_index = index, "installing snapshot from leader");
-            self.raw.mut_store().apply_snapshot(snap.clone())?;
+        let snap = ready.snapshot().clone();
+        let index = snap.get_metadata().index;
+        tracing::info!(raft_index = index, "installing snapshot from leader");
+        self.raw.mut_store().apply_snapshot(snap.clone())?;
+        {
             let mut sm = self.sm.write().unwrap_or_else(|e| e.into_inner());
             sm.restore(&snap.data)?;
             sm.set_applied(index);
-            self.snapshot_index = index;
         }
-        // 3. Read barriers confirmed by the leader.
+        self.snapshot_index = index;
         for rs in ready.take_read_states() {
             if let Some(r) = self.reads.remove(&rs.request_ctx) {
                 let _ = r.reply.send(Ok(rs.index));
             }
         }
-        // 4. Entries committed (and already durable) are applied to the state machine.
-        let committed = ready.take_committed_entries();
-        self.apply(committed)?;
-        // 5 + 6. New entries and the hard state, durably, with one fsync.
+        self.apply(ready.take_committed_entries())?;
         let hs = ready.hs().cloned();
         if !ready.entries().is_empty() || hs.is_some() {
             self.raw.mut_store().persist(ready.entries(), hs.as_ref())?;
         }
-        // 7. Messages that had to wait for the append (votes, follower acks).
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());
         }
-        // 8. Advance; the light ready may carry a new commit index, messages, entries.
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit);
@@ -576,7 +672,6 @@ impl<T: Transport> Node<T> {
             self.transport.send(light.take_messages());
         }
         self.apply(light.take_committed_entries())?;
-        // 9. Tell raft everything handed over has been applied.
         self.raw.advance_apply();
         Ok(())
     }
@@ -746,25 +841,39 @@ impl<T: Transport> Node<T> {
         }
     }
 
-    /// Our leader is gone (its connection broke): campaign within one to three ticks
-    /// instead of a whole election timeout. Pre-vote keeps this harmless if the leader is
-    /// in fact alive: peers that still hear from it refuse to vote.
+    /// Our leader is gone (its connection broke): stop honouring its lease (so we vote
+    /// for whoever asks first) and campaign after a random moment under one tick, rather
+    /// than a whole election timeout. The random delay keeps two followers that noticed
+    /// together from splitting the vote; pre-vote keeps a wrong guess harmless: members
+    /// that still hear from a live leader refuse to vote.
     fn leader_lost(&mut self, id: u64) {
         let r = &mut self.raw.raft;
         if self.removed || r.state != StateRole::Follower || r.leader_id != id || id == 0 {
             return;
         }
-        let left = 1 + rand::random::<u32>() as usize % 3;
-        let at = r
-            .randomized_election_timeout()
-            .saturating_sub(left)
-            .max(r.election_timeout());
-        if r.election_elapsed < at {
-            tracing::debug!(
-                leader = id,
-                "lost the connection to the leader; campaigning early"
-            );
-            r.election_elapsed = at;
+        r.election_elapsed = r.election_elapsed.max(r.election_timeout());
+        if self.campaign_at.is_none() {
+            let jitter = self.cfg.tick.mul_f64(rand::random::<f64>());
+            tracing::info!(leader = id, after = ?jitter, "lost the connection to the leader; campaigning early");
+            self.campaign_at = Some((Instant::now() + jitter, id, EARLY_CAMPAIGNS));
+        }
+    }
+
+    /// The early campaign [`Self::leader_lost`] planned, unless a leader emerged meanwhile.
+    /// Two members that campaigned at once split the vote and would wait a whole election
+    /// timeout: while no leader emerges, try again a few times, a tick or so apart.
+    fn campaign_early(&mut self, lost: u64, left: u32) {
+        let r = &self.raw.raft;
+        // Hearing from the lost leader again resets the election clock: it is alive.
+        let leaderless = r.leader_id == raft::INVALID_ID
+            || (r.leader_id == lost && r.election_elapsed >= r.election_timeout());
+        if self.removed || r.state == StateRole::Leader || !leaderless {
+            return;
+        }
+        let _ = self.raw.campaign();
+        if left > 0 {
+            let again = self.cfg.tick.mul_f64(1.0 + rand::random::<f64>());
+            self.campaign_at = Some((Instant::now() + again, lost, left - 1));
         }
     }
 

@@ -103,15 +103,15 @@ pub struct Recovery {
     pub truncated_bytes: u64,
 }
 
-/// The raft log on disk plus its in-memory mirror. Cheap to clone (shared mirror); only
-/// the raft task writes.
+/// The raft log on disk plus its in-memory mirror; only the raft thread uses it. Segment
+/// files are written by a thread of their own (see [`DiskStorage::persist_async`]).
 pub struct DiskStorage {
     dir: PathBuf,
     mem: MemStorage,
     snapshot: Snapshot,
-    wal: File,
-    wal_path: PathBuf,
-    wal_seq: u64,
+    /// Jobs for the WAL thread, done in order.
+    wal: std::sync::mpsc::Sender<WalJob>,
+    /// Bytes handed to the current segment (decides when to roll over).
     wal_len: u64,
     /// Entry payload bytes written since the latest snapshot (decides when the next one
     /// is worth taking).
@@ -120,6 +120,133 @@ pub struct DiskStorage {
     /// The live state machine: snapshots sent to followers are cut from it on demand, so
     /// a new member always gets one that already lists it as a voter.
     live: Option<std::sync::Arc<std::sync::RwLock<crate::state::StateMachine>>>,
+}
+
+/// Runs once an asynchronous append is durable, or failed.
+pub type PersistDone = Box<dyn FnOnce(Result<(), &StorageError>) + Send>;
+
+/// Work for the WAL thread.
+enum WalJob {
+    /// Records to append; `roll`: continue in a new segment afterwards.
+    Append {
+        records: Vec<u8>,
+        roll: bool,
+        done: PersistDone,
+    },
+    /// Anything else that touches segments, in order with the appends.
+    Run(Box<dyn FnOnce(&mut Wal) + Send>),
+}
+
+/// The segment being appended to; owned by the WAL thread.
+struct Wal {
+    dir: PathBuf,
+    file: File,
+    path: PathBuf,
+    seq: u64,
+}
+
+impl Wal {
+    fn append(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(data).map_err(io_err(&self.path))?;
+        self.file.sync_data().map_err(io_err(&self.path))
+    }
+
+    /// Continues the log in a new, empty segment; the older ones stay until a compaction
+    /// makes them obsolete (copying live entries here would cost O(log) per rollover).
+    fn roll(&mut self) -> Result<(), StorageError> {
+        let seq = self.seq + 1;
+        let path = self.dir.join(segment_name(seq));
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        fsync_dir(&self.dir)?;
+        self.path = path;
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// Starts a new segment holding `records` (the whole live log), then deletes the
+    /// older segments.
+    fn rewrite(&mut self, records: &[u8]) -> Result<(), StorageError> {
+        let seq = self.seq + 1;
+        let path = self.dir.join(segment_name(seq));
+        let tmp = self.dir.join(format!("{}.tmp", segment_name(seq)));
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(records)
+            .and_then(|_| f.sync_all())
+            .map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        fsync_dir(&self.dir)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let old: Vec<_> = segments(&self.dir)?
+            .into_iter()
+            .filter(|(s, _)| *s < seq)
+            .collect();
+        for (_, p) in old {
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+        fsync_dir(&self.dir)?;
+        self.path = path;
+        self.seq = seq;
+        Ok(())
+    }
+}
+
+/// The WAL thread: appends that queued up while it was busy share one write and one
+/// fsync (group commit); each is answered in order once durable.
+fn wal_thread(mut wal: Wal, jobs: std::sync::mpsc::Receiver<WalJob>) {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(j) => j,
+            None => match jobs.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        match job {
+            WalJob::Run(f) => f(&mut wal),
+            WalJob::Append {
+                mut records,
+                mut roll,
+                done,
+            } => {
+                let mut dones = vec![done];
+                while !roll {
+                    match jobs.try_recv() {
+                        Ok(WalJob::Append {
+                            records: more,
+                            roll: r,
+                            done,
+                        }) => {
+                            records.extend_from_slice(&more);
+                            dones.push(done);
+                            roll = r;
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let res = wal
+                    .append(&records)
+                    .and_then(|_| if roll { wal.roll() } else { Ok(()) });
+                for d in dones {
+                    d(res.as_ref().map(|_| ()));
+                }
+            }
+        }
+    }
 }
 
 fn segment_name(seq: u64) -> String {
@@ -394,23 +521,32 @@ impl DiskStorage {
         let wal_seq = segs.last().map_or(1, |(s, _)| *s);
         let wal_path = dir.join(segment_name(wal_seq));
         let created = !wal_path.exists();
-        let wal = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&wal_path)
             .map_err(io_err(&wal_path))?;
-        let wal_len = wal.metadata().map_err(io_err(&wal_path))?.len();
+        let wal_len = file.metadata().map_err(io_err(&wal_path))?.len();
         if created {
             fsync_dir(dir)?;
         }
+        let wal = Wal {
+            dir: dir.into(),
+            file,
+            path: wal_path,
+            seq: wal_seq,
+        };
+        let (wal_tx, jobs) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("raft-wal".into())
+            .spawn(move || wal_thread(wal, jobs))
+            .map_err(io_err(dir))?;
         Ok((
             DiskStorage {
                 dir: dir.into(),
                 mem,
                 snapshot,
-                wal,
-                wal_path,
-                wal_seq,
+                wal: wal_tx,
                 wal_len,
                 log_bytes,
                 buf: Vec::new(),
@@ -450,7 +586,7 @@ impl DiskStorage {
         self.buf.push(kind);
         msg.write_to_vec(&mut self.buf)
             .map_err(|e| StorageError::Decode {
-                path: self.wal_path.clone(),
+                path: self.dir.clone(),
                 source: e,
             })?;
         let crc = crc32fast::hash(&self.buf[start + 8..]);
@@ -458,26 +594,34 @@ impl DiskStorage {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), StorageError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
+    /// Runs `f` on the WAL thread after every write queued before it, and waits.
+    fn run_wal<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Wal) -> Result<R, StorageError> + Send + 'static,
+    ) -> Result<R, StorageError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.wal
-            .write_all(&self.buf)
-            .map_err(io_err(&self.wal_path))?;
-        self.wal.sync_data().map_err(io_err(&self.wal_path))?;
-        self.wal_len += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
+            .send(WalJob::Run(Box::new(move |w| {
+                let _ = tx.send(f(w));
+            })))
+            .map_err(|_| self.wal_gone())?;
+        rx.recv().map_err(|_| self.wal_gone())?
     }
 
-    /// Durably appends entries and/or a new hard state (one fsync), then mirrors them in
-    /// memory. Returns only once they are on disk.
-    pub fn persist(
+    fn wal_gone(&self) -> StorageError {
+        StorageError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other("the raft log's writer thread stopped"),
+        }
+    }
+
+    /// Encodes entries and a hard state as WAL records; mirrors them in memory.
+    fn stage(
         &mut self,
         entries: &[Entry],
         hs: Option<&HardState>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<u8>, StorageError> {
+        self.buf.clear();
         for e in entries {
             self.push_record(KIND_ENTRY, e)?;
             self.log_bytes += e.data.len() as u64;
@@ -485,7 +629,6 @@ impl DiskStorage {
         if let Some(h) = hs {
             self.push_record(KIND_HARD_STATE, h)?;
         }
-        self.flush()?;
         let mut w = self.mem.wl();
         if !entries.is_empty() {
             w.append(entries)?;
@@ -494,10 +637,56 @@ impl DiskStorage {
             w.set_hardstate(h.clone());
         }
         drop(w);
-        if self.wal_len > SEGMENT_BYTES {
-            self.roll_segment()?;
+        self.wal_len += self.buf.len() as u64;
+        Ok(std::mem::take(&mut self.buf))
+    }
+
+    /// True when the current segment is full: the next append rolls over.
+    fn take_roll(&mut self) -> bool {
+        let roll = self.wal_len > SEGMENT_BYTES;
+        if roll {
+            self.wal_len = 0;
         }
-        Ok(())
+        roll
+    }
+
+    /// Durably appends entries and/or a new hard state (one fsync) and mirrors them in
+    /// memory. Returns only once they are on disk.
+    pub fn persist(
+        &mut self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+    ) -> Result<(), StorageError> {
+        let records = self.stage(entries, hs)?;
+        let roll = self.take_roll();
+        self.run_wal(move |w| {
+            w.append(&records)?;
+            if roll {
+                w.roll()?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Mirrors entries and/or a new hard state in memory now (raft reads them from here
+    /// at once) and hands them to the WAL thread; `done` runs there once they are durable
+    /// (or the write failed). Appends queued while the thread is busy share one fsync, so
+    /// the raft thread never waits on the disk. `done` runs for every call, in order.
+    pub fn persist_async(
+        &mut self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+        done: PersistDone,
+    ) -> Result<(), StorageError> {
+        let records = self.stage(entries, hs)?;
+        let roll = self.take_roll();
+        self.wal
+            .send(WalJob::Append {
+                records,
+                roll,
+                done,
+            })
+            .map_err(|_| self.wal_gone())
     }
 
     /// Entry payload bytes written since the latest snapshot.
@@ -512,8 +701,11 @@ impl DiskStorage {
 
     /// Records the configuration after a conf change was applied.
     pub fn set_conf_state(&mut self, cs: ConfState) -> Result<(), StorageError> {
+        self.buf.clear();
         self.push_record(KIND_CONF_STATE, &cs)?;
-        self.flush()?;
+        let records = std::mem::take(&mut self.buf);
+        self.wal_len += records.len() as u64;
+        self.run_wal(move |w| w.append(&records))?;
         self.mem.wl().set_conf_state(cs);
         Ok(())
     }
@@ -597,29 +789,9 @@ impl DiskStorage {
         self.rewrite_segment()
     }
 
-    /// Continues the log in a new, empty segment; the older ones stay until a compaction
-    /// makes them obsolete (copying live entries here would cost O(log) per rollover).
-    fn roll_segment(&mut self) -> Result<(), StorageError> {
-        let seq = self.wal_seq + 1;
-        let path = self.dir.join(segment_name(seq));
-        self.wal = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        fsync_dir(&self.dir)?;
-        self.wal_path = path;
-        self.wal_seq = seq;
-        self.wal_len = 0;
-        Ok(())
-    }
-
     /// Starts a new segment holding the current state (hard state, conf state, live
     /// entries), then deletes older segments: disk use stays bounded by compaction.
     fn rewrite_segment(&mut self) -> Result<(), StorageError> {
-        let seq = self.wal_seq + 1;
-        let path = self.dir.join(segment_name(seq));
-        let tmp = self.dir.join(format!("{}.tmp", segment_name(seq)));
         // (MemStorage's accessors lock internally; hold no guard across them.)
         let first = self.mem.first_index()?;
         let last = self.mem.last_index()?;
@@ -639,30 +811,9 @@ impl DiskStorage {
         }
         self.push_record(KIND_HARD_STATE, &hs)?;
         self.push_record(KIND_CONF_STATE, &cs)?;
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&self.buf)
-            .and_then(|_| f.sync_all())
-            .map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        fsync_dir(&self.dir)?;
-        let len = self.buf.len() as u64;
-        self.buf.clear();
-        self.wal = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let old: Vec<_> = segments(&self.dir)?
-            .into_iter()
-            .filter(|(s, _)| *s < seq)
-            .collect();
-        for (_, p) in old {
-            std::fs::remove_file(&p).map_err(io_err(&p))?;
-        }
-        fsync_dir(&self.dir)?;
-        self.wal_path = path;
-        self.wal_seq = seq;
-        self.wal_len = len;
-        Ok(())
+        let records = std::mem::take(&mut self.buf);
+        self.wal_len = records.len() as u64;
+        self.run_wal(move |w| w.rewrite(&records))
     }
 }
 
@@ -773,6 +924,35 @@ mod tests {
             .expect("entries");
         assert_eq!(&e[0].data[..], b"c");
         assert_eq!(s.hard_state().commit, 3);
+    }
+
+    #[test]
+    fn async_appends_answer_in_order_once_durable() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        {
+            let (mut s, _) = DiskStorage::open(d.path()).expect("open");
+            for i in 1..=50u64 {
+                let tx = done_tx.clone();
+                s.persist_async(
+                    &[entry(i, 1, b"x")],
+                    Some(&hs(1, i)),
+                    Box::new(move |r| {
+                        let _ = tx.send((i, r.is_ok()));
+                    }),
+                )
+                .expect("queue");
+                // Raft reads what it handed over at once.
+                assert_eq!(s.last_index().expect("last"), i);
+            }
+            // A synchronous write waits for everything queued before it.
+            s.set_conf_state(ConfState::default()).expect("conf");
+            let answered: Vec<(u64, bool)> = done_rx.try_iter().collect();
+            assert_eq!(answered, (1..=50).map(|i| (i, true)).collect::<Vec<_>>());
+        }
+        let (s, _) = DiskStorage::open(d.path()).expect("reopen");
+        assert_eq!(s.last_index().expect("last"), 50);
+        assert_eq!(s.hard_state().commit, 50);
     }
 
     #[test]

@@ -21,12 +21,13 @@ struct Cluster {
     net: Network,
     members: Vec<Member>,
     snapshot_every: u64,
+    election_ticks: usize,
 }
 
-fn cfg(id: u64, dir: PathBuf, snapshot_every: u64) -> RaftConfig {
+fn cfg(id: u64, dir: PathBuf, snapshot_every: u64, election_ticks: usize) -> RaftConfig {
     let mut c = RaftConfig::new(id, dir);
     c.tick = Duration::from_millis(50);
-    c.election_ticks = 10;
+    c.election_ticks = election_ticks;
     c.snapshot_every = snapshot_every;
     c.keep_entries = 10;
     c.request_timeout = Duration::from_secs(2);
@@ -40,6 +41,10 @@ impl Cluster {
     }
 
     async fn with_snapshots(n: u64, snapshot_every: u64) -> Cluster {
+        Self::build(n, snapshot_every, 10).await
+    }
+
+    async fn build(n: u64, snapshot_every: u64, election_ticks: usize) -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -49,6 +54,7 @@ impl Cluster {
             net: Network::default(),
             members: vec![],
             snapshot_every,
+            election_ticks,
             _tmp: tmp,
         };
         for id in 1..=n {
@@ -76,7 +82,7 @@ impl Cluster {
             .find(|m| m.id == id)
             .expect("member");
         let h = consensus::start(
-            cfg(id, m.dir.clone(), self.snapshot_every),
+            cfg(id, m.dir.clone(), self.snapshot_every, self.election_ticks),
             b,
             self.net.endpoint(),
         )
@@ -208,6 +214,47 @@ async fn three_managers_replicate_and_followers_forward() {
     );
 }
 
+/// With an election timeout far longer than the test (2000 ticks: 100 s), only the early
+/// campaign on a lost connection to the leader can elect another. A read issued while the
+/// leader is gone is served once the new one is in place (raft-rs drops it on the way;
+/// the node sends it again), and a false alarm about a live leader changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_leader_connection_elects_early_and_pending_reads_complete() {
+    let mut c = Cluster::build(3, 10_000, 2000).await;
+    c.h(1).propose(put("before")).await.expect("write");
+    let old = c.leader().await;
+    let term = c.h(old).status().term;
+    let followers: Vec<u64> = c.running().into_iter().filter(|i| *i != old).collect();
+    // A false alarm: the other members still hear from the leader and refuse to vote.
+    c.h(followers[0]).leader_lost(old);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(c.leader().await, old, "a live leader was replaced");
+    assert_eq!(
+        c.h(old).status().term,
+        term,
+        "a live leader's term moved on"
+    );
+    // The leader really goes.
+    c.kill(old).await;
+    let h = c.h(followers[0]);
+    let read = tokio::spawn(async move { h.read_barrier().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for id in &followers {
+        c.h(*id).leader_lost(old);
+    }
+    let new = c
+        .wait_leader_among(&followers, Duration::from_secs(10))
+        .await;
+    assert_ne!(new, old);
+    read.await
+        .expect("read task")
+        .expect("a read pending across the failover is served");
+    c.h(followers[1])
+        .propose(put("after"))
+        .await
+        .expect("write after the early election");
+}
+
 async fn leader_failover(n: u64) {
     let mut c = Cluster::new(n).await;
     c.h(1).propose(put("before")).await.expect("write");
@@ -307,6 +354,23 @@ async fn restart_all_managers_state_intact() {
             .expect("write");
     }
     let before = store_of(&c.h(c.leader().await)).await;
+    // Snapshots are taken in the background and compact every member's log (10 entries
+    // kept behind them), so the restart below replays a snapshot plus a short log.
+    for m in &c.members {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while skiff_controller::storage::DiskStorage::check(&m.dir)
+            .expect("log")
+            .entries
+            >= 40
+        {
+            assert!(
+                Instant::now() < deadline,
+                "member {} never compacted its log",
+                m.id
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     for id in [1, 2, 3] {
         c.kill(id).await;
     }

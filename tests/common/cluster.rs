@@ -30,9 +30,15 @@ pub fn free_port() -> u16 {
 impl Member {
     /// Starts an agent; `listen` opens a cluster port; `join` = (port, token).
     pub fn start(listen: bool, join: Option<(u16, String)>) -> Member {
+        Self::start_in(std::path::Path::new("/tmp"), listen, join)
+    }
+
+    /// [`Self::start`] with the agent's state under `base` (benchmarks put it on a disk
+    /// that really syncs; /tmp is often tmpfs).
+    pub fn start_in(base: &std::path::Path, listen: bool, join: Option<(u16, String)>) -> Member {
         let dir = tempfile::Builder::new()
             .prefix("skc")
-            .tempdir_in("/tmp")
+            .tempdir_in(base)
             .expect("tempdir");
         let port = listen.then(free_port);
         let mut args = vec![];

@@ -73,6 +73,41 @@ impl ClusterPort {
         Ok(id)
     }
 
+    /// Steps raft messages from manager `caller` into this node's raft.
+    fn deliver(&self, caller: &str, messages: Vec<Vec<u8>>) -> Result<(), Status> {
+        let h = self.manager()?;
+        {
+            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            // A brand-new member has no state yet: it accepts the leader's messages. Anyone
+            // else must be a manager on record.
+            let known = sm.nodes().next().is_none()
+                || sm.node(caller).is_some_and(|n| n.role == Role::Manager);
+            if !known {
+                return Err(Status::permission_denied(format!(
+                    "node {caller} is not a manager of this cluster"
+                )));
+            }
+        }
+        for b in messages {
+            match raft::prelude::Message::parse_from_bytes(&b) {
+                // A raft ID this node no longer has (it rejoined under a new one after
+                // losing its log, or was demoted and promoted again) can still have
+                // messages in flight to this address; stepping them would apply another
+                // identity's progress (raft-rs panics on a commit beyond its log).
+                Ok(m) if m.to != h.id() => {
+                    tracing::debug!(
+                        to = m.to,
+                        raft_id = h.id(),
+                        "dropped a raft message for another raft ID"
+                    );
+                }
+                Ok(m) => h.step(m),
+                Err(e) => return Err(Status::invalid_argument(format!("bad raft message: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
     fn managers(h: &RaftHandle) -> Vec<pb::Peer> {
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
         sm.nodes()
@@ -90,35 +125,20 @@ impl ClusterPort {
 impl pb::raft_server::Raft for ClusterPort {
     async fn send(&self, req: Request<pb::RaftBatch>) -> Result<Response<pb::Empty>, Status> {
         let caller = self.caller(&req)?;
-        let h = self.manager()?;
-        {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-            // A brand-new member has no state yet: it accepts the leader's messages. Anyone
-            // else must be a manager on record.
-            let known = sm.nodes().next().is_none()
-                || sm.node(&caller).is_some_and(|n| n.role == Role::Manager);
-            if !known {
-                return Err(Status::permission_denied(format!(
-                    "node {caller} is not a manager of this cluster"
-                )));
-            }
-        }
-        for b in req.into_inner().messages {
-            match raft::prelude::Message::parse_from_bytes(&b) {
-                // A raft ID this node no longer has (it rejoined under a new one after
-                // losing its log, or was demoted and promoted again) can still have
-                // messages in flight to this address; stepping them would apply another
-                // identity's progress (raft-rs panics on a commit beyond its log).
-                Ok(m) if m.to != h.id() => {
-                    tracing::debug!(
-                        to = m.to,
-                        raft_id = h.id(),
-                        "dropped a raft message for another raft ID"
-                    );
-                }
-                Ok(m) => h.step(m),
-                Err(e) => return Err(Status::invalid_argument(format!("bad raft message: {e}"))),
-            }
+        self.deliver(&caller, req.into_inner().messages)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn stream(
+        &self,
+        req: Request<tonic::Streaming<pb::RaftBatch>>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let caller = self.caller(&req)?;
+        let mut batches = req.into_inner();
+        while let Some(b) = batches.message().await? {
+            // Checked per batch: the caller may be removed, or this node's raft replaced
+            // (demotion, promotion), while the stream lives.
+            self.deliver(&caller, b.messages)?;
         }
         Ok(Response::new(pb::Empty {}))
     }

@@ -1,7 +1,8 @@
 //! Between managers over mutual-TLS gRPC:
-//! - raft messages: one sender task per peer keeps them in order, batches whatever queued
-//!   up into one `Raft.Send` call, and reports unreachable peers and snapshot outcomes
-//!   back to raft. A full queue drops messages; raft retransmits.
+//! - raft messages: one sender task per peer keeps one long-lived `Raft.Stream` open,
+//!   writes whatever queued up as one batch, and reports an unreachable peer the moment
+//!   its stream breaks (that is how followers notice a dead leader early) and snapshot
+//!   outcomes back to raft. A full queue drops messages; raft retransmits.
 //! - client proposals a follower hands to the leader (`Raft.Forward`): one forwarder task
 //!   per leader batches whatever queued up while earlier calls were in flight (at most
 //!   [`FORWARD_INFLIGHT`] at a time), so a busy follower sends few, large calls.
@@ -23,6 +24,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 const QUEUE: usize = 8192;
 const BATCH: usize = 512;
+/// Batches written to a peer's stream but not yet sent; more are dropped.
+const STREAM_QUEUE: usize = 256;
 /// Forward calls in flight to the leader at a time; more requests wait and batch up.
 const FORWARD_INFLIGHT: usize = 4;
 /// Proposals per forward call at most.
@@ -90,13 +93,35 @@ impl GrpcTransport {
         *self.addrs.write().unwrap_or_else(|p| p.into_inner()) = addrs;
     }
 
-    fn channel_to(&self, to: u64) -> Option<(String, tonic::transport::Channel)> {
-        let addr = self
+    /// Where `to` listens: as last set, else as the state machine records it (a manager
+    /// that just joined, or restarted before its address reached `node.json`, is known to
+    /// raft before the periodic refresh catches up; a vote it sends must not be dropped).
+    fn addr_of(&self, to: u64) -> Option<String> {
+        if let Some(a) = self
             .addrs
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&to)
-            .cloned()?;
+        {
+            return Some(a.clone());
+        }
+        let addr = self.raft().and_then(|h| {
+            h.state()
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .nodes()
+                .find(|n| n.raft_id == to && !n.addr.is_empty())
+                .map(|n| n.addr.clone())
+        })?;
+        self.addrs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(to, addr.clone());
+        Some(addr)
+    }
+
+    fn channel_to(&self, to: u64) -> Option<(String, tonic::transport::Channel)> {
+        let addr = self.addr_of(to)?;
         let tls = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
         // tonic spawns the channel's connection task on the current runtime: make that
         // the process's, not the raft thread's (which blocks on fsync).
@@ -151,48 +176,99 @@ impl GrpcTransport {
     }
 }
 
+/// Keeps one `Raft.Stream` open to the peer and writes whatever queued up as one batch.
+/// When the stream breaks (the peer went away), raft hears that the peer is unreachable
+/// at once (a follower whose leader it was campaigns early), queued messages are dropped
+/// (raft resends what matters) and the stream is reopened after a pause. Snapshots go as
+/// unary `Raft.Send` calls: raft needs to know whether they arrived.
 async fn peer_loop(
     to: u64,
     addr: String,
-    mut client: RaftClient<tonic::transport::Channel>,
+    client: RaftClient<tonic::transport::Channel>,
     mut rx: mpsc::Receiver<Message>,
     raft: Option<RaftHandle>,
 ) {
     let mut buf = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut buf, BATCH).await > 0 {
-        let snapshot = buf
-            .iter()
-            .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
-        let mut batch = RaftBatch::default();
-        for m in buf.drain(..) {
-            match m.write_to_bytes() {
-                Ok(b) => batch.messages.push(b),
-                Err(e) => tracing::error!(error = %e, "encoding raft message"),
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(STREAM_QUEUE);
+        let mut c = client.clone();
+        let call = async move {
+            c.stream(tokio_stream::wrappers::ReceiverStream::new(stream_rx))
+                .await
+        };
+        tokio::pin!(call);
+        let opened = std::time::Instant::now();
+        let why = loop {
+            tokio::select! {
+                res = &mut call => break match res {
+                    Ok(_) => "the peer ended the stream".to_string(),
+                    Err(s) => s.message().to_string(),
+                },
+                n = rx.recv_many(&mut buf, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    let mut batch = RaftBatch::default();
+                    for m in buf.drain(..) {
+                        if m.get_msg_type() == MessageType::MsgSnapshot {
+                            send_snapshot(to, &addr, &client, m, raft.as_ref()).await;
+                            continue;
+                        }
+                        match m.write_to_bytes() {
+                            Ok(b) => batch.messages.push(b),
+                            Err(e) => tracing::error!(error = %e, "encoding raft message"),
+                        }
+                    }
+                    if !batch.messages.is_empty() && stream_tx.try_send(batch).is_err() {
+                        tracing::debug!(peer = to, "raft stream backed up; batch dropped");
+                    }
+                }
             }
-        }
-        let res = tokio::time::timeout(
-            Duration::from_secs(if snapshot { 30 } else { 3 }),
-            client.send(batch),
-        )
-        .await;
-        let ok = matches!(res, Ok(Ok(_)));
-        if !ok {
-            let why = match res {
-                Ok(Err(s)) => s.message().to_string(),
-                _ => "timed out".into(),
-            };
-            tracing::debug!(peer = to, %addr, error = %why, "raft send failed");
-        }
+        };
+        tracing::debug!(peer = to, %addr, error = %why, "raft stream to peer broke");
         if let Some(r) = &raft {
-            if snapshot {
-                r.report_snapshot(to, ok);
-            }
-            if !ok {
-                r.report_unreachable(to);
-                // Drop what queued during the failure; raft resends what matters.
-                while rx.try_recv().is_ok() {}
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            r.report_unreachable(to);
+        }
+        // Back off while the peer stays down; a stream that lived a while starts over.
+        pause = if opened.elapsed() > Duration::from_secs(2) {
+            Duration::from_millis(100)
+        } else {
+            (pause * 2).min(Duration::from_millis(800))
+        };
+        tokio::time::sleep(pause).await;
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+/// One snapshot, as a unary call whose outcome raft is told.
+async fn send_snapshot(
+    to: u64,
+    addr: &str,
+    client: &RaftClient<tonic::transport::Channel>,
+    m: Message,
+    raft: Option<&RaftHandle>,
+) {
+    let batch = match m.write_to_bytes() {
+        Ok(b) => RaftBatch { messages: vec![b] },
+        Err(e) => {
+            tracing::error!(error = %e, "encoding raft snapshot");
+            return;
+        }
+    };
+    let res = tokio::time::timeout(Duration::from_secs(30), client.clone().send(batch)).await;
+    let ok = matches!(res, Ok(Ok(_)));
+    if !ok {
+        let why = match res {
+            Ok(Err(s)) => s.message().to_string(),
+            _ => "timed out".into(),
+        };
+        tracing::debug!(peer = to, %addr, error = %why, "sending a snapshot failed");
+    }
+    if let Some(r) = raft {
+        r.report_snapshot(to, ok);
+        if !ok {
+            r.report_unreachable(to);
         }
     }
 }

@@ -373,7 +373,7 @@ mod tests {
         assert_eq!(b.destination, "/in/c");
         assert_eq!(b.propagation, "rshared");
         assert!(!b.copy_up);
-        assert_eq!(parse_bind("/data:ro").expect("anon ro").rw, false);
+        assert!(!parse_bind("/data:ro").expect("anon ro").rw);
         assert!(!parse_bind("vol:/d:nocopy").expect("nocopy").copy_up);
         assert_eq!(
             parse_bind("vol:rel"),
