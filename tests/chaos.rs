@@ -39,7 +39,6 @@ fn run(cfg: &skiff_chaos::Config) -> skiff_chaos::Report {
 }
 
 #[test]
-#[ignore = "issue 9 in progress: the leftover-resources invariant still fails in some runs; run with --ignored"]
 fn a_bounded_chaos_run_keeps_every_invariant() {
     common::require_root();
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());

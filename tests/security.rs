@@ -52,6 +52,30 @@ async fn probe(ch: tonic::transport::Channel) -> Vec<(&'static str, Result<(), t
             .await,
         ),
     ));
+    out.push((
+        "Raft.Stream",
+        bound(
+            tokio::time::timeout(t, async {
+                raft.stream(tokio_stream::iter(vec![cpb::RaftBatch::default()]))
+                    .await
+                    .map(|_| ())
+            })
+            .await,
+        ),
+    ));
+    out.push((
+        "Raft.Forward",
+        bound(
+            tokio::time::timeout(t, async {
+                raft.forward(cpb::ForwardBatch {
+                    proposals: vec![b"{}".to_vec()],
+                })
+                .await
+                .map(|_| ())
+            })
+            .await,
+        ),
+    ));
     let mut mem = cpb::membership_client::MembershipClient::new(ch.clone());
     let (_, csr) = ca::new_key_and_csr().expect("csr");
     out.push((

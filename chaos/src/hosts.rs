@@ -20,8 +20,17 @@ use std::time::Duration;
 const ROOT_MB: u64 = 384;
 /// nftables table the nemesis puts its drop rules in (inside a host's namespace).
 pub const CHAOS_TABLE: &str = "skiff-chaos";
-/// The agents' log filter (unless SKIFF_LOG is set).
+/// The agents' log filter (unless SKIFF_LOG is set): the orchestrator's decisions too,
+/// so a failed run's logs say why a service did not converge.
 const AGENT_LOG: &str = "info,skiff_controller::orchestrator=debug,skiff_agent::executor=debug";
+
+fn agent_env() -> Vec<(&'static str, &'static str)> {
+    if std::env::var_os("SKIFF_LOG").is_some() {
+        vec![]
+    } else {
+        vec![("SKIFF_LOG", AGENT_LOG)]
+    }
+}
 
 /// Runs a command with a deadline; a command still running then is killed.
 pub async fn cmd(
@@ -30,13 +39,20 @@ pub async fn cmd(
     stdin: Option<&str>,
     timeout: Duration,
 ) -> Result<std::process::Output, ChaosError> {
+    cmd_env(program, args, stdin, timeout, &[]).await
+}
+
+/// [`cmd`] with extra environment variables.
+async fn cmd_env(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> Result<std::process::Output, ChaosError> {
     let line = format!("{program} {}", args.join(" "));
     let mut c = tokio::process::Command::new(program);
-    // Agents started through the cluster script log the orchestrator's decisions, so
-    // a failed run's logs say why a service did not converge.
-    if std::env::var_os("SKIFF_LOG").is_none() {
-        c.env("SKIFF_LOG", AGENT_LOG);
-    }
+    c.envs(env.iter().copied());
     c.args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -75,7 +91,17 @@ pub async fn cmd_ok(
     stdin: Option<&str>,
     timeout: Duration,
 ) -> Result<String, ChaosError> {
-    let o = cmd(program, args, stdin, timeout).await?;
+    cmd_ok_env(program, args, stdin, timeout, &[]).await
+}
+
+async fn cmd_ok_env(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> Result<String, ChaosError> {
+    let o = cmd_env(program, args, stdin, timeout, env).await?;
     if o.status.success() {
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     } else {
@@ -271,7 +297,7 @@ impl Hosts {
         let script = hosts.script.to_string_lossy().into_owned();
         let m = managers.to_string();
         let w = workers.to_string();
-        cmd_ok(
+        cmd_ok_env(
             &script,
             &[
                 "up",
@@ -286,6 +312,7 @@ impl Hosts {
             ],
             None,
             Duration::from_secs(180),
+            &agent_env(),
         )
         .await?;
         let listing = std::fs::read_to_string(dir.join("hosts"))
@@ -371,11 +398,12 @@ impl Hosts {
     /// Starts a host's agent again on its existing state.
     pub async fn start(&self, node: &Node) -> Result<(), ChaosError> {
         let (dir_s, bin_s) = (self.dir.to_string_lossy(), self.bin.to_string_lossy());
-        cmd_ok(
+        cmd_ok_env(
             &self.script.to_string_lossy(),
             &["start", &node.name, "--dir", &dir_s, "--bin", &bin_s],
             None,
             Duration::from_secs(40),
+            &agent_env(),
         )
         .await
         .map(|_| ())

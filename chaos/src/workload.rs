@@ -178,7 +178,10 @@ impl Client {
                     let db = rng.chance(0.75).then(|| rng.range(1, 2));
                     let file = dir.join(format!("{stack}-{seq}.yaml"));
                     if let Err(e) = std::fs::write(&file, stack_yaml(id, seq, web, db)) {
-                        eprintln!("client {id}: writing {}: {e}", file.display());
+                        // Gone during an interrupted run's teardown: nothing to say then.
+                        if dir.exists() {
+                            eprintln!("client {id}: writing {}: {e}", file.display());
+                        }
                         return;
                     }
                     let mut eff = vec![(svc("web"), Change::Deploy { replicas: web })];

@@ -242,6 +242,13 @@ impl Containers {
                     tracing::info!(container_id = %id, "container exited while the agent was down");
                     self.clone().handle_exit(entry.clone()).await;
                 }
+            } else if UnixStream::connect(entry.paths.socket()).await.is_ok() {
+                // The agent died between spawning the shim and recording the start: the
+                // process runs but was never acknowledged. Left alone, a later remove
+                // (which trusts the record) would orphan it; stop it instead. (Found by
+                // the chaos test's leftover check.)
+                tracing::warn!(container_id = %id, "a shim outlived an unrecorded start; killing it");
+                let _ = self.signal(&entry, libc::SIGKILL).await;
             } else if entry.record().config.restart_policy.name == "always"
                 && !state.manually_stopped
                 && state.started_at.is_some()
