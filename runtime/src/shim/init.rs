@@ -270,8 +270,8 @@ fn serve(run: RunSpec, p: Prepared) {
             }
         }
         let started = tracing::info_span!("start").in_scope(|| container.start());
-        if let Err(e) = started {
-            let msg = e.to_string();
+        let start_error = started.as_ref().err().map(|e| e.to_string());
+        if let Some(msg) = start_error.clone() {
             if !run.wait_attach {
                 report(&Report {
                     error: msg.clone(),
@@ -279,14 +279,21 @@ fn serve(run: RunSpec, p: Prepared) {
                     ..Default::default()
                 });
             }
-            tracing::error!(error = %msg, "start failed");
-        } else if !run.wait_attach {
-            report(&Report {
-                pid: pid.as_raw(),
-                ..Default::default()
-            });
+            tracing::error!(error = %msg, "start failed; killing the created container");
+            // Its init would wait forever for a start that will not come, and this shim
+            // with it, long after the agent recorded the failure and forgot the
+            // container (found by the chaos test). Killed, the relay below reaps it and
+            // cleans up (cgroup, mount, socket) as after any exit.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        } else {
+            if !run.wait_attach {
+                report(&Report {
+                    pid: pid.as_raw(),
+                    ..Default::default()
+                });
+            }
+            tracing::info!(pid = pid.as_raw(), "container started");
         }
-        tracing::info!(pid = pid.as_raw(), "container started");
         let log = LogWriter::open(&run.log_path, run.log_rotation).ok();
         let exit_path = run.exit_path.clone();
         let cg = run.cgroups_path.clone();
@@ -296,11 +303,19 @@ fn serve(run: RunSpec, p: Prepared) {
             // Like Docker: any OOM kill in the container's cgroup marks the run
             // OOMKilled, even when the victim was a child and init exited by itself.
             let oom = oom_kills(&cg) > 0;
-            let exit = ExitInfo {
-                exit_code: o.code,
-                oom_killed: oom,
-                finished_at: Some(chrono::Utc::now()),
-                error: String::new(),
+            let exit = match &start_error {
+                Some(e) => ExitInfo {
+                    exit_code: 125,
+                    oom_killed: false,
+                    finished_at: Some(chrono::Utc::now()),
+                    error: e.clone(),
+                },
+                None => ExitInfo {
+                    exit_code: o.code,
+                    oom_killed: oom,
+                    finished_at: Some(chrono::Utc::now()),
+                    error: String::new(),
+                },
             };
             if let Err(e) = fsutil::write_json_atomic(&exit_path, &exit) {
                 tracing::error!(error = %e, "writing exit status");
