@@ -40,6 +40,30 @@ fn stacks_spread_move_and_honour_constraints_across_hosts() {
     );
     let web = c.placement("app");
     assert_eq!(web.values().sum::<usize>(), 10);
+    // Each task started exactly once: no container died on the way (an executor that
+    // missed its own start report in a stale view used to kill and start it again).
+    for n in ["manager1", "worker1", "worker2", "worker3"] {
+        let died = c.on(
+            n,
+            &[
+                "events",
+                "--since",
+                "10m",
+                "--until",
+                "0s",
+                "--filter",
+                "type=container",
+                "--filter",
+                "event=die",
+                "--format",
+                "{{.Actor.ID}}",
+            ],
+        );
+        assert!(
+            died.trim().is_empty(),
+            "containers died on {n} during the deploy: {died}"
+        );
+    }
     // web's 8 replicas spread over all four nodes; db only on the zone=b node.
     let db_nodes: Vec<String> = c
         .on("manager1", &["service", "ps", "app_db"])

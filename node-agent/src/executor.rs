@@ -344,6 +344,19 @@ impl Executor {
                     if t.value.not_before_ms > now || !Self::networks_ready(t, &overlays_ready) {
                         continue;
                     }
+                    // Already running: started by an earlier pass whose report was refused
+                    // (the task's version moved on meanwhile) or has not reached this view
+                    // yet. Report again; starting afresh would kill a healthy container.
+                    if let Some(c) = &cid {
+                        if self.containers.get(c).is_ok_and(|e| e.state().is_running()) {
+                            if !self.in_flight.lock().await.contains(&t.id) {
+                                self.report(t, |v| mark_running(v, c))
+                                    .instrument(span)
+                                    .await;
+                            }
+                            continue;
+                        }
+                    }
                     // Starts run concurrently; the `in_flight` set doubles as the in-flight
                     // guard so a slow start is not begun twice by the next pass.
                     if !self.in_flight.lock().await.insert(t.id.clone()) {
@@ -559,17 +572,7 @@ impl Executor {
         };
         match self.containers.start(&id).await {
             Ok(()) => {
-                self.report(t, |v| {
-                    v.status.state = TaskState::Running;
-                    v.status.message = "started".into();
-                    v.status.container_id = id.clone();
-                    v.status.health = if v.template.healthcheck.is_some() {
-                        "starting".into()
-                    } else {
-                        String::new()
-                    };
-                })
-                .await
+                self.report(t, |v| mark_running(v, &id)).await
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -885,4 +888,16 @@ impl Executor {
         };
         tokio::time::timeout(timeout, run).await.ok().flatten()
     }
+}
+
+/// A task's status once its container `id` runs.
+fn mark_running(v: &mut Task, id: &str) {
+    v.status.state = TaskState::Running;
+    v.status.message = "started".into();
+    v.status.container_id = id.to_string();
+    v.status.health = if v.template.healthcheck.is_some() {
+        "starting".into()
+    } else {
+        String::new()
+    };
 }
