@@ -11,15 +11,21 @@ use std::path::PathBuf;
     after_help = "Examples:\n  skiff run --rm busybox echo hello\n  skiff stack deploy -c app.yaml app\n  skiff COMMAND --help"
 )]
 pub struct Cli {
-    /// Agent socket to talk to.
-    #[arg(
-        long,
-        short = 'H',
-        global = true,
-        env = "SKIFF_HOST",
-        default_value = "unix:///run/skiff/skiff.sock"
-    )]
-    pub host: String,
+    /// Agent to talk to: unix:///PATH, ssh://[USER@]HOST[:PORT] or tcp://HOST[:PORT]
+    /// (mutual TLS, see --tlsdir) [env: SKIFF_HOST] [default: unix:///run/skiff/skiff.sock].
+    /// `skiff agent`: the socket to serve.
+    // No clap `env`/default: --host, --context, SKIFF_HOST, SKIFF_CONTEXT and the current
+    // context rank in that order (`crate::context::resolve`).
+    #[arg(long, short = 'H', global = true, value_name = "URL")]
+    pub host: Option<String>,
+    /// Context to use (see `skiff context`) [env: SKIFF_CONTEXT].
+    // Its own id: `build`'s positional CONTEXT (a directory) must not meet this one.
+    #[arg(long = "context", id = "context_name", global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// For tcp:// hosts: directory with ca.pem, cert.pem, key.pem (default: the
+    /// context's, else $SKIFF_CONFIG/tls or ~/.skiff/tls).
+    #[arg(long, global = true, env = "SKIFF_TLS_DIR", value_name = "DIR")]
+    pub tlsdir: Option<PathBuf>,
     /// Log level for this process (agent and shim logs go to stderr).
     #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
     pub log_level: String,
@@ -35,6 +41,8 @@ pub enum Command {
     /// Run the per-host agent (daemon).
     ///
     /// Example: skiff agent --root /var/lib/skiff
+    ///
+    /// Example: skiff agent --listen-addr 10.0.0.5 --api-listen-addr 10.0.0.5:2376
     Agent(AgentArgs),
     /// Internal: the per-container shim, spawned by the agent.
     #[command(hide = true)]
@@ -227,6 +235,11 @@ pub enum Command {
     /// Example: skiff cluster join-token worker
     #[command(subcommand)]
     Cluster(crate::commands::cluster::ClusterCommand),
+    /// Manage contexts: named agent endpoints (local socket, ssh://, tcp:// with TLS).
+    ///
+    /// Example: skiff context create prod --host ssh://root@10.0.0.5 && skiff context use prod
+    #[command(subcommand)]
+    Context(crate::context::ContextCommand),
     /// Print a shell completion script.
     ///
     /// Example: source <(skiff completion bash)
@@ -330,6 +343,11 @@ pub struct AgentArgs {
     /// `metrics_addr`). Bind to loopback or a private interface.
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the Engine API to remote CLIs (`--host tcp://...`) on IP[:PORT] (port 2376 if
+    /// omitted; agent.yaml `api_listen_addr`), mutual TLS only: clients need a certificate
+    /// from `skiff cluster client-cert`. Off by default.
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub api_listen_addr: Option<String>,
     #[command(flatten)]
     pub cluster: crate::commands::cluster::AgentClusterArgs,
 }

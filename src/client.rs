@@ -1,4 +1,4 @@
-//! Connecting to the agent over its unix socket, and turning gRPC errors into the
+//! Connecting to the agent (its unix socket, or a remote one: [`crate::remote`]), and turning gRPC errors into the
 //! messages and exit codes Docker users expect.
 
 use anyhow::Result;
@@ -45,14 +45,31 @@ pub async fn connect(host: &str) -> Result<EngineClient<Channel>> {
     Ok(EngineClient::new(channel(host).await?).max_decoding_message_size(64 << 20))
 }
 
-/// A gRPC channel to the agent at `host` (any of its services).
+/// Where `tcp://` hosts find their TLS files: set once by `main` from `--tlsdir`, the
+/// context or the default, so commands keep passing only the host string around.
+static TLS_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+pub fn set_tls_dir(dir: PathBuf) {
+    let _ = TLS_DIR.set(dir);
+}
+
+/// A gRPC channel to the agent at `host` (any of its services): `unix://`, `ssh://`
+/// or `tcp://` (mutual TLS; see [`crate::remote`]).
 pub async fn channel(host: &str) -> Result<Channel> {
     let path = match host.strip_prefix("unix://") {
         Some(p) => PathBuf::from(p),
+        None if host.starts_with("ssh://") => return crate::remote::ssh_channel(host).await,
+        None if host.starts_with("tcp://") => {
+            let dir = TLS_DIR
+                .get()
+                .cloned()
+                .unwrap_or_else(crate::context::default_tls_dir);
+            return crate::remote::tls_channel(host, &dir).await;
+        }
         None => {
             return Err(exit(
                 125,
-                format!("unsupported --host {host:?}: use unix:///path/to/skiff.sock"),
+                format!("unsupported --host {host:?}: use unix:///PATH, ssh://[USER@]HOST[:PORT] or tcp://HOST[:PORT]"),
             ));
         }
     };

@@ -5,7 +5,9 @@
 mod cli;
 mod client;
 mod commands;
+mod context;
 mod output;
+mod remote;
 #[allow(dead_code)]
 mod template;
 
@@ -116,8 +118,20 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
+    // The agent and dial-stdio serve or reach the local socket: contexts do not apply.
+    let local_host = cli
+        .host
+        .clone()
+        .or_else(|| std::env::var("SKIFF_HOST").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| context::DEFAULT_HOST.to_string());
     if let Command::Agent(a) = &cli.command {
-        return agent(&cli.host, a, (&cli.log_level, &cli.log_format)).await;
+        return agent(&local_host, a, (&cli.log_level, &cli.log_format)).await;
+    }
+    if let Command::System(commands::stats::SystemCommand::DialStdio) = &cli.command {
+        return remote::dial_stdio(&local_host).await;
+    }
+    if let Command::Context(c) = &cli.command {
+        return context::run(c, cli.context.as_deref());
     }
     if let Command::Logout(a) = &cli.command {
         return commands::registry::logout(a).await; // purely client-side, like Docker's
@@ -132,14 +146,21 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Stack(commands::stack::StackCommand::Config(a)) = &cli.command {
         return commands::stack::config(a);
     }
+    let endpoint = context::resolve(
+        cli.host.as_deref(),
+        cli.context.as_deref(),
+        cli.tlsdir.as_deref(),
+    )?;
+    client::set_tls_dir(endpoint.tls_dir);
+    let host = endpoint.host;
     match &cli.command {
-        Command::Stack(s) => return commands::stack::run(&cli.host, s).await,
-        Command::Service(s) => return commands::service::run(&cli.host, s).await,
-        Command::Node(n) => return commands::cluster::node(&cli.host, n).await,
-        Command::Cluster(n) => return commands::cluster::cluster(&cli.host, n).await,
+        Command::Stack(s) => return commands::stack::run(&host, s).await,
+        Command::Service(s) => return commands::service::run(&host, s).await,
+        Command::Node(n) => return commands::cluster::node(&host, n).await,
+        Command::Cluster(n) => return commands::cluster::cluster(&host, n).await,
         _ => {}
     }
-    let mut c = client::connect(&cli.host).await?;
+    let mut c = client::connect(&host).await?;
     let c = &mut c;
     match &cli.command {
         Command::Agent(_)
@@ -147,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         | Command::Node(_)
         | Command::Cluster(_)
         | Command::Completion(_)
+        | Command::Context(_)
         | Command::Man(_) => Ok(0),
         Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
             containers::run(c, a).await
@@ -315,6 +337,13 @@ async fn agent(host: &str, a: &cli::AgentArgs, log: (&str, &str)) -> anyhow::Res
         vxlan_port: a.cluster.data_path_port,
     };
     cfg.metrics_addr = a.metrics_addr.or(file.metrics_addr);
+    cfg.api_listen_addr = a
+        .api_listen_addr
+        .clone()
+        .or(file.api_listen_addr.take())
+        .map(|s| commands::cluster::parse_addr(&s, remote::DEFAULT_TLS_PORT))
+        .transpose()
+        .context("--api-listen-addr")?;
     cfg.log_opts = log_opts;
     cfg.cluster = Some(commands::cluster::cluster_config(&cluster, &cfg.root)?);
     skiff_agent::run(cfg).await?;

@@ -18,6 +18,10 @@ use std::time::Duration;
 
 /// The DNS name in every node certificate; clients verify servers against it.
 pub const SERVER_NAME: &str = "skiff-node";
+/// The organizational unit that marks a client (CLI) certificate. Node certificates never
+/// carry an OU ([`Ca::sign_csr`] replaces the whole subject), so a node cannot pass for a
+/// client, and the cluster port treats a client as having no node identity.
+pub const CLIENT_OU: &str = "skiff-client";
 const TOKEN_PREFIX: &str = "SWMTKN";
 const TOKEN_VERSION: &str = "1";
 
@@ -114,6 +118,34 @@ pub fn cert_identity(der: &[u8]) -> Result<(String, time::OffsetDateTime), CaErr
     Ok((cn, cert.validity().not_after.to_datetime()))
 }
 
+/// The client name of a DER certificate that [`Ca::sign_client_csr`] issued; `None` for
+/// node certificates (and anything unparsable).
+pub fn client_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let is_client = subject
+        .iter_organizational_unit()
+        .any(|ou| ou.as_str() == Ok(CLIENT_OU));
+    if !is_client {
+        return None;
+    }
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .map(str::to_string);
+    name
+}
+
+/// Checks a client certificate name: what `skiff cluster client-cert --name` accepts.
+pub fn valid_client_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+}
+
 /// The cluster CA (certificate + private key).
 pub struct Ca {
     cert: rcgen::Certificate,
@@ -201,6 +233,37 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Signs a CLI client's CSR: subject `CN=<name>, OU=`[`CLIENT_OU`], client
+    /// authentication only (no server name: it can never serve as a node).
+    pub fn sign_client_csr(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        validity: Duration,
+    ) -> Result<String, CaError> {
+        if !valid_client_name(name) {
+            return Err(CaError::BadCert(format!(
+                "client name {name:?}: use 1-64 letters, digits, '.', '_', '-' or '@'"
+            )));
+        }
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        dn.push(DnType::OrganizationalUnitName, CLIENT_OU);
+        csr.params.distinguished_name = dn;
+        csr.params.subject_alt_names = vec![];
+        csr.params.is_ca = IsCa::ExplicitNoCa;
+        csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        csr.params.not_before = now - time::Duration::minutes(5);
+        csr.params.not_after = now
+            + time::Duration::try_from(validity).map_err(|e| CaError::BadCert(e.to_string()))?;
+        Ok(csr.signed_by(&self.cert, &self.key)?.pem())
+    }
+}
+
 /// A node's new private key and the CSR to send for signing.
 pub fn new_key_and_csr() -> Result<(String, String), CaError> {
     let key = KeyPair::generate()?;
@@ -234,6 +297,31 @@ mod tests {
                 && !secrets_equal("abc", "abd")
                 && !secrets_equal("abc", "ab")
         );
+    }
+
+    #[test]
+    fn client_certs_are_told_apart_from_node_certs() {
+        let ca = Ca::create("cluster-1").expect("ca");
+        let (_key, csr) = new_key_and_csr().expect("csr");
+        let client = ca
+            .sign_client_csr(&csr, "alice@laptop", Duration::from_secs(3600))
+            .expect("sign");
+        let node = ca
+            .sign_csr(&csr, "node-abc", Duration::from_secs(3600))
+            .expect("sign");
+        let der = pem_to_der(&client).expect("der");
+        assert_eq!(client_name(&der).as_deref(), Some("alice@laptop"));
+        assert_eq!(client_name(&pem_to_der(&node).expect("der")), None);
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("parse");
+        assert!(
+            parsed.subject_alternative_name().expect("ext").is_none(),
+            "a client certificate names no server"
+        );
+        for bad in ["", "a b", "x/y", &"n".repeat(65)] {
+            assert!(ca
+                .sign_client_csr(&csr, bad, Duration::from_secs(60))
+                .is_err());
+        }
     }
 
     #[test]

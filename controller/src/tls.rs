@@ -86,6 +86,65 @@ pub fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsErro
     Ok(Arc::new(cfg))
 }
 
+/// The Engine API port's server side: the handshake itself refuses a peer without a
+/// certificate, with one from another CA, or with a node certificate (nodes never get
+/// another node's Engine API); only [`crate::ca::CLIENT_OU`] certificates get through.
+pub fn api_server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let inner =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&id.ca_pem)?, provider())
+            .build()?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(ClientsOnly(inner)))
+        .with_single_cert(certs(&id.cert_pem)?, key(&id.key_pem)?)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// WebPKI verification against the cluster CA, then "is it a client certificate".
+#[derive(Debug)]
+struct ClientsOnly(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for ClientsOnly {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        if crate::ca::client_name(end_entity.as_ref()).is_none() {
+            tracing::info!("refused a node certificate on the Engine API port: clients only");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        Ok(ok)
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 /// A client that verifies the server against `ca_pem` and presents `identity` if given.
 pub fn client_config(
     ca_pem: &str,
@@ -184,8 +243,11 @@ pub fn channel(
 #[derive(Debug, Clone, Default)]
 pub struct PeerIdentity {
     pub addr: Option<SocketAddr>,
-    /// The node ID from a verified client certificate, if one was presented.
+    /// The node ID from a verified node certificate, if one was presented.
     pub node_id: Option<String>,
+    /// The name in a verified CLI client certificate ([`crate::ca::CLIENT_OU`]): such a
+    /// peer has no node identity, so the cluster port's node-only RPCs refuse it.
+    pub client: Option<String>,
 }
 
 /// An accepted TLS connection that tells tonic its peer's identity.
@@ -202,16 +264,23 @@ impl TlsConn {
         let addr = tcp.peer_addr().ok();
         tcp.set_nodelay(true)?;
         let inner = acceptor.accept(tcp).await?;
-        let node_id = inner
+        let leaf = inner
             .get_ref()
             .1
             .peer_certificates()
-            .and_then(|c| c.first())
+            .and_then(|c| c.first());
+        let client = leaf.and_then(|c| crate::ca::client_name(c.as_ref()));
+        let node_id = leaf
+            .filter(|_| client.is_none())
             .and_then(|c| crate::ca::cert_identity(c.as_ref()).ok())
             .map(|(cn, _)| cn);
         Ok(TlsConn {
             inner,
-            peer: PeerIdentity { addr, node_id },
+            peer: PeerIdentity {
+                addr,
+                node_id,
+                client,
+            },
         })
     }
 }
@@ -293,6 +362,64 @@ pub fn incoming(
                     }
                     Err(_) => {
                         tracing::info!(peer = %addr, "refused cluster connection: TLS handshake timed out")
+                    }
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// [`incoming`] for the Engine API port: each handshake uses [`api_server_config`] built
+/// from `identity()` as it is at accept time, so a renewed node certificate is served
+/// without a restart.
+pub fn api_incoming(
+    listener: tokio::net::TcpListener,
+    identity: Arc<dyn Fn() -> Identity + Send + Sync>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut cached: Option<(String, tokio_rustls::TlsAcceptor)> = None;
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let id = identity();
+            let acceptor = match &cached {
+                Some((pem, a)) if *pem == id.cert_pem => a.clone(),
+                _ => match api_server_config(&id) {
+                    Ok(cfg) => {
+                        let a = tokio_rustls::TlsAcceptor::from(cfg);
+                        cached = Some((id.cert_pem.clone(), a.clone()));
+                        a
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "Engine API TLS configuration");
+                        continue;
+                    }
+                },
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), TlsConn::accept(&acceptor, tcp))
+                    .await
+                {
+                    Ok(Ok(c)) => {
+                        let _ = tx.send(Ok(c)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %addr, error = %e, "refused Engine API connection: TLS handshake failed")
+                    }
+                    Err(_) => {
+                        tracing::info!(peer = %addr, "refused Engine API connection: TLS handshake timed out")
                     }
                 }
             });

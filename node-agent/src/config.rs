@@ -30,6 +30,9 @@ pub struct AgentConfig {
     pub log_opts: BTreeMap<String, String>,
     /// Where Prometheus metrics are served (`/metrics`); `None`: not at all.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the Engine API is served to remote CLIs over mutual TLS (client certificates
+    /// of this cluster's CA only; see [`crate::remote_api`]); `None`: not at all.
+    pub api_listen_addr: Option<std::net::SocketAddr>,
 }
 
 /// The YAML file's shape. Unknown keys are an error, so a typo is not silently ignored.
@@ -60,6 +63,8 @@ pub struct FileConfig {
     pub join_token: Option<String>,
     /// `IP:PORT` for the Prometheus endpoint (e.g. 127.0.0.1:9323); unset: no endpoint.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `IP[:PORT]` (port 2376 if omitted) for the mutual-TLS Engine API (`--api-listen-addr`).
+    pub api_listen_addr: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +185,7 @@ impl AgentConfig {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             metrics_addr: None,
+            api_listen_addr: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`server`]: the Engine gRPC API on the local unix socket;
 //! - [`events`], [`logs`], [`inspect`], [`sysinfo`]: what the API reports;
 //! - [`metrics`]: the Prometheus endpoint (`metrics_addr`), off unless configured;
+//! - [`remote_api`]: the Engine API over mutual TLS for remote CLIs (`--api-listen-addr`);
 //! - [`error`]: error kinds that survive the gRPC hop.
 //!
 //! The agent owns no container process: shims do (see `skiff_runtime::shim`), so the
@@ -26,6 +27,7 @@ pub mod names;
 pub mod network;
 pub mod prune;
 pub mod registry;
+pub mod remote_api;
 pub mod server;
 pub mod stats;
 pub mod sysinfo;
@@ -135,6 +137,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         metrics::serve(addr, Arc::new(reg)).await?;
     }
     let engine_cluster = cluster.clone();
+    let cluster_for_api = cluster.clone();
     // A manager whose raft died on a storage error exits (fail-stop); see `Cluster::fatal`.
     let (fatal_tx, fatal_rx) = tokio::sync::watch::channel(None::<String>);
     let mut fatal_wait = fatal_rx.clone();
@@ -160,6 +163,24 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         )
     });
 
+    if let (Some(addr), Some(c)) = (cfg.api_listen_addr, &cluster_for_api) {
+        let engine = server::EngineService {
+            containers: containers.clone(),
+            images: images.clone(),
+            events: events.clone(),
+            cluster: engine_cluster.clone(),
+        };
+        remote_api::serve(
+            addr,
+            c.clone(),
+            skiff_proto::engine::engine_server::EngineServer::new(engine)
+                .max_decoding_message_size(64 << 20),
+            cluster_api.clone(),
+            orchestrator_api.clone(),
+        )
+        .await
+        .map_err(io(format!("binding the Engine API port {addr}")))?;
+    }
     let service = server::EngineService {
         containers,
         images,

@@ -77,6 +77,100 @@ pub enum ClusterCommand {
     ///
     /// Example: skiff cluster join-token --rotate worker
     JoinToken(JoinTokenArgs),
+    /// Issue a client certificate (signed by the cluster CA) for `--host tcp://`: writes
+    /// ca.pem, cert.pem and key.pem (0600) into DIR. The key is made here and never sent.
+    ///
+    /// Example: skiff cluster client-cert --name alice --out ~/.skiff/prod --expiry 30d
+    ClientCert(ClientCertArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ClientCertArgs {
+    /// Directory to write ca.pem, cert.pem, key.pem into [default: $SKIFF_CONFIG/tls,
+    /// else ~/.skiff/tls: what `--host tcp://` reads when no --tlsdir is given].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+    /// Who holds the certificate (its common name) [default: USER@HOSTNAME].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Validity: a number with s, m, h, d or y (days of 24 h, years of 365 d).
+    #[arg(long, default_value = "90d")]
+    pub expiry: String,
+}
+
+/// `90d` → 90 days; `s`, `m`, `h`, `d`, `y` units.
+fn parse_expiry(s: &str) -> Result<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--expiry {s:?}: want a number and a unit, e.g. 90d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "y" => 365 * 86400,
+        _ => anyhow::bail!("--expiry {s:?}: the unit must be s, m, h, d or y"),
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
+}
+
+/// Generates a key, has a manager sign it as a client certificate, writes the files.
+async fn client_cert(c: &mut ClusterClient<Channel>, a: &ClientCertArgs) -> Result<()> {
+    let validity = parse_expiry(&a.expiry)?;
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => {
+            let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+            let host = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{user}@{host}")
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "._-@".contains(*c))
+                .take(64)
+                .collect()
+        }
+    };
+    let (key_pem, csr_pem) = skiff_controller::ca::new_key_and_csr()?;
+    let r = c
+        .client_cert(pb::ClientCertRequest {
+            name: name.clone(),
+            csr_pem,
+            validity_secs: validity.as_secs(),
+        })
+        .await
+        .map_err(client::status)?
+        .into_inner();
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(crate::context::default_tls_dir);
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    skiff_runtime::fsutil::create_dir_mode(&dir, 0o700)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let write = |f: &str, data: &str, mode: u32| {
+        let p = dir.join(f);
+        crate::context::write_private(&p, data.as_bytes(), mode)
+            .with_context(|| format!("writing {}", p.display()))
+    };
+    write("key.pem", &key_pem, 0o600)?;
+    write("cert.pem", &r.cert_pem, 0o644)?;
+    write("ca.pem", &r.ca_pem, 0o644)?;
+    println!(
+        "Client certificate {name:?} (expires {}) written to {}",
+        r.not_after,
+        dir.display()
+    );
+    eprintln!(
+        "Use it with: skiff --host tcp://MANAGER:2376 --tlsdir {} ps   (the agent needs --api-listen-addr)",
+        dir.display()
+    );
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -125,7 +219,7 @@ pub struct AgentClusterArgs {
     pub data_path_port: u16,
 }
 
-fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr> {
+pub fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
@@ -336,6 +430,7 @@ pub async fn cluster(host: &str, cmd: &ClusterCommand) -> Result<i32> {
                 }
             }
         }
+        ClusterCommand::ClientCert(a) => client_cert(&mut c, a).await?,
         ClusterCommand::JoinToken(a) => {
             let r = c
                 .join_token(pb::JoinTokenRequest {

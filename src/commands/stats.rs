@@ -162,6 +162,10 @@ pub enum SystemCommand {
     Info(crate::cli::FormatArgs),
     /// Stream events. Example: skiff system events
     Events(crate::cli::EventsArgs),
+    /// Internal: relay stdin/stdout to the local agent's socket (what `--host ssh://`
+    /// runs on the remote host). Example: skiff system dial-stdio
+    #[command(hide = true)]
+    DialStdio,
 }
 
 #[derive(Args, Debug)]
@@ -412,6 +416,7 @@ pub async fn system(c: &mut Client, cmd: &SystemCommand) -> Result<i32> {
         SystemCommand::Prune(a) => system_prune(c, a).await,
         SystemCommand::Info(a) => super::system::info(c, a).await,
         SystemCommand::Events(a) => super::system::events(c, a).await,
+        SystemCommand::DialStdio => Ok(0), // handled before connecting (main.rs)
     }
 }
 

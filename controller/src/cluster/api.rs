@@ -421,4 +421,50 @@ impl pb::cluster_server::Cluster for ClusterApi {
             .state_hash();
         Ok(Response::new(pb::StateHashResponse { hash, index }))
     }
+
+    /// Signs a CLI client certificate with the replicated CA (managers only: workers do
+    /// not hold the CA key). Whoever reaches this API is already root-equivalent (the
+    /// unix socket, or a client certificate), so no further check is made.
+    #[tracing::instrument(skip_all, fields(name = %req.get_ref().name))]
+    async fn client_cert(
+        &self,
+        req: Request<pb::ClientCertRequest>,
+    ) -> Result<Response<pb::ClientCertResponse>, Status> {
+        /// Longer than the CA itself (20 years) makes no sense; shorter than a minute neither.
+        const MAX_VALIDITY: u64 = 10 * 365 * 24 * 3600;
+        let h = self.manager().await?;
+        let r = req.into_inner();
+        if !(60..=MAX_VALIDITY).contains(&r.validity_secs) {
+            return Err(Status::invalid_argument(
+                "certificate validity must be between 1 minute and 10 years",
+            ));
+        }
+        let meta = h
+            .state()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .meta()
+            .clone();
+        let ca = ca::Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let cert_pem = ca
+            .sign_client_csr(
+                &r.csr_pem,
+                &r.name,
+                std::time::Duration::from_secs(r.validity_secs),
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let der = ca::pem_to_der(&cert_pem).map_err(|e| Status::internal(e.to_string()))?;
+        let (_, not_after) =
+            ca::cert_identity(&der).map_err(|e| Status::internal(e.to_string()))?;
+        let not_after = not_after
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        tracing::info!(%not_after, "issued a client certificate");
+        Ok(Response::new(pb::ClientCertResponse {
+            cert_pem,
+            ca_pem: meta.ca_cert_pem,
+            not_after,
+        }))
+    }
 }
