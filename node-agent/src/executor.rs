@@ -571,9 +571,7 @@ impl Executor {
             }
         };
         match self.containers.start(&id).await {
-            Ok(()) => {
-                self.report(t, |v| mark_running(v, &id)).await
-            }
+            Ok(()) => self.report(t, |v| mark_running(v, &id)).await,
             Err(e) => {
                 let msg = e.to_string();
                 self.report(t, |v| {
