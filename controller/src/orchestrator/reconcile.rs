@@ -67,11 +67,18 @@ pub struct Planner {
     ops: Vec<Op>,
     /// Task updates by id (so a task changed by two rules yields one op).
     updates: BTreeMap<String, (u64, Task)>,
+    /// Tasks deleted in this pass: no later rule may touch them (the state machine
+    /// rejects a batch that updates what it deleted, and the next pass would rebuild the
+    /// same batch).
+    deleted: std::collections::HashSet<String>,
     new_id: Box<dyn FnMut() -> String>,
 }
 
 impl Planner {
     fn update(&mut self, t: &Stored<Task>, f: impl FnOnce(&mut Task)) {
+        if self.deleted.contains(&t.id) {
+            return;
+        }
         let entry = self
             .updates
             .entry(t.id.clone())
@@ -107,6 +114,17 @@ impl Planner {
                 }
             }
         });
+    }
+
+    fn delete(&mut self, t: &Stored<Task>) {
+        if self.deleted.insert(t.id.clone()) {
+            self.updates.remove(&t.id);
+            self.ops.push(Op::Delete {
+                kind: KIND_TASK.into(),
+                id: t.id.clone(),
+                expected_version: 0,
+            });
+        }
     }
 
     fn finish(mut self) -> Vec<Op> {
@@ -200,6 +218,7 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
     let mut p = Planner {
         ops: Vec::new(),
         updates: BTreeMap::new(),
+        deleted: Default::default(),
         new_id: Box::new(new_id),
     };
     let nodes: HashMap<&str, &Node> = world.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
@@ -219,11 +238,7 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
             continue;
         }
         if t.value.status.state.is_terminal() || t.value.node_id.is_empty() {
-            p.ops.push(Op::Delete {
-                kind: KIND_TASK.into(),
-                id: t.id.clone(),
-                expected_version: 0,
-            });
+            p.delete(t);
         } else if is_live(&t.value) {
             p.shutdown(t, None, "service removed", now);
         }
@@ -359,12 +374,7 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
             if dead.len() > HISTORY {
                 dead.sort_by_key(|t| t.value.created_at_ms);
                 for t in &dead[..dead.len() - HISTORY] {
-                    p.updates.remove(&t.id);
-                    p.ops.push(Op::Delete {
-                        kind: KIND_TASK.into(),
-                        id: t.id.clone(),
-                        expected_version: 0,
-                    });
+                    p.delete(t);
                 }
             }
         }
@@ -555,7 +565,7 @@ fn schedule_pending(
     let mut by_id: HashMap<String, &Stored<Task>> = HashMap::new();
     for t in world.tasks {
         let v = p.current(t).clone();
-        if !is_live(&v) {
+        if !is_live(&v) || p.deleted.contains(&t.id) {
             continue;
         }
         if !v.node_id.is_empty() {

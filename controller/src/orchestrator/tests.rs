@@ -72,6 +72,42 @@ impl Sim {
                 )
             },
         );
+        let mut touched = std::collections::HashSet::new();
+        for op in &ops {
+            if let Op::Create { kind, id, .. }
+            | Op::Update { kind, id, .. }
+            | Op::Delete { kind, id, .. } = op
+            {
+                assert!(
+                    touched.insert((kind.clone(), id.clone())),
+                    "{kind} {id} touched twice in one pass: {:?}\nservices: {:?}\ntasks: {:?}",
+                    ops.iter()
+                        .map(|o| match o {
+                            Op::Create { id, .. } => format!("create {id}"),
+                            Op::Update { id, .. } => format!("update {id}"),
+                            Op::Delete { id, .. } => format!("delete {id}"),
+                            _ => "other".into(),
+                        })
+                        .collect::<Vec<_>>(),
+                    self.services
+                        .iter()
+                        .map(|s| s.id.as_str())
+                        .collect::<Vec<_>>(),
+                    self.tasks
+                        .iter()
+                        .map(|t| format!(
+                            "{}:{}:{:?}/{:?}:slot{}:node{}",
+                            t.id,
+                            t.value.service_id,
+                            t.value.desired,
+                            t.value.status.state,
+                            t.value.slot,
+                            t.value.node_id
+                        ))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
         for op in &ops {
             match op {
                 Op::Create { id, spec, .. } => self.tasks.push(Stored {
@@ -371,4 +407,116 @@ fn converged_state_is_a_no_op() {
         sim.pass().is_empty(),
         "deploying the same spec twice changes nothing"
     );
+}
+
+/// Random histories (scaling, updates, failures, services removed, nodes going down,
+/// agents lagging behind) never yield a pass that touches one object twice: the state
+/// machine rejects such a batch whole, and since every pass rebuilds it from the same
+/// state, the reconciler would be stuck for good (found by the chaos test).
+#[test]
+fn no_pass_touches_an_object_twice() {
+    let mut seed: u64 = 0x5eed_cafe;
+    let mut rnd = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n.max(1)
+    };
+    for round in 0..200 {
+        let mut sim = Sim::new(&["a", "b", "c"]);
+        for i in 0..2 {
+            let mut s = service(
+                &format!("s{i}"),
+                if rnd(4) == 0 {
+                    Mode::Global
+                } else {
+                    Mode::Replicated { replicas: rnd(4) }
+                },
+            );
+            s.spec.update_config = UpdateConfig {
+                parallelism: 1 + rnd(2),
+                failure_action: ["pause", "continue", "rollback"][rnd(3) as usize].into(),
+                order: ["stop-first", "start-first"][rnd(2) as usize].into(),
+                ..Default::default()
+            };
+            s.spec.restart_policy.max_attempts = rnd(3);
+            sim.add_service(s);
+        }
+        for step in 0..40 {
+            match rnd(9) {
+                0 => sim.run_assigned(),
+                // A task fails or completes.
+                1 if !sim.tasks.is_empty() => {
+                    let i = rnd(sim.tasks.len() as u64) as usize;
+                    let t = &mut sim.tasks[i];
+                    t.value.status.state =
+                        [TaskState::Failed, TaskState::Complete][rnd(2) as usize];
+                    t.version += 1;
+                }
+                // Scale.
+                2 if !sim.services.is_empty() => {
+                    let i = rnd(sim.services.len() as u64) as usize;
+                    if let Mode::Replicated { replicas } = &mut sim.services[i].value.spec.mode {
+                        *replicas = rnd(5);
+                        sim.services[i].version += 1;
+                    }
+                }
+                // A rolling update.
+                3 if !sim.services.is_empty() => {
+                    let i = rnd(sim.services.len() as u64) as usize;
+                    let s = &mut sim.services[i];
+                    s.value.previous = Some(s.value.spec.clone());
+                    s.value.spec.template.env = vec![format!("SEQ={step}")];
+                    s.value.generation += 1;
+                    s.value.update = None;
+                    s.version += 1;
+                }
+                4 => {
+                    // A service removed (its tasks become orphans), another added.
+                    if !sim.services.is_empty() && rnd(3) == 0 {
+                        let i = rnd(sim.services.len() as u64) as usize;
+                        sim.services.remove(i);
+                    } else {
+                        let s = service(
+                            &format!("n{round}x{step}"),
+                            Mode::Replicated {
+                                replicas: 1 + rnd(3),
+                            },
+                        );
+                        let id = format!("svc{round}x{step}");
+                        sim.services.push(Stored {
+                            id,
+                            version: 1,
+                            value: s,
+                        });
+                    }
+                }
+                5 => {
+                    // A node goes down or comes back.
+                    let i = rnd(3) as usize;
+                    sim.nodes[i].status = if sim.nodes[i].status == NodeStatus::Ready {
+                        NodeStatus::Down
+                    } else {
+                        NodeStatus::Ready
+                    };
+                }
+                6 => sim.now += 1000 * (1 + rnd(10) as i64),
+                _ => {}
+            }
+            let ops = sim.pass();
+            let mut seen = std::collections::HashSet::new();
+            for op in &ops {
+                let key = match op {
+                    Op::Create { kind, id, .. }
+                    | Op::Update { kind, id, .. }
+                    | Op::Delete { kind, id, .. } => (kind.clone(), id.clone()),
+                    _ => continue,
+                };
+                assert!(
+                    seen.insert(key.clone()),
+                    "round {round} step {step}: {key:?} touched twice in one pass: {ops:#?}"
+                );
+            }
+        }
+    }
 }
