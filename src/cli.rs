@@ -20,7 +20,12 @@ pub struct Cli {
     pub host: Option<String>,
     /// Context to use (see `skiff context`) [env: SKIFF_CONTEXT].
     // Its own id: `build`'s positional CONTEXT (a directory) must not meet this one.
-    #[arg(long = "context", id = "context_name", global = true, value_name = "NAME")]
+    #[arg(
+        long = "context",
+        id = "context_name",
+        global = true,
+        value_name = "NAME"
+    )]
     pub context: Option<String>,
     /// For tcp:// hosts: directory with ca.pem, cert.pem, key.pem (default: the
     /// context's, else $SKIFF_CONFIG/tls or ~/.skiff/tls).

@@ -328,3 +328,128 @@ fn out_first_task_ip(c: &NetnsCluster, host: &str, id: &str) -> String {
         .expect("a task address")
         .to_string()
 }
+
+const PAIR: &str = r#"services:
+  a:
+    image: busybox:latest
+    command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    stop_grace_period: 1s
+    networks: [front]
+    deploy:
+      placement:
+        constraints: [node.hostname == worker1]
+  b:
+    image: busybox:latest
+    command: [sleep, "1000"]
+    stop_grace_period: 1s
+    networks: [front]
+    deploy:
+      placement:
+        constraints: [node.hostname == worker2]
+networks:
+  front: {}
+"#;
+
+/// Restarts `host`'s agent on its existing state (deploy/netns-cluster start).
+fn restart_agent(c: &NetnsCluster, host: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/netns-cluster");
+    let out = Command::new(script)
+        .args(["start", host, "--dir"])
+        .arg(&c.dir)
+        .arg("--bin")
+        .arg(common::bin())
+        .output()
+        .expect("netns-cluster start");
+    assert!(
+        out.status.success(),
+        "restarting {host}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn kill_agent(c: &NetnsCluster, host: &str) {
+    let pid = std::fs::read_to_string(c.dir.join(format!("{host}/agent.pid"))).expect("pid");
+    let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+}
+
+fn vxlan_links(c: &NetnsCluster, host: &str) -> String {
+    c.in_host(host, &["ip", "-o", "link", "show", "type", "vxlan"])
+        .1
+}
+
+/// Overlay state is reconciled when an agent starts: a VXLAN device lost while the agent
+/// was down is rebuilt (with its forwarding entries) for the containers that kept
+/// running, and the overlay of a stack removed meanwhile is taken down.
+#[test]
+fn overlay_state_is_reconciled_at_agent_start() {
+    let c = NetnsCluster::up(2);
+    let file = c.dir.join("pair.yaml");
+    std::fs::write(&file, PAIR).expect("write stack");
+    let f = file.to_string_lossy().into_owned();
+    c.on(
+        "manager1",
+        &[
+            "stack",
+            "deploy",
+            "-c",
+            &f,
+            "--detach=false",
+            "--timeout",
+            "90s",
+            "pair",
+        ],
+    );
+    let (bh, bid) = task_container(&c, "pair_b");
+    assert_eq!(bh, "worker2");
+    let reaches_a = || {
+        let (ok, body) = exec(
+            &c,
+            &bh,
+            &bid,
+            &["timeout", "3", "wget", "-q", "-O-", "http://a/"],
+        );
+        ok && !body.trim().is_empty()
+    };
+    c.wait(
+        "b reaches a across hosts",
+        Duration::from_secs(20),
+        reaches_a,
+    );
+
+    // worker1's agent dies and its VXLAN device goes with it (as after a crash that
+    // took the device, or an operator's mistake); a's container keeps running.
+    kill_agent(&c, "worker1");
+    let dev = vxlan_links(&c, "worker1");
+    let name = dev
+        .split(':')
+        .nth(1)
+        .map(|s| s.trim().split('@').next().unwrap_or_default().to_string())
+        .expect("a vxlan device on worker1");
+    let (ok, out) = c.in_host("worker1", &["ip", "link", "del", &name]);
+    assert!(ok, "{out}");
+    assert!(!reaches_a(), "traffic crossed without a VXLAN device");
+    restart_agent(&c, "worker1");
+    c.wait(
+        "VXLAN device rebuilt and b reaches a again",
+        Duration::from_secs(30),
+        || vxlan_links(&c, "worker1").contains(&name) && reaches_a(),
+    );
+
+    // worker2's agent is down while the stack is removed: at its next start the
+    // overlay (device, bridge, rules) and the container go.
+    kill_agent(&c, "worker2");
+    c.on("manager1", &["stack", "rm", "pair"]);
+    c.wait("worker1 cleaned", Duration::from_secs(30), || {
+        vxlan_links(&c, "worker1").trim().is_empty()
+    });
+    assert!(!vxlan_links(&c, "worker2").trim().is_empty());
+    restart_agent(&c, "worker2");
+    c.wait(
+        "worker2's overlay and container removed after its restart",
+        Duration::from_secs(40),
+        || {
+            vxlan_links(&c, "worker2").trim().is_empty()
+                && c.on("worker2", &["ps", "-aq"]).trim().is_empty()
+        },
+    );
+}
