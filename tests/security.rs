@@ -1,7 +1,8 @@
 //! Who may talk to a cluster, end to end on real agents: through the mutual-TLS cluster
 //! port, a process with no client certificate, with a certificate of another cluster's
 //! CA, or with the certificate of a removed (revoked) node can neither read nor change
-//! anything; and a non-root user cannot use the agent's unix socket.
+//! anything; a worker's certificate cannot use the managers' log relay; and a non-root
+//! user cannot use the agent's unix socket.
 
 mod common;
 #[path = "common/cluster.rs"]
@@ -172,6 +173,55 @@ async fn probe(ch: tonic::transport::Channel) -> Vec<(&'static str, Result<(), t
             .await,
         ),
     ));
+    out.push((
+        "Dispatcher.LogSubscriptions",
+        bound(
+            tokio::time::timeout(t, async {
+                let mut s = disp
+                    .log_subscriptions(opb::LogSubscriptionsRequest {})
+                    .await?
+                    .into_inner();
+                s.message()
+                    .await?
+                    .map(|_| ())
+                    .ok_or_else(|| tonic::Status::cancelled("empty"))
+            })
+            .await,
+        ),
+    ));
+    out.push((
+        "Dispatcher.PublishLogs",
+        bound(
+            tokio::time::timeout(t, async {
+                disp.publish_logs(tokio_stream::iter(vec![opb::LogMessages {
+                    subscription_id: "x".into(),
+                    ..Default::default()
+                }]))
+                .await
+                .map(|_| ())
+            })
+            .await,
+        ),
+    ));
+    out.push((
+        "Dispatcher.SubscribeLogs",
+        bound(
+            tokio::time::timeout(t, async {
+                let mut s = disp
+                    .subscribe_logs(opb::ServiceLogsRequest {
+                        service: "x".into(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                s.message()
+                    .await?
+                    .map(|_| ())
+                    .ok_or_else(|| tonic::Status::cancelled("empty"))
+            })
+            .await,
+        ),
+    ));
     let mut ev = cpb::events_client::EventsClient::new(ch.clone());
     out.push((
         "Events.Stream",
@@ -266,6 +316,16 @@ fn the_cluster_port_refuses_missing_foreign_and_revoked_certificates() {
         .find(|(n, _)| *n == "Dispatcher.Assignments")
         .expect("probed");
     assert!(assignments.1.is_ok(), "a member's certificate: {res:?}");
+    // A worker's certificate is a member's, but only managers may relay log requests.
+    let relay = res
+        .iter()
+        .find(|(n, _)| *n == "Dispatcher.SubscribeLogs")
+        .expect("probed");
+    assert_eq!(
+        relay.1.as_ref().err().map(|s| s.code()),
+        Some(Code::PermissionDenied),
+        "a worker's certificate: {res:?}"
+    );
 
     // No client certificate: nothing but the public CA certificate.
     let anon = channel(port, &ca_pem, None);

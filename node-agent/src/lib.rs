@@ -5,6 +5,7 @@
 //! - [`containers`]: every container this host runs, its lifecycle and its shim;
 //! - [`server`]: the Engine gRPC API on the local unix socket;
 //! - [`events`], [`logs`], [`inspect`], [`sysinfo`]: what the API reports;
+//! - [`logpublisher`]: this node's share of `service logs`, sent to the leader's log broker;
 //! - [`metrics`]: the Prometheus endpoint (`metrics_addr`), off unless configured;
 //! - [`remote_api`]: the Engine API over mutual TLS for remote CLIs (`--api-listen-addr`);
 //! - [`error`]: error kinds that survive the gRPC hop.
@@ -21,6 +22,7 @@ pub mod events;
 pub mod executor;
 pub mod humanize;
 pub mod inspect;
+pub mod logpublisher;
 pub mod logs;
 pub mod metrics;
 pub mod names;
@@ -131,6 +133,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
             }
         };
         executor::Executor::spawn(containers.clone(), source, c.node_id());
+        // `service logs`: this node's share, for whichever manager leads.
+        logpublisher::LogPublisher::spawn(containers.clone(), c.clone());
     }
     if let Some(addr) = cfg.metrics_addr {
         let reg = metrics::registry(containers.clone(), cluster.clone());

@@ -45,9 +45,13 @@ pub enum ServiceCommand {
     /// Example: skiff service rm web
     #[command(alias = "remove")]
     Rm(NamesArgs),
-    /// Fetch the logs of every task of a service on this node.
+    /// Fetch the logs of every task of a service, from every node running one.
     ///
-    /// Example: skiff service logs -f web
+    /// Lines are prefixed like Docker's (`web.2.TASKID@NODE    | `); stderr lines go
+    /// to stderr. With -f, tasks that start later (scale-up, replacements) are
+    /// followed too. A node that cannot be reached is named in a warning on stderr.
+    ///
+    /// Example: skiff service logs -f --tail 20 web
     Logs(LogsArgs),
 }
 
@@ -128,8 +132,27 @@ pub struct UpdateArgs {
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
+    /// Follow log output, including tasks that start later.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Number of lines from the end of each task's log ("all" for everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show timestamps.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Only logs since (RFC 3339, unix seconds, or a duration like 10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Do not include task IDs in the line prefix.
+    #[arg(long)]
+    pub no_task_ids: bool,
+    /// Do not truncate task IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Print the lines as they are, with no task prefix.
+    #[arg(long)]
+    pub raw: bool,
     pub name: String,
 }
 
@@ -241,52 +264,86 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
             }
             Ok(rc)
         }
-        ServiceCommand::Logs(a) => {
-            // Tasks on this node: their containers' logs, prefixed like Docker's.
-            let tasks = c
-                .task_list(pb::TaskListRequest {
-                    service: a.name.clone(),
-                    stack: String::new(),
-                    all: true,
-                })
-                .await
-                .map_err(status)?
-                .into_inner()
-                .tasks;
-            let engine = crate::client::connect(host).await?;
-            let mut handles = Vec::new();
-            for t in tasks.into_iter().filter(|t| !t.container_id.is_empty()) {
-                let mut e = engine.clone();
-                let follow = a.follow;
-                handles.push(tokio::spawn(async move {
-                    let req = skiff_proto::engine::LogsRequest {
-                        id: t.container_id.clone(),
-                        follow,
-                        tail: -1,
-                        stdout: true,
-                        stderr: true,
-                        ..Default::default()
-                    };
-                    if let Ok(s) = e.container_logs(req).await {
-                        let mut s = s.into_inner();
-                        while let Ok(Some(m)) = s.message().await {
-                            print!(
-                                "{}.{}@{}    | {}",
-                                t.service,
-                                t.slot,
-                                t.node,
-                                String::from_utf8_lossy(&m.data)
-                            );
-                        }
-                    }
-                }));
-            }
-            for h in handles {
-                let _ = h.await;
-            }
-            Ok(0)
+        ServiceCommand::Logs(a) => logs(&mut c, a).await,
+    }
+}
+
+/// `service logs`: the manager gathers every node's lines; this prints them.
+async fn logs(c: &mut Orch, a: &LogsArgs) -> Result<i32> {
+    use std::io::Write;
+    let tail = if a.tail == "all" || a.tail.is_empty() {
+        -1
+    } else {
+        a.tail.parse::<i64>().map_err(|_| {
+            exit(
+                125,
+                format!("invalid --tail {:?}: a number or \"all\"", a.tail),
+            )
+        })?
+    };
+    let since_unix_nanos = a
+        .since
+        .as_deref()
+        .map(output::parse_time)
+        .transpose()?
+        .unwrap_or(0);
+    let mut s = c
+        .service_logs(pb::ServiceLogsRequest {
+            service: a.name.clone(),
+            follow: a.follow,
+            tail,
+            since_unix_nanos,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let mut incomplete = false;
+    while let Some(m) = s.message().await.map_err(status)? {
+        if !m.warning.is_empty() {
+            incomplete = true;
+            writeln!(err, "warning: incomplete log stream: {}", m.warning)?;
+            continue;
+        }
+        let line = log_line(&m, a);
+        if m.stream == 2 {
+            err.write_all(&line)?;
+        } else {
+            out.write_all(&line)?;
+            out.flush()?;
         }
     }
+    // Like Docker: what could be read was printed, but the command did not get it all.
+    Ok(if incomplete { 1 } else { 0 })
+}
+
+/// One line as Docker prints it: `[TIME ]SERVICE.SLOT.TASK@NODE<pad>    | DATA`.
+fn log_line(m: &pb::ServiceLogChunk, a: &LogsArgs) -> Vec<u8> {
+    let mut line = Vec::with_capacity(m.data.len() + 64);
+    if a.timestamps {
+        let t = chrono::DateTime::from_timestamp_nanos(m.time_unix_nanos);
+        line.extend_from_slice(
+            t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                .as_bytes(),
+        );
+        line.push(b' ');
+    }
+    if !a.raw {
+        let mut name = format!("{}.{}", m.service, m.slot);
+        if !a.no_task_ids {
+            name.push('.');
+            if a.no_trunc {
+                name.push_str(&m.task_id);
+            } else {
+                name.extend(m.task_id.chars().take(12));
+            }
+        }
+        let pad = (m.slot_width as usize).saturating_sub(m.slot.to_string().len());
+        line.extend_from_slice(format!("{name}@{}{}    | ", m.node, " ".repeat(pad)).as_bytes());
+    }
+    line.extend_from_slice(&m.data);
+    line
 }
 
 /// Fills the defaults `skiff-stack` would fill for a stack service.
@@ -623,5 +680,44 @@ mod tests {
                 .starts_with("NAME        DESIRED STATE\napp_web.1   Running")
         );
         assert!(TASK_COLUMNS.iter().all(|(f, _)| full.get(*f).is_some()));
+    }
+
+    #[test]
+    fn log_lines_have_dockers_prefix() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["logs"];
+            v.extend_from_slice(extra);
+            v.push("web");
+            #[derive(clap::Parser)]
+            struct P {
+                #[command(flatten)]
+                a: LogsArgs,
+            }
+            <P as clap::Parser>::parse_from(v).a
+        };
+        let m = pb::ServiceLogChunk {
+            service: "web".into(),
+            task_id: "abcdefghijklmnopqrstuvwxy".into(),
+            slot: 3,
+            node: "worker1".into(),
+            stream: 1,
+            data: b"hello\n".to_vec(),
+            time_unix_nanos: 1_700_000_000_123_456_789,
+            slot_width: 2,
+            ..Default::default()
+        };
+        let s = |a: &[&str]| String::from_utf8(log_line(&m, &args(a))).expect("utf8");
+        // Slots are padded (after the node, as Docker does) to the replica count's width.
+        assert_eq!(s(&[]), "web.3.abcdefghijkl@worker1     | hello\n");
+        assert_eq!(s(&["--no-task-ids"]), "web.3@worker1     | hello\n");
+        assert_eq!(
+            s(&["--no-trunc"]),
+            "web.3.abcdefghijklmnopqrstuvwxy@worker1     | hello\n"
+        );
+        assert_eq!(s(&["--raw"]), "hello\n");
+        assert_eq!(
+            s(&["-t"]),
+            "2023-11-14T22:13:20.123456789Z web.3.abcdefghijkl@worker1     | hello\n"
+        );
     }
 }

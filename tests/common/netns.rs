@@ -18,13 +18,25 @@ fn script() -> PathBuf {
 
 impl NetnsCluster {
     pub fn up(workers: u32) -> NetnsCluster {
+        Self::up_with(1, workers)
+    }
+
+    /// `managers` managers (the first founds the cluster and leads) and `workers`.
+    pub fn up_with(managers: u32, workers: u32) -> NetnsCluster {
         crate::common::require_root();
-        let dir = tempfile::Builder::new()
-            .prefix("skc")
-            .tempdir_in("/tmp")
-            .expect("tempdir")
-            .keep();
-        let _ = std::fs::remove_dir(&dir);
+        let dir = loop {
+            let dir = tempfile::Builder::new()
+                .prefix("skc")
+                .tempdir_in("/tmp")
+                .expect("tempdir")
+                .keep();
+            let _ = std::fs::remove_dir(&dir);
+            // The script derives the bridge subnet (10.251.N.0/24) from the directory;
+            // another cluster on this machine (a chaos run) may hold that subnet.
+            if !subnet_in_use(&dir) {
+                break dir;
+            }
+        };
         let mut c = NetnsCluster {
             dir: dir.clone(),
             hosts: vec![],
@@ -33,7 +45,7 @@ impl NetnsCluster {
             .args([
                 "up",
                 "--managers",
-                "1",
+                &managers.to_string(),
                 "--workers",
                 &workers.to_string(),
                 "--dir",
@@ -108,6 +120,19 @@ impl NetnsCluster {
         }
         panic!("timed out waiting for {what}");
     }
+}
+
+/// Whether the underlay subnet deploy/netns-cluster would pick for `dir` is taken.
+fn subnet_in_use(dir: &std::path::Path) -> bool {
+    use sha2::Digest;
+    let h = hex::encode(sha2::Sha256::digest(dir.to_string_lossy().as_bytes()));
+    let n = u8::from_str_radix(&h[..2], 16).unwrap_or(0);
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.contains(&format!(" 10.251.{n}.1/"))
 }
 
 impl Drop for NetnsCluster {

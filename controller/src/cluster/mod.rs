@@ -173,6 +173,8 @@ pub struct Cluster {
     /// the agent then exits, so its supervisor restarts it on a clean replay of the log
     /// (fail-stop, as etcd does on a failed WAL write) instead of serving a dead replica.
     fatal: tokio::sync::watch::Sender<Option<String>>,
+    /// `service logs` subscriptions and the nodes serving them (used while leading).
+    pub logs: Arc<crate::orchestrator::logbroker::LogBroker>,
 }
 
 impl Cluster {
@@ -228,6 +230,7 @@ impl Cluster {
             metrics: Arc::default(),
             fatal: tokio::sync::watch::channel(None).0,
             listening: Mutex::default(),
+            logs: crate::orchestrator::logbroker::LogBroker::new(),
             cfg,
         });
         c.save_identity()?;

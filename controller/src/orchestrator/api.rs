@@ -106,8 +106,38 @@ fn ports_str(spec: &ServiceSpec) -> String {
         .join(", ")
 }
 
+type LogChunkStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ServiceLogChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
+    type ServiceLogsStream = LogChunkStream;
+
+    /// On the leader, its log broker gathers the lines from every node; a follower
+    /// relays the request to the leader over the managers' mutual-TLS channel.
+    async fn service_logs(
+        &self,
+        req: Request<pb::ServiceLogsRequest>,
+    ) -> Result<Response<LogChunkStream>, Status> {
+        let h = self.manager().await?;
+        let r = req.into_inner();
+        if h.status().is_leader {
+            let rx = super::logbroker::serve(&self.cluster, h, r)?;
+            return Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )));
+        }
+        let ch = self
+            .cluster
+            .manager_channel()
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let upstream = pb::dispatcher_client::DispatcherClient::new(ch)
+            .subscribe_logs(r)
+            .await?
+            .into_inner();
+        Ok(Response::new(Box::pin(upstream)))
+    }
+
     async fn stack_deploy(
         &self,
         req: Request<pb::StackDeployRequest>,

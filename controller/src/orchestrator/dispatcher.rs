@@ -1,7 +1,9 @@
 //! The dispatcher: managers stream each node its assigned tasks over the cluster port
 //! (mutual TLS; the node is the one its certificate names) and accept task state
 //! updates back. Managers' own executors read the local state machine directly; this
-//! is how worker nodes get their share.
+//! is how worker nodes get their share. It also carries the node side of the log
+//! broker (`LogSubscriptions`, `PublishLogs`; see [`super::logbroker`]) and the
+//! managers-only relay of a follower's `service logs` (`SubscribeLogs`).
 
 use super::reconcile::Stored;
 use super::runner::read_world;
@@ -72,10 +74,146 @@ pub fn assignments(sm: &crate::state::StateMachine, node: &str) -> pb::Assignmen
 }
 
 type AssignStream = Pin<Box<dyn futures::Stream<Item = Result<pb::AssignmentSet, Status>> + Send>>;
+type SubscriptionStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::LogSubscription, Status>> + Send>>;
+type LogChunkStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::ServiceLogChunk, Status>> + Send>>;
+
+impl DispatcherApi {
+    /// This node's raft handle if it leads (log subscriptions live on the leader only).
+    fn leader(&self) -> Result<crate::consensus::RaftHandle, Status> {
+        let h = self
+            .cluster
+            .raft()
+            .filter(|h| !h.is_stopped())
+            .ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        if !h.status().is_leader {
+            return Err(Status::unavailable("not the leader"));
+        }
+        Ok(h)
+    }
+}
 
 #[tonic::async_trait]
 impl pb::dispatcher_server::Dispatcher for DispatcherApi {
     type AssignmentsStream = AssignStream;
+    type LogSubscriptionsStream = SubscriptionStream;
+    type SubscribeLogsStream = LogChunkStream;
+
+    async fn log_subscriptions(
+        &self,
+        req: Request<pb::LogSubscriptionsRequest>,
+    ) -> Result<Response<SubscriptionStream>, Status> {
+        let node = caller(&req)?;
+        let h = self.leader()?;
+        if h.state()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .node(&node)
+            .is_none()
+        {
+            return Err(Status::permission_denied(format!(
+                "node {node} is not part of this cluster"
+            )));
+        }
+        let broker = self.cluster.logs.clone();
+        let mut reg = broker.register(&node);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let span = tracing::info_span!("log_subscriptions", node_id = %node);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut keepalive = tokio::time::interval(super::logbroker::KEEPALIVE);
+                loop {
+                    let msg = tokio::select! {
+                        m = reg.rx.recv() => match m {
+                            Some(m) => m,
+                            None => break, // replaced by a newer connection of the node
+                        },
+                        _ = keepalive.tick() => {
+                            if !h.status().is_leader || h.is_stopped() {
+                                let _ = tx.send(Err(Status::unavailable("no longer the leader"))).await;
+                                break;
+                            }
+                            pb::LogSubscription::default()
+                        }
+                        _ = tx.closed() => break,
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                }
+                broker.unregister(&node, reg.conn);
+            },
+            span,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn publish_logs(
+        &self,
+        req: Request<tonic::Streaming<pb::LogMessages>>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let node = caller(&req)?;
+        self.leader()?;
+        let broker = self.cluster.logs.clone();
+        let mut input = req.into_inner();
+        let mut current: Option<String> = None;
+        loop {
+            let msg = match input.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) | Err(_) => {
+                    if let Some(id) = &current {
+                        broker.publish_broken(&node, id);
+                    }
+                    return Ok(Response::new(pb::Empty {}));
+                }
+            };
+            let close = msg.close;
+            current = Some(msg.subscription_id.clone());
+            broker.publish(&node, msg).await.map_err(|e| match e {
+                super::logbroker::BrokerError::UnknownSubscription(_) => {
+                    Status::not_found(e.to_string())
+                }
+                super::logbroker::BrokerError::NotSubscribed { .. } => {
+                    Status::permission_denied(e.to_string())
+                }
+            })?;
+            if close {
+                return Ok(Response::new(pb::Empty {}));
+            }
+        }
+    }
+
+    async fn subscribe_logs(
+        &self,
+        req: Request<pb::ServiceLogsRequest>,
+    ) -> Result<Response<LogChunkStream>, Status> {
+        let node = caller(&req)?;
+        let h = self
+            .cluster
+            .raft()
+            .filter(|h| !h.is_stopped())
+            .ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        // Only managers relay their clients' requests; a worker has no business here.
+        let is_manager = h
+            .state()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .node(&node)
+            .is_some_and(|n| n.role == crate::state::Role::Manager);
+        if !is_manager {
+            return Err(Status::permission_denied(format!(
+                "node {node} is not a manager of this cluster"
+            )));
+        }
+        let h = self.leader()?;
+        let rx = super::logbroker::serve(&self.cluster, h, req.into_inner())?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
 
     async fn assignments(
         &self,

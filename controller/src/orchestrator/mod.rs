@@ -4,6 +4,7 @@
 pub mod api;
 pub mod attach;
 pub mod dispatcher;
+pub mod logbroker;
 pub mod netalloc;
 pub mod overlay;
 pub mod reconcile;
