@@ -1058,19 +1058,6 @@ impl Containers {
                 )));
             }
         }
-        // A shim still serving a container recorded as not running (a start that failed
-        // after its process was created, an agent that died mid-start) would be
-        // orphaned by removing the record: kill it and give it a moment to clean up.
-        if !st.is_running() && UnixStream::connect(e.paths.socket()).await.is_ok() {
-            tracing::warn!(container_id = %e.id, "a shim outlived its recorded exit; killing it");
-            let _ = self.signal(&e, libc::SIGKILL).await;
-            for _ in 0..50 {
-                if UnixStream::connect(e.paths.socket()).await.is_err() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
         e.update(|s| s.status = Status::Removing)?;
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
         self.networks.forget(&e.id).await;

@@ -24,17 +24,26 @@ pub fn require_root() {
     );
 }
 
-/// The busybox rootfs tarball, built once per test process by the example script.
+/// The busybox rootfs tarball, built by the example script into cargo's per-target
+/// scratch directory (not /tmp, where one per test process would pile up) and shared by
+/// every test process; rebuilt when the script changes.
 pub fn busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("skiff-test-busybox-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(dir).expect("mkdir");
         let out = dir.join("busybox.tar");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images/busybox/build.sh");
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if mtime(&out).is_some() && mtime(&out) >= mtime(&script) {
+            return out;
+        }
+        // Built under a name of its own, then renamed: test processes running at once
+        // never see half a file.
+        let part = dir.join(format!("busybox.tar.{}", std::process::id()));
         let st = Command::new("bash")
             .arg(&script)
-            .arg(&out)
+            .arg(&part)
             .stdout(Stdio::null())
             .status()
             .expect("run build.sh");
@@ -42,6 +51,7 @@ pub fn busybox_tar() -> &'static Path {
             st.success(),
             "examples/images/busybox/build.sh failed (is busybox-static installed?)"
         );
+        std::fs::rename(&part, &out).expect("rename busybox.tar");
         out
     })
 }
