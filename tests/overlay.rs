@@ -367,9 +367,12 @@ fn restart_agent(c: &NetnsCluster, host: &str) {
     );
 }
 
+/// kill -9 of `host`'s agent; returns once the process is gone.
 fn kill_agent(c: &NetnsCluster, host: &str) {
     let pid = std::fs::read_to_string(c.dir.join(format!("{host}/agent.pid"))).expect("pid");
     let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+    let proc = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+    c.wait("agent gone", Duration::from_secs(10), || !proc.exists());
 }
 
 fn vxlan_links(c: &NetnsCluster, host: &str) -> String {

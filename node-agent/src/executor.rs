@@ -63,6 +63,11 @@ pub trait Source: Send + Sync + 'static {
     async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String>;
     /// Resolves after the next change (or a timeout the caller applies).
     async fn changed(&self);
+    /// Whether the view is known to be current: removing a container because its task
+    /// is missing from a view that lags behind the cluster would kill healthy work.
+    async fn current(&self) -> bool {
+        true
+    }
 }
 
 /// A manager's own state machine.
@@ -132,6 +137,12 @@ impl Source for LocalSource {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// A manager's state can lag behind the leader's (just restarted, partitioned): a
+    /// read barrier says it has caught up.
+    async fn current(&self) -> bool {
+        self.raft.read_barrier().await.is_ok()
     }
 
     async fn changed(&self) {
@@ -409,22 +420,32 @@ impl Executor {
         self.publish_service_ports(&view, &containers).await;
         // Containers of tasks that are finished, told to stop, or gone from the store
         // (a task marked orphaned while this node was away still has its container).
+        let mut current = None;
         for (task_id, cid) in &containers {
-            let keep = tasks.iter().any(|t| {
-                &t.id == task_id
-                    && t.value.desired == Desired::Running
-                    && !t.value.status.state.is_terminal()
+            let task = tasks.iter().find(|t| &t.id == task_id);
+            let keep = task.is_some_and(|t| {
+                t.value.desired == Desired::Running && !t.value.status.state.is_terminal()
             });
-            if keep || !self.in_flight.lock().await.insert(task_id.clone()) {
+            if keep {
+                continue;
+            }
+            // Gone from the store, or not there yet: only act on a view known current.
+            if task.is_none() {
+                if current.is_none() {
+                    current = Some(self.source.current().await);
+                }
+                if current != Some(true) {
+                    continue;
+                }
+            }
+            if !self.in_flight.lock().await.insert(task_id.clone()) {
                 continue;
             }
             let me = self.clone();
             let (task_id, cid) = (task_id.clone(), cid.clone());
-            let grace = tasks
-                .iter()
-                .find(|t| t.id == task_id)
-                .map(|t| (t.value.template.stop_grace_period_ms / 1000).max(1) as u32)
-                .unwrap_or(10);
+            // Unknown task: the container's own stop timeout (set from the task's
+            // stop_grace_period when it was made).
+            let grace = task.map(|t| (t.value.template.stop_grace_period_ms / 1000).max(1) as u32);
             tokio::spawn(async move {
                 if me
                     .containers
@@ -432,7 +453,7 @@ impl Executor {
                     .map(|e| e.state().is_running())
                     .unwrap_or(false)
                 {
-                    let _ = me.containers.stop(&cid, Some(grace)).await;
+                    let _ = me.containers.stop(&cid, grace).await;
                 }
                 let _ = me.containers.remove(&cid, true).await;
                 let _ = std::fs::remove_dir_all(me.files_dir(&task_id));
