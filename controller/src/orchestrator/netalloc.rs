@@ -131,6 +131,9 @@ fn pick_subnet(pools: &[Ipv4Net], taken: &[Ipv4Net]) -> Option<Ipv4Net> {
 }
 
 /// Hands out the lowest free host address of one network.
+/// How a task's status error starts while it waits for an address.
+const NO_ADDRESS: &str = "no free address on network ";
+
 struct Pool {
     subnet: Ipv4Net,
     used: BTreeSet<Ipv4Addr>,
@@ -326,19 +329,35 @@ pub fn allocate(inp: &Input<'_>) -> Plan {
     }
 
     // 4. Task addresses.
+    // A task that finds its network's subnet full waits, saying so in its status
+    // (visible in `service ps`) rather than silently.
     for t in inp.tasks.iter().filter(|t| live(&t.value)) {
         let mut addrs = t.value.addresses.clone();
+        let mut full = Vec::new();
         for net in t.value.template.networks.keys() {
             if !addrs.contains_key(net) {
-                if let Some(ip) = pools.get_mut(net).and_then(Pool::take) {
-                    addrs.insert(net.clone(), ip);
+                if let Some(pool) = pools.get_mut(net) {
+                    match pool.take() {
+                        Some(ip) => {
+                            addrs.insert(net.clone(), ip);
+                        }
+                        None => full.push(format!("{net} ({})", pool.subnet)),
+                    }
                 }
             }
         }
-        if addrs != t.value.addresses {
-            let mut t = t.clone();
-            t.value.addresses = addrs;
-            plan.tasks.extend(update(KIND_TASK, &t));
+        let mut next = t.clone();
+        next.value.addresses = addrs;
+        if !full.is_empty() {
+            next.value.status.error = format!(
+                "{NO_ADDRESS}{}: every address of the subnet is taken",
+                full.join(", ")
+            );
+        } else if next.value.status.error.starts_with(NO_ADDRESS) {
+            next.value.status.error.clear();
+        }
+        if next.value != t.value {
+            plan.tasks.extend(update(KIND_TASK, &next));
         }
     }
 
@@ -518,10 +537,19 @@ mod tests {
         let vip = s.vips["s_a"];
         assert!(seen.insert(vip), "VIP {vip} reused");
         // A /29 has six hosts: gateway, two nodes and the VIP leave two for tasks, so
-        // the third task waits for an address.
-        assert_eq!(p.tasks.len(), 2);
+        // the third task waits for an address, and says why.
+        assert_eq!(p.tasks.len(), 3);
         for op in &p.tasks {
             let (id, t): (String, Task) = decoded(op);
+            if id == "t3" {
+                assert!(t.addresses.is_empty());
+                assert_eq!(
+                    t.status.error,
+                    "no free address on network s_a (10.5.0.0/29): every address of the subnet is taken"
+                );
+                tasks[2].value = t;
+                continue;
+            }
             let ip = t.addresses["s_a"];
             assert!(a.subnet.contains(&ip));
             assert!(seen.insert(ip), "{ip} of {id} reused");
@@ -538,6 +566,7 @@ mod tests {
         let p = run(&nets, std::slice::from_ref(&svc), &tasks, &nodes, &[]);
         let (id, t): (String, Task) = decoded(&p.tasks[0]);
         assert_eq!((id.as_str(), t.addresses["s_a"]), ("t3", freed));
+        assert!(t.status.error.is_empty(), "{}", t.status.error);
     }
 
     #[test]
