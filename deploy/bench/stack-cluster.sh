@@ -34,10 +34,15 @@ services:
       replicas: $N
       placement:
         constraints: [node.role == worker]
+# A /24 (the default, as in Swarm) holds about 250 tasks; this many need more room.
+networks:
+  default:
+    ipam:
+      config: [{subnet: 10.200.0.0/16}]
 YAML
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 s=$(date +%s%N)
-sk manager1 stack deploy -c "$D/app.yaml" --detach=false --timeout 15m scale >/dev/null
+sk manager1 stack deploy -c "$D/app.yaml" --detach=false --timeout 5m scale >/dev/null
 e=$(date +%s%N)
 echo "stack deploy of $N replicas over $W workers to all running: $(( (e - s) / 1000000 )) ms"
 for h in $hosts; do
