@@ -6,13 +6,14 @@
 # man-db renders the generated man pages, systemd's systemd-analyze verifies the unit
 # deploy/install.sh writes; e2fsprogs and util-linux: the chaos test's loop-mounted roots,
 # setpriv for the socket permission test; etcd-server: the controller benchmark's peer;
-# openssh-server/-client: the ssh:// remote test runs a private sshd on loopback).
+# openssh-server/-client: the ssh:// remote test runs a private sshd on loopback; jq:
+# the engine benchmark copies skiff's seccomp profile into a runc bundle).
 # Idempotent; used by quickstart.sh and test.sh.
 set -euo pipefail
 pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file)
 norec=()
 if [ "${1:-}" = --test ]; then
-  pkgs+=(runc iperf3 docker-registry apache2-utils docker.io man-db systemd e2fsprogs util-linux etcd-server)
+  pkgs+=(jq runc iperf3 docker-registry apache2-utils docker.io man-db systemd e2fsprogs util-linux etcd-server)
   # Without its recommended node exporter: the test runs its own server only.
   norec=(prometheus openssh-server openssh-client)
 fi

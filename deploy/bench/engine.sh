@@ -26,6 +26,7 @@ cleanup() {
   if [ -n "$agent_pid" ]; then kill -9 "$agent_pid" 2>/dev/null; wait "$agent_pid" 2>/dev/null; fi || true
   cleanup_agent_network "$work/root"
   runc delete -f skbench >/dev/null 2>&1 || true
+  runc delete -f skbench-sc >/dev/null 2>&1 || true
   if [ -n "$dockerd_pid" ]; then
     kill "$dockerd_pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
@@ -44,6 +45,14 @@ $B -H "$H" image import "$work/bb.tar" busybox:latest >/dev/null
 mkdir -p "$work/bundle/rootfs"
 tar -C "$work/bundle/rootfs" -xf "$work/bb.tar"
 (cd "$work/bundle" && runc spec && sed -i 's/"terminal": true/"terminal": false/; s/"sh"/"true"/' config.json)
+# The same bundle with the seccomp filter skiff applies by default (Docker's profile),
+# taken from a running container's generated config: runc compiles it as skiff does.
+sid=$($B -H "$H" run -d --network none busybox sleep 60)
+mkdir -p "$work/bundle-sc"
+jq --slurpfile s <(jq '.linux.seccomp' "$work/run/containers/$sid/config.json") \
+  --arg root "$work/bundle/rootfs" '.linux.seccomp = $s[0] | .root.path = $root' \
+  "$work/bundle/config.json" >"$work/bundle-sc/config.json"
+$B -H "$H" rm -f "$sid" >/dev/null
 
 docker=false
 if command -v dockerd >/dev/null; then
@@ -62,18 +71,21 @@ time_ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); e
 for _ in 1 2 3; do
   $B -H "$H" run --rm busybox true >/dev/null
   runc run -b "$work/bundle" skbench >/dev/null 2>&1 || true
+  runc run -b "$work/bundle-sc" skbench-sc >/dev/null 2>&1 || true
   if $docker; then $D run --rm --network none busybox true >/dev/null 2>&1 || true; fi
 done
-: >"$work/t.skiff"; : >"$work/t.none"; : >"$work/t.runc"; : >"$work/t.docker"
+: >"$work/t.skiff"; : >"$work/t.none"; : >"$work/t.runc"; : >"$work/t.runcsc"; : >"$work/t.docker"
 for _ in $(seq "$N"); do
   time_ms $B -H "$H" run --rm busybox true >>"$work/t.skiff"
   time_ms $B -H "$H" run --rm --network none busybox true >>"$work/t.none"
   time_ms runc run -b "$work/bundle" skbench >>"$work/t.runc"
+  time_ms runc run -b "$work/bundle-sc" skbench-sc >>"$work/t.runcsc"
   if $docker; then time_ms $D run --rm --network none busybox true >>"$work/t.docker"; fi
 done
 skiff_ms=$(median <"$work/t.skiff")
 none_ms=$(median <"$work/t.none")
 runc_ms=$(median <"$work/t.runc")
+runcsc_ms=$(median <"$work/t.runcsc")
 docker_ms=n/a
 if $docker; then docker_ms=$(median <"$work/t.docker"); fi
 
@@ -89,6 +101,7 @@ echo "rounds: $N (median wall time; commands interleaved)"
 echo "skiff run --rm busybox true (bridge):  ${skiff_ms} ms   ratio skiff/runc: $(ratio "$skiff_ms" "$runc_ms")"
 echo "skiff run --rm --network none:         ${none_ms} ms   ratio skiff/runc: $(ratio "$none_ms" "$runc_ms")"
 echo "runc run (prepared bundle):            ${runc_ms} ms"
+echo "runc run, skiff's seccomp profile:     ${runcsc_ms} ms   ratio skiff(none)/runc: $(ratio "$none_ms" "$runcsc_ms"), skiff(bridge)/runc: $(ratio "$skiff_ms" "$runcsc_ms")"
 echo "docker run --rm --network none:        ${docker_ms} ms   ratio docker/skiff(bridge): $(ratio "$docker_ms" "$skiff_ms")"
 echo "agent RSS with 10 containers: $((agent_rss / 1024)) MiB"
 echo "shim RSS (median of 10): $(awk -v k="$shim_rss" 'BEGIN {printf "%.1f", k/1024}') MiB"
