@@ -88,8 +88,9 @@ fn three_managers_failover_restart_and_worker_lifecycle() {
     let mut ms = [
         m1,
         Member::start(true, Some((port1, mtoken.clone()))),
-        Member::start(true, Some((port1, mtoken))),
+        Member::start(true, Some((port1, mtoken.clone()))),
     ];
+    let mtoken_copy = mtoken;
     let ls = ms[2].cmd(&["node", "ls"]);
     assert_eq!(
         ls.matches("Reachable").count() + ls.matches("Leader").count(),
@@ -105,6 +106,21 @@ fn three_managers_failover_restart_and_worker_lifecycle() {
     let out = w.try_cmd(&["node", "ls"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("not a swarm manager"), "{}", out.stderr);
+    // Join tokens are secrets: no agent logs one (neither the worker's nor a manager's,
+    // whole or its secret part).
+    for (who, log) in [
+        ("worker", w.log()),
+        ("manager", ms[0].log()),
+        ("manager", ms[1].log()),
+    ] {
+        for t in [&wtoken, &mtoken_copy] {
+            let secret = t.rsplit('-').next().unwrap_or(t);
+            assert!(
+                !log.contains(secret),
+                "a join token in the {who}'s log"
+            );
+        }
+    }
 
     // Kill -9 the leader: a write through another manager succeeds within 3 s.
     let leader_id = {
