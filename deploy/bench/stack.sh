@@ -40,6 +40,11 @@ services:
     stop_grace_period: 1s
     deploy:
       replicas: $N
+# A /24 (the default in both systems) holds about 250 tasks; the same /16 for both.
+networks:
+  default:
+    ipam:
+      config: [{subnet: 10.200.0.0/16}]
 YAML
 $B agent --root "$work/root" --exec-root "$work/run" --host "$H" >"$work/agent.log" 2>&1 &
 agent_pid=$!
@@ -67,7 +72,7 @@ if command -v dockerd >/dev/null; then
   if $D swarm init --advertise-addr 127.0.0.1 >/dev/null 2>&1; then
     s=$(date +%s%N)
     $D stack deploy -c "$work/app.yaml" bench >/dev/null
-    for _ in $(seq 1500); do
+    for _ in $(seq 3000); do
       r=$($D service ls --format '{{.Replicas}}' 2>/dev/null | head -1)
       [ "$r" = "$N/$N" ] && break
       sleep 0.2
