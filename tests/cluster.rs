@@ -115,10 +115,7 @@ fn three_managers_failover_restart_and_worker_lifecycle() {
     ] {
         for t in [&wtoken, &mtoken_copy] {
             let secret = t.rsplit('-').next().unwrap_or(t);
-            assert!(
-                !log.contains(secret),
-                "a join token in the {who}'s log"
-            );
+            assert!(!log.contains(secret), "a join token in the {who}'s log");
         }
     }
 
