@@ -205,7 +205,14 @@ impl Drop for Member {
     /// Kills the agent and removes what it wired on the host (links, nft table, FORWARD
     /// rules): a killed agent cannot clean up after itself.
     fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.try_cmd(&["ps", "-aq", "--no-trunc"]).stdout;
+            for id in ids.lines().filter(|l| !l.is_empty()) {
+                let _ = self.try_cmd(&["rm", "-f", id]);
+            }
+        }
         self.kill9();
+        crate::common::cleanup_agent_leftovers(self.dir.path(), &self.root());
         crate::common::cleanup_network(&self.root());
     }
 }

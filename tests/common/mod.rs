@@ -300,45 +300,7 @@ impl Drop for Agent {
             let _ = self.try_cmd(&["rm", "-f", id]);
         }
         self.kill9();
-        // Anything still mounted below our directory (a crashed shim's rootfs).
-        if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
-            let base = self.dir.path().to_string_lossy().into_owned();
-            let mut points: Vec<&str> = m
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4))
-                .filter(|p| p.starts_with(&base))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        // Shims left behind (tests that killed the agent mid-way).
-        if let Ok(rd) = std::fs::read_dir("/proc") {
-            let needle = self.dir.path().to_string_lossy().into_owned();
-            for e in rd.flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                    continue;
-                };
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmd).contains(&needle) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-        // Our cgroup trees (named after --root).
-        let parent = cgroup_parent(&self.root);
-        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-            if let Ok(rd) = std::fs::read_dir(base) {
-                for ctl in rd.flatten() {
-                    remove_cgroup_tree(&ctl.path().join(&parent));
-                }
-                remove_cgroup_tree(&Path::new(base).join(&parent));
-            }
-        }
+        cleanup_agent_leftovers(self.dir.path(), &self.root);
         cleanup_network(&self.root);
     }
 }
@@ -434,9 +396,70 @@ pub fn cgroup_parent(root: &Path) -> String {
     format!("skiff-{}", &h[..8])
 }
 
+/// After an agent is killed: kills processes (shims, containers' inits) whose command
+/// line names `dir`, unmounts what is left below `dir`, and removes the agent's cgroup
+/// trees (named after `root`). Network state is [`cleanup_network`]'s.
+pub fn cleanup_agent_leftovers(dir: &Path, root: &Path) {
+    // Shims left behind (tests that killed the agent mid-way).
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        let needle = dir.to_string_lossy().into_owned();
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains(&needle) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    // Anything still mounted below the directory (a crashed shim's rootfs).
+    if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
+        let base = dir.to_string_lossy().into_owned();
+        let mut points: Vec<&str> = m
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&base))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    // Our cgroup trees (named after --root); a container killed with its shim leaves
+    // its (now empty) cgroup.
+    let parent = cgroup_parent(root);
+    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        if let Ok(rd) = std::fs::read_dir(base) {
+            for ctl in rd.flatten() {
+                remove_cgroup_tree(&ctl.path().join(&parent));
+            }
+            remove_cgroup_tree(&Path::new(base).join(&parent));
+        }
+    }
+}
+
 fn remove_cgroup_tree(p: &Path) {
     if !p.is_dir() {
         return;
+    }
+    // A container whose shim is gone still runs in its cgroup: kill it first, or the
+    // directory cannot go.
+    for pid in std::fs::read_to_string(p.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|s| !s.trim().is_empty()) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
