@@ -34,7 +34,7 @@ cleanup() {
   ip link del "$br" 2>/dev/null || true
   rm -rf "$work"
 }
-trap cleanup EXIT
+[ -n "${KEEP:-}" ] || trap cleanup EXIT
 ip link add "$br" type bridge
 ip addr add "$net.1/24" dev "$br"
 ip link set "$br" up
@@ -49,7 +49,8 @@ for h in "${hosts[@]}"; do
   ip -n "$n" link set eth0 up
   ip -n "$n" link set lo up
   mkdir -p "$work/$h"
-  ip netns exec "$n" dockerd --data-root "$work/$h/data" --exec-root "$work/$h/run" \
+  # nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup hierarchies.
+  nsenter --net="/run/netns/$n" dockerd --data-root "$work/$h/data" --exec-root "$work/$h/run" \
     -H "unix://$work/$h/docker.sock" --pidfile "$work/$h/docker.pid" \
     --bridge none --iptables=false --ip6tables=false >"$work/$h/dockerd.log" 2>&1 &
   i=$((i + 1))
