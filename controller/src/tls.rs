@@ -349,25 +349,34 @@ pub fn incoming(
             if tx.is_closed() {
                 return;
             }
-            let (tx, acceptor) = (tx.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), TlsConn::accept(&acceptor, tcp))
-                    .await
-                {
-                    Ok(Ok(c)) => {
-                        let _ = tx.send(Ok(c)).await;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::info!(peer = %addr, error = %e, "refused cluster connection: TLS handshake failed")
-                    }
-                    Err(_) => {
-                        tracing::info!(peer = %addr, "refused cluster connection: TLS handshake timed out")
-                    }
-                }
-            });
+            spawn_handshake(acceptor.clone(), tcp, addr, tx.clone(), "cluster");
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Runs one TLS handshake off the accept loop (a slow or silent peer holds up no one)
+/// and queues the connection for the server; a failure is logged, naming the port.
+fn spawn_handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<TlsConn>>,
+    port: &'static str,
+) {
+    tokio::spawn(async move {
+        match tokio::time::timeout(Duration::from_secs(10), TlsConn::accept(&acceptor, tcp)).await {
+            Ok(Ok(c)) => {
+                let _ = tx.send(Ok(c)).await;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "refused {port} connection: TLS handshake failed")
+            }
+            Err(_) => {
+                tracing::info!(%peer, "refused {port} connection: TLS handshake timed out")
+            }
+        }
+    });
 }
 
 /// [`incoming`] for the Engine API port: each handshake uses [`api_server_config`] built
@@ -407,22 +416,7 @@ pub fn api_incoming(
                     }
                 },
             };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), TlsConn::accept(&acceptor, tcp))
-                    .await
-                {
-                    Ok(Ok(c)) => {
-                        let _ = tx.send(Ok(c)).await;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::info!(peer = %addr, error = %e, "refused Engine API connection: TLS handshake failed")
-                    }
-                    Err(_) => {
-                        tracing::info!(peer = %addr, "refused Engine API connection: TLS handshake timed out")
-                    }
-                }
-            });
+            spawn_handshake(acceptor, tcp, addr, tx.clone(), "Engine API");
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
