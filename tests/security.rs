@@ -35,229 +35,180 @@ fn channel(port: u16, ca_pem: &str, id: Option<&tls::Identity>) -> tonic::transp
     .expect("channel")
 }
 
+/// One probe's outcome: the call's, or DeadlineExceeded when it hangs.
+async fn call(
+    fut: impl std::future::Future<Output = Result<(), tonic::Status>>,
+) -> Result<(), tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer")))
+}
+
+/// A unary call's outcome without its answer.
+fn ok<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<(), tonic::Status> {
+    r.map(|_| ())
+}
+
+/// Ok only if the server stream the call opens yields a first message.
+async fn first<T>(
+    opened: impl std::future::Future<
+        Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+    >,
+) -> Result<(), tonic::Status> {
+    opened
+        .await?
+        .into_inner()
+        .message()
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| tonic::Status::cancelled("empty"))
+}
+
 /// Calls every RPC of the cluster port that reads or changes state; each result is
 /// Ok only if the server answered with data.
 async fn probe(ch: tonic::transport::Channel) -> Vec<(&'static str, Result<(), tonic::Status>)> {
-    let t = Duration::from_secs(5);
-    let bound = |r: Result<Result<(), tonic::Status>, tokio::time::error::Elapsed>| {
-        r.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer")))
-    };
-    let mut out = vec![];
     let mut raft = cpb::raft_client::RaftClient::new(ch.clone());
-    out.push((
-        "Raft.Send",
-        bound(
-            tokio::time::timeout(t, async {
-                raft.send(cpb::RaftBatch::default()).await.map(|_| ())
-            })
-            .await,
-        ),
-    ));
-    out.push((
-        "Raft.Stream",
-        bound(
-            tokio::time::timeout(t, async {
-                raft.stream(tokio_stream::iter(vec![cpb::RaftBatch::default()]))
-                    .await
-                    .map(|_| ())
-            })
-            .await,
-        ),
-    ));
-    out.push((
-        "Raft.Forward",
-        bound(
-            tokio::time::timeout(t, async {
-                raft.forward(cpb::ForwardBatch {
-                    proposals: vec![b"{}".to_vec()],
-                })
-                .await
-                .map(|_| ())
-            })
-            .await,
-        ),
-    ));
     let mut mem = cpb::membership_client::MembershipClient::new(ch.clone());
-    let (_, csr) = ca::new_key_and_csr().expect("csr");
-    out.push((
-        "Membership.RenewCertificate",
-        bound(
-            tokio::time::timeout(t, async {
-                mem.renew_certificate(cpb::RenewRequest {
-                    csr_pem: csr.clone().into_bytes(),
-                })
-                .await
-                .map(|_| ())
-            })
-            .await,
-        ),
-    ));
-    out.push((
-        "Membership.AddManager",
-        bound(
-            tokio::time::timeout(t, async {
-                mem.add_manager(cpb::AddManagerRequest {
-                    addr: String::new(),
-                    replace: true,
-                })
-                .await
-                .map(|_| ())
-            })
-            .await,
-        ),
-    ));
-    out.push((
-        "Membership.Join (bogus token)",
-        bound(
-            tokio::time::timeout(t, async {
-                mem.join(cpb::JoinRequest {
-                    token: format!("SWMTKN-1-{}-0123456789abcdefghijklmno", "0".repeat(64)),
-                    csr_pem: csr.into_bytes(),
-                    hostname: "intruder".into(),
-                    ..Default::default()
-                })
-                .await
-                .map(|_| ())
-            })
-            .await,
-        ),
-    ));
-    out.push((
-        "Membership.Heartbeat",
-        bound(
-            tokio::time::timeout(t, async {
-                let req = cpb::HeartbeatRequest {
-                    node_id: "intruder".into(),
-                };
-                let mut s = mem
-                    .heartbeat(tokio_stream::iter(vec![req]))
-                    .await?
-                    .into_inner();
-                s.message()
-                    .await?
-                    .map(|_| ())
-                    .ok_or_else(|| tonic::Status::cancelled("empty"))
-            })
-            .await,
-        ),
-    ));
     let mut disp = opb::dispatcher_client::DispatcherClient::new(ch.clone());
-    out.push((
-        "Dispatcher.Assignments",
-        bound(
-            tokio::time::timeout(t, async {
-                let mut s = disp
-                    .assignments(opb::AssignmentsRequest {})
-                    .await?
-                    .into_inner();
-                s.message()
-                    .await?
-                    .map(|_| ())
-                    .ok_or_else(|| tonic::Status::cancelled("empty"))
-            })
-            .await,
-        ),
-    ));
-    out.push((
-        "Dispatcher.UpdateTask",
-        bound(
-            tokio::time::timeout(t, async {
-                disp.update_task(opb::StoredObject {
-                    id: "x".into(),
-                    version: 1,
-                    json: "{}".into(),
-                })
-                .await
-                .map(|_| ())
-            })
-            .await,
-        ),
-    ));
-    out.push((
-        "Dispatcher.LogSubscriptions",
-        bound(
-            tokio::time::timeout(t, async {
-                let mut s = disp
-                    .log_subscriptions(opb::LogSubscriptionsRequest {})
-                    .await?
-                    .into_inner();
-                s.message()
-                    .await?
-                    .map(|_| ())
-                    .ok_or_else(|| tonic::Status::cancelled("empty"))
-            })
-            .await,
-        ),
-    ));
-    out.push((
-        "Dispatcher.PublishLogs",
-        bound(
-            tokio::time::timeout(t, async {
-                disp.publish_logs(tokio_stream::iter(vec![opb::LogMessages {
-                    subscription_id: "x".into(),
-                    ..Default::default()
-                }]))
-                .await
-                .map(|_| ())
-            })
-            .await,
-        ),
-    ));
-    out.push((
-        "Dispatcher.SubscribeLogs",
-        bound(
-            tokio::time::timeout(t, async {
-                let mut s = disp
-                    .subscribe_logs(opb::ServiceLogsRequest {
-                        service: "x".into(),
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                s.message()
-                    .await?
-                    .map(|_| ())
-                    .ok_or_else(|| tonic::Status::cancelled("empty"))
-            })
-            .await,
-        ),
-    ));
     let mut ev = cpb::events_client::EventsClient::new(ch.clone());
-    out.push((
-        "Events.Stream",
-        bound(
-            tokio::time::timeout(t, async {
-                let mut s = ev
-                    .stream(cpb::ClusterEventsRequest {
-                        since_unix_nanos: 1,
-                        follow: false,
-                    })
-                    .await?
-                    .into_inner();
-                s.message()
-                    .await?
-                    .map(|_| ())
-                    .ok_or_else(|| tonic::Status::cancelled("empty"))
-            })
-            .await,
-        ),
-    ));
     // The cluster state API is only on the unix socket, never on the port.
     let mut api = cpb::cluster_client::ClusterClient::new(ch);
-    out.push((
-        "Cluster.List",
-        bound(
-            tokio::time::timeout(t, async {
-                api.list(cpb::ListRequest {
-                    kind: "service".into(),
-                })
-                .await
-                .map(|_| ())
+    let (_, csr) = ca::new_key_and_csr().expect("csr");
+    vec![
+        (
+            "Raft.Send",
+            call(async { ok(raft.send(cpb::RaftBatch::default()).await) }).await,
+        ),
+        (
+            "Raft.Stream",
+            call(async {
+                ok(raft
+                    .stream(tokio_stream::iter(vec![cpb::RaftBatch::default()]))
+                    .await)
             })
             .await,
         ),
-    ));
-    out
+        (
+            "Raft.Forward",
+            call(async {
+                ok(raft
+                    .forward(cpb::ForwardBatch {
+                        proposals: vec![b"{}".to_vec()],
+                    })
+                    .await)
+            })
+            .await,
+        ),
+        (
+            "Membership.RenewCertificate",
+            call(async {
+                ok(mem
+                    .renew_certificate(cpb::RenewRequest {
+                        csr_pem: csr.clone().into_bytes(),
+                    })
+                    .await)
+            })
+            .await,
+        ),
+        (
+            "Membership.AddManager",
+            call(async {
+                ok(mem
+                    .add_manager(cpb::AddManagerRequest {
+                        addr: String::new(),
+                        replace: true,
+                    })
+                    .await)
+            })
+            .await,
+        ),
+        (
+            "Membership.Join (bogus token)",
+            call(async {
+                ok(mem
+                    .join(cpb::JoinRequest {
+                        token: format!("SWMTKN-1-{}-0123456789abcdefghijklmno", "0".repeat(64)),
+                        csr_pem: csr.clone().into_bytes(),
+                        hostname: "intruder".into(),
+                        ..Default::default()
+                    })
+                    .await)
+            })
+            .await,
+        ),
+        (
+            "Membership.Heartbeat",
+            call(first(mem.heartbeat(tokio_stream::iter(vec![
+                cpb::HeartbeatRequest {
+                    node_id: "intruder".into(),
+                },
+            ]))))
+            .await,
+        ),
+        (
+            "Dispatcher.Assignments",
+            call(first(disp.assignments(opb::AssignmentsRequest {}))).await,
+        ),
+        (
+            "Dispatcher.UpdateTask",
+            call(async {
+                ok(disp
+                    .update_task(opb::StoredObject {
+                        id: "x".into(),
+                        version: 1,
+                        json: "{}".into(),
+                    })
+                    .await)
+            })
+            .await,
+        ),
+        (
+            "Dispatcher.LogSubscriptions",
+            call(first(
+                disp.log_subscriptions(opb::LogSubscriptionsRequest {}),
+            ))
+            .await,
+        ),
+        (
+            "Dispatcher.PublishLogs",
+            call(async {
+                ok(disp
+                    .publish_logs(tokio_stream::iter(vec![opb::LogMessages {
+                        subscription_id: "x".into(),
+                        ..Default::default()
+                    }]))
+                    .await)
+            })
+            .await,
+        ),
+        (
+            "Dispatcher.SubscribeLogs",
+            call(first(disp.subscribe_logs(opb::ServiceLogsRequest {
+                service: "x".into(),
+                ..Default::default()
+            })))
+            .await,
+        ),
+        (
+            "Events.Stream",
+            call(first(ev.stream(cpb::ClusterEventsRequest {
+                since_unix_nanos: 1,
+                follow: false,
+            })))
+            .await,
+        ),
+        (
+            "Cluster.List",
+            call(async {
+                ok(api
+                    .list(cpb::ListRequest {
+                        kind: "service".into(),
+                    })
+                    .await)
+            })
+            .await,
+        ),
+    ]
 }
 
 /// Asserts that every probed RPC failed, with `code` where one is given.
