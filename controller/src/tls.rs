@@ -334,49 +334,8 @@ pub fn incoming(
     listener: tokio::net::TcpListener,
     cfg: Arc<rustls::ServerConfig>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, addr) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            if tx.is_closed() {
-                return;
-            }
-            spawn_handshake(acceptor.clone(), tcp, addr, tx.clone(), "cluster");
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// Runs one TLS handshake off the accept loop (a slow or silent peer holds up no one)
-/// and queues the connection for the server; a failure is logged, naming the port.
-fn spawn_handshake(
-    acceptor: tokio_rustls::TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    tx: tokio::sync::mpsc::Sender<std::io::Result<TlsConn>>,
-    port: &'static str,
-) {
-    tokio::spawn(async move {
-        match tokio::time::timeout(Duration::from_secs(10), TlsConn::accept(&acceptor, tcp)).await {
-            Ok(Ok(c)) => {
-                let _ = tx.send(Ok(c)).await;
-            }
-            Ok(Err(e)) => {
-                tracing::info!(%peer, error = %e, "refused {port} connection: TLS handshake failed")
-            }
-            Err(_) => {
-                tracing::info!(%peer, "refused {port} connection: TLS handshake timed out")
-            }
-        }
-    });
+    serve_tls(listener, "cluster", move || Some(acceptor.clone()))
 }
 
 /// [`incoming`] for the Engine API port: each handshake uses [`api_server_config`] built
@@ -386,11 +345,40 @@ pub fn api_incoming(
     listener: tokio::net::TcpListener,
     identity: Arc<dyn Fn() -> Identity + Send + Sync>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
+    let mut cached: Option<(String, tokio_rustls::TlsAcceptor)> = None;
+    serve_tls(listener, "Engine API", move || {
+        let id = identity();
+        if let Some((pem, a)) = &cached {
+            if *pem == id.cert_pem {
+                return Some(a.clone());
+            }
+        }
+        match api_server_config(&id) {
+            Ok(cfg) => {
+                let a = tokio_rustls::TlsAcceptor::from(cfg);
+                cached = Some((id.cert_pem.clone(), a.clone()));
+                Some(a)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Engine API TLS configuration");
+                None
+            }
+        }
+    })
+}
+
+/// The accept loop both ports share: `acceptor()` gives the TLS acceptor for each new
+/// connection (None: drop it); handshakes run off the loop, so a slow or silent peer
+/// holds up no one, with a 10 s bound; failures are logged naming `port`.
+fn serve_tls(
+    listener: tokio::net::TcpListener,
+    port: &'static str,
+    mut acceptor: impl FnMut() -> Option<tokio_rustls::TlsAcceptor> + Send + 'static,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
-        let mut cached: Option<(String, tokio_rustls::TlsAcceptor)> = None;
         loop {
-            let (tcp, addr) = match listener.accept().await {
+            let (tcp, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -401,22 +389,25 @@ pub fn api_incoming(
             if tx.is_closed() {
                 return;
             }
-            let id = identity();
-            let acceptor = match &cached {
-                Some((pem, a)) if *pem == id.cert_pem => a.clone(),
-                _ => match api_server_config(&id) {
-                    Ok(cfg) => {
-                        let a = tokio_rustls::TlsAcceptor::from(cfg);
-                        cached = Some((id.cert_pem.clone(), a.clone()));
-                        a
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "Engine API TLS configuration");
-                        continue;
-                    }
-                },
+            let Some(acceptor) = acceptor() else {
+                continue;
             };
-            spawn_handshake(acceptor, tcp, addr, tx.clone(), "Engine API");
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), TlsConn::accept(&acceptor, tcp))
+                    .await
+                {
+                    Ok(Ok(c)) => {
+                        let _ = tx.send(Ok(c)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "refused {port} connection: TLS handshake failed")
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "refused {port} connection: TLS handshake timed out")
+                    }
+                }
+            });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
