@@ -13,3 +13,28 @@ cleanup_agent_network() {
     find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
 }
+
+# The stack the deploy benchmarks give both skiff and Swarm: N replicas of busybox
+# sleeping, on a /16 overlay (the default /24 holds about 250 tasks in both systems);
+# with "workers", kept off the managers.
+bench_stack_yaml() {
+  local n=$1 where=${2:-}
+  cat <<YAML
+services:
+  web:
+    image: busybox:latest
+    command: ["sleep", "100000"]
+    stop_grace_period: 1s
+    deploy:
+      replicas: $n
+YAML
+  if [ "$where" = workers ]; then
+    printf '      placement:\n        constraints: [node.role == worker]\n'
+  fi
+  cat <<YAML
+networks:
+  default:
+    ipam:
+      config: [{subnet: 10.200.0.0/16}]
+YAML
+}

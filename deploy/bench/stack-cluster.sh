@@ -7,6 +7,7 @@
 #   SKIFF=target/release/skiff to use a prebuilt binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. deploy/bench/lib.sh
 N=${1:-300}
 W=${2:-3}
 if [ -z "${SKIFF:-}" ]; then
@@ -24,22 +25,7 @@ bash examples/images/busybox/build.sh "$D.bb.tar" >/dev/null
 hosts=$(awk '{print $1}' "$D/hosts")
 for h in $hosts; do sk "$h" image import "$D.bb.tar" busybox:latest >/dev/null; done
 rm -f "$D.bb.tar"
-cat > "$D/app.yaml" <<YAML
-services:
-  web:
-    image: busybox:latest
-    command: ["sleep", "100000"]
-    stop_grace_period: 1s
-    deploy:
-      replicas: $N
-      placement:
-        constraints: [node.role == worker]
-# A /24 (the default, as in Swarm) holds about 250 tasks; this many need more room.
-networks:
-  default:
-    ipam:
-      config: [{subnet: 10.200.0.0/16}]
-YAML
+bench_stack_yaml "$N" workers >"$D/app.yaml"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 s=$(date +%s%N)
 sk manager1 stack deploy -c "$D/app.yaml" --detach=false --timeout 5m scale >/dev/null

@@ -32,20 +32,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-cat > "$work/app.yaml" <<YAML
-services:
-  web:
-    image: busybox:latest
-    command: ["sleep", "100000"]
-    stop_grace_period: 1s
-    deploy:
-      replicas: $N
-# A /24 (the default in both systems) holds about 250 tasks; the same /16 for both.
-networks:
-  default:
-    ipam:
-      config: [{subnet: 10.200.0.0/16}]
-YAML
+bench_stack_yaml "$N" >"$work/app.yaml"
 $B agent --root "$work/root" --exec-root "$work/run" --host "$H" >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 100); do $B -H "$H" version >/dev/null 2>&1 && break; sleep 0.1; done

@@ -8,6 +8,7 @@
 # Removes every namespace, link, mount, process and file it made, even when it fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. deploy/bench/lib.sh
 N=${1:-300}
 W=${2:-3}
 command -v dockerd >/dev/null || { echo "needs dockerd: apt-get install docker.io" >&2; exit 1; }
@@ -62,22 +63,7 @@ done
 d manager1 swarm init --advertise-addr "$net.10" >/dev/null
 token=$(d manager1 swarm join-token -q worker)
 for h in "${hosts[@]:1}"; do d "$h" swarm join --token "$token" "$net.10:2377" >/dev/null; done
-cat >"$work/app.yaml" <<YAML
-version: "3.8"
-services:
-  web:
-    image: busybox:latest
-    command: ["sleep", "100000"]
-    stop_grace_period: 1s
-    deploy:
-      replicas: $N
-      placement:
-        constraints: [node.role == worker]
-networks:
-  default:
-    ipam:
-      config: [{subnet: 10.200.0.0/16}]
-YAML
+bench_stack_yaml "$N" workers >"$work/app.yaml"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); $(dockerd --version)"
 s=$(date +%s%N)
 d manager1 stack deploy -c "$work/app.yaml" scale >/dev/null 2>&1
