@@ -80,6 +80,13 @@ type LogChunkStream =
     Pin<Box<dyn futures::Stream<Item = Result<pb::ServiceLogChunk, Status>> + Send>>;
 
 impl DispatcherApi {
+    /// This node's raft handle: the dispatcher is served by managers only.
+    fn manager(&self) -> Result<crate::consensus::RaftHandle, Status> {
+        self.cluster
+            .raft()
+            .ok_or_else(|| Status::failed_precondition("not a manager"))
+    }
+
     /// This node's raft handle if it leads (log subscriptions live on the leader only).
     fn leader(&self) -> Result<crate::consensus::RaftHandle, Status> {
         let h = self
@@ -220,10 +227,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         req: Request<pb::AssignmentsRequest>,
     ) -> Result<Response<AssignStream>, Status> {
         let node = caller(&req)?;
-        let h = self
-            .cluster
-            .raft()
-            .ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        let h = self.manager()?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let span = tracing::info_span!("dispatch", node_id = %node);
         tokio::spawn(tracing::Instrument::instrument(
@@ -274,10 +278,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
     ) -> Result<Response<pb::AttachResponse>, Status> {
         let node = caller(&req)?;
         let r = req.into_inner();
-        let h = self
-            .cluster
-            .raft()
-            .ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        let h = self.manager()?;
         let out = super::attach::attach(
             &h,
             &node,
@@ -306,10 +307,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
     async fn detach(&self, req: Request<pb::DetachRequest>) -> Result<Response<pb::Empty>, Status> {
         let node = caller(&req)?;
         let r = req.into_inner();
-        let h = self
-            .cluster
-            .raft()
-            .ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        let h = self.manager()?;
         // A node may only detach its own containers.
         let owned = {
             let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
@@ -337,10 +335,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         let r = req.into_inner();
         let task: Task = serde_json::from_str(&r.json)
             .map_err(|e| Status::invalid_argument(format!("task: {e}")))?;
-        let h = self
-            .cluster
-            .raft()
-            .ok_or_else(|| Status::failed_precondition("not a manager"))?;
+        let h = self.manager()?;
         // A node may only report on its own tasks.
         let owned = {
             let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
