@@ -18,25 +18,9 @@ fn stacks_spread_move_and_honour_constraints_across_hosts() {
         "manager1",
         &["node", "update", "--label-add", "zone=b", "worker3"],
     );
-    let file = c.dir.join("app.yaml");
-    std::fs::write(
-        &file,
+    c.deploy(
+        "app",
         "services:\n  web:\n    image: busybox:latest\n    command: [sleep, '1000']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 8\n  db:\n    image: busybox:latest\n    command: [sleep, '1000']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n      placement:\n        constraints: [node.labels.zone==b]\n",
-    )
-    .expect("write stack");
-    let f = file.to_string_lossy().into_owned();
-    c.on(
-        "manager1",
-        &[
-            "stack",
-            "deploy",
-            "-c",
-            &f,
-            "--detach=false",
-            "--timeout",
-            "60s",
-            "app",
-        ],
     );
     let web = c.placement("app");
     assert_eq!(web.values().sum::<usize>(), 10);

@@ -107,22 +107,7 @@ fn exec(c: &NetnsCluster, host: &str, id: &str, cmd: &[&str]) -> (bool, String) 
 #[test]
 fn overlay_mesh_names_isolation_and_cleanup_across_hosts() {
     let c = NetnsCluster::up(3);
-    let file = c.dir.join("app.yaml");
-    std::fs::write(&file, STACK).expect("write stack");
-    let f = file.to_string_lossy().into_owned();
-    c.on(
-        "manager1",
-        &[
-            "stack",
-            "deploy",
-            "-c",
-            &f,
-            "--detach=false",
-            "--timeout",
-            "90s",
-            "app",
-        ],
-    );
+    c.deploy("app", STACK);
     // The manager runs no web replica: its answers come through the mesh alone.
     let hosts = ["manager1", "worker1", "worker2", "worker3"];
     let web = c.placement("app");
@@ -386,22 +371,7 @@ fn vxlan_links(c: &NetnsCluster, host: &str) -> String {
 #[test]
 fn overlay_state_is_reconciled_at_agent_start() {
     let c = NetnsCluster::up(2);
-    let file = c.dir.join("pair.yaml");
-    std::fs::write(&file, PAIR).expect("write stack");
-    let f = file.to_string_lossy().into_owned();
-    c.on(
-        "manager1",
-        &[
-            "stack",
-            "deploy",
-            "-c",
-            &f,
-            "--detach=false",
-            "--timeout",
-            "90s",
-            "pair",
-        ],
-    );
+    c.deploy("pair", PAIR);
     let (bh, bid) = task_container(&c, "pair_b");
     assert_eq!(bh, "worker2");
     let reaches_a = || {

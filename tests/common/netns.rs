@@ -83,6 +83,27 @@ impl NetnsCluster {
             .expect("host")
     }
 
+    /// Writes `yaml` into the cluster's directory and deploys it as stack `name` from
+    /// manager1, waiting until it converges.
+    pub fn deploy(&self, name: &str, yaml: &str) {
+        let file = self.dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, yaml).expect("write stack");
+        let f = file.to_string_lossy().into_owned();
+        self.on(
+            "manager1",
+            &[
+                "stack",
+                "deploy",
+                "-c",
+                &f,
+                "--detach=false",
+                "--timeout",
+                "90s",
+                name,
+            ],
+        );
+    }
+
     pub fn on(&self, host: &str, args: &[&str]) -> String {
         let out = Command::new(crate::common::bin())
             .arg("--host")
