@@ -191,6 +191,59 @@ fn defaults_are_confined_like_docker() {
     );
 }
 
+/// The seccomp program is compiled by the first container and kept in the exec root;
+/// containers and execs after it load the kept program, and it still confines them.
+#[test]
+fn seccomp_program_is_compiled_once_and_still_applied() {
+    let a = Agent::start().with_busybox();
+    let cache = a.exec_root.join("seccomp");
+    let programs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&cache)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    // User namespaces: refused by the default profile, allowed without it.
+    let unshare = |extra: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["busybox", "unshare", "-U", "true"]);
+        a.try_cmd(&args).code
+    };
+    assert_ne!(unshare(&[]), 0, "first container: compiled filter applied");
+    let first = programs();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let stored = std::fs::read(&first[0]).expect("program");
+    assert_ne!(unshare(&[]), 0, "second container: kept filter applied");
+    let r = a.cmd(&[
+        "run",
+        "--rm",
+        "busybox",
+        "grep",
+        "^Seccomp:",
+        "/proc/self/status",
+    ]);
+    assert_eq!(
+        r.stdout.split_whitespace().nth(1),
+        Some("2"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(programs(), first, "no second compile of the same profile");
+    assert_eq!(std::fs::read(&first[0]).expect("program"), stored);
+    // An exec gets the container's filter from the same file.
+    a.cmd(&["run", "-d", "--name", "sc", "busybox", "sleep", "60"]);
+    assert_ne!(a.try_cmd(&["exec", "sc", "unshare", "-U", "true"]).code, 0);
+    a.cmd(&["rm", "-f", "sc"]);
+    // Other capabilities make another profile, compiled and kept beside the first.
+    assert_eq!(unshare(&["--cap-add", "SYS_ADMIN"]), 0);
+    assert_eq!(programs().len(), 2);
+    assert_eq!(unshare(&["--security-opt", "seccomp=unconfined"]), 0);
+    // A damaged file is never loaded: the shim compiles again and rewrites it.
+    std::fs::write(&first[0], &stored[..stored.len() - 8]).expect("truncate");
+    assert_ne!(unshare(&[]), 0, "damaged cache: compiled filter applied");
+    assert_eq!(std::fs::read(&first[0]).expect("program"), stored);
+}
+
 #[test]
 fn agent_kill9_leaves_containers_running_and_readopts() {
     let mut a = Agent::start().with_busybox();

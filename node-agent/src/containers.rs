@@ -561,6 +561,7 @@ impl Containers {
             exit_path: e.paths.exit(),
             socket_path: e.paths.socket(),
             runtime_root: self.cfg.exec_root.join("runtime"),
+            seccomp_cache: Some(self.cfg.exec_root.join("seccomp")),
             wait_attach,
             console_size: None,
             volumes: c.mounts.clone(),

@@ -1,9 +1,11 @@
 //! Containers: what one is made of on disk ([`record`]), how it becomes an OCI bundle
-//! ([`spec`]), the security defaults it gets ([`security`]), and look-ups inside its
+//! ([`spec`]), the security defaults it gets ([`security`], with compiled seccomp
+//! programs kept in [`seccomp_cache`]), and look-ups inside its
 //! root filesystem that must never leave it ([`rootfs`]).
 
 pub mod record;
 pub mod rootfs;
+pub mod seccomp_cache;
 pub mod security;
 pub mod spec;
 

@@ -66,6 +66,10 @@ pub struct RunSpec {
     pub socket_path: PathBuf,
     /// libcontainer's state directory (shared by all containers of one agent).
     pub runtime_root: PathBuf,
+    /// Where compiled seccomp programs are kept (see `seccomp_cache`); none: compile
+    /// in every container.
+    #[serde(default)]
+    pub seccomp_cache: Option<PathBuf>,
     /// Wait for the first attach connection before starting the process.
     pub wait_attach: bool,
     /// Initial terminal size (columns, rows), applied before the process starts.
@@ -245,6 +249,20 @@ mod tests {
             rootfs: "/tmp/rootfs".into(),
             ..Default::default()
         }
+    }
+
+    /// The shim registers the compiled program under the profile of the spec it built;
+    /// libcontainer compares it with the profile it reads back from config.json.
+    #[test]
+    fn seccomp_profile_survives_config_json_unchanged() {
+        let s = oci_spec(&run(), &User::default()).expect("spec");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.json");
+        s.save(&path).expect("save");
+        let loaded = Spec::load(&path).expect("load");
+        let profile = |s: &Spec| s.linux().as_ref().and_then(|l| l.seccomp().clone());
+        assert!(profile(&s).is_some());
+        assert_eq!(profile(&s), profile(&loaded));
     }
 
     #[test]

@@ -188,6 +188,15 @@ fn start(run: &RunSpec, ex: &ExecSpec, exec_file: &Path) -> Result<Started, Shim
     fs::set_permissions(&ex.socket_path, fs::Permissions::from_mode(0o600))
         .map_err(io("chmod socket"))?;
 
+    // libcontainer applies the container's profile (from its config.json) to the exec.
+    if run.seccomp_cache.is_some() {
+        if let Ok(spec) =
+            libcontainer::oci_spec::runtime::Spec::load(run.bundle.join("config.json"))
+        {
+            let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+            super::precompile_seccomp(run.seccomp_cache.as_deref(), profile);
+        }
+    }
     let mut builder = ContainerBuilder::new(run.id.clone(), SyscallType::default())
         .with_root_path(&run.runtime_root)
         .map_err(|e| ShimError::Runtime(e.to_string()))?;

@@ -113,6 +113,8 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
     let spec = oci_spec(&run_mounts, &user)?;
     spec.save(run.bundle.join("config.json"))
         .map_err(|e| ShimError::Setup(format!("writing config.json: {e}")))?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    super::precompile_seccomp(run.seccomp_cache.as_deref(), seccomp);
 
     let _ = fs::remove_file(&run.socket_path);
     let listener = std::os::unix::net::UnixListener::bind(&run.socket_path)

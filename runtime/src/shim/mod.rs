@@ -50,6 +50,23 @@ pub(crate) fn report(r: &Report) {
     }
 }
 
+/// Registers the compiled program for `profile` from the agent's cache (see
+/// [`crate::container::seccomp_cache`]). A cache that fails only costs the compile:
+/// libcontainer then builds the filter itself, so this never fails a container.
+pub(crate) fn precompile_seccomp(
+    dir: Option<&std::path::Path>,
+    profile: Option<&libcontainer::oci_spec::runtime::LinuxSeccomp>,
+) {
+    let (Some(dir), Some(profile)) = (dir, profile) else {
+        return;
+    };
+    let _span = tracing::info_span!("seccomp").entered();
+    match crate::container::seccomp_cache::register(dir, profile) {
+        Ok(source) => tracing::debug!(?source, "seccomp program registered"),
+        Err(e) => tracing::warn!(error = %e, "seccomp cache unavailable, libcontainer compiles"),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
     #[error("{0}")]

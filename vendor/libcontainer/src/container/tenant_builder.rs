@@ -470,6 +470,13 @@ impl TenantContainerBuilder {
             linux_builder = linux_builder.time_offsets(time_offsets.clone());
         }
 
+        // Skiff patch: a process that joins the container is confined by the
+        // container's seccomp profile, as with runc; 0.7 dropped the profile here, so
+        // exec'd processes ran with no filter at all.
+        if let Some(seccomp) = spec_linux.seccomp() {
+            linux_builder = linux_builder.seccomp(seccomp.clone());
+        }
+
         let linux = linux_builder.build()?;
         spec.set_process(Some(process)).set_linux(Some(linux));
 

@@ -48,6 +48,16 @@ pub enum SeccompError {
     SetCtlNnp {
         source: libseccomp::error::SeccompError,
     },
+    #[error("failed to export seccomp filter as BPF")]
+    ExportBpf {
+        source: libseccomp::error::SeccompError,
+    },
+    #[error("failed to read exported BPF: {0}")]
+    ExportBpfIo(std::io::Error),
+    #[error("precompiled BPF of {0} bytes is not a whole number of instructions (8 bytes each, at most 65535)")]
+    BadPrecompiled(usize),
+    #[error("failed to load precompiled seccomp filter: {0}")]
+    LoadPrecompiled(std::io::Error),
 }
 
 type Result<T> = std::result::Result<T, SeccompError>;
@@ -146,8 +156,140 @@ fn check_seccomp(seccomp: &LinuxSeccomp) -> Result<()> {
     Ok(())
 }
 
+// Skiff patch: a filter compiled ahead of time.
+//
+// Building a filter with libseccomp (one rule per syscall, per architecture, then code
+// generation) costs several milliseconds for Docker's default profile, which covers
+// three architectures, and it ran again for every container and every exec. The
+// container's init process is a clone of the process that builds the container (no
+// exec in between), so a program registered here beforehand is visible to it;
+// `initialize_seccomp` then loads that program directly, with the same flags, and
+// skips libseccomp. The program comes from `compile_bpf`, i.e. from the very code path
+// `initialize_seccomp` would run, so the installed filter is the same.
+
+/// The profile a precompiled program was built from, and the program.
+static PRECOMPILED: std::sync::OnceLock<(LinuxSeccomp, Vec<u8>)> = std::sync::OnceLock::new();
+
+/// Registers `bpf`, compiled by [`compile_bpf`] from `seccomp`, for this process and the
+/// container processes it creates. Only a profile equal to `seccomp` uses it; profiles
+/// that need a notify listener never do. Returns false if a program was already
+/// registered (the first one stays).
+pub fn set_precompiled(seccomp: LinuxSeccomp, bpf: Vec<u8>) -> Result<bool> {
+    check_program(&bpf)?;
+    Ok(PRECOMPILED.set((seccomp, bpf)).is_ok())
+}
+
+/// Compiles `seccomp` to a classic BPF program (the bytes the kernel is given).
+pub fn compile_bpf(seccomp: &LinuxSeccomp) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    use std::os::fd::FromRawFd;
+    let ctx = build_context(seccomp)?;
+    // SAFETY: memfd_create with a valid C string; the fd is owned by the File below.
+    let fd = unsafe { libc::memfd_create(c"seccomp-bpf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(SeccompError::ExportBpfIo(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just created and is not owned by anything else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    ctx.export_bpf(&file)
+        .map_err(|err| SeccompError::ExportBpf { source: err })?;
+    let mut bpf = Vec::new();
+    file.rewind().map_err(SeccompError::ExportBpfIo)?;
+    file.read_to_end(&mut bpf).map_err(SeccompError::ExportBpfIo)?;
+    check_program(&bpf)?;
+    Ok(bpf)
+}
+
+fn check_program(bpf: &[u8]) -> Result<()> {
+    let len = bpf.len() / std::mem::size_of::<libc::sock_filter>();
+    if bpf.is_empty() || bpf.len() % std::mem::size_of::<libc::sock_filter>() != 0 || len > 65535 {
+        return Err(SeccompError::BadPrecompiled(bpf.len()));
+    }
+    Ok(())
+}
+
+/// The registered program, if it was compiled from exactly `seccomp`.
+fn precompiled_for(seccomp: &LinuxSeccomp) -> Option<&'static [u8]> {
+    let (profile, bpf) = PRECOMPILED.get()?;
+    (profile == seccomp && !is_notify(seccomp)).then_some(bpf.as_slice())
+}
+
+/// Installs a precompiled program as libseccomp's `seccomp_load` would: the
+/// `seccomp(2)` syscall with the profile's filter flags, never setting no_new_privs.
+fn load_precompiled(seccomp: &LinuxSeccomp, bpf: &[u8]) -> Result<()> {
+    let mut flags: libc::c_ulong = 0;
+    for flag in seccomp.flags().iter().flatten() {
+        flags |= match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+                libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+            }
+        };
+    }
+    check_program(bpf)?;
+    // Copy into properly aligned instructions rather than casting the byte buffer.
+    let program: Vec<libc::sock_filter> = bpf
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prog points at `program`, which outlives the call; the kernel copies it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(SeccompError::LoadPrecompiled(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 #[tracing::instrument(level = "trace", skip(seccomp))]
 pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
+    if let Some(bpf) = precompiled_for(seccomp) {
+        check_seccomp(seccomp)?;
+        load_precompiled(seccomp, bpf)?;
+        return Ok(None);
+    }
+    let ctx = build_context(seccomp)?;
+
+    // In order to use the SECCOMP_SET_MODE_FILTER operation, either the calling
+    // thread must have the CAP_SYS_ADMIN capability in its user namespace, or
+    // the thread must already have the no_new_privs bit set.
+    // Ref: https://man7.org/linux/man-pages/man2/seccomp.2.html
+    ctx.load()
+        .map_err(|err| SeccompError::LoadContext { source: err })?;
+
+    let fd = if is_notify(seccomp) {
+        Some(
+            ctx.get_notify_fd()
+                .map_err(|err| SeccompError::GetNotifyId { source: err })?,
+        )
+    } else {
+        None
+    };
+
+    Ok(fd)
+}
+
+/// The libseccomp filter for `seccomp`, built but not loaded.
+fn build_context(seccomp: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     check_seccomp(seccomp)?;
 
     tracing::trace!(default_action = ?seccomp.default_action(), errno = ?seccomp.default_errno_ret(), "initializing seccomp");
@@ -297,23 +439,7 @@ pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
         }
     }
 
-    // In order to use the SECCOMP_SET_MODE_FILTER operation, either the calling
-    // thread must have the CAP_SYS_ADMIN capability in its user namespace, or
-    // the thread must already have the no_new_privs bit set.
-    // Ref: https://man7.org/linux/man-pages/man2/seccomp.2.html
-    ctx.load()
-        .map_err(|err| SeccompError::LoadContext { source: err })?;
-
-    let fd = if is_notify(seccomp) {
-        Some(
-            ctx.get_notify_fd()
-                .map_err(|err| SeccompError::GetNotifyId { source: err })?,
-        )
-    } else {
-        None
-    };
-
-    Ok(fd)
+    Ok(ctx)
 }
 
 pub fn is_notify(seccomp: &LinuxSeccomp) -> bool {
