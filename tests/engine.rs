@@ -202,12 +202,19 @@ fn seccomp_program_is_compiled_once_and_still_applied() {
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
     };
-    // User namespaces: refused by the default profile, allowed without it.
+    // User namespaces: refused by the default profile (EPERM), allowed without it.
     let unshare = |extra: &[&str]| {
         let mut args = vec!["run", "--rm"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["busybox", "unshare", "-U", "true"]);
-        a.try_cmd(&args).code
+        let r = a.try_cmd(&args);
+        if r.code != 0 {
+            assert!(
+                r.stderr.contains("Operation not permitted"),
+                "{args:?}: {r:?}"
+            );
+        }
+        r.code
     };
     assert_ne!(unshare(&[]), 0, "first container: compiled filter applied");
     let first = programs();
@@ -232,7 +239,16 @@ fn seccomp_program_is_compiled_once_and_still_applied() {
     assert_eq!(std::fs::read(&first[0]).expect("program"), stored);
     // An exec gets the container's filter from the same file.
     a.cmd(&["run", "-d", "--name", "sc", "busybox", "sleep", "60"]);
-    assert_ne!(a.try_cmd(&["exec", "sc", "unshare", "-U", "true"]).code, 0);
+    let r = a.try_cmd(&["exec", "sc", "unshare", "-U", "true"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("Operation not permitted"), "{r:?}");
+    let r = a.cmd(&["exec", "sc", "grep", "^Seccomp:", "/proc/self/status"]);
+    assert_eq!(
+        r.stdout.split_whitespace().nth(1),
+        Some("2"),
+        "{}",
+        r.stdout
+    );
     a.cmd(&["rm", "-f", "sc"]);
     // Other capabilities make another profile, compiled and kept beside the first.
     assert_eq!(unshare(&["--cap-add", "SYS_ADMIN"]), 0);

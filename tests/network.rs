@@ -124,6 +124,14 @@ fn veths(a: &Agent) -> Vec<String> {
         .collect()
 }
 
+/// Host-side veths are deleted in the background after a container stops (the
+/// kernel's RCU waits stay out of `rm`); they must be gone shortly after.
+fn veths_deleted(a: &Agent) {
+    a.wait_until("veths deleted", Duration::from_secs(5), || {
+        veths(a).is_empty()
+    });
+}
+
 fn netns_files(a: &Agent) -> usize {
     std::fs::read_dir(a.exec_root.join("netns"))
         .map(|rd| rd.count())
@@ -269,7 +277,7 @@ fn user_network_names_resolve_and_networks_are_isolated() {
     ]);
     assert_ne!(r.code, 0, "double allocation accepted");
     a.cmd(&["rm", "-f", "srv", "cli", "other"]);
-    assert!(veths(&a).is_empty(), "veths left after rm: {:?}", veths(&a));
+    veths_deleted(&a);
     assert_eq!(netns_files(&a), 0);
     let out = a.cmd(&["network", "prune", "-f"]).stdout;
     assert!(out.contains("front") && out.contains("back"), "{out}");
@@ -335,7 +343,7 @@ fn internal_network_has_no_outside_route_and_bridge_does() {
         1
     );
     assert_eq!(netns_files(&a), 0);
-    assert!(veths(&a).is_empty());
+    veths_deleted(&a);
     finish(a);
 }
 
@@ -406,7 +414,13 @@ fn published_ports_answer_from_outside_loopback_and_containers() {
         .stdout;
     assert_eq!(body.trim(), "hello from web");
 
-    // A port already in use: clear error, exit 125, nothing half-made.
+    // A port already in use: clear error, exit 125, nothing half-made. (Only web's
+    // veth is left once the --rm container's has been deleted in the background.)
+    a.wait_until(
+        "--rm container's veth deleted",
+        Duration::from_secs(5),
+        || veths(&a).len() == 1,
+    );
     let before = (veths(&a).len(), netns_files(&a));
     let r = a.try_cmd(&[
         "run", "-d", "--name", "dup", "-p", "18080:80", "busybox", "sleep", "60",
@@ -417,7 +431,9 @@ fn published_ports_answer_from_outside_loopback_and_containers() {
         "{}",
         r.stderr
     );
-    assert_eq!((veths(&a).len(), netns_files(&a)), before);
+    a.wait_until("failed set-up undone", Duration::from_secs(5), || {
+        (veths(&a).len(), netns_files(&a)) == before
+    });
 
     // Agent restart keeps the running container's wiring, and the ports answer again.
     let mut a = a;
@@ -433,7 +449,7 @@ fn published_ports_answer_from_outside_loopback_and_containers() {
     assert!(http_get("127.0.0.1:18080").contains("hello from web"));
 
     a.cmd(&["rm", "-f", "web", "dup"]);
-    assert!(veths(&a).is_empty());
+    veths_deleted(&a);
     let rules = sh(&format!(
         "nft list table inet {}",
         common::network_names(&a.root).0

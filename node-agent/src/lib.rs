@@ -185,6 +185,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         .await
         .map_err(io(format!("binding the Engine API port {addr}")))?;
     }
+    let networks = containers.networks.clone();
     let service = server::EngineService {
         containers,
         images,
@@ -219,6 +220,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         .add_optional_service(orchestrator_api)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    // Links of containers that stopped just before are still being deleted.
+    networks
+        .flush_reaper(std::time::Duration::from_secs(5))
+        .await;
     let _ = std::fs::remove_file(&cfg.socket);
     if let Some(why) = fatal_rx.borrow().clone() {
         return Err(StartError::ClusterFailed(why));

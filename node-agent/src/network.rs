@@ -30,6 +30,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 mod overlay;
 pub use overlay::{ClusterNetworks, LABEL_OVERLAY};
@@ -137,6 +138,9 @@ struct Inner {
     /// What was last programmed on each overlay's devices (remote peers, local VIPs),
     /// so an unchanged view costs no iproute2 calls.
     programmed: HashMap<String, (Vec<vxlan::Peer>, std::collections::BTreeSet<Ipv4Addr>)>,
+    /// Host-side veths of stopped containers being deleted in the background, with the
+    /// network and address each still holds (released once the link is gone).
+    reaping: HashMap<String, (String, Ipv4Addr)>,
 }
 
 /// A service's published port on this node: kernel DNAT over the backends, and a
@@ -161,6 +165,8 @@ pub struct Networks {
     dns: Arc<RwLock<DnsTable>>,
     /// Set once the node's cluster runs: standalone containers on overlays.
     cluster: RwLock<Option<Arc<dyn overlay::ClusterNetworks>>>,
+    /// Ourselves, for background link deletion.
+    me: std::sync::Weak<Networks>,
 }
 
 /// Serves loopback connections to a service port, rotating over its current targets.
@@ -213,6 +219,13 @@ fn host_resolv() -> (Vec<String>, Vec<String>, Vec<String>) {
     )
 }
 
+/// Returns `ip` to its network's pool (if the network still exists).
+fn release(inner: &mut Inner, nid: &str, ip: Ipv4Addr) {
+    if let Some(st) = inner.nets.get_mut(nid) {
+        st.ipam.release(ip);
+    }
+}
+
 /// Options for `network create`.
 #[derive(Debug, Default)]
 pub struct CreateNetwork {
@@ -227,7 +240,8 @@ pub struct CreateNetwork {
 impl Networks {
     pub fn new(root: &Path, exec_root: &Path, settings: NetSettings) -> Arc<Self> {
         let (table, prefix) = names_for_root(root);
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             dir: root.join("network"),
             run_dir: exec_root.join("network"),
             netns_dir: exec_root.join("netns"),
@@ -1005,6 +1019,13 @@ impl Networks {
         index: usize,
         routed: &mut bool,
     ) -> Result<Attachment> {
+        let host_if = format!(
+            "{}v{}",
+            self.prefix,
+            short_hash(&format!("{}{nid}", sb.container_id), 14 - self.prefix.len())
+        );
+        // A restart of the same container: its old link (and address) must go first.
+        self.unreap(inner, &host_if);
         let st = inner
             .nets
             .get_mut(nid)
@@ -1026,11 +1047,6 @@ impl Networks {
             ip
         };
         let mac = link::mac_for(ip);
-        let host_if = format!(
-            "{}v{}",
-            self.prefix,
-            short_hash(&format!("{}{nid}", sb.container_id), 14 - self.prefix.len())
-        );
         let ifname = format!("eth{index}");
         let gateway = (!st.net.internal && !*routed).then_some(st.net.gateway);
         let spec = link::VethSpec {
@@ -1114,6 +1130,11 @@ impl Networks {
         Ok(())
     }
 
+    /// Undoes a sandbox. Its host-side veths go to the background reaper: deleting a
+    /// link waits for kernel RCU grace periods (~20 ms each here), which would
+    /// otherwise be most of a `run --rm`, and hold every other container's network
+    /// set-up behind this lock. Each address stays taken until its link is gone, so it
+    /// is never on two live interfaces at once.
     fn undo(&self, inner: &mut Inner, sb: Sandbox) {
         if sb.attached {
             self.detach_standalone(&sb.container_id);
@@ -1122,17 +1143,61 @@ impl Networks {
             p.abort();
         }
         for a in &sb.attachments {
-            // Synchronous although it costs ~10 ms of kernel RCU waits: when `run --rm`
-            // or `rm` returns, the container's links are gone, as with Docker.
-            let _ = link::delete_link(&a.host_if);
-            if let Some(st) = inner.nets.get_mut(&a.network_id) {
-                st.ipam.release(a.ip);
-            }
+            self.reap(inner, a);
         }
         if let Err(e) = link::delete_netns(&sb.netns) {
             tracing::warn!(error = %e, "removing network namespace");
         }
         let _ = std::fs::remove_file(self.sandbox_file(&sb.container_id));
+    }
+
+    /// Deletes `a`'s host link in the background, then releases its address.
+    fn reap(&self, inner: &mut Inner, a: &Attachment) {
+        let Some(me) = self.me.upgrade() else {
+            let _ = link::delete_link(&a.host_if);
+            release(inner, &a.network_id, a.ip);
+            return;
+        };
+        inner
+            .reaping
+            .insert(a.host_if.clone(), (a.network_id.clone(), a.ip));
+        let host_if = a.host_if.clone();
+        tokio::spawn(
+            async move {
+                let name = host_if.clone();
+                let deleted = tokio::task::spawn_blocking(move || link::delete_link(&name)).await;
+                if let Ok(Err(e)) = deleted {
+                    tracing::warn!(error = %e, "deleting link");
+                }
+                let mut inner = me.inner.lock().await;
+                // Absent: a new set-up of the same container took it over (see unreap).
+                if let Some((nid, ip)) = inner.reaping.remove(&host_if) {
+                    release(&mut inner, &nid, ip);
+                }
+            }
+            .instrument(tracing::debug_span!("reap", link = %a.host_if)),
+        );
+    }
+
+    /// Finishes a pending deletion of `host_if` now (a restarted container reuses its
+    /// link name), releasing the address it held.
+    fn unreap(&self, inner: &mut Inner, host_if: &str) {
+        if let Some((nid, ip)) = inner.reaping.remove(host_if) {
+            let _ = link::delete_link(host_if);
+            release(inner, &nid, ip);
+        }
+    }
+
+    /// Waits (up to `limit`) for background link deletions to finish.
+    pub async fn flush_reaper(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.inner.lock().await.reaping.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("links still being deleted at shutdown");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     fn teardown_locked(&self, inner: &mut Inner, id: &str) {

@@ -66,6 +66,7 @@ pub struct Agent {
 }
 
 /// Result of one CLI invocation.
+#[derive(Debug)]
 pub struct Run {
     pub code: i32,
     pub stdout: String,

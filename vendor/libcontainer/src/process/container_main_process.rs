@@ -211,8 +211,15 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
             &mut init_sender,
         )?;
 
+        // Skiff patch: only a profile with a notify listener needs the container's state
+        // (to describe it to the listener); a tenant (exec) process has none, so with the
+        // patched tenant builder keeping the profile, every exec would fail here.
         #[cfg(feature = "libseccomp")]
-        if let Some(seccomp) = linux.seccomp() {
+        if let Some(seccomp) = linux
+            .seccomp()
+            .as_ref()
+            .filter(|s| crate::seccomp::is_notify(s))
+        {
             let container = container_args
                 .container
                 .as_ref()
