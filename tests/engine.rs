@@ -277,6 +277,24 @@ fn agent_kill9_leaves_containers_running_and_readopts() {
         a.try_cmd(&["logs", "long"]).stdout.contains("up")
     });
     let pid = a.inspect("long", "{{.State.Pid}}");
+    // The container's parent is its shim, in a process group of its own: a signal to
+    // the agent's group (Ctrl-C in its terminal) does not reach it.
+    let stat = |p: &str| -> Vec<String> {
+        let s = std::fs::read_to_string(format!("/proc/{p}/stat")).expect("stat");
+        let after = &s[s.rfind(')').expect("comm") + 2..];
+        after.split(' ').map(String::from).collect()
+    };
+    let shim = stat(&pid)[1].clone();
+    assert!(
+        std::fs::read_to_string(format!("/proc/{shim}/cmdline"))
+            .expect("cmdline")
+            .contains("shim"),
+        "parent {shim} of {pid} is not a shim"
+    );
+    let own_group = std::process::id().to_string();
+    let group_of = |p: &str| stat(p)[2].clone();
+    assert_eq!(group_of(&shim), shim, "shim leads its own process group");
+    assert_ne!(group_of(&shim), group_of(&own_group));
     a.kill9();
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),

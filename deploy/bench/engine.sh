@@ -94,6 +94,12 @@ for i in $(seq 10); do $B -H "$H" run -d --name "idle$i" busybox sleep 600 >/dev
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 agent_rss=$(rss "$agent_pid")
 shim_rss=$(for p in $(pgrep -f "skiff shim --task $work"); do rss "$p"; done | median)
+# RSS counts the binary's text, shared by every shim; PSS splits shared pages among
+# their users, and private dirty pages are what each shim costs on its own.
+sync
+rollup() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/smaps_rollup"; }
+shim_pss=$(for p in $(pgrep -f "skiff shim --task $work"); do rollup "$p" Pss; done | median)
+shim_priv=$(for p in $(pgrep -f "skiff shim --task $work"); do rollup "$p" Private_Dirty; done | median)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "n/a"}'; }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
@@ -102,6 +108,7 @@ echo "skiff run --rm busybox true (bridge):  ${skiff_ms} ms   ratio skiff/runc: 
 echo "skiff run --rm --network none:         ${none_ms} ms   ratio skiff/runc: $(ratio "$none_ms" "$runc_ms")"
 echo "runc run (prepared bundle):            ${runc_ms} ms"
 echo "runc run, skiff's seccomp profile:     ${runcsc_ms} ms   ratio skiff(none)/runc: $(ratio "$none_ms" "$runcsc_ms"), skiff(bridge)/runc: $(ratio "$skiff_ms" "$runcsc_ms")"
-echo "docker run --rm --network none:        ${docker_ms} ms   ratio docker/skiff(bridge): $(ratio "$docker_ms" "$skiff_ms")"
+echo "docker run --rm --network none:        ${docker_ms} ms   ratio docker/skiff(none): $(ratio "$docker_ms" "$none_ms"), docker/skiff(bridge): $(ratio "$docker_ms" "$skiff_ms")"
 echo "agent RSS with 10 containers: $((agent_rss / 1024)) MiB"
-echo "shim RSS (median of 10): $(awk -v k="$shim_rss" 'BEGIN {printf "%.1f", k/1024}') MiB"
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k/1024}'; }
+echo "shim RSS (median of 10): $(mib "$shim_rss") MiB, PSS $(mib "$shim_pss") MiB, private dirty $(mib "$shim_priv") MiB"
