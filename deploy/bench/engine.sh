@@ -6,8 +6,9 @@
 #    docker.io, started here with --bridge none --iptables=false, so the host's
 #    firewall is never touched), where dockerd is installed,
 #  - agent RSS and per-container shim RSS with 10 containers running.
-# The commands are interleaved, one of each per round, so load from anything else on
-# the machine falls on all of them alike; each figure is the median over N rounds.
+# The commands are interleaved, one of each per round in a random order, so load from
+# anything else on the machine falls on all of them alike; each figure is the median over
+# N rounds.
 # Per-step timings: SKIFF_LOG_SPANS=1 SKIFF_LOG=info,skiff_agent=debug on the agent
 # logs every span's close with its duration (see BENCHMARKS.md).
 # Usage: deploy/bench/engine.sh [N]   (as root; builds the release binary)
@@ -75,12 +76,22 @@ for _ in 1 2 3; do
   if $docker; then $D run --rm --network none busybox true >/dev/null 2>&1 || true; fi
 done
 : >"$work/t.skiff"; : >"$work/t.none"; : >"$work/t.runc"; : >"$work/t.runcsc"; : >"$work/t.docker"
+# Each round runs the commands in a fresh random order: what one leaves working in the
+# background (Docker's cleanup, the kernel's deferred namespace and link teardown) then
+# falls on every other command alike instead of always on the one after it.
+one() {
+  case $1 in
+    skiff) time_ms $B -H "$H" run --rm busybox true ;;
+    none) time_ms $B -H "$H" run --rm --network none busybox true ;;
+    runc) time_ms runc run -b "$work/bundle" skbench ;;
+    runcsc) time_ms runc run -b "$work/bundle-sc" skbench-sc ;;
+    docker) time_ms $D run --rm --network none busybox true ;;
+  esac >>"$work/t.$1"
+}
+kinds="skiff none runc runcsc"
+if $docker; then kinds="$kinds docker"; fi
 for _ in $(seq "$N"); do
-  time_ms $B -H "$H" run --rm busybox true >>"$work/t.skiff"
-  time_ms $B -H "$H" run --rm --network none busybox true >>"$work/t.none"
-  time_ms runc run -b "$work/bundle" skbench >>"$work/t.runc"
-  time_ms runc run -b "$work/bundle-sc" skbench-sc >>"$work/t.runcsc"
-  if $docker; then time_ms $D run --rm --network none busybox true >>"$work/t.docker"; fi
+  for k in $(printf '%s\n' $kinds | shuf); do one "$k"; done
 done
 skiff_ms=$(median <"$work/t.skiff")
 none_ms=$(median <"$work/t.none")
@@ -103,7 +114,7 @@ shim_priv=$(for p in $(pgrep -f "skiff shim --task $work"); do rollup "$p" Priva
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "n/a"}'; }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
-echo "rounds: $N (median wall time; commands interleaved)"
+echo "rounds: $N (median wall time; commands interleaved in random order)"
 echo "skiff run --rm busybox true (bridge):  ${skiff_ms} ms   ratio skiff/runc: $(ratio "$skiff_ms" "$runc_ms")"
 echo "skiff run --rm --network none:         ${none_ms} ms   ratio skiff/runc: $(ratio "$none_ms" "$runc_ms")"
 echo "runc run (prepared bundle):            ${runc_ms} ms"
