@@ -61,46 +61,50 @@ pub fn list_supported_mount_points() -> Result<HashMap<ControllerType, PathBuf>,
     Ok(mount_paths)
 }
 
+// Skiff patch: the cgroup mounts are read from mountinfo once per process.
+//
+// Every lookup used to read and parse the whole of /proc/self/mountinfo, and a v1
+// manager looks up every controller, so a host with many mounts (each container adds its
+// rootfs and network namespace) paid a dozen full reads per manager, several managers
+// per container start: most of the CPU of starting containers on a busy node. The
+// container's intermediate process is a clone of the one that built the container, so it
+// inherits the list instead of reading it again. Cgroup hierarchies are mounted at boot;
+// a process that outlives a remount would need a fresh list (none here does).
+static CGROUP_MOUNTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+fn cgroup_mount_points() -> Result<&'static [PathBuf], V1MountPointError> {
+    if let Some(mounts) = CGROUP_MOUNTS.get() {
+        return Ok(mounts);
+    }
+    let mounts = list_subsystem_mount_points()?;
+    Ok(CGROUP_MOUNTS.get_or_init(|| mounts))
+}
+
 pub fn get_subsystem_mount_point(subsystem: &ControllerType) -> Result<PathBuf, V1MountPointError> {
     let subsystem_name = subsystem.to_string();
-    let reader = BufReader::new(ProcfsHandle::new()?.open(
-        ProcfsBase::ProcSelf,
-        "mountinfo",
-        OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
-    )?);
-
-    reader
-        .lines()
-        .map(|lr| {
-            lr.map_err(V1MountPointError::Io)
-                .and_then(|line| MountInfo::from_line(&line).map_err(V1MountPointError::MountInfo))
+    cgroup_mount_points()?
+        .iter()
+        .find_map(|mount_point| {
+            // Some systems mount net_prio and net_cls in the same directory
+            // other systems mount them in their own directories. This
+            // should handle both cases.
+            let ok = match subsystem_name.as_str() {
+                "net_cls" => ["net_cls,net_prio", "net_prio,net_cls", "net_cls"]
+                    .iter()
+                    .any(|s| mount_point.ends_with(s)),
+                "net_prio" => ["net_cls,net_prio", "net_prio,net_cls", "net_prio"]
+                    .iter()
+                    .any(|s| mount_point.ends_with(s)),
+                "cpu" => ["cpu,cpuacct", "cpu"]
+                    .iter()
+                    .any(|s| mount_point.ends_with(s)),
+                "cpuacct" => ["cpu,cpuacct", "cpuacct"]
+                    .iter()
+                    .any(|s| mount_point.ends_with(s)),
+                _ => mount_point.ends_with(&subsystem_name),
+            };
+            if ok { Some(mount_point.clone()) } else { None }
         })
-        .find_map(|r| match r {
-            Err(e) => Some(Err(e)),
-            Ok(m) if m.fs_type == "cgroup" => {
-                // Some systems mount net_prio and net_cls in the same directory
-                // other systems mount them in their own directories. This
-                // should handle both cases.
-                let ok = match subsystem_name.as_str() {
-                    "net_cls" => ["net_cls,net_prio", "net_prio,net_cls", "net_cls"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    "net_prio" => ["net_cls,net_prio", "net_prio,net_cls", "net_prio"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    "cpu" => ["cpu,cpuacct", "cpu"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    "cpuacct" => ["cpu,cpuacct", "cpuacct"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    _ => m.mount_point.ends_with(&subsystem_name),
-                };
-                if ok { Some(Ok(m.mount_point)) } else { None }
-            }
-            Ok(_) => None,
-        })
-        .transpose()?
         .ok_or(V1MountPointError::NotFound {
             subsystem: *subsystem,
         })
