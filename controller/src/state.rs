@@ -294,6 +294,9 @@ pub struct StateMachine {
     seen: HashMap<String, ApplyResult>,
     events: tokio::sync::broadcast::Sender<Arc<Event>>,
     cluster_events: tokio::sync::broadcast::Sender<crate::events::ClusterEvent>,
+    /// Values derived from the current contents (see [`Self::memo`]); emptied by every
+    /// change.
+    memo: std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 /// A random 25-character ID (Swarm's shape), base 36.
@@ -341,6 +344,7 @@ impl StateMachine {
             seen,
             events,
             cluster_events,
+            memo: Default::default(),
         }
     }
 
@@ -709,7 +713,34 @@ impl StateMachine {
         Ok(out)
     }
 
+    /// `compute(self)`, computed once per version of the contents and shared: readers
+    /// that all need the same derived value (every node's assignment stream decodes the
+    /// whole task list) pay for it once per change instead of once each. Keyed by the
+    /// value's type, so each type must mean one derivation.
+    pub fn memo<T: std::any::Any + Send + Sync>(&self, compute: impl FnOnce(&Self) -> T) -> Arc<T> {
+        let key = std::any::TypeId::of::<T>();
+        let cached = self
+            .memo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(v) = cached.and_then(|v| v.downcast::<T>().ok()) {
+            return v;
+        }
+        let v = Arc::new(compute(self));
+        self.memo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, v.clone());
+        v
+    }
+
     fn commit(&mut self, index: u64, at: i64, s: Scratch) {
+        self.memo
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         if let Some(m) = s.meta {
             self.store.meta = m;
         }
@@ -839,6 +870,32 @@ mod tests {
             at: "2024-01-01T00:00:00Z".into(),
             ops,
         }
+    }
+
+    #[test]
+    fn memo_is_computed_once_per_change_of_the_contents() {
+        struct Services(usize);
+        let mut sm = StateMachine::default();
+        let computed = std::sync::atomic::AtomicUsize::new(0);
+        let count = |sm: &StateMachine| {
+            computed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Services(sm.list("service").len())
+        };
+        assert_eq!(sm.memo(count).0, 0);
+        assert_eq!(sm.memo(count).0, 0);
+        assert_eq!(computed.load(std::sync::atomic::Ordering::SeqCst), 1);
+        sm.apply(1, &prop("r1", vec![create("service", "a", "web")]))
+            .expect("create");
+        assert_eq!(sm.memo(count).0, 1, "a change drops the memo");
+        // A rejected batch changes nothing, and a retried request nothing either.
+        let _ = sm.apply(2, &prop("r2", vec![create("service", "b", "web")]));
+        let _ = sm.apply(3, &prop("r1", vec![create("service", "a", "web")]));
+        assert_eq!(sm.memo(count).0, 1);
+        let data = sm.snapshot_data().expect("snapshot");
+        sm.restore(&[]).expect("restore empty");
+        assert_eq!(sm.memo(count).0, 0, "a restore drops it too");
+        sm.restore(&data).expect("restore");
+        assert_eq!(sm.memo(count).0, 1);
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl LocalSource {
 impl Source for LocalSource {
     fn view(&self, node_id: &str) -> View {
         let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
-        let (services, tasks, _) = read_world(&sm);
+        let w = read_world(&sm);
         let mut files = HashMap::new();
         for kind in [
             skiff_controller::orchestrator::KIND_SECRET,
@@ -109,11 +109,13 @@ impl Source for LocalSource {
             }
         }
         View {
-            tasks: tasks
-                .into_iter()
+            tasks: w
+                .tasks
+                .iter()
                 .filter(|t| t.value.node_id == node_id)
+                .cloned()
                 .collect(),
-            services,
+            services: w.services.clone(),
             networks: sm
                 .list(skiff_controller::orchestrator::KIND_NETWORK)
                 .into_iter()
@@ -276,7 +278,14 @@ pub struct Executor {
     health: Mutex<HashMap<String, Health>>,
     /// Tasks with a start or stop in progress (both run concurrently, off the pass).
     in_flight: Mutex<std::collections::HashSet<String>>,
+    /// Wakes the data-plane loop (see [`Executor::spawn`]).
+    dataplane: tokio::sync::Notify,
 }
+
+/// Least time between two data-plane syncs. During a deploy the view changes dozens of
+/// times a second; each sync may run `nft` and `ip`, so changes are batched: the first
+/// after a quiet spell is programmed at once, later ones at most this often.
+const DATAPLANE_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Executor {
     pub fn spawn(containers: Arc<Containers>, source: Arc<dyn Source>, node_id: String) {
@@ -286,7 +295,32 @@ impl Executor {
             node_id: node_id.clone(),
             health: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(Default::default()),
+            dataplane: tokio::sync::Notify::new(),
         });
+        // The data plane (overlay forwarding entries, virtual IPs, DNS names, published
+        // service ports) follows the latest view in a loop of its own, so bursts of
+        // changes cost one sync rather than one each.
+        let dp = ex.clone();
+        tokio::spawn(
+            async move {
+                let mut last: Option<tokio::time::Instant> = None;
+                loop {
+                    dp.dataplane.notified().await;
+                    if let Some(at) = last {
+                        tokio::time::sleep_until(at + DATAPLANE_INTERVAL).await;
+                    }
+                    last = Some(tokio::time::Instant::now());
+                    let view = dp.source.view(&dp.node_id);
+                    let containers = dp.task_containers();
+                    let nets = &dp.containers.networks;
+                    if let Err(e) = nets.sync_overlays(&view.overlay, &dp.node_id).await {
+                        tracing::warn!(error = %e, "programming overlay networks");
+                    }
+                    dp.publish_service_ports(&view, &containers).await;
+                }
+            }
+            .instrument(tracing::info_span!("dataplane", node_id = %node_id)),
+        );
         tokio::spawn(
             async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -417,7 +451,6 @@ impl Executor {
             }
         }
         self.prune_networks(&view.networks).await;
-        self.publish_service_ports(&view, &containers).await;
         // Containers of tasks that are finished, told to stop, or gone from the store
         // (a task marked orphaned while this node was away still has its container).
         let mut current = None;
@@ -606,8 +639,8 @@ impl Executor {
         }
     }
 
-    /// Brings this node's side of its overlay networks in line with the cluster and
-    /// returns the overlay networks ready for containers (by name).
+    /// Makes this node's side of its overlay networks exist (the data-plane loop programs
+    /// them) and returns the overlay networks ready for containers (by name).
     async fn sync_overlays(
         &self,
         ov: &skiff_controller::orchestrator::overlay::OverlayView,
@@ -627,9 +660,7 @@ impl Executor {
                 }
             }
         }
-        if let Err(e) = nets.sync_overlays(ov, &self.node_id).await {
-            tracing::warn!(error = %e, "programming overlay networks");
-        }
+        self.dataplane.notify_one();
         let keep = ov.networks.iter().map(|o| o.id.clone()).collect();
         for name in nets.prune_overlays(&keep).await {
             self.containers

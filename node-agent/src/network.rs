@@ -1058,15 +1058,10 @@ impl Networks {
             subnet: st.net.subnet,
             mac: &mac,
             gateway,
+            // Lowered on overlays for the VXLAN encapsulation, set as the pair is made.
+            mtu: st.net.overlay.is_some().then_some(vxlan::OVERLAY_MTU),
         };
-        let attached = link::attach_veth(&spec).and_then(|_| {
-            if st.net.overlay.is_some() {
-                vxlan::set_veth_mtu(&sb.netns, &ifname, &host_if)
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = attached {
+        if let Err(e) = link::attach_veth(&spec) {
             let _ = link::delete_link(&host_if);
             st.ipam.release(ip);
             return Err(net_err(e));

@@ -46,7 +46,7 @@ impl OrchestratorApi {
     async fn world(&self) -> Result<(RaftHandle, World), Status> {
         let h = self.manager().await?;
         let w = read_world(&h.state().read().unwrap_or_else(|p| p.into_inner()));
-        Ok((h, w))
+        Ok((h, (w.services.clone(), w.tasks.clone(), w.nodes.clone())))
     }
 
     async fn propose(h: &RaftHandle, ops: Vec<Op>) -> Result<(), Status> {

@@ -41,7 +41,8 @@ fn obj<T: serde::Serialize>(s: &Stored<T>) -> pb::StoredObject {
 
 /// The assignment set of `node` in the current state.
 pub fn assignments(sm: &crate::state::StateMachine, node: &str) -> pb::AssignmentSet {
-    let (services, tasks, _) = read_world(sm);
+    let w = read_world(sm);
+    let (services, tasks) = (&w.services, &w.tasks);
     let tasks: Vec<&Stored<Task>> = tasks.iter().filter(|t| t.value.node_id == node).collect();
     let services = services
         .iter()

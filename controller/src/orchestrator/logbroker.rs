@@ -515,15 +515,16 @@ pub fn serve(
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
         // Subscribed under the same lock as the read, so no task change is missed.
         let events = sm.subscribe();
-        let (services, tasks, cluster_nodes) = read_world(&sm);
-        let s = find_service(&services, &req.service)?;
+        let w = read_world(&sm);
+        let (services, tasks, cluster_nodes) = (&w.services, &w.tasks, &w.nodes);
+        let s = find_service(services, &req.service)?;
         let width = match s.value.spec.mode {
             Mode::Replicated { replicas } => replicas.max(1).to_string().len() as u32,
             Mode::Global => 1,
         };
         let mut nodes = Vec::new();
         let mut unavailable = Vec::new();
-        for (node, ids) in task_nodes(&tasks, &s.id, req.follow) {
+        for (node, ids) in task_nodes(tasks, &s.id, req.follow) {
             match cluster_nodes.iter().find(|n| n.id == node) {
                 Some(n) if n.status != NodeStatus::Down => nodes.push((node, ids)),
                 _ => unavailable.push((node, "is not available".to_string())),
@@ -576,12 +577,12 @@ pub fn serve(
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         while events.try_recv().is_ok() {}
-                        let (services, tasks, _) =
-                            read_world(&h.state().read().unwrap_or_else(|p| p.into_inner()));
+                        let w = read_world(&h.state().read().unwrap_or_else(|p| p.into_inner()));
+                        let (services, tasks) = (&w.services, &w.tasks);
                         if !services.iter().any(|s| s.id == service.id) {
                             return; // the service is gone: nothing more will come
                         }
-                        for (node, ids) in task_nodes(&tasks, &service.id, true) {
+                        for (node, ids) in task_nodes(tasks, &service.id, true) {
                             broker.add_node(&sub.id, &node, ids);
                         }
                     }

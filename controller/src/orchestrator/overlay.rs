@@ -88,7 +88,8 @@ pub fn overlay_networks(sm: &StateMachine) -> Vec<Stored<StackNetwork>> {
 
 /// The overlay view of `node`.
 pub fn view(sm: &StateMachine, node: &str) -> OverlayView {
-    let (services, tasks, nodes) = read_world(sm);
+    let w = read_world(sm);
+    let (services, tasks, nodes) = (&w.services, &w.tasks, &w.nodes);
     let addr_of: BTreeMap<&str, &str> = nodes
         .iter()
         .map(|n| (n.id.as_str(), n.data_addr.as_str()))
@@ -266,7 +267,8 @@ pub fn remove_op(sm: &StateMachine, key: &str) -> Result<crate::state::Op, Overl
         .into_iter()
         .find(|o| o.name == key || (key.len() >= 6 && o.id.starts_with(key)))
         .ok_or_else(|| OverlayError::NotFound(key.into()))?;
-    let (services, _, _) = read_world(sm);
+    let w = read_world(sm);
+    let services = &w.services;
     if let Some(s) = services
         .iter()
         .find(|s| s.value.spec.template.networks.contains_key(&o.name))

@@ -10,12 +10,24 @@ use std::time::Duration;
 use tracing::Instrument;
 
 /// Reads services, tasks and nodes out of the state machine.
-pub fn read_world(sm: &StateMachine) -> (Vec<Stored<Service>>, Vec<Stored<Task>>, Vec<Node>) {
-    (
-        decode(sm, KIND_SERVICE),
-        decode(sm, KIND_TASK),
-        sm.nodes().cloned().collect(),
-    )
+/// Every service, task and node of the store, decoded.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub services: Vec<Stored<Service>>,
+    pub tasks: Vec<Stored<Task>>,
+    pub nodes: Vec<Node>,
+}
+
+/// The store's services, tasks and nodes, decoded once per change of the store and
+/// shared by every reader (the reconciler, the allocator, each node's assignment stream,
+/// the local executor): during a deploy the store changes hundreds of times a second and
+/// each of them used to decode every task for itself.
+pub fn read_world(sm: &StateMachine) -> std::sync::Arc<Decoded> {
+    sm.memo(|sm| Decoded {
+        services: decode(sm, KIND_SERVICE),
+        tasks: decode(sm, KIND_TASK),
+        nodes: sm.nodes().cloned().collect(),
+    })
 }
 
 /// The objects of `kind` whose specs decode as `T` (others are skipped).
@@ -57,7 +69,8 @@ impl Default for AllocConfig {
 async fn allocate(h: &RaftHandle, cfg: &AllocConfig) -> usize {
     let plan = {
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let (services, tasks, nodes) = read_world(&sm);
+        let w = read_world(&sm);
+        let (services, tasks, nodes) = (&w.services, &w.tasks, &w.nodes);
         let networks = super::overlay::overlay_networks(&sm);
         let avoid = if networks.iter().any(|n| n.value.alloc.is_none()) {
             (cfg.avoid)()
@@ -67,10 +80,10 @@ async fn allocate(h: &RaftHandle, cfg: &AllocConfig) -> usize {
         let attachments = super::attach::list(&sm);
         super::netalloc::allocate(&super::netalloc::Input {
             networks: &networks,
-            services: &services,
-            tasks: &tasks,
+            services,
+            tasks,
             attachments: &attachments,
-            nodes: &nodes,
+            nodes,
             pools: &cfg.pools,
             avoid: &avoid,
         })
@@ -107,17 +120,17 @@ pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
     let now = now_ms();
     let (ops, placed) = {
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let (services, tasks, nodes) = read_world(&sm);
+        let w = read_world(&sm);
         let ops = reconcile(
             &World {
-                services: &services,
-                tasks: &tasks,
-                nodes: &nodes,
+                services: &w.services,
+                tasks: &w.tasks,
+                nodes: &w.nodes,
                 now_ms: now,
             },
             new_id,
         );
-        let placed = placements(&tasks, &ops, now);
+        let placed = placements(&w.tasks, &ops, now);
         (ops, placed)
     };
     let n = ops.len();

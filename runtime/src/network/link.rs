@@ -457,15 +457,19 @@ impl Netlink {
         })?;
         let bridge = self.existing_index(v.bridge)?;
         let mac = parse_mac(v.mac)?;
-        let peer = LinkUnspec::new_with_name(v.ifname)
+        let mut peer = LinkUnspec::new_with_name(v.ifname)
             .address(mac.to_vec())
-            .setns_by_fd(netns.as_raw_fd())
-            .build();
-        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .setns_by_fd(netns.as_raw_fd());
+        let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(v.host_if)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .controller(bridge)
-            .up()
+            .up();
+        if let Some(mtu) = v.mtu {
+            peer = peer.mtu(mtu);
+            host = host.mtu(mtu);
+        }
+        let msg = host
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
         self.request(
             RouteNetlinkMessage::NewLink(msg),
@@ -646,6 +650,8 @@ pub struct VethSpec<'a> {
     pub mac: &'a str,
     /// Installed as the default route (none for internal networks or extra interfaces).
     pub gateway: Option<Ipv4Addr>,
+    /// MTU of both ends (an overlay's, lowered for the encapsulation); none: the default.
+    pub mtu: Option<u32>,
 }
 
 /// Creates a veth pair with one end in the container's namespace, plugged into
@@ -814,13 +820,16 @@ mod tests {
             subnet,
             mac: "02:42:0a:e7:00:02",
             gateway: Some(gw),
+            mtu: Some(1450),
         };
         nl.attach_veth(&v).expect("veth");
         let host_end = ip_json(&host, &["link", "show", "sktv1"]);
         assert_eq!(host_end[0]["master"], "skt0", "{host_end}");
+        assert_eq!(host_end[0]["mtu"], 1450, "{host_end}");
         assert!(host_end[0]["flags"].to_string().contains("\"UP\""));
         let eth0 = ip_json(&ctr, &["addr", "show", "eth0"]);
         assert_eq!(eth0[0]["address"], "02:42:0a:e7:00:02", "{eth0}");
+        assert_eq!(eth0[0]["mtu"], 1450, "{eth0}");
         assert_eq!(eth0[0]["addr_info"][0]["local"], "10.231.0.2");
         assert_eq!(eth0[0]["addr_info"][0]["prefixlen"], 24);
         assert!(eth0[0]["flags"].to_string().contains("\"UP\""));

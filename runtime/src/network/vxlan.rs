@@ -200,16 +200,3 @@ pub fn sync_local_addrs(
     }
     ip_batch(&s)
 }
-
-/// Lowers a container interface's MTU (both ends of its veth) to the overlay's.
-pub fn set_veth_mtu(netns: &std::path::Path, ifname: &str, host_if: &str) -> Result<(), NetError> {
-    let mtu = OVERLAY_MTU.to_string();
-    run_cmd("ip", &["link", "set", host_if, "mtu", &mtu], None)?;
-    let arg = format!("--net={}", netns.display());
-    run_cmd(
-        "nsenter",
-        &[&arg, "ip", "link", "set", ifname, "mtu", &mtu],
-        None,
-    )
-    .map(|_| ())
-}
