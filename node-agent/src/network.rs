@@ -512,10 +512,14 @@ impl Networks {
         // Most refreshes (a container without published ports starting or stopping)
         // leave the table as it is: `update` then runs no `nft` at all.
         let applied = inner.fw_applied.take();
+        let first = applied.is_none();
         let done =
             nft::update(self.nft.as_ref(), &self.table, applied.as_ref(), &fw).map_err(net_err)?;
         tracing::debug!(update = ?done, "firewall");
-        if done == nft::Update::Table {
+        // Reloading our table leaves `ip filter FORWARD` alone: its accept rules need a
+        // look only when our state was unknown (first apply, or after a flush that
+        // `check_firewall` noticed, which also re-checks them every 10 s).
+        if done == nft::Update::Table && first {
             nft::ensure_forward_accept(self.nft.as_ref(), &self.table, &self.prefix)
                 .map_err(net_err)?;
         }

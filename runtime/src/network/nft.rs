@@ -124,6 +124,44 @@ fn q(s: &str) -> String {
     format!("\"{}\"", s.replace('"', ""))
 }
 
+/// The `vips` chain's rules: each virtual IP DNATed over its running tasks.
+fn vip_rules(state: &FwState) -> String {
+    let mut s = String::new();
+    for v in &state.vips {
+        if let Some(rule) = vip_dnat(v) {
+            let _ = writeln!(s, "    {rule}");
+        }
+    }
+    s
+}
+
+/// The `overlay_snat` chain's rules: mesh traffic leaving into an overlay is SNATed to
+/// the node's overlay address, except towards local tasks (their clients' source
+/// address is kept).
+fn overlay_snat_rules(state: &FwState) -> String {
+    let mut s = String::new();
+    for o in &state.overlays {
+        let b = q(&o.bridge);
+        let _ = writeln!(
+            s,
+            "    oifname {b} ct status dnat ip saddr {} snat ip to {}",
+            o.subnet, o.node_ip
+        );
+        let remote = if o.local.is_empty() {
+            String::new()
+        } else {
+            let l: Vec<String> = o.local.iter().map(|a| a.to_string()).collect();
+            format!("ip daddr != {{ {} }} ", l.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "    oifname {b} ct status dnat {remote}snat ip to {}",
+            o.node_ip
+        );
+    }
+    s
+}
+
 /// The script that atomically replaces table `inet <table>` with `state`.
 ///
 /// - `published` (reached from prerouting and output for local destinations) DNATs
@@ -171,36 +209,21 @@ pub fn ruleset(table: &str, state: &FwState) -> String {
             let _ = writeln!(s, "    {rule}");
         }
     }
-    for v in &state.vips {
-        if let Some(rule) = vip_dnat(v) {
-            let _ = writeln!(s, "    {rule}");
-        }
-    }
-    s.push_str("  }\n");
+    // Virtual IPs and the overlays' SNAT rules change with every task that starts or
+    // stops; each lives in a chain of its own that `update` refills alone.
+    s.push_str("    jump vips\n  }\n");
+    let _ = writeln!(s, "  chain vips {{\n{}  }}", vip_rules(state));
+    let _ = writeln!(
+        s,
+        "  chain overlay_snat {{\n{}  }}",
+        overlay_snat_rules(state)
+    );
     s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump published\n  }\n");
     s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    ip daddr != 127.0.0.0/8 fib daddr type local jump published\n  }\n");
     s.push_str(
         "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
     );
-    for o in &state.overlays {
-        let b = q(&o.bridge);
-        let _ = writeln!(
-            s,
-            "    oifname {b} ct status dnat ip saddr {} snat ip to {}",
-            o.subnet, o.node_ip
-        );
-        let remote = if o.local.is_empty() {
-            String::new()
-        } else {
-            let l: Vec<String> = o.local.iter().map(|a| a.to_string()).collect();
-            format!("ip daddr != {{ {} }} ", l.join(", "))
-        };
-        let _ = writeln!(
-            s,
-            "    oifname {b} ct status dnat {remote}snat ip to {}",
-            o.node_ip
-        );
-    }
+    s.push_str("    jump overlay_snat\n");
     for n in &state.networks {
         let _ = writeln!(
             s,
@@ -304,14 +327,18 @@ pub enum Update {
     Unchanged,
     /// Only published-port map elements were added and removed.
     Ports,
+    /// Virtual IPs or overlay SNAT rules changed (with or without ports): their chains
+    /// were refilled, in one transaction.
+    Chains,
     /// The whole table was replaced.
     Table,
 }
 
 /// Takes table `table` from `old` (what was last applied; `None` when unknown) to
 /// `new`, doing the least that is exact: nothing when they are equal; when only
-/// published ports changed (and each lookup rule stays as it is), one transaction of
-/// map element deletions and additions; otherwise (or if that fails) [`apply`].
+/// published ports (each lookup rule staying as it is), virtual IPs or overlay SNAT
+/// rules changed, one transaction of map element deletions and additions and refills
+/// of the `vips` and `overlay_snat` chains; otherwise (or if that fails) [`apply`].
 /// Reloading the whole table costs several times a small update, and most container
 /// starts change nothing in it at all.
 pub fn update(
@@ -333,21 +360,38 @@ pub fn update(
             s.ports.iter().any(|p| p.host_ip.is_some()),
         )
     };
-    let same_rest = FwState {
+    let rest = |s: &FwState| FwState {
         ports: vec![],
-        ..old_c.clone()
-    } == FwState {
-        ports: vec![],
-        ..new_c.clone()
+        vips: vec![],
+        overlays: vec![],
+        ..s.clone()
     };
-    if same_rest && rules_of(&old_c) == rules_of(&new_c) {
-        if let Some(script) = port_delta(table, &old_c.ports, &new_c.ports) {
-            match nft.run(&["-f", "-"], Some(&script)) {
-                Ok(_) => return Ok(Update::Ports),
-                Err(e) => {
-                    tracing::warn!(error = %e, "updating published ports; reloading the table")
+    if rest(&old_c) == rest(&new_c) && rules_of(&old_c) == rules_of(&new_c) {
+        let mut script = port_delta(table, &old_c.ports, &new_c.ports).unwrap_or_default();
+        let mut kind = Update::Ports;
+        for (chain, changed, rules) in [
+            (
+                "vips",
+                old_c.vips != new_c.vips,
+                vip_rules as fn(&FwState) -> String,
+            ),
+            (
+                "overlay_snat",
+                old_c.overlays != new_c.overlays,
+                overlay_snat_rules,
+            ),
+        ] {
+            if changed {
+                kind = Update::Chains;
+                let _ = writeln!(script, "flush chain inet {table} {chain}");
+                for rule in rules(&new_c).lines() {
+                    let _ = writeln!(script, "add rule inet {table} {chain} {}", rule.trim());
                 }
             }
+        }
+        match nft.run(&["-f", "-"], Some(&script)) {
+            Ok(_) => return Ok(kind),
+            Err(e) => tracing::warn!(error = %e, "updating the table in place; reloading it"),
         }
     }
     apply(nft, table, new).map(|_| Update::Table)
@@ -542,6 +586,9 @@ mod tests {
             ..Default::default()
         };
         let s = ruleset("t", &state);
+        // In chains of their own, reached from the published and postrouting chains.
+        assert!(s.contains("    jump vips\n  }\n  chain vips {\n    ip daddr 10.0.1.3"));
+        assert!(s.contains("policy accept;\n    jump overlay_snat\n"));
         assert!(s.contains(
             "ip daddr 10.0.1.3 dnat ip to numgen inc mod 2 map { 0 : 10.0.1.7, 1 : 10.0.1.9 }"
         ));
@@ -713,6 +760,55 @@ mod tests {
         let applied = scripts();
         assert_eq!(applied.len(), 2);
         assert!(applied.iter().all(|s| s.contains("delete table inet t")));
+
+        // A task started: a VIP's backends and an overlay's local tasks change, plus a
+        // port. One transaction refills the two chains and edits the map.
+        let overlay = |local: &[&str]| FwOverlay {
+            bridge: "skabo1".into(),
+            subnet: "10.0.1.0/24".parse().expect("n"),
+            node_ip: "10.0.1.2".parse().expect("ip"),
+            local: local.iter().map(|a| a.parse().expect("ip")).collect(),
+        };
+        let vip = |backends: &[&str]| FwVip {
+            vip: "10.0.1.3".parse().expect("ip"),
+            backends: backends.iter().map(|a| a.parse().expect("ip")).collect(),
+        };
+        let mut m0 = s0.clone();
+        m0.overlays = vec![overlay(&["10.0.1.7"])];
+        m0.vips = vec![vip(&["10.0.1.7"])];
+        let mut m1 = m0.clone();
+        m1.overlays = vec![overlay(&["10.0.1.7", "10.0.1.8"])];
+        m1.vips = vec![vip(&["10.0.1.7", "10.0.1.8"])];
+        m1.ports[0].host_port = 8081;
+        assert_eq!(
+            update(&f, "t", Some(&m0), &m1).expect("update"),
+            Update::Chains
+        );
+        let script = scripts().concat();
+        assert!(
+            script.contains("add element inet t ports { tcp . 8081"),
+            "{script}"
+        );
+        assert!(script.contains(
+            "flush chain inet t vips\n\
+             add rule inet t vips ip daddr 10.0.1.3 dnat ip to numgen inc mod 2 map { 0 : 10.0.1.7, 1 : 10.0.1.8 }\n"
+        ), "{script}");
+        assert!(
+            script.contains("flush chain inet t overlay_snat\n"),
+            "{script}"
+        );
+        assert!(script.contains(
+            "add rule inet t overlay_snat oifname \"skabo1\" ct status dnat ip daddr != { 10.0.1.7, 10.0.1.8 } snat ip to 10.0.1.2\n"
+        ), "{script}");
+        assert!(!script.contains("delete table"), "{script}");
+        // Only the VIP's last backend gone: its chain alone, emptied.
+        let mut m2 = m1.clone();
+        m2.vips = vec![vip(&[])];
+        assert_eq!(
+            update(&f, "t", Some(&m1), &m2).expect("update"),
+            Update::Chains
+        );
+        assert_eq!(scripts(), vec!["flush chain inet t vips\n".to_string()]);
     }
 
     #[test]
