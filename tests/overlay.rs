@@ -298,7 +298,9 @@ fn overlay_mesh_names_isolation_and_cleanup_across_hosts() {
         c.wait("overlay removed", Duration::from_secs(30), || {
             let (_, links) = c.in_host(h, &["ip", "-d", "-o", "link", "show", "type", "vxlan"]);
             let (_, rules) = c.in_host(h, &["nft", "list", "ruleset"]);
-            links.trim().is_empty() && !rules.contains("dport 8080") && !rules.contains("snat ip to")
+            links.trim().is_empty()
+                && !rules.contains("dport 8080")
+                && !rules.contains("snat ip to")
         });
     }
 }

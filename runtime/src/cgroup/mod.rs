@@ -697,6 +697,63 @@ pub fn shares_to_weight(shares: i64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    /// The patched lookup (vendor/libcgroups: mountinfo read once, only as far as
+    /// needed) against an independent oracle: the v1 mount whose superblock options name
+    /// the controller, for each controller /proc/cgroups lists as mounted; the others
+    /// are not found.
+    #[test]
+    fn libcgroups_v1_mount_points_agree_with_mountinfo() {
+        use libcgroups::v1::{util::get_subsystem_mount_point, ControllerType};
+        let Ok(cgroups) = std::fs::read_to_string("/proc/cgroups") else {
+            return;
+        };
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let v1: Vec<(String, Vec<String>)> = mountinfo
+            .lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let mut r = right.split_whitespace();
+                (r.next()? == "cgroup").then_some(())?;
+                let opts = r.nth(1)?.split(',').map(String::from).collect();
+                Some((left.split_whitespace().nth(4)?.to_string(), opts))
+            })
+            .collect();
+        if v1.is_empty() {
+            return; // a pure v2 host: nothing to look up
+        }
+        for c in [
+            ControllerType::Cpu,
+            ControllerType::CpuAcct,
+            ControllerType::CpuSet,
+            ControllerType::Devices,
+            ControllerType::HugeTlb,
+            ControllerType::Pids,
+            ControllerType::PerfEvent,
+            ControllerType::Memory,
+            ControllerType::Blkio,
+            ControllerType::NetworkPriority,
+            ControllerType::NetworkClassifier,
+            ControllerType::Freezer,
+        ] {
+            let name = c.to_string();
+            let mounted = cgroups.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.first() == Some(&name.as_str()) && f.get(1) != Some(&"0")
+            });
+            let expected = v1
+                .iter()
+                .find(|(_, opts)| opts.contains(&name))
+                .map(|(mp, _)| std::path::PathBuf::from(mp));
+            let got = get_subsystem_mount_point(&c).ok();
+            if mounted {
+                assert_eq!(got, expected, "{name}");
+            } else {
+                assert_eq!(got, None, "{name} is not mounted in v1");
+            }
+        }
+    }
+
     use super::*;
 
     fn host() -> HostLimits {

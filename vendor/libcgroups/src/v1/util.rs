@@ -61,22 +61,84 @@ pub fn list_supported_mount_points() -> Result<HashMap<ControllerType, PathBuf>,
     Ok(mount_paths)
 }
 
-// Skiff patch: the cgroup mounts are read from mountinfo once per process.
+// Skiff patch: the cgroup mounts are read from mountinfo once per process, and only
+// as far as needed.
 //
-// Every lookup used to read and parse the whole of /proc/self/mountinfo, and a v1
-// manager looks up every controller, so a host with many mounts (each container adds its
-// rootfs and network namespace) paid a dozen full reads per manager, several managers
-// per container start: most of the CPU of starting containers on a busy node. The
-// container's intermediate process is a clone of the one that built the container, so it
-// inherits the list instead of reading it again. Cgroup hierarchies are mounted at boot;
-// a process that outlives a remount would need a fresh list (none here does).
+// Every lookup used to read and parse /proc/self/mountinfo, to its end for a controller
+// not mounted in v1, and a v1 manager looks up every controller: a dozen reads per
+// manager, several managers per container start. Each container adds its rootfs and
+// network-namespace mounts, so on a node with 100 containers this was most of the CPU
+// of starting one more. Now the first lookup reads mountinfo once, stopping as soon as
+// every controller that /proc/cgroups says is mounted in v1 has its mount (cgroup
+// hierarchies are mounted at boot, at the top of the table); later lookups, and the
+// container's intermediate process (a clone), use that list. A process that outlives a
+// remount of the hierarchies would need a fresh list (none here does).
 static CGROUP_MOUNTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// Whether `mount_point` is where `subsystem` is mounted. Some systems mount net_prio and
+/// net_cls in the same directory, other systems in their own directories; this handles
+/// both cases (likewise cpu and cpuacct).
+fn mounts_subsystem(subsystem: &str, mount_point: &std::path::Path) -> bool {
+    match subsystem {
+        "net_cls" => ["net_cls,net_prio", "net_prio,net_cls", "net_cls"]
+            .iter()
+            .any(|s| mount_point.ends_with(s)),
+        "net_prio" => ["net_cls,net_prio", "net_prio,net_cls", "net_prio"]
+            .iter()
+            .any(|s| mount_point.ends_with(s)),
+        "cpu" => ["cpu,cpuacct", "cpu"]
+            .iter()
+            .any(|s| mount_point.ends_with(s)),
+        "cpuacct" => ["cpu,cpuacct", "cpuacct"]
+            .iter()
+            .any(|s| mount_point.ends_with(s)),
+        _ => mount_point.ends_with(subsystem),
+    }
+}
+
+/// The supported controllers the kernel has mounted in a v1 hierarchy (a non-zero
+/// hierarchy ID in /proc/cgroups); `None` if that cannot be read.
+fn mounted_v1_controllers() -> Option<Vec<String>> {
+    let text = std::fs::read_to_string("/proc/cgroups").ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (name, hierarchy) = (f.next()?, f.next()?);
+                let enabled = f.nth(1)?;
+                (hierarchy != "0" && enabled == "1").then(|| name.to_string())
+            })
+            .filter(|name| CONTROLLERS.iter().any(|c| c.to_string() == *name))
+            .collect(),
+    )
+}
 
 fn cgroup_mount_points() -> Result<&'static [PathBuf], V1MountPointError> {
     if let Some(mounts) = CGROUP_MOUNTS.get() {
         return Ok(mounts);
     }
-    let mounts = list_subsystem_mount_points()?;
+    let wanted = mounted_v1_controllers();
+    let reader = BufReader::new(ProcfsHandle::new()?.open(
+        ProcfsBase::ProcSelf,
+        "mountinfo",
+        OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
+    )?);
+    let mut mounts: Vec<PathBuf> = Vec::new();
+    for line in reader.lines() {
+        let m = MountInfo::from_line(&line?).map_err(V1MountPointError::MountInfo)?;
+        if m.fs_type != "cgroup" {
+            continue;
+        }
+        mounts.push(m.mount_point);
+        let complete = wanted.as_ref().is_some_and(|w| {
+            w.iter()
+                .all(|c| mounts.iter().any(|mp| mounts_subsystem(c, mp)))
+        });
+        if complete {
+            break;
+        }
+    }
     Ok(CGROUP_MOUNTS.get_or_init(|| mounts))
 }
 
@@ -84,27 +146,8 @@ pub fn get_subsystem_mount_point(subsystem: &ControllerType) -> Result<PathBuf, 
     let subsystem_name = subsystem.to_string();
     cgroup_mount_points()?
         .iter()
-        .find_map(|mount_point| {
-            // Some systems mount net_prio and net_cls in the same directory
-            // other systems mount them in their own directories. This
-            // should handle both cases.
-            let ok = match subsystem_name.as_str() {
-                "net_cls" => ["net_cls,net_prio", "net_prio,net_cls", "net_cls"]
-                    .iter()
-                    .any(|s| mount_point.ends_with(s)),
-                "net_prio" => ["net_cls,net_prio", "net_prio,net_cls", "net_prio"]
-                    .iter()
-                    .any(|s| mount_point.ends_with(s)),
-                "cpu" => ["cpu,cpuacct", "cpu"]
-                    .iter()
-                    .any(|s| mount_point.ends_with(s)),
-                "cpuacct" => ["cpu,cpuacct", "cpuacct"]
-                    .iter()
-                    .any(|s| mount_point.ends_with(s)),
-                _ => mount_point.ends_with(&subsystem_name),
-            };
-            if ok { Some(mount_point.clone()) } else { None }
-        })
+        .find(|mount_point| mounts_subsystem(&subsystem_name, mount_point))
+        .cloned()
         .ok_or(V1MountPointError::NotFound {
             subsystem: *subsystem,
         })
