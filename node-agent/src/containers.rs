@@ -695,6 +695,9 @@ impl Containers {
         }
         let span = tracing::info_span!("start", container_id = %e.id);
         let started = std::time::Instant::now();
+        // The kernel's wait before the first cgroup migration after a quiet spell runs
+        // now, beside the shim's spawn, rather than inside libcontainer's create.
+        tokio::task::spawn_blocking(skiff_runtime::cgroup::warm_migration);
         async {
             let _ = std::fs::remove_file(e.paths.exit());
             fsutil::create_dir_mode(&e.paths.exec_dir, 0o700)?;
