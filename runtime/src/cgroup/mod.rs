@@ -719,7 +719,11 @@ pub fn warm_migration() -> bool {
         } else {
             controllers
                 .split(',')
-                .map(|c| Path::new(CGROUP_ROOT).join(c.trim_start_matches("name=")).join(path))
+                .map(|c| {
+                    Path::new(CGROUP_ROOT)
+                        .join(c.trim_start_matches("name="))
+                        .join(path)
+                })
                 .collect()
         };
         for dir in candidates {
