@@ -5,6 +5,11 @@ cleanup_agent_network() {
   local root=$1 h cg
   h=$(printf %s "$root" | sha256sum | cut -c1-8)
   nft delete table inet "skiff-$h" 2>/dev/null || true
+  # The accept rules the agent put in `ip filter FORWARD` (where such a chain exists).
+  nft -a list chain ip filter FORWARD 2>/dev/null | grep "comment \"skiff:skiff-$h\"" |
+    sed -n 's/.*# handle \([0-9]*\)$/\1/p' | while read -r handle; do
+    nft delete rule ip filter FORWARD handle "$handle" 2>/dev/null || true
+  done || true
   for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^sk${h:0:5}" || true); do
     ip link del "$l" 2>/dev/null || true
   done
