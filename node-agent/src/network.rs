@@ -512,14 +512,14 @@ impl Networks {
         // Most refreshes (a container without published ports starting or stopping)
         // leave the table as it is: `update` then runs no `nft` at all.
         let applied = inner.fw_applied.take();
-        let first = applied.is_none();
         let done =
             nft::update(self.nft.as_ref(), &self.table, applied.as_ref(), &fw).map_err(net_err)?;
         tracing::debug!(update = ?done, "firewall");
-        // Reloading our table leaves `ip filter FORWARD` alone: its accept rules need a
-        // look only when our state was unknown (first apply, or after a flush that
-        // `check_firewall` noticed, which also re-checks them every 10 s).
-        if done == nft::Update::Table && first {
+        // A whole-table reload (networks or services changed; rare since task starts and
+        // stops refill chains instead) also makes sure of the accept rules in
+        // `ip filter FORWARD`, which a Docker started after us may have just created
+        // with a DROP policy; the watcher checks them every 10 s besides.
+        if done == nft::Update::Table {
             nft::ensure_forward_accept(self.nft.as_ref(), &self.table, &self.prefix)
                 .map_err(net_err)?;
         }
