@@ -665,17 +665,6 @@ impl Drop for PrivateDockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
-            let base = self.dir.path().to_string_lossy().into_owned();
-            let mut points: Vec<&str> = m
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4))
-                .filter(|p| p.starts_with(&base))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
+        common::unmount_below(self.dir.path());
     }
 }

@@ -795,20 +795,7 @@ impl Drop for Dockerd {
                     .status();
             }
         }
-        let exec = self.dir.path().join("exec");
-        if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
-            let base = self.dir.path().to_string_lossy().into_owned();
-            let mut points: Vec<&str> = m
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4))
-                .filter(|p| p.starts_with(&base))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        let _ = exec;
+        common::unmount_below(self.dir.path());
     }
 }
 

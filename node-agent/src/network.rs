@@ -1369,10 +1369,10 @@ impl Networks {
         if let Some(sb) = inner.sandboxes.get_mut(&r.id) {
             if let Some(pos) = sb.attachments.iter().position(|a| a.network_id == nid) {
                 let a = sb.attachments.remove(pos);
+                // Synchronous, unlike a stopped container's (see `undo`): the container
+                // is still running and must be off the network when disconnect returns.
                 let _ = link::delete_link(&a.host_if);
-                if let Some(st) = inner.nets.get_mut(&nid) {
-                    st.ipam.release(a.ip);
-                }
+                release(&mut inner, &nid, a.ip);
             }
             if let Some(sb) = inner.sandboxes.get(&r.id) {
                 fsutil::write_json_atomic(&self.sandbox_file(&r.id), sb)?;

@@ -418,18 +418,7 @@ pub fn cleanup_agent_leftovers(dir: &Path, root: &Path) {
         }
     }
     // Anything still mounted below the directory (a crashed shim's rootfs).
-    if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
-        let base = dir.to_string_lossy().into_owned();
-        let mut points: Vec<&str> = m
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&base))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
+    unmount_below(dir);
     // Our cgroup trees (named after --root); a container killed with its shim leaves
     // its (now empty) cgroup.
     let parent = cgroup_parent(root);
@@ -478,4 +467,22 @@ pub fn overlay_pool() -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("10.{}.0.0/16", 100 + (std::process::id() + n) % 150)
+}
+
+/// Detaches every mount below `dir`, deepest first (a daemon or shim killed mid-way
+/// leaves its rootfs, overlay and namespace mounts).
+pub fn unmount_below(dir: &Path) {
+    let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let base = dir.to_string_lossy().into_owned();
+    let mut points: Vec<&str> = m
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&base))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
 }
