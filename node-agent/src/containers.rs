@@ -1,10 +1,13 @@
 //! The container manager: every container this agent owns, its lifecycle, its shim.
 //!
 //! State lives on disk (`<root>/containers/<id>/`) and in memory; every transition is
-//! written atomically before it is acknowledged. Lifecycle operations on one container
-//! are serialised by its `op` lock; the state itself sits behind a short std mutex.
-//! A monitor task per running container holds a connection to its shim and folds the
-//! exit into the state when it ends (restart policies and `--rm` follow from there).
+//! written atomically as it happens. The in-memory state follows the processes: when a
+//! write fails (a full disk) the transition still stands in memory, since the process
+//! did start or stop, and the write is retried until it lands ([`Containers::flush`]).
+//! Lifecycle operations on one container are serialised by its `op` lock; the state
+//! itself sits behind a short std mutex. A monitor task per running container holds a
+//! connection to its shim and folds the exit into the state when it ends (restart
+//! policies and `--rm` follow from there).
 
 use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
@@ -21,6 +24,7 @@ use skiff_runtime::shim::logfile::{LogConfig, Rotation};
 use skiff_runtime::shim::Report;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -38,9 +42,26 @@ pub struct Entry {
     pub changed: watch::Sender<u64>,
     /// Serialises start/stop/remove on this container.
     pub op: tokio::sync::Mutex<()>,
+    /// The state in memory is newer than `state.json` (a write failed).
+    dirty: AtomicBool,
+    /// A monitor watches the shim. At most one may: two would fold one exit in twice.
+    monitored: AtomicBool,
 }
 
 impl Entry {
+    fn new(id: String, paths: Paths, record: ContainerRecord, state: ContainerState) -> Self {
+        Entry {
+            id,
+            paths,
+            record: RwLock::new(record),
+            state: Mutex::new(state),
+            changed: watch::channel(0).0,
+            op: tokio::sync::Mutex::new(()),
+            dirty: AtomicBool::new(false),
+            monitored: AtomicBool::new(false),
+        }
+    }
+
     pub fn name(&self) -> String {
         self.record
             .read()
@@ -59,19 +80,41 @@ impl Entry {
             .map(|s| s.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
     }
-    /// Applies `f` to the state, persists it, and notifies waiters.
-    fn update(&self, f: impl FnOnce(&mut ContainerState)) -> Result<ContainerState> {
+    /// Applies `f` to the state, persists it, and notifies waiters. A failed write
+    /// leaves the entry dirty for [`Entry::flush`]; the change stands regardless, since
+    /// it records what the processes did.
+    fn update(&self, f: impl FnOnce(&mut ContainerState)) -> ContainerState {
         let snapshot = {
-            let mut s = self
-                .state
-                .lock()
-                .map_err(|_| AgentError::internal("state lock poisoned"))?;
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut s);
-            fsutil::write_json_atomic(&self.paths.state(), &*s)?;
+            self.persist(&s);
             s.clone()
         };
         self.changed.send_modify(|g| *g += 1);
-        Ok(snapshot)
+        snapshot
+    }
+
+    fn persist(&self, s: &ContainerState) {
+        match fsutil::write_json_atomic(&self.paths.state(), s) {
+            Ok(()) => {
+                if self.dirty.swap(false, Ordering::SeqCst) {
+                    tracing::info!(container_id = %self.id, "container state written again");
+                }
+            }
+            Err(e) => {
+                if !self.dirty.swap(true, Ordering::SeqCst) {
+                    tracing::error!(container_id = %self.id, error = %e, "writing container state; will retry");
+                }
+            }
+        }
+    }
+
+    /// Retries the write of a dirty state.
+    fn flush(&self) {
+        if self.dirty.load(Ordering::SeqCst) {
+            let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            self.persist(&s);
+        }
     }
 }
 
@@ -222,14 +265,7 @@ impl Containers {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            let entry = Arc::new(Entry {
-                id: id.clone(),
-                paths,
-                record: RwLock::new(record),
-                state: Mutex::new(state.clone()),
-                changed: watch::channel(0).0,
-                op: tokio::sync::Mutex::new(()),
-            });
+            let entry = Arc::new(Entry::new(id.clone(), paths, record, state.clone()));
             self.by_id
                 .lock()
                 .map_err(|_| AgentError::internal("lock"))?
@@ -240,7 +276,7 @@ impl Containers {
                     self.spawn_monitor(entry.clone());
                 } else {
                     tracing::info!(container_id = %id, "container exited while the agent was down");
-                    self.clone().handle_exit(entry.clone()).await;
+                    self.clone().handle_exit(entry.clone(), None).await;
                 }
             } else if UnixStream::connect(entry.paths.socket()).await.is_ok() {
                 // The agent died between spawning the shim and recording the start: the
@@ -270,7 +306,26 @@ impl Containers {
             .collect();
         self.networks.reconcile(&running).await?;
         crate::network::spawn_firewall_watch(self.networks.clone());
+        let me = Arc::downgrade(self);
+        tokio::spawn(
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let Some(c) = me.upgrade() else { return };
+                    c.flush();
+                }
+            }
+            .instrument(tracing::info_span!("state_flush")),
+        );
         Ok(())
+    }
+
+    /// Writes every state whose last write failed (see the module comment).
+    pub fn flush(&self) {
+        for e in self.entries() {
+            e.flush();
+        }
     }
 
     /// Creates a container (nothing runs yet). On any error nothing is left behind.
@@ -475,14 +530,12 @@ impl Containers {
                 return Err(e);
             }
         };
-        let entry = Arc::new(Entry {
-            id: id.into(),
+        let entry = Arc::new(Entry::new(
+            id.into(),
             paths,
-            record: RwLock::new(record),
-            state: Mutex::new(ContainerState::default()),
-            changed: watch::channel(0).0,
-            op: tokio::sync::Mutex::new(()),
-        });
+            record,
+            ContainerState::default(),
+        ));
         self.by_id
             .lock()
             .map_err(|_| AgentError::internal("lock"))?
@@ -732,7 +785,7 @@ impl Containers {
                             error: r.error.clone(),
                             ..Default::default()
                         })
-                    })?;
+                    });
                     self.emit(e, "die", &[("exitCode", code.to_string())]);
                     if e.record().config.auto_remove {
                         let _ = self.remove_locked(e, true).await;
@@ -750,7 +803,7 @@ impl Containers {
                             error: err.to_string(),
                             ..Default::default()
                         })
-                    })?;
+                    });
                     if e.record().config.auto_remove {
                         let _ = self.remove_locked(e, true).await;
                     }
@@ -766,7 +819,7 @@ impl Containers {
                 s.oom_killed = false;
                 s.error.clear();
                 s.manually_stopped = false;
-            })?;
+            });
             self.emit(e, "start", &[]);
             self.metrics
                 .start_duration
@@ -779,7 +832,12 @@ impl Containers {
     }
 
     /// Watches a running container's shim; handles the exit when it comes.
+    /// A no-op when one already watches: every path that finds a running container
+    /// unwatched (a start whose bookkeeping failed half-way) can call it.
     fn spawn_monitor(self: &Arc<Self>, e: Arc<Entry>) {
+        if e.monitored.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let me = self.clone();
         let span = tracing::info_span!("monitor", container_id = %e.id);
         tokio::spawn(
@@ -795,6 +853,9 @@ impl Containers {
                         Err(_) => break None,
                     }
                 };
+                // The shim's announcement stands in for exit.json when the shim could
+                // not write that (a full disk).
+                let mut announced = None;
                 if let Some(mut c) = conn {
                     if write_frame(
                         &mut c,
@@ -807,25 +868,33 @@ impl Containers {
                     .is_ok()
                     {
                         while let Ok(Some(f)) = read_frame(&mut c).await {
-                            if matches!(f, Frame::Exit { .. }) {
+                            if let Frame::Exit { code, error } = f {
+                                announced = Some(ExitInfo {
+                                    exit_code: code,
+                                    error,
+                                    finished_at: Some(chrono::Utc::now()),
+                                    oom_killed: false,
+                                });
                                 break;
                             }
                         }
                     }
                 }
-                me.handle_exit(e)
+                me.handle_exit(e.clone(), announced)
                     .instrument(tracing::debug_span!("handle_exit"))
                     .await;
+                e.monitored.store(false, Ordering::SeqCst);
             }
             .instrument(span),
         );
     }
 
     /// Folds a finished run into the state, then applies `--rm` or the restart policy.
-    async fn handle_exit(self: Arc<Self>, e: Arc<Entry>) {
-        // Wait for the shim to finish writing (it writes exit.json before announcing).
-        let exit: ExitInfo = match fsutil::read_json(&e.paths.exit()) {
-            Ok(Some(x)) => x,
+    async fn handle_exit(self: Arc<Self>, e: Arc<Entry>, announced: Option<ExitInfo>) {
+        // The shim writes exit.json before announcing the exit.
+        let exit: ExitInfo = match (fsutil::read_json(&e.paths.exit()), announced) {
+            (Ok(Some(x)), _) => x,
+            (_, Some(x)) => x,
             _ => ExitInfo {
                 exit_code: 255,
                 error: "container shim exited unexpectedly".into(),
@@ -844,13 +913,7 @@ impl Containers {
             .started_at
             .map(|s| (chrono::Utc::now() - s).num_seconds())
             .unwrap_or(0);
-        let st = match e.update(|s| s.record_exit(&exit)) {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::error!(error = %err, "recording exit");
-                return;
-            }
-        };
+        let st = e.update(|s| s.record_exit(&exit));
         if exit.oom_killed {
             self.emit(&e, "oom", &[]);
         }
@@ -877,7 +940,7 @@ impl Containers {
                 st.restart_count.min(10)
             };
             let delay = Duration::from_millis((100u64 << n).min(60_000));
-            let _ = e.update(|s| s.status = Status::Restarting);
+            e.update(|s| s.status = Status::Restarting);
             let me = self.clone();
             let e = e.clone();
             tokio::spawn(async move {
@@ -886,7 +949,7 @@ impl Containers {
                 if e.state().status != Status::Restarting {
                     return; // stopped or removed meanwhile
                 }
-                let _ = e.update(|s| {
+                e.update(|s| {
                     s.status = Status::Exited;
                     s.restart_count += 1;
                 });
@@ -943,32 +1006,34 @@ impl Containers {
             )));
         }
         if sig == libc::SIGKILL || sig == libc::SIGTERM || sig == libc::SIGINT {
-            let _ = e.update(|s| s.manually_stopped = true);
+            e.update(|s| s.manually_stopped = true);
         }
         self.emit(&e, "kill", &[("signal", sig.to_string())]);
         self.signal(&e, sig).await
     }
 
     /// Docker's stop: the stop signal, then SIGKILL after the timeout.
-    pub async fn stop(&self, key: &str, timeout: Option<u32>) -> Result<()> {
+    pub async fn stop(self: &Arc<Self>, key: &str, timeout: Option<u32>) -> Result<()> {
         let e = self.get(key)?;
         let _op = e.op.lock().await;
         self.stop_locked(&e, timeout).await
     }
 
-    async fn stop_locked(&self, e: &Entry, timeout: Option<u32>) -> Result<()> {
+    async fn stop_locked(self: &Arc<Self>, e: &Arc<Entry>, timeout: Option<u32>) -> Result<()> {
         let st = e.state();
         if st.status == Status::Restarting {
             e.update(|s| {
                 s.status = Status::Exited;
                 s.manually_stopped = true;
-            })?;
+            });
             return Ok(());
         }
         if !st.is_running() {
             return Ok(());
         }
-        e.update(|s| s.manually_stopped = true)?;
+        e.update(|s| s.manually_stopped = true);
+        // Only a monitor folds the exit in; make sure one watches.
+        self.spawn_monitor(e.clone());
         let r = e.record();
         let t = timeout.or(r.config.stop_timeout).unwrap_or(10);
         let sig = signal_number(&r.config.stop_signal).unwrap_or(libc::SIGTERM);
@@ -1034,13 +1099,13 @@ impl Containers {
         }
     }
 
-    pub async fn remove(&self, key: &str, force: bool) -> Result<()> {
+    pub async fn remove(self: &Arc<Self>, key: &str, force: bool) -> Result<()> {
         let e = self.get(key)?;
         let _op = e.op.lock().await;
         self.remove_locked(&e, force).await
     }
 
-    async fn remove_locked(&self, e: &Arc<Entry>, force: bool) -> Result<()> {
+    async fn remove_locked(self: &Arc<Self>, e: &Arc<Entry>, force: bool) -> Result<()> {
         let e = e.clone();
         let st = e.state();
         if st.is_running() && st.status != Status::Restarting {
@@ -1050,7 +1115,8 @@ impl Containers {
                     e.id
                 )));
             }
-            e.update(|s| s.manually_stopped = true)?;
+            e.update(|s| s.manually_stopped = true);
+            self.spawn_monitor(e.clone());
             let _ = self.signal(&e, libc::SIGKILL).await;
             if !self.wait_stopped(&e, Duration::from_secs(10)).await {
                 return Err(AgentError::Internal(format!(
@@ -1059,7 +1125,7 @@ impl Containers {
                 )));
             }
         }
-        e.update(|s| s.status = Status::Removing)?;
+        e.update(|s| s.status = Status::Removing);
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
         self.networks.forget(&e.id).await;
         let _ = std::fs::remove_dir_all(&e.paths.exec_dir);

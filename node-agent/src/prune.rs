@@ -8,6 +8,7 @@ use skiff_proto::engine::{DfResponse, DfRow, PruneResponse};
 use skiff_runtime::container::Status;
 use skiff_runtime::fsutil;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// `until=` (RFC 3339 or unix seconds) and `label=`/`label!=` prune filters.
 fn created_matches(
@@ -55,7 +56,7 @@ fn until(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 /// Removes every stopped container (created, exited, dead) matching `filters`.
-pub async fn containers(c: &Containers, filters: &[String]) -> Result<PruneResponse> {
+pub async fn containers(c: &Arc<Containers>, filters: &[String]) -> Result<PruneResponse> {
     let mut resp = PruneResponse::default();
     for e in c.list() {
         let st = e.state();

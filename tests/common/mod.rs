@@ -95,6 +95,26 @@ impl Run {
 impl Agent {
     /// Starts an agent in a fresh temporary directory and waits for its socket.
     pub fn start() -> Agent {
+        Self::start_prepared(|_| {})
+    }
+
+    /// Starts an agent whose `--root` is a tmpfs of `size` (`mount -o size=`), so a
+    /// test can fill it. [`Drop`] unmounts it with everything else below the directory.
+    pub fn start_on_tmpfs(size: &str) -> Agent {
+        Self::start_prepared(|root| {
+            std::fs::create_dir_all(root).expect("root dir");
+            nix::mount::mount(
+                Some("tmpfs"),
+                root,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(format!("size={size}").as_str()),
+            )
+            .expect("mount tmpfs root");
+        })
+    }
+
+    fn start_prepared(prepare: impl FnOnce(&Path)) -> Agent {
         require_root();
         // Short paths: unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
@@ -104,6 +124,7 @@ impl Agent {
         let root = dir.path().join("root");
         let exec_root = dir.path().join("run");
         let socket = dir.path().join("skiff.sock");
+        prepare(&root);
         let mut a = Agent {
             root,
             exec_root,
