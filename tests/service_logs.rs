@@ -184,6 +184,7 @@ fn service_logs_come_from_every_node_and_follow_new_replicas() {
         let (_, _, _, text) = parse(l).unwrap_or_else(|| panic!("stderr line shape: {l:?}"));
         assert!(text.starts_with("err "), "stderr holds stderr lines: {l:?}");
     }
+    let one_task = o.stdout.lines().find_map(parse).expect("a line");
 
     // Through a follower manager, with --tail 1 --no-task-ids: one line per replica.
     let o = logs(&c, &follower, &["--tail", "1", "--no-task-ids"]);
@@ -205,6 +206,40 @@ fn service_logs_come_from_every_node_and_follow_new_replicas() {
         raw.stdout.lines().all(|l| l.starts_with("out ")),
         "--raw prints bare lines: {}",
         raw.stdout
+    );
+
+    // One task, named by its (truncated) ID as Docker's `service logs TASK` takes it:
+    // only its lines, through the follower.
+    let (slot, task, node, _) = one_task;
+    let one_task_logs = || {
+        let one = Command::new(common::bin())
+            .args(["--host", &c.sock(&follower), "service", "logs"])
+            .args(["--tail", "3", &task])
+            .output()
+            .expect("run skiff service logs TASK");
+        assert!(
+            one.status.success(),
+            "{}",
+            String::from_utf8_lossy(&one.stderr)
+        );
+        // The tail counts both streams.
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&one.stdout),
+            String::from_utf8_lossy(&one.stderr)
+        )
+    };
+    let mut text = String::new();
+    // A task that started a moment ago may not have three lines yet.
+    c.wait("three lines of one task", Duration::from_secs(20), || {
+        text = one_task_logs();
+        text.lines().count() >= 3
+    });
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.lines()
+            .all(|l| parse(l).is_some_and(|p| (p.0, &p.1, &p.2) == (slot, &task, &node))),
+        "lines of task {task} only: {text}"
     );
 
     // -f through the follower: every replica, then the one a scale-up adds on the

@@ -50,6 +50,8 @@ pub enum ServiceCommand {
     /// Lines are prefixed like Docker's (`web.2.TASKID@NODE    | `); stderr lines go
     /// to stderr. With -f, tasks that start later (scale-up, replacements) are
     /// followed too. A node that cannot be reached is named in a warning on stderr.
+    /// A task ID (or a unique prefix of one, as `service ps` shows it) narrows the
+    /// output to that task.
     ///
     /// Example: skiff service logs -f --tail 20 web
     Logs(LogsArgs),
@@ -153,6 +155,8 @@ pub struct LogsArgs {
     /// Print the lines as they are, with no task prefix.
     #[arg(long)]
     pub raw: bool,
+    /// A service (name or ID), or one task (ID or unique ID prefix).
+    #[arg(value_name = "SERVICE|TASK")]
     pub name: String,
 }
 

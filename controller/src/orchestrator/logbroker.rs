@@ -469,12 +469,14 @@ impl LogBroker {
 fn task_nodes(
     tasks: &[Stored<Task>],
     service_id: &str,
+    only_task: Option<&str>,
     follow: bool,
 ) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for t in tasks.iter().filter(|t| {
         let v = &t.value;
         v.service_id == service_id
+            && only_task.is_none_or(|id| id == t.id)
             && !v.node_id.is_empty()
             && (!v.status.container_id.is_empty()
                 || (TaskState::Preparing..=TaskState::Running).contains(&v.status.state)
@@ -487,16 +489,38 @@ fn task_nodes(
     out
 }
 
-fn find_service<'a>(
+/// What `service logs NAME` names: a service (name, ID or ID prefix of 6 or more), or
+/// else one task (ID or unique ID prefix), as Docker takes `SERVICE|TASK`.
+fn find_target<'a>(
     services: &'a [Stored<Service>],
+    tasks: &[Stored<Task>],
     name: &str,
-) -> Result<&'a Stored<Service>, Status> {
-    services
+) -> Result<(&'a Stored<Service>, Option<String>), Status> {
+    let by_id = |id: &str| id == name || (name.len() >= 6 && id.starts_with(name));
+    if let Some(s) = services
         .iter()
-        .find(|s| {
-            s.value.spec.name == name || s.id == name || (name.len() >= 6 && s.id.starts_with(name))
-        })
-        .ok_or_else(|| Status::not_found(format!("service {name} not found")))
+        .find(|s| s.value.spec.name == name || by_id(&s.id))
+    {
+        return Ok((s, None));
+    }
+    let matching: Vec<&Stored<Task>> = match tasks.iter().find(|t| t.id == name) {
+        Some(t) => vec![t],
+        None => tasks.iter().filter(|t| by_id(&t.id)).collect(),
+    };
+    match matching.as_slice() {
+        [t] => services
+            .iter()
+            .find(|s| s.id == t.value.service_id)
+            .map(|s| (s, Some(t.id.clone())))
+            .ok_or_else(|| Status::not_found(format!("the service of task {} is gone", t.id))),
+        [] => Err(Status::not_found(format!(
+            "no such service or task: {name}"
+        ))),
+        many => Err(Status::invalid_argument(format!(
+            "task ID prefix {name} is ambiguous ({} tasks match)",
+            many.len()
+        ))),
+    }
 }
 
 /// Serves `ServiceLogs` on the leader: subscribes every node holding a task of the
@@ -511,26 +535,26 @@ pub fn serve(
         return Err(Status::unavailable("not the leader"));
     }
     let broker = cluster.logs.clone();
-    let (service, slot_width, nodes, unavailable, events) = {
+    let (service, slot_width, nodes, unavailable, events, only_task) = {
         let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
         // Subscribed under the same lock as the read, so no task change is missed.
         let events = sm.subscribe();
         let w = read_world(&sm);
         let (services, tasks, cluster_nodes) = (&w.services, &w.tasks, &w.nodes);
-        let s = find_service(services, &req.service)?;
+        let (s, only_task) = find_target(services, tasks, &req.service)?;
         let width = match s.value.spec.mode {
             Mode::Replicated { replicas } => replicas.max(1).to_string().len() as u32,
             Mode::Global => 1,
         };
         let mut nodes = Vec::new();
         let mut unavailable = Vec::new();
-        for (node, ids) in task_nodes(tasks, &s.id, req.follow) {
+        for (node, ids) in task_nodes(tasks, &s.id, only_task.as_deref(), req.follow) {
             match cluster_nodes.iter().find(|n| n.id == node) {
                 Some(n) if n.status != NodeStatus::Down => nodes.push((node, ids)),
                 _ => unavailable.push((node, "is not available".to_string())),
             }
         }
-        (s.clone(), width, nodes, unavailable, events)
+        (s.clone(), width, nodes, unavailable, events, only_task)
     };
     let template = pb::LogSubscription {
         service_id: service.id.clone(),
@@ -582,7 +606,7 @@ pub fn serve(
                         if !services.iter().any(|s| s.id == service.id) {
                             return; // the service is gone: nothing more will come
                         }
-                        for (node, ids) in task_nodes(tasks, &service.id, true) {
+                        for (node, ids) in task_nodes(tasks, &service.id, only_task.as_deref(), true) {
                             broker.add_node(&sub.id, &node, ids);
                         }
                     }
@@ -727,6 +751,59 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    fn stored<T>(id: &str, value: T) -> Stored<T> {
+        Stored {
+            id: id.into(),
+            version: 1,
+            value,
+        }
+    }
+
+    #[test]
+    fn a_name_is_a_service_first_then_a_task_and_one_task_narrows_the_nodes() {
+        let mut spec = ServiceSpec::default();
+        spec.name = "web".into();
+        let services = vec![stored(
+            "svc1abcdef",
+            Service {
+                spec,
+                ..Default::default()
+            },
+        )];
+        let task = |node: &str| Task {
+            service_id: "svc1abcdef".into(),
+            node_id: node.into(),
+            status: super::super::TaskStatus {
+                state: TaskState::Running,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let tasks = vec![
+            stored("tsk111aaaa", task("n1")),
+            stored("tsk111bbbb", task("n2")),
+            stored("tsk222cccc", task("n2")),
+        ];
+        for name in ["web", "svc1abcdef", "svc1ab"] {
+            let (s, only) = find_target(&services, &tasks, name).expect(name);
+            assert_eq!((s.id.as_str(), only), ("svc1abcdef", None), "{name}");
+        }
+        let (s, only) = find_target(&services, &tasks, "tsk111bb").expect("prefix");
+        assert_eq!(
+            (s.id.as_str(), only.as_deref()),
+            ("svc1abcdef", Some("tsk111bbbb"))
+        );
+        let nodes = task_nodes(&tasks, "svc1abcdef", only.as_deref(), false);
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes["n2"], vec!["tsk111bbbb".to_string()]);
+        assert_eq!(task_nodes(&tasks, "svc1abcdef", None, false).len(), 2);
+        let e = find_target(&services, &tasks, "tsk111").expect_err("ambiguous");
+        assert!(e.message().contains("ambiguous (2 tasks match)"), "{e:?}");
+        let e = find_target(&services, &tasks, "nope").expect_err("unknown");
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert!(e.message().contains("no such service or task: nope"));
     }
 
     #[tokio::test]
