@@ -286,6 +286,181 @@ fn tcp_engine_api_takes_client_certificates_of_its_cluster_only() {
     });
 }
 
+#[test]
+fn revoked_client_certificates_are_refused_on_every_nodes_api_port() {
+    common::require_root();
+    let (mapi, wapi) = (free_port(), free_port());
+    let mapi_flag = format!("127.0.0.1:{mapi}");
+    let m = harness::Member::start_with(true, None, &["--api-listen-addr", &mapi_flag]);
+    let token = m.cmd(&["cluster", "join-token", "-q", "worker"]);
+    let wapi_flag = format!("127.0.0.1:{wapi}");
+    let w = harness::Member::start_with(
+        false,
+        Some((m.port.expect("cluster port"), token.trim().to_string())),
+        &["--api-listen-addr", &wapi_flag],
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = tmp.path().join("cfg");
+    let mut dirs = Vec::new();
+    for name in ["alice", "bob"] {
+        let d = tmp.path().join(name).to_string_lossy().into_owned();
+        let r = ok(
+            skiff(
+                &cfg,
+                &[],
+                &[
+                    "--host",
+                    &m.host(),
+                    "cluster",
+                    "client-cert",
+                    "--out",
+                    &d,
+                    "--name",
+                    name,
+                ],
+            ),
+            "client-cert",
+        );
+        assert!(r.stdout.contains("serial "), "{}", r.stdout);
+        dirs.push(d);
+    }
+    let at = |port: u16, dir: &str| {
+        skiff(
+            &cfg,
+            &[],
+            &[
+                "--host",
+                &format!("tcp://127.0.0.1:{port}"),
+                "--tlsdir",
+                dir,
+                "ps",
+            ],
+        )
+    };
+    // The worker's port answers once its assignments brought the (empty) list.
+    harness::wait_until("the worker's API port", Duration::from_secs(20), || {
+        at(wapi, &dirs[0]).code == 0
+    });
+    for port in [mapi, wapi] {
+        for d in &dirs {
+            ok(at(port, d), "a valid client certificate");
+        }
+    }
+    let ls = ok(
+        skiff(
+            &cfg,
+            &[],
+            &["--host", &m.host(), "cluster", "client-cert", "ls"],
+        ),
+        "client-cert ls",
+    );
+    let lines: Vec<&str> = ls.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", ls.stdout);
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("REVOKED"));
+    assert!(lines[1].starts_with("alice") && lines[1].trim_end().ends_with('-'));
+
+    // Revoked by name: refused at once on the manager, on the worker as soon as its
+    // assignments carry the list; the other certificate keeps working.
+    let r = ok(
+        skiff(
+            &cfg,
+            &[],
+            &[
+                "--host",
+                &m.host(),
+                "cluster",
+                "client-cert",
+                "revoke",
+                "alice",
+            ],
+        ),
+        "revoke",
+    );
+    assert!(
+        r.stdout.starts_with("revoked ") && r.stdout.contains("(alice)"),
+        "{}",
+        r.stdout
+    );
+    let refused_revoked = |port: u16| {
+        let r = at(port, &dirs[0]);
+        r.code != 0 && r.stderr.contains("was revoked")
+    };
+    assert!(refused_revoked(mapi), "{:?}", at(mapi, &dirs[0]));
+    harness::wait_until(
+        "the worker to refuse alice",
+        Duration::from_secs(10),
+        || refused_revoked(wapi),
+    );
+    for port in [mapi, wapi] {
+        ok(at(port, &dirs[1]), "bob after alice's revocation");
+    }
+    let ls = ok(
+        skiff(
+            &cfg,
+            &[],
+            &["--host", &m.host(), "cluster", "client-cert", "ls"],
+        ),
+        "client-cert ls",
+    );
+    let alice = ls.stdout.lines().nth(1).expect("alice's row");
+    assert!(
+        !alice.trim_end().ends_with('-'),
+        "revoked time shown: {alice}"
+    );
+    // Bob revoked by serial, through the API port with bob's own certificate.
+    let serials = ok(
+        skiff(
+            &cfg,
+            &[],
+            &["--host", &m.host(), "cluster", "client-cert", "ls", "-q"],
+        ),
+        "ls -q",
+    )
+    .stdout;
+    let bob_serial = serials.lines().nth(1).expect("bob's serial").to_string();
+    ok(
+        skiff(
+            &cfg,
+            &[],
+            &[
+                "--host",
+                &format!("tcp://127.0.0.1:{mapi}"),
+                "--tlsdir",
+                &dirs[1],
+                "cluster",
+                "client-cert",
+                "revoke",
+                &bob_serial,
+            ],
+        ),
+        "revoke by serial",
+    );
+    assert!(refused_revoked_any(&at(mapi, &dirs[1])));
+    let r = skiff(
+        &cfg,
+        &[],
+        &[
+            "--host",
+            &m.host(),
+            "cluster",
+            "client-cert",
+            "revoke",
+            "carol",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("no client certificate named"),
+        "{}",
+        r.stderr
+    );
+    drop(w);
+}
+
+fn refused_revoked_any(r: &Run) -> bool {
+    r.code != 0 && r.stderr.contains("was revoked")
+}
+
 /// A private sshd on a loopback port, killed (and its files removed) on drop.
 struct Sshd {
     child: Child,

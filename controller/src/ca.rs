@@ -121,6 +121,20 @@ pub fn cert_identity(der: &[u8]) -> Result<(String, time::OffsetDateTime), CaErr
 /// The client name of a DER certificate that [`Ca::sign_client_csr`] issued; `None` for
 /// node certificates (and anything unparsable).
 pub fn client_name(der: &[u8]) -> Option<String> {
+    client_identity(der).map(|c| c.name)
+}
+
+/// Who a client certificate names, and which certificate it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientId {
+    pub name: String,
+    /// The serial number, lowercase hex: what revocation lists.
+    pub serial: String,
+}
+
+/// The client identity of a DER certificate that [`Ca::sign_client_csr`] issued; `None`
+/// for node certificates (and anything unparsable).
+pub fn client_identity(der: &[u8]) -> Option<ClientId> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
     let is_client = subject
@@ -133,8 +147,11 @@ pub fn client_name(der: &[u8]) -> Option<String> {
         .iter_common_name()
         .next()
         .and_then(|c| c.as_str().ok())
-        .map(str::to_string);
-    name
+        .map(str::to_string)?;
+    Some(ClientId {
+        name,
+        serial: hex::encode(cert.raw_serial()),
+    })
 }
 
 /// Checks a client certificate name: what `skiff cluster client-cert --name` accepts.
@@ -229,6 +246,10 @@ impl Ca {
         csr.params.not_before = now - time::Duration::minutes(5);
         csr.params.not_after = now
             + time::Duration::try_from(validity).map_err(|e| CaError::BadCert(e.to_string()))?;
+        // Random, so revoking one certificate never touches another of the same key.
+        let mut serial: [u8; 16] = rand::random();
+        serial[0] &= 0x7f; // positive, as DER integers must be
+        csr.params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         Ok(csr.signed_by(&self.cert, &self.key)?.pem())
     }
 }
@@ -260,6 +281,10 @@ impl Ca {
         csr.params.not_before = now - time::Duration::minutes(5);
         csr.params.not_after = now
             + time::Duration::try_from(validity).map_err(|e| CaError::BadCert(e.to_string()))?;
+        // Random, so revoking one certificate never touches another of the same key.
+        let mut serial: [u8; 16] = rand::random();
+        serial[0] &= 0x7f; // positive, as DER integers must be
+        csr.params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         Ok(csr.signed_by(&self.cert, &self.key)?.pem())
     }
 }
@@ -312,6 +337,16 @@ mod tests {
         let der = pem_to_der(&client).expect("der");
         assert_eq!(client_name(&der).as_deref(), Some("alice@laptop"));
         assert_eq!(client_name(&pem_to_der(&node).expect("der")), None);
+        // Two certificates for one key still differ in serial (revocation tells them apart).
+        let again = ca
+            .sign_client_csr(&csr, "alice@laptop", Duration::from_secs(3600))
+            .expect("sign");
+        let (a, b) = (
+            client_identity(&der).expect("id"),
+            client_identity(&pem_to_der(&again).expect("der")).expect("id"),
+        );
+        assert_eq!(a.serial.len(), 32);
+        assert_ne!(a.serial, b.serial);
         let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("parse");
         assert!(
             parsed.subject_alternative_name().expect("ext").is_none(),

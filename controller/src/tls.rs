@@ -248,6 +248,8 @@ pub struct PeerIdentity {
     /// The name in a verified CLI client certificate ([`crate::ca::CLIENT_OU`]): such a
     /// peer has no node identity, so the cluster port's node-only RPCs refuse it.
     pub client: Option<String>,
+    /// That client certificate's serial (lowercase hex), which revocation lists.
+    pub client_serial: Option<String>,
 }
 
 /// An accepted TLS connection that tells tonic its peer's identity.
@@ -269,7 +271,8 @@ impl TlsConn {
             .1
             .peer_certificates()
             .and_then(|c| c.first());
-        let client = leaf.and_then(|c| crate::ca::client_name(c.as_ref()));
+        let client_id = leaf.and_then(|c| crate::ca::client_identity(c.as_ref()));
+        let client = client_id.as_ref().map(|c| c.name.clone());
         let node_id = leaf
             .filter(|_| client.is_none())
             .and_then(|c| crate::ca::cert_identity(c.as_ref()).ok())
@@ -280,6 +283,7 @@ impl TlsConn {
                 addr,
                 node_id,
                 client,
+                client_serial: client_id.map(|c| c.serial),
             },
         })
     }

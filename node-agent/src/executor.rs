@@ -200,6 +200,7 @@ impl RemoteSource {
                 .map_err(|_| "no assignments for 10s".to_string())?
                 .map_err(|e| e.to_string())?;
             let Some(set) = msg else { return Ok(()) };
+            self.cluster.set_revoked_clients(&set.revoked_clients);
             let decode = |o: &skiff_proto::orchestrator::StoredObject| {
                 (o.id.clone(), o.version, o.json.clone())
             };

@@ -29,11 +29,12 @@ pub async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let incoming = tls::api_incoming(listener, Arc::new(move || cluster.identity()));
+    let id_source = cluster.clone();
+    let incoming = tls::api_incoming(listener, Arc::new(move || id_source.identity()));
     tracing::info!(addr = %local, "Engine API listening (mutual TLS, client certificates only)");
     tokio::spawn(async move {
         let res = tonic::transport::Server::builder()
-            .layer(tonic::service::InterceptorLayer::new(log_client))
+            .layer(tonic::service::InterceptorLayer::new(check_client(cluster)))
             .add_service(engine)
             .add_optional_service(cluster_api)
             .add_optional_service(orchestrator_api)
@@ -46,17 +47,27 @@ pub async fn serve(
     Ok(local)
 }
 
-/// Logs who calls what on the TLS port (the handshake already refused everyone else).
-fn log_client(req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    let peer = req.extensions().get::<PeerIdentity>();
-    match peer.and_then(|p| p.client.as_deref()) {
-        Some(name) => {
-            tracing::debug!(client = name, addr = ?peer.and_then(|p| p.addr), "remote API call");
-            Ok(req)
+/// Every request on the TLS port: refuses a revoked client certificate (also on a
+/// connection opened before the revocation), then logs who calls.
+fn check_client(
+    cluster: Arc<Cluster>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |req: tonic::Request<()>| {
+        let peer = req.extensions().get::<PeerIdentity>();
+        let (Some(name), Some(serial)) = (
+            peer.and_then(|p| p.client.as_deref()),
+            peer.and_then(|p| p.client_serial.as_deref()),
+        ) else {
+            // Unreachable with the handshake's verifier; refuse rather than trust it blindly.
+            return Err(tonic::Status::unauthenticated(
+                "a client certificate of this cluster is required (skiff cluster client-cert)",
+            ));
+        };
+        if let Err(why) = cluster.client_allowed(serial) {
+            tracing::warn!(client = name, serial, addr = ?peer.and_then(|p| p.addr), "refused a remote API call: {why}");
+            return Err(tonic::Status::permission_denied(why));
         }
-        // Unreachable with the handshake's verifier; refuse rather than trust it blindly.
-        None => Err(tonic::Status::unauthenticated(
-            "a client certificate of this cluster is required (skiff cluster client-cert)",
-        )),
+        tracing::debug!(client = name, addr = ?peer.and_then(|p| p.addr), "remote API call");
+        Ok(req)
     }
 }

@@ -80,12 +80,38 @@ pub enum ClusterCommand {
     /// Issue a client certificate (signed by the cluster CA) for `--host tcp://`: writes
     /// ca.pem, cert.pem and key.pem (0600) into DIR. The key is made here and never sent.
     ///
+    /// `client-cert ls` lists the certificates issued (and not expired); `client-cert
+    /// revoke NAME|SERIAL` refuses them on every node's API port from the next request.
+    ///
     /// Example: skiff cluster client-cert --name alice --out ~/.skiff/prod --expiry 30d
     ClientCert(ClientCertArgs),
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ClientCertAction {
+    /// List the client certificates issued and not yet expired.
+    ///
+    /// Example: skiff cluster client-cert ls
+    #[command(alias = "list")]
+    Ls {
+        /// Only serials.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Revoke every certificate of a name, or one by serial (as `ls` shows them).
+    ///
+    /// Example: skiff cluster client-cert revoke alice
+    Revoke {
+        #[arg(required = true, value_name = "NAME|SERIAL")]
+        who: Vec<String>,
+    },
+}
+
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ClientCertArgs {
+    #[command(subcommand)]
+    pub action: Option<ClientCertAction>,
     /// Directory to write ca.pem, cert.pem, key.pem into [default: $SKIFF_CONFIG/tls,
     /// else ~/.skiff/tls: what `--host tcp://` reads when no --tlsdir is given].
     #[arg(long, value_name = "DIR")]
@@ -96,6 +122,32 @@ pub struct ClientCertArgs {
     /// Validity: a number with s, m, h, d or y (days of 24 h, years of 365 d).
     #[arg(long, default_value = "90d")]
     pub expiry: String,
+}
+
+fn print_client_certs(certs: &[pb::ClientCertInfo], quiet: bool) {
+    if quiet {
+        for c in certs {
+            println!("{}", c.serial);
+        }
+        return;
+    }
+    let mut rows = vec![["NAME", "SERIAL", "ISSUED", "EXPIRES", "REVOKED"]
+        .map(String::from)
+        .to_vec()];
+    for c in certs {
+        rows.push(vec![
+            c.name.clone(),
+            c.serial.clone(),
+            c.issued.clone(),
+            c.not_after.clone(),
+            if c.revoked.is_empty() {
+                "-".into()
+            } else {
+                c.revoked.clone()
+            },
+        ]);
+    }
+    print!("{}", crate::output::align(&rows));
 }
 
 /// `90d` → 90 days; `s`, `m`, `h`, `d`, `y` units.
@@ -162,7 +214,8 @@ async fn client_cert(c: &mut ClusterClient<Channel>, a: &ClientCertArgs) -> Resu
     write("cert.pem", &r.cert_pem, 0o644)?;
     write("ca.pem", &r.ca_pem, 0o644)?;
     println!(
-        "Client certificate {name:?} (expires {}) written to {}",
+        "Client certificate {name:?} (serial {}, expires {}) written to {}",
+        r.serial,
         r.not_after,
         dir.display()
     );
@@ -430,7 +483,33 @@ pub async fn cluster(host: &str, cmd: &ClusterCommand) -> Result<i32> {
                 }
             }
         }
-        ClusterCommand::ClientCert(a) => client_cert(&mut c, a).await?,
+        ClusterCommand::ClientCert(a) => match &a.action {
+            None => client_cert(&mut c, a).await?,
+            Some(ClientCertAction::Ls { quiet }) => {
+                let certs = c
+                    .list_client_certs(pb::Empty {})
+                    .await
+                    .map_err(client::status)?
+                    .into_inner()
+                    .certs;
+                print_client_certs(&certs, *quiet);
+            }
+            Some(ClientCertAction::Revoke { who }) => {
+                for w in who {
+                    let certs = c
+                        .revoke_client_cert(pb::RevokeClientCertRequest {
+                            name_or_serial: w.clone(),
+                        })
+                        .await
+                        .map_err(client::status)?
+                        .into_inner()
+                        .certs;
+                    for cert in certs {
+                        println!("revoked {} ({})", cert.serial, cert.name);
+                    }
+                }
+            }
+        },
         ClusterCommand::JoinToken(a) => {
             let r = c
                 .join_token(pb::JoinTokenRequest {

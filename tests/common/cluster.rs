@@ -12,6 +12,8 @@ pub struct Member {
     pub dir: tempfile::TempDir,
     pub port: Option<u16>,
     args: Vec<String>,
+    /// Flags kept across restarts (unlike the join).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -33,9 +35,23 @@ impl Member {
         Self::start_in(std::path::Path::new("/tmp"), listen, join)
     }
 
+    /// [`Self::start`] with more agent flags (kept across restarts).
+    pub fn start_with(listen: bool, join: Option<(u16, String)>, extra: &[&str]) -> Member {
+        Self::start_full(std::path::Path::new("/tmp"), listen, join, extra)
+    }
+
     /// [`Self::start`] with the agent's state under `base` (benchmarks put it on a disk
     /// that really syncs; /tmp is often tmpfs).
     pub fn start_in(base: &std::path::Path, listen: bool, join: Option<(u16, String)>) -> Member {
+        Self::start_full(base, listen, join, &[])
+    }
+
+    fn start_full(
+        base: &std::path::Path,
+        listen: bool,
+        join: Option<(u16, String)>,
+        extra: &[&str],
+    ) -> Member {
         let dir = tempfile::Builder::new()
             .prefix("skc")
             .tempdir_in(base)
@@ -58,6 +74,7 @@ impl Member {
             dir,
             port,
             args,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         m.spawn();
@@ -97,6 +114,7 @@ impl Member {
             .arg("--default-addr-pool")
             .arg(crate::common::overlay_pool())
             .args(&self.args)
+            .args(&self.extra)
             .env("SKIFF_LOG", "info")
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)

@@ -3,7 +3,7 @@
 //! reads are linearizable (a ReadIndex barrier first).
 
 use super::service::raft_status;
-use super::{new_raft_id, Cluster};
+use super::{clients, new_raft_id, Cluster};
 use crate::ca::{self, JoinToken};
 use crate::consensus::RaftHandle;
 use crate::state::{self, Availability, Node, NodeStatus, Op, Proposal, Role};
@@ -457,14 +457,86 @@ impl pb::cluster_server::Cluster for ClusterApi {
         let der = ca::pem_to_der(&cert_pem).map_err(|e| Status::internal(e.to_string()))?;
         let (_, not_after) =
             ca::cert_identity(&der).map_err(|e| Status::internal(e.to_string()))?;
-        let not_after = not_after
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        tracing::info!(%not_after, "issued a client certificate");
+        let id = ca::client_identity(&der)
+            .ok_or_else(|| Status::internal("the signed certificate names no client"))?;
+        let now_ms = crate::orchestrator::runner::now_ms();
+        let record = clients::ClientCertRecord {
+            name: id.name,
+            serial: id.serial.clone(),
+            issued_ms: now_ms,
+            not_after_ms: (not_after.unix_timestamp_nanos() / 1_000_000) as i64,
+            revoked_ms: None,
+        };
+        // Recorded before it is handed out, so every certificate in use can be revoked;
+        // records of expired certificates go in the same batch.
+        let mut ops = {
+            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            clients::expired_ops(&sm, now_ms)
+        };
+        ops.push(clients::issue_op(&record).map_err(|e| Status::internal(e.to_string()))?);
+        h.propose(Proposal::new(ops)).await.map_err(raft_status)?;
+        let not_after = rfc3339_ms(record.not_after_ms);
+        tracing::info!(%not_after, serial = %id.serial, "issued a client certificate");
         Ok(Response::new(pb::ClientCertResponse {
             cert_pem,
             ca_pem: meta.ca_cert_pem,
             not_after,
+            serial: id.serial,
         }))
+    }
+
+    async fn list_client_certs(
+        &self,
+        _req: Request<pb::Empty>,
+    ) -> Result<Response<pb::ClientCertList>, Status> {
+        let h = self.manager().await?;
+        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let now_ms = crate::orchestrator::runner::now_ms();
+        Ok(Response::new(pb::ClientCertList {
+            certs: clients::list(&sm)
+                .into_iter()
+                .filter(|r| r.value.not_after_ms >= now_ms)
+                .map(|r| client_cert_pb(&r.value))
+                .collect(),
+        }))
+    }
+
+    /// Takes effect on the next request of the certificate on any node's API port, also
+    /// on connections opened before.
+    #[tracing::instrument(skip_all, fields(who = %req.get_ref().name_or_serial))]
+    async fn revoke_client_cert(
+        &self,
+        req: Request<pb::RevokeClientCertRequest>,
+    ) -> Result<Response<pb::ClientCertList>, Status> {
+        let h = self.manager().await?;
+        let who = req.into_inner().name_or_serial;
+        let (ops, records) = {
+            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            clients::revoke_ops(&sm, &who, crate::orchestrator::runner::now_ms())
+                .map_err(|e| Status::not_found(e.to_string()))?
+        };
+        if !ops.is_empty() {
+            h.propose(Proposal::new(ops)).await.map_err(raft_status)?;
+        }
+        tracing::info!(count = records.len(), "revoked client certificates");
+        Ok(Response::new(pb::ClientCertList {
+            certs: records.iter().map(client_cert_pb).collect(),
+        }))
+    }
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn client_cert_pb(r: &clients::ClientCertRecord) -> pb::ClientCertInfo {
+    pb::ClientCertInfo {
+        name: r.name.clone(),
+        serial: r.serial.clone(),
+        issued: rfc3339_ms(r.issued_ms),
+        not_after: rfc3339_ms(r.not_after_ms),
+        revoked: r.revoked_ms.map(rfc3339_ms).unwrap_or_default(),
     }
 }

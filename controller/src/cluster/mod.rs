@@ -12,6 +12,7 @@
 //! this node was removed and must be wiped before it joins again).
 
 pub mod api;
+pub mod clients;
 pub mod service;
 pub mod transport;
 
@@ -175,6 +176,9 @@ pub struct Cluster {
     fatal: tokio::sync::watch::Sender<Option<String>>,
     /// `service logs` subscriptions and the nodes serving them (used while leading).
     pub logs: Arc<crate::orchestrator::logbroker::LogBroker>,
+    /// A worker's copy of the revoked client certificates (from its assignments); `None`
+    /// until the first set arrives. Managers read their state instead.
+    revoked_clients: RwLock<Option<std::collections::HashSet<String>>>,
 }
 
 impl Cluster {
@@ -231,6 +235,7 @@ impl Cluster {
             fatal: tokio::sync::watch::channel(None).0,
             listening: Mutex::default(),
             logs: crate::orchestrator::logbroker::LogBroker::new(),
+            revoked_clients: RwLock::new(None),
             cfg,
         });
         c.save_identity()?;
@@ -266,6 +271,45 @@ impl Cluster {
 
     pub fn raft(&self) -> Option<RaftHandle> {
         self.raft.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the client certificate with `serial` may use this node's Engine API
+    /// port: `Err` with the reason when it was revoked, or when this worker has not
+    /// heard the revocation list yet (fail closed; `ssh://` still works).
+    pub fn client_allowed(&self, serial: &str) -> Result<(), String> {
+        let revoked = match self.raft().filter(|h| !h.is_stopped()) {
+            Some(h) => {
+                clients::is_revoked(&h.state().read().unwrap_or_else(|p| p.into_inner()), serial)
+            }
+            None => match &*self
+                .revoked_clients
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+            {
+                Some(set) => set.contains(serial),
+                None => {
+                    return Err(
+                        "this worker has not reached a manager yet, so it cannot tell \
+                                revoked client certificates; retry shortly, or use ssh://"
+                            .into(),
+                    )
+                }
+            },
+        };
+        if revoked {
+            return Err(format!(
+                "client certificate {serial} was revoked (skiff cluster client-cert ls)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A worker's revocation list, as its latest assignments carried it.
+    pub fn set_revoked_clients(&self, serials: &[String]) {
+        *self
+            .revoked_clients
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(serials.iter().cloned().collect());
     }
 
     /// Resolves (with the reason) once this node can no longer serve as a manager and the

@@ -71,6 +71,7 @@ pub fn assignments(sm: &crate::state::StateMachine, node: &str) -> pb::Assignmen
         networks: sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect(),
         files,
         overlay_json: serde_json::to_string(&super::overlay::view(sm, node)).unwrap_or_default(),
+        revoked_clients: crate::cluster::clients::revoked_serials(sm),
     }
 }
 
