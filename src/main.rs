@@ -345,7 +345,12 @@ async fn agent(host: &str, a: &cli::AgentArgs, log: (&str, &str)) -> anyhow::Res
         .transpose()
         .context("--api-listen-addr")?;
     cfg.log_opts = log_opts;
-    cfg.cluster = Some(commands::cluster::cluster_config(&cluster, &cfg.root)?);
+    let file_labels = file.labels.take().unwrap_or_default();
+    let labels = commands::cluster::engine_labels(file_labels.iter().chain(&a.cluster.labels))
+        .with_context(|| format!("{} or --label", path.display()))?;
+    let mut cluster_cfg = commands::cluster::cluster_config(&cluster, &cfg.root)?;
+    cluster_cfg.description = skiff_agent::sysinfo::node_description(labels);
+    cfg.cluster = Some(cluster_cfg);
     skiff_agent::run(cfg).await?;
     Ok(0)
 }

@@ -261,6 +261,90 @@ fn worker_promoted_to_manager_and_demoted_back() {
     assert!(o.stderr.contains("last manager"), "{}", o.stderr);
 }
 
+#[test]
+fn engine_labels_and_reported_capacity_steer_placement() {
+    common::require_root();
+    let m = Member::start_with(true, None, &["--label", "disk=ssd"]);
+    let wtoken = m
+        .cmd(&["cluster", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let w = Member::start_with(
+        false,
+        Some((m.port.expect("port"), wtoken)),
+        &["--label", "disk=hdd", "--label", "zone=b"],
+    );
+    let tar = common::busybox_tar().to_string_lossy().into_owned();
+    for n in [&m, &w] {
+        n.cmd(&[
+            "image",
+            "import",
+            &tar,
+            "busybox:latest",
+            "-c",
+            "CMD [\"sleep\", \"300\"]",
+        ]);
+    }
+    // Each node's description reaches the state: the worker's through its heartbeats,
+    // the leader's by itself.
+    let wid = w.node_id();
+    let inspect = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&m.cmd(&["node", "inspect", id])).expect("inspect json")
+    };
+    wait_until(
+        "the worker's engine labels",
+        Duration::from_secs(15),
+        || inspect(&wid)[0]["Description"]["Engine"]["Labels"]["disk"] == "hdd",
+    );
+    let d = &inspect(&wid)[0]["Description"];
+    assert_eq!(d["Engine"]["Labels"]["zone"], "b");
+    assert!(
+        d["Resources"]["NanoCPUs"].as_i64().unwrap_or(0) >= 1_000_000_000,
+        "{d}"
+    );
+    assert!(
+        d["Resources"]["MemoryBytes"].as_i64().unwrap_or(0) > 0,
+        "{d}"
+    );
+    assert_eq!(d["Platform"]["OS"], "linux");
+    wait_until(
+        "the manager's engine labels",
+        Duration::from_secs(15),
+        || inspect("self")[0]["Description"]["Engine"]["Labels"]["disk"] == "ssd",
+    );
+
+    // engine.labels constraints pick the node; a reservation no node can hold waits.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = dir.path().join("stack.yaml");
+    std::fs::write(
+        &stack,
+        "services:\n  onhdd:\n    image: busybox:latest\n    deploy:\n      replicas: 2\n      placement:\n        constraints: [engine.labels.disk==hdd]\n  huge:\n    image: busybox:latest\n    deploy:\n      resources:\n        reservations:\n          memory: 100000G\n",
+    )
+    .expect("stack file");
+    m.cmd(&["stack", "deploy", "-c", &stack.to_string_lossy(), "place"]);
+    let running = |n: &Member| {
+        n.cmd(&["ps", "-q", "--filter", "name=place_onhdd"])
+            .lines()
+            .count()
+    };
+    wait_until(
+        "both replicas on the hdd node",
+        Duration::from_secs(30),
+        || running(&w) == 2,
+    );
+    assert_eq!(running(&m), 0);
+    wait_until("the huge task explained", Duration::from_secs(15), || {
+        m.cmd(&["service", "ps", "place_huge"])
+            .contains("insufficient resources on 2 nodes")
+    });
+    m.cmd(&["stack", "rm", "place"]);
+    wait_until(
+        "the stack's containers gone",
+        Duration::from_secs(30),
+        || running(&w) == 0,
+    );
+}
+
 /// The leader's node ID as `cluster info` on `m` reports it.
 fn leader_of(m: &Member) -> String {
     m.cmd(&["cluster", "info"])

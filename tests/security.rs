@@ -141,6 +141,7 @@ async fn probe(ch: tonic::transport::Channel) -> Vec<(&'static str, Result<(), t
             call(first(mem.heartbeat(tokio_stream::iter(vec![
                 cpb::HeartbeatRequest {
                     node_id: "intruder".into(),
+                    ..Default::default()
                 },
             ]))))
             .await,

@@ -110,6 +110,24 @@ pub struct Node {
     pub version: u64,
     pub created_at: String,
     pub updated_at: String,
+    /// What the node reports of itself (absent from nodes that never reported).
+    #[serde(default)]
+    pub description: NodeDescription,
+}
+
+/// What a node reports of itself, as Swarm's node description: its capacity (which
+/// task reservations are placed against) and the engine labels its agent was started
+/// with (`engine.labels.KEY` constraints), plus its platform.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct NodeDescription {
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+    #[serde(default)]
+    pub engine_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub arch: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -171,6 +189,11 @@ pub enum Op {
     /// Removes a node for good: its ID can never join again.
     RemoveNode {
         id: String,
+    },
+    /// Records what a node reports of itself (sent with its heartbeats).
+    DescribeNode {
+        id: String,
+        description: NodeDescription,
     },
     Create {
         kind: String,
@@ -603,6 +626,17 @@ impl StateMachine {
                     if let Some(a) = addr {
                         n.addr = a.clone();
                     }
+                    n.version += 1;
+                    n.updated_at = p.at.clone();
+                    out.push(node_object(&n, index));
+                    s.nodes.insert(id.clone(), Some(n));
+                }
+                Op::DescribeNode { id, description } => {
+                    let mut n = self.cur_node(s, id).ok_or_else(|| ApplyError::NotFound {
+                        kind: NODE_KIND.into(),
+                        id: id.clone(),
+                    })?;
+                    n.description = description.clone();
                     n.version += 1;
                     n.updated_at = p.at.clone();
                     out.push(node_object(&n, index));

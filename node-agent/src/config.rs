@@ -65,6 +65,9 @@ pub struct FileConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `IP[:PORT]` (port 2376 if omitted) for the mutual-TLS Engine API (`--api-listen-addr`).
     pub api_listen_addr: Option<String>,
+    /// Engine labels, `KEY=VALUE` (Docker's daemon `labels`): placement constraints
+    /// `engine.labels.KEY` match them. `--label` flags win over keys here.
+    pub labels: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]

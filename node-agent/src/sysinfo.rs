@@ -110,8 +110,9 @@ fn os_name() -> String {
         .unwrap_or_else(|| "Linux".into())
 }
 
-pub fn info(cfg: &AgentConfig, containers: u32, running: u32, images: u32) -> InfoResponse {
-    let mem = std::fs::read_to_string("/proc/meminfo")
+/// The host's memory in bytes (`MemTotal`); 0 when unreadable.
+pub fn mem_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
@@ -121,7 +122,31 @@ pub fn info(cfg: &AgentConfig, containers: u32, running: u32, images: u32) -> In
                 .and_then(|k| k.parse::<u64>().ok())
         })
         .unwrap_or(0)
-        * 1024;
+        * 1024
+}
+
+/// CPUs this process may use (its affinity mask, as Docker's NCPU).
+pub fn ncpu() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+/// What this node reports to the cluster: capacity, platform and `engine_labels`.
+pub fn node_description(
+    engine_labels: std::collections::BTreeMap<String, String>,
+) -> skiff_controller::state::NodeDescription {
+    skiff_controller::state::NodeDescription {
+        nano_cpus: i64::from(ncpu()) * 1_000_000_000,
+        memory_bytes: mem_total() as i64,
+        engine_labels,
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+    }
+}
+
+pub fn info(cfg: &AgentConfig, containers: u32, running: u32, images: u32) -> InfoResponse {
+    let mem = mem_total();
     InfoResponse {
         containers,
         running,
@@ -134,9 +159,7 @@ pub fn info(cfg: &AgentConfig, containers: u32, running: u32, images: u32) -> In
         kernel_version: kernel(),
         operating_system: os_name(),
         architecture: std::env::consts::ARCH.into(),
-        ncpu: std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
+        ncpu: ncpu(),
         mem_total: mem,
         root_dir: cfg.root.display().to_string(),
         exec_root: cfg.exec_root.display().to_string(),

@@ -97,6 +97,9 @@ pub enum ClientCertAction {
         /// Only serials.
         #[arg(short, long)]
         quiet: bool,
+        /// table, json, or a Go template over .Name .Serial .Issued .Expires .Revoked.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Revoke every certificate of a name, or one by serial (as `ls` shows them).
     ///
@@ -124,30 +127,40 @@ pub struct ClientCertArgs {
     pub expiry: String,
 }
 
-fn print_client_certs(certs: &[pb::ClientCertInfo], quiet: bool) {
+const CLIENT_CERT_COLUMNS: [(&str, &str); 5] = [
+    ("Name", "NAME"),
+    ("Serial", "SERIAL"),
+    ("Issued", "ISSUED"),
+    ("Expires", "EXPIRES"),
+    ("Revoked", "REVOKED"),
+];
+
+fn print_client_certs(
+    certs: &[pb::ClientCertInfo],
+    quiet: bool,
+    format: Option<&str>,
+) -> Result<()> {
     if quiet {
         for c in certs {
             println!("{}", c.serial);
         }
-        return;
+        return Ok(());
     }
-    let mut rows = vec![["NAME", "SERIAL", "ISSUED", "EXPIRES", "REVOKED"]
-        .map(String::from)
-        .to_vec()];
-    for c in certs {
-        rows.push(vec![
-            c.name.clone(),
-            c.serial.clone(),
-            c.issued.clone(),
-            c.not_after.clone(),
-            if c.revoked.is_empty() {
-                "-".into()
-            } else {
-                c.revoked.clone()
-            },
-        ]);
-    }
-    print!("{}", crate::output::align(&rows));
+    let format = crate::output::Format::parse(format)?;
+    let table = matches!(format, crate::output::Format::Table);
+    let rows: Vec<_> = certs
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "Name": c.name,
+                "Serial": c.serial,
+                "Issued": c.issued,
+                "Expires": c.not_after,
+                "Revoked": if c.revoked.is_empty() && table { "-" } else { &c.revoked },
+            })
+        })
+        .collect();
+    crate::output::print_rows(&format, &CLIENT_CERT_COLUMNS, &rows)
 }
 
 /// `90d` → 90 days; `s`, `m`, `h`, `d`, `y` units.
@@ -270,6 +283,24 @@ pub struct AgentClusterArgs {
     /// UDP port of overlay (VXLAN) traffic; every node of a cluster must use the same.
     #[arg(long, value_name = "PORT", default_value_t = 4789)]
     pub data_path_port: u16,
+    /// An engine label, KEY=VALUE (repeatable); `engine.labels.KEY` constraints match it.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+}
+
+/// Engine labels from agent.yaml's `labels` and then the `--label` flags (later wins).
+pub fn engine_labels<'a>(
+    items: impl IntoIterator<Item = &'a String>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in items {
+        let (k, v) = l
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .with_context(|| format!("invalid engine label {l:?}: want KEY=VALUE"))?;
+        out.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(out)
 }
 
 pub fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr> {
@@ -485,14 +516,14 @@ pub async fn cluster(host: &str, cmd: &ClusterCommand) -> Result<i32> {
         }
         ClusterCommand::ClientCert(a) => match &a.action {
             None => client_cert(&mut c, a).await?,
-            Some(ClientCertAction::Ls { quiet }) => {
+            Some(ClientCertAction::Ls { quiet, format }) => {
                 let certs = c
                     .list_client_certs(pb::Empty {})
                     .await
                     .map_err(client::status)?
                     .into_inner()
                     .certs;
-                print_client_certs(&certs, *quiet);
+                print_client_certs(&certs, *quiet, format.as_deref())?;
             }
             Some(ClientCertAction::Revoke { who }) => {
                 for w in who {
@@ -588,7 +619,12 @@ fn inspect_json(n: &pb::NodeInfo) -> serde_json::Value {
         "CreatedAt": n.created_at,
         "UpdatedAt": n.updated_at,
         "Spec": {"Labels": n.labels, "Role": n.role, "Availability": n.availability},
-        "Description": {"Hostname": n.hostname, "Engine": {"EngineVersion": n.engine_version}},
+        "Description": {
+            "Hostname": n.hostname,
+            "Platform": {"Architecture": n.arch, "OS": n.os},
+            "Resources": {"NanoCPUs": n.nano_cpus, "MemoryBytes": n.memory_bytes},
+            "Engine": {"EngineVersion": n.engine_version, "Labels": n.engine_labels},
+        },
         "Status": {"State": n.status, "Addr": n.addr.split(':').next().unwrap_or("")},
     });
     if n.role == "manager" {

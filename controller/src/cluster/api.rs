@@ -64,6 +64,11 @@ impl ClusterApi {
             version: n.version,
             created_at: n.created_at.clone(),
             updated_at: n.updated_at.clone(),
+            nano_cpus: n.description.nano_cpus,
+            memory_bytes: n.description.memory_bytes,
+            engine_labels: n.description.engine_labels.clone().into_iter().collect(),
+            os: n.description.os.clone(),
+            arch: n.description.arch.clone(),
         }
     }
 

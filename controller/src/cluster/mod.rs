@@ -50,6 +50,8 @@ pub struct ClusterConfig {
     pub renew_fraction: f64,
     pub raft_tick: Duration,
     pub snapshot_every: u64,
+    /// What this node reports of itself (capacity, engine labels), with every heartbeat.
+    pub description: crate::state::NodeDescription,
 }
 
 impl ClusterConfig {
@@ -67,6 +69,7 @@ impl ClusterConfig {
             renew_fraction: 0.5,
             raft_tick: Duration::from_millis(100),
             snapshot_every: 10_000,
+            description: Default::default(),
         }
     }
 
@@ -619,6 +622,23 @@ impl Cluster {
             let me = self.node_id();
             if let Some(h) = self.raft() {
                 if h.status().is_leader {
+                    // The leader hears no heartbeat of its own: it records its
+                    // description itself.
+                    let stale = h
+                        .state()
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .node(&me)
+                        .is_some_and(|n| n.description != self.cfg.description);
+                    if stale {
+                        let op = Op::DescribeNode {
+                            id: me.clone(),
+                            description: self.cfg.description.clone(),
+                        };
+                        if let Err(e) = h.propose(Proposal::new(vec![op])).await {
+                            tracing::debug!(error = %e, "recording this node's description");
+                        }
+                    }
                     tokio::time::sleep(self.cfg.heartbeat_period).await;
                     continue;
                 }
@@ -676,6 +696,7 @@ impl Cluster {
         let period = self.cfg.heartbeat_period;
         let req = pb::HeartbeatRequest {
             node_id: me.to_string(),
+            description_json: serde_json::to_string(&self.cfg.description).unwrap_or_default(),
         };
         let outbound = async_stream(req, period);
         let mut inbound = client.heartbeat(outbound).await?.into_inner();

@@ -317,10 +317,10 @@ impl pb::membership_server::Membership for ClusterPort {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             loop {
-                match inbound.message().await {
-                    Ok(Some(_)) => {}
+                let beat = match inbound.message().await {
+                    Ok(Some(b)) => b,
                     _ => return,
-                }
+                };
                 if !h.status().is_leader {
                     let _ = tx
                         .send(Err(Status::unavailable("no longer the leader")))
@@ -342,6 +342,20 @@ impl pb::membership_server::Membership for ClusterPort {
                         .await;
                     return;
                 };
+                // A changed description (an agent restarted with other labels, a
+                // resized machine) is recorded; an unreadable one is ignored.
+                if let Ok(d) =
+                    serde_json::from_str::<crate::state::NodeDescription>(&beat.description_json)
+                {
+                    if d != node.description {
+                        let h = h.clone();
+                        let id = caller.clone();
+                        tokio::spawn(async move {
+                            let op = Op::DescribeNode { id, description: d };
+                            let _ = h.propose(Proposal::new(vec![op])).await;
+                        });
+                    }
+                }
                 if node.status != NodeStatus::Ready {
                     let h = h.clone();
                     let id = caller.clone();

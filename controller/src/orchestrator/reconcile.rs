@@ -195,12 +195,21 @@ pub fn node_info(n: &Node) -> NodeInfo {
         },
         ready: node_ready(n),
         labels: n.labels.clone(),
-        engine_labels: BTreeMap::new(),
-        // Capacity is not reported yet: reservations are checked against a large budget.
+        engine_labels: n.description.engine_labels.clone(),
+        // A node that has not reported its capacity (yet) gets a budget no reservation
+        // exceeds, rather than none.
         capacity: Resources {
-            nano_cpus: i64::MAX / 4,
-            memory_bytes: i64::MAX / 4,
+            nano_cpus: reported(n.description.nano_cpus),
+            memory_bytes: reported(n.description.memory_bytes),
         },
+    }
+}
+
+fn reported(v: i64) -> i64 {
+    if v > 0 {
+        v
+    } else {
+        i64::MAX / 4
     }
 }
 
@@ -268,6 +277,14 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
                 Some(n) if global && !eligible(n, &constraints) => {
                     p.shutdown(t, None, "node no longer eligible", now)
                 }
+                // As Swarm's constraint enforcer: a node whose labels or role changed
+                // under a running task gives it up; its slot is refilled elsewhere.
+                Some(n) if !constraints.iter().all(|c| c.matches(&node_info(n))) => p.shutdown(
+                    t,
+                    None,
+                    "node no longer satisfies the placement constraints",
+                    now,
+                ),
                 _ => {}
             }
         }

@@ -292,6 +292,62 @@ fn drained_nodes_are_emptied_and_global_services_cover_eligible_nodes() {
 }
 
 #[test]
+fn engine_labels_place_tasks_and_a_node_that_loses_a_label_gives_its_tasks_up() {
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    for n in &mut sim.nodes[..2] {
+        n.description.engine_labels = [("disk".to_string(), "ssd".to_string())].into();
+    }
+    let mut s = service("db", Mode::Replicated { replicas: 2 });
+    s.spec.placement.constraints = vec!["engine.labels.disk==ssd".into()];
+    let id = sim.add_service(s);
+    sim.settle();
+    sim.run_assigned();
+    let mut on: Vec<String> = sim.running(&id).iter().map(|t| t.node_id.clone()).collect();
+    on.sort();
+    assert_eq!(on, ["a", "b"]);
+    // c gets the label and a loses it (its agent restarted with other labels).
+    sim.nodes[2].description.engine_labels = sim.nodes[0].description.engine_labels.clone();
+    sim.nodes[0].description.engine_labels.clear();
+    sim.settle();
+    sim.run_assigned();
+    let mut on: Vec<String> = sim.running(&id).iter().map(|t| t.node_id.clone()).collect();
+    on.sort();
+    assert_eq!(on, ["b", "c"]);
+    assert!(sim
+        .tasks
+        .iter()
+        .filter(|t| t.value.node_id == "a")
+        .all(|t| t.value.desired == Desired::Shutdown));
+}
+
+#[test]
+fn reservations_beyond_every_reported_capacity_stay_pending() {
+    let mut sim = Sim::new(&["a"]);
+    sim.nodes[0].description.memory_bytes = 1 << 30;
+    sim.nodes[0].description.nano_cpus = 2_000_000_000;
+    let mut big = service("big", Mode::Replicated { replicas: 1 });
+    big.spec.template.reservations.memory_bytes = 2 << 30;
+    sim.add_service(big);
+    let mut fits = service("fits", Mode::Replicated { replicas: 1 });
+    fits.spec.template.reservations.memory_bytes = 512 << 20;
+    let fits = sim.add_service(fits);
+    sim.settle();
+    sim.run_assigned();
+    let big = sim
+        .tasks
+        .iter()
+        .find(|t| t.value.service_name == "big")
+        .expect("big's task");
+    assert_eq!(big.value.status.state, TaskState::Pending);
+    assert!(
+        big.value.status.message.contains("insufficient resources"),
+        "{}",
+        big.value.status.message
+    );
+    assert_eq!(sim.running(&fits).len(), 1);
+}
+
+#[test]
 fn unplaceable_tasks_stay_pending_with_a_reason() {
     let mut sim = Sim::new(&["a"]);
     let mut s = service("db", Mode::Replicated { replicas: 1 });
