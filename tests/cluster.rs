@@ -337,6 +337,15 @@ fn engine_labels_and_reported_capacity_steer_placement() {
         m.cmd(&["service", "ps", "place_huge"])
             .contains("insufficient resources on 2 nodes")
     });
+    // Several services share one table, as with Docker.
+    let both = m.cmd(&["service", "ps", "place_onhdd", "place_huge"]);
+    let lines: Vec<&str> = both.lines().collect();
+    assert_eq!(lines.len(), 4, "{both}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("ID")).count(), 1);
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("place_onhdd.")).count(),
+        2
+    );
     m.cmd(&["stack", "rm", "place"]);
     wait_until(
         "the stack's containers gone",

@@ -96,7 +96,9 @@ pub struct PsArgs {
     /// .CurrentState .Error.
     #[arg(long)]
     pub format: Option<String>,
-    pub name: String,
+    /// Services (names or IDs); their tasks share one table, as Docker prints them.
+    #[arg(required = true, value_name = "SERVICE")]
+    pub names: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -196,7 +198,8 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
                 no_trunc: a.no_trunc,
                 format: a.format.as_deref(),
             };
-            print_tasks(&mut c, &a.name, "", &opts).await
+            let names: Vec<&str> = a.names.iter().map(String::as_str).collect();
+            print_tasks(&mut c, &names, "", &opts).await
         }
         ServiceCommand::Inspect(a) => {
             let r = c
@@ -484,31 +487,39 @@ fn task_row(t: &pb::TaskSummary, no_trunc: bool, now_ms: i64) -> serde_json::Val
     })
 }
 
+/// The tasks of `services` (or, with none, of `stack`) in one table.
 pub async fn print_tasks(
     c: &mut Orch,
-    service: &str,
+    services: &[&str],
     stack: &str,
     opts: &TaskListOpts<'_>,
 ) -> Result<i32> {
     let format = output::Format::parse(opts.format)?;
-    let r = c
-        .task_list(pb::TaskListRequest {
-            service: service.into(),
-            stack: stack.into(),
-            all: true,
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let mut tasks = Vec::new();
+    for service in if services.is_empty() {
+        &[""][..]
+    } else {
+        services
+    } {
+        let r = c
+            .task_list(pb::TaskListRequest {
+                service: service.to_string(),
+                stack: stack.into(),
+                all: true,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        tasks.extend(r.tasks);
+    }
     if opts.quiet {
-        for t in r.tasks {
+        for t in tasks {
             println!("{}", t.id);
         }
         return Ok(0);
     }
     let now = chrono::Utc::now().timestamp_millis();
-    let rows: Vec<_> = r
-        .tasks
+    let rows: Vec<_> = tasks
         .iter()
         .map(|t| task_row(t, opts.no_trunc, now))
         .collect();

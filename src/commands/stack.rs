@@ -256,7 +256,7 @@ pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
                 no_trunc: a.no_trunc,
                 format: a.format.as_deref(),
             };
-            super::service::print_tasks(&mut c, "", &a.name, &opts).await
+            super::service::print_tasks(&mut c, &[], &a.name, &opts).await
         }
         StackCommand::Rm(a) => {
             let r = c
