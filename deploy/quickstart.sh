@@ -28,5 +28,10 @@ for _ in $(seq 50); do curl -fsS http://127.0.0.1:8080/ >/dev/null 2>&1 && break
 echo "==> curl http://127.0.0.1:8080/  (three web replicas behind one published port)"
 for _ in 1 2 3; do curl -fsS http://127.0.0.1:8080/; done
 echo "==> curl http://127.0.0.1:8080/cgi-bin/api  (web calls the api service by name)"
-curl -fsS http://127.0.0.1:8080/cgi-bin/api
+api=$(curl -fsS http://127.0.0.1:8080/cgi-bin/api)
+echo "$api"
+case $api in
+  "hello from api "*) ;;
+  *) echo "error: expected the api service's answer through web" >&2; exit 1 ;;
+esac
 echo "The agent keeps running; remove the stack with: skiff stack rm hello"

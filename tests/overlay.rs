@@ -29,6 +29,11 @@ const STACK: &str = r#"services:
     command: [sleep, "1000"]
     stop_grace_period: 1s
     networks: [front]
+  api:
+    image: busybox:latest
+    command: [sh, -c, "mkdir -p /www && echo api > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    stop_grace_period: 1s
+    networks: [front]
   rr:
     image: busybox:latest
     command: [sleep, "1000"]
@@ -111,7 +116,7 @@ fn overlay_mesh_names_isolation_and_cleanup_across_hosts() {
     // The manager runs no web replica: its answers come through the mesh alone.
     let hosts = ["manager1", "worker1", "worker2", "worker3"];
     let web = c.placement("app");
-    assert_eq!(web.values().sum::<usize>(), 7, "{web:?}");
+    assert_eq!(web.values().sum::<usize>(), 8, "{web:?}");
 
     // The routing mesh: every node answers and spreads over all three replicas, most
     // of them on other nodes.
@@ -178,6 +183,28 @@ fn overlay_mesh_names_isolation_and_cleanup_across_hosts() {
         via_vip.insert(body.trim().to_string());
     }
     assert!(via_vip.len() >= 2, "VIP spreads connections: {via_vip:?}");
+    // A VIP is a local address of every node's overlay bridge, yet web's published
+    // port 8080 must not capture traffic to api's VIP on port 8080.
+    c.wait("api behind its VIP", Duration::from_secs(20), || {
+        exec(
+            &c,
+            &ch,
+            &cid,
+            &["timeout", "5", "wget", "-qO-", "http://api:8080/"],
+        )
+        .1
+        .trim()
+            == "api"
+    });
+    for _ in 0..4 {
+        let (ok, body) = exec(
+            &c,
+            &ch,
+            &cid,
+            &["timeout", "5", "wget", "-qO-", "http://api:8080/"],
+        );
+        assert!(ok && body.trim() == "api", "api:8080 from {ch}: {body}");
+    }
 
     // Isolation: a container on another overlay neither resolves nor reaches web.
     let (oh, oid) = task_container(&c, "app_outsider");

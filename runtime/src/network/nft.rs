@@ -76,7 +76,9 @@ pub struct FwState {
 /// The DNAT statement for a virtual IP.
 pub fn vip_dnat(v: &FwVip) -> Option<String> {
     match v.backends.as_slice() {
-        [] => None,
+        // No task: the VIP answers nothing (a refused connection), and its traffic
+        // never falls through to a published port of the same number.
+        [] => Some(format!("ip daddr {} accept", v.vip)),
         [ip] => Some(format!("ip daddr {} dnat ip to {ip}", v.vip)),
         many => {
             let map: Vec<String> = many
@@ -189,6 +191,12 @@ pub fn ruleset(table: &str, state: &FwState) -> String {
         s.push_str("  }\n");
     }
     s.push_str("  chain published {\n");
+    // Virtual IPs first: they are local addresses too (on the overlay bridges), and a
+    // port published on the node must not capture a service's traffic to another
+    // service's VIP on the same port number. VIPs and the overlays' SNAT rules change
+    // with every task that starts or stops; each lives in a chain of its own that
+    // `update` refills alone.
+    s.push_str("    jump vips\n");
     // Published ports are map elements, so a container's ports come and go without
     // reloading the table (see `update`); each lookup rule exists only while its map
     // has entries.
@@ -209,9 +217,7 @@ pub fn ruleset(table: &str, state: &FwState) -> String {
             let _ = writeln!(s, "    {rule}");
         }
     }
-    // Virtual IPs and the overlays' SNAT rules change with every task that starts or
-    // stops; each lives in a chain of its own that `update` refills alone.
-    s.push_str("    jump vips\n  }\n");
+    s.push_str("  }\n");
     let _ = writeln!(s, "  chain vips {{\n{}  }}", vip_rules(state));
     let _ = writeln!(
         s,
@@ -587,14 +593,15 @@ mod tests {
         };
         let s = ruleset("t", &state);
         // In chains of their own, reached from the published and postrouting chains.
-        assert!(s.contains("    jump vips\n  }\n  chain vips {\n    ip daddr 10.0.1.3"));
+        assert!(s.contains("  chain published {\n    jump vips\n"));
+        assert!(s.contains("  chain vips {\n    ip daddr 10.0.1.3"));
         assert!(s.contains("policy accept;\n    jump overlay_snat\n"));
         assert!(s.contains(
             "ip daddr 10.0.1.3 dnat ip to numgen inc mod 2 map { 0 : 10.0.1.7, 1 : 10.0.1.9 }"
         ));
         assert!(
-            !s.contains("10.0.1.4"),
-            "a VIP with no running task has no rule"
+            s.contains("    ip daddr 10.0.1.4 accept\n"),
+            "a VIP with no running task is left alone, not passed on to published ports"
         );
         // Containers' VIP traffic always returns through us; outside clients reaching a
         // local task keep their address, remote tasks see this node's address.
@@ -801,14 +808,21 @@ mod tests {
             "add rule inet t overlay_snat oifname \"skabo1\" ct status dnat ip daddr != { 10.0.1.7, 10.0.1.8 } snat ip to 10.0.1.2\n"
         ), "{script}");
         assert!(!script.contains("delete table"), "{script}");
-        // Only the VIP's last backend gone: its chain alone, emptied.
+        // Only the VIP's last backend gone: its chain alone, refilled with the VIP
+        // left alone (answered by nobody, captured by no published port).
         let mut m2 = m1.clone();
         m2.vips = vec![vip(&[])];
         assert_eq!(
             update(&f, "t", Some(&m1), &m2).expect("update"),
             Update::Chains
         );
-        assert_eq!(scripts(), vec!["flush chain inet t vips\n".to_string()]);
+        assert_eq!(
+            scripts(),
+            vec![
+                "flush chain inet t vips\nadd rule inet t vips ip daddr 10.0.1.3 accept\n"
+                    .to_string()
+            ]
+        );
     }
 
     #[test]
