@@ -48,13 +48,22 @@ fn write_stack(a: &Agent, name: &str, text: &str) -> String {
 
 /// GET / on the host's loopback, returning the body.
 fn http_get(port: u16) -> Option<String> {
+    http_get_path(port, "/")
+}
+
+fn http_get_path(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
-    out.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
+    // A CGI script's own headers end with a bare "\n\n".
+    let body = out
+        .split_once("\r\n\r\n")
+        .or_else(|| out.split_once("\n\n"))
+        .map(|(_, b)| b)?;
+    Some(body.trim().to_string())
 }
 
 fn services(a: &Agent, stack: &str) -> String {
@@ -284,4 +293,47 @@ fn secrets_and_configs_are_mounted_read_only() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(left, 0, "task files left behind");
+}
+
+/// The example the README's quickstart deploys (examples/hello/app.yaml), on another
+/// port: three web replicas behind the published port, and web's CGI page fetching
+/// the api service by name over the stack's overlay.
+#[test]
+fn the_example_stack_answers() {
+    let a = Agent::start().with_busybox();
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello/app.yaml");
+    let out = std::process::Command::new(common::bin())
+        .args(["--host", &a.host(), "stack", "deploy", "-c"])
+        .arg(&file)
+        .args(["--detach=false", "--timeout", "90s", "hello"])
+        .env("WEB_PORT", "18095")
+        .output()
+        .expect("stack deploy");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut webs = std::collections::HashSet::new();
+    a.wait_until(
+        "web answers on the published port",
+        Duration::from_secs(20),
+        || {
+            if let Some(b) = http_get(18095).filter(|b| b.starts_with("hello from web ")) {
+                webs.insert(b);
+            }
+            webs.len() >= 2
+        },
+    );
+    a.wait_until(
+        "web's CGI reaches api by name",
+        Duration::from_secs(20),
+        || http_get_path(18095, "/cgi-bin/api").is_some_and(|b| b.starts_with("hello from api ")),
+    );
+    a.cmd(&["stack", "rm", "hello"]);
+    a.wait_until("containers removed", Duration::from_secs(30), || {
+        a.cmd(&["ps", "-aq"]).stdout.trim().is_empty()
+    });
+    a.cmd(&["volume", "rm", "hello_pages"]);
 }
