@@ -299,15 +299,16 @@ fn overlay_mesh_names_isolation_and_cleanup_across_hosts() {
     c.on("worker1", &["rm", "-f", "solo"]);
     c.on("manager1", &["network", "rm", "ovl"]);
 
-    // A node dies: once its replica is replaced, the other nodes still answer.
+    // A node dies: once its tasks are replaced (all 8 running again), the other nodes
+    // still answer.
     let pid = std::fs::read_to_string(c.dir.join("worker3/agent.pid")).expect("pid");
     let _ = Command::new("kill").args(["-9", pid.trim()]).status();
     c.wait(
-        "web replaced off the dead node",
+        "tasks replaced off the dead node",
         Duration::from_secs(40),
         || {
             let p = c.placement("app");
-            !p.contains_key("worker3") && p.values().sum::<usize>() == 7
+            !p.contains_key("worker3") && p.values().sum::<usize>() == 8
         },
     );
     for h in ["manager1", "worker1", "worker2"] {
