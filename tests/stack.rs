@@ -331,6 +331,19 @@ fn the_example_stack_answers() {
         Duration::from_secs(20),
         || http_get_path(18095, "/cgi-bin/api").is_some_and(|b| b.starts_with("hello from api ")),
     );
+    // Several services inspect into one array, in the order asked.
+    let v: serde_json::Value = serde_json::from_str(
+        &a.cmd(&["service", "inspect", "hello_web", "hello_api"])
+            .stdout,
+    )
+    .expect("inspect json");
+    let names: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["Spec"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["hello_web", "hello_api"], "{v}");
     a.cmd(&["stack", "rm", "hello"]);
     a.wait_until("containers removed", Duration::from_secs(30), || {
         a.cmd(&["ps", "-aq"]).stdout.trim().is_empty()

@@ -24,10 +24,10 @@ pub enum ServiceCommand {
     ///
     /// Example: skiff service ps web
     Ps(PsArgs),
-    /// Show a service's spec and update status as JSON.
+    /// Show services' specs and update status as a JSON array.
     ///
     /// Example: skiff service inspect web
-    Inspect(NameArgs),
+    Inspect(NamesArgs),
     /// Set the replica count of services (NAME=N ...).
     ///
     /// Example: skiff service scale web=5 api=2
@@ -202,15 +202,16 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
             print_tasks(&mut c, &names, "", &opts).await
         }
         ServiceCommand::Inspect(a) => {
-            let r = c
-                .service_inspect(pb::ServiceRef {
-                    name: a.name.clone(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            let v: serde_json::Value = serde_json::from_str(&r.json)?;
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!([v]))?);
+            let mut out = Vec::new();
+            for name in &a.names {
+                let r = c
+                    .service_inspect(pb::ServiceRef { name: name.clone() })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                out.push(serde_json::from_str::<serde_json::Value>(&r.json)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
         }
         ServiceCommand::Scale(a) => {
