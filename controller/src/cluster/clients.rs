@@ -44,17 +44,8 @@ pub fn issue_op(rec: &ClientCertRecord) -> Result<Op, ClientsError> {
 
 /// Every record, oldest first.
 pub fn list(sm: &StateMachine) -> Vec<Stored<ClientCertRecord>> {
-    let mut out: Vec<Stored<ClientCertRecord>> = sm
-        .list(KIND_CLIENT_CERT)
-        .into_iter()
-        .filter_map(|o| {
-            serde_json::from_slice(&o.spec).ok().map(|value| Stored {
-                id: o.id,
-                version: o.version,
-                value,
-            })
-        })
-        .collect();
+    let mut out: Vec<Stored<ClientCertRecord>> =
+        crate::orchestrator::runner::decode(sm, KIND_CLIENT_CERT);
     out.sort_by(|a, b| {
         (a.value.issued_ms, &a.value.serial).cmp(&(b.value.issued_ms, &b.value.serial))
     });

@@ -27,16 +27,7 @@ pub struct Attachment {
 
 /// Every stored attachment.
 pub fn list(sm: &StateMachine) -> Vec<Stored<Attachment>> {
-    sm.list(KIND_ATTACHMENT)
-        .into_iter()
-        .filter_map(|o| {
-            serde_json::from_slice(&o.spec).ok().map(|value| Stored {
-                id: o.id,
-                version: o.version,
-                value,
-            })
-        })
-        .collect()
+    super::runner::decode(sm, KIND_ATTACHMENT)
 }
 
 /// What [`attach`] found.

@@ -31,7 +31,7 @@ pub fn read_world(sm: &StateMachine) -> std::sync::Arc<Decoded> {
 }
 
 /// The objects of `kind` whose specs decode as `T` (others are skipped).
-fn decode<T: serde::de::DeserializeOwned>(sm: &StateMachine, kind: &str) -> Vec<Stored<T>> {
+pub fn decode<T: serde::de::DeserializeOwned>(sm: &StateMachine, kind: &str) -> Vec<Stored<T>> {
     sm.list(kind)
         .into_iter()
         .filter_map(|o| {
