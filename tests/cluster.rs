@@ -307,6 +307,11 @@ fn engine_labels_and_reported_capacity_steer_placement() {
         "{d}"
     );
     assert_eq!(d["Platform"]["OS"], "linux");
+    let pretty = m.cmd(&["node", "inspect", "--pretty", &wid]);
+    assert!(
+        pretty.contains("Engine Labels:\n - disk=hdd\n - zone=b\n") && pretty.contains(" CPUs:"),
+        "{pretty}"
+    );
     wait_until(
         "the manager's engine labels",
         Duration::from_secs(15),

@@ -17,7 +17,7 @@ pub enum NodeCommand {
     /// List nodes. Example: skiff node ls --format '{{.Hostname}} {{.Status}}'
     Ls(NodeLsArgs),
     /// Show a node's details as JSON. Example: skiff node inspect self
-    Inspect(NodesArgs),
+    Inspect(NodeInspectArgs),
     /// Change availability or labels. Example: skiff node update --availability drain node-2
     Update(NodeUpdateArgs),
     /// Make workers managers. Example: skiff node promote node-2
@@ -44,6 +44,15 @@ pub struct NodesArgs {
     /// Node IDs, ID prefixes or hostnames (`self` is this node).
     #[arg(required = true)]
     pub nodes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeInspectArgs {
+    /// Print a human-readable summary instead of JSON.
+    #[arg(long)]
+    pub pretty: bool,
+    #[command(flatten)]
+    pub nodes: NodesArgs,
 }
 
 #[derive(Args, Debug)]
@@ -399,16 +408,25 @@ pub async fn node(host: &str, cmd: &NodeCommand) -> Result<i32> {
         }
         NodeCommand::Inspect(a) => {
             let mut out = Vec::new();
-            for n in &a.nodes {
+            for (i, n) in a.nodes.nodes.iter().enumerate() {
                 let id = resolve(&mut c, n).await?;
                 let info = c
                     .node_inspect(pb::NodeRef { node: id })
                     .await
                     .map_err(client::status)?
                     .into_inner();
-                out.push(inspect_json(&info));
+                if a.pretty {
+                    if i > 0 {
+                        println!();
+                    }
+                    print!("{}", node_pretty(&info));
+                } else {
+                    out.push(inspect_json(&info));
+                }
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            if !a.pretty {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
         }
         NodeCommand::Update(a) => {
             let mut label_add = std::collections::HashMap::new();
@@ -611,6 +629,81 @@ fn node_row(n: &pb::NodeInfo, me: &str, table: bool) -> serde_json::Value {
     })
 }
 
+/// `node inspect --pretty`: Docker's human-readable layout, as far as Skiff has the
+/// fields.
+fn node_pretty(n: &pb::NodeInfo) -> String {
+    use std::fmt::Write as _;
+    fn line(s: &mut String, k: &str, v: &str) {
+        let _ = writeln!(s, "{:<24}{v}", format!("{k}:"));
+    }
+    fn labels(s: &mut String, title: &str, m: &std::collections::HashMap<String, String>) {
+        if m.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "{title}:");
+        let mut kv: Vec<_> = m.iter().collect();
+        kv.sort();
+        for (k, v) in kv {
+            let _ = writeln!(s, " - {k}={v}");
+        }
+    }
+    let mut s = String::new();
+    line(&mut s, "ID", &n.id);
+    line(&mut s, "Hostname", &n.hostname);
+    line(&mut s, "Joined at", &n.created_at);
+    line(&mut s, "Status", "");
+    line(&mut s, " State", &capitalize(&n.status));
+    line(&mut s, " Availability", &capitalize(&n.availability));
+    line(&mut s, " Address", n.addr.split(':').next().unwrap_or(""));
+    if n.role == "manager" {
+        let reachable = if n.manager_status == "Unreachable" {
+            "Unreachable"
+        } else {
+            "Reachable"
+        };
+        let leader = if n.manager_status == "Leader" {
+            "Yes"
+        } else {
+            "No"
+        };
+        line(&mut s, "Manager Status", "");
+        line(&mut s, " Address", &n.addr);
+        line(&mut s, " Raft Status", reachable);
+        line(&mut s, " Leader", leader);
+    }
+    labels(&mut s, "Labels", &n.labels);
+    line(&mut s, "Platform", "");
+    line(&mut s, " Operating System", &n.os);
+    line(&mut s, " Architecture", &n.arch);
+    line(&mut s, "Resources", "");
+    line(&mut s, " CPUs", &(n.nano_cpus / 1_000_000_000).to_string());
+    line(
+        &mut s,
+        " Memory",
+        &binary_size(n.memory_bytes.max(0) as u64),
+    );
+    line(&mut s, "Engine Version", &n.engine_version);
+    labels(&mut s, "Engine Labels", &n.engine_labels);
+    s
+}
+
+/// Docker's binary sizes (`units.BytesSize`): 23.54GiB.
+fn binary_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    let n = format!("{v:.2}");
+    format!(
+        "{}{}",
+        n.trim_end_matches('0').trim_end_matches('.'),
+        units[i]
+    )
+}
+
 /// Docker's node inspect shape, as far as Skiff has the fields.
 fn inspect_json(n: &pb::NodeInfo) -> serde_json::Value {
     let mut v = serde_json::json!({
@@ -640,6 +733,40 @@ fn inspect_json(n: &pb::NodeInfo) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pretty_node_inspect_shows_resources_and_engine_labels() {
+        let n = pb::NodeInfo {
+            id: "n1".into(),
+            hostname: "host-a".into(),
+            status: "ready".into(),
+            availability: "active".into(),
+            role: "manager".into(),
+            manager_status: "Leader".into(),
+            addr: "10.0.0.1:2377".into(),
+            nano_cpus: 2_000_000_000,
+            memory_bytes: 25_276_510_208,
+            engine_labels: [("disk".to_string(), "ssd".to_string())].into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            ..Default::default()
+        };
+        let p = node_pretty(&n);
+        for want in [
+            "ID:                     n1\n",
+            " State:                 Ready\n",
+            " Address:               10.0.0.1\n",
+            " Leader:                Yes\n",
+            " CPUs:                  2\n",
+            " Memory:                23.54GiB\n",
+            "Engine Labels:\n - disk=ssd\n",
+        ] {
+            assert!(p.contains(want), "{want:?} not in:\n{p}");
+        }
+        assert!(!p.contains("\nLabels:"), "no node labels, no section:\n{p}");
+        assert_eq!(binary_size(1536), "1.5KiB");
+        assert_eq!(binary_size(512), "512B");
+    }
 
     #[test]
     fn node_rows_mark_self_in_tables_only() {
