@@ -301,59 +301,37 @@ fn revoked_client_certificates_are_refused_on_every_nodes_api_port() {
     );
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = tmp.path().join("cfg");
+    let mhost = m.host();
+    // `skiff cluster client-cert ARGS` on the manager's local socket.
+    let certs = |args: &[&str]| {
+        let mut v = vec!["--host", mhost.as_str(), "cluster", "client-cert"];
+        v.extend_from_slice(args);
+        skiff(&cfg, &[], &v)
+    };
+    // `skiff ARGS` on a node's API port with the certificate in `dir`.
+    let at = |port: u16, dir: &str, args: &[&str]| {
+        let host = format!("tcp://127.0.0.1:{port}");
+        let mut v = vec!["--host", host.as_str(), "--tlsdir", dir];
+        v.extend_from_slice(args);
+        skiff(&cfg, &[], &v)
+    };
     let mut dirs = Vec::new();
     for name in ["alice", "bob"] {
         let d = tmp.path().join(name).to_string_lossy().into_owned();
-        let r = ok(
-            skiff(
-                &cfg,
-                &[],
-                &[
-                    "--host",
-                    &m.host(),
-                    "cluster",
-                    "client-cert",
-                    "--out",
-                    &d,
-                    "--name",
-                    name,
-                ],
-            ),
-            "client-cert",
-        );
+        let r = ok(certs(&["--out", &d, "--name", name]), "client-cert");
         assert!(r.stdout.contains("serial "), "{}", r.stdout);
         dirs.push(d);
     }
-    let at = |port: u16, dir: &str| {
-        skiff(
-            &cfg,
-            &[],
-            &[
-                "--host",
-                &format!("tcp://127.0.0.1:{port}"),
-                "--tlsdir",
-                dir,
-                "ps",
-            ],
-        )
-    };
     // The worker's port answers once its assignments brought the (empty) list.
     harness::wait_until("the worker's API port", Duration::from_secs(20), || {
-        at(wapi, &dirs[0]).code == 0
+        at(wapi, &dirs[0], &["ps"]).code == 0
     });
     for port in [mapi, wapi] {
         for d in &dirs {
-            ok(at(port, d), "a valid client certificate");
+            ok(at(port, d, &["ps"]), "a valid client certificate");
         }
     }
-    let ls = ok(
-        skiff(
-            &cfg,
-            &[],
-            &["--host", &m.host(), "cluster", "client-cert", "ls"],
-        ),
-        "client-cert ls",
-    );
+    let ls = ok(certs(&["ls"]), "client-cert ls");
     let lines: Vec<&str> = ls.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", ls.stdout);
     assert!(lines[0].starts_with("NAME") && lines[0].contains("REVOKED"));
@@ -361,93 +339,42 @@ fn revoked_client_certificates_are_refused_on_every_nodes_api_port() {
 
     // Revoked by name: refused at once on the manager, on the worker as soon as its
     // assignments carry the list; the other certificate keeps working.
-    let r = ok(
-        skiff(
-            &cfg,
-            &[],
-            &[
-                "--host",
-                &m.host(),
-                "cluster",
-                "client-cert",
-                "revoke",
-                "alice",
-            ],
-        ),
-        "revoke",
-    );
+    let r = ok(certs(&["revoke", "alice"]), "revoke");
     assert!(
         r.stdout.starts_with("revoked ") && r.stdout.contains("(alice)"),
         "{}",
         r.stdout
     );
-    let refused_revoked = |port: u16| {
-        let r = at(port, &dirs[0]);
-        r.code != 0 && r.stderr.contains("was revoked")
-    };
-    assert!(refused_revoked(mapi), "{:?}", at(mapi, &dirs[0]));
+    let r = at(mapi, &dirs[0], &["ps"]);
+    assert!(revoked(&r), "{r:?}");
     harness::wait_until(
         "the worker to refuse alice",
         Duration::from_secs(10),
-        || refused_revoked(wapi),
+        || revoked(&at(wapi, &dirs[0], &["ps"])),
     );
     for port in [mapi, wapi] {
-        ok(at(port, &dirs[1]), "bob after alice's revocation");
+        ok(at(port, &dirs[1], &["ps"]), "bob after alice's revocation");
     }
-    let ls = ok(
-        skiff(
-            &cfg,
-            &[],
-            &["--host", &m.host(), "cluster", "client-cert", "ls"],
-        ),
-        "client-cert ls",
-    );
+    let ls = ok(certs(&["ls"]), "client-cert ls");
     let alice = ls.stdout.lines().nth(1).expect("alice's row");
     assert!(
         !alice.trim_end().ends_with('-'),
         "revoked time shown: {alice}"
     );
     // Bob revoked by serial, through the API port with bob's own certificate.
-    let serials = ok(
-        skiff(
-            &cfg,
-            &[],
-            &["--host", &m.host(), "cluster", "client-cert", "ls", "-q"],
-        ),
-        "ls -q",
-    )
-    .stdout;
+    let serials = ok(certs(&["ls", "-q"]), "ls -q").stdout;
     let bob_serial = serials.lines().nth(1).expect("bob's serial").to_string();
     ok(
-        skiff(
-            &cfg,
-            &[],
-            &[
-                "--host",
-                &format!("tcp://127.0.0.1:{mapi}"),
-                "--tlsdir",
-                &dirs[1],
-                "cluster",
-                "client-cert",
-                "revoke",
-                &bob_serial,
-            ],
+        at(
+            mapi,
+            &dirs[1],
+            &["cluster", "client-cert", "revoke", &bob_serial],
         ),
         "revoke by serial",
     );
-    assert!(refused_revoked_any(&at(mapi, &dirs[1])));
-    let r = skiff(
-        &cfg,
-        &[],
-        &[
-            "--host",
-            &m.host(),
-            "cluster",
-            "client-cert",
-            "revoke",
-            "carol",
-        ],
-    );
+    let r = at(mapi, &dirs[1], &["ps"]);
+    assert!(revoked(&r), "{r:?}");
+    let r = certs(&["revoke", "carol"]);
     assert_ne!(r.code, 0);
     assert!(
         r.stderr.contains("no client certificate named"),
@@ -457,7 +384,8 @@ fn revoked_client_certificates_are_refused_on_every_nodes_api_port() {
     drop(w);
 }
 
-fn refused_revoked_any(r: &Run) -> bool {
+/// Refused because its client certificate was revoked.
+fn revoked(r: &Run) -> bool {
     r.code != 0 && r.stderr.contains("was revoked")
 }
 

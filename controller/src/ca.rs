@@ -246,10 +246,7 @@ impl Ca {
         csr.params.not_before = now - time::Duration::minutes(5);
         csr.params.not_after = now
             + time::Duration::try_from(validity).map_err(|e| CaError::BadCert(e.to_string()))?;
-        // Random, so revoking one certificate never touches another of the same key.
-        let mut serial: [u8; 16] = rand::random();
-        serial[0] &= 0x7f; // positive, as DER integers must be
-        csr.params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        csr.params.serial_number = Some(random_serial());
         Ok(csr.signed_by(&self.cert, &self.key)?.pem())
     }
 }
@@ -281,12 +278,17 @@ impl Ca {
         csr.params.not_before = now - time::Duration::minutes(5);
         csr.params.not_after = now
             + time::Duration::try_from(validity).map_err(|e| CaError::BadCert(e.to_string()))?;
-        // Random, so revoking one certificate never touches another of the same key.
-        let mut serial: [u8; 16] = rand::random();
-        serial[0] &= 0x7f; // positive, as DER integers must be
-        csr.params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        csr.params.serial_number = Some(random_serial());
         Ok(csr.signed_by(&self.cert, &self.key)?.pem())
     }
+}
+
+/// A random 128-bit serial: unique per certificate, so revoking one client certificate
+/// never touches another issued for the same key (RFC 5280 asks for uniqueness anyway).
+fn random_serial() -> rcgen::SerialNumber {
+    let mut serial: [u8; 16] = rand::random();
+    serial[0] &= 0x7f; // positive, as DER integers must be
+    rcgen::SerialNumber::from_slice(&serial)
 }
 
 /// A node's new private key and the CSR to send for signing.

@@ -3,7 +3,7 @@
 //! State lives on disk (`<root>/containers/<id>/`) and in memory; every transition is
 //! written atomically as it happens. The in-memory state follows the processes: when a
 //! write fails (a full disk) the transition still stands in memory, since the process
-//! did start or stop, and the write is retried until it lands ([`Containers::flush`]).
+//! did start or stop, and the write is retried until it lands ([`Entry::persist`]).
 //! Lifecycle operations on one container are serialised by its `op` lock; the state
 //! itself sits behind a short std mutex. A monitor task per running container holds a
 //! connection to its shim and folds the exit into the state when it ends (restart
@@ -80,10 +80,10 @@ impl Entry {
             .map(|s| s.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
     }
-    /// Applies `f` to the state, persists it, and notifies waiters. A failed write
-    /// leaves the entry dirty for [`Entry::flush`]; the change stands regardless, since
-    /// it records what the processes did.
-    fn update(&self, f: impl FnOnce(&mut ContainerState)) -> ContainerState {
+    /// Applies `f` to the state, persists it, and notifies waiters. A failed write is
+    /// retried (see [`Entry::persist`]); the change stands regardless, since it records
+    /// what the processes did.
+    fn update(self: &Arc<Self>, f: impl FnOnce(&mut ContainerState)) -> ContainerState {
         let snapshot = {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut s);
@@ -94,7 +94,10 @@ impl Entry {
         snapshot
     }
 
-    fn persist(&self, s: &ContainerState) {
+    /// Writes `s` (the caller holds the state lock). The first failure marks the entry
+    /// dirty and starts a task that rewrites the state every second until a write
+    /// lands, the next update's write succeeds, or the entry is gone.
+    fn persist(self: &Arc<Self>, s: &ContainerState) {
         match fsutil::write_json_atomic(&self.paths.state(), s) {
             Ok(()) => {
                 if self.dirty.swap(false, Ordering::SeqCst) {
@@ -102,18 +105,29 @@ impl Entry {
                 }
             }
             Err(e) => {
-                if !self.dirty.swap(true, Ordering::SeqCst) {
-                    tracing::error!(container_id = %self.id, error = %e, "writing container state; will retry");
+                if self.dirty.swap(true, Ordering::SeqCst) {
+                    return; // a retry is already running
                 }
+                tracing::error!(container_id = %self.id, error = %e, "writing container state; will retry");
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return; // the next update retries
+                };
+                let me = Arc::downgrade(self);
+                rt.spawn(
+                    async move {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let Some(e) = me.upgrade() else { return };
+                            if !e.dirty.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            let s = e.state.lock().unwrap_or_else(|p| p.into_inner());
+                            e.persist(&s);
+                        }
+                    }
+                    .instrument(tracing::debug_span!("state_retry")),
+                );
             }
-        }
-    }
-
-    /// Retries the write of a dirty state.
-    fn flush(&self) {
-        if self.dirty.load(Ordering::SeqCst) {
-            let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            self.persist(&s);
         }
     }
 }
@@ -306,26 +320,7 @@ impl Containers {
             .collect();
         self.networks.reconcile(&running).await?;
         crate::network::spawn_firewall_watch(self.networks.clone());
-        let me = Arc::downgrade(self);
-        tokio::spawn(
-            async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    let Some(c) = me.upgrade() else { return };
-                    c.flush();
-                }
-            }
-            .instrument(tracing::info_span!("state_flush")),
-        );
         Ok(())
-    }
-
-    /// Writes every state whose last write failed (see the module comment).
-    pub fn flush(&self) {
-        for e in self.entries() {
-            e.flush();
-        }
     }
 
     /// Creates a container (nothing runs yet). On any error nothing is left behind.

@@ -680,28 +680,11 @@ fn node_pretty(n: &pb::NodeInfo) -> String {
     line(
         &mut s,
         " Memory",
-        &binary_size(n.memory_bytes.max(0) as u64),
+        &super::volume::human_binary(n.memory_bytes.max(0) as u64),
     );
     line(&mut s, "Engine Version", &n.engine_version);
     labels(&mut s, "Engine Labels", &n.engine_labels);
     s
-}
-
-/// Docker's binary sizes (`units.BytesSize`): 23.54GiB.
-fn binary_size(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    let n = format!("{v:.2}");
-    format!(
-        "{}{}",
-        n.trim_end_matches('0').trim_end_matches('.'),
-        units[i]
-    )
 }
 
 /// Docker's node inspect shape, as far as Skiff has the fields.
@@ -758,14 +741,12 @@ mod tests {
             " Address:               10.0.0.1\n",
             " Leader:                Yes\n",
             " CPUs:                  2\n",
-            " Memory:                23.54GiB\n",
+            " Memory:                23.5GiB\n",
             "Engine Labels:\n - disk=ssd\n",
         ] {
             assert!(p.contains(want), "{want:?} not in:\n{p}");
         }
         assert!(!p.contains("\nLabels:"), "no node labels, no section:\n{p}");
-        assert_eq!(binary_size(1536), "1.5KiB");
-        assert_eq!(binary_size(512), "512B");
     }
 
     #[test]

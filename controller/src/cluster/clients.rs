@@ -60,13 +60,15 @@ pub fn is_revoked(sm: &StateMachine, serial: &str) -> bool {
         .is_some_and(|r| r.revoked_ms.is_some())
 }
 
-/// The serials of revoked certificates, sorted (what workers are sent).
+/// The serials of revoked certificates, sorted (what workers are sent, with every
+/// assignment set: kept to a decode and a filter).
 pub fn revoked_serials(sm: &StateMachine) -> Vec<String> {
-    let mut v: Vec<String> = list(sm)
-        .into_iter()
-        .filter(|r| r.value.revoked_ms.is_some())
-        .map(|r| r.value.serial)
-        .collect();
+    let mut v: Vec<String> =
+        crate::orchestrator::runner::decode::<ClientCertRecord>(sm, KIND_CLIENT_CERT)
+            .into_iter()
+            .filter(|r| r.value.revoked_ms.is_some())
+            .map(|r| r.value.serial)
+            .collect();
     v.sort();
     v
 }

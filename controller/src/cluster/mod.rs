@@ -50,7 +50,7 @@ pub struct ClusterConfig {
     pub renew_fraction: f64,
     pub raft_tick: Duration,
     pub snapshot_every: u64,
-    /// What this node reports of itself (capacity, engine labels), with every heartbeat.
+    /// What this node reports of itself (capacity, engine labels) to the leader.
     pub description: crate::state::NodeDescription,
 }
 
@@ -844,15 +844,18 @@ fn refuse_removed(
     }
 }
 
-/// Sends `req` now and then every `period`, forever.
+/// Sends `req` now and then every `period`, forever. The description rides on the
+/// first beat of each stream only: it does not change while the agent runs, and a new
+/// stream (a new leader) carries it again.
 fn async_stream(
     req: pb::HeartbeatRequest,
     period: Duration,
 ) -> impl futures::Stream<Item = pb::HeartbeatRequest> {
     futures::stream::unfold(true, move |first| {
-        let req = req.clone();
+        let mut req = req.clone();
         async move {
             if !first {
+                req.description_json.clear();
                 tokio::time::sleep(period).await;
             }
             Some((req, false))

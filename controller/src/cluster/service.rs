@@ -316,6 +316,11 @@ impl pb::membership_server::Membership for ClusterPort {
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
+            // The description from the stream's first beat, recorded (and, should a
+            // proposal fail, recorded again) until the state holds it; one proposal at
+            // a time.
+            let mut described: Option<crate::state::NodeDescription> = None;
+            let mut describing: Option<tokio::task::JoinHandle<()>> = None;
             loop {
                 let beat = match inbound.message().await {
                     Ok(Some(b)) => b,
@@ -344,16 +349,17 @@ impl pb::membership_server::Membership for ClusterPort {
                 };
                 // A changed description (an agent restarted with other labels, a
                 // resized machine) is recorded; an unreadable one is ignored.
-                if let Ok(d) =
-                    serde_json::from_str::<crate::state::NodeDescription>(&beat.description_json)
-                {
-                    if d != node.description {
-                        let h = h.clone();
-                        let id = caller.clone();
-                        tokio::spawn(async move {
+                if !beat.description_json.is_empty() {
+                    described = serde_json::from_str(&beat.description_json).ok();
+                }
+                let idle = describing.as_ref().is_none_or(|j| j.is_finished());
+                if let Some(d) = described.as_ref().filter(|d| **d != node.description) {
+                    if idle {
+                        let (h, id, d) = (h.clone(), caller.clone(), d.clone());
+                        describing = Some(tokio::spawn(async move {
                             let op = Op::DescribeNode { id, description: d };
                             let _ = h.propose(Proposal::new(vec![op])).await;
-                        });
+                        }));
                     }
                 }
                 if node.status != NodeStatus::Ready {

@@ -503,10 +503,8 @@ fn find_target<'a>(
     {
         return Ok((s, None));
     }
-    let matching: Vec<&Stored<Task>> = match tasks.iter().find(|t| t.id == name) {
-        Some(t) => vec![t],
-        None => tasks.iter().filter(|t| by_id(&t.id)).collect(),
-    };
+    // Task IDs all have one length, so a whole ID matches itself alone.
+    let matching: Vec<&Stored<Task>> = tasks.iter().filter(|t| by_id(&t.id)).collect();
     match matching.as_slice() {
         [t] => services
             .iter()
