@@ -353,6 +353,11 @@ pub struct AgentArgs {
     /// from `skiff cluster client-cert`. Off by default.
     #[arg(long, value_name = "IP[:PORT]")]
     pub api_listen_addr: Option<String>,
+    /// Serve Docker's Engine API (docker CLI, Compose, SDKs) on this unix socket (default:
+    /// docker.sock beside the skiff socket, /run/skiff/docker.sock; agent.yaml
+    /// `docker_socket`; "" turns it off). Same owner and mode (0660) as the skiff socket.
+    #[arg(long, value_name = "PATH")]
+    pub docker_socket: Option<String>,
     #[command(flatten)]
     pub cluster: crate::commands::cluster::AgentClusterArgs,
 }

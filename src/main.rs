@@ -344,6 +344,10 @@ async fn agent(host: &str, a: &cli::AgentArgs, log: (&str, &str)) -> anyhow::Res
         .map(|s| commands::cluster::parse_addr(&s, remote::DEFAULT_TLS_PORT))
         .transpose()
         .context("--api-listen-addr")?;
+    cfg.docker_socket = match a.docker_socket.clone().or(file.docker_socket.take()) {
+        Some(v) => config::docker_socket_path(&v)?,
+        None => Some(config::default_docker_socket(&cfg.socket)),
+    };
     cfg.log_opts = log_opts;
     let file_labels = file.labels.take().unwrap_or_default();
     let labels = commands::cluster::engine_labels(file_labels.iter().chain(&a.cluster.labels))

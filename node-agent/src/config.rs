@@ -33,6 +33,9 @@ pub struct AgentConfig {
     /// Where the Engine API is served to remote CLIs over mutual TLS (client certificates
     /// of this cluster's CA only; see [`crate::remote_api`]); `None`: not at all.
     pub api_listen_addr: Option<std::net::SocketAddr>,
+    /// Docker's Engine API socket (`--docker-socket`, agent.yaml `docker_socket`; default
+    /// `docker.sock` beside [`AgentConfig::socket`]); `None`: not served.
+    pub docker_socket: Option<PathBuf>,
 }
 
 /// The YAML file's shape. Unknown keys are an error, so a typo is not silently ignored.
@@ -68,6 +71,9 @@ pub struct FileConfig {
     /// Engine labels, `KEY=VALUE` (Docker's daemon `labels`): placement constraints
     /// `engine.labels.KEY` match them. `--label` flags win over keys here.
     pub labels: Option<Vec<String>>,
+    /// Where Docker's Engine API is served (`--docker-socket`): a unix socket path, or
+    /// `""` for none. Default: `docker.sock` beside the skiff socket.
+    pub docker_socket: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +90,8 @@ pub enum ConfigError {
     },
     #[error("--host {0:?}: the agent listens on unix://PATH")]
     BadHost(String),
+    #[error("--docker-socket {0:?}: expected an absolute unix socket path (or \"\" for none)")]
+    BadDockerSocket(String),
     #[error("log_opts: {0}")]
     LogOpts(#[from] LogOptError),
 }
@@ -149,6 +157,25 @@ impl FileConfig {
     }
 }
 
+/// The Docker API socket for a skiff socket: `docker.sock` in the same directory, so
+/// `/run/skiff/skiff.sock` gives `/run/skiff/docker.sock` and agents sharing a machine
+/// with distinct `--host`s never share one.
+pub fn default_docker_socket(skiff_socket: &Path) -> PathBuf {
+    skiff_socket.with_file_name("docker.sock")
+}
+
+/// `--docker-socket` as given (`unix://PATH`, `PATH`, or empty for none).
+pub fn docker_socket_path(value: &str) -> Result<Option<PathBuf>, ConfigError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let p = value.strip_prefix("unix://").unwrap_or(value);
+    if !p.starts_with('/') {
+        return Err(ConfigError::BadDockerSocket(value.into()));
+    }
+    Ok(Some(PathBuf::from(p)))
+}
+
 /// Strips `unix://` from a host URL.
 pub fn socket_path(host: &str) -> Result<PathBuf, ConfigError> {
     host.strip_prefix("unix://")
@@ -189,6 +216,7 @@ impl AgentConfig {
                 .collect(),
             metrics_addr: None,
             api_listen_addr: None,
+            docker_socket: None,
         }
     }
 }

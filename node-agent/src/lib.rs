@@ -7,6 +7,8 @@
 //! - [`events`], [`logs`], [`inspect`], [`sysinfo`]: what the API reports;
 //! - [`logpublisher`]: this node's share of `service logs`, sent to the leader's log broker;
 //! - [`metrics`]: the Prometheus endpoint (`metrics_addr`), off unless configured;
+//! - [`docker`]: Docker's Engine API on its own unix socket (`--docker-socket`), a third
+//!   front end on the same engine;
 //! - [`remote_api`]: the Engine API over mutual TLS for remote CLIs (`--api-listen-addr`);
 //! - [`error`]: error kinds that survive the gRPC hop.
 //!
@@ -17,6 +19,7 @@ pub mod attach;
 pub mod build;
 pub mod config;
 pub mod containers;
+pub mod docker;
 pub mod error;
 pub mod events;
 pub mod executor;
@@ -185,6 +188,22 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         .await
         .map_err(io(format!("binding the Engine API port {addr}")))?;
     }
+    let docker_task = match &cfg.docker_socket {
+        Some(path) => {
+            let l = docker::listen(path)
+                .await
+                .map_err(io(format!("binding the Docker API socket {}", path.display())))?;
+            tracing::info!(socket = %path.display(), "docker api listening");
+            let api = Arc::new(docker::DockerApi {
+                containers: containers.clone(),
+                images: images.clone(),
+                events: events.clone(),
+                cluster: engine_cluster.clone(),
+            });
+            Some(tokio::spawn(docker::serve(l, api)))
+        }
+        None => None,
+    };
     let networks = containers.networks.clone();
     let service = server::EngineService {
         containers,
@@ -225,6 +244,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         .flush_reaper(std::time::Duration::from_secs(5))
         .await;
     let _ = std::fs::remove_file(&cfg.socket);
+    if let Some(t) = docker_task {
+        t.abort();
+    }
+    if let Some(p) = &cfg.docker_socket {
+        let _ = std::fs::remove_file(p);
+    }
     if let Some(why) = fatal_rx.borrow().clone() {
         return Err(StartError::ClusterFailed(why));
     }

@@ -268,6 +268,59 @@ impl Agent {
         r
     }
 
+    /// The agent's Docker API socket (`docker.sock` beside the skiff socket).
+    pub fn docker_socket(&self) -> PathBuf {
+        self.socket.with_file_name("docker.sock")
+    }
+
+    /// `DOCKER_HOST` for real Docker clients pointed at this agent.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.docker_socket().display())
+    }
+
+    /// Runs a real docker CLI (`exe`: `docker` from PATH, or a path such as Debian's
+    /// `/usr/bin/docker`) against this agent's Docker API socket, with a private client
+    /// config directory so no user setting leaks in.
+    pub fn try_docker_with(&self, exe: &str, args: &[&str], input: Option<&[u8]>) -> Run {
+        use std::io::Write;
+        let cfg = self.dir.path().join("docker-config");
+        let _ = std::fs::create_dir_all(&cfg);
+        let mut c = Command::new(exe)
+            .args(args)
+            .env("DOCKER_HOST", self.docker_host())
+            .env("DOCKER_CONFIG", &cfg)
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {exe}: {e}"));
+        if let Some(data) = input {
+            let mut stdin = c.stdin.take().expect("stdin");
+            stdin.write_all(data).expect("write stdin");
+        }
+        Run::from(c.wait_with_output().expect("wait docker"))
+    }
+
+    /// `docker ARGS` (the CLI on PATH) against this agent.
+    pub fn try_docker(&self, args: &[&str]) -> Run {
+        self.try_docker_with(docker_cli(), args, None)
+    }
+
+    /// `docker ARGS`, required to succeed.
+    pub fn docker(&self, args: &[&str]) -> Run {
+        let r = self.try_docker(args);
+        assert_eq!(
+            r.code, 0,
+            "docker {args:?} failed ({}): stdout={:?} stderr={:?}\nagent log tail:\n{}",
+            r.code,
+            r.stdout,
+            r.stderr,
+            tail(&self.log(), 30)
+        );
+        r
+    }
+
     /// Imports the busybox test image as `busybox:latest`.
     pub fn with_busybox(self) -> Agent {
         let tar = busybox_tar().to_string_lossy().into_owned();
@@ -304,6 +357,32 @@ impl Agent {
             .trim()
             .to_string()
     }
+}
+
+/// The docker CLI the Docker API tests drive: `SKIFF_TEST_DOCKER` if set, else the newest
+/// on the machine (`/usr/local/bin/docker`, then Debian's `/usr/bin/docker`).
+pub fn docker_cli() -> &'static str {
+    static CLI: OnceLock<String> = OnceLock::new();
+    CLI.get_or_init(|| {
+        if let Ok(p) = std::env::var("SKIFF_TEST_DOCKER") {
+            return p;
+        }
+        for p in ["/usr/local/bin/docker", "/usr/bin/docker"] {
+            if Path::new(p).exists() {
+                return p.to_string();
+            }
+        }
+        panic!("no docker CLI: deploy/deps.sh --test installs Debian's docker.io")
+    })
+}
+
+/// Every docker CLI on the machine: Debian's 20.10 (`/usr/bin/docker`) and a newer one
+/// in /usr/local/bin where present; tests that matter for both run with each.
+pub fn docker_clis() -> Vec<&'static str> {
+    ["/usr/local/bin/docker", "/usr/bin/docker"]
+        .into_iter()
+        .filter(|p| Path::new(p).exists())
+        .collect()
 }
 
 fn tail(s: &str, n: usize) -> String {
