@@ -194,12 +194,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
                 .await
                 .map_err(io(format!("binding the Docker API socket {}", path.display())))?;
             tracing::info!(socket = %path.display(), "docker api listening");
-            let api = Arc::new(docker::DockerApi {
-                containers: containers.clone(),
-                images: images.clone(),
-                events: events.clone(),
-                cluster: engine_cluster.clone(),
-            });
+            let api = Arc::new(docker::DockerApi::new(
+                containers.clone(),
+                images.clone(),
+                events.clone(),
+                engine_cluster.clone(),
+            ));
             Some(tokio::spawn(docker::serve(l, api)))
         }
         None => None,

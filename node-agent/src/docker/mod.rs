@@ -55,6 +55,28 @@ pub struct DockerApi {
     pub events: Arc<EventBus>,
     /// The node's cluster membership (for `info`'s Swarm section and cluster networks).
     pub cluster: Option<Arc<skiff_controller::cluster::Cluster>>,
+    /// The containers group's own state (attach connections waiting for a start).
+    pub(crate) attach: containers::Pending,
+    /// Exec instances made by `POST /containers/{id}/exec`, until they are gone.
+    pub(crate) execs: exec::Execs,
+}
+
+impl DockerApi {
+    pub fn new(
+        containers: Arc<Containers>,
+        images: Arc<ImageStore>,
+        events: Arc<EventBus>,
+        cluster: Option<Arc<skiff_controller::cluster::Cluster>>,
+    ) -> Self {
+        DockerApi {
+            containers,
+            images,
+            events,
+            cluster,
+            attach: Default::default(),
+            execs: Default::default(),
+        }
+    }
 }
 
 /// `MAJOR.MINOR` of the API.
