@@ -420,8 +420,19 @@ impl Networks {
             tokio::net::UdpSocket::from_std(s)
         }) {
             Ok(sock) => {
+                // TCP beside UDP, for answers too large for a datagram.
+                let tcp = std::net::TcpListener::bind(addr)
+                    .and_then(|l| {
+                        l.set_nonblocking(true)?;
+                        tokio::net::TcpListener::from_std(l)
+                    })
+                    .map_err(|e| {
+                        tracing::warn!(addr = %addr, error = %e, "embedded DNS: no TCP listener")
+                    })
+                    .ok();
                 st.dns_task = Some(tokio::spawn(dns::serve(
                     sock,
+                    tcp,
                     self.dns.clone(),
                     st.net.id.clone(),
                 )))
