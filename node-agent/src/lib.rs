@@ -190,9 +190,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     }
     let docker_task = match &cfg.docker_socket {
         Some(path) => {
-            let l = docker::listen(path)
-                .await
-                .map_err(io(format!("binding the Docker API socket {}", path.display())))?;
+            let l = docker::listen(path).await.map_err(io(format!(
+                "binding the Docker API socket {}",
+                path.display()
+            )))?;
             tracing::info!(socket = %path.display(), "docker api listening");
             let api = Arc::new(docker::DockerApi::new(
                 containers.clone(),
