@@ -241,7 +241,10 @@ mod tests {
         assert_eq!(u.additional_gids, vec![33, 50]);
         let n = resolve_user(d.path(), "1000:staff").expect("num");
         assert_eq!((n.gid, n.additional_gids), (50, vec![50]));
-        assert_eq!(resolve_user(d.path(), "1000").expect("uid").additional_gids, vec![0]);
+        assert_eq!(
+            resolve_user(d.path(), "1000").expect("uid").additional_gids,
+            vec![0]
+        );
         assert_eq!(
             resolve_user(d.path(), "nobody"),
             Err(LookupError::NoUser("nobody".into()))

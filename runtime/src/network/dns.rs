@@ -101,7 +101,11 @@ pub fn upstream_addr(s: &str) -> Option<SocketAddr> {
 
 /// Builds the answer to `query` for a local decision.
 pub fn local_answer(query: &Message, addrs: &[Ipv4Addr]) -> Message {
-    let mut m = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+    let mut m = Message::new(
+        query.metadata.id,
+        MessageType::Response,
+        query.metadata.op_code,
+    );
     m.metadata.recursion_desired = query.metadata.recursion_desired;
     m.metadata.recursion_available = true;
     m.metadata.authoritative = true;
@@ -468,7 +472,9 @@ mod tests {
         assert!(m.answers.is_empty());
 
         let mut s = TcpStream::connect(addr).await.expect("tcp connect");
-        write_tcp(&mut s, &query("big.", RecordType::A)).await.expect("write");
+        write_tcp(&mut s, &query("big.", RecordType::A))
+            .await
+            .expect("write");
         let r = tokio::time::timeout(Duration::from_secs(5), read_tcp(&mut s))
             .await
             .expect("tcp answer in time")
@@ -477,7 +483,9 @@ mod tests {
         assert!(!m.metadata.truncation);
         assert_eq!(m.answers.len(), many.len());
         // A second query on the same connection is answered too.
-        write_tcp(&mut s, &query("big.", RecordType::AAAA)).await.expect("write");
+        write_tcp(&mut s, &query("big.", RecordType::AAAA))
+            .await
+            .expect("write");
         let m = Message::from_vec(&read_tcp(&mut s).await.expect("read")).expect("parse");
         assert_eq!(m.metadata.id, 4242);
         server.abort();
