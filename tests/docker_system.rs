@@ -223,9 +223,11 @@ fn events_stream_live_and_bounded_queries_end() {
     // Bounded: replays and ends by itself, in Docker's JSON shape. The CLI sends whole
     // seconds, so `--until 0s` covers the events above once the second has turned.
     let last = chrono::Utc::now().timestamp();
-    a.wait_until("the clock to pass the last event's second", Duration::from_secs(3), || {
-        chrono::Utc::now().timestamp() > last
-    });
+    a.wait_until(
+        "the clock to pass the last event's second",
+        Duration::from_secs(3),
+        || chrono::Utc::now().timestamp() > last,
+    );
     for cli in docker_clis() {
         let r = a.try_docker_with(
             "timeout",
