@@ -832,3 +832,29 @@ fn login_checks_credentials_with_the_registry() {
     assert_eq!(v["Status"], "Login Succeeded");
     assert_eq!(v["IdentityToken"], "");
 }
+
+#[test]
+fn overlay_networks_go_through_the_cluster() {
+    let a = Agent::start();
+    for cli in docker_clis() {
+        let id = docker_ok(
+            &a,
+            cli,
+            &["network", "create", "-d", "overlay", "--attachable", "dov"],
+        );
+        assert_eq!(id.trim().len(), 25, "a cluster object ID: {id}");
+        // One engine: the cluster holds the name for skiff too.
+        let dup = a.try_cmd(&["network", "create", "-d", "overlay", "dov"]);
+        assert_ne!(dup.code, 0);
+        assert!(dup.stderr.contains("already exists"), "{}", dup.stderr);
+        let err = docker_err(&a, cli, &["network", "create", "-d", "overlay", "dov"]);
+        assert!(
+            err.contains("network with name dov already exists"),
+            "{err}"
+        );
+        docker_ok(&a, cli, &["network", "rm", "dov"]);
+        // Gone from the cluster: the name is free again.
+        a.cmd(&["network", "create", "-d", "overlay", "dov"]);
+        a.cmd(&["network", "rm", "dov"]);
+    }
+}
