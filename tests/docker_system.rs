@@ -104,6 +104,21 @@ fn info_counts_containers_and_reports_the_cluster() {
             format!("2 1 1 1 linux active true {node_id} 1 1"),
             "{cli}"
         );
+        let pool = docker_ok(
+            &a,
+            cli,
+            &[
+                "info",
+                "--format",
+                "{{.Swarm.Cluster.DefaultAddrPool}} {{.Swarm.Cluster.DataPathPort}}",
+            ],
+        );
+        // The harness gives each agent its own --default-addr-pool 10.N.0.0/16.
+        let pool = pool.trim();
+        assert!(
+            pool.starts_with("[10.") && pool.ends_with(".0.0/16] 4789"),
+            "{cli}: {pool}"
+        );
         let text = docker_ok(&a, cli, &["info"]);
         for want in [
             "Swarm: active",

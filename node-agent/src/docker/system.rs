@@ -118,7 +118,7 @@ async fn info(api: &DockerApi) -> Result<Resp> {
         "ServerVersion": i.server_version,
         "Warnings": i.warnings,
         "SecurityOptions": ["name=seccomp,profile=builtin"],
-        "Swarm": swarm_info(api.cluster.as_deref()),
+        "Swarm": swarm_info(api, api.cluster.as_deref()),
         "Runtimes": { "runc": { "path": "skiff shim" } },
         "DefaultRuntime": "runc",
         "Labels": [],
@@ -141,7 +141,7 @@ async fn info(api: &DockerApi) -> Result<Resp> {
 
 /// `info`'s Swarm section from this node's cluster membership: Skiff's cluster is the
 /// swarm (managed with `skiff cluster`/`skiff node`), so a member says it is active.
-fn swarm_info(cluster: Option<&skiff_controller::cluster::Cluster>) -> Value {
+fn swarm_info(api: &DockerApi, cluster: Option<&skiff_controller::cluster::Cluster>) -> Value {
     use skiff_controller::state::Role;
     let Some(c) = cluster else {
         return json!({
@@ -201,6 +201,15 @@ fn swarm_info(cluster: Option<&skiff_controller::cluster::Cluster>) -> Value {
         .filter(|n| !n.addr.is_empty())
         .map(|n| json!({"NodeID": n.id, "Addr": n.addr}))
         .collect::<Vec<_>>());
+    // Overlay subnets come from the agent's --default-addr-pool, else Swarm's default.
+    let pools: Vec<String> = if api.containers.cfg.network.overlay_pools.is_empty() {
+        skiff_controller::orchestrator::runner::AllocConfig::default().pools
+    } else {
+        api.containers.cfg.network.overlay_pools.clone()
+    }
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
     // The CLI prints Cluster.Spec's fields for a manager; Skiff's values where it has
     // them, Swarm's defaults otherwise.
     doc["Cluster"] = json!({
@@ -220,9 +229,9 @@ fn swarm_info(cluster: Option<&skiff_controller::cluster::Cluster>) -> Value {
         },
         "TLSInfo": {"TrustRoot": "", "CertIssuerSubject": "", "CertIssuerPublicKey": ""},
         "RootRotationInProgress": false,
-        "DefaultAddrPool": [],
-        "SubnetSize": 24,
-        "DataPathPort": 4789,
+        "DefaultAddrPool": pools,
+        "SubnetSize": skiff_controller::orchestrator::netalloc::DEFAULT_SUBNET_SIZE,
+        "DataPathPort": api.containers.networks.vxlan_port(),
     });
     doc
 }
