@@ -232,17 +232,6 @@ fn log_config(
     }))
 }
 
-impl EngineService {
-    /// The raft handle, when this node is a manager: cluster-scoped objects are made there.
-    fn manager_raft(&self) -> Result<skiff_controller::consensus::RaftHandle, Status> {
-        self.cluster.as_ref().and_then(|c| c.raft()).ok_or_else(|| {
-            Status::failed_precondition(
-                "cannot create a multi-host network from a worker node: create it on a manager",
-            )
-        })
-    }
-}
-
 #[tonic::async_trait]
 impl Engine for EngineService {
     type EventsStream = RpcStream<Event>;
@@ -584,38 +573,13 @@ impl Engine for EngineService {
         &self,
         req: Request<NetworkCreateRequest>,
     ) -> Result<Response<NetworkCreateResponse>, Status> {
-        if req.get_ref().driver == "overlay" {
-            let r = req.into_inner();
-            let h = self.manager_raft()?;
-            let op = {
-                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-                skiff_controller::orchestrator::overlay::create_op(
-                    &sm,
-                    &r.name,
-                    (!r.subnet.is_empty()).then_some(r.subnet.as_str()),
-                    r.internal,
-                    r.attachable,
-                )
-                .map_err(|e| match e {
-                    skiff_controller::orchestrator::overlay::OverlayError::Exists(_) => {
-                        Status::already_exists(e.to_string())
-                    }
-                    _ => Status::invalid_argument(e.to_string()),
-                })?
-            };
-            let out = h
-                .propose(skiff_controller::state::Proposal::new(vec![op]))
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            let id = out
-                .objects
-                .first()
-                .map(|o| o.id.clone())
-                .unwrap_or_default();
-            return Ok(Response::new(NetworkCreateResponse { id }));
-        }
         Ok(Response::new(
-            crate::network::rpc::create(&self.containers, req.into_inner()).await?,
+            crate::network::rpc::create_any(
+                &self.containers,
+                self.cluster.as_ref(),
+                req.into_inner(),
+            )
+            .await?,
         ))
     }
 
@@ -643,35 +607,20 @@ impl Engine for EngineService {
     }
 
     async fn network_remove(&self, req: Request<NameRequest>) -> Result<Response<Empty>, Status> {
-        let key = req.into_inner().id;
-        // Cluster networks are removed from the cluster; each node then drops its side.
-        if let Some(h) = self.cluster.as_ref().and_then(|c| c.raft()) {
-            let op = {
-                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-                skiff_controller::orchestrator::overlay::remove_op(&sm, &key)
-            };
-            match op {
-                Ok(op) => {
-                    h.propose(skiff_controller::state::Proposal::new(vec![op]))
-                        .await
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
-                    return Ok(Response::new(Empty {}));
-                }
-                Err(e @ skiff_controller::orchestrator::overlay::OverlayError::InUse(..)) => {
-                    return Err(Status::failed_precondition(e.to_string()));
-                }
-                Err(_) => {}
-            }
-        }
-        crate::network::rpc::remove(&self.containers, &key).await?;
+        crate::network::rpc::remove_any(
+            &self.containers,
+            self.cluster.as_ref(),
+            &req.into_inner().id,
+        )
+        .await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn network_prune(
         &self,
-        _: Request<PruneRequest>,
+        req: Request<PruneRequest>,
     ) -> Result<Response<PruneResponse>, Status> {
-        let deleted = crate::network::rpc::prune(&self.containers).await;
+        let deleted = crate::network::rpc::prune(&self.containers, &req.into_inner().filters).await;
         Ok(Response::new(PruneResponse {
             deleted,
             ..Default::default()
@@ -1052,11 +1001,7 @@ impl Engine for EngineService {
         req: Request<VolumeRemoveRequest>,
     ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        self.containers
-            .volumes
-            .remove(&self.containers, &r.name, r.force)?;
-        self.events
-            .emit("volume", "destroy", &r.name, Default::default());
+        crate::volumes::rpc::remove(&self.containers, &r.name, r.force)?;
         Ok(Response::new(Empty {}))
     }
 
