@@ -33,6 +33,7 @@ pub mod network;
 pub mod prune;
 pub mod registry;
 pub mod remote_api;
+pub mod request;
 pub mod server;
 pub mod stats;
 pub mod sysinfo;
@@ -190,9 +191,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     }
     let docker_task = match &cfg.docker_socket {
         Some(path) => {
-            let l = docker::listen(path)
-                .await
-                .map_err(io(format!("binding the Docker API socket {}", path.display())))?;
+            let l = docker::listen(path).await.map_err(io(format!(
+                "binding the Docker API socket {}",
+                path.display()
+            )))?;
             tracing::info!(socket = %path.display(), "docker api listening");
             let api = Arc::new(docker::DockerApi::new(
                 containers.clone(),
