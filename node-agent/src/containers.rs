@@ -974,6 +974,30 @@ impl Containers {
         Ok(())
     }
 
+    /// Resizes a running container's terminal (a no-op without a tty).
+    pub async fn resize(&self, key: &str, width: u16, height: u16) -> Result<()> {
+        let e = self.get(key)?;
+        if !e.state().is_running() {
+            return Err(AgentError::Precondition(format!(
+                "Container {} is not running",
+                e.id
+            )));
+        }
+        let mut c = UnixStream::connect(e.paths.socket())
+            .await
+            .map_err(|_| AgentError::Precondition(format!("Container {} is not running", e.id)))?;
+        write_frame(
+            &mut c,
+            &Frame::Hello {
+                stdin: false,
+                output: false,
+            },
+        )
+        .await?;
+        write_frame(&mut c, &Frame::Resize { width, height }).await?;
+        Ok(())
+    }
+
     /// Waits until the container is no longer running (or `timeout` passes).
     async fn wait_stopped(&self, e: &Entry, timeout: Duration) -> bool {
         let mut rx = e.changed.subscribe();

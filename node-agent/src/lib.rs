@@ -15,6 +15,7 @@
 //! The agent owns no container process: shims do (see `skiff_runtime::shim`), so the
 //! agent can be killed and restarted without disturbing what runs.
 
+pub mod archive;
 pub mod attach;
 pub mod build;
 pub mod config;
