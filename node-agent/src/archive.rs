@@ -285,6 +285,10 @@ pub fn changes(e: &Entry) -> Vec<Change> {
         for ent in rd.flatten() {
             let name = ent.file_name().to_string_lossy().into_owned();
             let path = format!("{rel}/{name}");
+            // The runtime's own mount points are no change of the container's.
+            if skiff_runtime::build::layer::RUNTIME_PATHS.contains(&&path[1..]) {
+                continue;
+            }
             let Ok(meta) = ent.metadata() else { continue };
             let kind = if meta.file_type().is_char_device() && meta.rdev() == 0 {
                 2
@@ -303,7 +307,21 @@ pub fn changes(e: &Entry) -> Vec<Change> {
         }
     }
     out.sort();
-    out
+    // A directory the image has shows as modified only with a change below it.
+    let keep: Vec<bool> = out
+        .iter()
+        .map(|c| {
+            let is_dir = std::fs::symlink_metadata(upper.join(&c.path[1..]))
+                .map(|m| m.is_dir())
+                .unwrap_or(false);
+            let prefix = format!("{}/", c.path);
+            !(c.kind == 0 && is_dir) || out.iter().any(|o| o.path.starts_with(&prefix))
+        })
+        .collect();
+    out.into_iter()
+        .zip(keep)
+        .filter_map(|(c, k)| k.then_some(c))
+        .collect()
 }
 
 #[cfg(test)]

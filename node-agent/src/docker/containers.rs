@@ -273,6 +273,13 @@ async fn create(api: &DockerApi, mut req: Req) -> Result<Resp> {
     let entrypoint_set = cfg.entrypoint_set;
     let mut config = crate::request::to_config(cfg)?;
     config.exposed_ports = exposed;
+    // The CLI pulls on a 404 that names the image as it asked for it.
+    if let Err(skiff_runtime::image::ImageError::NotFound(_)) = api.images.resolve(&config.image) {
+        return Err(ApiError::not_found(format!(
+            "No such image: {}",
+            config.image
+        )));
+    }
     let (id, w) = api
         .containers
         .create(crate::containers::CreateOptions {
@@ -280,14 +287,7 @@ async fn create(api: &DockerApi, mut req: Req) -> Result<Resp> {
             config,
             entrypoint_set,
         })
-        .await
-        .map_err(|e| match e {
-            // The CLI pulls on a 404 naming the image exactly as it asked.
-            AgentError::Image(skiff_runtime::image::ImageError::NotFound(_)) => {
-                ApiError::not_found(e.to_string())
-            }
-            other => other.into(),
-        })?;
+        .await?;
     warnings.extend(w);
     Ok(json(
         StatusCode::CREATED,
