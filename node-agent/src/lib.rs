@@ -15,6 +15,7 @@
 //! The agent owns no container process: shims do (see `skiff_runtime::shim`), so the
 //! agent can be killed and restarted without disturbing what runs.
 
+pub mod archive;
 pub mod attach;
 pub mod build;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod network;
 pub mod prune;
 pub mod registry;
 pub mod remote_api;
+pub mod request;
 pub mod server;
 pub mod stats;
 pub mod sysinfo;
