@@ -279,8 +279,8 @@ impl Engine for EngineService {
                 }
             }
         });
-        let id = crate::images::import(&self.containers, rx, reference.clone(), first.changes)
-            .await?;
+        let id =
+            crate::images::import(&self.containers, rx, reference.clone(), first.changes).await?;
         Ok(Response::new(ImageRef {
             id: id.to_string(),
             reference: reference.map(|r| r.to_string()).unwrap_or_default(),
