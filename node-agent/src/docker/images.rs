@@ -142,12 +142,16 @@ async fn list(api: &DockerApi, req: &Req) -> Result<Resp> {
             )))
         }
     };
-    let time_of = |key: &str| -> Result<Option<i64>> {
+    // Compared at full precision: images made within one second keep their order.
+    let time_of = |key: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         match filters.get(key) {
             [] => Ok(None),
             [name, ..] => {
-                let img = api.images.resolve(name)?;
-                Ok(Some(created_unix(&img)))
+                let img = api
+                    .images
+                    .resolve(name)
+                    .map_err(|e| no_such_image(e, name))?;
+                Ok(img.created())
             }
         }
     };
@@ -160,14 +164,14 @@ async fn list(api: &DockerApi, req: &Req) -> Result<Resp> {
         .into_iter()
         .filter(|l| {
             let img = &l.image;
-            let c = created_unix(img);
+            let c = img.created();
             dangling.is_none_or(|d| d == img.repo_tags.is_empty())
                 && filters
                     .get("label")
                     .iter()
                     .all(|f| label_matches(f, &labels(img)))
-                && before.is_none_or(|b| c < b)
-                && since.is_none_or(|s| c > s)
+                && before.is_none_or(|b| c.is_some_and(|c| c < b))
+                && since.is_none_or(|s| c.is_some_and(|c| c > s))
         })
         .filter_map(|l| {
             let img = &l.image;
@@ -389,12 +393,19 @@ fn error_line(message: &str) -> Bytes {
 }
 
 /// A registry progress report as Docker's JSON lines (usually one).
-fn progress_json(p: &ProgressMessage, tag: &str) -> Vec<Value> {
+///
+/// `tag` and `repo` are what dockerd names the pull's opening line with
+/// (`v1: Pulling from team/app`, the repository path without the registry).
+fn progress_json(p: &ProgressMessage, tag: &str, repo: &str) -> Vec<Value> {
     let mut id = p.id.clone();
+    let mut status = p.status.clone();
     if id.is_empty() && p.status.starts_with("Pulling from ") {
         id = tag.to_string();
+        if !repo.is_empty() {
+            status = format!("Pulling from {repo}");
+        }
     }
-    let mut v = json!({ "status": p.status });
+    let mut v = json!({ "status": status });
     if !id.is_empty() {
         v["id"] = json!(id);
         // Only transfers carry numbers: the CLI draws a bar for those and prints the
@@ -418,9 +429,9 @@ fn progress_json(p: &ProgressMessage, tag: &str) -> Vec<Value> {
     vec![v]
 }
 
-fn progress_lines(p: &ProgressMessage, tag: &str) -> Bytes {
+fn progress_lines(p: &ProgressMessage, tag: &str, repo: &str) -> Bytes {
     let mut out = Vec::new();
-    for v in progress_json(p, tag) {
+    for v in progress_json(p, tag, repo) {
         out.extend_from_slice(&line(&v));
     }
     Bytes::from(out)
@@ -432,6 +443,7 @@ fn progress_lines(p: &ProgressMessage, tag: &str) -> Bytes {
 async fn progress_stream(
     mut rx: mpsc::Receiver<std::result::Result<ProgressMessage, tonic::Status>>,
     tag: String,
+    repo: String,
 ) -> Result<Resp> {
     let mut held = Vec::new();
     loop {
@@ -458,14 +470,14 @@ async fn progress_stream(
             if !p.image_id.is_empty() {
                 continue;
             }
-            if tx.send(progress_lines(&p, &tag)).await.is_err() {
+            if tx.send(progress_lines(&p, &tag, &repo)).await.is_err() {
                 return;
             }
         }
         while let Some(m) = rx.recv().await {
             let b = match m {
                 Ok(p) if !p.image_id.is_empty() => continue,
-                Ok(p) => progress_lines(&p, &tag),
+                Ok(p) => progress_lines(&p, &tag, &repo),
                 Err(st) => error_line(st.message()),
             };
             if tx.send(b).await.is_err() {
@@ -536,7 +548,7 @@ async fn create(api: &DockerApi, mut req: Req) -> Result<Resp> {
             password,
         },
     )?;
-    progress_stream(rx, shown_tag).await
+    progress_stream(rx, shown_tag, parsed.path.clone()).await
 }
 
 /// `POST /images/create?fromSrc=-`: the body is a rootfs tarball (plain, gzip, zstd).
@@ -602,7 +614,7 @@ async fn push(api: &DockerApi, name: &str, req: Req) -> Result<Resp> {
             password,
         },
     )?;
-    progress_stream(rx, String::new()).await
+    progress_stream(rx, String::new(), String::new()).await
 }
 
 /// Config overrides of `POST /commit` as Dockerfile-style changes, the form the engine's
@@ -655,7 +667,12 @@ fn config_changes(c: &CommitConfig) -> Vec<String> {
 
 /// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`.
 async fn commit(api: &DockerApi, mut req: Req) -> Result<Resp> {
-    let overrides: CommitConfig = req.json_or_default().await?;
+    // The CLI sends `null` when no config is given.
+    let overrides: CommitConfig = req
+        .json_opt::<Option<CommitConfig>>()
+        .await?
+        .flatten()
+        .unwrap_or_default();
     let container = req.query.get("container").unwrap_or_default().to_string();
     if container.is_empty() {
         return Err(ApiError::bad_request("container is required"));
@@ -872,7 +889,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            progress_json(&p, "latest"),
+            progress_json(&p, "latest", ""),
             vec![
                 json!({"status":"Downloading","id":"abc","progressDetail":{"current":5,"total":10}})
             ]
@@ -884,17 +901,19 @@ mod tests {
             total: 10,
             ..Default::default()
         };
-        assert_eq!(progress_json(&p, "")[0]["progressDetail"], json!({}));
+        assert_eq!(progress_json(&p, "", "")[0]["progressDetail"], json!({}));
         let p = ProgressMessage {
             status: "Pulling from library/busybox".into(),
             ..Default::default()
         };
-        assert_eq!(progress_json(&p, "1.36")[0]["id"], "1.36");
+        let opening = &progress_json(&p, "1.36", "team/bb")[0];
+        assert_eq!(opening["id"], "1.36");
+        assert_eq!(opening["status"], "Pulling from team/bb");
         let p = ProgressMessage {
             status: "v1: digest: sha256:ab size: 527".into(),
             ..Default::default()
         };
-        let lines = progress_json(&p, "");
+        let lines = progress_json(&p, "", "");
         assert_eq!(
             lines[0],
             json!({"status":"v1: digest: sha256:ab size: 527"})
