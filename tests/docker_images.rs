@@ -698,7 +698,7 @@ fn save_archive(
     );
     let manifest = serde_json::json!([{"Config": config_name, "RepoTags": [tag], "Layers": ["layer/layer.tar"]}]).to_string();
     let mut b = tar::Builder::new(Vec::new());
-    let mut add = |b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
+    let add = |b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
         let mut h = header();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
