@@ -168,6 +168,53 @@ pub struct BuildRequest {
     pub network: String,
     /// Registry host → credentials, for base image pulls.
     pub auths: BTreeMap<String, Credentials>,
+    /// `--label`s: added as a last `LABEL` step of the built stage, as Docker's legacy
+    /// builder does.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The Dockerfile with a `LABEL` step for `labels` at the end of the stage that is
+/// built (the `target` stage, else the last one).
+pub fn with_labels(
+    name: &str,
+    dockerfile: &str,
+    target: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> Result<String, AgentError> {
+    if labels.is_empty() {
+        return Ok(dockerfile.to_string());
+    }
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let step = format!(
+        "LABEL {}",
+        labels
+            .iter()
+            .map(|(k, v)| format!("{}={}", q(k), q(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let ins = skiff_runtime::build::dockerfile::parse(name, dockerfile)
+        .map_err(|e| AgentError::Invalid(e.to_string()))?;
+    // The line of the FROM that starts the stage after the target, if any.
+    let next_from = target.and_then(|t| {
+        let froms: Vec<&skiff_runtime::build::dockerfile::Instruction> =
+            ins.iter().filter(|i| i.keyword == "FROM").collect();
+        let at = froms.iter().position(|i| {
+            let words: Vec<&str> = i.rest.split_whitespace().collect();
+            words.len() >= 3
+                && words[words.len() - 2].eq_ignore_ascii_case("as")
+                && words[words.len() - 1].eq_ignore_ascii_case(t)
+        })?;
+        froms.get(at + 1).map(|i| i.line)
+    });
+    let mut lines: Vec<&str> = dockerfile.lines().collect();
+    match next_from {
+        Some(line) => lines.insert(line.saturating_sub(1), &step),
+        None => lines.push(&step),
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Ok(out)
 }
 
 /// What a running build reports: output lines, then the image or the error.
@@ -258,6 +305,7 @@ pub async fn build(
         pull: first.pull,
         network: first.network.clone(),
         auths,
+        labels: BTreeMap::new(),
     };
     let (ctx_tx, ctx_rx) = mpsc::channel::<Vec<u8>>(16);
     let _ = ctx_tx.send(first.context).await;
@@ -348,6 +396,12 @@ pub async fn run_build(
     }
     if req.dockerfile.is_none() {
         let read = read_context_dockerfile(&ctx_dir, &opts.dockerfile_name).and_then(|d| {
+            let d = with_labels(
+                &opts.dockerfile_name,
+                &d,
+                opts.target.as_deref(),
+                &req.labels,
+            )?;
             skiff_runtime::build::dockerfile::parse(&opts.dockerfile_name, &d)
                 .map_err(|e| AgentError::Invalid(e.to_string()))?;
             Ok(d)
@@ -617,4 +671,29 @@ pub fn intermediate_ids(root: &Path) -> std::collections::BTreeSet<String> {
             .flatten()
             .unwrap_or_default();
     cache.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_go_at_the_end_of_the_built_stage() {
+        let l: BTreeMap<String, String> = [("a b".to_string(), "x\"y".to_string())].into();
+        let df = "FROM busybox AS one\nRUN true\nFROM one AS two\nCMD [\"sh\"]\n";
+        let last = with_labels("Dockerfile", df, None, &l).expect("ok");
+        assert_eq!(
+            last,
+            "FROM busybox AS one\nRUN true\nFROM one AS two\nCMD [\"sh\"]\nLABEL \"a b\"=\"x\\\"y\"\n"
+        );
+        let first = with_labels("Dockerfile", df, Some("ONE"), &l).expect("ok");
+        assert!(
+            first.starts_with("FROM busybox AS one\nRUN true\nLABEL "),
+            "{first}"
+        );
+        assert_eq!(
+            with_labels("Dockerfile", df, None, &BTreeMap::new()).expect("ok"),
+            df
+        );
+    }
 }

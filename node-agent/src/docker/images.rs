@@ -784,11 +784,6 @@ async fn build(api: &DockerApi, mut req: Req) -> Result<Resp> {
         }
     }
     let labels = json_map(&req, "labels")?;
-    if !labels.is_empty() {
-        return Err(ApiError::not_implemented(
-            "build --label is not supported by Skiff's builder yet: put LABEL in the Dockerfile",
-        ));
-    }
     let quiet = q.bool("q");
     let network = match q.get("networkmode").unwrap_or_default() {
         "none" => "none",
@@ -808,6 +803,7 @@ async fn build(api: &DockerApi, mut req: Req) -> Result<Resp> {
         pull: q.bool("pull"),
         network: network.into(),
         auths: registry_config_header(&req),
+        labels,
     };
     let body = req.body_chunks();
     let mut events = crate::build::run_build(
