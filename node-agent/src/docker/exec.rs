@@ -202,6 +202,12 @@ pub(super) async fn create(api: &DockerApi, mut req: Req) -> Result<Resp> {
             ..Default::default()
         }),
     });
+    api.events.emit(
+        "container",
+        "exec_create",
+        &exec.process.container_id,
+        [("execID".to_string(), id.clone())].into(),
+    );
     let containers = api.containers.clone();
     api.execs.insert(exec, |cid| containers.get(cid).is_ok());
     Ok(super::json(StatusCode::CREATED, &json!({ "Id": id })))
