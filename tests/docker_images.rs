@@ -431,6 +431,40 @@ fn build_with_a_dockerfile_then_run() {
             .stdout;
         assert_eq!(labels.trim(), "base", "--target stops at the stage");
     }
+    // --label adds a last LABEL step to the built stage; --compress sends a gzipped
+    // context (Debian's 20.10 CLI still has the flag).
+    let out = Command::new("/usr/bin/docker")
+        .args([
+            "build",
+            "--compress",
+            "--label",
+            "via=label flag",
+            "--target",
+            "base",
+            "-t",
+            "built:labelled",
+            dir,
+        ])
+        .env("DOCKER_HOST", a.docker_host())
+        .env("DOCKER_CONFIG", a.dir.path().join("docker-config"))
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("docker build");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let labels = a
+        .docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Config.Labels.via}}|{{.Config.Labels.stage}}",
+            "built:labelled",
+        ])
+        .stdout;
+    assert_eq!(labels.trim(), "label flag|base");
     // -f names a Dockerfile elsewhere in the context; a failing RUN reports its code.
     let bad = context(&[("sub/Failing", "FROM busybox\nRUN echo out; exit 3\n")]);
     let bad_dir = bad.path().to_str().expect("utf8");
@@ -579,6 +613,98 @@ fn pull_and_push_against_a_private_registry() {
     );
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("manifest unknown"), "{body}");
+}
+
+/// `htpasswd -Bbn` output for a registry with basic auth.
+fn registry_with_auth(user: &str, pass: &str) -> Registry {
+    let r = Registry::start();
+    // Restart the same storage with auth on: simpler than a second constructor.
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", user, pass])
+        .output()
+        .expect("htpasswd (apache2-utils)");
+    assert!(out.status.success());
+    std::fs::write(r.dir.path().join("htpasswd"), out.stdout).expect("htpasswd file");
+    let cfg_path = r.dir.path().join("config.yml");
+    let mut cfg = std::fs::read_to_string(&cfg_path).expect("config");
+    cfg.push_str(&format!(
+        "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
+        r.dir.path().join("htpasswd").display()
+    ));
+    std::fs::write(&cfg_path, cfg).expect("config");
+    let mut r = r;
+    let _ = r.child.kill();
+    let _ = r.child.wait();
+    let log = std::fs::File::create(r.dir.path().join("registry.log")).expect("log");
+    r.child = Command::new("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(&cfg_path)
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn docker-registry");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(&r.addr).is_err() {
+        assert!(Instant::now() < deadline, "registry did not restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r
+}
+
+#[test]
+fn x_registry_auth_is_honoured() {
+    let a = Agent::start().with_busybox();
+    let reg = registry_with_auth("alice", "s3cret");
+    let name = format!("{}/private/bb:v1", reg.addr);
+    a.docker(&["tag", "busybox", &name]);
+    let b64 = |s: &str| {
+        // base64url without a dependency: the header is small.
+        const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bytes = s.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    };
+    let good = format!(
+        "X-Registry-Auth: {}",
+        b64(&format!(
+            r#"{{"username":"alice","password":"s3cret","serveraddress":"{}"}}"#,
+            reg.addr
+        ))
+    );
+    let bad = format!(
+        "X-Registry-Auth: {}",
+        b64(r#"{"username":"alice","password":"wrong"}"#)
+    );
+    let push = format!("http://d/v1.47/images/{}/private/bb/push?tag=v1", reg.addr);
+    // Wrong credentials: the push fails (as an error line or an error answer).
+    let (code, body) = curl(&a, &["-XPOST", "-H", &bad, &push]);
+    assert!(code != 200 || body.contains("errorDetail"), "{code} {body}");
+    let (code, body) = curl(&a, &["-XPOST", "-H", &good, &push]);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("v1: digest: sha256:") && !body.contains("errorDetail"),
+        "{body}"
+    );
+    a.docker(&["rmi", &name]);
+    let pull = format!(
+        "http://d/v1.47/images/create?fromImage={}/private/bb&tag=v1",
+        reg.addr
+    );
+    let (code, body) = curl(&a, &["-XPOST", "-H", &bad, &pull]);
+    assert!(code != 200 || body.contains("errorDetail"), "{code} {body}");
+    let (code, body) = curl(&a, &["-XPOST", "-H", &good, &pull]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Status: Downloaded newer image"), "{body}");
+    assert_eq!(image_id(&a, &name), image_id(&a, "busybox"));
 }
 
 #[test]
