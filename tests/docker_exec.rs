@@ -201,3 +201,84 @@ fn exec_on_a_stopped_container_fails_like_docker() {
         );
     }
 }
+
+/// Creates an exec over the API and starts it on a raw connection with an upgrade, as
+/// the docker CLI does; returns the whole exchange (headers, then the stream).
+fn raw_start(a: &Agent, version: &str, tty: bool) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let body =
+        format!(r#"{{"Cmd":["echo","hi"],"AttachStdout":true,"AttachStderr":true,"Tty":{tty}}}"#);
+    let created = std::process::Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(a.docker_socket())
+        .args([
+            "-XPOST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+        ])
+        .arg(format!("http://d/v{version}/containers/c1/exec"))
+        .output()
+        .expect("curl");
+    let v: serde_json::Value = serde_json::from_slice(&created.stdout).expect("exec create JSON");
+    let id = v["Id"].as_str().expect("Id");
+    let start = format!(r#"{{"Detach":false,"Tty":{tty}}}"#);
+    let mut s = std::os::unix::net::UnixStream::connect(a.docker_socket()).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST /v{version}/exec/{id}/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {}\r\n\r\n{start}",
+        start.len()
+    )
+    .expect("write");
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    (
+        String::from_utf8_lossy(&all[..split]).into_owned(),
+        all[split + 4..].to_vec(),
+    )
+}
+
+#[test]
+fn exec_start_hijacks_like_dockerd() {
+    let a = Agent::start().with_busybox();
+    running(&a, "c1");
+    // No tty, API >= 1.42: multiplexed stream, announced as such.
+    let (head, body) = raw_start(&a, "1.47", false);
+    assert!(head.starts_with("HTTP/1.1 101 UPGRADED"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: application/vnd.docker.multiplexed-stream"),
+        "{head}"
+    );
+    assert!(
+        lower.contains("connection: upgrade") && lower.contains("upgrade: tcp"),
+        "{head}"
+    );
+    assert_eq!(
+        body, b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n",
+        "one stdout frame"
+    );
+    // Older API: still multiplexed frames, announced as a raw stream (dockerd does this).
+    let (head, body) = raw_start(&a, "1.41", false);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("application/vnd.docker.raw-stream"),
+        "{head}"
+    );
+    assert_eq!(body, b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n");
+    // A tty: raw bytes, as the terminal wrote them.
+    let (head, body) = raw_start(&a, "1.47", true);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("application/vnd.docker.raw-stream"),
+        "{head}"
+    );
+    assert_eq!(body, b"hi\r\n");
+}
