@@ -282,3 +282,62 @@ fn exec_start_hijacks_like_dockerd() {
     );
     assert_eq!(body, b"hi\r\n");
 }
+
+#[test]
+fn detach_keys_leave_the_exec_running() {
+    use std::io::{Read, Write};
+    let a = Agent::start().with_busybox();
+    running(&a, "c1");
+    let sock = a.docker_socket();
+    let curl = |args: &[&str]| -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--unix-socket"])
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let bad = curl(&[
+        "-XPOST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"Cmd":["true"],"DetachKeys":"ctrl-xx"}"#,
+        "http://d/v1.47/containers/c1/exec",
+    ]);
+    assert!(bad.contains("Invalid detach keys"), "{bad}");
+    let created = curl(&[
+        "-XPOST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"Cmd":["sh","-c","read x; echo never"],"AttachStdin":true,"AttachStdout":true,"Tty":true,"DetachKeys":"ctrl-x,a"}"#,
+        "http://d/v1.47/containers/c1/exec",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&created).expect(&created);
+    let id = v["Id"].as_str().expect("Id").to_string();
+    let start = r#"{"Detach":false,"Tty":true}"#;
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST /v1.47/exec/{id}/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {}\r\n\r\n{start}",
+        start.len()
+    )
+    .expect("write");
+    // The detach sequence: the server ends the stream, the process runs on.
+    s.write_all(b"\x18a").expect("detach keys");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)
+        .expect("the server closes the stream after a detach");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(!text.contains("never"), "{text}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&curl(&[&format!("http://d/v1.47/exec/{id}/json")])).expect("json");
+    assert_eq!(inspect["Running"], true, "{inspect}");
+    assert!(inspect["ExitCode"].is_null(), "{inspect}");
+    assert_eq!(inspect["DetachKeys"], "ctrl-x,a");
+}

@@ -197,7 +197,11 @@ pub(super) async fn create(api: &DockerApi, mut req: Req) -> Result<Resp> {
             stdin: cfg.attach_stdin.unwrap_or(false),
             stdout: cfg.attach_stdout.unwrap_or(false),
             stderr: cfg.attach_stderr.unwrap_or(false),
-            detach_keys: cfg.detach_keys.clone().unwrap_or_default(),
+            detach_keys: {
+                let k = cfg.detach_keys.clone().unwrap_or_default();
+                detach_keys(&k)?;
+                k
+            },
             console_size: console_size(cfg.console_size.as_ref())?,
         },
         state: Mutex::new(ExecState {
@@ -375,7 +379,7 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
                 (None, Some(conn)) => {
                     let (rd, wr) = conn.into_split();
                     e.state().shim = Some(Arc::new(tokio::sync::Mutex::new(wr)));
-                    let code = relay_output(rd, &mut out, tty).await;
+                    let code = relay_output(rd, &mut out, tty, None).await;
                     die(&e, code);
                 }
                 _ => {}
@@ -416,10 +420,16 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
         let wr = Arc::new(tokio::sync::Mutex::new(wr));
         e.state().shim = Some(wr.clone());
         let stdin = p.stdin;
+        // Validated at create; Docker's default when none was given.
+        let escape = detach_keys(&p.detach_keys).ok().map(Escape::new);
+        let detached = Arc::new(tokio::sync::Notify::new());
+        let d2 = detached.clone();
         let input = tokio::spawn(async move {
-            relay_input(&mut client_rd, wr, stdin).await;
+            if relay_input(&mut client_rd, wr, stdin, escape).await {
+                d2.notify_one();
+            }
         });
-        let code = relay_output(rd, &mut client_wr, tty).await;
+        let code = relay_output(rd, &mut client_wr, tty, Some(detached)).await;
         die(&e, code);
         let _ = client_wr.flush().await;
         let _ = client_wr.shutdown().await;
@@ -459,18 +469,24 @@ impl ChanOut {
 /// Where relayed output goes: the hijacked connection or a streamed body.
 trait OutSink {
     fn put(&mut self, b: Bytes) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    /// Ends the client's stream (a detach); the process runs on.
+    fn close(&mut self) -> impl std::future::Future<Output = ()> + Send;
 }
 
 impl OutSink for ChanOut {
     async fn put(&mut self, b: Bytes) -> std::io::Result<()> {
         self.send(b).await
     }
+    async fn close(&mut self) {}
 }
 
 impl<W: AsyncWrite + Unpin + Send> OutSink for tokio::io::WriteHalf<W> {
     async fn put(&mut self, b: Bytes) -> std::io::Result<()> {
         self.write_all(&b).await?;
         self.flush().await
+    }
+    async fn close(&mut self) {
+        let _ = self.shutdown().await;
     }
 }
 
@@ -488,41 +504,143 @@ async fn write_out(
     }
 }
 
-/// Relays the shim's output to the client until `Exit`; returns the exit code.
+/// Relays the shim's output to the client until `Exit`; returns the exit code. After a
+/// detach the client's stream ends but the shim is still read, for the exit code.
 async fn relay_output(
     mut rd: tokio::net::unix::OwnedReadHalf,
     out: &mut impl OutSink,
     tty: bool,
+    detach: Option<Arc<tokio::sync::Notify>>,
 ) -> i32 {
+    // Frames are read by a task of their own: a frame half read is never dropped by
+    // the select below.
+    let (ftx, mut frames) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Ok(Some(f)) = read_frame(&mut rd).await {
+            if ftx.send(f).await.is_err() {
+                return;
+            }
+        }
+    });
+    let detached = async {
+        match &detach {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(detached);
     let mut client_gone = false;
     loop {
-        match read_frame(&mut rd).await {
-            Ok(Some(Frame::Stdout(d))) if !client_gone => {
+        let frame = tokio::select! {
+            f = frames.recv() => f,
+            _ = &mut detached, if !client_gone => {
+                client_gone = true;
+                out.close().await;
+                continue;
+            }
+        };
+        match frame {
+            Some(Frame::Stdout(d)) if !client_gone => {
                 client_gone = write_out(out, tty, 1, &d).await.is_err();
             }
-            Ok(Some(Frame::Stderr(d))) if !client_gone => {
+            Some(Frame::Stderr(d)) if !client_gone => {
                 client_gone = write_out(out, tty, 2, &d).await.is_err();
             }
-            Ok(Some(Frame::Exit { code, error })) => {
+            Some(Frame::Exit { code, error }) => {
                 if !error.is_empty() && !client_gone {
                     let _ = write_out(out, tty, 2, format!("{error}\n").as_bytes()).await;
                 }
                 return code;
             }
-            Ok(Some(_)) => {}
+            Some(_) => {}
             // The shim went away without an exit report.
-            Ok(None) | Err(_) => return 255,
+            None => return 255,
         }
     }
 }
 
+/// Docker's detach keys (`ctrl-p,ctrl-q`, `a,ctrl-x`...) as bytes; empty is the
+/// default `ctrl-p,ctrl-q`.
+fn detach_keys(spec: &str) -> Result<Vec<u8>> {
+    let spec = if spec.is_empty() {
+        "ctrl-p,ctrl-q"
+    } else {
+        spec
+    };
+    let bad = || ApiError::bad_request(format!("Invalid detach keys ({spec}) provided"));
+    spec.split(',')
+        .map(|k| {
+            let k = k.trim();
+            if let Some(c) = k.strip_prefix("ctrl-") {
+                let c = c.as_bytes();
+                if c.len() != 1 {
+                    return Err(bad());
+                }
+                match c[0] {
+                    b'a'..=b'z' => Ok(c[0] - b'a' + 1),
+                    b'@' => Ok(0),
+                    b'[' => Ok(27),
+                    b'\\' => Ok(28),
+                    b']' => Ok(29),
+                    b'^' => Ok(30),
+                    b'_' => Ok(31),
+                    _ => Err(bad()),
+                }
+            } else if k.len() == 1 && k.is_ascii() {
+                Ok(k.as_bytes()[0])
+            } else {
+                Err(bad())
+            }
+        })
+        .collect()
+}
+
+/// Spots the detach sequence in a client's input, holding back bytes that may start
+/// it until they turn out not to.
+struct Escape {
+    keys: Vec<u8>,
+    matched: usize,
+}
+
+impl Escape {
+    fn new(keys: Vec<u8>) -> Self {
+        Escape { keys, matched: 0 }
+    }
+
+    /// The bytes to pass on, and whether the whole sequence was seen.
+    fn feed(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(input.len());
+        if self.keys.is_empty() {
+            out.extend_from_slice(input);
+            return (out, false);
+        }
+        for &b in input {
+            if b != self.keys[self.matched] && self.matched > 0 {
+                out.extend_from_slice(&self.keys[..self.matched]);
+                self.matched = 0;
+            }
+            if b == self.keys[self.matched] {
+                self.matched += 1;
+                if self.matched == self.keys.len() {
+                    return (out, true);
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        (out, false)
+    }
+}
+
 /// Relays the client's stdin to the shim; the client's half-close closes the
-/// process's stdin.
+/// process's stdin. Returns true when the client typed the detach keys (the process
+/// keeps running, its stdin stays open).
 async fn relay_input(
     client: &mut (impl AsyncRead + Unpin),
     wr: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
     stdin: bool,
-) {
+    mut escape: Option<Escape>,
+) -> bool {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match client.read(&mut buf).await {
@@ -530,15 +648,25 @@ async fn relay_input(
                 if stdin {
                     let _ = write_frame(&mut *wr.lock().await, &Frame::CloseStdin).await;
                 }
-                return;
+                return false;
             }
             Ok(n) => {
                 if !stdin {
                     continue;
                 }
-                let f = Frame::Stdin(buf[..n].to_vec());
-                if write_frame(&mut *wr.lock().await, &f).await.is_err() {
-                    return;
+                let (data, detach) = match escape.as_mut() {
+                    Some(e) => e.feed(&buf[..n]),
+                    None => (buf[..n].to_vec(), false),
+                };
+                if !data.is_empty()
+                    && write_frame(&mut *wr.lock().await, &Frame::Stdin(data))
+                        .await
+                        .is_err()
+                {
+                    return false;
+                }
+                if detach {
+                    return true;
                 }
             }
         }
@@ -597,6 +725,24 @@ mod tests {
         let e = execs.get("nope").err().expect("missing");
         assert_eq!(e.status, StatusCode::NOT_FOUND);
         assert_eq!(e.message, "No such exec instance: nope");
+    }
+
+    #[test]
+    fn detach_keys_parse_and_match_like_docker() {
+        assert_eq!(detach_keys("").expect("default"), vec![16, 17]);
+        assert_eq!(
+            detach_keys("a,ctrl-x,ctrl-@").expect("ok"),
+            vec![b'a', 24, 0]
+        );
+        let e = detach_keys("ctrl-xx").err().expect("bad");
+        assert_eq!(e.message, "Invalid detach keys (ctrl-xx) provided");
+        assert!(detach_keys("ab").is_err());
+        let mut esc = Escape::new(vec![16, 17]);
+        assert_eq!(esc.feed(b"ab\x10"), (b"ab".to_vec(), false));
+        // A false start is passed on, and may itself start the sequence again.
+        assert_eq!(esc.feed(b"\x10"), (b"\x10".to_vec(), false));
+        assert_eq!(esc.feed(b"c"), (b"\x10c".to_vec(), false));
+        assert_eq!(esc.feed(b"x\x10\x11rest"), (b"x".to_vec(), true));
     }
 
     #[test]
