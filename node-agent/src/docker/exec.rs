@@ -734,7 +734,7 @@ mod tests {
             detach_keys("a,ctrl-x,ctrl-@").expect("ok"),
             vec![b'a', 24, 0]
         );
-        let e = detach_keys("ctrl-xx").err().expect("bad");
+        let e = detach_keys("ctrl-xx").expect_err("bad");
         assert_eq!(e.message, "Invalid detach keys (ctrl-xx) provided");
         assert!(detach_keys("ab").is_err());
         let mut esc = Escape::new(vec![16, 17]);
