@@ -151,8 +151,128 @@ impl StepRunner for AgentRunner {
     }
 }
 
-/// Receives the context (a tar stream after the options message), unpacks it with the
-/// breakout-proof unpacker, runs the build, and streams its output.
+/// What a build asks for, whichever front end it came through.
+#[derive(Clone, Debug, Default)]
+pub struct BuildRequest {
+    /// The Dockerfile's name (for messages; with `dockerfile` empty, its path in the
+    /// context, as Docker's API sends it).
+    pub dockerfile_name: String,
+    /// The Dockerfile's content when the client sent it apart from the context.
+    pub dockerfile: Option<String>,
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub pull: bool,
+    /// RUN network: `host` (default) or `none`.
+    pub network: String,
+    /// Registry host → credentials, for base image pulls.
+    pub auths: BTreeMap<String, Credentials>,
+    /// `--label`s: added as a last `LABEL` step of the built stage, as Docker's legacy
+    /// builder does.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The Dockerfile with a `LABEL` step for `labels` at the end of the stage that is
+/// built (the `target` stage, else the last one).
+pub fn with_labels(
+    name: &str,
+    dockerfile: &str,
+    target: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> Result<String, AgentError> {
+    if labels.is_empty() {
+        return Ok(dockerfile.to_string());
+    }
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let step = format!(
+        "LABEL {}",
+        labels
+            .iter()
+            .map(|(k, v)| format!("{}={}", q(k), q(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let ins = skiff_runtime::build::dockerfile::parse(name, dockerfile)
+        .map_err(|e| AgentError::Invalid(e.to_string()))?;
+    // The line of the FROM that starts the stage after the target, if any.
+    let next_from = target.and_then(|t| {
+        let froms: Vec<&skiff_runtime::build::dockerfile::Instruction> =
+            ins.iter().filter(|i| i.keyword == "FROM").collect();
+        let at = froms.iter().position(|i| {
+            let words: Vec<&str> = i.rest.split_whitespace().collect();
+            words.len() >= 3
+                && words[words.len() - 2].eq_ignore_ascii_case("as")
+                && words[words.len() - 1].eq_ignore_ascii_case(t)
+        })?;
+        froms.get(at + 1).map(|i| i.line)
+    });
+    let mut lines: Vec<&str> = dockerfile.lines().collect();
+    match next_from {
+        Some(line) => lines.insert(line.saturating_sub(1), &step),
+        None => lines.push(&step),
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    Ok(out)
+}
+
+/// What a running build reports: output lines, then the image or the error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BuildEvent {
+    Line(String),
+    Built(String),
+    Failed(String),
+}
+
+/// Largest Dockerfile read from a context.
+const MAX_DOCKERFILE: u64 = 4 << 20;
+
+/// Reads the Dockerfile at `name` inside the unpacked context: a relative path whose
+/// components are plain directories and a regular file (no symlink leads out).
+fn read_context_dockerfile(ctx: &Path, name: &str) -> Result<String, AgentError> {
+    use std::io::Read;
+    use std::path::Component;
+    let rel = Path::new(name);
+    let mut p = ctx.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => p.push(n),
+            Component::CurDir => {}
+            _ => {
+                return Err(AgentError::Invalid(format!(
+                    "the Dockerfile ({name}) must be a path inside the build context"
+                )))
+            }
+        }
+        let m = std::fs::symlink_metadata(&p).map_err(|_| {
+            AgentError::Invalid(format!("Cannot locate specified Dockerfile: {name}"))
+        })?;
+        if m.file_type().is_symlink() {
+            return Err(AgentError::Invalid(format!(
+                "the Dockerfile ({name}) must not be reached through a symbolic link"
+            )));
+        }
+    }
+    if !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+        return Err(AgentError::Invalid(format!(
+            "Cannot locate specified Dockerfile: {name}"
+        )));
+    }
+    let mut s = String::new();
+    std::fs::File::open(&p)?
+        .take(MAX_DOCKERFILE + 1)
+        .read_to_string(&mut s)
+        .map_err(|e| AgentError::Invalid(format!("reading the Dockerfile {name}: {e}")))?;
+    if s.len() as u64 > MAX_DOCKERFILE {
+        return Err(AgentError::Invalid(format!(
+            "the Dockerfile {name} is larger than {MAX_DOCKERFILE} bytes"
+        )));
+    }
+    Ok(s)
+}
+
+/// Receives the gRPC build (options, then the context tar), runs it, streams its output.
 pub async fn build(
     containers: Arc<Containers>,
     images: Arc<ImageStore>,
@@ -165,39 +285,28 @@ pub async fn build(
         .await
         .map_err(|e| AgentError::Invalid(e.to_string()))?
         .ok_or_else(|| AgentError::Invalid("empty build request".into()))?;
-    let tags = first
-        .tags
-        .iter()
-        .map(|t| {
-            Reference::parse(t).map_err(|e| AgentError::Invalid(format!("invalid tag {t:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     let mut auths = BTreeMap::new();
     for (host, basic) in &first.auths {
         if let Some(c) = Credentials::from_basic(basic) {
             auths.insert(skiff_runtime::image::auth::credential_key(host), c);
         }
     }
-    let opts = BuildOptions {
+    let req = BuildRequest {
         dockerfile_name: if first.dockerfile_name.is_empty() {
             "Dockerfile".into()
         } else {
             first.dockerfile_name.clone()
         },
-        dockerfile: first.dockerfile.clone(),
-        tags,
+        dockerfile: Some(first.dockerfile.clone()),
+        tags: first.tags.clone(),
         build_args: first.build_args.clone().into_iter().collect(),
         target: (!first.target.is_empty()).then(|| first.target.clone()),
         no_cache: first.no_cache,
         pull: first.pull,
         network: first.network.clone(),
-        cache_file: containers.cfg.root.join("image/build-cache.json"),
+        auths,
+        labels: BTreeMap::new(),
     };
-    // Parse errors are reported before the context is even read.
-    skiff_runtime::build::dockerfile::parse(&opts.dockerfile_name, &opts.dockerfile)
-        .map_err(|e| AgentError::Invalid(e.to_string()))?;
-    let ctx_dir = images.temp_path("context");
-    std::fs::create_dir_all(&ctx_dir)?;
     let (ctx_tx, ctx_rx) = mpsc::channel::<Vec<u8>>(16);
     let _ = ctx_tx.send(first.context).await;
     tokio::spawn(async move {
@@ -207,16 +316,75 @@ pub async fn build(
             }
         }
     });
+    let mut rx = run_build(containers, images, events, registry, req, ctx_rx).await?;
+    let (tx, out) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let msg = match ev {
+                BuildEvent::Line(line) => BuildOutput {
+                    line,
+                    ..Default::default()
+                },
+                BuildEvent::Built(image_id) => BuildOutput {
+                    image_id,
+                    ..Default::default()
+                },
+                BuildEvent::Failed(error) => BuildOutput {
+                    error,
+                    ..Default::default()
+                },
+            };
+            if tx.send(Ok(msg)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// Unpacks the context (a tar, maybe compressed, from `context`) with the
+/// breakout-proof unpacker, runs the build, and streams its events. Errors in the
+/// request or the context come back before anything runs.
+pub async fn run_build(
+    containers: Arc<Containers>,
+    images: Arc<ImageStore>,
+    events: Arc<EventBus>,
+    registry: RegistryConfig,
+    req: BuildRequest,
+    context: mpsc::Receiver<Vec<u8>>,
+) -> Result<mpsc::Receiver<BuildEvent>, AgentError> {
+    let tags = req
+        .tags
+        .iter()
+        .map(|t| {
+            Reference::parse(t).map_err(|e| AgentError::Invalid(format!("invalid tag {t:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut opts = BuildOptions {
+        dockerfile_name: req.dockerfile_name.clone(),
+        dockerfile: req.dockerfile.clone().unwrap_or_default(),
+        tags,
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+        no_cache: req.no_cache,
+        pull: req.pull,
+        network: req.network.clone(),
+        cache_file: containers.cfg.root.join("image/build-cache.json"),
+    };
+    // Parse errors are reported before the context is even read.
+    if req.dockerfile.is_some() {
+        skiff_runtime::build::dockerfile::parse(&opts.dockerfile_name, &opts.dockerfile)
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+    }
+    let ctx_dir = images.temp_path("context");
+    std::fs::create_dir_all(&ctx_dir)?;
     let dir = ctx_dir.clone();
     let unpacked = tokio::task::spawn_blocking(move || {
-        skiff_runtime::snapshot::unpack::unpack_layer(
-            ChanReader {
-                rx: ctx_rx,
-                buf: vec![],
-                pos: 0,
-            },
-            &dir,
+        let input = skiff_runtime::snapshot::unpack::decompressed(
+            crate::images::ChannelReader::new(context),
         )
+        .map_err(|e| e.to_string())?;
+        skiff_runtime::snapshot::unpack::unpack_layer(input, &dir).map_err(|e| e.to_string())
     })
     .await
     .map_err(AgentError::internal)?;
@@ -226,6 +394,27 @@ pub async fn build(
             "reading the build context: {e}"
         )));
     }
+    if req.dockerfile.is_none() {
+        let read = read_context_dockerfile(&ctx_dir, &opts.dockerfile_name).and_then(|d| {
+            let d = with_labels(
+                &opts.dockerfile_name,
+                &d,
+                opts.target.as_deref(),
+                &req.labels,
+            )?;
+            skiff_runtime::build::dockerfile::parse(&opts.dockerfile_name, &d)
+                .map_err(|e| AgentError::Invalid(e.to_string()))?;
+            Ok(d)
+        });
+        match read {
+            Ok(d) => opts.dockerfile = d,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&ctx_dir);
+                return Err(e);
+            }
+        }
+    }
+    let auths = req.auths;
     let (tx, rx) = mpsc::channel(1024);
     let span = tracing::info_span!("build", dockerfile = %opts.dockerfile_name);
     tokio::spawn(
@@ -242,14 +431,7 @@ pub async fn build(
             let fwd = tx.clone();
             let forwarder = tokio::spawn(async move {
                 while let Some(line) = lines_rx.recv().await {
-                    if fwd
-                        .send(Ok(BuildOutput {
-                            line,
-                            ..Default::default()
-                        }))
-                        .await
-                        .is_err()
-                    {
+                    if fwd.send(BuildEvent::Line(line)).await.is_err() {
                         break;
                     }
                 }
@@ -272,51 +454,17 @@ pub async fn build(
                             [("name".to_string(), t.to_string())].into(),
                         );
                     }
-                    let _ = tx
-                        .send(Ok(BuildOutput {
-                            image_id: id.to_string(),
-                            ..Default::default()
-                        }))
-                        .await;
+                    let _ = tx.send(BuildEvent::Built(id.to_string())).await;
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "build failed");
-                    let _ = tx
-                        .send(Ok(BuildOutput {
-                            error: e.to_string(),
-                            ..Default::default()
-                        }))
-                        .await;
+                    let _ = tx.send(BuildEvent::Failed(e.to_string())).await;
                 }
             }
         }
         .instrument(span),
     );
     Ok(rx)
-}
-
-struct ChanReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl std::io::Read for ChanReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(b) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 /// Adapts a blocking writer producing an archive into a stream of chunks.
@@ -506,6 +654,9 @@ pub async fn commit(containers: &Containers, req: CommitRequest) -> Result<Image
     })
     .await
     .map_err(AgentError::internal)??;
+    containers
+        .events
+        .emit("image", "commit", id.as_str(), Default::default());
     Ok(ImageRef {
         id: id.to_string(),
         reference: reference.map(|r| r.to_string()).unwrap_or_default(),
@@ -520,4 +671,29 @@ pub fn intermediate_ids(root: &Path) -> std::collections::BTreeSet<String> {
             .flatten()
             .unwrap_or_default();
     cache.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_go_at_the_end_of_the_built_stage() {
+        let l: BTreeMap<String, String> = [("a b".to_string(), "x\"y".to_string())].into();
+        let df = "FROM busybox AS one\nRUN true\nFROM one AS two\nCMD [\"sh\"]\n";
+        let last = with_labels("Dockerfile", df, None, &l).expect("ok");
+        assert_eq!(
+            last,
+            "FROM busybox AS one\nRUN true\nFROM one AS two\nCMD [\"sh\"]\nLABEL \"a b\"=\"x\\\"y\"\n"
+        );
+        let first = with_labels("Dockerfile", df, Some("ONE"), &l).expect("ok");
+        assert!(
+            first.starts_with("FROM busybox AS one\nRUN true\nLABEL "),
+            "{first}"
+        );
+        assert_eq!(
+            with_labels("Dockerfile", df, None, &BTreeMap::new()).expect("ok"),
+            df
+        );
+    }
 }

@@ -25,6 +25,7 @@ pub mod error;
 pub mod events;
 pub mod executor;
 pub mod humanize;
+pub mod images;
 pub mod inspect;
 pub mod logpublisher;
 pub mod logs;

@@ -191,29 +191,8 @@ impl Engine for EngineService {
                 }
             }
         });
-        let images = self.images.clone();
-        let changes = first.changes;
-        let r2 = reference.clone();
-        let id = tokio::task::spawn_blocking(move || {
-            images.import_rootfs(
-                crate::request::ChannelReader::new(rx),
-                r2.as_ref(),
-                &changes,
-            )
-        })
-        .await
-        .map_err(blocking_err)?
-        .map_err(AgentError::from)?;
-        self.events
-            .emit("image", "import", id.as_str(), Default::default());
-        if let Some(r) = &reference {
-            self.events.emit(
-                "image",
-                "tag",
-                id.as_str(),
-                [("name".to_string(), r.to_string())].into(),
-            );
-        }
+        let id =
+            crate::images::import(&self.containers, rx, reference.clone(), first.changes).await?;
         Ok(Response::new(ImageRef {
             id: id.to_string(),
             reference: reference.map(|r| r.to_string()).unwrap_or_default(),
@@ -233,21 +212,7 @@ impl Engine for EngineService {
                 }
             }
         });
-        let images = self.images.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            skiff_runtime::image::archive::load(&images, crate::request::ChannelReader::new(rx))
-        })
-        .await
-        .map_err(blocking_err)?
-        .map_err(AgentError::from)?;
-        for l in &loaded {
-            self.events.emit(
-                "image",
-                "load",
-                l.rsplit(' ').next().unwrap_or_default(),
-                Default::default(),
-            );
-        }
+        let loaded = crate::images::load(&self.containers, rx).await?;
         Ok(Response::new(LoadResponse { loaded }))
     }
 
@@ -255,51 +220,24 @@ impl Engine for EngineService {
         &self,
         req: Request<ImageListRequest>,
     ) -> Result<Response<ImageListResponse>, Status> {
-        let show_all = req.into_inner().all;
-        let images = self.images.clone();
-        let containers = self.containers.clone();
-        let list = tokio::task::spawn_blocking(move || -> Result<Vec<ImageSummary>, AgentError> {
-            let all = containers.list();
-            // Untagged build-step images show only with -a, as Docker's intermediates do.
-            let hidden = if show_all {
-                Default::default()
-            } else {
-                crate::build::intermediate_ids(&containers.cfg.root)
-            };
-            Ok(images
-                .list()?
-                .into_iter()
-                .filter(|img| !img.repo_tags.is_empty() || !hidden.contains(img.id().as_str()))
-                .map(|img| ImageSummary {
-                    id: img.id().to_string(),
-                    repo_tags: img.repo_tags.clone(),
-                    created_unix: img.created().map(|c| c.timestamp()).unwrap_or_default(),
-                    size: images.size(&img),
-                    repo_digests: img.record.repo_digests.clone(),
-                    containers: all
-                        .iter()
-                        .filter(|e| e.record().image_id == *img.id())
-                        .count() as u32,
-                })
-                .collect())
-        })
-        .await
-        .map_err(blocking_err)??;
-        Ok(Response::new(ImageListResponse { images: list }))
+        let list = crate::images::list(&self.containers, req.into_inner().all).await?;
+        let images = list
+            .into_iter()
+            .map(|l| ImageSummary {
+                id: l.image.id().to_string(),
+                repo_tags: l.image.repo_tags.clone(),
+                created_unix: l.image.created().map(|c| c.timestamp()).unwrap_or_default(),
+                size: l.size,
+                repo_digests: l.image.record.repo_digests.clone(),
+                containers: l.containers,
+            })
+            .collect();
+        Ok(Response::new(ImageListResponse { images }))
     }
 
     async fn image_tag(&self, req: Request<TagRequest>) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        let id = self
-            .images
-            .tag(&r.source, &r.target)
-            .map_err(AgentError::from)?;
-        self.events.emit(
-            "image",
-            "tag",
-            id.as_str(),
-            [("name".to_string(), r.target)].into(),
-        );
+        crate::images::tag(&self.containers, &r.source, &r.target)?;
         Ok(Response::new(Empty {}))
     }
 
@@ -310,17 +248,7 @@ impl Engine for EngineService {
         let r = req.into_inner();
         let mut resp = ImageRemoveResponse::default();
         for name in &r.names {
-            let containers = self.containers.clone();
-            let (untagged, deleted) = self
-                .images
-                .remove(name, r.force, |id| containers.image_in_use(id))
-                .map_err(AgentError::from)?;
-            for u in &untagged {
-                self.events.emit("image", "untag", u, Default::default());
-            }
-            for d in &deleted {
-                self.events.emit("image", "delete", d, Default::default());
-            }
+            let (untagged, deleted) = crate::images::remove(&self.containers, name, r.force)?;
             resp.untagged.extend(untagged);
             resp.deleted.extend(deleted);
         }
@@ -750,8 +678,6 @@ impl Engine for EngineService {
         req: Request<CommitRequest>,
     ) -> Result<Response<ImageRef>, Status> {
         let r = crate::build::commit(&self.containers, req.into_inner()).await?;
-        self.events
-            .emit("image", "commit", &r.id, Default::default());
         Ok(Response::new(r))
     }
 

@@ -1288,7 +1288,7 @@ async fn archive_put(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
             &view,
             &e2,
             &path,
-            crate::request::ChannelReader::new(rx),
+            crate::images::ChannelReader::new(rx),
         )
     })
     .await??;
