@@ -48,6 +48,8 @@ impl AgentRunner {
             working_dir: req.workdir,
             user: req.user,
             network_mode: req.network,
+            mounts: req.mounts,
+            privileged: req.privileged,
             labels: [(BUILD_LABEL.to_string(), "true".to_string())].into(),
             restart_policy: skiff_runtime::container::RestartPolicy {
                 name: "no".into(),
@@ -192,6 +194,8 @@ pub async fn build(
         pull: first.pull,
         network: first.network.clone(),
         cache_file: containers.cfg.root.join("image/build-cache.json"),
+        secrets: first.secrets.clone().into_iter().collect(),
+        allow_insecure: false,
     };
     // Parse errors are reported before the context is even read.
     skiff_runtime::build::dockerfile::parse(&opts.dockerfile_name, &opts.dockerfile)

@@ -168,7 +168,7 @@ pub enum Typed {
 pub struct RunSpec {
     pub cmd: Command,
     /// `RUN <<EOF` whose body starts with `#!`: the body is written to a file and
-    /// executed directly (BuildKit mounts it under `/dev/pipes/`).
+    /// executed directly (BuildKit mounts it under `/dev/pipes/`; we use `/run/heredoc/`).
     pub script: Option<(String, String)>,
     /// `--network=default|none|host` (`None` when not given or `default`).
     pub network: Option<String>,

@@ -832,7 +832,7 @@ impl Builder<'_> {
             return Err("RUN --security=insecure needs the security.insecure entitlement, which this build was not given".into());
         }
         let argv = match &spec.script {
-            Some((name, _)) => vec![format!("/dev/pipes/{name}")],
+            Some((name, data)) => shebang_argv(data, &script_path(name)),
             None => spec.cmd.argv(&shell),
         };
         let mut env = s.env();
@@ -939,7 +939,7 @@ impl Builder<'_> {
         tokio::task::block_in_place(|| mounts::drop_stubs(&tmp.0, &stubs))
             .map_err(|e| e.to_string())?;
         let created_by = match (&spec.cmd, &spec.script) {
-            (_, Some((name, _))) => format!("RUN /dev/pipes/{name}"),
+            (_, Some((name, _))) => format!("RUN {}", script_path(name)),
             (dockerfile::Command::Shell(c), None) => format!("RUN {} {c}", shell.join(" ")),
             (dockerfile::Command::Exec(v), None) => {
                 format!("RUN {}", serde_json::to_string(v).unwrap_or_default())
@@ -1076,7 +1076,7 @@ impl Builder<'_> {
             std::fs::write(&f, data).map_err(|e| e.to_string())?;
             std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
                 .map_err(|e| e.to_string())?;
-            points.push(bind(f, &format!("/dev/pipes/{name}"), false));
+            points.push(bind(f, &script_path(name), false));
         }
         Ok(points)
     }
@@ -1249,6 +1249,31 @@ impl Builder<'_> {
         self.cache.insert(key, s.id.clone().ok_or("no image")?);
         Ok(())
     }
+}
+
+/// Where a `#!` heredoc script is mounted for its RUN. BuildKit uses `/dev/pipes/`, but
+/// `/dev` is the runtime's own tmpfs here; the mount point stub is dropped from the layer.
+fn script_path(name: &str) -> String {
+    format!("/run/heredoc/{name}")
+}
+
+/// The argv the kernel would make of a `#!` script: interpreter, its optional single
+/// argument, the script. Spelled out because the runtime checks argv[0] in the image
+/// before mounts exist, and the script is a mount.
+fn shebang_argv(data: &str, path: &str) -> Vec<String> {
+    let line = data.lines().next().unwrap_or_default();
+    let line = line.strip_prefix("#!").unwrap_or(line).trim();
+    let mut argv = Vec::new();
+    match line.split_once(char::is_whitespace) {
+        Some((interp, arg)) => {
+            argv.push(interp.to_string());
+            argv.push(arg.trim().to_string());
+        }
+        None if !line.is_empty() => argv.push(line.to_string()),
+        None => {}
+    }
+    argv.push(path.to_string());
+    argv
 }
 
 /// URLs and git references: ADD sources that would need the network.
@@ -1639,7 +1664,7 @@ mod tests {
             assert_eq!(reqs[0].network, "host");
             assert!(reqs[1].privileged);
         }
-        // `#!` heredoc: run as a file under /dev/pipes.
+        // `#!` heredoc: run as a file under /run/heredoc.
         let df = format!("{BASE}RUN <<EOT\n#!/bin/sh\necho hi\nEOT\n");
         e.build(&runner, e.opts(&df)).await.expect("script");
         let r = runner
@@ -1649,8 +1674,12 @@ mod tests {
             .last()
             .cloned()
             .expect("req");
-        assert_eq!(r.argv, ["/dev/pipes/EOT"]);
-        assert_eq!(r.mounts[0].destination, "/dev/pipes/EOT");
+        assert_eq!(r.argv, ["/bin/sh", "/run/heredoc/EOT"]);
+        assert_eq!(
+            shebang_argv("#!/usr/bin/env  python3 -u\nprint()\n", "/s"),
+            ["/usr/bin/env", "python3 -u", "/s"]
+        );
+        assert_eq!(r.mounts[0].destination, "/run/heredoc/EOT");
         // Bind from the context: read-only; content is part of the cache key.
         e.write("src/main.c", "int main;");
         let df = format!("{BASE}RUN --mount=type=bind,source=src,target=/src make\n");
