@@ -449,7 +449,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Instruction>, ParseError> {
     // Check every instruction's grammar now, with unknown variables empty.
     let empty = HashMap::new();
     for ins in &out {
-        ins.typed(&empty).map_err(|m| err(ins.line, m))?;
+        ins.check(&empty).map_err(|m| err(ins.line, m))?;
     }
     Ok(out)
 }
@@ -569,8 +569,20 @@ impl Instruction {
         }
     }
 
+    /// The parse-time check: like [`Instruction::typed`] with no variables known, except
+    /// that flag values built from variables (`--mount=type=$T`) are checked only when
+    /// the step runs, with their real values; a Dockerfile is never refused for what an
+    /// empty variable would make of it.
+    pub fn check(&self, vars: &HashMap<String, String>) -> Result<Typed, String> {
+        self.typed_inner(vars, true)
+    }
+
     /// Parses the arguments, expanding `$VAR` from `vars` for the instructions Docker expands.
     pub fn typed(&self, vars: &HashMap<String, String>) -> Result<Typed, String> {
+        self.typed_inner(vars, false)
+    }
+
+    fn typed_inner(&self, vars: &HashMap<String, String>, lenient: bool) -> Result<Typed, String> {
         let x = |s: &str| expand(s, vars);
         let rest = self.rest.as_str();
         let need_args = || {
@@ -605,7 +617,7 @@ impl Instruction {
             "RUN" => {
                 self.only_flags(&["network", "mount", "security"])?;
                 need_args()?;
-                self.run_spec(vars)?
+                self.run_spec(vars, lenient)?
             }
             "CMD" => {
                 self.only_flags(&[])?;
@@ -615,7 +627,7 @@ impl Instruction {
                 self.only_flags(&[])?;
                 Typed::Entrypoint(command(rest)?)
             }
-            "COPY" | "ADD" => self.copy_spec(vars)?,
+            "COPY" | "ADD" => self.copy_spec(vars, lenient)?,
             "ENV" | "LABEL" => {
                 self.only_flags(&[])?;
                 need_args()?;
@@ -748,7 +760,7 @@ impl Instruction {
                 }
                 // The trigger runs in a later build: check its grammar now.
                 let trigger = split_instruction(self.line, rest)?;
-                trigger.typed(&HashMap::new())?;
+                trigger.check(&HashMap::new())?;
                 Typed::OnBuild(rest.to_string())
             }
             other => return Err(format!("unknown instruction: {other}")),
@@ -757,7 +769,7 @@ impl Instruction {
 }
 
 impl Instruction {
-    fn run_spec(&self, vars: &HashMap<String, String>) -> Result<Typed, String> {
+    fn run_spec(&self, vars: &HashMap<String, String>, lenient: bool) -> Result<Typed, String> {
         let x = |s: &str| expand(s, vars);
         let network = match self.flag("network").as_deref() {
             None | Some("default") => None,
@@ -779,6 +791,9 @@ impl Instruction {
         };
         let mut mounts = Vec::new();
         for m in self.flag_all("mount") {
+            if lenient && m.contains('$') {
+                continue; // checked with the real values when the step runs
+            }
             mounts.push(parse_mount(&x(&m)?)?);
         }
         let mut script = None;
@@ -819,7 +834,7 @@ impl Instruction {
         }))
     }
 
-    fn copy_spec(&self, vars: &HashMap<String, String>) -> Result<Typed, String> {
+    fn copy_spec(&self, vars: &HashMap<String, String>, lenient: bool) -> Result<Typed, String> {
         let x = |s: &str| expand(s, vars);
         let add = self.keyword == "ADD";
         if add {
@@ -887,7 +902,8 @@ impl Instruction {
         let srcs: Vec<String> = all.iter().flatten().cloned().collect();
         let chmod = self.flag("chmod").map(|m| Chmod::parse(&m)).transpose()?;
         let checksum = self.flag("checksum").map(|c| x(&c)).transpose()?;
-        if let Some(c) = &checksum {
+        let raw_checksum = self.flag("checksum").unwrap_or_default();
+        if let (Some(c), false) = (&checksum, lenient && raw_checksum.contains('$')) {
             let hex = c.strip_prefix("sha256:").unwrap_or("");
             if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(format!(
@@ -1621,6 +1637,20 @@ mod tests {
             assert_eq!((e.file.as_str(), e.line), ("ctx/Dockerfile", 3), "{df}");
             assert!(e.message.contains(want), "{df}: {e}");
         }
+        // Built from variables: checked when the step runs, with the real values.
+        let ins = parse(
+            "D",
+            "FROM a\nARG T=cache\nRUN --mount=type=$T,target=/c true\n",
+        )
+        .expect("variable mount type");
+        let v = vars(&[("T", "cache")]);
+        assert!(
+            matches!(ins[2].typed(&v), Ok(Typed::Run(RunSpec { mounts, .. })) if mounts.len() == 1)
+        );
+        let e = ins[2]
+            .typed(&vars(&[("T", "ssh")]))
+            .expect_err("ssh at run time");
+        assert!(e.contains("type=ssh"), "{e}");
         let r = run_spec(
             "FROM a\nRUN --network=default --security=insecure true\n",
             1,
