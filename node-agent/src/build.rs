@@ -48,6 +48,8 @@ impl AgentRunner {
             working_dir: req.workdir,
             user: req.user,
             network_mode: req.network,
+            mounts: req.mounts,
+            privileged: req.privileged,
             labels: [(BUILD_LABEL.to_string(), "true".to_string())].into(),
             restart_policy: skiff_runtime::container::RestartPolicy {
                 name: "no".into(),
@@ -171,6 +173,8 @@ pub struct BuildRequest {
     /// `--label`s: added as a last `LABEL` step of the built stage, as Docker's legacy
     /// builder does.
     pub labels: BTreeMap<String, String>,
+    /// Build secrets for `RUN --mount=type=secret` (id → value); never stored.
+    pub secrets: std::collections::HashMap<String, Vec<u8>>,
 }
 
 /// The Dockerfile with a `LABEL` step for `labels` at the end of the stage that is
@@ -306,6 +310,7 @@ pub async fn build(
         network: first.network.clone(),
         auths,
         labels: BTreeMap::new(),
+        secrets: first.secrets.clone().into_iter().collect(),
     };
     let (ctx_tx, ctx_rx) = mpsc::channel::<Vec<u8>>(16);
     let _ = ctx_tx.send(first.context).await;
@@ -370,6 +375,9 @@ pub async fn run_build(
         pull: req.pull,
         network: req.network.clone(),
         cache_file: containers.cfg.root.join("image/build-cache.json"),
+        secrets: req.secrets.clone(),
+        // Host networking and insecure RUN steps stay refused (no entitlement flag yet).
+        allow_insecure: false,
     };
     // Parse errors are reported before the context is even read.
     if req.dockerfile.is_some() {

@@ -36,6 +36,10 @@ pub struct BuildArgs {
     /// Network for RUN steps: host (default) or none.
     #[arg(long, default_value = "host")]
     pub network: String,
+    /// Build secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR
+    /// (id=ID alone reads the environment variable ID).
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
     /// Only print the image ID.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -119,6 +123,11 @@ pub async fn build(c: &mut Client, a: &BuildArgs) -> Result<i32> {
             }
         }
     }
+    let mut secrets = std::collections::HashMap::new();
+    for spec in &a.secrets {
+        let (id, value) = read_secret(spec).map_err(|e| exit(1, e))?;
+        secrets.insert(id, value);
+    }
     let first = BuildInput {
         dockerfile,
         dockerfile_name: df_path.display().to_string(),
@@ -130,6 +139,7 @@ pub async fn build(c: &mut Client, a: &BuildArgs) -> Result<i32> {
         network: a.network.clone(),
         auths: super::registry::all_auths(),
         context: vec![],
+        secrets,
     };
     let (tx, rx) = mpsc::channel(8);
     tx.send(first)
@@ -179,6 +189,44 @@ pub async fn build(c: &mut Client, a: &BuildArgs) -> Result<i32> {
         }
     }
     Err(exit(1, "the build ended without a result"))
+}
+
+/// `--secret id=ID[,src=PATH|,env=VAR][,type=file|env]` → (id, value), as buildx reads it.
+fn read_secret(spec: &str) -> std::result::Result<(String, Vec<u8>), String> {
+    let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(v.to_string()),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", v)) if v == "file" || v == "env" => kind = Some(v.to_string()),
+            _ => {
+                return Err(format!(
+                    "invalid --secret {spec:?}: want id=ID,src=PATH or id=ID,env=VAR"
+                ))
+            }
+        }
+    }
+    let id = id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| format!("invalid --secret {spec:?}: id= is required"))?;
+    if kind.as_deref() == Some("env") && env.is_none() {
+        env = src.take().or_else(|| Some(id.clone()));
+    }
+    let value = match (src, env) {
+        (Some(p), _) => {
+            std::fs::read(&p).map_err(|e| format!("--secret {id}: reading {p}: {e}"))?
+        }
+        (None, Some(v)) => std::env::var_os(&v)
+            .ok_or_else(|| format!("--secret {id}: environment variable {v} is not set"))?
+            .into_encoded_bytes(),
+        (None, None) => std::env::var_os(&id)
+            .ok_or_else(|| {
+                format!("--secret {id}: give src=PATH or env=VAR (no variable {id} is set)")
+            })?
+            .into_encoded_bytes(),
+    };
+    Ok((id, value))
 }
 
 pub async fn history(c: &mut Client, a: &HistoryArgs) -> Result<i32> {

@@ -804,6 +804,8 @@ async fn build(api: &DockerApi, mut req: Req) -> Result<Resp> {
         network: network.into(),
         auths: registry_config_header(&req),
         labels,
+        // The legacy build endpoint carries no secrets (BuildKit's session does).
+        secrets: Default::default(),
     };
     let body = req.body_chunks();
     let mut events = crate::build::run_build(

@@ -226,11 +226,29 @@ pub struct CopyPlan<'a> {
     /// existing directory).
     pub dest_is_dir: bool,
     pub owner: Option<Owner>,
-    pub chmod: Option<u32>,
+    pub chmod: Option<&'a super::dockerfile::Chmod>,
     /// ADD: local tar archives are extracted at the destination.
     pub extract_archives: bool,
     /// Directories to create (with parents) before the files: those missing below.
     pub lowers: &'a [PathBuf],
+    /// `--exclude` patterns, matched against paths below a copied directory.
+    pub exclude: &'a [String],
+    /// `--parents`: each source keeps its path (`Source::rel`) below the destination.
+    pub parents: bool,
+}
+
+/// Whether `rel` matches one of the `--exclude` patterns (a match on a directory
+/// excludes everything below it).
+pub fn excluded(patterns: &[String], rel: &str) -> bool {
+    let rel = super::context::clean(rel);
+    patterns.iter().any(|p| {
+        let p = super::context::clean(p);
+        super::context::glob_match(&p, &rel)
+            || rel
+                .char_indices()
+                .filter(|(_, c)| *c == '/')
+                .any(|(i, _)| super::context::glob_match(&p, &rel[..i]))
+    })
 }
 
 /// Writes the layer for a COPY/ADD.
@@ -264,10 +282,24 @@ pub fn copy_layer(plan: &CopyPlan, out: impl Write) -> Result<(), LayerError> {
         mkdirs(&mut tar, &dest, &mut made)?; // WORKDIR
     }
     for src in plan.sources {
+        if plan.parents {
+            // `--parents`: the source's own path below the destination.
+            let target = join(&dest, &super::context::clean(&src.rel));
+            if src.is_dir {
+                mkdirs(&mut tar, &target, &mut made)?;
+                add_tree(&mut tar, &src.path, &target, "", plan)?;
+            } else {
+                if let Some((parent, _)) = target.rsplit_once('/') {
+                    mkdirs(&mut tar, parent, &mut made)?;
+                }
+                add_one(&mut tar, &src.path, &target, plan)?;
+            }
+            continue;
+        }
         if src.is_dir {
             // A directory's contents (not the directory itself) land in the destination.
             mkdirs(&mut tar, &dest, &mut made)?;
-            add_tree(&mut tar, &src.path, &dest, plan)?;
+            add_tree(&mut tar, &src.path, &dest, "", plan)?;
             continue;
         }
         if plan.extract_archives && is_archive(&src.path) {
@@ -328,7 +360,7 @@ fn add_one<W: Write>(
     h.set_uid(owner.uid as u64);
     h.set_gid(owner.gid as u64);
     if let (Some(m), false) = (plan.chmod, ft.is_symlink()) {
-        h.set_mode(m);
+        h.set_mode(m.apply(meta.mode(), ft.is_dir()));
     }
     match kind {
         tar::EntryType::Directory => tar.append_data(&mut h, format!("{name}/"), io::empty()),
@@ -345,19 +377,26 @@ fn add_one<W: Write>(
     .map_err(io_err(src))
 }
 
+/// Adds a directory's contents; `rel` is the path below the copied source (for `--exclude`).
 fn add_tree<W: Write>(
     tar: &mut tar::Builder<W>,
     dir: &Path,
     dest: &str,
+    rel: &str,
     plan: &CopyPlan,
 ) -> Result<(), LayerError> {
     let mut entries: Vec<_> = fs::read_dir(dir).map_err(io_err(dir))?.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
-        let name = join(dest, &e.file_name().to_string_lossy());
+        let fname = e.file_name().to_string_lossy().into_owned();
+        let r = join(rel, &fname);
+        if excluded(plan.exclude, &r) {
+            continue;
+        }
+        let name = join(dest, &fname);
         add_one(tar, &e.path(), &name, plan)?;
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            add_tree(tar, &e.path(), &name, plan)?;
+            add_tree(tar, &e.path(), &name, &r, plan)?;
         }
     }
     Ok(())
@@ -542,6 +581,8 @@ mod tests {
             chmod: None,
             extract_archives: false,
             lowers: &lowers,
+            exclude: &[],
+            parents: false,
         };
         let mut buf = Vec::new();
         copy_layer(&plan, &mut buf).expect("layer");
@@ -569,6 +610,8 @@ mod tests {
             lowers: &lowers,
             chmod: None,
             extract_archives: false,
+            exclude: &[],
+            parents: false,
         };
         let mut buf = Vec::new();
         copy_layer(&plan, &mut buf).expect("layer");
