@@ -308,9 +308,17 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
         ..Default::default()
     };
     let span = tracing::info_span!("exec", container = %p.container_id, exec = %id);
-    let conn =
-        tracing::Instrument::instrument(api.containers.exec(&p.container_id, spec, detach), span)
-            .await;
+    // The process starts only once the client holds the hijacked connection (after the
+    // 101 went out): output written right behind the answer's head would land in the
+    // client's header buffer, where Docker's Python SDK never reads it.
+    let containers = api.containers.clone();
+    let cid = p.container_id.clone();
+    let launch = move || {
+        tracing::Instrument::instrument(
+            async move { containers.exec(&cid, spec, detach).await },
+            span,
+        )
+    };
     let events = api.events.clone();
     let die = move |e: &Exec, code: i32| {
         e.finish(code);
@@ -326,7 +334,7 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
         );
     };
     if detach {
-        let conn = match conn {
+        let conn = match launch().await {
             Ok(c) => c,
             Err(err) => {
                 die(&e, start_failure_code(&err));
@@ -359,12 +367,16 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
     };
     // A start failure (command not found...) is reported in the stream, as dockerd does,
     // and recorded as the exec's exit code (126/127) for the client's inspect.
-    let (failure, conn) = match conn {
-        Ok(c) => (None, Some(c)),
-        Err(err) => {
-            let code = start_failure_code(&err);
-            die(&e, code);
-            (Some(format!("{err}\r\n")), None)
+    let settle = {
+        let e = e.clone();
+        let die = die.clone();
+        move |conn: crate::error::Result<tokio::net::UnixStream>| match conn {
+            Ok(c) => (None, Some(c)),
+            Err(err) => {
+                let code = start_failure_code(&err);
+                die(&e, code);
+                (Some(format!("{err}\r\n")), None)
+            }
         }
     };
     if !upgrade_asked {
@@ -372,7 +384,7 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         tokio::spawn(async move {
             let mut out = ChanOut(tx);
-            match (failure, conn) {
+            match settle(launch().await) {
                 (Some(msg), _) => {
                     let _ = write_out(&mut out, tty, 1, msg.as_bytes()).await;
                 }
@@ -393,7 +405,7 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
             Ok(u) => TokioIo::new(u),
             Err(err) => {
                 tracing::debug!(error = %err, "exec: upgrade failed");
-                if let Some(conn) = conn {
+                if let (_, Some(conn)) = settle(launch().await) {
                     // Nobody listens: let the process run on, keep its exit code.
                     let (mut rd, _wr) = conn.into_split();
                     let mut code = None;
@@ -409,6 +421,7 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
             }
         };
         let (mut client_rd, mut client_wr) = tokio::io::split(io);
+        let (failure, conn) = settle(launch().await);
         let Some(conn) = conn else {
             if let Some(msg) = failure {
                 let _ = write_out(&mut client_wr, tty, 1, msg.as_bytes()).await;
