@@ -705,6 +705,55 @@ fn x_registry_auth_is_honoured() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Status: Downloaded newer image"), "{body}");
     assert_eq!(image_id(&a, &name), image_id(&a, "busybox"));
+    // A build FROM the private image pulls it with the X-Registry-Config credentials.
+    a.docker(&["rmi", &name]);
+    let dockerfile = format!("FROM {name}\nRUN echo built > /b\n");
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = header();
+    h.set_size(dockerfile.len() as u64);
+    h.set_mode(0o644);
+    tar.append_data(&mut h, "Dockerfile", dockerfile.as_bytes())
+        .expect("append");
+    let file = a.dir.path().join("private-ctx.tar");
+    std::fs::write(&file, tar.into_inner().expect("tar")).expect("write");
+    let data = format!("@{}", file.display());
+    let (_, body) = curl(
+        &a,
+        &[
+            "-XPOST",
+            "--data-binary",
+            &data,
+            "http://d/v1.47/build?t=fromprivate:1",
+        ],
+    );
+    assert!(
+        body.contains("errorDetail"),
+        "no credentials, no base image: {body}"
+    );
+    let config = format!(
+        "X-Registry-Config: {}",
+        b64(&format!(
+            r#"{{"{}":{{"username":"alice","password":"s3cret"}}}}"#,
+            reg.addr
+        ))
+    );
+    let (code, body) = curl(
+        &a,
+        &[
+            "-XPOST",
+            "-H",
+            &config,
+            "--data-binary",
+            &data,
+            "http://d/v1.47/build?t=fromprivate:1",
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("Successfully tagged fromprivate:1") && !body.contains("errorDetail"),
+        "{body}"
+    );
+    assert!(body.contains(r#""aux":{"ID":"sha256:"#), "{body}");
 }
 
 #[test]
