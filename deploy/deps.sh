@@ -7,13 +7,15 @@
 # deploy/install.sh writes; e2fsprogs and util-linux: the chaos test's loop-mounted roots,
 # setpriv for the socket permission test; etcd-server: the controller benchmark's peer;
 # openssh-server/-client: the ssh:// remote test runs a private sshd on loopback; jq:
-# the engine benchmark copies skiff's seccomp profile into a runc bundle).
+# the engine benchmark copies skiff's seccomp profile into a runc bundle;
+# docker-compose (Debian's 1.29, on Debian's Python docker SDK) and the Python docker SDK
+# from PyPI: the Docker API tests drive them against the agent's docker socket).
 # Idempotent; used by quickstart.sh and test.sh.
 set -euo pipefail
 pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file)
 norec=()
 if [ "${1:-}" = --test ]; then
-  pkgs+=(jq runc iperf3 docker-registry apache2-utils docker.io man-db systemd e2fsprogs util-linux etcd-server)
+  pkgs+=(jq runc iperf3 docker-registry apache2-utils docker.io docker-compose man-db systemd e2fsprogs util-linux etcd-server)
   # Without its recommended node exporter: the test runs its own server only.
   norec=(prometheus openssh-server openssh-client)
 fi
@@ -34,6 +36,10 @@ for p in "${norec[@]}"; do
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null
   fi
 done
+if [ "${1:-}" = --test ] && ! python3 -c 'import docker, sys; sys.exit(int(docker.__version__.split(".")[0]) < 7)' 2>/dev/null; then
+  echo "installing: the Python docker SDK (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check 'docker>=7,<8'
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is not installed: install a Rust toolchain (https://rustup.rs), then re-run" >&2
   exit 1

@@ -10,6 +10,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "==> supply chain (cargo deny, offline RustSec snapshot)"
+deploy/audit.sh
 echo "==> cargo test"
 cargo test --workspace --quiet -- --test-threads "${SKIFF_TEST_THREADS:-4}"
 echo "all tests passed"

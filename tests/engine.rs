@@ -108,6 +108,16 @@ fn exec_logs_and_env() {
         "piped\n"
     );
     assert_eq!(a.try_cmd(&["exec", "app", "nope"]).code, 127);
+    // Supplementary groups start with the primary group, as Docker's do.
+    assert_eq!(
+        a.cmd(&["exec", "app", "id"]).stdout,
+        "uid=0(root) gid=0(root) groups=0(root)\n"
+    );
+    assert_eq!(
+        a.cmd(&["run", "--rm", "-u", "1000:1000", "busybox", "id"])
+            .stdout,
+        "uid=1000 gid=1000 groups=1000\n"
+    );
     let top = a.cmd(&["top", "app"]).stdout;
     assert!(top.contains("sleep 300"), "{top}");
 }

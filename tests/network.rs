@@ -79,6 +79,29 @@ impl Drop for OutsideHost {
     }
 }
 
+/// One A query for `name` over TCP (RFC 7766 framing), built by hand; the raw answer.
+fn dns_over_tcp(server: &str, name: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut s = std::net::TcpStream::connect(server).expect("dns tcp connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut msg = (q.len() as u16).to_be_bytes().to_vec();
+    msg.extend_from_slice(&q);
+    s.write_all(&msg).expect("dns tcp write");
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).expect("dns tcp length");
+    let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut answer).expect("dns tcp answer");
+    assert_eq!(&answer[..2], &[0x12, 0x34], "answer to another query");
+    answer
+}
+
 fn sh(cmd: &str) -> String {
     let o = Command::new("sh").args(["-c", cmd]).output().expect("sh");
     assert!(
@@ -202,6 +225,12 @@ fn user_network_names_resolve_and_networks_are_isolated() {
     }
     let resolv = a.cmd(&["exec", "cli", "cat", "/etc/resolv.conf"]).stdout;
     assert!(resolv.contains("nameserver 10.123.0.1"), "{resolv}");
+    // The embedded DNS answers over TCP too (for answers too large for a datagram).
+    let answer = dns_over_tcp("10.123.0.1:53", "srv");
+    assert!(
+        answer.windows(4).any(|w| w == [10, 123, 0, 50]),
+        "no A record for srv over TCP: {answer:?}"
+    );
 
     // Another network: neither the name nor the address is reachable.
     let r = a.try_cmd(&["exec", "other", "nslookup", "srv"]);

@@ -974,6 +974,30 @@ impl Containers {
         Ok(())
     }
 
+    /// Resizes a running container's terminal (a no-op without a tty).
+    pub async fn resize(&self, key: &str, width: u16, height: u16) -> Result<()> {
+        let e = self.get(key)?;
+        if !e.state().is_running() {
+            return Err(AgentError::Precondition(format!(
+                "Container {} is not running",
+                e.id
+            )));
+        }
+        let mut c = UnixStream::connect(e.paths.socket())
+            .await
+            .map_err(|_| AgentError::Precondition(format!("Container {} is not running", e.id)))?;
+        write_frame(
+            &mut c,
+            &Frame::Hello {
+                stdin: false,
+                output: false,
+            },
+        )
+        .await?;
+        write_frame(&mut c, &Frame::Resize { width, height }).await?;
+        Ok(())
+    }
+
     /// Waits until the container is no longer running (or `timeout` passes).
     async fn wait_stopped(&self, e: &Entry, timeout: Duration) -> bool {
         let mut rx = e.changed.subscribe();
@@ -1003,6 +1027,9 @@ impl Containers {
         if sig == libc::SIGKILL || sig == libc::SIGTERM || sig == libc::SIGINT {
             e.update(|s| s.manually_stopped = true);
         }
+        if sig == libc::SIGKILL {
+            self.thaw(&e).await?;
+        }
         self.emit(&e, "kill", &[("signal", sig.to_string())]);
         self.signal(&e, sig).await
     }
@@ -1026,6 +1053,7 @@ impl Containers {
         if !st.is_running() {
             return Ok(());
         }
+        self.thaw(e).await?;
         e.update(|s| s.manually_stopped = true);
         // Only a monitor folds the exit in; make sure one watches.
         self.spawn_monitor(e.clone());
@@ -1110,6 +1138,7 @@ impl Containers {
                     e.id
                 )));
             }
+            self.thaw(&e).await?;
             e.update(|s| s.manually_stopped = true);
             self.spawn_monitor(e.clone());
             let _ = self.signal(&e, libc::SIGKILL).await;
@@ -1146,6 +1175,92 @@ impl Containers {
             }
         }
         e.changed.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// `pause`: freezes every process of a running container (cgroup freezer).
+    pub async fn pause(&self, key: &str) -> Result<()> {
+        let e = self.get(key)?;
+        let _op = e.op.lock().await;
+        match e.state().status {
+            Status::Running => {}
+            Status::Paused => {
+                return Err(AgentError::Precondition(format!(
+                    "Container {} is already paused",
+                    e.id
+                )))
+            }
+            _ => {
+                return Err(AgentError::Precondition(format!(
+                    "Container {} is not running",
+                    e.id
+                )))
+            }
+        }
+        let cg = crate::stats::cgroup_of(self, &e.id);
+        tokio::task::spawn_blocking(move || cg.freeze(true))
+            .await
+            .map_err(|err| AgentError::Internal(format!("pause: {err}")))?
+            .map_err(|err| {
+                AgentError::Internal(format!("Cannot pause container {}: {err}", e.id))
+            })?;
+        e.update(|s| s.status = Status::Paused);
+        self.emit(&e, "pause", &[]);
+        Ok(())
+    }
+
+    /// `unpause`: thaws a paused container.
+    pub async fn unpause(&self, key: &str) -> Result<()> {
+        let e = self.get(key)?;
+        let _op = e.op.lock().await;
+        if e.state().status != Status::Paused {
+            return Err(AgentError::Precondition(format!(
+                "Container {} is not paused",
+                e.id
+            )));
+        }
+        self.thaw(&e).await?;
+        self.emit(&e, "unpause", &[]);
+        Ok(())
+    }
+
+    /// Thaws a paused container (before it is stopped or killed: a frozen process
+    /// does not act on signals).
+    async fn thaw(&self, e: &Arc<Entry>) -> Result<()> {
+        if e.state().status != Status::Paused {
+            return Ok(());
+        }
+        let cg = crate::stats::cgroup_of(self, &e.id);
+        tokio::task::spawn_blocking(move || cg.freeze(false))
+            .await
+            .map_err(|err| AgentError::Internal(format!("unpause: {err}")))?
+            .map_err(|err| {
+                AgentError::Internal(format!("Cannot unpause container {}: {err}", e.id))
+            })?;
+        e.update(|s| {
+            if s.status == Status::Paused {
+                s.status = Status::Running;
+            }
+        });
+        Ok(())
+    }
+
+    /// `rm [-v]`: removes the container and, with `volumes`, its anonymous volumes
+    /// that no other container uses.
+    pub async fn remove_with_volumes(
+        self: &Arc<Self>,
+        key: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<()> {
+        let mounts = self.get(key)?.record().config.mounts;
+        self.remove(key, force).await?;
+        if volumes {
+            for v in self.volumes.remove_anonymous(self, &mounts) {
+                self.events
+                    .emit("volume", "destroy", &v, Default::default());
+            }
+        }
         Ok(())
     }
 

@@ -600,7 +600,7 @@ impl Executor {
             },
             &t.id[..t.id.len().min(12)]
         );
-        let created = match crate::server::to_config(config) {
+        let created = match crate::request::to_config(config) {
             Ok(c) => {
                 self.containers
                     .create(CreateOptions {

@@ -96,6 +96,14 @@ pub fn container(e: &Entry) -> Value {
     })
 }
 
+/// `docker inspect` with what the networks and volumes add (both front ends answer this).
+pub async fn container_full(containers: &crate::containers::Containers, e: &Entry) -> Value {
+    let mut doc = container(e);
+    doc["NetworkSettings"] = containers.networks.settings_json(&e.record()).await;
+    crate::volumes::extend_inspect(&mut doc, &e.record().config);
+    doc
+}
+
 /// The STATUS column of `ps`.
 pub fn status_line(e: &Entry) -> String {
     let s = e.state();
@@ -120,6 +128,64 @@ pub fn command_line(e: &Entry) -> String {
     let mut parts = vec![r.path.clone()];
     parts.extend(r.args.iter().cloned());
     parts.join(" ")
+}
+
+/// `top`: `ps ARGS` (default `-ef`) on the host, keeping the rows of the container's
+/// processes; returns the titles and the rows (the last column may hold spaces).
+pub async fn top(
+    containers: &crate::containers::Containers,
+    key: &str,
+    ps_args: Vec<String>,
+) -> crate::error::Result<(Vec<String>, Vec<Vec<String>>)> {
+    use crate::error::AgentError;
+    let e = containers.get(key)?;
+    if !e.state().is_running() {
+        return Err(AgentError::Precondition(format!(
+            "container {} is not running",
+            e.id
+        )));
+    }
+    let pids = containers.pids(&e);
+    let args = if ps_args.is_empty() {
+        vec!["-ef".to_string()]
+    } else {
+        ps_args
+    };
+    let out = tokio::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .await
+        .map_err(|err| AgentError::Internal(format!("running ps: {err}")))?;
+    if !out.status.success() {
+        return Err(AgentError::Invalid(format!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let titles: Vec<String> = header.split_whitespace().map(String::from).collect();
+    let pid_col = titles
+        .iter()
+        .position(|t| t == "PID")
+        .ok_or_else(|| AgentError::Invalid("ps output has no PID column".into()))?;
+    let processes = lines
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            let pid: i32 = cells.get(pid_col)?.parse().ok()?;
+            if !pids.contains(&pid) {
+                return None;
+            }
+            // The last column (the command) may contain spaces.
+            let n = titles.len();
+            let mut row: Vec<String> = cells.iter().take(n - 1).map(|s| s.to_string()).collect();
+            row.push(cells.get(n - 1..).map(|c| c.join(" ")).unwrap_or_default());
+            Some(row)
+        })
+        .collect();
+    Ok((titles, processes))
 }
 
 /// `docker image inspect`.

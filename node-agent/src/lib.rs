@@ -15,6 +15,7 @@
 //! The agent owns no container process: shims do (see `skiff_runtime::shim`), so the
 //! agent can be killed and restarted without disturbing what runs.
 
+pub mod archive;
 pub mod attach;
 pub mod build;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod network;
 pub mod prune;
 pub mod registry;
 pub mod remote_api;
+pub mod request;
 pub mod server;
 pub mod stats;
 pub mod sysinfo;
@@ -191,9 +193,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     }
     let docker_task = match &cfg.docker_socket {
         Some(path) => {
-            let l = docker::listen(path)
-                .await
-                .map_err(io(format!("binding the Docker API socket {}", path.display())))?;
+            let l = docker::listen(path).await.map_err(io(format!(
+                "binding the Docker API socket {}",
+                path.display()
+            )))?;
             tracing::info!(socket = %path.display(), "docker api listening");
             let api = Arc::new(docker::DockerApi::new(
                 containers.clone(),

@@ -188,6 +188,49 @@ impl LogCursor {
     }
 }
 
+/// Streams a container's logs: what is there now (after `tail`, `since`, `until`), then,
+/// with `follow`, new lines as they come until the container stops or the receiver
+/// goes away.
+pub fn stream(
+    e: std::sync::Arc<crate::containers::Entry>,
+    r: LogsRequest,
+) -> std::io::Result<tokio::sync::mpsc::Receiver<LogChunk>> {
+    use std::time::Duration;
+    let path = e.paths.log();
+    let (mut cursor, existing) = LogCursor::open(&path, &r)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        for c in existing {
+            if tx.send(c).await.is_err() {
+                return;
+            }
+        }
+        if !r.follow {
+            return;
+        }
+        let mut changed = e.changed.subscribe();
+        loop {
+            let running = e.state().is_running();
+            if let Ok(chunks) = cursor.poll() {
+                for c in chunks {
+                    if tx.send(c).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if !running {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = changed.changed() => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -420,8 +420,19 @@ impl Networks {
             tokio::net::UdpSocket::from_std(s)
         }) {
             Ok(sock) => {
+                // TCP beside UDP, for answers too large for a datagram.
+                let tcp = std::net::TcpListener::bind(addr)
+                    .and_then(|l| {
+                        l.set_nonblocking(true)?;
+                        tokio::net::TcpListener::from_std(l)
+                    })
+                    .map_err(|e| {
+                        tracing::warn!(addr = %addr, error = %e, "embedded DNS: no TCP listener")
+                    })
+                    .ok();
                 st.dns_task = Some(tokio::spawn(dns::serve(
                     sock,
+                    tcp,
                     self.dns.clone(),
                     st.net.id.clone(),
                 )))
@@ -1427,6 +1438,8 @@ pub fn network_json(
                 id.clone(),
                 json!({
                     "Name": name,
+                    // Stable per (network, container) endpoint, in Docker's 64-hex shape.
+                    "EndpointID": short_hash(&format!("{}/{id}", n.id), 64),
                     "MacAddress": a.mac,
                     "IPv4Address": format!("{}/{}", a.ip, n.subnet.prefix_len()),
                     "IPv6Address": "",
@@ -1438,8 +1451,9 @@ pub fn network_json(
         "Name": n.name,
         "Id": n.id,
         "Created": n.created.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        "Scope": "local",
+        "Scope": if n.overlay.is_some() { "swarm" } else { "local" },
         "Driver": n.driver,
+        "EnableIPv4": true,
         "EnableIPv6": false,
         "IPAM": {
             "Driver": "default",
@@ -1450,6 +1464,8 @@ pub fn network_json(
         "Internal": n.internal,
         "Attachable": false,
         "Ingress": false,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
         "Containers": containers,
         "Options": {"com.docker.network.bridge.name": n.bridge},
         "Labels": n.labels,
@@ -1559,6 +1575,7 @@ pub mod rpc {
     use super::*;
     use crate::containers::Containers;
     use skiff_proto::engine::*;
+    use tonic::Status;
 
     pub async fn create(c: &Containers, r: NetworkCreateRequest) -> Result<NetworkCreateResponse> {
         let n = c
@@ -1585,7 +1602,8 @@ pub mod rpc {
         Ok(NetworkCreateResponse { id: n.id })
     }
 
-    fn matches(n: &Network, filters: &[String]) -> bool {
+    /// `network ls --filter`: name, id, driver, type (builtin|custom), label (ANDed).
+    pub fn matches(n: &Network, filters: &[String]) -> bool {
         filters.iter().all(|f| match f.split_once('=') {
             Some(("name", v)) => n.name.contains(v),
             Some(("id", v)) => n.id.starts_with(v),
@@ -1626,26 +1644,130 @@ pub mod rpc {
 
     pub async fn remove(c: &Containers, key: &str) -> Result<()> {
         let id = c.networks.resolve(key).await?;
+        let name = c
+            .networks
+            .list()
+            .await
+            .into_iter()
+            .find(|(n, ..)| n.id == id)
+            .map(|(n, ..)| n);
         c.networks.remove(&id, &[]).await?;
-        c.events.emit("network", "destroy", &id, Default::default());
+        c.events
+            .emit("network", "destroy", &id, net_attrs(name.as_ref()));
         Ok(())
     }
 
-    /// Removes every user network without active endpoints; returns their names.
-    pub async fn prune(c: &Containers) -> Vec<String> {
+    /// Docker's attributes of a network event: its name and driver.
+    fn net_attrs(n: Option<&Network>) -> std::collections::HashMap<String, String> {
+        n.map(|n| {
+            [
+                ("name".to_string(), n.name.clone()),
+                ("type".to_string(), n.driver.clone()),
+            ]
+            .into()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Removes every user network without active endpoints that matches the prune
+    /// `filters` (`until=`, `label=`, `label!=`); returns their names.
+    pub async fn prune(c: &Containers, filters: &[String]) -> Vec<String> {
         let mut out = vec![];
         for (n, eps, ..) in c.networks.list().await {
             if n.is_default() || !eps.is_empty() {
                 continue;
             }
+            // Mirrors of cluster overlays go with the cluster network, not by prune.
+            if n.overlay.is_some() || !crate::prune::created_matches(n.created, &n.labels, filters)
+            {
+                continue;
+            }
             if c.networks.remove(&n.id, &[]).await.is_ok() {
                 c.events
-                    .emit("network", "destroy", &n.id, Default::default());
+                    .emit("network", "destroy", &n.id, net_attrs(Some(&n)));
                 out.push(n.name);
             }
         }
         out.sort();
         out
+    }
+
+    /// The raft handle, when this node is a manager: cluster-scoped objects are made there.
+    fn manager_raft(
+        cluster: Option<&Arc<skiff_controller::cluster::Cluster>>,
+    ) -> std::result::Result<skiff_controller::consensus::RaftHandle, Status> {
+        cluster.and_then(|c| c.raft()).ok_or_else(|| {
+            Status::failed_precondition(
+                "cannot create a multi-host network from a worker node: create it on a manager",
+            )
+        })
+    }
+
+    /// `network create` for every front end: overlays are made in the cluster (on a
+    /// manager), every other driver on this node.
+    pub async fn create_any(
+        c: &Containers,
+        cluster: Option<&Arc<skiff_controller::cluster::Cluster>>,
+        r: NetworkCreateRequest,
+    ) -> std::result::Result<NetworkCreateResponse, Status> {
+        if r.driver != "overlay" {
+            return Ok(create(c, r).await?);
+        }
+        let h = manager_raft(cluster)?;
+        let op = {
+            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            skiff_controller::orchestrator::overlay::create_op(
+                &sm,
+                &r.name,
+                (!r.subnet.is_empty()).then_some(r.subnet.as_str()),
+                r.internal,
+                r.attachable,
+            )
+            .map_err(|e| match e {
+                skiff_controller::orchestrator::overlay::OverlayError::Exists(_) => {
+                    Status::already_exists(e.to_string())
+                }
+                _ => Status::invalid_argument(e.to_string()),
+            })?
+        };
+        let out = h
+            .propose(skiff_controller::state::Proposal::new(vec![op]))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let id = out
+            .objects
+            .first()
+            .map(|o| o.id.clone())
+            .unwrap_or_default();
+        Ok(NetworkCreateResponse { id })
+    }
+
+    /// `network rm` for every front end: cluster networks are removed from the cluster
+    /// (each node then drops its side), the rest here.
+    pub async fn remove_any(
+        c: &Containers,
+        cluster: Option<&Arc<skiff_controller::cluster::Cluster>>,
+        key: &str,
+    ) -> std::result::Result<(), Status> {
+        if let Some(h) = cluster.and_then(|c| c.raft()) {
+            let op = {
+                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+                skiff_controller::orchestrator::overlay::remove_op(&sm, key)
+            };
+            match op {
+                Ok(op) => {
+                    h.propose(skiff_controller::state::Proposal::new(vec![op]))
+                        .await
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    return Ok(());
+                }
+                Err(e @ skiff_controller::orchestrator::overlay::OverlayError::InUse(..)) => {
+                    return Err(Status::failed_precondition(e.to_string()));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(remove(c, key).await?)
     }
 
     pub async fn connect(c: &Containers, r: NetworkConnectRequest) -> Result<()> {
@@ -1665,7 +1787,7 @@ pub mod rpc {
             "network",
             "connect",
             &id,
-            [("container".to_string(), e.id.clone())].into(),
+            endpoint_attrs(c, &id, &e.id).await,
         );
         Ok(())
     }
@@ -1679,9 +1801,28 @@ pub mod rpc {
             "network",
             "disconnect",
             &id,
-            [("container".to_string(), e.id.clone())].into(),
+            endpoint_attrs(c, &id, &e.id).await,
         );
         Ok(())
+    }
+
+    /// Attributes of a connect/disconnect event: the container, and the network's name
+    /// and driver as Docker gives them.
+    async fn endpoint_attrs(
+        c: &Containers,
+        network_id: &str,
+        container: &str,
+    ) -> std::collections::HashMap<String, String> {
+        let n = c
+            .networks
+            .list()
+            .await
+            .into_iter()
+            .find(|(n, ..)| n.id == network_id)
+            .map(|(n, ..)| n);
+        let mut a = net_attrs(n.as_ref());
+        a.insert("container".into(), container.to_string());
+        a
     }
 
     pub async fn port(c: &Containers, key: &str) -> Result<PortResponse> {

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 /// `until=` (RFC 3339 or unix seconds) and `label=`/`label!=` prune filters.
-fn created_matches(
+pub(crate) fn created_matches(
     created: chrono::DateTime<chrono::Utc>,
     labels: &std::collections::BTreeMap<String, String>,
     filters: &[String],

@@ -176,8 +176,22 @@ pub fn push(
 pub async fn login(cfg: &RegistryConfig, req: LoginRequest) -> Result<LoginResponse, AgentError> {
     let c = creds(&req.username, &req.password)
         .ok_or_else(|| AgentError::Invalid("username is required".into()))?;
-    let server = req
-        .server
+    check_login(cfg, &req.server, c)
+        .await
+        .map_err(to_agent_error)?;
+    Ok(LoginResponse {
+        status: "Login Succeeded".into(),
+    })
+}
+
+/// Checks credentials against `server` (a host, a URL, or Docker Hub's aliases), with
+/// the registry's own error so a front end can tell refused credentials apart.
+pub async fn check_login(
+    cfg: &RegistryConfig,
+    server: &str,
+    c: Credentials,
+) -> Result<(), RegistryError> {
+    let server = server
         .trim_start_matches("https://")
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -188,10 +202,5 @@ pub async fn login(cfg: &RegistryConfig, req: LoginRequest) -> Result<LoginRespo
         }
         _ => server,
     };
-    registry::login(&server, c, cfg)
-        .await
-        .map_err(to_agent_error)?;
-    Ok(LoginResponse {
-        status: "Login Succeeded".into(),
-    })
+    registry::login(&server, c, cfg).await
 }

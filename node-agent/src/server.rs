@@ -7,12 +7,10 @@ use crate::events::{self, EventBus};
 use crate::{inspect, logs, sysinfo};
 use skiff_proto::engine::engine_server::Engine;
 use skiff_proto::engine::*;
-use skiff_runtime::container::{ContainerConfig, RestartPolicy as RtRestart};
 use skiff_runtime::image::{ImageStore, Reference};
 use skiff_runtime::shim::frame::{read_frame, write_frame, Frame};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -128,92 +126,6 @@ fn exec_frames(m: ExecInput) -> Vec<Frame> {
         resize_height: m.resize_height,
         ..Default::default()
     })
-}
-
-pub(crate) fn to_config(
-    c: skiff_proto::engine::ContainerConfig,
-) -> Result<ContainerConfig, AgentError> {
-    let (mounts, resources) =
-        crate::volumes::parse_request(&c.binds, &c.mounts, &c.tmpfs, c.resources)?;
-    let restart_policy = match c.restart_policy {
-        Some(p) if !p.name.is_empty() => {
-            let s = if p.maximum_retry_count > 0 {
-                format!("{}:{}", p.name, p.maximum_retry_count)
-            } else {
-                p.name
-            };
-            RtRestart::parse(&s).map_err(AgentError::Invalid)?
-        }
-        _ => RtRestart {
-            name: "no".into(),
-            maximum_retry_count: 0,
-        },
-    };
-    if c.auto_remove && restart_policy.name != "no" {
-        return Err(AgentError::Invalid(
-            "conflicting options: cannot specify both --restart and --rm".into(),
-        ));
-    }
-    Ok(ContainerConfig {
-        image: c.image,
-        cmd: c.cmd,
-        entrypoint: c.entrypoint,
-        env: c.env,
-        working_dir: c.working_dir,
-        user: c.user,
-        hostname: c.hostname,
-        domainname: String::new(),
-        tty: c.tty,
-        open_stdin: c.open_stdin,
-        labels: c.labels.into_iter().collect(),
-        restart_policy,
-        auto_remove: c.auto_remove,
-        read_only: c.read_only,
-        privileged: c.privileged,
-        cap_add: c.cap_add,
-        cap_drop: c.cap_drop,
-        security_opt: c.security_opt,
-        network_mode: c.network_mode,
-        stop_signal: c.stop_signal,
-        stop_timeout: (c.stop_timeout >= 0).then_some(c.stop_timeout as u32),
-        exposed_ports: vec![],
-        net: crate::network::net_config(c.net)?,
-        mounts,
-        binds: c.binds,
-        volumes_from: c.volumes_from,
-        resources,
-        log_config: log_config(&c.log_opts)?,
-    })
-}
-
-/// `--log-opt KEY=VALUE`s as given; the agent's defaults are merged in at create.
-fn log_config(
-    opts: &[String],
-) -> Result<Option<skiff_runtime::shim::logfile::LogConfig>, AgentError> {
-    use skiff_runtime::shim::logfile::{parse_opt, LogConfig, DRIVER};
-    if opts.is_empty() {
-        return Ok(None);
-    }
-    let config = opts
-        .iter()
-        .map(|o| parse_opt(o))
-        .collect::<Result<_, _>>()
-        .map_err(|e| AgentError::Invalid(e.to_string()))?;
-    Ok(Some(LogConfig {
-        kind: DRIVER.into(),
-        config,
-    }))
-}
-
-impl EngineService {
-    /// The raft handle, when this node is a manager: cluster-scoped objects are made there.
-    fn manager_raft(&self) -> Result<skiff_controller::consensus::RaftHandle, Status> {
-        self.cluster.as_ref().and_then(|c| c.raft()).ok_or_else(|| {
-            Status::failed_precondition(
-                "cannot create a multi-host network from a worker node: create it on a manager",
-            )
-        })
-    }
 }
 
 #[tonic::async_trait]
@@ -366,7 +278,7 @@ impl Engine for EngineService {
             .config
             .ok_or_else(|| Status::invalid_argument("config is required"))?;
         let entrypoint_set = cfg.entrypoint_set;
-        let config = to_config(cfg)?;
+        let config = crate::request::to_config(cfg)?;
         let span = tracing::info_span!("create", image = %config.image);
         let (id, warnings) = self
             .containers
@@ -455,18 +367,9 @@ impl Engine for EngineService {
         req: Request<RemoveRequest>,
     ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        let mounts = self.containers.get(&r.id)?.record().config.mounts;
-        self.containers.remove(&r.id, r.force).await?;
-        if r.volumes {
-            for v in self
-                .containers
-                .volumes
-                .remove_anonymous(&self.containers, &mounts)
-            {
-                self.events
-                    .emit("volume", "destroy", &v, Default::default());
-            }
-        }
+        self.containers
+            .remove_with_volumes(&r.id, r.force, r.volumes)
+            .await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -474,38 +377,13 @@ impl Engine for EngineService {
         &self,
         req: Request<NetworkCreateRequest>,
     ) -> Result<Response<NetworkCreateResponse>, Status> {
-        if req.get_ref().driver == "overlay" {
-            let r = req.into_inner();
-            let h = self.manager_raft()?;
-            let op = {
-                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-                skiff_controller::orchestrator::overlay::create_op(
-                    &sm,
-                    &r.name,
-                    (!r.subnet.is_empty()).then_some(r.subnet.as_str()),
-                    r.internal,
-                    r.attachable,
-                )
-                .map_err(|e| match e {
-                    skiff_controller::orchestrator::overlay::OverlayError::Exists(_) => {
-                        Status::already_exists(e.to_string())
-                    }
-                    _ => Status::invalid_argument(e.to_string()),
-                })?
-            };
-            let out = h
-                .propose(skiff_controller::state::Proposal::new(vec![op]))
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            let id = out
-                .objects
-                .first()
-                .map(|o| o.id.clone())
-                .unwrap_or_default();
-            return Ok(Response::new(NetworkCreateResponse { id }));
-        }
         Ok(Response::new(
-            crate::network::rpc::create(&self.containers, req.into_inner()).await?,
+            crate::network::rpc::create_any(
+                &self.containers,
+                self.cluster.as_ref(),
+                req.into_inner(),
+            )
+            .await?,
         ))
     }
 
@@ -533,35 +411,20 @@ impl Engine for EngineService {
     }
 
     async fn network_remove(&self, req: Request<NameRequest>) -> Result<Response<Empty>, Status> {
-        let key = req.into_inner().id;
-        // Cluster networks are removed from the cluster; each node then drops its side.
-        if let Some(h) = self.cluster.as_ref().and_then(|c| c.raft()) {
-            let op = {
-                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-                skiff_controller::orchestrator::overlay::remove_op(&sm, &key)
-            };
-            match op {
-                Ok(op) => {
-                    h.propose(skiff_controller::state::Proposal::new(vec![op]))
-                        .await
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
-                    return Ok(Response::new(Empty {}));
-                }
-                Err(e @ skiff_controller::orchestrator::overlay::OverlayError::InUse(..)) => {
-                    return Err(Status::failed_precondition(e.to_string()));
-                }
-                Err(_) => {}
-            }
-        }
-        crate::network::rpc::remove(&self.containers, &key).await?;
+        crate::network::rpc::remove_any(
+            &self.containers,
+            self.cluster.as_ref(),
+            &req.into_inner().id,
+        )
+        .await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn network_prune(
         &self,
-        _: Request<PruneRequest>,
+        req: Request<PruneRequest>,
     ) -> Result<Response<PruneResponse>, Status> {
-        let deleted = crate::network::rpc::prune(&self.containers).await;
+        let deleted = crate::network::rpc::prune(&self.containers, &req.into_inner().filters).await;
         Ok(Response::new(PruneResponse {
             deleted,
             ..Default::default()
@@ -598,12 +461,8 @@ impl Engine for EngineService {
         req: Request<ListRequest>,
     ) -> Result<Response<ListResponse>, Status> {
         let r = req.into_inner();
-        let containers = self
-            .containers
-            .list()
+        let containers = crate::request::list_containers(&self.containers, r.all, &r.filters)
             .into_iter()
-            .filter(|e| r.all || e.state().is_running())
-            .filter(|e| list_filter(e, &r.filters))
             .map(|e| {
                 let rec = e.record();
                 ContainerSummary {
@@ -627,9 +486,7 @@ impl Engine for EngineService {
         req: Request<NameRequest>,
     ) -> Result<Response<JsonDocument>, Status> {
         let e = self.containers.get(&req.into_inner().id)?;
-        let mut doc = inspect::container(&e);
-        doc["NetworkSettings"] = self.containers.networks.settings_json(&e.record()).await;
-        crate::volumes::extend_inspect(&mut doc, &e.record().config);
+        let doc = inspect::container_full(&self.containers, &e).await;
         Ok(Response::new(JsonDocument {
             json: doc.to_string(),
         }))
@@ -656,39 +513,9 @@ impl Engine for EngineService {
             r.stderr = true;
         }
         let e = self.containers.get(&r.id)?;
-        let path = e.paths.log();
-        let (mut cursor, existing) = logs::LogCursor::open(&path, &r).map_err(AgentError::from)?;
-        let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(async move {
-            for c in existing {
-                if tx.send(Ok(c)).await.is_err() {
-                    return;
-                }
-            }
-            if !r.follow {
-                return;
-            }
-            let mut changed = e.changed.subscribe();
-            loop {
-                let running = e.state().is_running();
-                if let Ok(chunks) = cursor.poll() {
-                    for c in chunks {
-                        if tx.send(Ok(c)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                if !running {
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = changed.changed() => {}
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let rx = logs::stream(e, r).map_err(AgentError::from)?;
+        let rx = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok);
+        Ok(Response::new(Box::pin(rx)))
     }
 
     async fn container_exec(
@@ -755,54 +582,8 @@ impl Engine for EngineService {
         req: Request<TopRequest>,
     ) -> Result<Response<TopResponse>, Status> {
         let r = req.into_inner();
-        let e = self.containers.get(&r.id)?;
-        if !e.state().is_running() {
-            return Err(
-                AgentError::Precondition(format!("container {} is not running", e.id)).into(),
-            );
-        }
-        let pids = self.containers.pids(&e);
-        let args = if r.ps_args.is_empty() {
-            vec!["-ef".to_string()]
-        } else {
-            r.ps_args
-        };
-        let out = tokio::process::Command::new("ps")
-            .args(&args)
-            .output()
-            .await
-            .map_err(|err| AgentError::Internal(format!("running ps: {err}")))?;
-        if !out.status.success() {
-            return Err(AgentError::Invalid(format!(
-                "ps {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-            .into());
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut lines = text.lines();
-        let header = lines.next().unwrap_or_default();
-        let titles: Vec<String> = header.split_whitespace().map(String::from).collect();
-        let pid_col = titles
-            .iter()
-            .position(|t| t == "PID")
-            .ok_or_else(|| AgentError::Invalid("ps output has no PID column".into()))?;
-        let processes = lines
-            .filter_map(|l| {
-                let cells: Vec<&str> = l.split_whitespace().collect();
-                let pid: i32 = cells.get(pid_col)?.parse().ok()?;
-                if !pids.contains(&pid) {
-                    return None;
-                }
-                // The last column (the command) may contain spaces.
-                let n = titles.len();
-                let mut row: Vec<String> =
-                    cells.iter().take(n - 1).map(|s| s.to_string()).collect();
-                row.push(cells.get(n - 1..).map(|c| c.join(" ")).unwrap_or_default());
-                Some(TopRow { cells: row })
-            })
-            .collect();
+        let (titles, rows) = inspect::top(&self.containers, &r.id, r.ps_args).await?;
+        let processes = rows.into_iter().map(|cells| TopRow { cells }).collect();
         Ok(Response::new(TopResponse { titles, processes }))
     }
 
@@ -940,11 +721,7 @@ impl Engine for EngineService {
         req: Request<VolumeRemoveRequest>,
     ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        self.containers
-            .volumes
-            .remove(&self.containers, &r.name, r.force)?;
-        self.events
-            .emit("volume", "destroy", &r.name, Default::default());
+        crate::volumes::rpc::remove(&self.containers, &r.name, r.force)?;
         Ok(Response::new(Empty {}))
     }
 
@@ -1009,29 +786,4 @@ impl Engine for EngineService {
             .map_err(blocking_err)??;
         Ok(Response::new(df))
     }
-}
-
-/// `ps --filter`: name=, id=, status=, label=, ancestor= (ANDed across keys).
-fn list_filter(e: &crate::containers::Entry, filters: &[String]) -> bool {
-    filters.iter().all(|f| {
-        let Some((k, v)) = f.split_once('=') else {
-            return true;
-        };
-        let r = e.record();
-        match k {
-            "name" => r.name.contains(v),
-            "id" => e.id.starts_with(v),
-            "status" => e.state().status.as_str() == v,
-            "label" => {
-                let (lk, lv) = v.split_once('=').unwrap_or((v, ""));
-                r.config
-                    .labels
-                    .get(lk)
-                    .map(|x| lv.is_empty() || x == lv)
-                    .unwrap_or(false)
-            }
-            "ancestor" => r.config.image == v || r.image_id.as_str().contains(v),
-            _ => true,
-        }
-    })
 }

@@ -184,3 +184,27 @@ pub async fn update(containers: &Containers, key: &str, delta: &Resources) -> Re
     );
     Ok(warnings)
 }
+
+/// `update --restart`: a new restart policy for the container (refused with `--rm`,
+/// as Docker does).
+pub async fn set_restart_policy(
+    containers: &Containers,
+    key: &str,
+    policy: skiff_runtime::container::RestartPolicy,
+) -> Result<()> {
+    let e = containers.get(key)?;
+    let _op = e.op.lock().await;
+    let mut rec = e.record();
+    if rec.config.auto_remove && policy.name != "no" {
+        return Err(AgentError::Invalid(
+            "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                .into(),
+        ));
+    }
+    rec.config.restart_policy = policy;
+    fsutil::write_json_atomic(&e.paths.record(), &rec)?;
+    if let Ok(mut w) = e.record.write() {
+        *w = rec;
+    }
+    Ok(())
+}

@@ -489,17 +489,34 @@ pub mod rpc {
         })
     }
 
-    pub fn list(c: &Containers, r: VolumeListRequest) -> VolumeListResponse {
-        let volumes = c
-            .volumes
+    /// The volumes matching `volume ls` filters (see [`matches`]).
+    pub fn list_matching(c: &Containers, filters: &[String]) -> Vec<Volume> {
+        let needs_use = filters.iter().any(|f| f.starts_with("dangling="));
+        c.volumes
             .store
             .list()
             .into_iter()
             .filter(|v| {
-                let needs_use = r.filters.iter().any(|f| f.starts_with("dangling="));
                 let in_use = needs_use && !users_of(c, &v.name).is_empty();
-                matches(v, &r.filters, in_use)
+                matches(v, filters, in_use)
             })
+            .collect()
+    }
+
+    /// `volume rm`: removes the volume unless a container uses it, and says so (no
+    /// event when `force` passed over a volume that did not exist).
+    pub fn remove(c: &Containers, name: &str, force: bool) -> Result<()> {
+        let existed = c.volumes.store.get(name).is_ok();
+        c.volumes.remove(c, name, force)?;
+        if existed {
+            c.events.emit("volume", "destroy", name, Default::default());
+        }
+        Ok(())
+    }
+
+    pub fn list(c: &Containers, r: VolumeListRequest) -> VolumeListResponse {
+        let volumes = list_matching(c, &r.filters)
+            .into_iter()
             .map(|v| VolumeSummary {
                 name: v.name.clone(),
                 driver: v.driver.clone(),

@@ -290,7 +290,11 @@ impl Agent {
             .env("DOCKER_HOST", self.docker_host())
             .env("DOCKER_CONFIG", &cfg)
             .env_remove("DOCKER_CONTEXT")
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -311,7 +315,8 @@ impl Agent {
     pub fn docker(&self, args: &[&str]) -> Run {
         let r = self.try_docker(args);
         assert_eq!(
-            r.code, 0,
+            r.code,
+            0,
             "docker {args:?} failed ({}): stdout={:?} stderr={:?}\nagent log tail:\n{}",
             r.code,
             r.stdout,

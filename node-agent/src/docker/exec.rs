@@ -184,8 +184,6 @@ fn check_running(api: &DockerApi, container: &str) -> Result<String> {
 
 /// `POST /containers/{id}/exec`: records an exec instance (nothing runs yet). The
 /// containers router forwards that path here.
-// Until the containers group's router is merged nothing in this branch calls it.
-#[allow(dead_code)]
 pub(super) async fn create(api: &DockerApi, mut req: Req) -> Result<Resp> {
     let container = req.seg(1)?.to_string();
     let cfg: ExecConfig = req.json_or_default().await?;

@@ -372,7 +372,11 @@ impl Filters {
                     .collect(),
                 serde_json::Value::Array(a) => a
                     .iter()
-                    .map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string()))
+                    .map(|x| {
+                        x.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| x.to_string())
+                    })
                     .collect(),
                 serde_json::Value::String(s) => vec![s.clone()],
                 _ => {
@@ -395,9 +399,7 @@ impl Filters {
     pub fn only(&self, allowed: &[&str]) -> Result<()> {
         for k in self.0.keys() {
             if !allowed.contains(&k.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "invalid filter '{k}'"
-                )));
+                return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
             }
         }
         Ok(())
@@ -413,9 +415,8 @@ impl Filters {
 
 /// A JSON answer.
 pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, v: &T) -> Resp {
-    let body = serde_json::to_vec(v).unwrap_or_else(|e| {
-        format!("{{\"message\":\"encoding the answer: {e}\"}}").into_bytes()
-    });
+    let body = serde_json::to_vec(v)
+        .unwrap_or_else(|e| format!("{{\"message\":\"encoding the answer: {e}\"}}").into_bytes());
     let mut r = hyper::Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
@@ -478,7 +479,9 @@ fn swarm_unavailable(path: &str) -> ApiError {
 }
 
 fn not_found_route(method: &Method, path: &str) -> ApiError {
-    ApiError::not_found(format!("page not found: {method} {path} is not an endpoint of Skiff's Docker API"))
+    ApiError::not_found(format!(
+        "page not found: {method} {path} is not an endpoint of Skiff's Docker API"
+    ))
 }
 
 /// Splits `/v1.41/containers/json` into the version and the rest.
@@ -659,13 +662,19 @@ mod tests {
             split_version("/v1.41/containers/json"),
             (Some("1.41"), "/containers/json")
         );
-        assert_eq!(split_version("/containers/json"), (None, "/containers/json"));
+        assert_eq!(
+            split_version("/containers/json"),
+            (None, "/containers/json")
+        );
         assert_eq!(split_version("/volumes/v1.2"), (None, "/volumes/v1.2"));
         assert!(check_version("1.41").is_ok());
         let e = check_version("1.99").expect_err("too new");
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(e.message.contains("too new"), "{}", e.message);
-        assert!(check_version("1.12").expect_err("too old").message.contains("too old"));
+        assert!(check_version("1.12")
+            .expect_err("too old")
+            .message
+            .contains("too old"));
         assert!(check_version("x").is_err());
     }
 
@@ -689,7 +698,10 @@ mod tests {
         assert!(!q.bool("x"));
         assert!(q.bool_or("missing", true));
         assert!(Query::parse(Some("limit=abc")).int("limit").is_err());
-        assert_eq!(Query::parse(Some("limit=3")).int("limit").expect("int"), Some(3));
+        assert_eq!(
+            Query::parse(Some("limit=3")).int("limit").expect("int"),
+            Some(3)
+        );
     }
 
     #[test]

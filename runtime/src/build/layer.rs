@@ -23,7 +23,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayerError + '_ {
 
 /// Paths the runtime itself creates or bind-mounts in every container: never part of a
 /// RUN step's layer (Docker keeps them out too).
-const RUNTIME_PATHS: &[&str] = &[
+pub const RUNTIME_PATHS: &[&str] = &[
     "dev",
     "proc",
     "sys",

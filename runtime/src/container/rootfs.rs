@@ -81,7 +81,8 @@ fn parse_db(data: &[u8]) -> Vec<Vec<String>> {
 }
 
 /// Resolves `user[:group]` (names or numbers) against the rootfs' /etc/passwd and
-/// /etc/group, as Docker does: numeric IDs need no entry, names do.
+/// /etc/group, as Docker does: numeric IDs need no entry, names do. The supplementary
+/// groups start with the primary group, as Docker's do (`id` prints `groups=0(root)`).
 pub fn resolve_user(root: &Path, spec: &str) -> Result<User, LookupError> {
     let passwd = parse_db(&read_file(root, "/etc/passwd").unwrap_or_default());
     let groups = parse_db(&read_file(root, "/etc/group").unwrap_or_default());
@@ -122,6 +123,7 @@ pub fn resolve_user(root: &Path, spec: &str) -> Result<User, LookupError> {
             .filter(|gid| *gid != user.gid)
             .collect();
     }
+    user.additional_gids.insert(0, user.gid);
     Ok(user)
 }
 
@@ -236,8 +238,13 @@ mod tests {
         let d = rootfs();
         let u = resolve_user(d.path(), "www").expect("www");
         assert_eq!((u.uid, u.gid, u.home.as_str()), (33, 33, "/var/www"));
-        assert_eq!(u.additional_gids, vec![50]);
-        assert_eq!(resolve_user(d.path(), "1000:staff").expect("num").gid, 50);
+        assert_eq!(u.additional_gids, vec![33, 50]);
+        let n = resolve_user(d.path(), "1000:staff").expect("num");
+        assert_eq!((n.gid, n.additional_gids), (50, vec![50]));
+        assert_eq!(
+            resolve_user(d.path(), "1000").expect("uid").additional_gids,
+            vec![0]
+        );
         assert_eq!(
             resolve_user(d.path(), "nobody"),
             Err(LookupError::NoUser("nobody".into()))

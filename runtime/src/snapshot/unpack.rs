@@ -226,6 +226,66 @@ fn is_dir(st: &rfs::Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::Directory
 }
 
+/// Opens `path` under the directory `root` as an `O_PATH` fd, resolving every symlink
+/// (and `..`) as if `root` were `/`, so nothing outside `root` can be reached; with
+/// `follow_final` false, a symlink as the last component is opened itself. For `cp`
+/// into and out of a container's filesystem: use `/proc/self/fd/N` of the result.
+pub fn open_path_in_root(root: &Path, path: &str, follow_final: bool) -> io::Result<OwnedFd> {
+    let root = rfs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow_final {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let mut tries = 0;
+    loop {
+        match rfs::openat2(&root, rel, flags, Mode::empty(), resolve) {
+            Err(Errno::AGAIN) if tries < 16 => tries += 1,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
+/// What `stat_in_root` reports of a path: its `st_mode`, size, modification time and,
+/// for a symlink, its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    pub mode: u32,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub link_target: Option<String>,
+}
+
+/// `lstat` of `path` under `root`, its parents resolved inside `root` (see
+/// [`open_path_in_root`]).
+pub fn stat_in_root(root: &Path, path: &str) -> io::Result<PathInfo> {
+    let fd = open_path_in_root(root, path, false)?;
+    let st = rfs::fstat(&fd)?;
+    let link_target = if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+        Some(
+            rfs::readlinkat(&fd, "", Vec::new())?
+                .to_string_lossy()
+                .into_owned(),
+        )
+    } else {
+        None
+    };
+    Ok(PathInfo {
+        mode: st.st_mode,
+        size: st.st_size as u64,
+        mtime: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec as i64,
+        link_target,
+    })
+}
+
 /// Opens `path` (relative to `root`) as a directory, resolving symlinks inside `root`.
 fn open_in_root(root: BorrowedFd<'_>, path: &OsStr, nofollow: bool) -> rustix::io::Result<OwnedFd> {
     let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
@@ -1501,4 +1561,22 @@ mod tests {
             .expect("read");
         assert!(out.is_empty());
     }
+
+    #[test]
+    fn paths_in_root_stay_in_root() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+        std::fs::write(root.join("etc/f"), b"abc").expect("write");
+        std::os::unix::fs::symlink("/etc", root.join("abs")).expect("symlink");
+        std::os::unix::fs::symlink("../../../..", root.join("up")).expect("symlink");
+        let info = stat_in_root(&root, "/abs/f").expect("stat through an absolute link");
+        assert_eq!(info.size, 3);
+        let link = stat_in_root(&root, "abs").expect("lstat");
+        assert_eq!(link.link_target.as_deref(), Some("/etc"));
+        // `up` climbs no higher than the root: up/etc is the root's etc.
+        assert_eq!(stat_in_root(&root, "up/etc/f").expect("stat").size, 3);
+        assert!(stat_in_root(&root, "/missing").is_err());
+    }
+
 }
