@@ -397,6 +397,9 @@ fn build_with_a_dockerfile_then_run() {
             "hello docker\nfrom-copy\n",
             "{cli}"
         );
+        // And through the Docker API's own run.
+        let r = a.try_docker_with(cli, &["run", "--rm", tag], None);
+        assert_eq!(r.stdout, "hello docker\nfrom-copy\n", "{cli}: {r:?}");
         let label = a
             .docker(&["image", "inspect", "-f", "{{.Config.Labels.stage}}", tag])
             .stdout;
