@@ -341,3 +341,36 @@ fn detach_keys_leave_the_exec_running() {
     assert!(inspect["ExitCode"].is_null(), "{inspect}");
     assert_eq!(inspect["DetachKeys"], "ctrl-x,a");
 }
+
+#[test]
+fn execs_go_with_their_container() {
+    let a = Agent::start().with_busybox();
+    running(&a, "c1");
+    let sock = a.docker_socket();
+    let curl = |args: &[&str]| -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--unix-socket"])
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let created = curl(&[
+        "-XPOST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"Cmd":["true"]}"#,
+        "http://d/v1.47/containers/c1/exec",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&created).expect(&created);
+    let id = v["Id"].as_str().expect("Id").to_string();
+    assert!(curl(&[&format!("http://d/v1.47/exec/{id}/json")]).contains(&id));
+    a.cmd(&["rm", "-f", "c1"]);
+    let gone = curl(&[&format!("http://d/v1.47/exec/{id}/json")]);
+    assert!(
+        gone.contains(&format!("No such exec instance: {id}")),
+        "{gone}"
+    );
+}

@@ -397,6 +397,9 @@ fn build_with_a_dockerfile_then_run() {
             "hello docker\nfrom-copy\n",
             "{cli}"
         );
+        // And through the Docker API's own run.
+        let r = a.try_docker_with(cli, &["run", "--rm", tag], None);
+        assert_eq!(r.stdout, "hello docker\nfrom-copy\n", "{cli}: {r:?}");
         let label = a
             .docker(&["image", "inspect", "-f", "{{.Config.Labels.stage}}", tag])
             .stdout;
@@ -705,6 +708,55 @@ fn x_registry_auth_is_honoured() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Status: Downloaded newer image"), "{body}");
     assert_eq!(image_id(&a, &name), image_id(&a, "busybox"));
+    // A build FROM the private image pulls it with the X-Registry-Config credentials.
+    a.docker(&["rmi", &name]);
+    let dockerfile = format!("FROM {name}\nRUN echo built > /b\n");
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = header();
+    h.set_size(dockerfile.len() as u64);
+    h.set_mode(0o644);
+    tar.append_data(&mut h, "Dockerfile", dockerfile.as_bytes())
+        .expect("append");
+    let file = a.dir.path().join("private-ctx.tar");
+    std::fs::write(&file, tar.into_inner().expect("tar")).expect("write");
+    let data = format!("@{}", file.display());
+    let (_, body) = curl(
+        &a,
+        &[
+            "-XPOST",
+            "--data-binary",
+            &data,
+            "http://d/v1.47/build?t=fromprivate:1",
+        ],
+    );
+    assert!(
+        body.contains("errorDetail"),
+        "no credentials, no base image: {body}"
+    );
+    let config = format!(
+        "X-Registry-Config: {}",
+        b64(&format!(
+            r#"{{"{}":{{"username":"alice","password":"s3cret"}}}}"#,
+            reg.addr
+        ))
+    );
+    let (code, body) = curl(
+        &a,
+        &[
+            "-XPOST",
+            "-H",
+            &config,
+            "--data-binary",
+            &data,
+            "http://d/v1.47/build?t=fromprivate:1",
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("Successfully tagged fromprivate:1") && !body.contains("errorDetail"),
+        "{body}"
+    );
+    assert!(body.contains(r#""aux":{"ID":"sha256:"#), "{body}");
 }
 
 #[test]

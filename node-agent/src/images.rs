@@ -6,45 +6,8 @@ use crate::containers::Containers;
 use crate::error::AgentError;
 use skiff_runtime::digest::Digest;
 use skiff_runtime::image::{Image, Reference};
-use std::io::Read;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-
-/// Adapts a channel of byte chunks into a blocking `Read` for the image code, which
-/// runs on the blocking pool.
-pub struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl ChannelReader {
-    pub fn new(rx: mpsc::Receiver<Vec<u8>>) -> Self {
-        ChannelReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(b) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
 
 /// `import`: a rootfs tarball (plain, gzip or zstd) from `input` becomes a one-layer
 /// image, optionally tagged; emits `import` (and `tag`).
@@ -57,7 +20,11 @@ pub async fn import(
     let images = c.images.clone();
     let r2 = reference.clone();
     let id = tokio::task::spawn_blocking(move || {
-        images.import_rootfs(ChannelReader::new(input), r2.as_ref(), &changes)
+        images.import_rootfs(
+            crate::request::ChannelReader::new(input),
+            r2.as_ref(),
+            &changes,
+        )
     })
     .await
     .map_err(AgentError::internal)??;
@@ -82,7 +49,7 @@ pub async fn load(
 ) -> Result<Vec<String>, AgentError> {
     let images = c.images.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        skiff_runtime::image::archive::load(&images, ChannelReader::new(input))
+        skiff_runtime::image::archive::load(&images, crate::request::ChannelReader::new(input))
     })
     .await
     .map_err(AgentError::internal)??;

@@ -107,6 +107,17 @@ impl Execs {
             .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))
     }
 
+    /// The exec `id`; one whose container is gone is forgotten (404), as dockerd's
+    /// go with their container.
+    fn lookup(&self, api: &DockerApi, id: &str) -> Result<Arc<Exec>> {
+        let e = self.get(id)?;
+        if api.containers.get(&e.process.container_id).is_err() {
+            self.map().remove(id);
+            return Err(ApiError::not_found(format!("No such exec instance: {id}")));
+        }
+        Ok(e)
+    }
+
     /// Adds `exec`, first forgetting instances whose container is gone, finished or
     /// unstarted ones past [`EXEC_TTL`], and then the oldest idle ones past [`MAX_EXECS`].
     fn insert(&self, exec: Arc<Exec>, live: impl Fn(&str) -> bool) {
@@ -173,8 +184,6 @@ fn check_running(api: &DockerApi, container: &str) -> Result<String> {
 
 /// `POST /containers/{id}/exec`: records an exec instance (nothing runs yet). The
 /// containers router forwards that path here.
-// Until the containers group's router is merged nothing in this branch calls it.
-#[allow(dead_code)]
 pub(super) async fn create(api: &DockerApi, mut req: Req) -> Result<Resp> {
     let container = req.seg(1)?.to_string();
     let cfg: ExecConfig = req.json_or_default().await?;
@@ -222,7 +231,7 @@ pub(super) async fn create(api: &DockerApi, mut req: Req) -> Result<Resp> {
 
 /// `GET /exec/{id}/json`.
 fn inspect(api: &DockerApi, id: &str) -> Result<Resp> {
-    let e = api.execs.get(id)?;
+    let e = api.execs.lookup(api, id)?;
     let p = &e.process;
     let s = e.state();
     let (entrypoint, arguments) = p
@@ -253,7 +262,7 @@ fn inspect(api: &DockerApi, id: &str) -> Result<Resp> {
 
 /// `POST /exec/{id}/resize?h=&w=`.
 async fn resize(api: &DockerApi, id: &str, req: &Req) -> Result<Resp> {
-    let e = api.execs.get(id)?;
+    let e = api.execs.lookup(api, id)?;
     let h = req.query.int("h")?.unwrap_or(0);
     let w = req.query.int("w")?.unwrap_or(0);
     let (Ok(height), Ok(width)) = (u16::try_from(h), u16::try_from(w)) else {
@@ -278,7 +287,7 @@ async fn resize(api: &DockerApi, id: &str, req: &Req) -> Result<Resp> {
 /// stdio (hijacked with `101 UPGRADED` when the client asked for an upgrade).
 async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
     let body: ExecStartConfig = req.json_or_default().await?;
-    let e = api.execs.get(id)?;
+    let e = api.execs.lookup(api, id)?;
     let detach = body.detach.unwrap_or(false);
     let p = e.process.clone();
     let tty = body.tty.unwrap_or(p.tty);
