@@ -71,7 +71,11 @@ impl Dockerd {
     }
 
     fn run(&self, args: &[&str], input: Option<&[u8]>) -> Run {
-        run_cli(docker_cli(), &self.socket(), self.dir.path(), args, input)
+        self.run_with(docker_cli(), args, input)
+    }
+
+    fn run_with(&self, cli: &str, args: &[&str], input: Option<&[u8]>) -> Run {
+        run_cli(cli, &self.socket(), self.dir.path(), args, input)
     }
 }
 
@@ -222,25 +226,29 @@ fn docker_cli_sees_the_same_as_with_dockerd() {
     let a = Agent::start().with_busybox();
     let d = Dockerd::start();
     let mut diffs = Vec::new();
-    for (cmp, step) in STEPS {
-        let theirs = d.run(step, None);
-        let ours = a.try_docker(step);
-        let (t_out, o_out) = (normalise(&theirs.stdout), normalise(&ours.stdout));
-        let (t_err, o_err) = (normalise(&theirs.stderr), normalise(&ours.stderr));
-        let same =
-            theirs.code == ours.code && t_out == o_out && (*cmp == Cmp::NoStderr || t_err == o_err);
-        if !same {
-            diffs.push(format!(
-                "docker {step:?}\n  dockerd: code {} out {t_out:?} err {t_err:?}\n  skiff:   code {} out {o_out:?} err {o_err:?}",
+    // The scenario removes what it makes, so it runs once per CLI on the same engines.
+    for cli in docker_clis() {
+        for (cmp, step) in STEPS {
+            let theirs = d.run_with(cli, step, None);
+            let ours = a.try_docker_with(cli, step, None);
+            let (t_out, o_out) = (normalise(&theirs.stdout), normalise(&ours.stdout));
+            let (t_err, o_err) = (normalise(&theirs.stderr), normalise(&ours.stderr));
+            let same = theirs.code == ours.code
+                && t_out == o_out
+                && (*cmp == Cmp::NoStderr || t_err == o_err);
+            if !same {
+                diffs.push(format!(
+                "{cli} {step:?}\n  dockerd: code {} out {t_out:?} err {t_err:?}\n  skiff:   code {} out {o_out:?} err {o_err:?}",
                 theirs.code, ours.code
             ));
+            }
         }
     }
     assert!(
         diffs.is_empty(),
         "{} of {} steps differ:\n{}\nagent log tail:\n{}",
         diffs.len(),
-        STEPS.len(),
+        STEPS.len() * docker_clis().len(),
         diffs.join("\n"),
         a.log()
             .lines()

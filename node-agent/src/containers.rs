@@ -961,7 +961,7 @@ impl Containers {
     async fn signal(&self, e: &Entry, sig: i32) -> Result<()> {
         let mut c = UnixStream::connect(e.paths.socket())
             .await
-            .map_err(|_| AgentError::Precondition(format!("container {} is not running", e.id)))?;
+            .map_err(|_| AgentError::Precondition(format!("Container {} is not running", e.id)))?;
         write_frame(
             &mut c,
             &Frame::Hello {
@@ -1020,7 +1020,7 @@ impl Containers {
         let sig = signal_number(signal)?;
         if !e.state().is_running() {
             return Err(AgentError::Precondition(format!(
-                "Cannot kill container: {}: container {} is not running",
+                "Cannot kill container: {}: Container {} is not running",
                 key, e.id
             )));
         }

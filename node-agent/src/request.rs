@@ -83,7 +83,8 @@ pub fn log_config(
 }
 
 /// The containers `ps` lists: running ones (all with `all`), newest first, that pass
-/// every filter (`KEY=VALUE`; values of one key are ORed, keys ANDed, as Docker does).
+/// every filter (`KEY=VALUE`; values of one key are ORed but labels must all match,
+/// keys ANDed, as Docker does).
 pub fn list_containers(containers: &Containers, all: bool, filters: &[String]) -> Vec<Arc<Entry>> {
     let list = containers.list();
     // `before`/`since` name a container; those created before/after it pass.
@@ -109,6 +110,8 @@ pub fn list_containers(containers: &Containers, all: bool, filters: &[String]) -
         .filter(|e| {
             groups.iter().all(|(k, vs)| match *k {
                 "before" | "since" => true,
+                // Every label must match (Docker's MatchKVList); other keys match any value.
+                "label" => vs.iter().all(|v| list_filter(e, &[format!("{k}={v}")])),
                 _ => vs.iter().any(|v| list_filter(e, &[format!("{k}={v}")])),
             })
         })

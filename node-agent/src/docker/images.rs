@@ -248,6 +248,17 @@ fn no_such_image(e: skiff_runtime::image::ImageError, name: &str) -> ApiError {
     }
 }
 
+/// `name` as dockerd names a missing image in `rmi`'s error: a reference with neither
+/// tag nor digest gets `:latest`.
+fn with_default_tag(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if name.contains('@') || last.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
 /// `GET /images/{name}/history`.
 fn history(api: &DockerApi, name: &str) -> Result<Resp> {
     api.images
@@ -296,7 +307,7 @@ fn tag(api: &DockerApi, name: &str, req: &Req) -> Result<Resp> {
 fn remove(api: &DockerApi, name: &str, req: &Req) -> Result<Resp> {
     api.images
         .resolve(name)
-        .map_err(|e| no_such_image(e, name))?;
+        .map_err(|e| no_such_image(e, &with_default_tag(name)))?;
     let (untagged, deleted) = crate::images::remove(&api.containers, name, req.query.bool("force"))
         .map_err(|e| match e {
             crate::error::AgentError::Image(skiff_runtime::image::ImageError::Conflict(m)) => {
@@ -847,6 +858,18 @@ async fn build(api: &DockerApi, mut req: Req) -> Result<Resp> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn missing_images_are_named_with_their_default_tag() {
+        assert_eq!(with_default_tag("nosuch"), "nosuch:latest");
+        assert_eq!(
+            with_default_tag("localhost:5000/a/b"),
+            "localhost:5000/a/b:latest"
+        );
+        assert_eq!(with_default_tag("a/b:v1"), "a/b:v1");
+        assert_eq!(with_default_tag("a@sha256:00"), "a@sha256:00");
+    }
+
     use super::*;
 
     #[test]

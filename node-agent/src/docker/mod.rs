@@ -478,6 +478,38 @@ fn swarm_unavailable(path: &str) -> ApiError {
     ))
 }
 
+impl DockerApi {
+    /// Swarm's endpoints, until they are served: inspecting an object the cluster does
+    /// not have is dockerd's 404 ("service x not found"), so `docker inspect NAME` goes on
+    /// to say "No such object"; anything else is [`swarm_unavailable`].
+    fn swarm_object(&self, req: &Req) -> ApiError {
+        let (Some(kind), Some(key), None) = (req.segs.first(), req.segs.get(1), req.segs.get(2))
+        else {
+            return swarm_unavailable(&req.path);
+        };
+        let Some(h) = self.cluster.as_ref().and_then(|c| c.raft()) else {
+            return swarm_unavailable(&req.path);
+        };
+        if req.method != Method::GET {
+            return swarm_unavailable(&req.path);
+        }
+        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let (singular, found) = match kind.as_str() {
+            "nodes" => ("node", sm.find_node(key).is_some()),
+            "services" => ("service", sm.get("service", key).is_some()),
+            "tasks" => ("task", sm.get("task", key).is_some()),
+            "secrets" => ("secret", sm.get("secret", key).is_some()),
+            "configs" => ("config", sm.get("config", key).is_some()),
+            _ => return swarm_unavailable(&req.path),
+        };
+        if found {
+            swarm_unavailable(&req.path)
+        } else {
+            ApiError::not_found(format!("{singular} {key} not found"))
+        }
+    }
+}
+
 fn not_found_route(method: &Method, path: &str) -> ApiError {
     ApiError::not_found(format!(
         "page not found: {method} {path} is not an endpoint of Skiff's Docker API"
@@ -594,7 +626,17 @@ impl DockerApi {
             "networks" => networks::route(self, req).await,
             "volumes" => volumes::route(self, req).await,
             "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => {
-                Err(swarm_unavailable(&req.path))
+                Err(self.swarm_object(&req))
+            }
+            // No plugins exist here: the list is empty and a lookup is dockerd's 404.
+            "plugins" if req.method == Method::GET && req.segs.len() == 1 => ok_json(&[(); 0]),
+            "plugins"
+                if req.method == Method::GET && req.segs.get(2).is_some_and(|s| s == "json") =>
+            {
+                Err(ApiError::not_found(format!(
+                    "plugin \"{}\" not found",
+                    req.segs.get(1).map(String::as_str).unwrap_or_default()
+                )))
             }
             "plugins" | "distribution" | "session" | "grpc" => Err(ApiError::not_implemented(
                 format!("{} {} is not implemented by Skiff", req.method, req.path),
