@@ -179,12 +179,11 @@ pub fn tar_path(
     e: &Entry,
     path: &str,
 ) -> Result<mpsc::Receiver<std::io::Result<Vec<u8>>>> {
-    let fd = unpack::open_path_in_root(&view.path, path, false).map_err(|err| {
-        match err.kind() {
+    let fd =
+        unpack::open_path_in_root(&view.path, path, false).map_err(|err| match err.kind() {
             std::io::ErrorKind::NotFound => not_found(path, e),
             _ => AgentError::Internal(format!("open {path}: {err}")),
-        }
-    })?;
+        })?;
     // A symlink is archived as itself (its target read through the fd, not the magic link).
     let link = unpack::stat_in_root(&view.path, path)
         .ok()
@@ -242,11 +241,9 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, fd_path: &Path, name: &str) -> st
 /// directory can be written, whatever the archive holds (`..`, absolute names and
 /// symlinks are all resolved inside it).
 pub fn untar_at(view: &RootView, e: &Entry, path: &str, body: impl std::io::Read) -> Result<()> {
-    let fd = unpack::open_path_in_root(&view.path, path, true).map_err(|err| {
-        match err.kind() {
-            std::io::ErrorKind::NotFound => not_found(path, e),
-            _ => AgentError::Internal(format!("open {path}: {err}")),
-        }
+    let fd = unpack::open_path_in_root(&view.path, path, true).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound => not_found(path, e),
+        _ => AgentError::Internal(format!("open {path}: {err}")),
     })?;
     let dir = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     if !std::fs::metadata(&dir).map(|m| m.is_dir()).unwrap_or(false) {

@@ -299,7 +299,11 @@ async fn create(api: &DockerApi, mut req: Req) -> Result<Resp> {
 /// syntax, which `to_config` parses), the exposed ports, and warnings.
 fn to_proto_config(
     b: bm::ContainerCreateBody,
-) -> Result<(skiff_proto::engine::ContainerConfig, Vec<String>, Vec<String>)> {
+) -> Result<(
+    skiff_proto::engine::ContainerConfig,
+    Vec<String>,
+    Vec<String>,
+)> {
     use skiff_proto::engine as pe;
     let mut warnings = Vec::new();
     let image = b
@@ -323,7 +327,10 @@ fn to_proto_config(
         ));
     }
     if let Some(h) = &b.healthcheck {
-        if h.test.as_ref().is_some_and(|t| !t.is_empty() && t[0] != "NONE") {
+        if h.test
+            .as_ref()
+            .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
+        {
             warnings.push("Skiff does not run healthchecks; the Healthcheck is ignored".into());
         }
     }
@@ -390,7 +397,13 @@ fn to_proto_config(
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .map(|p| if p.contains('/') { p } else { format!("{p}/tcp") })
+        .map(|p| {
+            if p.contains('/') {
+                p
+            } else {
+                format!("{p}/tcp")
+            }
+        })
         .collect();
     exposed.sort();
     let network_mode = hc
@@ -489,7 +502,10 @@ fn to_proto_config(
         security_opt: hc.security_opt.unwrap_or_default(),
         network_mode,
         stop_signal: b.stop_signal.unwrap_or_default(),
-        stop_timeout: b.stop_timeout.map(|t| t.clamp(-1, i32::MAX as i64) as i32).unwrap_or(-1),
+        stop_timeout: b
+            .stop_timeout
+            .map(|t| t.clamp(-1, i32::MAX as i64) as i32)
+            .unwrap_or(-1),
         binds: hc.binds.unwrap_or_default(),
         mounts,
         volumes_from: hc.volumes_from.unwrap_or_default(),
@@ -584,7 +600,10 @@ async fn start(api: &DockerApi, id: &str) -> Result<Resp> {
 }
 
 async fn stop(api: &DockerApi, id: &str, req: Req, restart: bool) -> Result<Resp> {
-    let t = req.query.int("t")?.map(|t| t.clamp(0, u32::MAX as i64) as u32);
+    let t = req
+        .query
+        .int("t")?
+        .map(|t| t.clamp(0, u32::MAX as i64) as u32);
     let e = api.containers.get(id)?;
     if restart {
         api.containers.restart(&e.id, t).await?;
@@ -623,7 +642,11 @@ async fn remove(api: &DockerApi, id: &str, req: Req) -> Result<Resp> {
 /// `wait`: the headers go out at once (the CLI waits on this before it starts the
 /// container); the body follows when the condition is met.
 fn wait(api: &DockerApi, id: &str, req: Req) -> Result<Resp> {
-    let cond = req.query.get("condition").unwrap_or("not-running").to_string();
+    let cond = req
+        .query
+        .get("condition")
+        .unwrap_or("not-running")
+        .to_string();
     if !matches!(cond.as_str(), "" | "not-running" | "next-exit" | "removed") {
         return Err(ApiError::bad_request(format!(
             "invalid condition: {cond:?} (want not-running, next-exit or removed)"
@@ -701,12 +724,9 @@ async fn update(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
         let name = p.name.map(|n| n.as_ref().to_string()).unwrap_or_default();
         let n = p.maximum_retry_count.unwrap_or(0).max(0);
         let s = if n > 0 { format!("{name}:{n}") } else { name };
-        let policy = skiff_runtime::container::RestartPolicy::parse(if s.is_empty() {
-            "no"
-        } else {
-            &s
-        })
-        .map_err(ApiError::bad_request)?;
+        let policy =
+            skiff_runtime::container::RestartPolicy::parse(if s.is_empty() { "no" } else { &s })
+                .map_err(ApiError::bad_request)?;
         crate::stats::set_restart_policy(&api.containers, &e.id, policy).await?;
     }
     warnings.retain(|w| !w.is_empty());
@@ -958,7 +978,9 @@ fn detach_keys(s: &str) -> Result<Vec<u8>> {
                         b']' => Ok(29),
                         b'^' => Ok(30),
                         b'_' => Ok(31),
-                        _ => Err(ApiError::bad_request(format!("Invalid detach keys ({s}) provided"))),
+                        _ => Err(ApiError::bad_request(format!(
+                            "Invalid detach keys ({s}) provided"
+                        ))),
                     };
                 }
             } else if k.len() == 1 {
@@ -1083,7 +1105,10 @@ async fn attach(api: &DockerApi, id: &str, req: Req) -> Result<Resp> {
         hyper::header::CONTENT_TYPE,
         HeaderValue::from_static(stream_type(rec.config.tty, req.version)),
     );
-    h.insert(hyper::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        hyper::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
     h.insert(hyper::header::UPGRADE, HeaderValue::from_static("tcp"));
     Ok(r)
 }
@@ -1200,7 +1225,9 @@ async fn resize(api: &DockerApi, id: &str, req: Req) -> Result<Resp> {
     let h = req.query.int("h")?.unwrap_or(0);
     let w = req.query.int("w")?.unwrap_or(0);
     let (Ok(h), Ok(w)) = (u16::try_from(h), u16::try_from(w)) else {
-        return Err(ApiError::bad_request("resize: h and w must be between 0 and 65535"));
+        return Err(ApiError::bad_request(
+            "resize: h and w must be between 0 and 65535",
+        ));
     };
     api.containers.resize(id, w, h).await?;
     Ok(json(StatusCode::OK, &j!({})))
@@ -1260,7 +1287,8 @@ async fn archive_get(api: &DockerApi, id: &str, req: Req) -> Result<Resp> {
         });
         stream_response(StatusCode::OK, "application/x-tar", rx)
     };
-    r.headers_mut().insert("x-docker-container-path-stat", header);
+    r.headers_mut()
+        .insert("x-docker-container-path-stat", header);
     if head {
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
@@ -1284,12 +1312,7 @@ async fn archive_put(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
     let e2 = e.clone();
     tokio::task::spawn_blocking(move || {
         let view = archive::RootView::open(&containers, &e2, true)?;
-        archive::untar_at(
-            &view,
-            &e2,
-            &path,
-            crate::request::ChannelReader::new(rx),
-        )
+        archive::untar_at(&view, &e2, &path, crate::request::ChannelReader::new(rx))
     })
     .await??;
     status_only(StatusCode::OK)
@@ -1365,7 +1388,10 @@ mod tests {
         assert_eq!(net.aliases, vec!["web"]);
         assert_eq!(c.network_mode, "");
         let rp = c.restart_policy.expect("policy");
-        assert_eq!((rp.name.as_str(), rp.maximum_retry_count), ("on-failure", 3));
+        assert_eq!(
+            (rp.name.as_str(), rp.maximum_retry_count),
+            ("on-failure", 3)
+        );
         let res = c.resources.expect("res");
         assert_eq!(res.ulimits, vec!["nofile=100:200"]);
         assert_eq!(res.memory, 64 << 20);
@@ -1376,8 +1402,14 @@ mod tests {
     #[test]
     fn create_refuses_what_skiff_cannot_do() {
         let err = |v| to_proto_config(body(v)).expect_err("refused").message;
-        assert!(err(j!({"Image": "b", "HostConfig": {"LogConfig": {"Type": "syslog"}}})).contains("syslog"));
-        assert!(err(j!({"Image": "b", "HostConfig": {"Devices": [{"PathOnHost": "/dev/kvm"}]}})).contains("Devices"));
+        assert!(
+            err(j!({"Image": "b", "HostConfig": {"LogConfig": {"Type": "syslog"}}}))
+                .contains("syslog")
+        );
+        assert!(
+            err(j!({"Image": "b", "HostConfig": {"Devices": [{"PathOnHost": "/dev/kvm"}]}}))
+                .contains("Devices")
+        );
         assert!(err(j!({"HostConfig": {}})).contains("Image"));
         let (c, _, _) = to_proto_config(body(j!({"Image": "b", "Entrypoint": [""]}))).expect("ok");
         assert!(c.entrypoint_set && c.entrypoint.is_empty());
@@ -1409,7 +1441,10 @@ mod tests {
 
     #[test]
     fn since_takes_fractions() {
-        assert_eq!(unix_nanos(Some("12.5"), "since").expect("t"), 12_500_000_000);
+        assert_eq!(
+            unix_nanos(Some("12.5"), "since").expect("t"),
+            12_500_000_000
+        );
         assert_eq!(unix_nanos(Some("3"), "since").expect("t"), 3_000_000_000);
         assert!(unix_nanos(Some("x"), "since").is_err());
         assert_eq!(unix_nanos(None, "since").expect("t"), 0);

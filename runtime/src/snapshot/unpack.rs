@@ -1578,5 +1578,4 @@ mod tests {
         assert_eq!(stat_in_root(&root, "up/etc/f").expect("stat").size, 3);
         assert!(stat_in_root(&root, "/missing").is_err());
     }
-
 }
