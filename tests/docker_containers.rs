@@ -951,3 +951,45 @@ fn bad_create_input_is_refused_and_creates_nothing() {
     assert_eq!(v["Id"].as_str().map(str::len), Some(64));
     assert!(v["Warnings"].is_array());
 }
+
+#[test]
+fn attach_to_a_running_container() {
+    let a = Agent::start().with_busybox();
+    for (i, cli) in docker_clis().into_iter().enumerate() {
+        let name = format!("att{i}");
+        a.docker(&[
+            "run",
+            "-d",
+            "-i",
+            "--name",
+            &name,
+            "busybox",
+            "sh",
+            "-c",
+            "while read l; do echo got-$l; done; echo bye; exit 4",
+        ]);
+        let mut c = Command::new(cli)
+            .args(["attach", &name])
+            .env("DOCKER_HOST", a.docker_host())
+            .env("DOCKER_CONFIG", a.dir.path().join("docker-config"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("attach");
+        let mut stdin = c.stdin.take().expect("stdin");
+        let mut out = BufReader::new(c.stdout.take().expect("stdout"));
+        // The attach is up once a line goes through.
+        stdin.write_all(b"one\n").expect("write");
+        let mut l = String::new();
+        out.read_line(&mut l).expect("read");
+        assert_eq!(l, "got-one\n", "{cli}");
+        // Closing our stdin closes the container's: its loop ends, and so does attach.
+        drop(stdin);
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).expect("rest");
+        assert_eq!(rest, "bye\n", "{cli}");
+        let status = c.wait().expect("wait");
+        assert_eq!(status.code(), Some(4), "{cli}");
+        assert_eq!(a.docker(&["wait", &name]).stdout.trim(), "4");
+    }
+}

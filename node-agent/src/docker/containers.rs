@@ -633,9 +633,12 @@ async fn remove(api: &DockerApi, id: &str, req: Req) -> Result<Resp> {
             "links are not supported by Skiff (there is no link to remove)",
         ));
     }
+    let key = api.containers.get(id)?.id.clone();
     api.containers
         .remove_with_volumes(id, req.query.bool("force"), req.query.bool("v"))
         .await?;
+    // Attaches still waiting for a start that will never come end now.
+    drop(api.attach.take(&key));
     no_content()
 }
 

@@ -786,14 +786,12 @@ pub fn shares_to_weight(shares: i64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn freeze_writes_the_freezer_files_of_both_layouts() {
         let dir = tempfile::tempdir().expect("tmp");
         let v1 = dir.path().join("v1");
         std::fs::create_dir_all(v1.join("freezer/skiff/c1")).expect("mkdir");
-        let cg = Cgroup::at(&v1, "/skiff/c1");
+        let cg = super::Cgroup::at(&v1, "/skiff/c1");
         assert!(!cg.is_v2());
         cg.freeze(true).expect("freeze");
         assert!(cg.is_frozen());
@@ -805,7 +803,7 @@ mod tests {
         let v2 = dir.path().join("v2");
         std::fs::create_dir_all(v2.join("skiff/c1")).expect("mkdir");
         std::fs::write(v2.join("cgroup.controllers"), "cpu memory").expect("write");
-        let cg = Cgroup::at(&v2, "/skiff/c1");
+        let cg = super::Cgroup::at(&v2, "/skiff/c1");
         assert!(cg.is_v2());
         std::fs::write(v2.join("skiff/c1/cgroup.events"), "populated 1\nfrozen 1\n")
             .expect("write");
