@@ -2,7 +2,9 @@
 //! of a tar at a path) and the list of changes against its image (`diff`).
 //!
 //! Paths are always resolved inside the container's root (`openat2(RESOLVE_IN_ROOT)`),
-//! so a symlink in the container can never lead a copy to the host. A running
+//! so a symlink in the container can never lead a copy to the host; directories are
+//! walked by directory fds with `O_NOFOLLOW`, so swapping one for a symlink mid-copy
+//! does not either. A running
 //! container is reached through `/proc/<pid>/root` (its own view, volumes included);
 //! a stopped one through an overlay of its upper directory over its image layers
 //! mounted for the operation (volumes are not part of that view).
@@ -225,7 +227,17 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, fd_path: &Path, name: &str) -> st
     // The magic link is followed to the object itself, never beyond it.
     let meta = std::fs::metadata(fd_path)?;
     if meta.is_dir() {
-        return tar.append_dir_all(name, fd_path);
+        // Walked by directory fds, one component at a time and never following a
+        // symlink: a container that swaps a directory for a symlink to `/` while we
+        // walk gets its symlink archived, not the host's files.
+        let dir = rustix::fs::open(
+            fd_path,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        return append_tree(tar, &dir, name, 0);
     }
     let mut h = tar::Header::new_gnu();
     h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
@@ -235,6 +247,135 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, fd_path: &Path, name: &str) -> st
     }
     h.set_size(0);
     tar.append_data(&mut h, name, std::io::empty())
+}
+
+/// Deepest directory nesting a copy follows (the kernel's own path limits are far
+/// below what this allows; it only bounds the walk's fds and recursion).
+const MAX_DEPTH: usize = 256;
+
+/// A tar header from a `stat` taken without following the entry.
+fn header_of(st: &rustix::fs::Stat, kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(st.st_mode & 0o7777);
+    h.set_uid(u64::from(st.st_uid));
+    h.set_gid(u64::from(st.st_gid));
+    h.set_mtime(st.st_mtime.max(0) as u64);
+    h.set_size(size);
+    h
+}
+
+/// Appends directory `dir` as `name` and everything below it, each entry opened
+/// relative to its parent's fd with `O_NOFOLLOW`.
+fn append_tree<W: Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &std::os::fd::OwnedFd,
+    name: &str,
+    depth: usize,
+) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    if depth > MAX_DEPTH {
+        return Err(std::io::Error::other(format!(
+            "{name}: directories nested too deeply"
+        )));
+    }
+    let st = rustix::fs::fstat(dir)?;
+    let mut h = header_of(&st, tar::EntryType::Directory, 0);
+    tar.append_data(&mut h, name, std::io::empty())?;
+    let mut names: Vec<std::ffi::CString> = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let n = entry.file_name();
+        if n.to_bytes() != b"." && n.to_bytes() != b".." {
+            names.push(n.to_owned());
+        }
+    }
+    names.sort();
+    for n in names {
+        let child = format!("{name}/{}", n.to_string_lossy());
+        let st = match rustix::fs::statat(dir, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => continue, // gone while we walked
+            Err(e) => return Err(e.into()),
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                let sub = rustix::fs::openat(
+                    dir,
+                    n.as_c_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                );
+                match sub {
+                    Ok(sub) => append_tree(tar, &sub, &child, depth + 1)?,
+                    // Swapped for something else since the stat: skipped, never followed.
+                    Err(
+                        rustix::io::Errno::NOENT
+                        | rustix::io::Errno::NOTDIR
+                        | rustix::io::Errno::LOOP,
+                    ) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            FileType::RegularFile => {
+                let f = match rustix::fs::openat(
+                    dir,
+                    n.as_c_str(),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
+                    Mode::empty(),
+                ) {
+                    Ok(f) => std::fs::File::from(f),
+                    Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                // The size of what was opened, not of what the stat saw.
+                let st = rustix::fs::fstat(&f)?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                    continue;
+                }
+                let mut h = header_of(&st, tar::EntryType::Regular, st.st_size.max(0) as u64);
+                tar.append_data(
+                    &mut h,
+                    &child,
+                    std::io::Read::take(f, st.st_size.max(0) as u64),
+                )?;
+            }
+            FileType::Symlink => {
+                let target = match rustix::fs::readlinkat(dir, n.as_c_str(), Vec::new()) {
+                    Ok(t) => t,
+                    Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let mut h = header_of(&st, tar::EntryType::Symlink, 0);
+                if target.as_bytes().len() <= 100 {
+                    // The target as the container wrote it (no path normalisation).
+                    h.set_link_name_literal(target.as_bytes())?;
+                    tar.append_data(&mut h, &child, std::io::empty())?;
+                } else {
+                    // Too long for the header: a GNU long-link entry carries it.
+                    tar.append_link(&mut h, &child, target.to_string_lossy().as_ref())?;
+                }
+            }
+            FileType::Fifo => {
+                let mut h = header_of(&st, tar::EntryType::Fifo, 0);
+                tar.append_data(&mut h, &child, std::io::empty())?;
+            }
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                let kind = if FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                };
+                let mut h = header_of(&st, kind, 0);
+                let _ = h.set_device_major(rustix::fs::major(st.st_rdev));
+                let _ = h.set_device_minor(rustix::fs::minor(st.st_rdev));
+                tar.append_data(&mut h, &child, std::io::empty())?;
+            }
+            // Sockets and anything else have no tar form; Docker skips them too.
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Unpacks a tar into the directory `path` of the container; nothing outside that
@@ -324,6 +465,57 @@ pub fn changes(e: &Entry) -> Vec<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directory_copies_archive_symlinks_and_never_follow_them() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("data");
+        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        std::fs::write(root.join("a/b/f"), b"hello").expect("write");
+        std::os::unix::fs::symlink("/", root.join("a/escape")).expect("symlink");
+        std::os::unix::fs::symlink("/etc", root.join("a/b/etc")).expect("symlink");
+        let mut buf = Vec::new();
+        {
+            let mut tar = tar::Builder::new(&mut buf);
+            append(&mut tar, &root, "data").expect("append");
+            tar.finish().expect("finish");
+        }
+        let mut seen = Vec::new();
+        let mut ar = tar::Archive::new(&buf[..]);
+        for e in ar.entries().expect("entries") {
+            let mut e = e.expect("entry");
+            let path = e.path().expect("path").display().to_string();
+            let kind = e.header().entry_type();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut e, &mut body).expect("read");
+            let link = e
+                .link_name()
+                .ok()
+                .flatten()
+                .map(|l| l.display().to_string());
+            seen.push((path, kind, body, link));
+        }
+        let names: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "data",
+                "data/a",
+                "data/a/b",
+                "data/a/b/etc",
+                "data/a/b/f",
+                "data/a/escape"
+            ]
+        );
+        let f = &seen[4];
+        assert_eq!((f.1, f.2.as_str()), (tar::EntryType::Regular, "hello"));
+        assert_eq!(seen[5].1, tar::EntryType::Symlink);
+        assert_eq!(seen[5].3.as_deref(), Some("/"));
+        assert!(
+            !names.iter().any(|n| n.starts_with("data/a/escape/")),
+            "followed a symlink"
+        );
+    }
 
     #[test]
     fn file_modes_are_go_file_modes() {
