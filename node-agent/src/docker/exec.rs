@@ -66,6 +66,9 @@ struct ExecState {
     touched: Option<Instant>,
     /// The shim connection's write half while the exec runs (resize writes to it).
     shim: Option<Arc<tokio::sync::Mutex<OwnedWriteHalf>>>,
+    /// A resize that came before the process did (the CLI resizes right after start,
+    /// and the process starts only once the connection is hijacked): its first size.
+    pending_size: Option<(u16, u16)>,
 }
 
 struct Exec {
@@ -268,9 +271,19 @@ async fn resize(api: &DockerApi, id: &str, req: &Req) -> Result<Resp> {
     let (Ok(height), Ok(width)) = (u16::try_from(h), u16::try_from(w)) else {
         return Err(ApiError::bad_request(format!("invalid size: {h}x{w}")));
     };
-    let shim = e.state().shim.clone();
-    let Some(shim) = shim else {
-        return Err(ApiError::conflict(format!("Exec {id} is not running")));
+    let shim = {
+        let mut st = e.state();
+        match st.shim.clone() {
+            Some(shim) => shim,
+            // Started, process on its way: the size is applied when it starts.
+            None if st.running && height > 0 && width > 0 => {
+                st.pending_size = Some((width, height));
+                let mut r = hyper::Response::new(super::full(Vec::new()));
+                *r.status_mut() = StatusCode::OK;
+                return Ok(r);
+            }
+            None => return Err(ApiError::conflict(format!("Exec {id} is not running"))),
+        }
     };
     if height > 0 && width > 0 {
         let mut wr = shim.lock().await;
@@ -322,11 +335,18 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
     // client's header buffer, where Docker's Python SDK never reads it.
     let containers = api.containers.clone();
     let cid = p.container_id.clone();
-    let launch = move || {
-        tracing::Instrument::instrument(
-            async move { containers.exec(&cid, spec, detach).await },
-            span,
-        )
+    let launch = {
+        let e = e.clone();
+        move || {
+            let mut spec = spec;
+            if let Some(size) = e.state().pending_size.take() {
+                spec.console_size = Some(size);
+            }
+            tracing::Instrument::instrument(
+                async move { containers.exec(&cid, spec, detach).await },
+                span,
+            )
+        }
     };
     let events = api.events.clone();
     let die = move |e: &Exec, code: i32| {
@@ -440,7 +460,15 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
         };
         let (rd, wr) = conn.into_split();
         let wr = Arc::new(tokio::sync::Mutex::new(wr));
-        e.state().shim = Some(wr.clone());
+        let late = {
+            let mut st = e.state();
+            st.shim = Some(wr.clone());
+            st.pending_size.take()
+        };
+        // A resize that came while the process was starting.
+        if let Some((width, height)) = late {
+            let _ = write_frame(&mut *wr.lock().await, &Frame::Resize { width, height }).await;
+        }
         let stdin = p.stdin;
         // Validated at create; Docker's default when none was given.
         let escape = detach_keys(&p.detach_keys).ok().map(Escape::new);
