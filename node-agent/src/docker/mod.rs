@@ -683,7 +683,10 @@ pub async fn serve(listener: tokio::net::UnixListener, api: Arc<DockerApi>) {
                 let api = api.clone();
                 async move { Ok::<_, Infallible>(api.handle(req).await) }
             });
+            // Half-closed connections are served: a client may shut its write side
+            // once the request is out (dockerd answers those too).
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .with_upgrades()
                 .await
