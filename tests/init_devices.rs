@@ -27,6 +27,19 @@ fn init_is_pid_one_and_passes_the_exit_code() {
         r.stdout.replace('\0', " ").trim(),
         "/sbin/docker-init -- cat /proc/1/cmdline"
     );
+    // A read-only rootfs still gets the init's mount point; a tty works under it.
+    let r = a.try_cmd(&[
+        "run",
+        "--rm",
+        "--init",
+        "--read-only",
+        "-t",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 4",
+    ]);
+    assert_eq!(r.code, 4, "skiff --read-only -t: {r:?}");
     for cli in docker_clis() {
         let r = a.try_docker_with(
             cli,
@@ -269,8 +282,29 @@ fn device_node_appears_with_host_numbers() {
         "busybox",
         "true",
     ]);
-    assert_ne!(r.code, 0, "{r:?}");
+    assert_eq!(r.code, 125, "{r:?}");
     assert!(r.stderr.contains("/dev/skiff-nope"), "{r:?}");
+    // Bad syntax is refused before anything is made, through either front end.
+    let r = a.try_cmd(&[
+        "run",
+        "--rm",
+        "--device",
+        "/dev/null:/dev/x:rwx",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(r.stderr.contains("rwx"), "{r:?}");
+    let r = a.try_docker(&[
+        "run",
+        "--rm",
+        "--device",
+        "/dev/null:dev/x",
+        "busybox",
+        "true",
+    ]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("dev/x"), "{r:?}");
     // A directory gives every device below it (ptmx lives in /dev/pts).
     let r = a.cmd(&[
         "run",
