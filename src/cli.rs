@@ -358,6 +358,11 @@ pub struct AgentArgs {
     /// `docker_socket`; "" turns it off). Same owner and mode (0660) as the skiff socket.
     #[arg(long, value_name = "PATH")]
     pub docker_socket: Option<String>,
+    /// The static init binary `run --init` mounts at /sbin/docker-init (agent.yaml
+    /// `init_path`; default: /usr/bin/docker-init, /usr/bin/tini-static, or
+    /// /usr/bin/tini if statically linked).
+    #[arg(long, value_name = "PATH")]
+    pub init_path: Option<PathBuf>,
     #[command(flatten)]
     pub cluster: crate::commands::cluster::AgentClusterArgs,
 }

@@ -402,3 +402,27 @@ fn devices_show_in_inspect_through_both_front_ends() {
     }
     a.cmd(&["rm", "-f", "dd", "ds"]);
 }
+
+/// agent.yaml `init_path` picks the init; a dynamically linked one is refused at create
+/// with a message naming it, through both front ends.
+#[test]
+fn configured_init_path_must_be_static() {
+    assert!(
+        have_init(),
+        "install tini (deploy/deps.sh) to run this test"
+    );
+    let mut a = Agent::start().with_busybox();
+    let dynamic = std::env::current_exe().expect("test binary (dynamically linked)");
+    a.restart_with_config(&format!("init_path: {}\n", dynamic.display()));
+    let r = a.try_cmd(&["run", "--rm", "--init", "busybox", "true"]);
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(r.stderr.contains("dynamically linked"), "{r:?}");
+    let r = a.try_docker(&["run", "--rm", "--init", "busybox", "true"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("init_path"), "{r:?}");
+    // Without --init nothing changes.
+    a.cmd(&["run", "--rm", "busybox", "true"]);
+    a.restart_with_config("init_path: /usr/bin/tini-static\n");
+    let r = a.try_docker(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 5"]);
+    assert_eq!(r.code, 5, "{r:?}");
+}

@@ -415,7 +415,7 @@ impl Containers {
             &config.cap_drop,
         )
         .map_err(|e| AgentError::Invalid(e.to_string()))?;
-        validate_devices_and_init(&config)?;
+        validate_devices_and_init(&config, self.cfg.init_path.as_deref())?;
         // Log options are recorded merged with the agent's defaults, as Docker does, so
         // inspect shows what applies and a later agent.yaml change does not alter them.
         let given = config
@@ -580,7 +580,7 @@ impl Containers {
         }
         let init = if c.init {
             Some(
-                skiff_runtime::container::docker_init::find()
+                skiff_runtime::container::docker_init::find(self.cfg.init_path.as_deref())
                     .map_err(|e| AgentError::Invalid(e.to_string()))?,
             )
         } else {
@@ -1408,14 +1408,17 @@ impl Containers {
 /// `--device` host paths must name device nodes (or directories holding some), the
 /// cgroup rules must parse, and `--init` needs a static init on this host: checked at
 /// create so `run` fails before anything is made (Docker finds out at start).
-fn validate_devices_and_init(c: &ContainerConfig) -> Result<()> {
+fn validate_devices_and_init(
+    c: &ContainerConfig,
+    init_path: Option<&std::path::Path>,
+) -> Result<()> {
     use skiff_runtime::container::{devices, docker_init};
     devices::resolve_all(&c.devices).map_err(|e| AgentError::Invalid(e.to_string()))?;
     for r in &c.device_cgroup_rules {
         devices::parse_cgroup_rule(r).map_err(|e| AgentError::Invalid(e.to_string()))?;
     }
     if c.init {
-        docker_init::find().map_err(|e| AgentError::Invalid(e.to_string()))?;
+        docker_init::find(init_path).map_err(|e| AgentError::Invalid(e.to_string()))?;
     }
     Ok(())
 }

@@ -20,11 +20,31 @@ pub const CANDIDATES: [&str; 3] = [
 pub enum InitError {
     #[error("--init: no static init binary found (looked for {}; {}): install the `tini` package, which provides /usr/bin/tini-static", CANDIDATES.join(", "), .0)]
     NotFound(String),
+    #[error("--init: the configured init_path {0} cannot be used: {1}")]
+    Configured(String, String),
 }
 
-/// The host path of the static init to mount, canonical (symlinks resolved).
-pub fn find() -> Result<PathBuf, InitError> {
-    find_in(&CANDIDATES.map(Path::new))
+/// The host path of the static init to mount, canonical (symlinks resolved): the
+/// configured one (which must be static too), else the first static candidate.
+pub fn find(configured: Option<&Path>) -> Result<PathBuf, InitError> {
+    match configured {
+        Some(p) => {
+            let real = std::fs::canonicalize(p)
+                .map_err(|e| InitError::Configured(p.display().to_string(), e.to_string()))?;
+            match is_static_elf(&real) {
+                Ok(true) => Ok(real),
+                Ok(false) => Err(InitError::Configured(
+                    p.display().to_string(),
+                    "it is dynamically linked; a container cannot load its libraries".into(),
+                )),
+                Err(e) => Err(InitError::Configured(
+                    p.display().to_string(),
+                    e.to_string(),
+                )),
+            }
+        }
+        None => find_in(&CANDIDATES.map(Path::new)),
+    }
 }
 
 fn find_in(candidates: &[&Path]) -> Result<PathBuf, InitError> {
@@ -113,13 +133,22 @@ mod tests {
         let me = std::env::current_exe().expect("exe");
         assert!(!is_static_elf(&me).expect("elf"));
         assert!(find_in(&[&me]).is_err());
+        let e = find(Some(&me)).expect_err("dynamic").to_string();
+        assert!(
+            e.contains("dynamically linked") && e.contains("init_path"),
+            "{e}"
+        );
         let msg = find_in(&[Path::new("/nonexistent/tini")])
             .expect_err("none")
             .to_string();
         assert!(msg.contains("tini-static"), "{msg}");
         // A machine with tini-static installed finds it.
         if Path::new("/usr/bin/tini-static").exists() {
-            let p = find().expect("static tini");
+            let p = find(None).expect("static tini");
+            assert_eq!(
+                find(Some(Path::new("/usr/bin/tini-static"))).expect("configured"),
+                std::fs::canonicalize("/usr/bin/tini-static").expect("canonical")
+            );
             assert!(is_static_elf(&p).expect("elf"));
         }
         assert!(is_static_elf(Path::new("/etc/hostname")).is_err());
