@@ -10,9 +10,10 @@
 # the engine benchmark copies skiff's seccomp profile into a runc bundle;
 # docker-compose (Debian's 1.29, on Debian's Python docker SDK) and the Python docker SDK
 # from PyPI: the Docker API tests drive them against the agent's docker socket).
+# tini provides /usr/bin/tini-static, the init `run --init` mounts into containers.
 # Idempotent; used by quickstart.sh and test.sh.
 set -euo pipefail
-pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file)
+pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file tini)
 norec=()
 if [ "${1:-}" = --test ]; then
   pkgs+=(jq runc iperf3 docker-registry apache2-utils docker.io docker-compose man-db systemd e2fsprogs util-linux etcd-server)

@@ -358,6 +358,11 @@ pub struct AgentArgs {
     /// `docker_socket`; "" turns it off). Same owner and mode (0660) as the skiff socket.
     #[arg(long, value_name = "PATH")]
     pub docker_socket: Option<String>,
+    /// The static init binary `run --init` mounts at /sbin/docker-init (agent.yaml
+    /// `init_path`; default: /usr/bin/docker-init, /usr/bin/tini-static, or
+    /// /usr/bin/tini if statically linked).
+    #[arg(long, value_name = "PATH")]
+    pub init_path: Option<PathBuf>,
     #[command(flatten)]
     pub cluster: crate::commands::cluster::AgentClusterArgs,
 }
@@ -438,6 +443,15 @@ pub struct RunArgs {
     /// Log rotation (json-file): max-size=SIZE (10m, -1 unlimited), max-file=N.
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opt: Vec<String>,
+    /// Run a tiny init (tini) as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
+    /// Give a host device to the container: HOST[:CONTAINER[:PERMS]] (PERMS of rwm).
+    #[arg(long = "device", value_name = "HOST[:CONTAINER[:PERMS]]")]
+    pub device: Vec<String>,
+    /// Allow devices in the container's cgroup: 'TYPE MAJOR:MINOR ACCESS' (e.g. 'c 1:3 rwm').
+    #[arg(long = "device-cgroup-rule")]
+    pub device_cgroup_rule: Vec<String>,
     /// Image, then the command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub image_and_cmd: Vec<String>,

@@ -348,6 +348,7 @@ async fn agent(host: &str, a: &cli::AgentArgs, log: (&str, &str)) -> anyhow::Res
         Some(v) => config::docker_socket_path(&v)?,
         None => Some(config::default_docker_socket(&cfg.socket)),
     };
+    cfg.init_path = a.init_path.clone().or(file.init_path.take());
     cfg.log_opts = log_opts;
     let file_labels = file.labels.take().unwrap_or_default();
     let labels = commands::cluster::engine_labels(file_labels.iter().chain(&a.cluster.labels))

@@ -36,6 +36,9 @@ pub struct AgentConfig {
     /// Docker's Engine API socket (`--docker-socket`, agent.yaml `docker_socket`; default
     /// `docker.sock` beside [`AgentConfig::socket`]); `None`: not served.
     pub docker_socket: Option<PathBuf>,
+    /// The static init `--init` containers run (`--init-path`, agent.yaml `init_path`);
+    /// `None`: the first static one of `/usr/bin/docker-init`, `tini-static`, `tini`.
+    pub init_path: Option<PathBuf>,
 }
 
 /// The YAML file's shape. Unknown keys are an error, so a typo is not silently ignored.
@@ -74,6 +77,8 @@ pub struct FileConfig {
     /// Where Docker's Engine API is served (`--docker-socket`): a unix socket path, or
     /// `""` for none. Default: `docker.sock` beside the skiff socket.
     pub docker_socket: Option<String>,
+    /// The static init binary for `run --init` (default: looked up, see `--init-path`).
+    pub init_path: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +222,7 @@ impl AgentConfig {
             metrics_addr: None,
             api_listen_addr: None,
             docker_socket: None,
+            init_path: None,
         }
     }
 }

@@ -415,6 +415,7 @@ impl Containers {
             &config.cap_drop,
         )
         .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        validate_devices_and_init(&config, self.cfg.init_path.as_deref())?;
         // Log options are recorded merged with the agent's defaults, as Docker does, so
         // inspect shows what applies and a later agent.yaml change does not alter them.
         let given = config
@@ -538,7 +539,7 @@ impl Containers {
         Ok(entry)
     }
 
-    fn run_spec(&self, e: &Entry, wait_attach: bool) -> RunSpec {
+    fn run_spec(&self, e: &Entry, wait_attach: bool) -> Result<RunSpec> {
         let r = e.record();
         let c = &r.config;
         let network = match c.network_mode.as_str() {
@@ -577,7 +578,15 @@ impl Containers {
                 readonly: true,
             });
         }
-        RunSpec {
+        let init = if c.init {
+            Some(
+                skiff_runtime::container::docker_init::find(self.cfg.init_path.as_deref())
+                    .map_err(|e| AgentError::Invalid(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        Ok(RunSpec {
             id: e.id.clone(),
             args,
             env: c.env.clone(),
@@ -614,7 +623,10 @@ impl Containers {
             console_size: None,
             volumes: c.mounts.clone(),
             resources: c.resources.clone(),
-        }
+            init,
+            devices: c.devices.clone(),
+            device_cgroup_rules: c.device_cgroup_rules.clone(),
+        })
     }
 
     /// The rotation a container's logs get; records from before rotation existed take
@@ -752,7 +764,7 @@ impl Containers {
             if let Some(d) = e.paths.socket().parent() {
                 fsutil::create_dir_mode(d, 0o700)?;
             }
-            let mut spec = self.run_spec(e, wait_attach);
+            let mut spec = self.run_spec(e, wait_attach)?;
             spec.console_size = console_size;
             let record = e.record();
             spec.network = self
@@ -1391,6 +1403,24 @@ impl Containers {
             vec![]
         }
     }
+}
+
+/// `--device` host paths must name device nodes (or directories holding some), the
+/// cgroup rules must parse, and `--init` needs a static init on this host: checked at
+/// create so `run` fails before anything is made (Docker finds out at start).
+fn validate_devices_and_init(
+    c: &ContainerConfig,
+    init_path: Option<&std::path::Path>,
+) -> Result<()> {
+    use skiff_runtime::container::{devices, docker_init};
+    devices::resolve_all(&c.devices).map_err(|e| AgentError::Invalid(e.to_string()))?;
+    for r in &c.device_cgroup_rules {
+        devices::parse_cgroup_rule(r).map_err(|e| AgentError::Invalid(e.to_string()))?;
+    }
+    if c.init {
+        docker_init::find(init_path).map_err(|e| AgentError::Invalid(e.to_string()))?;
+    }
+    Ok(())
 }
 
 fn hosts_file(hostname: &str) -> String {

@@ -56,6 +56,10 @@ pub fn container(e: &Entry) -> Value {
             "CapDrop": c.cap_drop,
             "Privileged": c.privileged,
             "ReadonlyRootfs": c.read_only,
+            // Docker's *bool: null unless --init was given.
+            "Init": if c.init { json!(true) } else { Value::Null },
+            "Devices": c.devices,
+            "DeviceCgroupRules": if c.device_cgroup_rules.is_empty() { Value::Null } else { json!(c.device_cgroup_rules) },
             "SecurityOpt": c.security_opt,
             "LogConfig": c.log_config.clone().unwrap_or_else(|| skiff_runtime::shim::logfile::LogConfig {
                 kind: skiff_runtime::shim::logfile::DRIVER.into(),

@@ -60,6 +60,14 @@ pub fn to_config(c: skiff_proto::engine::ContainerConfig) -> Result<ContainerCon
         volumes_from: c.volumes_from,
         resources,
         log_config: log_config(&c.log_opts)?,
+        init: c.init,
+        devices: c
+            .devices
+            .iter()
+            .map(|d| skiff_runtime::container::devices::DeviceMapping::parse(d))
+            .collect::<Result<_, _>>()
+            .map_err(|e| AgentError::Invalid(e.to_string()))?,
+        device_cgroup_rules: c.device_cgroup_rules,
     })
 }
 

@@ -109,6 +109,9 @@ fn config_of(a: &RunArgs) -> Result<(String, ContainerConfig)> {
         tmpfs: a.mounts.tmpfs.clone(),
         resources: Some(a.limits.to_proto()?),
         log_opts: a.log_opt.clone(),
+        init: a.init,
+        devices: a.device.clone(),
+        device_cgroup_rules: a.device_cgroup_rule.clone(),
     };
     Ok((image, config))
 }

@@ -311,21 +311,26 @@ fn to_proto_config(
         .filter(|i| !i.is_empty())
         .ok_or_else(|| ApiError::bad_request("Config.Image: an image is required"))?;
     let hc = b.host_config.unwrap_or_default();
-    if hc.devices.as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(ApiError::bad_request(
-            "HostConfig.Devices: device mappings (--device) are not supported by Skiff",
-        ));
-    }
     if hc.device_requests.as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(ApiError::bad_request(
             "HostConfig.DeviceRequests: --gpus and device requests are not supported by Skiff",
         ));
     }
-    if hc.init == Some(true) {
-        return Err(ApiError::bad_request(
-            "HostConfig.Init: --init is not supported by Skiff (run an init process as the entrypoint)",
-        ));
-    }
+    // Devices in `--device` syntax; to_config parses and checks them.
+    let devices = hc
+        .devices
+        .iter()
+        .flatten()
+        .map(|d| {
+            skiff_runtime::container::devices::DeviceMapping::new(
+                d.path_on_host.as_deref().unwrap_or_default(),
+                d.path_in_container.as_deref().unwrap_or_default(),
+                d.cgroup_permissions.as_deref().unwrap_or_default(),
+            )
+            .map(|m| m.to_spec_string())
+            .map_err(|e| ApiError::bad_request(format!("HostConfig.Devices: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     if let Some(h) = &b.healthcheck {
         if h.test
             .as_ref()
@@ -522,6 +527,9 @@ fn to_proto_config(
             publish_all: hc.publish_all_ports.unwrap_or(false),
         }),
         log_opts,
+        init: hc.init.unwrap_or(false),
+        devices,
+        device_cgroup_rules: hc.device_cgroup_rules.clone().unwrap_or_default(),
     };
     Ok((cfg, exposed, warnings))
 }
@@ -1403,6 +1411,28 @@ mod tests {
     }
 
     #[test]
+    fn create_passes_init_and_devices_through() {
+        let (c, _, _) = to_proto_config(body(j!({"Image": "b", "HostConfig": {
+            "Init": true,
+            "Devices": [
+                {"PathOnHost": "/dev/null", "PathInContainer": "/dev/mydev", "CgroupPermissions": "rw"},
+                {"PathOnHost": "/dev/zero", "PathInContainer": "", "CgroupPermissions": ""}
+            ],
+            "DeviceCgroupRules": ["c 1:3 r"]
+        }})))
+        .expect("ok");
+        assert!(c.init);
+        assert_eq!(
+            c.devices,
+            vec!["/dev/null:/dev/mydev:rw", "/dev/zero:/dev/zero:rwm"]
+        );
+        assert_eq!(c.device_cgroup_rules, vec!["c 1:3 r"]);
+        let cfg = crate::request::to_config(c).expect("config");
+        assert_eq!(cfg.devices[0].path_in_container, "/dev/mydev");
+        assert_eq!(cfg.devices[1].cgroup_permissions, "rwm");
+    }
+
+    #[test]
     fn create_refuses_what_skiff_cannot_do() {
         let err = |v| to_proto_config(body(v)).expect_err("refused").message;
         assert!(
@@ -1410,7 +1440,11 @@ mod tests {
                 .contains("syslog")
         );
         assert!(
-            err(j!({"Image": "b", "HostConfig": {"Devices": [{"PathOnHost": "/dev/kvm"}]}}))
+            err(j!({"Image": "b", "HostConfig": {"DeviceRequests": [{"Count": -1}]}}))
+                .contains("DeviceRequests")
+        );
+        assert!(
+            err(j!({"Image": "b", "HostConfig": {"Devices": [{"PathOnHost": "dev/kvm"}]}}))
                 .contains("Devices")
         );
         assert!(err(j!({"HostConfig": {}})).contains("Image"));

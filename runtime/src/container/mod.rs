@@ -1,8 +1,11 @@
 //! Containers: what one is made of on disk ([`record`]), how it becomes an OCI bundle
 //! ([`spec`]), the security defaults it gets ([`security`], with compiled seccomp
 //! programs kept in [`seccomp_cache`]), and look-ups inside its
-//! root filesystem that must never leave it ([`rootfs`]).
+//! root filesystem that must never leave it ([`rootfs`]); host devices it is given
+//! ([`devices`]) and the `--init` it may run under ([`docker_init`]).
 
+pub mod devices;
+pub mod docker_init;
 pub mod record;
 pub mod rootfs;
 pub mod seccomp_cache;

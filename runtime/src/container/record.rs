@@ -110,6 +110,15 @@ pub struct ContainerConfig {
     /// the agent's current defaults.
     #[serde(default)]
     pub log_config: Option<crate::shim::logfile::LogConfig>,
+    /// `--init`: run under a tiny init (Docker's HostConfig.Init).
+    #[serde(default)]
+    pub init: bool,
+    /// `--device` mappings as given (Docker's HostConfig.Devices).
+    #[serde(default)]
+    pub devices: Vec<super::devices::DeviceMapping>,
+    /// `--device-cgroup-rule` (Docker's HostConfig.DeviceCgroupRules).
+    #[serde(default)]
+    pub device_cgroup_rules: Vec<String>,
 }
 
 impl ContainerConfig {

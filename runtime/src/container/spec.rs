@@ -82,12 +82,36 @@ pub struct RunSpec {
     /// Resource limits (`--memory`, `--cpus`, `--pids-limit`, `--ulimit`, ...).
     #[serde(default)]
     pub resources: crate::cgroup::Resources,
+    /// `--init`: the host's static init, bind-mounted at `/sbin/docker-init` and run as
+    /// PID 1 with `args` as its child.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// `--device` mappings; the host nodes are read when the spec is built.
+    #[serde(default)]
+    pub devices: Vec<super::devices::DeviceMapping>,
+    /// `--device-cgroup-rule`s, checked at create.
+    #[serde(default)]
+    pub device_cgroup_rules: Vec<String>,
+}
+
+impl RunSpec {
+    /// The user mounts plus the init's read-only bind (so the shim resolves its target
+    /// inside the rootfs like any other mount).
+    pub fn volumes_with_init(&self) -> Vec<crate::volume::MountPoint> {
+        let mut v = self.volumes.clone();
+        if let Some(host) = &self.init {
+            v.push(super::docker_init::mount(host));
+        }
+        v
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error(transparent)]
     Security(#[from] security::SecurityError),
+    #[error(transparent)]
+    Device(#[from] super::devices::DeviceError),
     #[error("building OCI spec: {0}")]
     Invalid(String),
 }
@@ -164,6 +188,12 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
     }
     let mut devices = vec![json!({"allow": false, "access": "rwm"})];
     devices.extend(default_device_rules(run.privileged));
+    // Given devices come after the defaults: a later rule wins (the fuse deny above).
+    let (nodes, allow) = super::devices::oci_entries(&super::devices::resolve_all(&run.devices)?);
+    devices.extend(allow);
+    for r in &run.device_cgroup_rules {
+        devices.push(super::devices::parse_cgroup_rule(r)?);
+    }
     let mut resources = run.resources.oci_resources();
     resources["devices"] = json!(devices);
     let mut linux = json!({
@@ -171,6 +201,13 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
         "cgroupsPath": run.cgroups_path,
         "resources": resources,
     });
+    if !nodes.is_empty() {
+        linux["devices"] = json!(nodes);
+    }
+    let args = match &run.init {
+        Some(_) => super::docker_init::wrap_args(&run.args),
+        None => run.args.clone(),
+    };
     if !run.privileged {
         linux["maskedPaths"] = json!(security::masked_paths());
         linux["readonlyPaths"] = json!(security::readonly_paths());
@@ -183,7 +220,7 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
     let mut process = json!({
         "terminal": run.tty,
         "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
-        "args": run.args,
+        "args": args,
         "env": env,
         "cwd": if run.cwd.is_empty() { "/" } else { run.cwd.as_str() },
         "capabilities": {
@@ -335,5 +372,65 @@ mod tests {
             .expect("ns")
             .iter()
             .any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn init_runs_the_command_as_its_child() {
+        let mut r = run();
+        r.args = vec!["sh".into(), "-c".into(), "exit 3".into()];
+        r.init = Some("/usr/bin/tini-static".into());
+        let v = serde_json::to_value(oci_spec(&r, &User::default()).expect("spec")).expect("json");
+        assert_eq!(
+            v["process"]["args"],
+            json!(["/sbin/docker-init", "--", "sh", "-c", "exit 3"])
+        );
+        let m = r.volumes_with_init();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].destination, "/sbin/docker-init");
+        assert!(!m[0].rw);
+        assert_eq!(m[0].source, std::path::Path::new("/usr/bin/tini-static"));
+        r.init = None;
+        let v = serde_json::to_value(oci_spec(&r, &User::default()).expect("spec")).expect("json");
+        assert_eq!(v["process"]["args"], json!(["sh", "-c", "exit 3"]));
+        assert!(r.volumes_with_init().is_empty());
+    }
+
+    /// libcontainer turns the same entries into devices.allow writes (cgroup v1) or a
+    /// BPF program (v2), so the spec is what both get.
+    #[test]
+    fn devices_get_a_node_and_an_allow_rule_after_the_defaults() {
+        let mut r = run();
+        r.devices = vec![
+            super::super::devices::DeviceMapping::parse("/dev/null:/dev/mydev:rw")
+                .expect("mapping"),
+        ];
+        r.device_cgroup_rules = vec!["c 10:229 rwm".into()];
+        let v = serde_json::to_value(oci_spec(&r, &User::default()).expect("spec")).expect("json");
+        assert_eq!(v["linux"]["devices"][0]["path"], "/dev/mydev");
+        assert_eq!(v["linux"]["devices"][0]["type"], "c");
+        assert_eq!(v["linux"]["devices"][0]["major"], 1);
+        assert_eq!(v["linux"]["devices"][0]["minor"], 3);
+        let rules = v["linux"]["resources"]["devices"]
+            .as_array()
+            .expect("rules");
+        assert_eq!(rules[0], json!({"allow": false, "access": "rwm"}));
+        let n = rules.len();
+        assert_eq!(
+            rules[n - 2],
+            json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"})
+        );
+        // The fuse deny among the defaults comes before the user's rule for it.
+        assert_eq!(
+            rules[n - 1],
+            json!({"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"})
+        );
+        r.devices = vec![
+            super::super::devices::DeviceMapping::parse("/dev/skiff-missing").expect("mapping"),
+        ];
+        let e = oci_spec(&r, &User::default()).expect_err("missing device");
+        assert!(e.to_string().contains("/dev/skiff-missing"), "{e}");
+        r.devices.clear();
+        r.device_cgroup_rules = vec!["bogus".into()];
+        assert!(oci_spec(&r, &User::default()).is_err());
     }
 }

@@ -108,8 +108,9 @@ fn prepare(run: &RunSpec) -> Result<Prepared, ShimError> {
 
     // User mounts: copy-up and symlink-safe targets, before anything runs inside.
     let mut run_mounts = run.clone();
-    run_mounts.volumes = crate::volume::target::prepare_mounts(&run.rootfs, &run.volumes)
-        .map_err(|e| ShimError::Setup(e.to_string()))?;
+    run_mounts.volumes =
+        crate::volume::target::prepare_mounts(&run.rootfs, &run.volumes_with_init())
+            .map_err(|e| ShimError::Setup(e.to_string()))?;
     let spec = oci_spec(&run_mounts, &user)?;
     spec.save(run.bundle.join("config.json"))
         .map_err(|e| ShimError::Setup(format!("writing config.json: {e}")))?;
