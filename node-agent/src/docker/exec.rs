@@ -64,6 +64,9 @@ struct ExecState {
     exit_code: Option<i32>,
     /// When the exec last changed (made, or ended): the age the forgetting goes by.
     touched: Option<Instant>,
+    /// The exec process's pid on the host once started (kept after it ends, as
+    /// dockerd's inspect does); 0 before.
+    pid: i32,
     /// The shim connection's write half while the exec runs (resize writes to it).
     shim: Option<Arc<tokio::sync::Mutex<OwnedWriteHalf>>>,
 }
@@ -256,7 +259,7 @@ fn inspect(api: &DockerApi, id: &str) -> Result<Resp> {
         "CanRemove": false,
         "ContainerID": p.container_id,
         "DetachKeys": p.detach_keys,
-        "Pid": 0,
+        "Pid": s.pid,
     }))
 }
 
@@ -322,9 +325,14 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
     // client's header buffer, where Docker's Python SDK never reads it.
     let containers = api.containers.clone();
     let cid = p.container_id.clone();
+    let started = e.clone();
     let launch = move || {
         tracing::Instrument::instrument(
-            async move { containers.exec(&cid, spec, detach).await },
+            async move {
+                let (conn, pid) = containers.exec(&cid, spec, detach).await?;
+                started.state().pid = pid;
+                Ok(conn)
+            },
             span,
         )
     };
