@@ -1593,6 +1593,33 @@ mod tests {
     }
 
     #[test]
+    fn websocket_handshake_is_checked() {
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(
+            ws_accept_key(&h).expect_err("no headers").status,
+            StatusCode::BAD_REQUEST
+        );
+        h.insert("upgrade", HeaderValue::from_static("WebSocket"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert("sec-websocket-version", HeaderValue::from_static("13"));
+        assert!(ws_accept_key(&h).is_err(), "no key");
+        // RFC 6455's own example.
+        h.insert(
+            "sec-websocket-key",
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        assert_eq!(
+            ws_accept_key(&h).expect("handshake"),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        h.insert("sec-websocket-version", HeaderValue::from_static("8"));
+        assert!(ws_accept_key(&h).is_err(), "old version");
+    }
+
+    #[test]
     fn detach_keys_parse_like_docker() {
         assert_eq!(detach_keys("ctrl-p,ctrl-q").expect("keys"), vec![16, 17]);
         assert_eq!(detach_keys("a,ctrl-@").expect("keys"), vec![b'a', 0]);

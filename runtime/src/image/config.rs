@@ -118,6 +118,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn author_is_the_oci_field() {
+        let c: ImageConfig = serde_json::from_str(
+            r#"{"author":"A <a@x>","rootfs":{"type":"layers","diff_ids":[]},
+               "history":[{"created":"2024-01-01T00:00:00Z","author":"A","comment":"m"}]}"#,
+        )
+        .expect("config");
+        assert_eq!(c.author.as_deref(), Some("A <a@x>"));
+        assert_eq!(c.history[0].author.as_deref(), Some("A"));
+        let v = serde_json::to_value(&c).expect("json");
+        assert_eq!(v["author"], "A <a@x>");
+        // No author: no field, as Docker writes it.
+        let v = serde_json::to_value(ImageConfig::default()).expect("json");
+        assert!(v.get("author").is_none());
+    }
+
+    #[test]
     fn volumes_are_validated() {
         let mut c = ImageConfig {
             rootfs: RootFs {
