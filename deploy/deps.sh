@@ -9,8 +9,8 @@
 # openssh-server/-client: the ssh:// remote test runs a private sshd on loopback; jq:
 # the engine benchmark copies skiff's seccomp profile into a runc bundle;
 # docker-compose (Debian's 1.29, on Debian's Python docker SDK) and the Python docker SDK
-# from PyPI: the Docker API tests drive them against the agent's docker socket).
-# tini provides /usr/bin/tini-static, the init `run --init` mounts into containers.
+# and websocket-client from PyPI: the Docker API tests drive them against the agent's
+# docker socket; tini provides /usr/bin/tini-static, the init `run --init` mounts).
 # Idempotent; used by quickstart.sh and test.sh.
 set -euo pipefail
 pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file tini)
@@ -40,6 +40,10 @@ done
 if [ "${1:-}" = --test ] && ! python3 -c 'import docker, sys; sys.exit(int(docker.__version__.split(".")[0]) < 7)' 2>/dev/null; then
   echo "installing: the Python docker SDK (PyPI)"
   python3 -m pip install --quiet --disable-pip-version-check 'docker>=7,<8'
+fi
+if [ "${1:-}" = --test ] && ! python3 -c 'import websocket' 2>/dev/null; then
+  echo "installing: websocket-client (PyPI), the Docker API's attach/ws test client"
+  python3 -m pip install --quiet --disable-pip-version-check 'websocket-client>=1,<2'
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is not installed: install a Rust toolchain (https://rustup.rs), then re-run" >&2

@@ -602,8 +602,39 @@ pub fn export(
 }
 
 /// `commit`: the container's changes as a new layer on its image, with its config.
-pub async fn commit(containers: &Containers, req: CommitRequest) -> Result<ImageRef, AgentError> {
+/// With `pause` (Docker's default) a running container is frozen while its changes are
+/// read, so the layer is one consistent moment, and thawed after, whatever happened.
+pub async fn commit(
+    containers: &Containers,
+    req: CommitRequest,
+    pause: bool,
+) -> Result<ImageRef, AgentError> {
     let e = containers.get(&req.container)?;
+    let paused = pause
+        && e.state().status == skiff_runtime::container::Status::Running
+        && match containers.pause(&e.id).await {
+            Ok(()) => true,
+            Err(err) => {
+                // As dockerd: a container that cannot be paused is committed as it runs.
+                tracing::warn!(container_id = %e.id, error = %err, "commit: pause failed");
+                false
+            }
+        };
+    let res = commit_changes(containers, &e, req).await;
+    if paused {
+        if let Err(err) = containers.unpause(&e.id).await {
+            tracing::warn!(container_id = %e.id, error = %err, "commit: unpause failed");
+        }
+    }
+    res
+}
+
+/// The layer, config and image of a commit.
+async fn commit_changes(
+    containers: &Containers,
+    e: &crate::containers::Entry,
+    req: CommitRequest,
+) -> Result<ImageRef, AgentError> {
     let r = e.record();
     let images = containers.images.clone();
     let reference = if req.reference.is_empty() {
@@ -640,10 +671,14 @@ pub async fn commit(containers: &Containers, req: CommitRequest) -> Result<Image
             skiff_runtime::image::changes::apply(rc, &req.changes)?;
             cfg.rootfs.diff_ids.push(layer.clone());
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            let author = (!req.author.is_empty()).then(|| req.author.clone());
             cfg.created = Some(now.clone());
+            // Docker's commit sets the image's author (empty when none is given).
+            cfg.author = author.clone();
             cfg.history.push(skiff_runtime::image::config::History {
                 created: Some(now),
                 created_by: Some(format!("{} {}", r.path, r.args.join(" "))),
+                author,
                 comment: (!req.message.is_empty()).then(|| req.message.clone()),
                 empty_layer: false,
             });

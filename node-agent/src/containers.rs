@@ -1323,13 +1323,14 @@ impl Containers {
         Ok((e, conn))
     }
 
-    /// Starts an exec shim; returns a connection to it (already said Hello).
+    /// Starts an exec shim; returns a connection to it (already said Hello) and the
+    /// exec process's pid on the host (what Docker's exec inspect reports).
     pub async fn exec(
         &self,
         key: &str,
         spec: skiff_runtime::shim::exec::ExecSpec,
         detach: bool,
-    ) -> Result<UnixStream> {
+    ) -> Result<(UnixStream, i32)> {
         let e = self.get(key)?;
         if e.state().status != Status::Running {
             return Err(AgentError::Precondition(format!(
@@ -1378,7 +1379,7 @@ impl Containers {
             },
         )
         .await?;
-        Ok(conn)
+        Ok((conn, report.pid))
     }
 
     /// PIDs in the container's cgroup.

@@ -929,7 +929,7 @@ impl Executor {
             ..Default::default()
         };
         let run = async {
-            let mut conn = self.containers.exec(cid, spec, false).await.ok()?;
+            let (mut conn, _) = self.containers.exec(cid, spec, false).await.ok()?;
             while let Ok(Some(f)) = read_frame(&mut conn).await {
                 if let Frame::Exit { code, .. } = f {
                     return Some(code);

@@ -10,12 +10,14 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// `import`: a rootfs tarball (plain, gzip or zstd) from `input` becomes a one-layer
-/// image, optionally tagged; emits `import` (and `tag`).
+/// image, optionally tagged, `message` its history comment (a default when empty);
+/// emits `import` (and `tag`).
 pub async fn import(
     c: &Containers,
     input: mpsc::Receiver<Vec<u8>>,
     reference: Option<Reference>,
     changes: Vec<String>,
+    message: String,
 ) -> Result<Digest, AgentError> {
     let images = c.images.clone();
     let r2 = reference.clone();
@@ -24,6 +26,7 @@ pub async fn import(
             crate::request::ChannelReader::new(input),
             r2.as_ref(),
             &changes,
+            &message,
         )
     })
     .await

@@ -191,8 +191,14 @@ impl Engine for EngineService {
                 }
             }
         });
-        let id =
-            crate::images::import(&self.containers, rx, reference.clone(), first.changes).await?;
+        let id = crate::images::import(
+            &self.containers,
+            rx,
+            reference.clone(),
+            first.changes,
+            String::new(),
+        )
+        .await?;
         Ok(Response::new(ImageRef {
             id: id.to_string(),
             reference: reference.map(|r| r.to_string()).unwrap_or_default(),
@@ -543,7 +549,7 @@ impl Engine for EngineService {
             ..Default::default()
         };
         let span = tracing::info_span!("exec", container = %first.id);
-        let conn = self
+        let (conn, _pid) = self
             .containers
             .exec(&first.id, spec, first.detach)
             .instrument(span)
@@ -677,7 +683,7 @@ impl Engine for EngineService {
         &self,
         req: Request<CommitRequest>,
     ) -> Result<Response<ImageRef>, Status> {
-        let r = crate::build::commit(&self.containers, req.into_inner()).await?;
+        let r = crate::build::commit(&self.containers, req.into_inner(), false).await?;
         Ok(Response::new(r))
     }
 

@@ -46,10 +46,12 @@ pub(super) async fn route(api: &DockerApi, req: Req) -> Result<Resp> {
         ("POST", ["containers", id, "wait"]) => wait(api, id, req),
         ("DELETE", ["containers", id]) => remove(api, id, req).await,
         ("GET", ["containers", id, "logs"]) => logs(api, id, req),
-        ("POST", ["containers", id, "attach"]) => attach(api, id, req).await,
-        ("GET", ["containers", _, "attach", "ws"]) => Err(ApiError::not_implemented(
-            "attach over a websocket is not implemented by Skiff; use POST /containers/{id}/attach",
-        )),
+        ("POST", ["containers", id, "attach"]) => attach(api, id, req, Transport::Hijack).await,
+        ("GET", ["containers", id, "attach", "ws"]) => {
+            // Text messages before API 1.28, binary after (moby#28176).
+            let binary = req.version >= ApiVersion(1, 28);
+            attach(api, id, req, Transport::WebSocket { binary }).await
+        }
         ("POST", ["containers", id, "resize"]) => resize(api, id, req).await,
         ("GET", ["containers", id, "top"]) => top(api, id, req).await,
         ("GET", ["containers", id, "stats"]) => stats(api, id, req),
@@ -1011,18 +1013,79 @@ struct AttachOpts {
     stdout: bool,
     stderr: bool,
     tty: bool,
+    /// Docker's 8-byte frames around output (a hijacked attach without a tty).
+    mux: bool,
+    /// The end of the client's input is a half-close that closes the container's stdin
+    /// (a hijacked connection); else it is the client leaving (a WebSocket).
+    half_close: bool,
     detach: Vec<u8>,
 }
 
-async fn attach(api: &DockerApi, id: &str, req: Req) -> Result<Resp> {
+/// How an attach talks to its client.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Transport {
+    /// `POST /containers/{id}/attach`: the hijacked connection carries the stream.
+    Hijack,
+    /// `GET /containers/{id}/attach/ws`: WebSocket messages (RFC 6455) carry the raw,
+    /// never multiplexed, output; the client's messages go to stdin.
+    WebSocket { binary: bool },
+}
+
+/// `Sec-WebSocket-Accept` for a WebSocket handshake request, or dockerd's 400 when the
+/// request is not one.
+fn ws_accept_key(h: &hyper::HeaderMap) -> Result<String> {
+    let has = |name: hyper::header::HeaderName, token: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has(hyper::header::UPGRADE, "websocket") || !has(hyper::header::CONNECTION, "upgrade") {
+        return Err(ApiError::bad_request(
+            "not a WebSocket handshake: attach/ws needs Upgrade: websocket and Connection: Upgrade",
+        ));
+    }
+    let version = h
+        .get(hyper::header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if version.trim() != "13" {
+        return Err(ApiError::bad_request(format!(
+            "unsupported WebSocket version {version:?}: only 13 is served"
+        )));
+    }
+    let key = h
+        .get(hyper::header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::bad_request("not a WebSocket handshake: no Sec-WebSocket-Key"))?;
+    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key))
+}
+
+/// `POST /containers/{id}/attach` and `GET /containers/{id}/attach/ws`: one engine path
+/// (the shim connection of a running container, or a parked attach that the start
+/// hands its connection), two ways of carrying it to the client.
+async fn attach(api: &DockerApi, id: &str, req: Req, transport: Transport) -> Result<Resp> {
     let q = &req.query;
     let e = api.containers.get(id)?;
     let rec = e.record();
+    // The handshake is checked once the container is known (dockerd answers 404 first)
+    // and before anything is parked.
+    let ws_accept = match transport {
+        Transport::WebSocket { .. } => Some(ws_accept_key(&req.headers)?),
+        Transport::Hijack => None,
+    };
+    // dockerd's WebSocket attach reads stdin/stdout/stderr from the query from API 1.42;
+    // before, it attached all three.
+    let all = matches!(transport, Transport::WebSocket { .. }) && req.version < ApiVersion(1, 42);
     let opts = AttachOpts {
-        stdin: q.bool("stdin"),
-        stdout: q.bool("stdout"),
-        stderr: q.bool("stderr"),
+        stdin: all || q.bool("stdin"),
+        stdout: all || q.bool("stdout"),
+        stderr: all || q.bool("stderr"),
         tty: rec.config.tty,
+        mux: !rec.config.tty && transport == Transport::Hijack,
+        half_close: transport == Transport::Hijack,
         detach: match q.get("detachKeys").filter(|k| !k.is_empty()) {
             Some(k) => detach_keys(k)?,
             None => DEFAULT_DETACH.to_vec(),
@@ -1080,62 +1143,168 @@ async fn attach(api: &DockerApi, id: &str, req: Req) -> Result<Resp> {
                 return;
             }
         };
-        let (mut crd, mut cwr) = tokio::io::split(io);
-        for b in backlog {
-            if cwr.write_all(&b).await.is_err() {
-                return;
+        match transport {
+            Transport::Hijack => serve_attach(io, backlog, conn, opts).await,
+            Transport::WebSocket { binary } => {
+                use tokio_tungstenite::tungstenite::protocol::Role;
+                let ws =
+                    tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None)
+                        .await;
+                // The attach runs on a byte pipe; the pump turns its ends into messages.
+                let (ours, theirs) = tokio::io::duplex(64 << 10);
+                let pump = tokio::spawn(ws_pump(ws, theirs, binary));
+                serve_attach(ours, backlog, conn, opts).await;
+                let _ = pump.await;
             }
         }
-        // Wait for the shim connection (the start, when parked); what the client sends
-        // meanwhile is kept for the container's stdin.
-        let (mut early, mut eof) = (Vec::new(), false);
-        let conn = match conn {
-            Some(mut rx) => {
-                let mut buf = vec![0u8; 8192];
-                loop {
-                    tokio::select! {
-                        c = &mut rx => break c.ok(),
-                        n = crd.read(&mut buf), if !eof => match n {
-                            Ok(0) | Err(_) => eof = true,
-                            Ok(n) => early.extend_from_slice(&buf[..n]),
-                        },
-                    }
-                }
-            }
-            None => None,
-        };
-        if let Some(conn) = conn {
-            relay(conn, &mut crd, &mut cwr, &opts, early, eof).await;
-        }
-        let _ = cwr.shutdown().await;
     });
     let mut r = hyper::Response::new(full(Vec::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static(stream_type(rec.config.tty, req.version)),
-    );
-    h.insert(
         hyper::header::CONNECTION,
         HeaderValue::from_static("Upgrade"),
     );
-    h.insert(hyper::header::UPGRADE, HeaderValue::from_static("tcp"));
+    match ws_accept {
+        Some(accept) => {
+            h.insert(
+                hyper::header::UPGRADE,
+                HeaderValue::from_static("websocket"),
+            );
+            h.insert(
+                hyper::header::SEC_WEBSOCKET_ACCEPT,
+                HeaderValue::from_str(&accept)
+                    .map_err(|err| ApiError::internal(format!("websocket accept key: {err}")))?,
+            );
+        }
+        None => {
+            h.insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static(stream_type(rec.config.tty, req.version)),
+            );
+            h.insert(hyper::header::UPGRADE, HeaderValue::from_static("tcp"));
+        }
+    }
     Ok(r)
 }
 
-/// Output as the client reads it: raw with a tty, Docker's 8-byte frames otherwise.
+/// Serves one attach on the client's byte stream: the log backlog, then (once the shim
+/// connection is there) the relay; closes the client's side at the end.
+async fn serve_attach<S>(
+    io: S,
+    backlog: Vec<Bytes>,
+    conn: Option<oneshot::Receiver<UnixStream>>,
+    opts: AttachOpts,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (mut crd, mut cwr) = tokio::io::split(io);
+    for b in backlog {
+        if cwr.write_all(&b).await.is_err() {
+            return;
+        }
+    }
+    // Wait for the shim connection (the start, when parked); what the client sends
+    // meanwhile is kept for the container's stdin.
+    let (mut early, mut eof) = (Vec::new(), false);
+    let conn = match conn {
+        Some(mut rx) => {
+            let mut buf = vec![0u8; 8192];
+            loop {
+                tokio::select! {
+                    c = &mut rx => break c.ok(),
+                    n = crd.read(&mut buf), if !eof => match n {
+                        Ok(0) | Err(_) => eof = true,
+                        Ok(n) => early.extend_from_slice(&buf[..n]),
+                    },
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(conn) = conn {
+        relay(conn, &mut crd, &mut cwr, &opts, early, eof).await;
+    }
+    let _ = cwr.shutdown().await;
+}
+
+/// Carries a byte pipe over a WebSocket: each read of the attach's output goes out as
+/// one message (binary, or text for clients before API 1.28), each message received
+/// goes to the attach's input. The client's Close (or a broken connection) ends the
+/// input, which detaches; the end of the output sends our Close.
+async fn ws_pump<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    pipe: tokio::io::DuplexStream,
+    binary: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut sink, mut msgs) = ws.split();
+    let (mut rd, mut wr) = tokio::io::split(pipe);
+    let output = async {
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let msg = if binary {
+                Message::binary(buf[..n].to_vec())
+            } else {
+                Message::text(String::from_utf8_lossy(&buf[..n]).into_owned())
+            };
+            if sink.send(msg).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    };
+    let input = async {
+        while let Some(m) = msgs.next().await {
+            let data = match m {
+                Ok(Message::Binary(b)) => b,
+                Ok(Message::Text(t)) => Bytes::copy_from_slice(t.as_bytes()),
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            if wr.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+        // The attach ends (a detach); its output's end closes the WebSocket.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = output => {}
+        _ = input => {}
+    }
+    // The closing handshake: the client answers our Close with its own; dropping the
+    // connection before would break its reply (websocket-client raises on it).
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = msgs.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Output as the client reads it: Docker's 8-byte frames when multiplexed, else raw.
 fn frame_out(o: &AttachOpts, stream: u8, data: &[u8]) -> Bytes {
-    if o.tty {
-        Bytes::copy_from_slice(data)
-    } else {
+    if o.mux {
         mux_frame(stream, data)
+    } else {
+        Bytes::copy_from_slice(data)
     }
 }
 
-/// Relays between the hijacked client connection and the shim until the container
-/// exits, the client detaches (detach keys) or goes away. The client's half-close of
-/// its input closes the container's stdin.
+/// Relays between the client's connection and the shim until the container exits,
+/// the client detaches (detach keys) or goes away. The client's half-close of its input
+/// closes the container's stdin (see [`AttachOpts::half_close`]).
 async fn relay<R, W>(
     conn: UnixStream,
     crd: &mut R,
@@ -1180,6 +1349,11 @@ async fn relay<R, W>(
                 }
             }
             if eof {
+                if !o.half_close {
+                    // A WebSocket's Close is the client leaving: a detach, the
+                    // container's stdin stays open (dockerd's, without StdinOnce).
+                    return;
+                }
                 if o.stdin {
                     let _ = write_frame(&mut swr, &Frame::CloseStdin).await;
                 }
@@ -1450,6 +1624,33 @@ mod tests {
         assert!(err(j!({"HostConfig": {}})).contains("Image"));
         let (c, _, _) = to_proto_config(body(j!({"Image": "b", "Entrypoint": [""]}))).expect("ok");
         assert!(c.entrypoint_set && c.entrypoint.is_empty());
+    }
+
+    #[test]
+    fn websocket_handshake_is_checked() {
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(
+            ws_accept_key(&h).expect_err("no headers").status,
+            StatusCode::BAD_REQUEST
+        );
+        h.insert("upgrade", HeaderValue::from_static("WebSocket"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert("sec-websocket-version", HeaderValue::from_static("13"));
+        assert!(ws_accept_key(&h).is_err(), "no key");
+        // RFC 6455's own example.
+        h.insert(
+            "sec-websocket-key",
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        assert_eq!(
+            ws_accept_key(&h).expect("handshake"),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        h.insert("sec-websocket-version", HeaderValue::from_static("8"));
+        assert!(ws_accept_key(&h).is_err(), "old version");
     }
 
     #[test]

@@ -64,6 +64,9 @@ struct ExecState {
     exit_code: Option<i32>,
     /// When the exec last changed (made, or ended): the age the forgetting goes by.
     touched: Option<Instant>,
+    /// The exec process's pid on the host once started (kept after it ends, as
+    /// dockerd's inspect does); 0 before.
+    pid: i32,
     /// The shim connection's write half while the exec runs (resize writes to it).
     shim: Option<Arc<tokio::sync::Mutex<OwnedWriteHalf>>>,
     /// A resize that came before the process did (the CLI resizes right after start,
@@ -259,7 +262,7 @@ fn inspect(api: &DockerApi, id: &str) -> Result<Resp> {
         "CanRemove": false,
         "ContainerID": p.container_id,
         "DetachKeys": p.detach_keys,
-        "Pid": 0,
+        "Pid": s.pid,
     }))
 }
 
@@ -343,7 +346,11 @@ async fn start(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
                 spec.console_size = Some(size);
             }
             tracing::Instrument::instrument(
-                async move { containers.exec(&cid, spec, detach).await },
+                async move {
+                    let (conn, pid) = containers.exec(&cid, spec, detach).await?;
+                    e.state().pid = pid;
+                    Ok(conn)
+                },
                 span,
             )
         }

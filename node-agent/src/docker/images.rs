@@ -227,7 +227,7 @@ fn inspect(api: &DockerApi, name: &str, version: ApiVersion) -> Result<Resp> {
         .unwrap_or_default();
     v["Parent"] = json!("");
     v["Comment"] = json!(comment);
-    v["Author"] = json!("");
+    v["Author"] = json!(img.config.author.clone().unwrap_or_default());
     v["DockerVersion"] = json!("");
     v["GraphDriver"] = json!({ "Name": "overlay2", "Data": null });
     if version < ApiVersion(1, 44) {
@@ -588,8 +588,9 @@ async fn import(api: &DockerApi, src: &str, req: &mut Req) -> Result<Resp> {
         .into_iter()
         .map(String::from)
         .collect();
+    let message = req.query.get("message").unwrap_or_default().to_string();
     let body = req.body_chunks();
-    let id = crate::images::import(&api.containers, body, reference, changes).await?;
+    let id = crate::images::import(&api.containers, body, reference, changes, message).await?;
     let mut r = hyper::Response::new(super::full(line(&json!({ "status": id.to_string() }))));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -705,6 +706,8 @@ async fn commit(api: &DockerApi, mut req: Req) -> Result<Resp> {
             message: req.query.get("comment").unwrap_or_default().to_string(),
             author: req.query.get("author").unwrap_or_default().to_string(),
         },
+        // Docker pauses by default.
+        req.query.bool_or("pause", true),
     )
     .await?;
     Ok(json(StatusCode::CREATED, &json!({ "Id": r.id })))

@@ -675,6 +675,7 @@ impl Builder<'_> {
             created_by: Some(created_by),
             comment: None,
             empty_layer: empty,
+            ..Default::default()
         });
         let id = store.put_config(&s.config)?;
         let id =

@@ -52,6 +52,9 @@ pub struct History {
     pub created: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// Who made this step (`docker commit --author`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -63,6 +66,9 @@ pub struct History {
 pub struct ImageConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// The image's author (OCI `author`; `docker commit --author`, Docker's `Author`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
     #[serde(default)]
     pub architecture: String,
     #[serde(default)]
@@ -110,6 +116,22 @@ pub fn host_architecture() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn author_is_the_oci_field() {
+        let c: ImageConfig = serde_json::from_str(
+            r#"{"author":"A <a@x>","rootfs":{"type":"layers","diff_ids":[]},
+               "history":[{"created":"2024-01-01T00:00:00Z","author":"A","comment":"m"}]}"#,
+        )
+        .expect("config");
+        assert_eq!(c.author.as_deref(), Some("A <a@x>"));
+        assert_eq!(c.history[0].author.as_deref(), Some("A"));
+        let v = serde_json::to_value(&c).expect("json");
+        assert_eq!(v["author"], "A <a@x>");
+        // No author: no field, as Docker writes it.
+        let v = serde_json::to_value(ImageConfig::default()).expect("json");
+        assert!(v.get("author").is_none());
+    }
 
     #[test]
     fn volumes_are_validated() {

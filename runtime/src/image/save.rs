@@ -243,7 +243,12 @@ mod tests {
         gz.write_all(&layer_tar("hello", b"hi")).expect("gz");
         let gz = gz.finish().expect("gz");
         let id = store
-            .import_rootfs(io::Cursor::new(gz), Some(&r), &["CMD [\"/hello\"]".into()])
+            .import_rootfs(
+                io::Cursor::new(gz),
+                Some(&r),
+                &["CMD [\"/hello\"]".into()],
+                "",
+            )
             .expect("import");
         let mut archive = Vec::new();
         save(&store, &["example.com/app:v1".into()], &mut archive).expect("save");

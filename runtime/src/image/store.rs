@@ -506,6 +506,7 @@ impl ImageStore {
         reader: R,
         reference: Option<&Reference>,
         changes: &[String],
+        message: &str,
     ) -> Result<Digest, ImageError> {
         let _ingest = self.ingest_guard()?;
         // Store the uncompressed tar: its digest is then also its diff ID.
@@ -521,8 +522,16 @@ impl ImageStore {
         })();
         let _ = fs::remove_file(&tmp);
         let (layer, _) = res?;
+        // The history entry carries the import's time as Docker's does (`docker history`
+        // shows its age) and the message given, or the default comment.
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let comment = if message.is_empty() {
+            "Imported from tarball"
+        } else {
+            message
+        };
         let mut config = ImageConfig {
-            created: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
+            created: Some(now.clone()),
             architecture: super::config::host_architecture().into(),
             os: "linux".into(),
             rootfs: super::config::RootFs {
@@ -530,10 +539,9 @@ impl ImageStore {
                 diff_ids: vec![layer.clone()],
             },
             history: vec![super::config::History {
-                created: None,
-                created_by: None,
-                comment: Some("Imported from tarball".into()),
-                empty_layer: false,
+                created: Some(now),
+                comment: Some(comment.into()),
+                ..Default::default()
             }],
             ..Default::default()
         };
