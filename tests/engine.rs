@@ -393,7 +393,7 @@ fn images_tag_rmi_and_inspect() {
     let a = Agent::start().with_busybox();
     let images = a.cmd(&["images"]).stdout;
     assert!(
-        images.starts_with("REPOSITORY   TAG      IMAGE ID"),
+        images.starts_with("REPOSITORY   TAG       IMAGE ID"),
         "{images}"
     );
     a.cmd(&["tag", "busybox", "example.com/team/bb:v1"]);

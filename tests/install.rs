@@ -264,14 +264,16 @@ fn cloud_init_and_vagrant_files_are_valid() {
             text.starts_with("#cloud-config\n"),
             "{f}: cloud-init needs the header"
         );
-        let v: serde_yaml::Value =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let v = skiff_stack::Document::parse(&text, std::path::Path::new(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .unwrap_or_else(|| panic!("{f}: empty"))
+            .to_json();
         let runcmd = v["runcmd"]
-            .as_sequence()
+            .as_array()
             .unwrap_or_else(|| panic!("{f}: runcmd"));
-        let cmds = serde_yaml::to_string(runcmd).expect("yaml");
+        let cmds = skiff_stack::to_yaml_string(&serde_json::Value::Array(runcmd.clone()));
         assert!(cmds.contains("install.sh"), "{f}: runs install.sh");
-        assert!(v["packages"].as_sequence().is_some(), "{f}: packages");
+        assert!(v["packages"].as_array().is_some(), "{f}: packages");
         if role == "worker" {
             assert!(
                 text.contains("MANAGER_ADDR") && text.contains("JOIN_TOKEN"),

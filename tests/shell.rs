@@ -162,7 +162,7 @@ fn cluster_list_commands_take_format() {
     assert!(a
         .cmd(&["stack", "ls"])
         .stdout
-        .starts_with("NAME   SERVICES\nfmt    1"));
+        .starts_with("NAME      SERVICES\nfmt       1"));
     assert_eq!(
         a.cmd(&[
             "stack",

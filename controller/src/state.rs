@@ -324,7 +324,7 @@ pub struct StateMachine {
 
 /// A random 25-character ID (Swarm's shape), base 36.
 pub fn new_id() -> String {
-    use rand::Rng;
+    use rand::RngExt;
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
     (0..25)

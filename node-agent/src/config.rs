@@ -88,11 +88,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
-    Parse {
-        path: PathBuf,
-        source: serde_yaml::Error,
-    },
+    /// Bad YAML or a bad value, with the file, line and column at fault.
+    #[error("{0}")]
+    Parse(skiff_stack::StackError),
     #[error("--host {0:?}: the agent listens on unix://PATH")]
     BadHost(String),
     #[error("--docker-socket {0:?}: expected an absolute unix socket path (or \"\" for none)")]
@@ -106,15 +104,15 @@ fn scalar_map<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
     use serde::de::Error;
-    let Some(m) = Option::<BTreeMap<String, serde_yaml::Value>>::deserialize(d)? else {
+    let Some(m) = Option::<BTreeMap<String, serde_json::Value>>::deserialize(d)? else {
         return Ok(None);
     };
     m.into_iter()
         .map(|(k, v)| {
             let s = match v {
-                serde_yaml::Value::String(s) => s,
-                serde_yaml::Value::Number(n) => n.to_string(),
-                serde_yaml::Value::Bool(b) => b.to_string(),
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
                 _ => {
                     return Err(D::Error::custom(format!(
                         "{k}: expected a string or a number"
@@ -149,16 +147,58 @@ impl FileConfig {
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(s) if s.trim().is_empty() => Ok(Self::default()),
-            Ok(s) => serde_yaml::from_str(&s).map_err(|source| ConfigError::Parse {
-                path: path.into(),
-                source,
-            }),
+            Ok(s) => Self::parse(&s, path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
             Err(source) => Err(ConfigError::Read {
                 path: path.into(),
                 source,
             }),
         }
+    }
+}
+
+impl FileConfig {
+    /// Reads agent.yaml with the stack loader's YAML parser: the same node budget and
+    /// depth cap (a billion-laughs file fails before it allocates), and errors that name
+    /// the file, line and column of the value at fault, or of the unknown key.
+    fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        use skiff_stack::{Document, StackError, Step};
+        let Some(doc) = Document::parse(text, path).map_err(ConfigError::Parse)? else {
+            return Ok(Self::default());
+        };
+        serde_path_to_error::deserialize(doc.to_json()).map_err(|e| {
+            let steps: Vec<Step> = e
+                .path()
+                .iter()
+                .filter_map(|seg| match seg {
+                    serde_path_to_error::Segment::Map { key } => Some(Step::Key(key)),
+                    serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
+                    _ => None,
+                })
+                .collect();
+            let message = e.inner().to_string();
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split_once('`'))
+                .map(|(name, _)| name);
+            // The path may already end in the unknown key; its position is the key's.
+            let parent = match (unknown, steps.split_last()) {
+                (Some(name), Some((Step::Key(k), rest))) if *k == name => rest,
+                _ => &steps[..],
+            };
+            let location = unknown
+                .and_then(|name| doc.key_location(parent, name))
+                .unwrap_or_else(|| doc.location(&steps));
+            let field = match (e.path().to_string(), unknown) {
+                (p, Some(name)) if p == "." => name.to_string(),
+                (p, _) => p,
+            };
+            ConfigError::Parse(StackError::Invalid {
+                location,
+                field,
+                message,
+            })
+        })
     }
 }
 
@@ -270,6 +310,45 @@ mod tests {
         assert!(err.to_string().contains("roots"), "{err}");
         assert!(FileConfig::load(&dir.path().join("missing"), false).is_ok());
         assert!(FileConfig::load(&dir.path().join("missing"), true).is_err());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("agent.yaml");
+        std::fs::write(&p, "root: /x\nroots: /y\n").expect("write");
+        let err = FileConfig::load(&p, true).expect_err("typo accepted");
+        let want = format!("{}:2:1: roots: unknown field `roots`", p.display());
+        assert!(err.to_string().starts_with(&want), "{err}");
+        std::fs::write(&p, "dns:\n  - 1.1.1.1\n  - [x]\n").expect("write");
+        let err = FileConfig::load(&p, true).expect_err("list accepted as a string");
+        let want = format!("{}:3:5: dns[1]: invalid type", p.display());
+        assert!(err.to_string().starts_with(&want), "{err}");
+        std::fs::write(&p, "root: [unclosed\n").expect("write");
+        let err = FileConfig::load(&p, true).expect_err("bad YAML accepted");
+        assert!(err.to_string().contains("invalid YAML"), "{err}");
+    }
+
+    #[test]
+    fn billion_laughs_agent_yaml_fails_fast() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("agent.yaml");
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = format!("*a{}", i - 1);
+            let items = [prev.as_str(); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{items}]\n"));
+        }
+        std::fs::write(&p, &text).expect("write");
+        let started = std::time::Instant::now();
+        let err = FileConfig::load(&p, true).expect_err("bomb accepted");
+        assert!(err.to_string().contains("YAML bomb"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Deep nesting is capped too.
+        let deep = format!("root: {}{}\n", "[".repeat(100), "]".repeat(100));
+        std::fs::write(&p, deep).expect("write");
+        let err = FileConfig::load(&p, true).expect_err("deep nesting accepted");
+        assert!(err.to_string().contains("nesting deeper than"), "{err}");
     }
 
     #[test]

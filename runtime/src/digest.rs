@@ -9,24 +9,27 @@ use std::io::{self, Read, Write};
 #[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 #[error("invalid digest {0:?}: want sha256: followed by 64 lowercase hex digits")]
 pub struct InvalidDigest(pub String);
 
 impl Digest {
-    /// Parses `sha256:<64 hex>`.
+    /// Parses `sha256:<64 hex>`. The grammar check is oci-spec's; on top of it only
+    /// sha256 is accepted, because digests name files in the blob store
+    /// (`blobs/sha256/<hex>`) and Docker's image IDs are sha256.
     pub fn parse(s: &str) -> Result<Self, InvalidDigest> {
-        match s.strip_prefix("sha256:") {
-            Some(hex)
-                if hex.len() == 64
-                    && hex
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-            {
+        match s.parse::<oci_spec::image::Digest>() {
+            Ok(d) if *d.algorithm() == oci_spec::image::DigestAlgorithm::Sha256 => {
                 Ok(Digest(s.to_string()))
             }
             _ => Err(InvalidDigest(s.to_string())),
         }
+    }
+
+    /// This digest as oci-spec's type, for manifests and descriptors. oci-spec offers no
+    /// infallible constructor, so this re-parses (which cannot fail for a valid digest).
+    pub fn to_oci(&self) -> Result<oci_spec::image::Digest, InvalidDigest> {
+        self.0.parse().map_err(|_| InvalidDigest(self.0.clone()))
     }
 
     /// Digest of a byte slice.
@@ -46,6 +49,14 @@ impl Digest {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<&oci_spec::image::Digest> for Digest {
+    type Error = InvalidDigest;
+    /// Descriptors from manifests may name any algorithm; the store holds sha256 only.
+    fn try_from(d: &oci_spec::image::Digest) -> Result<Self, Self::Error> {
+        Digest::parse(d.as_ref())
     }
 }
 

@@ -766,7 +766,7 @@ mod tests {
             &[node_row(&n, "n1", true)],
         )
         .expect("table");
-        assert!(table.contains("n1 *   host-a"), "{table}");
+        assert!(table.contains("n1 *      host-a"), "{table}");
         let f = crate::output::Format::parse(Some("{{.ID}} {{.Self}} {{.Status}}")).expect("f");
         let t = crate::output::render_rows(&f, &NODE_COLUMNS, &[node_row(&n, "n1", false)])
             .expect("template");

@@ -495,7 +495,8 @@ pub async fn top(c: &mut Client, a: &TopArgs) -> Result<i32> {
         .into_inner();
     let mut rows = vec![r.titles];
     rows.extend(r.processes.into_iter().map(|p| p.cells));
-    print!("{}", output::align(&rows));
+    // Docker's `top` table has a minimum column width of 20, not the usual 10.
+    print!("{}", output::align_min(&rows, 20));
     Ok(0)
 }
 

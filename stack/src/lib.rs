@@ -28,6 +28,7 @@ mod yaml;
 
 pub use error::{Location, StackError, Warning};
 pub use spec::*;
+pub use yaml::{to_yaml_string, Document, Step, MAX_DEPTH, MAX_NODES};
 
 use error::{Diag, Pos};
 use std::collections::HashMap;
@@ -119,7 +120,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, StackError> {
 
 /// The normalised spec as YAML (it loads back as a Compose file).
 pub fn to_yaml(spec: &StackSpec) -> String {
-    serde_yaml::to_string(spec).expect("a StackSpec has only string keys and serialisable values")
+    let v = serde_json::to_value(spec)
+        .expect("a StackSpec has only string keys and serialisable values");
+    to_yaml_string(&v)
 }
 
 /// The normalised spec as pretty JSON.

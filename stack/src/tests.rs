@@ -1060,3 +1060,56 @@ fn hello_fixture_is_a_realistic_stack() {
     assert_eq!(l.spec.volumes["pages"].name, "hello_pages");
     assert_eq!(l.spec.networks["backend"].name, "hello_backend");
 }
+
+#[test]
+fn yaml_writer_quotes_what_would_read_back_differently() {
+    let v = serde_json::json!({
+        "plain": "busybox:latest",
+        "looks_bool": "true",
+        "looks_yes": "yes",
+        "looks_int": "0700",
+        "looks_float": "1.5",
+        "looks_null": "~",
+        "empty": "",
+        "colon_space": "a: b",
+        "comment": "a #b",
+        "lead_dash": "-f",
+        "newline": "a\nb\t\"q\"",
+        "unicode": "héllo",
+        "n": 3,
+        "f": 1.5,
+        "b": false,
+        "z": null,
+        "list": ["x", {"k": "v", "k2": [1, []]}, [1, 2], {}],
+        "nested": {"deeper": {"x": "y"}},
+        "key: odd": 1
+    });
+    let text = crate::to_yaml_string(&v);
+    assert!(text.contains("plain: busybox:latest\n"), "{text}");
+    assert!(text.contains("looks_bool: \"true\"\n"), "{text}");
+    let doc = crate::Document::parse(&text, Path::new("printed.yaml"))
+        .expect("parses")
+        .expect("not empty");
+    assert_eq!(doc.to_json(), v, "{text}");
+}
+
+#[test]
+fn yaml_documents_type_plain_scalars_and_locate_nodes() {
+    let text = "a: 12\nb: \"12\"\nc: [true, 0x1f, -3, 1e3, ~, x]\nd:\n  e: f\n";
+    let doc = crate::Document::parse(text, Path::new("f.yaml"))
+        .expect("parses")
+        .expect("not empty");
+    assert_eq!(
+        doc.to_json(),
+        serde_json::json!({"a": 12, "b": "12", "c": [true, 31, -3, 1000.0, null, "x"], "d": {"e": "f"}})
+    );
+    let l = doc.location(&[crate::Step::Key("d"), crate::Step::Key("e")]);
+    assert_eq!((l.line, l.col), (5, 6));
+    let k = doc
+        .key_location(&[crate::Step::Key("d")], "e")
+        .expect("key");
+    assert_eq!((k.line, k.col), (5, 3));
+    assert!(crate::Document::parse("", Path::new("f.yaml"))
+        .expect("empty")
+        .is_none());
+}

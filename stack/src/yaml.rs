@@ -339,3 +339,251 @@ impl Builder<'_> {
         })
     }
 }
+
+/// A YAML document read by the same bounded parser as stack files (node budget, depth
+/// cap, no custom tags), for other YAML the project reads: agent.yaml, cloud-init files.
+/// Keeping one parser means one set of YAML-bomb limits, and positions for every node.
+pub struct Document {
+    root: Node,
+    diag: Diag,
+}
+
+/// One step into a document: a mapping key or a sequence index.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+impl Document {
+    /// Parses `text` (read from `path`, named in errors). An empty document is `None`.
+    pub fn parse(text: &str, path: &std::path::Path) -> Result<Option<Document>> {
+        let diag = Diag {
+            files: vec![path.to_path_buf()],
+            warnings: Vec::new(),
+        };
+        let root = parse(text, 0, &diag)?;
+        Ok(root.map(|root| Document { root, diag }))
+    }
+
+    /// The document as JSON, plain scalars typed by YAML 1.2's core schema (`true`,
+    /// `12`, `1.5`, `0x1f`; quoted scalars stay strings), as serde_yaml typed them.
+    pub fn to_json(&self) -> serde_json::Value {
+        json_of(&self.root)
+    }
+
+    /// Where the node at `path` starts; the deepest existing node on the way when the
+    /// path leaves the document.
+    pub fn location(&self, path: &[Step]) -> crate::Location {
+        let mut node = &self.root;
+        for step in path {
+            let next = match (step, &node.value) {
+                (Step::Key(k), Value::Map(m)) => {
+                    m.iter().find(|(key, _)| key.name == *k).map(|(_, v)| v)
+                }
+                (Step::Index(i), Value::Seq(s)) => s.get(*i),
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => break,
+            }
+        }
+        self.diag.location(node.pos)
+    }
+
+    /// Where key `name` of the mapping at `path` is written (for "unknown field").
+    pub fn key_location(&self, path: &[Step], name: &str) -> Option<crate::Location> {
+        let mut node = &self.root;
+        for step in path {
+            node = match (step, &node.value) {
+                (Step::Key(k), Value::Map(m)) => {
+                    m.iter().find(|(key, _)| key.name == *k).map(|(_, v)| v)?
+                }
+                (Step::Index(i), Value::Seq(s)) => s.get(*i)?,
+                _ => return None,
+            };
+        }
+        node.as_map()?
+            .iter()
+            .find(|(k, _)| k.name == name)
+            .map(|(k, _)| self.diag.location(k.pos))
+    }
+}
+
+fn json_of(node: &Node) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &node.value {
+        Value::Null => J::Null,
+        Value::Str { text, plain: false } => J::String(text.clone()),
+        Value::Str { text, plain: true } => core_schema(text),
+        Value::Seq(items) => J::Array(items.iter().map(json_of).collect()),
+        Value::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.name.clone(), json_of(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// YAML 1.2 core schema resolution of a plain scalar (null was resolved by the parser).
+fn core_schema(text: &str) -> serde_json::Value {
+    use serde_json::Value as J;
+    match text {
+        "true" | "True" | "TRUE" => return J::Bool(true),
+        "false" | "False" | "FALSE" => return J::Bool(false),
+        _ => {}
+    }
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(d) => (-1i128, d),
+        None => (1, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let radix = |prefix: &str, radix: u32| {
+        digits
+            .strip_prefix(prefix)
+            .filter(|d| !d.is_empty())
+            .and_then(|d| i128::from_str_radix(d, radix).ok())
+    };
+    let int = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse::<i128>().ok()
+    } else {
+        radix("0x", 16).or_else(|| radix("0o", 8))
+    };
+    if let Some(n) = int.map(|n| n * sign) {
+        if let Ok(n) = i64::try_from(n) {
+            return J::from(n);
+        }
+        if let Ok(n) = u64::try_from(n) {
+            return J::from(n);
+        }
+    }
+    let float_like = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+        && digits.bytes().any(|b| b.is_ascii_digit());
+    if float_like {
+        if let Some(n) = text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+        {
+            return J::Number(n);
+        }
+    }
+    // .inf and .nan have no JSON form; they stay strings, as nothing we read wants them.
+    J::String(text.to_string())
+}
+
+/// Writes JSON-shaped data as block-style YAML that [`Document::parse`] (and any YAML
+/// 1.2 loader) reads back as the same data: strings are left plain only where they
+/// cannot be mistaken for another type or for syntax, otherwise written double-quoted
+/// (JSON's escapes are valid in YAML's double-quoted style).
+pub fn to_yaml_string(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    match v {
+        serde_json::Value::Object(m) if !m.is_empty() => emit_map(&mut out, m, 0),
+        serde_json::Value::Array(a) if !a.is_empty() => emit_seq(&mut out, a, 0),
+        other => {
+            out.push_str(&inline(other));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn inline(v: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match v {
+        J::Null => "null".into(),
+        J::Bool(b) => b.to_string(),
+        J::Number(n) => n.to_string(),
+        J::String(s) => scalar(s),
+        J::Array(_) => "[]".into(),
+        J::Object(_) => "{}".into(),
+    }
+}
+
+fn is_block(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::Object(m) => !m.is_empty(),
+        _ => false,
+    }
+}
+
+fn emit_map(out: &mut String, m: &serde_json::Map<String, serde_json::Value>, indent: usize) {
+    for (i, (k, v)) in m.iter().enumerate() {
+        // The first key of a mapping inside a sequence follows the "- " on its line.
+        if i > 0 || !out.ends_with("- ") {
+            out.push_str(&" ".repeat(indent));
+        }
+        out.push_str(&scalar(k));
+        out.push(':');
+        emit_value(out, v, indent);
+    }
+}
+
+fn emit_seq(out: &mut String, a: &[serde_json::Value], indent: usize) {
+    for (i, v) in a.iter().enumerate() {
+        if i > 0 || !out.ends_with("- ") {
+            out.push_str(&" ".repeat(indent));
+        }
+        out.push_str("- ");
+        match v {
+            serde_json::Value::Object(m) if !m.is_empty() => emit_map(out, m, indent + 2),
+            serde_json::Value::Array(a) if !a.is_empty() => emit_seq(out, a, indent + 2),
+            other => {
+                out.push_str(&inline(other));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// After `key:`: a scalar on the same line, a collection on the lines below.
+fn emit_value(out: &mut String, v: &serde_json::Value, indent: usize) {
+    if !is_block(v) {
+        out.push(' ');
+        out.push_str(&inline(v));
+        out.push('\n');
+        return;
+    }
+    out.push('\n');
+    match v {
+        serde_json::Value::Object(m) => emit_map(out, m, indent + 2),
+        serde_json::Value::Array(a) => emit_seq(out, a, indent + 2),
+        _ => {}
+    }
+}
+
+/// A string as a YAML scalar: plain when that reads back as the same string.
+fn scalar(s: &str) -> String {
+    let first_ok = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphanumeric() || matches!(c, '/' | '_' | '.' | '$' | '('));
+    let chars_ok = s.chars().all(|c| {
+        c.is_alphanumeric()
+            || matches!(
+                c,
+                '/' | '_' | '.' | '-' | ':' | '=' | '+' | '@' | '$' | '(' | ')' | ' ' | ','
+            )
+    });
+    let plain = first_ok
+        && chars_ok
+        && !s.ends_with([':', ' '])
+        && !s.contains(": ")
+        && !s.contains(" #")
+        && matches!(core_schema(s), serde_json::Value::String(_))
+        && !matches!(s, "~" | "null" | "Null" | "NULL" | "<<")
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "y" | "n" | "yes" | "no" | "on" | "off" | ".inf" | ".nan"
+        );
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::Value::String(s.to_string()).to_string()
+    }
+}

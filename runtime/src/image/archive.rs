@@ -11,6 +11,7 @@ use super::reference::Reference;
 use super::store::ImageStore;
 use super::{ImageError, MEDIA_OCI_INDEX};
 use crate::digest::Digest;
+use oci_spec::image::{Digest as OciDigest, ImageIndex, ImageManifest};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::Read;
@@ -24,28 +25,6 @@ struct DockerManifestEntry {
     #[serde(default)]
     repo_tags: Option<Vec<String>>,
     layers: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    media_type: Option<String>,
-    digest: String,
-    #[serde(default)]
-    annotations: HashMap<String, String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IndexDoc {
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-    #[serde(default)]
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
 }
 
 /// Normalises an archive member name; `None` for names that try to climb out.
@@ -193,19 +172,18 @@ fn load_inner(store: &ImageStore, reader: impl Read) -> Result<Vec<String>, Imag
             report(&mut loaded, &tags, &id);
         }
     } else if let Some(raw) = docs.get("index.json") {
-        let index: IndexDoc = serde_json::from_slice(raw)
+        let index: ImageIndex = serde_json::from_slice(raw)
             .map_err(|e| ImageError::BadArchive(format!("index.json: {e}")))?;
-        for desc in &index.manifests {
-            let tag = desc
-                .annotations
-                .get("io.containerd.image.name")
-                .or_else(|| desc.annotations.get("org.opencontainers.image.ref.name"))
+        for desc in index.manifests() {
+            let annotation = |k: &str| desc.annotations().as_ref().and_then(|a| a.get(k));
+            let tag = annotation("io.containerd.image.name")
+                .or_else(|| annotation("org.opencontainers.image.ref.name"))
                 .cloned();
             let id = load_oci_manifest(
                 store,
                 &lookup,
-                &desc.digest,
-                desc.media_type.as_deref(),
+                desc.digest(),
+                Some(desc.media_type().as_ref()),
                 tag.as_deref(),
                 0,
             )?;
@@ -250,10 +228,13 @@ fn layer_media_type(store: &ImageStore, d: &Digest) -> String {
     }
 }
 
+/// Loads the manifest (or, for an index, the host platform's manifest) at `digest`.
+/// Which keys the document has decides what it is, checked against its declared media
+/// type; it is then read as oci-spec's [`ImageIndex`] or [`ImageManifest`].
 fn load_oci_manifest(
     store: &ImageStore,
     lookup: &dyn Fn(&str) -> Result<Digest, ImageError>,
-    digest: &str,
+    digest: &OciDigest,
     media_type: Option<&str>,
     tag: Option<&str>,
     depth: u32,
@@ -263,63 +244,55 @@ fn load_oci_manifest(
             "image indexes nested too deeply".into(),
         ));
     }
-    let d = Digest::parse(digest).map_err(|e| ImageError::BadArchive(e.to_string()))?;
-    let blob = lookup(&format!("blobs/sha256/{}", d.hex()))?;
-    let raw = store.read_blob(&blob, MAX_METADATA as usize)?;
-    let doc: IndexDoc = serde_json::from_slice(&raw)
-        .map_err(|e| ImageError::BadArchive(format!("{digest}: {e}")))?;
-    let declared = doc.media_type.as_deref().or(media_type).unwrap_or_default();
-    let is_index = !doc.manifests.is_empty();
+    let blob_of = |d: &OciDigest| -> Result<Digest, ImageError> {
+        let d = Digest::try_from(d).map_err(|e| ImageError::BadArchive(e.to_string()))?;
+        lookup(&format!("blobs/sha256/{}", d.hex()))
+    };
+    let d = Digest::try_from(digest).map_err(|e| ImageError::BadArchive(e.to_string()))?;
+    let raw = store.read_blob(&blob_of(digest)?, MAX_METADATA as usize)?;
+    let bad = |e: &dyn std::fmt::Display| ImageError::BadArchive(format!("{digest}: {e}"));
+    let doc: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| bad(&e))?;
+    let declared = doc
+        .get("mediaType")
+        .and_then(|v| v.as_str())
+        .or(media_type)
+        .unwrap_or_default()
+        .to_string();
+    let is_index = doc
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .is_some_and(|m| !m.is_empty());
     if is_index != (declared == MEDIA_OCI_INDEX || declared == super::MEDIA_DOCKER_LIST)
         && !declared.is_empty()
     {
-        return Err(ImageError::BadArchive(format!(
-            "{digest}: media type {declared} does not match its content"
+        return Err(bad(&format!(
+            "media type {declared} does not match its content"
         )));
     }
     if is_index {
-        // Pick the host's platform.
-        let arch = super::config::host_architecture();
-        let chosen = raw_platform_pick(&raw, arch)
-            .or_else(|| (doc.manifests.len() == 1).then(|| doc.manifests[0].digest.clone()))
+        let index: ImageIndex = serde_json::from_value(doc).map_err(|e| bad(&e))?;
+        let list = index.manifests();
+        let chosen = super::registry::pick_platform(list)
+            .or_else(|| (list.len() == 1).then(|| &list[0]))
             .ok_or_else(|| {
-                ImageError::BadArchive(format!("{digest}: no manifest for linux/{arch}"))
+                let arch = super::config::host_architecture();
+                bad(&format!("no manifest for linux/{arch}"))
             })?;
-        return load_oci_manifest(store, lookup, &chosen, None, tag, depth + 1);
+        return load_oci_manifest(store, lookup, chosen.digest(), None, tag, depth + 1);
     }
-    let config = doc
-        .config
-        .ok_or_else(|| ImageError::BadArchive(format!("{digest}: manifest without config")))?;
-    let config_d = lookup(&format!(
-        "blobs/sha256/{}",
-        Digest::parse(&config.digest)
-            .map_err(|e| ImageError::BadArchive(e.to_string()))?
-            .hex()
-    ))?;
-    let mut layers = Vec::new();
-    for l in doc.layers {
-        let ld = Digest::parse(&l.digest).map_err(|e| ImageError::BadArchive(e.to_string()))?;
-        let got = lookup(&format!("blobs/sha256/{}", ld.hex()))?;
-        layers.push((
-            got,
-            l.media_type
-                .unwrap_or_else(|| super::MEDIA_LAYER_GZIP.into()),
-        ));
+    if doc.get("config").is_none_or(|c| c.is_null()) {
+        return Err(bad(&"manifest without config"));
     }
+    let manifest: ImageManifest = serde_json::from_value(doc).map_err(|e| bad(&e))?;
+    let config_d = blob_of(manifest.config().digest())?;
+    let layers = manifest
+        .layers()
+        .iter()
+        .map(|l| Ok((blob_of(l.digest())?, l.media_type().to_string())))
+        .collect::<Result<Vec<_>, ImageError>>()?;
     let tags: Vec<Reference> = tag.and_then(full_ref).into_iter().collect();
     let repo_digest = tags.first().map(|t| format!("{}@{}", t.familiar_name(), d));
     store.commit_image(&config_d, layers, &tags, repo_digest)
-}
-
-/// Finds the manifest for linux/`arch` in an index document.
-fn raw_platform_pick(raw: &[u8], arch: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(raw).ok()?;
-    v.get("manifests")?.as_array()?.iter().find_map(|m| {
-        let p = m.get("platform")?;
-        (p.get("os")?.as_str()? == "linux" && p.get("architecture")?.as_str()? == arch)
-            .then(|| m.get("digest")?.as_str().map(String::from))
-            .flatten()
-    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Image references (`NAME[:TAG][@DIGEST]`) normalised the way Docker normalises them:
 //! `busybox` is `docker.io/library/busybox:latest`, shown as `busybox:latest`.
 
-use crate::digest::Digest;
+use crate::digest::{Digest, InvalidDigest};
 use std::fmt;
 
 pub const DEFAULT_DOMAIN: &str = "docker.io";
@@ -26,87 +26,45 @@ pub enum ReferenceError {
     Uppercase(String),
     #[error("invalid reference format: {0:?}")]
     Invalid(String),
-    #[error("invalid reference format: bad tag in {0:?} (up to 128 of [A-Za-z0-9_.-], not starting with . or -)")]
-    BadTag(String),
-}
-
-fn valid_component(c: &str) -> bool {
-    // [a-z0-9]+ separated by one of . _ __ -+
-    if c.is_empty() {
-        return false;
-    }
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    c.bytes()
-        .all(|x| alnum(x) || x == b'.' || x == b'_' || x == b'-')
-}
-
-fn valid_tag(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 128
-        && !t.starts_with(['.', '-'])
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    #[error("invalid reference format: {0:?}: {1}")]
+    Digest(String, InvalidDigest),
 }
 
 impl Reference {
     /// Parses and normalises a reference; a missing tag (and digest) means `latest`.
+    ///
+    /// The grammar and Docker's normalisation (`docker.io` and `library/` defaults, a
+    /// first component with `.`, `:` or `localhost` being a registry, `index.docker.io`
+    /// being Docker Hub) are oci-spec's `distribution::Reference`, a port of
+    /// distribution's `ParseNormalizedNamed`. Kept here: Docker's "must be lowercase"
+    /// error, which that parser reports as a plain format error, and the sha256-only
+    /// digest the store needs.
     pub fn parse(s: &str) -> Result<Self, ReferenceError> {
+        use oci_spec::distribution::{ParseError, Reference as Oci};
         if s.is_empty() {
             return Err(ReferenceError::Empty(s.into()));
         }
-        let (rest, digest) = match s.split_once('@') {
-            Some((r, d)) => (
-                r,
-                Some(Digest::parse(d).map_err(|_| ReferenceError::Invalid(s.into()))?),
-            ),
-            None => (s, None),
-        };
-        // A tag is after the last ':' that comes after the last '/'.
-        let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-        let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => {
-                let t = &rest[last_slash + i + 1..];
-                if !valid_tag(t) {
-                    return Err(ReferenceError::BadTag(s.into()));
-                }
-                (&rest[..last_slash + i], Some(t.to_string()))
-            }
-            None => (rest, None),
-        };
-        if name.is_empty() {
-            return Err(ReferenceError::Empty(s.into()));
-        }
-        let (domain, path) = match name.split_once('/') {
-            Some((first, remainder))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
+        let r = match Oci::try_from(s) {
+            Ok(r) => r,
+            Err(ParseError::NameEmpty) => return Err(ReferenceError::Empty(s.into())),
+            // What distribution's ParseNamed does: a reference that would be valid in
+            // lowercase is reported as an uppercase name.
+            Err(ParseError::ReferenceInvalidFormat)
+                if Oci::try_from(s.to_ascii_lowercase().as_str()).is_ok() =>
             {
-                (first.to_string(), remainder.to_string())
+                return Err(ReferenceError::Uppercase(s.into()))
             }
-            _ => (DEFAULT_DOMAIN.to_string(), name.to_string()),
+            Err(_) => return Err(ReferenceError::Invalid(s.into())),
         };
-        if path.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(ReferenceError::Uppercase(s.into()));
-        }
-        if !path.split('/').all(valid_component) {
-            return Err(ReferenceError::Invalid(s.into()));
-        }
-        let path = if domain == DEFAULT_DOMAIN && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path
-        };
-        let tag = match (&tag, &digest) {
-            (None, None) => Some(DEFAULT_TAG.to_string()),
-            _ => tag,
-        };
+        let digest = r
+            .digest()
+            .map(Digest::parse)
+            .transpose()
+            .map_err(|e| ReferenceError::Digest(s.into(), e))?;
         Ok(Reference {
-            domain,
-            path,
-            tag,
+            domain: r.registry().to_string(),
+            path: r.repository().to_string(),
+            tag: r.tag().map(String::from),
             digest,
         })
     }
@@ -165,6 +123,21 @@ mod tests {
         assert_eq!(r.to_string(), "busybox:1.36");
         let r = Reference::parse("user/app").expect("parse");
         assert_eq!(r.full_name(), "docker.io/user/app");
+        let r = Reference::parse("index.docker.io/busybox").expect("parse");
+        assert_eq!(r.to_string(), "busybox:latest");
+        let r = Reference::parse("localhost/app").expect("parse");
+        assert_eq!(r.full_name(), "localhost/app");
+        let r = Reference::parse("test.com:5000").expect("parse");
+        assert_eq!(r.full_name(), "docker.io/library/test.com");
+        assert_eq!(r.tag.as_deref(), Some("5000"));
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r = Reference::parse(&format!("example.com:5000/a/b@{d}")).expect("parse");
+        assert_eq!(
+            (r.tag, r.digest.map(|d| d.to_string())),
+            (None, Some(d.clone()))
+        );
+        let r = Reference::parse(&format!("app:v2@{d}")).expect("parse");
+        assert_eq!(r.to_string(), format!("app:v2@{d}"));
     }
 
     #[test]
@@ -177,5 +150,9 @@ mod tests {
         assert!(Reference::parse("a:-bad").is_err());
         assert!(Reference::parse("a/../b").is_err());
         assert!(Reference::parse("a@sha256:xyz").is_err());
+        assert!(Reference::parse(&format!("a@sha512:{}", "a".repeat(128))).is_err());
+        assert!(Reference::parse(&format!("a@sha256:{}", "A".repeat(64))).is_err());
+        assert!(Reference::parse("a//b").is_err());
+        assert!(Reference::parse(&"a".repeat(300)).is_err());
     }
 }

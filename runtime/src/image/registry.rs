@@ -18,6 +18,7 @@ use super::store::ImageStore;
 use super::*;
 use crate::digest::Digest;
 use futures::StreamExt;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, ImageManifestBuilder, MediaType, Os};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -130,50 +131,20 @@ fn report(p: &ProgressFn, id: &str, status: &str, current: u64, total: u64) {
     });
 }
 
-/// A manifest, an index, or a mismatch of both (which is refused).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestDoc {
-    #[serde(default)]
-    pub schema_version: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<Descriptor>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layers: Option<Vec<Descriptor>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifests: Option<Vec<Descriptor>>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    #[serde(default)]
+/// A blob a manifest points at, its digest checked to be one the store can hold
+/// (sha256): what is left of an oci-spec [`Descriptor`] once it has been vetted.
+#[derive(Clone, Debug)]
+pub struct Blob {
     pub media_type: String,
     pub digest: Digest,
-    #[serde(default)]
     pub size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Platform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
 }
 
 /// What a fetched manifest document turned out to be.
 #[derive(Debug)]
 pub enum Fetched {
     Index(Vec<Descriptor>),
-    Manifest {
-        config: Descriptor,
-        layers: Vec<Descriptor>,
-    },
+    Manifest { config: Blob, layers: Vec<Blob> },
 }
 
 const LAYER_TYPES: &[&str] = &[
@@ -185,18 +156,22 @@ const LAYER_TYPES: &[&str] = &[
 
 /// Checks a manifest document against its declared media type (the body's `mediaType`,
 /// else the Content-Type): an index must list manifests, a manifest must carry a config
-/// and layers, never both, and only known layer types.
+/// and layers, never both, and only known layer types. Which keys are present decides
+/// the kind (as Docker does); the document is then read as oci-spec's [`ImageIndex`] or
+/// [`ImageManifest`], which Docker's schema 2 documents also fit.
 pub fn classify(reference: &str, raw: &[u8], content_type: Option<&str>) -> Result<Fetched> {
     let bad = |reason: String| RegistryError::BadManifest {
         reference: reference.into(),
         reason,
     };
-    let doc: ManifestDoc =
+    let doc: serde_json::Value =
         serde_json::from_slice(raw).map_err(|e| bad(format!("not a JSON manifest: {e}")))?;
+    let field = |k: &str| doc.get(k).filter(|v| !v.is_null());
+    let body_type = field("mediaType").and_then(|v| v.as_str());
     let ct = content_type
         .map(|c| c.split(';').next().unwrap_or(c).trim())
         .filter(|c| !c.is_empty());
-    if let (Some(body), Some(ct)) = (doc.media_type.as_deref(), ct) {
+    if let (Some(body), Some(ct)) = (body_type, ct) {
         let generic =
             ct == "application/json" || ct == "application/octet-stream" || ct == "text/plain";
         if body != ct && !generic {
@@ -205,18 +180,37 @@ pub fn classify(reference: &str, raw: &[u8], content_type: Option<&str>) -> Resu
             )));
         }
     }
-    let declared = doc.media_type.as_deref().or(ct).unwrap_or_default();
+    let declared = body_type.or(ct).unwrap_or_default();
     let is_index_type = declared == MEDIA_OCI_INDEX || declared == MEDIA_DOCKER_LIST;
     let is_manifest_type = declared == MEDIA_OCI_MANIFEST || declared == MEDIA_DOCKER_MANIFEST;
-    if doc.schema_version != 2 {
+    let schema_version = field("schemaVersion").and_then(|v| v.as_u64()).unwrap_or(0);
+    if schema_version != 2 {
         return Err(bad(format!(
-            "schemaVersion {} is not supported (want 2)",
-            doc.schema_version
+            "schemaVersion {schema_version} is not supported (want 2)"
         )));
     }
-    match (doc.manifests, doc.config, doc.layers) {
-        (Some(m), None, None) if is_index_type || declared.is_empty() => Ok(Fetched::Index(m)),
-        (None, Some(config), Some(layers)) if is_manifest_type || declared.is_empty() => {
+    let parts = (
+        field("manifests").is_some(),
+        field("config").is_some(),
+        field("layers").is_some(),
+    );
+    match parts {
+        (true, false, false) if is_index_type || declared.is_empty() => {
+            let index: ImageIndex =
+                serde_json::from_value(doc).map_err(|e| bad(format!("not a valid index: {e}")))?;
+            Ok(Fetched::Index(index.manifests().clone()))
+        }
+        (false, true, true) if is_manifest_type || declared.is_empty() => {
+            let m: ImageManifest = serde_json::from_value(doc)
+                .map_err(|e| bad(format!("not a valid manifest: {e}")))?;
+            let blob = |d: &Descriptor| -> Result<Blob> {
+                Ok(Blob {
+                    media_type: d.media_type().to_string(),
+                    digest: Digest::try_from(d.digest()).map_err(|e| bad(e.to_string()))?,
+                    size: d.size(),
+                })
+            };
+            let layers = m.layers().iter().map(blob).collect::<Result<Vec<_>>>()?;
             if let Some(l) = layers
                 .iter()
                 .find(|l| !LAYER_TYPES.contains(&l.media_type.as_str()))
@@ -226,6 +220,7 @@ pub fn classify(reference: &str, raw: &[u8], content_type: Option<&str>) -> Resu
                     l.digest, l.media_type
                 )));
             }
+            let config = blob(m.config())?;
             if config.size > MAX_CONFIG_BYTES as u64 {
                 return Err(bad(format!(
                     "config is {} bytes, over the {MAX_CONFIG_BYTES}-byte limit",
@@ -246,18 +241,18 @@ pub fn pick_platform(list: &[Descriptor]) -> Option<&Descriptor> {
     let candidates: Vec<&Descriptor> = list
         .iter()
         .filter(|d| {
-            d.platform
+            d.platform()
                 .as_ref()
-                .map(|p| p.os == "linux" && p.architecture == arch)
+                .map(|p| *p.os() == Os::Linux && p.architecture().to_string() == arch)
                 .unwrap_or(false)
         })
         .collect();
     candidates
         .iter()
         .find(|d| {
-            d.platform
+            d.platform()
                 .as_ref()
-                .and_then(|p| p.variant.as_deref())
+                .and_then(|p| p.variant().as_deref())
                 .map(|v| v == "v8")
                 .unwrap_or(true)
         })
@@ -538,7 +533,7 @@ impl Session {
     pub async fn fetch_blob(
         &self,
         store: &Arc<ImageStore>,
-        d: &Descriptor,
+        d: &Blob,
         progress: &ProgressFn,
     ) -> Result<()> {
         let id = d.digest.short().to_string();
@@ -803,7 +798,7 @@ pub async fn pull(
                     reference: name.clone(),
                     arch: config::host_architecture().into(),
                 })?;
-                let d = chosen.digest.to_string();
+                let d = chosen.digest().to_string();
                 (raw, digest, ct) = session.get_manifest(&d).await?;
             }
         }
@@ -827,7 +822,7 @@ pub async fn pull(
     }
     // Collected first: a lazily mapped stream would make this future's type carry a
     // closure with higher-ranked lifetimes, which tokio::spawn rejects.
-    let missing: Vec<&Descriptor> = layers
+    let missing: Vec<&Blob> = layers
         .iter()
         .filter(|l| !store.has_blob(&l.digest))
         .collect();
@@ -901,35 +896,33 @@ pub fn manifest_for(store: &ImageStore, image: &Image) -> Result<(String, Vec<u8
             .map(|m| m.len())
             .unwrap_or(0)
     };
-    let layers: Vec<Descriptor> = image
+    let bad = |e: String| ImageError::BadConfig(e);
+    let descriptor = |mt: &str, d: &Digest| -> std::result::Result<Descriptor, ImageError> {
+        let digest = d.to_oci().map_err(|e| bad(e.to_string()))?;
+        Ok(Descriptor::new(MediaType::from(mt), size_of(d), digest))
+    };
+    let layers = image
         .record
         .layers
         .iter()
-        .map(|l| Descriptor {
-            media_type: if all_gzip {
-                MEDIA_DOCKER_LAYER.into()
+        .map(|l| {
+            let mt = if all_gzip {
+                MEDIA_DOCKER_LAYER
             } else if l.media_type == MEDIA_DOCKER_LAYER {
-                MEDIA_LAYER_GZIP.into()
+                MEDIA_LAYER_GZIP
             } else {
-                l.media_type.clone()
-            },
-            digest: l.digest.clone(),
-            size: size_of(&l.digest),
-            platform: None,
+                l.media_type.as_str()
+            };
+            descriptor(mt, &l.digest)
         })
-        .collect();
-    let doc = ManifestDoc {
-        schema_version: 2,
-        media_type: Some(mt.into()),
-        config: Some(Descriptor {
-            media_type: cfg_mt.into(),
-            digest: image.id().clone(),
-            size: size_of(image.id()),
-            platform: None,
-        }),
-        layers: Some(layers),
-        manifests: None,
-    };
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let doc = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::from(mt))
+        .config(descriptor(cfg_mt, image.id())?)
+        .layers(layers)
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
     let raw = serde_json::to_vec_pretty(&doc).map_err(|e| ImageError::BadConfig(e.to_string()))?;
     Ok((mt.into(), raw))
 }
@@ -1087,7 +1080,7 @@ mod tests {
         );
         match classify("r", index.as_bytes(), Some(MEDIA_OCI_INDEX)) {
             Ok(Fetched::Index(list)) => assert_eq!(
-                pick_platform(&list).map(|x| x.digest.to_string()),
+                pick_platform(&list).map(|x| x.digest().to_string()),
                 Some(d('c'))
             ),
             other => panic!("{other:?}"),
@@ -1097,7 +1090,7 @@ mod tests {
     #[test]
     fn platform_pick_ignores_other_arches() {
         let list: Vec<Descriptor> = serde_json::from_str(&format!(
-            r#"[{{"digest":"{}","platform":{{"architecture":"s390x","os":"linux"}}}},{{"digest":"{}","platform":{{"architecture":"{}","os":"windows"}}}}]"#,
+            r#"[{{"mediaType":"{MEDIA_OCI_MANIFEST}","size":1,"digest":"{}","platform":{{"architecture":"s390x","os":"linux"}}}},{{"mediaType":"{MEDIA_OCI_MANIFEST}","size":1,"digest":"{}","platform":{{"architecture":"{}","os":"windows"}}}}]"#,
             d('a'),
             d('b'),
             config::host_architecture()
@@ -1243,11 +1236,10 @@ mod tests {
             actions: "pull",
             auth_header: Mutex::new(None),
         };
-        let desc = Descriptor {
+        let desc = Blob {
             media_type: MEDIA_LAYER_TAR.into(),
             digest: digest.clone(),
             size: 11,
-            platform: None,
         };
         let noop: ProgressFn = Arc::new(|_| {});
         assert!(
