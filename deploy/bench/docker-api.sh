@@ -94,18 +94,21 @@ for i in $(seq 100); do $D rm -f "p$i" >/dev/null; done
 
 # Agent memory with and without the Docker API, after the same work.
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# (Not in a $(...) subshell: the agent's pid must reach stop_agent.)
 mem_after_work() {
   stop_agent
   start_agent "$@"
   for _ in $(seq 20); do $B -H "$H" run --rm --network none busybox true >/dev/null; done
   for i in $(seq 10); do $B -H "$H" run -d --network none --name "idle$i" busybox sleep 600 >/dev/null; done
   $B -H "$H" ps >/dev/null
-  rss "$agent_pid"
+  mem_rss=$(rss "$agent_pid")
 }
-rss_with=$(mem_after_work)
-rss_without=$(mem_after_work --docker-socket "")
+mem_after_work
+rss_with=$mem_rss
+mem_after_work --docker-socket ""
+rss_without=$mem_rss
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); CLI: $($DOCKER version --format '{{.Client.Version}}' 2>/dev/null || echo "?")"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); CLI: $($S version --format '{{.Client.Version}}' 2>/dev/null || echo unknown)"
 echo "rounds: $N (median wall time; commands interleaved in random order)"
 echo "docker run --rm --network none busybox true: skiff ${run_skiff} ms, dockerd ${run_docker} ms   dockerd/skiff: $(ratio "$run_docker" "$run_skiff")"
 echo "docker ps, 100 containers:                   skiff ${ps_skiff} ms, dockerd ${ps_docker} ms   dockerd/skiff: $(ratio "$ps_docker" "$ps_skiff")"
