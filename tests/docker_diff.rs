@@ -7,8 +7,8 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A private dockerd (Debian's docker.io) with its own root, sockets and no firewall or
@@ -75,7 +75,13 @@ impl Dockerd {
     }
 
     fn run_with(&self, cli: &str, args: &[&str], input: Option<&[u8]>) -> Run {
-        run_cli(cli, &self.socket(), self.dir.path(), args, input)
+        run_docker_cli(
+            cli,
+            &self.socket(),
+            &self.dir.path().join("docker-config"),
+            args,
+            input,
+        )
     }
 }
 
@@ -112,38 +118,6 @@ impl Drop for Dockerd {
         for m in below {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
-    }
-}
-
-fn run_cli(exe: &str, socket: &Path, dir: &Path, args: &[&str], input: Option<&[u8]>) -> Run {
-    use std::io::Write;
-    let cfg = dir.join("docker-config");
-    let _ = std::fs::create_dir_all(&cfg);
-    let mut c = Command::new(exe)
-        .args(args)
-        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
-        .env("DOCKER_CONFIG", &cfg)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("docker CLI");
-    if let Some(data) = input {
-        c.stdin
-            .take()
-            .expect("stdin")
-            .write_all(data)
-            .expect("stdin");
-    }
-    let o = c.wait_with_output().expect("wait");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
     }
 }
 

@@ -107,7 +107,7 @@ print("ok")
         std::fs::read_to_string(format!("/proc/{p}/{what}"))
             .unwrap_or_else(|e| panic!("/proc/{p}/{what}: {e}"))
     };
-    assert_eq!(proc(pid, "cmdline"), "sleep\0100\0");
+    assert_eq!(proc(pid, "cmdline"), "sleep\x00100\x00");
     assert_eq!(proc(pid, "cgroup"), proc(init, "cgroup"));
     let ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).expect("pid ns");
     assert_eq!(ns(pid), ns(init));

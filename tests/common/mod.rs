@@ -282,28 +282,13 @@ impl Agent {
     /// `/usr/bin/docker`) against this agent's Docker API socket, with a private client
     /// config directory so no user setting leaks in.
     pub fn try_docker_with(&self, exe: &str, args: &[&str], input: Option<&[u8]>) -> Run {
-        use std::io::Write;
-        let cfg = self.dir.path().join("docker-config");
-        let _ = std::fs::create_dir_all(&cfg);
-        let mut c = Command::new(exe)
-            .args(args)
-            .env("DOCKER_HOST", self.docker_host())
-            .env("DOCKER_CONFIG", &cfg)
-            .env_remove("DOCKER_CONTEXT")
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("running {exe}: {e}"));
-        if let Some(data) = input {
-            let mut stdin = c.stdin.take().expect("stdin");
-            stdin.write_all(data).expect("write stdin");
-        }
-        Run::from(c.wait_with_output().expect("wait docker"))
+        run_docker_cli(
+            exe,
+            &self.docker_socket(),
+            &self.dir.path().join("docker-config"),
+            args,
+            input,
+        )
     }
 
     /// `docker ARGS` (the CLI on PATH) against this agent.
@@ -362,6 +347,38 @@ impl Agent {
             .trim()
             .to_string()
     }
+}
+
+/// Runs the docker CLI `exe` against the Docker API on `socket`, with its own client
+/// config directory `config` so no user setting leaks in, `input` on stdin if given.
+pub fn run_docker_cli(
+    exe: &str,
+    socket: &Path,
+    config: &Path,
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> Run {
+    use std::io::Write;
+    let _ = std::fs::create_dir_all(config);
+    let mut c = Command::new(exe)
+        .args(args)
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env("DOCKER_CONFIG", config)
+        .env_remove("DOCKER_CONTEXT")
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {exe}: {e}"));
+    if let Some(data) = input {
+        let mut stdin = c.stdin.take().expect("stdin");
+        stdin.write_all(data).expect("write stdin");
+    }
+    Run::from(c.wait_with_output().expect("wait docker"))
 }
 
 /// The docker CLI the Docker API tests drive: `SKIFF_TEST_DOCKER` if set, else the newest

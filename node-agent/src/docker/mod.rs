@@ -137,25 +137,18 @@ impl ApiError {
 
 impl From<AgentError> for ApiError {
     fn from(e: AgentError) -> Self {
-        use skiff_runtime::image::ImageError as I;
-        let status = match &e {
-            AgentError::NotFound(_) | AgentError::Image(I::NotFound(_)) => StatusCode::NOT_FOUND,
-            AgentError::Conflict(_) | AgentError::Image(I::Conflict(_)) => StatusCode::CONFLICT,
-            AgentError::Invalid(_)
-            | AgentError::Image(
-                I::Reference(_)
-                | I::BadReference(_)
-                | I::BadArchive(_)
-                | I::BadConfig(_)
-                | I::BadChange { .. }
-                | I::Ambiguous(_),
-            ) => StatusCode::BAD_REQUEST,
+        use crate::error::Kind;
+        let status = match (e.kind(), &e) {
+            (Kind::NotFound, _) => StatusCode::NOT_FOUND,
             // Docker answers 409 for operations the container's state forbids ("is not
             // running", "is already paused").
-            AgentError::Precondition(_) => StatusCode::CONFLICT,
+            (Kind::Conflict | Kind::Precondition, _) => StatusCode::CONFLICT,
+            (Kind::Invalid, _) => StatusCode::BAD_REQUEST,
             // A process that could not start: dockerd answers 400 for a bad command
             // (exit 127/126 in the CLI) and 500 otherwise.
-            AgentError::Start { exit_code, .. } if *exit_code == 126 || *exit_code == 127 => {
+            (Kind::Start, AgentError::Start { exit_code, .. })
+                if *exit_code == 126 || *exit_code == 127 =>
+            {
                 StatusCode::BAD_REQUEST
             }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
