@@ -5,64 +5,8 @@
 
 mod common;
 use common::*;
-use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
-
-/// A `docker-registry` process on 127.0.0.1 (as in tests/images.rs), killed on drop.
-struct Registry {
-    dir: tempfile::TempDir,
-    child: Child,
-    addr: String,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let exe = Path::new("/usr/bin/docker-registry");
-        assert!(
-            exe.exists(),
-            "docker-registry is not installed (apt-get install docker-registry)"
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), cfg).expect("config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
-        let child = Command::new(exe)
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(log.try_clone().expect("dup"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn docker-registry");
-        let r = Registry { dir, child, addr };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(&r.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "registry did not start: {}",
-                std::fs::read_to_string(r.dir.path().join("registry.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        r
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::Command;
+use std::time::Duration;
 
 /// `curl` against the agent's Docker socket: (HTTP status, body).
 fn curl(a: &Agent, args: &[&str]) -> (u16, String) {
@@ -541,7 +485,7 @@ fn build_refuses_bad_contexts() {
 #[test]
 fn pull_and_push_against_a_private_registry() {
     let a = Agent::start().with_busybox();
-    let reg = Registry::start();
+    let reg = Registry::start(None);
     let name = format!("{}/team/bb:v1", reg.addr);
     a.docker(&["tag", "busybox", &name]);
     for cli in docker_clis() {
@@ -618,46 +562,10 @@ fn pull_and_push_against_a_private_registry() {
     assert!(body.contains("manifest unknown"), "{body}");
 }
 
-/// `htpasswd -Bbn` output for a registry with basic auth.
-fn registry_with_auth(user: &str, pass: &str) -> Registry {
-    let r = Registry::start();
-    // Restart the same storage with auth on: simpler than a second constructor.
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", user, pass])
-        .output()
-        .expect("htpasswd (apache2-utils)");
-    assert!(out.status.success());
-    std::fs::write(r.dir.path().join("htpasswd"), out.stdout).expect("htpasswd file");
-    let cfg_path = r.dir.path().join("config.yml");
-    let mut cfg = std::fs::read_to_string(&cfg_path).expect("config");
-    cfg.push_str(&format!(
-        "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
-        r.dir.path().join("htpasswd").display()
-    ));
-    std::fs::write(&cfg_path, cfg).expect("config");
-    let mut r = r;
-    let _ = r.child.kill();
-    let _ = r.child.wait();
-    let log = std::fs::File::create(r.dir.path().join("registry.log")).expect("log");
-    r.child = Command::new("/usr/bin/docker-registry")
-        .arg("serve")
-        .arg(&cfg_path)
-        .stdout(log.try_clone().expect("dup"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn docker-registry");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(&r.addr).is_err() {
-        assert!(Instant::now() < deadline, "registry did not restart");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    r
-}
-
 #[test]
 fn x_registry_auth_is_honoured() {
     let a = Agent::start().with_busybox();
-    let reg = registry_with_auth("alice", "s3cret");
+    let reg = Registry::start(Some(("alice", "s3cret")));
     let name = format!("{}/private/bb:v1", reg.addr);
     a.docker(&["tag", "busybox", &name]);
     let b64 = |s: &str| {

@@ -389,7 +389,7 @@ pub async fn run_build(
     let dir = ctx_dir.clone();
     let unpacked = tokio::task::spawn_blocking(move || {
         let input = skiff_runtime::snapshot::unpack::decompressed(
-            crate::request::ChannelReader::new(context),
+            skiff_runtime::image::registry::ChannelReader::new(context),
         )
         .map_err(|e| e.to_string())?;
         skiff_runtime::snapshot::unpack::unpack_layer(input, &dir).map_err(|e| e.to_string())

@@ -23,7 +23,7 @@ pub async fn import(
     let r2 = reference.clone();
     let id = tokio::task::spawn_blocking(move || {
         images.import_rootfs(
-            crate::request::ChannelReader::new(input),
+            skiff_runtime::image::registry::ChannelReader::new(input),
             r2.as_ref(),
             &changes,
             &message,
@@ -52,7 +52,10 @@ pub async fn load(
 ) -> Result<Vec<String>, AgentError> {
     let images = c.images.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        skiff_runtime::image::archive::load(&images, crate::request::ChannelReader::new(input))
+        skiff_runtime::image::archive::load(
+            &images,
+            skiff_runtime::image::registry::ChannelReader::new(input),
+        )
     })
     .await
     .map_err(AgentError::internal)??;

@@ -5,9 +5,7 @@
 use crate::containers::{Containers, Entry};
 use crate::error::AgentError;
 use skiff_runtime::container::{ContainerConfig, RestartPolicy as RtRestart, Status};
-use std::io::Read;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 pub fn to_config(c: skiff_proto::engine::ContainerConfig) -> Result<ContainerConfig, AgentError> {
     let (mounts, resources) =
@@ -183,40 +181,4 @@ pub fn list_filter(e: &Entry, filters: &[String]) -> bool {
             _ => true,
         }
     })
-}
-
-/// Adapts a stream of byte chunks into a blocking `Read` for the image code, which
-/// runs on the blocking pool.
-pub(crate) struct ChannelReader {
-    pub(crate) rx: mpsc::Receiver<Vec<u8>>,
-    pub(crate) buf: Vec<u8>,
-    pub(crate) pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(b) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl ChannelReader {
-    pub(crate) fn new(rx: mpsc::Receiver<Vec<u8>>) -> Self {
-        ChannelReader {
-            rx,
-            buf: vec![],
-            pos: 0,
-        }
-    }
 }

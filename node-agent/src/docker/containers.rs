@@ -1497,7 +1497,12 @@ async fn archive_put(api: &DockerApi, id: &str, mut req: Req) -> Result<Resp> {
     let e2 = e.clone();
     tokio::task::spawn_blocking(move || {
         let view = archive::RootView::open(&containers, &e2, true)?;
-        archive::untar_at(&view, &e2, &path, crate::request::ChannelReader::new(rx))
+        archive::untar_at(
+            &view,
+            &e2,
+            &path,
+            skiff_runtime::image::registry::ChannelReader::new(rx),
+        )
     })
     .await??;
     status_only(StatusCode::OK)

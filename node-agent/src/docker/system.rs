@@ -271,39 +271,18 @@ pub(crate) fn parse_event_time(v: &str, now: i64) -> Result<i64> {
     go_duration_nanos(v).map(|d| now - d).ok_or_else(bad)
 }
 
-/// Go's `time.ParseDuration` for the units the CLI's users write (`1h30m`, `90s`,
-/// `1.5h`, `500ms`).
+/// Go's `time.ParseDuration` (`1h30m`, `90s`, `1.5h`, `500ms`, signed), on the builder's
+/// parser of Docker's durations.
 fn go_duration_nanos(v: &str) -> Option<i64> {
-    let (neg, mut rest) = match v.strip_prefix('-') {
+    let (neg, rest) = match v.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, v.strip_prefix('+').unwrap_or(v)),
     };
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += n * scale;
-    }
-    let d = total as i64;
+    let d = if rest == "0" {
+        0
+    } else {
+        skiff_runtime::build::dockerfile::parse_duration(rest)?
+    };
     Some(if neg { -d } else { d })
 }
 

@@ -1105,8 +1105,9 @@ fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
-/// Go duration strings as Docker accepts them (`30s`, `1m30s`, `500ms`) → nanoseconds.
-fn parse_duration(s: &str) -> Option<i64> {
+/// Go duration strings as Docker accepts them (`30s`, `1m30s`, `500ms`) → nanoseconds
+/// (also the Docker API's `since`/`until`).
+pub fn parse_duration(s: &str) -> Option<i64> {
     let mut total: f64 = 0.0;
     let mut rest = s;
     if rest.is_empty() {

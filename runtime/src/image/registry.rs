@@ -552,14 +552,7 @@ impl Session {
         let want = d.digest.clone();
         let writer = tokio::task::spawn_blocking(move || {
             let _ingest = st.ingest_guard()?;
-            st.put_blob(
-                ChannelReader {
-                    rx,
-                    buf: Vec::new(),
-                    pos: 0,
-                },
-                Some(&want),
-            )
+            st.put_blob(ChannelReader::new(rx), Some(&want))
         });
         let mut got = 0u64;
         let mut last = std::time::Instant::now();
@@ -723,11 +716,22 @@ async fn read_limited(
     Ok(out)
 }
 
-/// Adapts chunks from an async producer into a blocking `Read`.
-struct ChannelReader {
+/// Adapts chunks from an async producer into a blocking `Read` (a layer download, an
+/// uploaded archive or build context read on the blocking pool).
+pub struct ChannelReader {
     rx: mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
+}
+
+impl ChannelReader {
+    pub fn new(rx: mpsc::Receiver<Vec<u8>>) -> Self {
+        ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
 }
 
 impl Read for ChannelReader {
