@@ -23,7 +23,7 @@ use skiff_runtime::shim::frame::{read_frame, write_frame, Frame};
 use skiff_runtime::shim::logfile::{LogConfig, Rotation};
 use skiff_runtime::shim::Report;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -86,8 +86,9 @@ impl Entry {
     fn update(self: &Arc<Self>, f: impl FnOnce(&mut ContainerState)) -> ContainerState {
         let snapshot = {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let was_stopped = s.manually_stopped;
             f(&mut s);
-            self.persist(&s);
+            self.persist(&s, s.manually_stopped != was_stopped);
             s.clone()
         };
         self.changed.send_modify(|g| *g += 1);
@@ -97,8 +98,17 @@ impl Entry {
     /// Writes `s` (the caller holds the state lock). The first failure marks the entry
     /// dirty and starts a task that rewrites the state every second until a write
     /// lands, the next update's write succeeds, or the entry is gone.
-    fn persist(self: &Arc<Self>, s: &ContainerState) {
-        match fsutil::write_json_atomic(&self.paths.state(), s) {
+    ///
+    /// Only a change the restart decision after a reboot depends on (a user's stop) is
+    /// fsynced; the rest (pid, running, exit code) is reconciled against the shim and
+    /// exit.json when the agent starts, so a power cut costs nothing real.
+    fn persist(self: &Arc<Self>, s: &ContainerState, durable: bool) {
+        let written = if durable {
+            fsutil::write_json_atomic(&self.paths.state(), s)
+        } else {
+            fsutil::replace_json(&self.paths.state(), s)
+        };
+        match written {
             Ok(()) => {
                 if self.dirty.swap(false, Ordering::SeqCst) {
                     tracing::info!(container_id = %self.id, "container state written again");
@@ -122,7 +132,7 @@ impl Entry {
                                 return;
                             }
                             let s = e.state.lock().unwrap_or_else(|p| p.into_inner());
-                            e.persist(&s);
+                            e.persist(&s, true);
                         }
                     }
                     .instrument(tracing::debug_span!("state_retry")),
@@ -130,6 +140,28 @@ impl Entry {
             }
         }
     }
+}
+
+/// `create` writes hostname, hosts and resolv.conf without an fsync; a power cut right
+/// after it can leave them empty, which would hand the container a blank /etc/hosts.
+/// Rewrites any that are empty or missing before a start.
+fn regenerate_lost_files(e: &Entry) -> Result<()> {
+    let lost = |p: &Path| std::fs::metadata(p).map(|m| m.len() == 0).unwrap_or(true);
+    let r = e.record();
+    let hostname = &r.config.hostname;
+    if lost(&e.paths.hostname()) {
+        fsutil::replace(&e.paths.hostname(), format!("{hostname}\n").as_bytes())?;
+    }
+    if lost(&e.paths.hosts()) {
+        fsutil::replace(&e.paths.hosts(), hosts_file(hostname).as_bytes())?;
+    }
+    if lost(&e.paths.resolv_conf()) {
+        fsutil::replace(
+            &e.paths.resolv_conf(),
+            resolv_conf(&r.config.network_mode).as_bytes(),
+        )?;
+    }
+    Ok(())
 }
 
 /// What `create` is asked for.
@@ -501,20 +533,21 @@ impl Containers {
                 path,
                 args,
             };
-            fsutil::write_atomic(
-                &tmp.join("hostname"),
+            // Fsyncs for the record and the directories only: the generated files
+            // are checked again at start (`regenerate_lost_files`), and a lost
+            // state.json reads as "created". A crash before the rename leaves a
+            // `.tmp-` dir that restore drops.
+            std::fs::write(
+                tmp.join("hostname"),
                 format!("{}\n", record.config.hostname).as_bytes(),
             )?;
-            fsutil::write_atomic(
-                &tmp.join("hosts"),
-                hosts_file(&record.config.hostname).as_bytes(),
+            std::fs::write(tmp.join("hosts"), hosts_file(&record.config.hostname))?;
+            std::fs::write(
+                tmp.join("resolv.conf"),
+                resolv_conf(&record.config.network_mode),
             )?;
-            fsutil::write_atomic(
-                &tmp.join("resolv.conf"),
-                resolv_conf(&record.config.network_mode).as_bytes(),
-            )?;
+            fsutil::replace_json(&tmp.join("state.json"), &ContainerState::default())?;
             fsutil::write_json_atomic(&tmp.join("config.v2.json"), &record)?;
-            fsutil::write_json_atomic(&tmp.join("state.json"), &ContainerState::default())?;
             std::fs::rename(&tmp, &paths.dir)?;
             fsutil::sync_dir(&self.cfg.root.join("containers"))?;
             Ok(record)
@@ -760,6 +793,7 @@ impl Containers {
         tokio::task::spawn_blocking(skiff_runtime::cgroup::warm_migration);
         async {
             let _ = std::fs::remove_file(e.paths.exit());
+            regenerate_lost_files(e)?;
             fsutil::create_dir_mode(&e.paths.exec_dir, 0o700)?;
             if let Some(d) = e.paths.socket().parent() {
                 fsutil::create_dir_mode(d, 0o700)?;
@@ -772,7 +806,8 @@ impl Containers {
                 .setup(&record, &e.paths, &record.config.exposed_ports)
                 .instrument(tracing::debug_span!("net_setup"))
                 .await?;
-            fsutil::write_json_atomic(&e.paths.task(), &spec)?;
+            // Under the exec root (runtime state, tmpfs in production): no fsync.
+            fsutil::replace_json(&e.paths.task(), &spec)?;
             let task = e.paths.task();
             let report = self
                 .spawn_shim(

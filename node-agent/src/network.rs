@@ -1135,8 +1135,9 @@ impl Networks {
         let own: Vec<Ipv4Addr> = sb.attachments.first().map(|a| a.ip).into_iter().collect();
         let hosts = skiff_runtime::network::hosts_file(&r.config.hostname, &own, &c.extra_hosts)
             .map_err(net_err)?;
-        fsutil::write_atomic(&paths.resolv_conf(), resolv.as_bytes())?;
-        fsutil::write_atomic(&paths.hosts(), hosts.as_bytes())?;
+        // Generated again at every start: no fsync.
+        fsutil::replace(&paths.resolv_conf(), resolv.as_bytes())?;
+        fsutil::replace(&paths.hosts(), hosts.as_bytes())?;
         Ok(())
     }
 

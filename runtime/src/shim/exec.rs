@@ -180,7 +180,7 @@ fn start(run: &RunSpec, ex: &ExecSpec, exec_file: &Path) -> Result<Started, Shim
         process["noNewPrivileges"] = json!(true);
     }
     let process_path = exec_file.with_extension("process.json");
-    fsutil::write_json_atomic(&process_path, &process).map_err(io("writing process.json"))?;
+    fsutil::replace_json(&process_path, &process).map_err(io("writing process.json"))?;
 
     let _ = fs::remove_file(&ex.socket_path);
     let listener = std::os::unix::net::UnixListener::bind(&ex.socket_path)

@@ -53,7 +53,7 @@ pub fn main(task: &Path) -> i32 {
                 finished_at: Some(chrono::Utc::now()),
                 error: e.to_string(),
             };
-            let _ = fsutil::write_json_atomic(&run.exit_path, &exit);
+            let _ = fsutil::replace_json(&run.exit_path, &exit);
             let _ = snapshot::unmount(&run.rootfs);
             let _ = fs::remove_file(&run.socket_path);
             report(&Report {
@@ -320,7 +320,7 @@ fn serve(run: RunSpec, p: Prepared) {
                     error: String::new(),
                 },
             };
-            if let Err(e) = fsutil::write_json_atomic(&exit_path, &exit) {
+            if let Err(e) = fsutil::replace_json(&exit_path, &exit) {
                 tracing::error!(error = %e, "writing exit status");
             }
             if let Err(e) = container.delete(true) {
