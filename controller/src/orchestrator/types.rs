@@ -35,6 +35,10 @@ pub struct FileMount {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileContent {
     pub content: String,
+    /// The object's labels (Docker's `Spec.Labels`; `docker stack rm` finds a stack's
+    /// secrets by them). Absent when empty, so older stored specs compare equal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 pub const KIND_SECRET: &str = "secret";
