@@ -179,7 +179,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             for (kind, name, content) in stack::files(&spec) {
                 let body = serde_json::to_vec(&FileContent {
                     content,
-                    labels: Default::default(),
+                    ..Default::default()
                 })
                 .map_err(|e| Status::internal(e.to_string()))?;
                 match sm.get(kind, &name) {

@@ -39,6 +39,15 @@ pub struct FileContent {
     /// secrets by them). Absent when empty, so older stored specs compare equal.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// When it was made and last changed (unix ms; 0 = not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_at_ms: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub updated_at_ms: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 pub const KIND_SECRET: &str = "secret";

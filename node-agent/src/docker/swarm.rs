@@ -484,25 +484,25 @@ fn service_doc(
         endpoint["Ports"] = service_spec::ports(&s.value.spec.ports);
     }
     if !s.value.vips.is_empty() {
-        endpoint["VirtualIPs"] =
-            s.value
-                .vips
-                .iter()
-                .map(|(n, ip)| {
-                    let len = read(h)
-                        .get(st::KIND_NETWORK, n)
-                        .and_then(|o| {
-                            serde_json::from_slice::<
+        endpoint["VirtualIPs"] = s
+            .value
+            .vips
+            .iter()
+            .map(|(n, ip)| {
+                let len = read(h)
+                    .get(st::KIND_NETWORK, n)
+                    .and_then(|o| {
+                        serde_json::from_slice::<
                                 skiff_controller::orchestrator::stack::StackNetwork,
                             >(&o.spec)
                             .ok()
-                        })
-                        .and_then(|n| n.alloc)
-                        .map(|a| a.subnet.prefix_len())
-                        .unwrap_or(24);
-                    json!({"NetworkID": net_id(n), "Addr": format!("{ip}/{len}")})
-                })
-                .collect();
+                    })
+                    .and_then(|n| n.alloc)
+                    .map(|a| a.subnet.prefix_len())
+                    .unwrap_or(24);
+                json!({"NetworkID": net_id(n), "Addr": format!("{ip}/{len}")})
+            })
+            .collect();
     }
     let mut doc = json!({
         "ID": s.id,
@@ -939,8 +939,8 @@ fn file_doc(kind: &str, o: &skiff_controller::state::Object) -> Value {
     json!({
         "ID": o.id,
         "Version": {"Index": o.version},
-        "CreatedAt": ZERO_TIME,
-        "UpdatedAt": ZERO_TIME,
+        "CreatedAt": time_ms(c.created_at_ms),
+        "UpdatedAt": time_ms(c.updated_at_ms.max(c.created_at_ms)),
         "Spec": spec,
     })
 }
@@ -1073,8 +1073,14 @@ async fn file_create(api: &DockerApi, req: &mut Req, group: &str) -> Result<Resp
         )));
     }
     let id = new_id();
-    let spec = serde_json::to_vec(&st::FileContent { content, labels })
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let now = skiff_controller::orchestrator::runner::now_ms();
+    let spec = serde_json::to_vec(&st::FileContent {
+        content,
+        labels,
+        created_at_ms: now,
+        updated_at_ms: now,
+    })
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     h.propose(Proposal::new(vec![Op::Create {
         kind: kind.into(),
         id: id.clone(),
@@ -1116,6 +1122,7 @@ async fn file_update(api: &DockerApi, req: &mut Req, group: &str, key: &str) -> 
         return Err(out_of_sequence());
     }
     cur.labels = labels;
+    cur.updated_at_ms = skiff_controller::orchestrator::runner::now_ms();
     let spec = serde_json::to_vec(&cur).map_err(|e| ApiError::internal(e.to_string()))?;
     h.propose(Proposal::new(vec![Op::Update {
         kind: kind.into(),
