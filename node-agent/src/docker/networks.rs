@@ -72,7 +72,12 @@ async fn all_networks(api: &DockerApi) -> Vec<(skiff_runtime::network::Network, 
                 }
                 continue;
             }
-            let Some(alloc) = spec.alloc else { continue };
+            // Just made: the controller has not given it a subnet yet.
+            let (subnet, gateway) = spec
+                .alloc
+                .as_ref()
+                .map(|a| (a.subnet, a.gateway))
+                .unwrap_or((ipnet::Ipv4Net::default(), std::net::Ipv4Addr::UNSPECIFIED));
             let mut labels = std::collections::BTreeMap::new();
             if !spec.stack.is_empty() {
                 labels.insert(LABEL_STACK.to_string(), spec.stack.clone());
@@ -81,8 +86,8 @@ async fn all_networks(api: &DockerApi) -> Vec<(skiff_runtime::network::Network, 
                 id: o.id.clone(),
                 name: o.name.clone(),
                 driver: spec.driver.clone(),
-                subnet: alloc.subnet,
-                gateway: alloc.gateway,
+                subnet,
+                gateway,
                 internal: spec.internal,
                 bridge: String::new(),
                 created: chrono::DateTime::UNIX_EPOCH,
@@ -102,6 +107,9 @@ async fn all_networks(api: &DockerApi) -> Vec<(skiff_runtime::network::Network, 
         let mut doc = network::network_json(&n, &[], 0, 0);
         doc["Scope"] = json!("swarm");
         doc["Options"] = json!({});
+        if n.gateway.is_unspecified() {
+            doc["IPAM"]["Config"] = json!([]);
+        }
         docs.push((n, doc, 0));
     }
     docs
@@ -180,7 +188,16 @@ fn list_matches(
 
 /// `GET /networks/{id}` (`?scope=` narrows; `?verbose` adds nothing for local networks).
 async fn inspect(api: &DockerApi, req: &Req, key: &str) -> Result<Resp> {
-    let doc = api.containers.networks.inspect(key).await?;
+    let doc = match api.containers.networks.inspect(key).await {
+        Ok(doc) => doc,
+        // A cluster network without a side on this node, known to a manager.
+        Err(e) => all_networks(api)
+            .await
+            .into_iter()
+            .find(|(n, ..)| n.id == key || n.name == key || (key.len() >= 6 && n.id.starts_with(key)))
+            .map(|(_, doc, _)| doc)
+            .ok_or(e)?,
+    };
     if let Some(scope) = req.query.get("scope").filter(|s| !s.is_empty()) {
         if doc["Scope"].as_str() != Some(scope) {
             return Err(ApiError::not_found(format!("network {key} not found")));
