@@ -228,11 +228,18 @@ fn swarm_commands(c: &NetnsCluster, cli: &Cli, i: u16) {
         );
         assert!(l.contains("Running"), "{ps}");
     }
-    // The routing mesh: every node answers, also the manager that runs no task.
-    for (host, addr, _) in &c.hosts {
+    // The published port answers on the nodes running its tasks (the stack below checks
+    // every node).
+    for (host, addr, _) in c.hosts.iter().filter(|h| h.0 != "manager1") {
         let mut body = None;
         cli.wait(
-            &format!("port {port} on {host}"),
+            &format!(
+                "port {port} on {host}: {:?} {}",
+                Command::new("curl")
+                    .args(["-sv", "-m", "3", &format!("http://{addr}:{port}/")])
+                    .output(),
+                cli.ok(&["service", "ps", &web])
+            ),
             Duration::from_secs(30),
             |_| {
                 body = http_get(addr, port);

@@ -194,7 +194,9 @@ async fn inspect(api: &DockerApi, req: &Req, key: &str) -> Result<Resp> {
         Err(e) => all_networks(api)
             .await
             .into_iter()
-            .find(|(n, ..)| n.id == key || n.name == key || (key.len() >= 6 && n.id.starts_with(key)))
+            .find(|(n, ..)| {
+                n.id == key || n.name == key || (key.len() >= 6 && n.id.starts_with(key))
+            })
             .map(|(_, doc, _)| doc)
             .ok_or(e)?,
     };

@@ -439,8 +439,12 @@ impl Resolve for Names {
     fn file(&self, kind: &str, id: &str, name: &str) -> Option<String> {
         self.files
             .iter()
-            .find(|(k, i, n)| {
-                k == kind && ((!id.is_empty() && i == id) || (id.is_empty() && n == name))
+            .find(|(k, i, _)| k == kind && !id.is_empty() && i == id)
+            // Inspect shows Skiff's reference (the name) as the ID too.
+            .or_else(|| {
+                self.files
+                    .iter()
+                    .find(|(k, _, n)| k == kind && (n == name || (name.is_empty() && n == id)))
             })
             .map(|(_, _, n)| n.clone())
     }
