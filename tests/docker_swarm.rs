@@ -365,8 +365,6 @@ fn swarm_commands(c: &NetnsCluster, cli: &Cli, i: u16) {
         "update",
         "--availability",
         "active",
-        "--label-rm",
-        "zone",
         "worker2",
     ]);
     cli.ok(&["node", "update", "--label-rm", "zone", "worker1"]);

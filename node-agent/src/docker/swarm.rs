@@ -797,8 +797,14 @@ fn task_doc(h: &RaftHandle, names: &Names, t: &Stored<st::Task>, w: &World) -> V
     // shows it in its ERROR column.
     let err = if !v.status.error.is_empty() {
         v.status.error.clone()
-    } else if v.status.state == st::TaskState::Pending {
-        v.status.message.clone()
+    } else if v.status.state == st::TaskState::Pending && !v.status.message.is_empty() {
+        // Swarm's shape: "no suitable node (scheduling constraints not satisfied on 3 nodes)".
+        let m = &v.status.message;
+        if m.starts_with("no suitable node") {
+            m.clone()
+        } else {
+            format!("no suitable node ({m})")
+        }
     } else {
         String::new()
     };
