@@ -44,14 +44,7 @@ fn forbidden_if_docker_says_so(e: ApiError) -> ApiError {
 
 /// Every network in Docker's inspect shape, with the engine's endpoints.
 async fn all_networks(api: &DockerApi) -> Vec<(skiff_runtime::network::Network, Value, usize)> {
-    let mut out: Vec<_> = api
-        .containers
-        .networks
-        .list()
-        .await
-        .into_iter()
-        .map(|(n, eps, used, cap)| (n, eps, used, cap))
-        .collect();
+    let mut out = api.containers.networks.list().await;
     // A manager knows every cluster network, also those without a side on this node
     // (no task here uses them): `docker stack deploy`/`rm` find a stack's networks by
     // its label, which the cluster keeps as the network's stack.
