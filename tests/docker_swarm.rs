@@ -228,8 +228,9 @@ fn swarm_commands(c: &NetnsCluster, cli: &Cli, i: u16) {
         );
         assert!(l.contains("Running"), "{ps}");
     }
-    // The published port answers on the nodes running its tasks (the stack below checks
-    // every node).
+    // The published port answers on the nodes running its tasks. (Here the manager,
+    // which runs none, refuses the connection although the same commands by hand get an
+    // answer from it: see docs/docker-api.md. The stack below answers on every node.)
     for (host, addr, _) in c.hosts.iter().filter(|h| h.0 != "manager1") {
         let mut body = None;
         cli.wait(
