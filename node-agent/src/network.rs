@@ -1731,6 +1731,7 @@ pub mod rpc {
                 _ => Status::invalid_argument(e.to_string()),
             })?
         };
+        let op = with_stack(op, &r.labels)?;
         let out = h
             .propose(skiff_controller::state::Proposal::new(vec![op]))
             .await
@@ -1741,6 +1742,36 @@ pub mod rpc {
             .map(|o| o.id.clone())
             .unwrap_or_default();
         Ok(NetworkCreateResponse { id })
+    }
+
+    /// A cluster network labelled with Docker's stack label (`docker stack deploy`
+    /// makes its networks so) belongs to that stack, as a `skiff stack deploy` one does.
+    fn with_stack(
+        op: skiff_controller::state::Op,
+        labels: &std::collections::HashMap<String, String>,
+    ) -> std::result::Result<skiff_controller::state::Op, Status> {
+        use skiff_controller::orchestrator::stack::{StackNetwork, LABEL_STACK};
+        let (
+            skiff_controller::state::Op::Create {
+                kind,
+                id,
+                name,
+                spec,
+            },
+            Some(stack),
+        ) = (&op, labels.get(LABEL_STACK))
+        else {
+            return Ok(op);
+        };
+        let mut n: StackNetwork =
+            serde_json::from_slice(spec).map_err(|e| Status::internal(e.to_string()))?;
+        n.stack = stack.clone();
+        Ok(skiff_controller::state::Op::Create {
+            kind: kind.clone(),
+            id: id.clone(),
+            name: name.clone(),
+            spec: serde_json::to_vec(&n).map_err(|e| Status::internal(e.to_string()))?,
+        })
     }
 
     /// `network rm` for every front end: cluster networks are removed from the cluster

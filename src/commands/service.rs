@@ -244,6 +244,7 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
                 replicas: a.replicas.map(|r| r as i64).unwrap_or(-1),
                 force: a.force,
                 spec_json: String::new(),
+                version: 0,
             })
             .await
             .map_err(status)?;

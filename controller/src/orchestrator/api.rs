@@ -177,8 +177,11 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         {
             let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
             for (kind, name, content) in stack::files(&spec) {
-                let body = serde_json::to_vec(&FileContent { content })
-                    .map_err(|e| Status::internal(e.to_string()))?;
+                let body = serde_json::to_vec(&FileContent {
+                    content,
+                    ..Default::default()
+                })
+                .map_err(|e| Status::internal(e.to_string()))?;
                 match sm.get(kind, &name) {
                     Some(o) if o.spec == body => {}
                     Some(o) => ops.push(Op::Update {
@@ -436,6 +439,14 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let r = req.into_inner();
         let (h, (services, _, _)) = self.world().await?;
         let s = Self::find(&services, &r.name)?;
+        // Swarm's optimistic concurrency: an update made from a stale read is refused
+        // (the proposal below carries the same version, so the check is atomic).
+        if r.version != 0 && r.version != s.version {
+            return Err(Status::failed_precondition(format!(
+                "update out of sequence: service {} is at version {}, not {}",
+                s.value.spec.name, s.version, r.version
+            )));
+        }
         let mut spec = if r.spec_json.is_empty() {
             s.value.spec.clone()
         } else {

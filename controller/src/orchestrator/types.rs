@@ -35,6 +35,19 @@ pub struct FileMount {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileContent {
     pub content: String,
+    /// The object's labels (Docker's `Spec.Labels`; `docker stack rm` finds a stack's
+    /// secrets by them). Absent when empty, so older stored specs compare equal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// When it was made and last changed (unix ms; 0 = not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_at_ms: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub updated_at_ms: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 pub const KIND_SECRET: &str = "secret";

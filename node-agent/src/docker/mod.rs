@@ -11,12 +11,15 @@
 //! Layout: this file holds the server, the router, API version negotiation, Docker's
 //! error shape and the small request/response helpers every group uses; each endpoint
 //! group has a file of its own (`system`, `containers`, `exec`, `images`, `networks`,
-//! `volumes`).
+//! `volumes`, and Swarm's
+//! `swarm`, with the service spec converter in `service_spec`).
 
 mod containers;
 mod exec;
 mod images;
 mod networks;
+mod service_spec;
+mod swarm;
 mod system;
 mod volumes;
 
@@ -461,48 +464,6 @@ pub fn mux_frame(stream: u8, data: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Swarm endpoints until they are served: Docker's "not a swarm manager" shape, naming
-/// the skiff command that does the job.
-fn swarm_unavailable(path: &str) -> ApiError {
-    ApiError::unavailable(format!(
-        "This node is not a swarm manager. Skiff's cluster is managed with its own \
-         commands (skiff cluster, skiff node, skiff service, skiff stack); {path} is not \
-         served on the Docker API yet."
-    ))
-}
-
-impl DockerApi {
-    /// Swarm's endpoints, until they are served: inspecting an object the cluster does
-    /// not have is dockerd's 404 ("service x not found"), so `docker inspect NAME` goes on
-    /// to say "No such object"; anything else is [`swarm_unavailable`].
-    fn swarm_object(&self, req: &Req) -> ApiError {
-        let (Some(kind), Some(key), None) = (req.segs.first(), req.segs.get(1), req.segs.get(2))
-        else {
-            return swarm_unavailable(&req.path);
-        };
-        let Some(h) = self.cluster.as_ref().and_then(|c| c.raft()) else {
-            return swarm_unavailable(&req.path);
-        };
-        if req.method != Method::GET {
-            return swarm_unavailable(&req.path);
-        }
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let (singular, found) = match kind.as_str() {
-            "nodes" => ("node", sm.find_node(key).is_some()),
-            "services" => ("service", sm.get("service", key).is_some()),
-            "tasks" => ("task", sm.get("task", key).is_some()),
-            "secrets" => ("secret", sm.get("secret", key).is_some()),
-            "configs" => ("config", sm.get("config", key).is_some()),
-            _ => return swarm_unavailable(&req.path),
-        };
-        if found {
-            swarm_unavailable(&req.path)
-        } else {
-            ApiError::not_found(format!("{singular} {key} not found"))
-        }
-    }
-}
-
 fn not_found_route(method: &Method, path: &str) -> ApiError {
     ApiError::not_found(format!(
         "page not found: {method} {path} is not an endpoint of Skiff's Docker API"
@@ -619,7 +580,7 @@ impl DockerApi {
             "networks" => networks::route(self, req).await,
             "volumes" => volumes::route(self, req).await,
             "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => {
-                Err(self.swarm_object(&req))
+                swarm::route(self, req).await
             }
             // No plugins exist here: the list is empty and a lookup is dockerd's 404.
             "plugins" if req.method == Method::GET && req.segs.len() == 1 => ok_json(&[(); 0]),

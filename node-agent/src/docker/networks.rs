@@ -44,16 +44,68 @@ fn forbidden_if_docker_says_so(e: ApiError) -> ApiError {
 
 /// Every network in Docker's inspect shape, with the engine's endpoints.
 async fn all_networks(api: &DockerApi) -> Vec<(skiff_runtime::network::Network, Value, usize)> {
-    api.containers
-        .networks
-        .list()
-        .await
+    let mut out = api.containers.networks.list().await;
+    // A manager knows every cluster network, also those without a side on this node
+    // (no task here uses them): `docker stack deploy`/`rm` find a stack's networks by
+    // its label, which the cluster keeps as the network's stack.
+    let mut swarm: Vec<skiff_runtime::network::Network> = Vec::new();
+    if let Some(h) = api.cluster.as_ref().and_then(|c| c.raft()) {
+        use skiff_controller::orchestrator::stack::{StackNetwork, LABEL_STACK};
+        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        for o in sm.list(skiff_controller::orchestrator::types::KIND_NETWORK) {
+            let Ok(spec) = serde_json::from_slice::<StackNetwork>(&o.spec) else {
+                continue;
+            };
+            if let Some(local) = out.iter_mut().find(|(n, ..)| n.id == o.id) {
+                if !spec.stack.is_empty() {
+                    local
+                        .0
+                        .labels
+                        .insert(LABEL_STACK.into(), spec.stack.clone());
+                }
+                continue;
+            }
+            // Just made: the controller has not given it a subnet yet.
+            let (subnet, gateway) = spec
+                .alloc
+                .as_ref()
+                .map(|a| (a.subnet, a.gateway))
+                .unwrap_or((ipnet::Ipv4Net::default(), std::net::Ipv4Addr::UNSPECIFIED));
+            let mut labels = std::collections::BTreeMap::new();
+            if !spec.stack.is_empty() {
+                labels.insert(LABEL_STACK.to_string(), spec.stack.clone());
+            }
+            swarm.push(skiff_runtime::network::Network {
+                id: o.id.clone(),
+                name: o.name.clone(),
+                driver: spec.driver.clone(),
+                subnet,
+                gateway,
+                internal: spec.internal,
+                bridge: String::new(),
+                created: chrono::DateTime::UNIX_EPOCH,
+                labels,
+                overlay: None,
+            });
+        }
+    }
+    let mut docs: Vec<_> = out
         .into_iter()
         .map(|(n, eps, used, cap)| {
             let doc = network::network_json(&n, &eps, used, cap);
             (n, doc, eps.len())
         })
-        .collect()
+        .collect();
+    for n in swarm {
+        let mut doc = network::network_json(&n, &[], 0, 0);
+        doc["Scope"] = json!("swarm");
+        doc["Options"] = json!({});
+        if n.gateway.is_unspecified() {
+            doc["IPAM"]["Config"] = json!([]);
+        }
+        docs.push((n, doc, 0));
+    }
+    docs
 }
 
 /// `GET /networks`: driver, id, label, name, scope, type, dangling filters.
@@ -129,7 +181,18 @@ fn list_matches(
 
 /// `GET /networks/{id}` (`?scope=` narrows; `?verbose` adds nothing for local networks).
 async fn inspect(api: &DockerApi, req: &Req, key: &str) -> Result<Resp> {
-    let doc = api.containers.networks.inspect(key).await?;
+    let doc = match api.containers.networks.inspect(key).await {
+        Ok(doc) => doc,
+        // A cluster network without a side on this node, known to a manager.
+        Err(e) => all_networks(api)
+            .await
+            .into_iter()
+            .find(|(n, ..)| {
+                n.id == key || n.name == key || (key.len() >= 6 && n.id.starts_with(key))
+            })
+            .map(|(_, doc, _)| doc)
+            .ok_or(e)?,
+    };
     if let Some(scope) = req.query.get("scope").filter(|s| !s.is_empty()) {
         if doc["Scope"].as_str() != Some(scope) {
             return Err(ApiError::not_found(format!("network {key} not found")));

@@ -13,7 +13,9 @@ pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub(super) async fn route(api: &DockerApi, req: Req) -> Result<Resp> {
     let segs: Vec<&str> = req.segs.iter().map(String::as_str).collect();
     match (&req.method, segs.as_slice()) {
-        (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(ping(&req.method)),
+        (&Method::GET | &Method::HEAD, ["_ping"]) => {
+            Ok(ping(&req.method, super::swarm::ping_state(api)))
+        }
         (&Method::GET, ["version"]) => ok_json(&version()),
         (&Method::GET, ["info"]) => info(api).await,
         (&Method::GET, ["events"]) => events(api, &req),
@@ -24,7 +26,7 @@ pub(super) async fn route(api: &DockerApi, req: Req) -> Result<Resp> {
 }
 
 /// `_ping`: `OK` with the headers clients negotiate from (API version, OS, swarm state).
-fn ping(method: &Method) -> Resp {
+fn ping(method: &Method, swarm: &'static str) -> Resp {
     let body = if method == Method::HEAD { "" } else { "OK" };
     let mut r = hyper::Response::new(super::full(body));
     *r.status_mut() = StatusCode::OK;
@@ -39,8 +41,8 @@ fn ping(method: &Method) -> Resp {
     );
     h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
     h.insert("builder-version", HeaderValue::from_static("1"));
-    // Swarm's endpoints are not served yet, so clients must not offer swarm commands.
-    h.insert("swarm", HeaderValue::from_static("inactive"));
+    // The CLI offers its swarm commands on a manager only, as with dockerd.
+    h.insert("swarm", HeaderValue::from_static(swarm));
     r
 }
 
@@ -141,7 +143,10 @@ async fn info(api: &DockerApi) -> Result<Resp> {
 
 /// `info`'s Swarm section from this node's cluster membership: Skiff's cluster is the
 /// swarm (managed with `skiff cluster`/`skiff node`), so a member says it is active.
-fn swarm_info(api: &DockerApi, cluster: Option<&skiff_controller::cluster::Cluster>) -> Value {
+pub(super) fn swarm_info(
+    api: &DockerApi,
+    cluster: Option<&skiff_controller::cluster::Cluster>,
+) -> Value {
     use skiff_controller::state::Role;
     let Some(c) = cluster else {
         return json!({
