@@ -32,12 +32,28 @@ impl Fx {
     }
 
     fn load(&self, files: &[&str]) -> Result<Loaded, StackError> {
-        load(&LoadOptions {
+        self.load_with(files, |_| {})
+    }
+
+    fn load_with(
+        &self,
+        files: &[&str],
+        set: impl FnOnce(&mut LoadOptions),
+    ) -> Result<Loaded, StackError> {
+        let mut opts = LoadOptions {
             files: files.iter().map(|f| self.dir.path().join(f)).collect(),
             env: self.env.clone(),
             project_name: "app".into(),
             ..Default::default()
-        })
+        };
+        set(&mut opts);
+        load(&opts)
+    }
+
+    /// An error message with the temp directory stripped.
+    fn strip(&self, e: StackError) -> String {
+        e.to_string()
+            .replace(&format!("{}/", self.dir.path().display()), "")
     }
 
     fn ok(&self, text: &str) -> Loaded {
@@ -1123,3 +1139,5 @@ fn yaml_documents_type_plain_scalars_and_locate_nodes() {
         .expect("empty")
         .is_none());
 }
+
+mod compose;
