@@ -413,3 +413,183 @@ fn host_options_and_secret_sources() {
         vec!["app.yaml:13:14: services.web.sysctls: ignoring unsupported option sysctls: the cluster's tasks do not support it"]
     );
 }
+
+/// Loads a file of the corpus (stack/tests/fixtures/corpus: files written the way
+/// public projects write them) with a plausible environment.
+fn corpus(name: &str) -> Loaded {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus");
+    let env: HashMap<String, String> = [
+        ("ACME_EMAIL", "ops@example.com"),
+        ("GITLAB_HOME", "/srv/gitlab"),
+        ("VERSION", "2.1.0"),
+        ("HOME", "/root"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    match load(&LoadOptions {
+        files: vec![dir.join(name)],
+        env,
+        project_name: "proj".into(),
+        ..Default::default()
+    }) {
+        Ok(l) => l,
+        Err(e) => panic!("{name}: {e}"),
+    }
+}
+
+fn replicas(l: &Loaded, s: &str) -> u64 {
+    match svc(l, s).deploy.mode {
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global => 0,
+    }
+}
+
+fn published(l: &Loaded, s: &str) -> Vec<(Option<u16>, u16)> {
+    svc(l, s)
+        .ports
+        .iter()
+        .map(|p| (p.published, p.target))
+        .collect()
+}
+
+#[test]
+fn corpus_of_realistic_files_loads_with_the_right_services() {
+    let l = corpus("wordpress.yaml");
+    assert_eq!(l.spec.services.len(), 2);
+    assert_eq!(published(&l, "wordpress"), vec![(Some(80), 80)]);
+    assert_eq!(svc(&l, "db").volumes[0].source.as_deref(), Some("db_data"));
+    assert_eq!(
+        svc(&l, "db").command,
+        Some(vec![
+            "--default-authentication-plugin=mysql_native_password".to_string()
+        ])
+    );
+
+    let l = corpus("legacy-v2.yaml");
+    let w = svc(&l, "worker");
+    assert_eq!(w.image, "example/worker:latest");
+    assert_eq!(
+        w.deploy
+            .resources
+            .limits
+            .as_ref()
+            .and_then(|x| x.memory_bytes),
+        Some(1 << 30)
+    );
+    assert_eq!(
+        w.depends_on["redis"].condition,
+        DependsCondition::ServiceHealthy
+    );
+    assert_eq!(w.networks["backend"].aliases, vec!["jobs".to_string()]);
+    assert!(w.environment.contains(&"CONCURRENCY=4".to_string()));
+
+    let l = corpus("django.yaml");
+    assert_eq!(l.spec.name, "proj");
+    let names: Vec<_> = l.spec.services.keys().cloned().collect();
+    assert_eq!(
+        names,
+        vec!["cache", "db", "web", "worker"],
+        "migrate is in a profile"
+    );
+    let web = svc(&l, "web");
+    assert_eq!(web.image, "proj_web");
+    assert!(web.build.is_some());
+    assert!(web
+        .environment
+        .contains(&"DJANGO_SETTINGS_MODULE=shop.settings".to_string()));
+    assert_eq!(web.ports[0].host_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        web.healthcheck.as_ref().map(|h| h.test[0].as_str()),
+        Some("CMD-SHELL")
+    );
+
+    let l = corpus("monitoring.yaml");
+    assert_eq!(svc(&l, "prometheus").ports[0].mode, PortMode::Host);
+    assert_eq!(svc(&l, "node-exporter").deploy.mode, ServiceMode::Global);
+    assert!(svc(&l, "grafana").volumes[0].read_only);
+    assert_eq!(replicas(&l, "grafana"), 1);
+
+    let l = corpus("traefik.yaml");
+    assert_eq!(replicas(&l, "whoami"), 3);
+    assert!(l.spec.networks["proxy"].external);
+    assert!(
+        svc(&l, "traefik").labels["traefik.http.middlewares.auth.basicauth.users"]
+            .contains("$apr1$H6uskkkW$")
+    );
+    assert!(svc(&l, "traefik")
+        .command
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|a| a.ends_with("=ops@example.com"))));
+
+    let l = corpus("anchors.yaml");
+    let api = svc(&l, "api");
+    assert_eq!(api.init, Some(true));
+    assert_eq!(api.deploy.restart_policy.max_attempts, Some(5));
+    assert_eq!(
+        api.logging.as_ref().map(|x| x.options["max-size"].as_str()),
+        Some("10m")
+    );
+    assert!(svc(&l, "scheduler")
+        .environment
+        .contains(&"ROLE=scheduler".to_string()));
+    assert_eq!(
+        published(&l, "gateway"),
+        vec![(Some(8080), 80), (Some(8081), 81)]
+    );
+
+    let l = corpus("dev-tools.yaml");
+    let app = svc(&l, "app");
+    assert!(app.tty && app.stdin_open);
+    assert_eq!(app.ulimits["nofile"].hard, 40000);
+    assert_eq!(
+        app.build.as_ref().and_then(|b| b.target.as_deref()),
+        Some("dev")
+    );
+    let warned: Vec<String> = l.warnings.iter().map(|w| w.field.clone()).collect();
+    for key in ["ipc", "shm_size", "sysctls", "develop", "platform"] {
+        assert!(
+            warned.contains(&format!("services.app.{key}")),
+            "{key}: {warned:?}"
+        );
+    }
+
+    let l = corpus("elastic.yaml");
+    assert_eq!(svc(&l, "es01").ulimits["memlock"].soft, -1);
+    assert!(svc(&l, "kibana").depends_on["es01"].restart);
+    assert_eq!(published(&l, "es01"), vec![(Some(9200), 9200)]);
+
+    let l = corpus("swarm-external.yaml");
+    let app = svc(&l, "app");
+    assert_eq!(app.image, "registry.example.com/team/app:2.1.0");
+    assert_eq!(replicas(&l, "app"), 4);
+    assert_eq!(app.secrets[0].mode, 0o400);
+    assert_eq!(app.secrets[0].target, "/run/secrets/db_pass");
+    assert_eq!(l.spec.networks["frontend"].name, "edge-proxy");
+
+    let l = corpus("gitlab.yaml");
+    assert!(svc(&l, "gitlab").environment[0].contains("gitlab_shell_ssh_port"));
+    assert_eq!(
+        svc(&l, "gitlab").volumes[0].source.as_deref(),
+        Some("/srv/gitlab/config")
+    );
+
+    let l = corpus("mailserver.yaml");
+    let m = svc(&l, "mailserver");
+    assert_eq!(m.ports.len(), 5);
+    assert!(m.environment.contains(&"LOG_LEVEL=info".to_string()));
+    assert_eq!(m.healthcheck.as_ref().and_then(|h| h.retries), Some(0));
+
+    let l = corpus("minimal-build.yaml");
+    assert_eq!(svc(&l, "frontend").image, "proj_frontend");
+    // An anonymous volume keeps no source.
+    assert_eq!(svc(&l, "backend").volumes[1].source, None);
+
+    let l = corpus("compose-include.yaml");
+    let names: Vec<_> = l.spec.services.keys().cloned().collect();
+    assert_eq!(names, vec!["es01", "kibana", "proxy", "redis", "worker"]);
+    let proxy = svc(&l, "proxy");
+    assert_eq!(proxy.image, "nginx:alpine");
+    assert!(proxy.read_only, "from the extended gateway");
+    assert_eq!(proxy.ports.len(), 3);
+}
