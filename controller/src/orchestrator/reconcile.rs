@@ -568,6 +568,44 @@ fn rolling_update(
     }
 }
 
+/// Services (by ID) whose `depends_on` is not met yet: their new tasks stay unplaced
+/// until it is, wherever in the cluster the dependency runs. A dependency is met by
+/// one task of it that is running (`service_started`), running and healthy or without
+/// a health check (`service_healthy`), or that exited 0 (`service_completed_successfully`).
+/// A dependency the cluster does not have (removed meanwhile) does not block.
+fn waiting_on_dependencies(world: &World) -> std::collections::HashSet<String> {
+    let mut waiting = std::collections::HashSet::new();
+    let by_name: HashMap<&str, &str> = world
+        .services
+        .iter()
+        .map(|s| (s.value.spec.name.as_str(), s.id.as_str()))
+        .collect();
+    for svc in world.services {
+        for dep in &svc.value.spec.depends_on {
+            let Some(dep_id) = by_name.get(dep.service.as_str()) else {
+                continue;
+            };
+            let mut tasks = world.tasks.iter().filter(|t| t.value.service_id == *dep_id);
+            let met = match dep.condition.as_str() {
+                "service_healthy" => tasks.any(|t| {
+                    is_live(&t.value)
+                        && t.value.status.state == TaskState::Running
+                        && (t.value.template.healthcheck.is_none()
+                            || t.value.status.health == "healthy")
+                }),
+                "service_completed_successfully" => tasks.any(|t| {
+                    t.value.status.state == TaskState::Complete && t.value.status.exit_code == 0
+                }),
+                _ => tasks.any(|t| is_live(&t.value) && t.value.status.state == TaskState::Running),
+            };
+            if !met {
+                waiting.insert(svc.id.clone());
+            }
+        }
+    }
+    waiting
+}
+
 fn schedule_pending(
     p: &mut Planner,
     world: &World,
@@ -580,13 +618,17 @@ fn schedule_pending(
     };
     let mut pending = Vec::new();
     let mut by_id: HashMap<String, &Stored<Task>> = HashMap::new();
+    let waiting = waiting_on_dependencies(world);
     for t in world.tasks {
         let v = p.current(t).clone();
         if !is_live(&v) || p.deleted.contains(&t.id) {
             continue;
         }
         if !v.node_id.is_empty() {
-            if v.status.state <= TaskState::Pending && v.slot == 0 {
+            if v.status.state <= TaskState::Pending
+                && v.slot == 0
+                && !waiting.contains(&v.service_id)
+            {
                 // Global tasks are born on their node: just mark them assigned.
                 p.update(t, |x| {
                     x.status.state = TaskState::Assigned;
@@ -608,7 +650,7 @@ fn schedule_pending(
             });
             continue;
         }
-        if v.not_before_ms > now {
+        if v.not_before_ms > now || waiting.contains(&v.service_id) {
             continue;
         }
         pending.push(PendingTask {

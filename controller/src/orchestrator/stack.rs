@@ -85,27 +85,7 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
     labels.insert(LABEL_STACK.into(), stack.clone());
     let mut container_labels = s.labels.clone();
     container_labels.insert(LABEL_STACK.into(), stack.clone());
-    let mounts = s
-        .volumes
-        .iter()
-        .map(|m| {
-            let kind = enum_str(&m.kind);
-            let source = match (&m.source, kind.as_str()) {
-                (Some(src), "volume") => match spec.volumes.get(src) {
-                    Some(v) => v.name.clone(),
-                    None => scoped(stack, src),
-                },
-                (Some(src), _) => src.clone(),
-                (None, _) => String::new(),
-            };
-            MountSpec {
-                kind,
-                source,
-                target: m.target.clone(),
-                read_only: m.read_only,
-            }
-        })
-        .collect();
+    let mounts = mounts(spec, s);
     let networks: BTreeMap<String, Vec<String>> = s
         .networks
         .iter()
@@ -155,7 +135,8 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
             healthcheck: s
                 .healthcheck
                 .as_ref()
-                .filter(|h| !h.test.is_empty())
+                // `NONE` (Compose's `disable: true`) means no check at all.
+                .filter(|h| !h.test.is_empty() && h.test != ["NONE"])
                 .map(|h| Healthcheck {
                     test: h.test.clone(),
                     interval_ms: h.interval.map(ms).unwrap_or(30_000),
@@ -163,6 +144,7 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
                     retries: h.retries.unwrap_or(3) as u32,
                     start_period_ms: h.start_period.map(ms).unwrap_or(0),
                 }),
+            container: container_options(s),
             stop_signal: s.stop_signal.clone().unwrap_or_default(),
             stop_grace_period_ms: s.stop_grace_period.map(ms).unwrap_or(10_000),
             files: s
@@ -231,6 +213,111 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
             })
             .collect(),
         endpoint_mode: enum_str(&s.deploy.endpoint_mode),
+        depends_on: dependencies(stack, s),
+    }
+}
+
+/// The service's own mounts, then those of the services it takes volumes from
+/// (`volumes_from`), read-only when it says `:ro`; a target it mounts itself wins.
+fn mounts(spec: &st::StackSpec, s: &st::ServiceSpec) -> Vec<MountSpec> {
+    let stack = &spec.name;
+    let convert = |m: &st::Mount, ro: bool| {
+        let kind = enum_str(&m.kind);
+        let source = match (&m.source, kind.as_str()) {
+            (Some(src), "volume") => match spec.volumes.get(src) {
+                Some(v) => v.name.clone(),
+                None => scoped(stack, src),
+            },
+            (Some(src), _) => src.clone(),
+            (None, _) => String::new(),
+        };
+        MountSpec {
+            kind,
+            source,
+            target: m.target.clone(),
+            read_only: m.read_only || ro,
+        }
+    };
+    let mut out: Vec<MountSpec> = s.volumes.iter().map(|m| convert(m, false)).collect();
+    for from in &s.volumes_from {
+        let Some(rest) = from.strip_prefix("service:") else {
+            continue;
+        };
+        let (name, ro) = match rest.strip_suffix(":ro") {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        let Some(src) = spec.services.get(name) else {
+            continue;
+        };
+        // An anonymous volume is new for every task: there is nothing to share.
+        for m in src.volumes.iter().filter(|m| m.source.is_some()) {
+            if !out.iter().any(|o| o.target == m.target) {
+                out.push(convert(m, ro));
+            }
+        }
+    }
+    out
+}
+
+/// `depends_on`, and `volumes_from` (which needs its source started first).
+fn dependencies(stack: &str, s: &st::ServiceSpec) -> Vec<ServiceDependency> {
+    let mut out: Vec<ServiceDependency> = s
+        .depends_on
+        .iter()
+        .map(|(name, d)| ServiceDependency {
+            service: scoped(stack, name),
+            condition: enum_str(&d.condition),
+        })
+        .collect();
+    for from in &s.volumes_from {
+        if let Some(rest) = from.strip_prefix("service:") {
+            let name = rest.strip_suffix(":ro").unwrap_or(rest);
+            let service = scoped(stack, name);
+            if !out.iter().any(|d| d.service == service) {
+                out.push(ServiceDependency {
+                    service,
+                    condition: "service_started".into(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The service keys a task's container applies.
+fn container_options(s: &st::ServiceSpec) -> ContainerOptions {
+    ContainerOptions {
+        cap_add: s.cap_add.clone(),
+        cap_drop: s.cap_drop.clone(),
+        privileged: s.privileged,
+        security_opt: s.security_opt.clone(),
+        devices: s.devices.clone(),
+        init: s.init.unwrap_or(false),
+        tty: s.tty,
+        stdin_open: s.stdin_open,
+        read_only: s.read_only,
+        dns: s.dns.clone(),
+        dns_search: s.dns_search.clone(),
+        dns_options: s.dns_opt.clone(),
+        extra_hosts: s.extra_hosts.clone(),
+        ulimits: s
+            .ulimits
+            .iter()
+            .map(|(k, u)| format!("{k}={}:{}", u.soft, u.hard))
+            .collect(),
+        tmpfs: s.tmpfs.clone(),
+        log_opts: s
+            .logging
+            .as_ref()
+            .map(|l| {
+                l.options
+                    .iter()
+                    .filter(|(k, _)| matches!(k.as_str(), "max-size" | "max-file"))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
