@@ -1256,6 +1256,13 @@ fn check_target(diag: &Diag, n: &Node, f: &str, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// A container path as Compose writes it out: `/var/mail/` is `/var/mail`.
+fn clean_container_path(p: &str) -> String {
+    crate::relocate::normalise(Path::new(p))
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn is_host_path(s: &str) -> bool {
     s.starts_with('/') || s.starts_with('.') || s.starts_with('~')
 }
@@ -1290,7 +1297,7 @@ fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Resu
     };
     check_target(cx.diag, n, f, target)?;
     let mut m = Mount {
-        target: target.to_string(),
+        target: clean_container_path(target),
         ..Default::default()
     };
     match source {
@@ -1381,7 +1388,7 @@ fn long_mount(cx: &mut Cx, spec: &StackSpec, n: &Node, f: &str) -> Result<Mount>
     check_target(cx.diag, target_node, &sub(f, "target"), &target)?;
     let mut m = Mount {
         kind,
-        target,
+        target: clean_container_path(&target),
         ..Default::default()
     };
     let sf = sub(f, "source");
