@@ -1505,6 +1505,33 @@ fn mounts(cx: &mut Cx, spec: &StackSpec, n: &Node, f: &str) -> Result<Vec<Mount>
                 format!("duplicate mount target {:?}", m.target),
             ));
         }
+        let unapplied = [
+            (
+                "bind propagation",
+                m.bind
+                    .as_ref()
+                    .and_then(|b| b.propagation.as_ref())
+                    .is_some(),
+            ),
+            (
+                "SELinux relabelling",
+                m.bind.as_ref().and_then(|b| b.selinux.as_ref()).is_some(),
+            ),
+            ("nocopy", m.volume.as_ref().is_some_and(|v| v.nocopy)),
+            (
+                "subpath",
+                m.volume.as_ref().and_then(|v| v.subpath.as_ref()).is_some(),
+            ),
+        ];
+        for (what, set) in unapplied {
+            if set {
+                cx.diag.warn(
+                    it.pos,
+                    &mf,
+                    format!("ignoring {what}: the cluster's mounts do not support it"),
+                );
+            }
+        }
         out.push(m);
     }
     Ok(out)
@@ -1725,6 +1752,16 @@ fn depends_on(
                 }
                 if let Some(r) = get_some(e, "restart") {
                     d.restart = boolean(cx.diag, r, &sub(&df, "restart"))?;
+                    if d.restart {
+                        cx.diag.warn(
+                            r.pos,
+                            &sub(&df, "restart"),
+                            format!(
+                                "not applied: tasks of {service:?} are not restarted when {:?} restarts",
+                                k.name
+                            ),
+                        );
+                    }
                 }
                 if let Some(r) = get_some(e, "required") {
                     d.required = boolean(cx.diag, r, &sub(&df, "required"))?;

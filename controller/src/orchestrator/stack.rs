@@ -238,7 +238,13 @@ fn mounts(spec: &st::StackSpec, s: &st::ServiceSpec) -> Vec<MountSpec> {
             read_only: m.read_only || ro,
         }
     };
-    let mut out: Vec<MountSpec> = s.volumes.iter().map(|m| convert(m, false)).collect();
+    // tmpfs mounts with a size or mode go as `--tmpfs TARGET:OPTIONS` (container_options).
+    let mut out: Vec<MountSpec> = s
+        .volumes
+        .iter()
+        .filter(|m| tmpfs_option(m).is_none())
+        .map(|m| convert(m, false))
+        .collect();
     for from in &s.volumes_from {
         let Some(rest) = from.strip_prefix("service:") else {
             continue;
@@ -285,6 +291,25 @@ fn dependencies(stack: &str, s: &st::ServiceSpec) -> Vec<ServiceDependency> {
     out
 }
 
+/// A tmpfs mount with a size or mode, as `docker run --tmpfs` writes it.
+fn tmpfs_option(m: &st::Mount) -> Option<String> {
+    let t = m
+        .tmpfs
+        .as_ref()
+        .filter(|_| m.kind == st::MountKind::Tmpfs)?;
+    let mut opts = Vec::new();
+    if let Some(size) = t.size {
+        opts.push(format!("size={size}"));
+    }
+    if let Some(mode) = t.mode {
+        opts.push(format!("mode={mode:o}"));
+    }
+    if m.read_only {
+        opts.push("ro".into());
+    }
+    (!opts.is_empty()).then(|| format!("{}:{}", m.target, opts.join(",")))
+}
+
 /// The service keys a task's container applies.
 fn container_options(s: &st::ServiceSpec) -> ContainerOptions {
     ContainerOptions {
@@ -306,7 +331,12 @@ fn container_options(s: &st::ServiceSpec) -> ContainerOptions {
             .iter()
             .map(|(k, u)| format!("{k}={}:{}", u.soft, u.hard))
             .collect(),
-        tmpfs: s.tmpfs.clone(),
+        tmpfs: s
+            .tmpfs
+            .iter()
+            .cloned()
+            .chain(s.volumes.iter().filter_map(tmpfs_option))
+            .collect(),
         log_opts: s
             .logging
             .as_ref()
@@ -332,4 +362,59 @@ pub fn files(spec: &st::StackSpec) -> Vec<(&'static str, String, String)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> st::StackSpec {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        skiff_stack::load(&skiff_stack::LoadOptions {
+            files: vec![path],
+            project_name: "st".into(),
+            ..Default::default()
+        })
+        .expect("loads")
+        .spec
+    }
+
+    #[test]
+    fn container_keys_volumes_from_and_dependencies_reach_the_service() {
+        let spec = load(concat!(
+            "services:\n",
+            "  db:\n    image: x\n    volumes: [data:/data, /logs, ./conf:/conf]\n",
+            "    healthcheck: {test: [CMD, 'true']}\n",
+            "  app:\n    image: x\n    volumes_from: ['db:ro']\n    cap_add: [NET_ADMIN]\n",
+            "    init: true\n    ulimits: {nofile: {soft: 10, hard: 20}}\n",
+            "    volumes:\n      - {type: tmpfs, target: /cache, tmpfs: {size: 1m}}\n",
+            "    depends_on: {db: {condition: service_healthy}}\n",
+            "volumes:\n  data: {}\n",
+        ));
+        let svcs = services(&spec);
+        let app = svcs.iter().find(|s| s.name == "st_app").expect("app");
+        let t = &app.template;
+        assert_eq!(t.container.cap_add, vec!["NET_ADMIN".to_string()]);
+        assert!(t.container.init);
+        assert_eq!(t.container.ulimits, vec!["nofile=10:20".to_string()]);
+        assert_eq!(t.container.tmpfs, vec!["/cache:size=1048576".to_string()]);
+        // db's named volume and bind, read-only; its anonymous volume is not shared.
+        let mounts: Vec<(&str, &str, bool)> = t
+            .mounts
+            .iter()
+            .map(|m| (m.source.as_str(), m.target.as_str(), m.read_only))
+            .collect();
+        assert_eq!(mounts.len(), 2, "{mounts:?}");
+        assert!(mounts.contains(&("st_data", "/data", true)), "{mounts:?}");
+        assert!(mounts.iter().any(|m| m.1 == "/conf" && m.2), "{mounts:?}");
+        assert_eq!(
+            app.depends_on,
+            vec![ServiceDependency {
+                service: "st_db".into(),
+                condition: "service_healthy".into(),
+            }]
+        );
+    }
 }
