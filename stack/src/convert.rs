@@ -1119,6 +1119,12 @@ pub(crate) fn parse_short_port(spec: &str) -> std::result::Result<Vec<PortConfig
         None => (None, parse_port_range(rest)?),
     };
     let count = target.1 - target.0;
+    // `8000-8010:80`: Docker picks one host port of the range; a cluster publishes
+    // the same port on every node, so the first one is taken.
+    let published = match published {
+        Some(p) if count == 0 => Some((p.0, p.0)),
+        other => other,
+    };
     if let Some(p) = published {
         if p.1 - p.0 != count {
             return Err(format!(

@@ -593,3 +593,14 @@ fn corpus_of_realistic_files_loads_with_the_right_services() {
     assert!(proxy.read_only, "from the extended gateway");
     assert_eq!(proxy.ports.len(), 3);
 }
+
+#[test]
+fn a_published_range_onto_one_port_takes_its_first_port() {
+    let fx = Fx::new();
+    let l = fx.ok("services:\n  web:\n    image: x\n    ports: ['8000-8010:80']\n");
+    assert_eq!(published(&l, "web"), vec![(Some(8000), 80)]);
+    assert_eq!(
+        fx.err("services:\n  web:\n    image: x\n    ports: ['8000-8010:80-81']\n"),
+        "app.yaml:4:13: services.web.ports[0]: invalid port \"8000-8010:80-81\": the published and target ranges differ in size"
+    );
+}
