@@ -2144,16 +2144,14 @@ fn device_like(diag: &mut Diag, n: &Node, f: &str) -> Result<Vec<String>> {
                 let Some(src) = get_some(e, "source") else {
                     return Err(diag.invalid(it.pos, &itf, "source is required"));
                 };
-                let mut d = string(diag, src, &sub(&itf, "source"))?;
-                let target = opt_string(diag, get(e, "target"), &sub(&itf, "target"))?;
+                let source = string(diag, src, &sub(&itf, "source"))?;
+                let target = opt_string(diag, get(e, "target"), &sub(&itf, "target"))?
+                    .unwrap_or_else(|| source.clone());
                 let perms = opt_string(diag, get(e, "permissions"), &sub(&itf, "permissions"))?;
-                d.push(':');
-                d.push_str(target.as_deref().unwrap_or(&d.clone()[..d.len() - 1]));
-                if let Some(p) = perms {
-                    d.push(':');
-                    d.push_str(&p);
-                }
-                out.push(d);
+                out.push(match perms {
+                    Some(p) => format!("{source}:{target}:{p}"),
+                    None => format!("{source}:{target}"),
+                });
             }
             _ => out.push(scalar(diag, it, &itf, "a string")?.to_string()),
         }
