@@ -44,6 +44,9 @@ services:
     depends_on: [api]
     command: ["sleep", "600"]
     stop_grace_period: 1s
+    ulimits:
+      nofile: {soft: 1000, hard: 2000}
+    extra_hosts: ["db.example:10.1.2.3"]
   debug:
     image: busybox:latest
     profiles: [debug]
@@ -146,6 +149,27 @@ fn stack_deploy_builds_orders_and_shares_volumes() {
             let logs = task_logs(&a, "shop_api");
             logs.contains("hello-from-build") && logs.contains("api-message")
         },
+    );
+
+    // Container keys reach the task's container.
+    let web = a
+        .cmd(&["ps", "-q", "--filter", "name=shop_web"])
+        .stdout
+        .lines()
+        .next()
+        .expect("a web task")
+        .to_string();
+    let limits = a.cmd(&["exec", &web, "cat", "/proc/1/limits"]).stdout;
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains("1000") && l.contains("2000")),
+        "{limits}"
+    );
+    let hosts = a.cmd(&["exec", &web, "cat", "/etc/hosts"]).stdout;
+    assert!(
+        hosts.contains("10.1.2.3") && hosts.contains("db.example"),
+        "{hosts}"
     );
 
     // Second deploy: both images exist, nothing is built, nothing changes.
