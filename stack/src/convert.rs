@@ -1215,8 +1215,16 @@ fn long_port(diag: &mut Diag, n: &Node, f: &str) -> Result<PortConfig> {
     };
     if let Some(p) = get_some(e, "published") {
         let pf = sub(f, "published");
-        if !scalar(diag, p, &pf, "a port number")?.is_empty() {
-            pc.published = Some(port(p, &pf)?);
+        let t = scalar(diag, p, &pf, "a port number")?.trim().to_string();
+        if !t.is_empty() {
+            // A range (`8000-8010`): as in the short syntax, its first port.
+            pc.published = Some(if t.contains('-') {
+                parse_port_range(&t)
+                    .map(|r| r.0)
+                    .map_err(|m| diag.invalid(p.pos, &pf, m))?
+            } else {
+                port(p, &pf)?
+            });
         }
     }
     if let Some(p) = get_some(e, "protocol") {

@@ -604,3 +604,10 @@ fn a_published_range_onto_one_port_takes_its_first_port() {
         "app.yaml:4:13: services.web.ports[0]: invalid port \"8000-8010:80-81\": the published and target ranges differ in size"
     );
 }
+
+#[test]
+fn long_port_syntax_takes_a_published_range() {
+    let fx = Fx::new();
+    let l = fx.ok("services:\n  web:\n    image: x\n    ports:\n      - {target: 80, published: '8000-8010'}\n");
+    assert_eq!(published(&l, "web"), vec![(Some(8000), 80)]);
+}
