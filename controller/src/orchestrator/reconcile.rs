@@ -606,6 +606,26 @@ fn waiting_on_dependencies(world: &World) -> std::collections::HashSet<String> {
     waiting
 }
 
+/// Where a service that takes volumes from others (`volumes_from`) must run: the node
+/// of a running task of the first of them (the lowest task ID, so every pass agrees).
+/// `None` when none runs yet; `depends_on` keeps the tasks unplaced until one does.
+fn colocation_node(world: &World, spec: &ServiceSpec) -> Option<String> {
+    spec.colocate_with.iter().find_map(|name| {
+        let svc = world.services.iter().find(|s| &s.value.spec.name == name)?;
+        world
+            .tasks
+            .iter()
+            .filter(|t| {
+                t.value.service_id == svc.id
+                    && is_live(&t.value)
+                    && t.value.status.state == TaskState::Running
+                    && !t.value.node_id.is_empty()
+            })
+            .min_by(|a, b| a.id.cmp(&b.id))
+            .map(|t| t.value.node_id.clone())
+    })
+}
+
 fn schedule_pending(
     p: &mut Planner,
     world: &World,
@@ -662,10 +682,14 @@ fn schedule_pending(
     // Tasks created in this pass are placed on the next pass (they have no version yet).
     for s in services.values() {
         let spec = &s.value.spec;
+        let mut constraints = constraints_of(spec);
+        if let Some(node) = colocation_node(world, spec) {
+            constraints.extend(Constraint::parse(&format!("node.id=={node}")).ok());
+        }
         snap.services.insert(
             s.id.clone(),
             scheduler::ServiceConstraints {
-                constraints: constraints_of(spec),
+                constraints,
                 spread: spec.placement.spread.clone(),
                 max_replicas_per_node: spec.placement.max_replicas_per_node,
                 reservations: Resources {

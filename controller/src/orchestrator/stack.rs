@@ -214,6 +214,12 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
             .collect(),
         endpoint_mode: enum_str(&s.deploy.endpoint_mode),
         depends_on: dependencies(stack, s),
+        colocate_with: s
+            .volumes_from
+            .iter()
+            .filter_map(|v| v.strip_prefix("service:"))
+            .map(|v| scoped(stack, v.strip_suffix(":ro").unwrap_or(v)))
+            .collect(),
     }
 }
 
@@ -409,6 +415,7 @@ mod tests {
         assert_eq!(mounts.len(), 2, "{mounts:?}");
         assert!(mounts.contains(&("st_data", "/data", true)), "{mounts:?}");
         assert!(mounts.iter().any(|m| m.1 == "/conf" && m.2), "{mounts:?}");
+        assert_eq!(app.colocate_with, vec!["st_db".to_string()]);
         assert_eq!(
             app.depends_on,
             vec![ServiceDependency {

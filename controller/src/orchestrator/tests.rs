@@ -643,3 +643,27 @@ fn depends_on_completed_successfully_waits_for_exit_0() {
     sim.run_assigned();
     assert_eq!(sim.running(&app_id).len(), 1);
 }
+
+#[test]
+fn volumes_from_places_tasks_with_their_source() {
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    let data_id = sim.add_service(service("st_data", Mode::Replicated { replicas: 1 }));
+    let mut app = service("st_app", Mode::Replicated { replicas: 3 });
+    app.spec.depends_on = vec![ServiceDependency {
+        service: "st_data".into(),
+        condition: "service_started".into(),
+    }];
+    app.spec.colocate_with = vec!["st_data".into()];
+    let app_id = sim.add_service(app);
+    sim.settle();
+    sim.run_assigned();
+    sim.settle();
+    sim.run_assigned();
+    let data_node = sim.running(&data_id)[0].node_id.clone();
+    let app_tasks = sim.running(&app_id);
+    assert_eq!(app_tasks.len(), 3);
+    assert!(
+        app_tasks.iter().all(|t| t.node_id == data_node),
+        "all with the source on {data_node}"
+    );
+}

@@ -219,6 +219,10 @@ pub struct ServiceSpec {
     /// Stack `depends_on`: tasks wait, unplaced, until these are satisfied.
     #[serde(default)]
     pub depends_on: Vec<ServiceDependency>,
+    /// Services (cluster-wide names) whose volumes this one mounts (`volumes_from`):
+    /// its tasks go to the node where a task of the first of them runs.
+    #[serde(default)]
+    pub colocate_with: Vec<String>,
 }
 
 /// Progress of a rolling update, kept on the service object.
