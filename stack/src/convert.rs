@@ -138,6 +138,10 @@ const SERVICE: &[(&str, K)] = &[
         "pull_policy",
         K::Warn(": images are pulled by the node that runs a task"),
     ),
+    (
+        "pull_refresh_after",
+        K::Warn(": images are pulled by the node that runs a task"),
+    ),
     ("runtime", K::Warn(NOT_APPLIED)),
     ("storage_opt", K::Warn(NOT_APPLIED)),
     ("use_api_socket", K::Warn(NOT_APPLIED)),
