@@ -757,8 +757,9 @@ fn service(
     };
     let image = match (get_some(e, "image"), &build) {
         (Some(v), _) => string(cx.diag, v, &p("image"))?,
-        // Compose names a built image after the project and service.
-        (None, Some(_)) => format!("{}_{}", cx.project, k.name),
+        // Compose names a built image after the project and service; image names
+        // are lower case.
+        (None, Some(_)) => format!("{}_{}", cx.project, k.name).to_lowercase(),
         (None, None) => {
             return Err(cx.diag.invalid(
                 k.pos,

@@ -611,3 +611,13 @@ fn long_port_syntax_takes_a_published_range() {
     let l = fx.ok("services:\n  web:\n    image: x\n    ports:\n      - {target: 80, published: '8000-8010'}\n");
     assert_eq!(published(&l, "web"), vec![(Some(8000), 80)]);
 }
+
+#[test]
+fn built_image_names_are_lower_case() {
+    let fx = Fx::new();
+    fx.file("app.yaml", "services:\n  WebApp:\n    build: .\n");
+    let l = fx
+        .load_with(&["app.yaml"], |o| o.project_name = "Shop".into())
+        .expect("loads");
+    assert_eq!(svc(&l, "WebApp").image, "shop_webapp");
+}
