@@ -262,11 +262,23 @@ fn apply_profiles(
     Ok(disabled)
 }
 
-/// The normalised spec as YAML (it loads back as a Compose file).
+/// The normalised spec as YAML (it loads back as a Compose file). A literal `$` is
+/// written `$$`, as `docker compose config` does, so loading it back does not
+/// interpolate what was already interpolated.
 pub fn to_yaml(spec: &StackSpec) -> String {
-    let v = serde_json::to_value(spec)
+    let mut v = serde_json::to_value(spec)
         .expect("a StackSpec has only string keys and serialisable values");
+    escape_dollars(&mut v);
     to_yaml_string(&v)
+}
+
+fn escape_dollars(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(escape_dollars),
+        serde_json::Value::Object(m) => m.values_mut().for_each(escape_dollars),
+        _ => {}
+    }
 }
 
 /// The normalised spec as pretty JSON.

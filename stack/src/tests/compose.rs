@@ -621,3 +621,19 @@ fn built_image_names_are_lower_case() {
         .expect("loads");
     assert_eq!(svc(&l, "WebApp").image, "shop_webapp");
 }
+
+#[test]
+fn printed_yaml_escapes_dollars_so_it_loads_back_the_same() {
+    let fx = Fx::new();
+    let l = fx.ok("services:\n  web:\n    image: x\n    environment: {PRICE: '5$$', HOME_REF: $$HOME}\n    command: echo $$1\n");
+    let s = svc(&l, "web");
+    assert_eq!(
+        s.environment,
+        vec!["HOME_REF=$HOME".to_string(), "PRICE=5$".into()]
+    );
+    let printed = to_yaml(&l.spec);
+    assert!(printed.contains("$$HOME"), "{printed}");
+    fx.file("printed.yaml", &printed);
+    let again = fx.load(&["printed.yaml"]).expect("loads back");
+    assert_eq!(again.spec, l.spec);
+}
