@@ -555,11 +555,13 @@ impl Executor {
                 return;
             }
         }
+        let opts = &tpl.container;
         let tmpfs = tpl
             .mounts
             .iter()
             .filter(|m| m.kind == "tmpfs")
             .map(|m| m.target.clone())
+            .chain(opts.tmpfs.iter().cloned())
             .collect();
         let config = skiff_proto::engine::ContainerConfig {
             image: tpl.image.clone(),
@@ -581,13 +583,28 @@ impl Executor {
                 nano_cpus: tpl.limits.nano_cpus,
                 pids_limit: tpl.limits.pids,
                 memory_reservation: tpl.reservations.memory_bytes,
+                ulimits: opts.ulimits.clone(),
                 ..Default::default()
             }),
             net: Some(skiff_proto::engine::NetworkOptions {
                 aliases,
                 ipv4_address,
+                dns: opts.dns.clone(),
+                dns_search: opts.dns_search.clone(),
+                dns_options: opts.dns_options.clone(),
+                extra_hosts: opts.extra_hosts.clone(),
                 ..Default::default()
             }),
+            tty: opts.tty,
+            open_stdin: opts.stdin_open,
+            read_only: opts.read_only,
+            privileged: opts.privileged,
+            cap_add: opts.cap_add.clone(),
+            cap_drop: opts.cap_drop.clone(),
+            security_opt: opts.security_opt.clone(),
+            init: opts.init,
+            devices: opts.devices.clone(),
+            log_opts: opts.log_opts.clone(),
             ..Default::default()
         };
         let name = format!(

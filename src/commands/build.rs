@@ -128,19 +128,73 @@ pub async fn build(c: &mut Client, a: &BuildArgs) -> Result<i32> {
         let (id, value) = read_secret(spec).map_err(|e| exit(1, e))?;
         secrets.insert(id, value);
     }
-    let first = BuildInput {
+    let job = BuildJob {
+        context: ctx,
         dockerfile,
         dockerfile_name: df_path.display().to_string(),
+        dockerfile_rel: df_rel,
         tags: a.tags.clone(),
         build_args,
         target: a.target.clone().unwrap_or_default(),
         no_cache: a.no_cache,
         pull: a.pull,
         network: a.network.clone(),
-        auths: super::registry::all_auths(),
-        context: vec![],
         secrets,
     };
+    let quiet = a.quiet;
+    let id = run_build(c, job, |line| {
+        if !quiet {
+            println!("{line}");
+        }
+    })
+    .await?;
+    if quiet {
+        println!("{id}");
+    }
+    Ok(0)
+}
+
+/// One build on the agent: what `skiff build` and a stack deploy's `build:` sections
+/// both send.
+pub struct BuildJob {
+    /// The context directory, streamed to the agent as a tar.
+    pub context: PathBuf,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Its name, for error messages.
+    pub dockerfile_name: String,
+    /// Its path inside the context, if it is there (always sent, even if ignored).
+    pub dockerfile_rel: Option<String>,
+    pub tags: Vec<String>,
+    pub build_args: std::collections::HashMap<String, String>,
+    pub target: String,
+    pub no_cache: bool,
+    pub pull: bool,
+    /// `host` or `none`.
+    pub network: String,
+    pub secrets: std::collections::HashMap<String, Vec<u8>>,
+}
+
+/// Runs a build, handing each progress line to `progress`; returns the image ID.
+pub async fn run_build(
+    c: &mut Client,
+    job: BuildJob,
+    mut progress: impl FnMut(&str),
+) -> Result<String> {
+    let first = BuildInput {
+        dockerfile: job.dockerfile,
+        dockerfile_name: job.dockerfile_name,
+        tags: job.tags,
+        build_args: job.build_args,
+        target: job.target,
+        no_cache: job.no_cache,
+        pull: job.pull,
+        network: job.network,
+        auths: super::registry::all_auths(),
+        context: vec![],
+        secrets: job.secrets,
+    };
+    let (ctx, df_rel) = (job.context, job.dockerfile_rel);
     let (tx, rx) = mpsc::channel(8);
     tx.send(first)
         .await
@@ -179,14 +233,9 @@ pub async fn build(c: &mut Client, a: &BuildArgs) -> Result<i32> {
             return Err(exit(1, m.error));
         }
         if !m.image_id.is_empty() {
-            if a.quiet {
-                println!("{}", m.image_id);
-            }
-            return Ok(0);
+            return Ok(m.image_id);
         }
-        if !a.quiet {
-            println!("{}", m.line);
-        }
+        progress(&m.line);
     }
     Err(exit(1, "the build ended without a result"))
 }

@@ -52,7 +52,27 @@ pub struct DeployArgs {
     /// How long --detach=false waits for convergence (e.g. 2m, 90s).
     #[arg(long, default_value = "3m")]
     pub timeout: String,
+    /// Build every service that has a `build:` section, even if its image exists.
+    #[arg(long, conflicts_with = "no_build")]
+    pub build: bool,
+    /// Build nothing: services with `build:` deploy their image as it is.
+    #[arg(long)]
+    pub no_build: bool,
+    #[command(flatten)]
+    pub load: LoadFlags,
     pub name: String,
+}
+
+/// How the files are read, shared by `stack config` and `stack deploy`.
+#[derive(Args, Debug, Default)]
+pub struct LoadFlags {
+    /// Read variables from this file instead of the .env beside the first file
+    /// (repeatable; later files win).
+    #[arg(long = "env-file")]
+    pub env_files: Vec<PathBuf>,
+    /// Enable the services of this profile (repeatable; '*' enables all).
+    #[arg(long = "profile")]
+    pub profiles: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -100,9 +120,12 @@ pub struct ConfigArgs {
     /// Output format: yaml or json.
     #[arg(long, default_value = "yaml")]
     pub format: String,
-    /// Stack name used to resolve resource names (default: the first file's directory).
+    /// Stack name used to resolve resource names (default: the file's `name:`, else
+    /// the first file's directory).
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub load: LoadFlags,
 }
 
 /// Where the stack name comes from when none is given: the first file's directory,
@@ -120,11 +143,20 @@ pub fn default_stack_name(first: &Path) -> String {
 }
 
 /// Loads the files against the process environment; warnings go to stderr.
-pub fn load(files: &[PathBuf], name: &str) -> anyhow::Result<skiff_stack::StackSpec> {
+/// `name_is_default`: the file's top-level `name:` may replace `name`.
+pub fn load(
+    files: &[PathBuf],
+    name: &str,
+    name_is_default: bool,
+    flags: &LoadFlags,
+) -> anyhow::Result<skiff_stack::Loaded> {
     let opts = skiff_stack::LoadOptions {
         files: files.to_vec(),
         env: std::env::vars().collect::<HashMap<_, _>>(),
         project_name: name.to_string(),
+        name_is_default,
+        env_files: flags.env_files.clone(),
+        profiles: flags.profiles.clone(),
     };
     let loaded = skiff_stack::load(&opts).map_err(|e| Exit {
         code: 1,
@@ -133,7 +165,7 @@ pub fn load(files: &[PathBuf], name: &str) -> anyhow::Result<skiff_stack::StackS
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
-    Ok(loaded.spec)
+    Ok(loaded)
 }
 
 /// `skiff stack config`: exit 0 with the spec on stdout, or 1 with the error
@@ -157,7 +189,7 @@ pub fn config(a: &ConfigArgs) -> anyhow::Result<i32> {
             .map(|f| default_stack_name(f))
             .unwrap_or_else(|| "stack".into()),
     };
-    let spec = load(&a.compose_files, &name)?;
+    let spec = load(&a.compose_files, &name, a.name.is_none(), &a.load)?.spec;
     let text = if a.format == "json" {
         skiff_stack::to_json(&spec) + "\n"
     } else {
@@ -201,8 +233,14 @@ pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
                 ));
             }
             let timeout = parse_timeout(&a.timeout)?;
-            let mut spec = load(&a.compose_files, &a.name)?;
-            inline_file_sources(&mut spec)?;
+            let loaded = load(&a.compose_files, &a.name, false, &a.load)?;
+            let mut spec = loaded.spec;
+            // Files first: a missing one stops the deploy before anything is built
+            // or created.
+            inline_file_sources(&mut spec, &loaded.env)?;
+            if !a.no_build {
+                build_services(host, &spec, a.build).await?;
+            }
             let r = c
                 .stack_deploy(pb::StackDeployRequest {
                     stack_json: skiff_stack::to_json(&spec),
@@ -275,15 +313,19 @@ pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
 }
 
 /// Secrets and configs are read here, on the machine that has the files, and travel to
-/// the cluster as content (the manager may be another host).
-fn inline_file_sources(spec: &mut skiff_stack::StackSpec) -> anyhow::Result<()> {
+/// the cluster as content (the manager may be another host). `environment` sources
+/// read the same environment the file was interpolated with.
+fn inline_file_sources(
+    spec: &mut skiff_stack::StackSpec,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<()> {
     use skiff_stack::spec::Source;
     let read = |what: &str, name: &str, src: &Source| -> anyhow::Result<Option<String>> {
         match src {
             Source::File(p) => std::fs::read_to_string(p).map(Some).map_err(|e| {
                 crate::client::exit(1, format!("{what} {name}: reading {}: {e}", p.display()))
             }),
-            Source::Environment(v) => std::env::var(v).map(Some).map_err(|_| {
+            Source::Environment(v) => env.get(v).cloned().map(Some).ok_or_else(|| {
                 crate::client::exit(
                     1,
                     format!("{what} {name}: environment variable {v} is not set"),
@@ -303,4 +345,135 @@ fn inline_file_sources(spec: &mut skiff_stack::StackSpec) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+/// Builds the services that have a `build:` section with Skiff's builder on the node
+/// the CLI talks to, tagging each as its `image`. An image that already exists there
+/// is used as it is (the next deploy builds nothing) unless `force` (`--build`).
+async fn build_services(
+    host: &str,
+    spec: &skiff_stack::StackSpec,
+    force: bool,
+) -> anyhow::Result<()> {
+    let built: Vec<_> = spec
+        .services
+        .iter()
+        .filter_map(|(n, s)| s.build.as_ref().map(|b| (n, s, b)))
+        .collect();
+    if built.is_empty() {
+        return Ok(());
+    }
+    let mut engine = crate::client::connect(host).await?;
+    for (name, svc, b) in built {
+        if !force {
+            let exists = engine
+                .image_inspect(skiff_proto::engine::NameRequest {
+                    id: svc.image.clone(),
+                })
+                .await
+                .is_ok();
+            if exists {
+                continue;
+            }
+        }
+        println!("Building {name} ({})", svc.image);
+        let job = build_job(spec, name, svc, b)?;
+        let id = super::build::run_build(&mut engine, job, |line| {
+            println!("{name}: {line}");
+        })
+        .await
+        .map_err(|e| crate::client::exit(1, format!("building service {name}: {e}")))?;
+        println!("Built {name}: {id}");
+    }
+    Ok(())
+}
+
+/// What to send for one service's `build:` section.
+fn build_job(
+    spec: &skiff_stack::StackSpec,
+    name: &str,
+    svc: &skiff_stack::ServiceSpec,
+    b: &skiff_stack::BuildSpec,
+) -> anyhow::Result<super::build::BuildJob> {
+    use skiff_stack::spec::Source;
+    let fail = |m: String| crate::client::exit(1, format!("service {name}: build: {m}"));
+    let context = PathBuf::from(&b.context);
+    if !context.is_dir() {
+        return Err(fail(format!(
+            "context {:?} is not a local directory (remote contexts cannot be built here)",
+            b.context
+        )));
+    }
+    let (mut dockerfile, dockerfile_name, rel) = match &b.dockerfile_inline {
+        Some(text) => (text.clone(), "dockerfile_inline".to_string(), None),
+        None => {
+            let rel = b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into());
+            let path = context.join(&rel);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
+            let rel = path
+                .strip_prefix(&context)
+                .ok()
+                .map(|p| p.display().to_string());
+            (text, path.display().to_string(), rel)
+        }
+    };
+    // Labels go on the final stage; with a target stage the builder has no way to add
+    // them, so say so rather than drop them quietly.
+    if !b.labels.is_empty() {
+        if b.target.is_some() {
+            eprintln!(
+                "warning: service {name}: build.labels are not applied when build.target is set"
+            );
+        } else {
+            dockerfile.push_str("\nLABEL");
+            for (k, v) in &b.labels {
+                dockerfile.push_str(&format!(
+                    " {}={}",
+                    serde_json::Value::String(k.clone()),
+                    serde_json::Value::String(v.clone())
+                ));
+            }
+            dockerfile.push('\n');
+        }
+    }
+    let mut secrets = HashMap::new();
+    for r in &b.secrets {
+        let Some(s) = spec.secrets.get(&r.source) else {
+            continue;
+        };
+        match &s.source {
+            Source::Content(c) => {
+                secrets.insert(r.source.clone(), c.clone().into_bytes());
+            }
+            _ => {
+                return Err(fail(format!(
+                    "secret {} must come from a file, the environment or content",
+                    r.source
+                )))
+            }
+        }
+    }
+    let mut tags = vec![svc.image.clone()];
+    tags.extend(b.tags.iter().cloned());
+    Ok(super::build::BuildJob {
+        context,
+        dockerfile,
+        dockerfile_name,
+        dockerfile_rel: rel,
+        tags,
+        build_args: b
+            .args
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect(),
+        target: b.target.clone().unwrap_or_default(),
+        no_cache: b.no_cache,
+        pull: b.pull,
+        network: match b.network.as_deref() {
+            Some("none") => "none".into(),
+            _ => "host".into(),
+        },
+        secrets,
+    })
 }

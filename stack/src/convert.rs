@@ -18,6 +18,8 @@ pub(crate) struct Cx<'a> {
     /// stack file's directory, as in Compose.
     pub base_dir: PathBuf,
     pub project: String,
+    /// Services left out by their profiles, with those profiles.
+    pub disabled: BTreeMap<String, Vec<String>>,
 }
 
 const TOP: &[(&str, K)] = &[
@@ -28,25 +30,29 @@ const TOP: &[(&str, K)] = &[
     ("volumes", K::Ok),
     ("secrets", K::Ok),
     ("configs", K::Ok),
-    ("include", K::Error("pass each file with -c instead")),
+    ("include", K::Ok),
     ("models", K::Warn("")),
 ];
 
-const RESOURCE_HINT: &str = "set resource limits with deploy.resources";
+/// Said of keys that a container of the cluster cannot be given.
+const NOT_APPLIED: &str = ": the cluster's tasks do not support it";
 
 const SERVICE: &[(&str, K)] = &[
     ("image", K::Ok),
+    ("build", K::Ok),
     ("command", K::Ok),
     ("entrypoint", K::Ok),
     ("environment", K::Ok),
     ("env_file", K::Ok),
     ("ports", K::Ok),
     ("volumes", K::Ok),
+    ("volumes_from", K::Ok),
     ("networks", K::Ok),
     ("hostname", K::Ok),
     ("user", K::Ok),
     ("working_dir", K::Ok),
     ("labels", K::Ok),
+    ("label_file", K::Ok),
     ("healthcheck", K::Ok),
     ("stop_grace_period", K::Ok),
     ("stop_signal", K::Ok),
@@ -54,8 +60,15 @@ const SERVICE: &[(&str, K)] = &[
     ("secrets", K::Ok),
     ("configs", K::Ok),
     ("deploy", K::Ok),
+    ("scale", K::Ok),
+    ("restart", K::Ok),
+    ("profiles", K::Ok),
+    ("extends", K::Ok),
     ("cap_add", K::Ok),
     ("cap_drop", K::Ok),
+    ("privileged", K::Ok),
+    ("security_opt", K::Ok),
+    ("devices", K::Ok),
     ("dns", K::Ok),
     ("dns_search", K::Ok),
     ("dns_opt", K::Ok),
@@ -69,92 +82,108 @@ const SERVICE: &[(&str, K)] = &[
     ("sysctls", K::Ok),
     ("ulimits", K::Ok),
     ("logging", K::Ok),
-    // Docker's `stack deploy` ignores these with a warning.
-    ("build", K::Warn(": stacks deploy images; build them first")),
-    ("cgroupns_mode", K::Warn("")),
-    ("cgroup", K::Warn("")),
-    ("cgroup_parent", K::Warn("")),
-    ("devices", K::Warn("")),
-    ("domainname", K::Warn("")),
-    ("external_links", K::Warn("")),
-    ("ipc", K::Warn("")),
+    // Compose 2.x resource keys, honoured as deploy.resources.
+    ("cpus", K::Ok),
+    ("mem_limit", K::Ok),
+    ("mem_reservation", K::Ok),
+    ("pids_limit", K::Ok),
+    ("cgroupns_mode", K::Warn(NOT_APPLIED)),
+    ("cgroup", K::Warn(NOT_APPLIED)),
+    ("cgroup_parent", K::Warn(NOT_APPLIED)),
+    ("domainname", K::Warn(NOT_APPLIED)),
+    (
+        "external_links",
+        K::Warn(": services on the same network reach each other by name"),
+    ),
+    ("ipc", K::Warn(NOT_APPLIED)),
     (
         "links",
         K::Warn(": services on the same network reach each other by name"),
     ),
-    ("mac_address", K::Warn("")),
-    ("network_mode", K::Warn("")),
-    ("pid", K::Warn("")),
-    ("privileged", K::Warn("")),
-    ("restart", K::Warn(": use deploy.restart_policy")),
-    ("security_opt", K::Warn("")),
-    ("shm_size", K::Warn("")),
-    ("userns_mode", K::Warn("")),
+    ("mac_address", K::Warn(NOT_APPLIED)),
+    ("network_mode", K::Warn(": tasks join the stack's networks")),
+    ("pid", K::Warn(NOT_APPLIED)),
+    ("shm_size", K::Warn(NOT_APPLIED)),
+    ("userns_mode", K::Warn(NOT_APPLIED)),
     (
         "container_name",
-        K::Warn(": setting the container name is not supported"),
+        K::Warn(": task containers are named after their service"),
     ),
     (
         "expose",
         K::Warn(": services on the same network can reach each other's containers on any port"),
     ),
-    // Compose-spec keys with no Swarm equivalent.
-    ("annotations", K::Warn("")),
+    ("annotations", K::Warn(NOT_APPLIED)),
     ("attach", K::Warn("")),
-    ("blkio_config", K::Warn("")),
-    ("credential_spec", K::Warn("")),
-    ("develop", K::Warn("")),
-    ("device_cgroup_rules", K::Warn("")),
-    ("gpus", K::Warn("")),
-    ("isolation", K::Warn("")),
-    ("mem_swappiness", K::Warn("")),
-    ("oom_kill_disable", K::Warn("")),
-    ("oom_score_adj", K::Warn("")),
+    ("blkio_config", K::Warn(NOT_APPLIED)),
+    ("credential_spec", K::Warn(NOT_APPLIED)),
+    (
+        "develop",
+        K::Warn(": watch mode is a local development feature"),
+    ),
+    ("device_cgroup_rules", K::Warn(NOT_APPLIED)),
+    ("gpus", K::Warn(NOT_APPLIED)),
+    ("isolation", K::Warn(NOT_APPLIED)),
+    ("mem_swappiness", K::Warn(NOT_APPLIED)),
+    ("oom_kill_disable", K::Warn(NOT_APPLIED)),
+    ("oom_score_adj", K::Warn(NOT_APPLIED)),
     (
         "platform",
         K::Warn(": use a deploy.placement constraint on node.platform"),
     ),
-    ("post_start", K::Warn("")),
-    ("pre_stop", K::Warn("")),
-    ("profiles", K::Warn("")),
-    ("provider", K::Warn("")),
-    ("pull_policy", K::Warn("")),
-    ("runtime", K::Warn("")),
-    ("storage_opt", K::Warn("")),
-    ("use_api_socket", K::Warn("")),
-    ("uts", K::Warn("")),
-    ("models", K::Warn("")),
-    // Docker refuses these: ignoring them would change what runs.
-    ("extends", K::Error("merge files with several -c instead")),
+    ("post_start", K::Warn(NOT_APPLIED)),
+    ("pre_stop", K::Warn(NOT_APPLIED)),
+    ("provider", K::Warn(NOT_APPLIED)),
+    (
+        "pull_policy",
+        K::Warn(": images are pulled by the node that runs a task"),
+    ),
+    (
+        "pull_refresh_after",
+        K::Warn(": images are pulled by the node that runs a task"),
+    ),
+    ("runtime", K::Warn(NOT_APPLIED)),
+    ("storage_opt", K::Warn(NOT_APPLIED)),
+    ("use_api_socket", K::Warn(NOT_APPLIED)),
+    ("uts", K::Warn(NOT_APPLIED)),
+    ("models", K::Warn(NOT_APPLIED)),
     (
         "volume_driver",
-        K::Error("define a volume in the top-level volumes section and set its driver there"),
+        K::Warn(": set the driver on a top-level volume"),
     ),
     (
-        "volumes_from",
-        K::Error("share a volume by declaring it at the top level and mounting it in each service"),
+        "cpu_quota",
+        K::Warn(": set cpus or deploy.resources.limits.cpus"),
     ),
-    ("cpu_quota", K::Error(RESOURCE_HINT)),
-    ("cpu_shares", K::Error(RESOURCE_HINT)),
-    ("cpuset", K::Error(RESOURCE_HINT)),
-    ("cpus", K::Error(RESOURCE_HINT)),
-    ("cpu_count", K::Error(RESOURCE_HINT)),
-    ("cpu_percent", K::Error(RESOURCE_HINT)),
-    ("cpu_period", K::Error(RESOURCE_HINT)),
-    ("cpu_rt_period", K::Error(RESOURCE_HINT)),
-    ("cpu_rt_runtime", K::Error(RESOURCE_HINT)),
-    ("mem_limit", K::Error(RESOURCE_HINT)),
-    ("mem_reservation", K::Error(RESOURCE_HINT)),
-    ("memswap_limit", K::Error(RESOURCE_HINT)),
-    ("pids_limit", K::Error(RESOURCE_HINT)),
-    ("scale", K::Error("use deploy.replicas")),
-    ("label_file", K::Error("put the labels in the file")),
+    (
+        "cpu_shares",
+        K::Warn(": set deploy.resources.reservations.cpus"),
+    ),
+    ("cpuset", K::Warn(NOT_APPLIED)),
+    (
+        "cpu_count",
+        K::Warn(": set cpus or deploy.resources.limits.cpus"),
+    ),
+    (
+        "cpu_percent",
+        K::Warn(": set cpus or deploy.resources.limits.cpus"),
+    ),
+    (
+        "cpu_period",
+        K::Warn(": set cpus or deploy.resources.limits.cpus"),
+    ),
+    ("cpu_rt_period", K::Warn(NOT_APPLIED)),
+    ("cpu_rt_runtime", K::Warn(NOT_APPLIED)),
+    ("memswap_limit", K::Warn(NOT_APPLIED)),
 ];
 
 /// References checked once every section is known.
 #[derive(Default)]
 struct Refs {
-    depends: Vec<(String, String, Pos)>,
+    /// (service, dependency, where, required).
+    depends: Vec<(String, String, Pos, bool)>,
+    /// (service, source service, where).
+    volumes_from: Vec<(String, String, Pos)>,
 }
 
 pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
@@ -164,10 +193,11 @@ pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
         ..Default::default()
     };
     if let Some(v) = get(top, "version") {
+        // Ignored, as by compose-go; 2.x keys are honoured whatever it says.
         scalar(cx.diag, v, "version", "a string")?;
     }
-    // `name:` is the Compose project name; a stack's name comes from the command line,
-    // so only a different name is worth a warning (printed specs carry the same one).
+    // `name:` is the Compose project name; a deploy names the stack on the command
+    // line, so only a different name is worth a warning.
     if let Some(v) = get(top, "name") {
         let name = string(cx.diag, v, "name")?;
         if name != cx.project {
@@ -225,13 +255,73 @@ pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
         uses_default |= svc.networks.contains_key("default");
         spec.services.insert(k.name.clone(), svc);
     }
-    for (svc, dep, pos) in &refs.depends {
-        if !spec.services.contains_key(dep) {
-            let f = format!("services.{svc}.depends_on.{dep}");
-            return Err(cx
-                .diag
-                .invalid(*pos, &f, format!("undefined service {dep:?}")));
+    let mut dropped = Vec::new();
+    for (svc, dep, pos, required) in &refs.depends {
+        if spec.services.contains_key(dep) {
+            continue;
         }
+        let f = format!("services.{svc}.depends_on.{dep}");
+        match cx.disabled.get(dep) {
+            Some(_) if !required => dropped.push((svc.clone(), dep.clone())),
+            Some(p) => {
+                return Err(cx.diag.invalid(
+                    *pos,
+                    &f,
+                    format!(
+                        "service {dep:?} is not enabled: activate one of its profiles ({}) with --profile",
+                        p.join(", ")
+                    ),
+                ))
+            }
+            None if !required => {
+                cx.diag.warn(*pos, &f, format!("undefined service {dep:?} (not required: ignored)"));
+                dropped.push((svc.clone(), dep.clone()));
+            }
+            None => {
+                return Err(cx
+                    .diag
+                    .invalid(*pos, &f, format!("undefined service {dep:?}")))
+            }
+        }
+    }
+    for (svc, dep) in dropped {
+        if let Some(s) = spec.services.get_mut(&svc) {
+            s.depends_on.remove(&dep);
+        }
+    }
+    for (svc, src, pos) in &refs.volumes_from {
+        if !spec.services.contains_key(src) {
+            let f = format!("services.{svc}.volumes_from");
+            let why = match cx.disabled.get(src) {
+                Some(p) => format!(
+                    "service {src:?} is not enabled: activate one of its profiles ({}) with --profile",
+                    p.join(", ")
+                ),
+                None => format!("undefined service {src:?}"),
+            };
+            return Err(cx.diag.invalid(*pos, &f, why));
+        }
+    }
+    if let Some(cycle) = dependency_cycle(&spec) {
+        let first = &cycle[0];
+        let second = cycle.get(1).cloned().unwrap_or_default();
+        let pos = refs
+            .depends
+            .iter()
+            .find(|(s, d, ..)| s == first && *d == second)
+            .map(|x| x.2)
+            .or_else(|| {
+                refs.volumes_from
+                    .iter()
+                    .find(|(s, d, _)| s == first && *d == second)
+                    .map(|x| x.2)
+            })
+            .unwrap_or(root.pos);
+        return Err(cx.diag.invalid(
+            pos,
+            &format!("services.{first}.depends_on"),
+            format!("dependency cycle detected: {}", cycle.join(" -> ")),
+        ));
     }
     if uses_default && !spec.networks.contains_key("default") {
         spec.networks.insert(
@@ -244,6 +334,58 @@ pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
         );
     }
     Ok(spec)
+}
+
+/// The first cycle among `depends_on` and `volumes_from` (which starts a service
+/// after its source), as `a -> b -> a`.
+fn dependency_cycle(spec: &StackSpec) -> Option<Vec<String>> {
+    fn deps(s: &ServiceSpec) -> Vec<String> {
+        let mut d: Vec<String> = s.depends_on.keys().cloned().collect();
+        d.extend(
+            s.volumes_from
+                .iter()
+                .filter_map(|v| v.strip_prefix("service:"))
+                .map(|v| v.split(':').next().unwrap_or(v).to_string()),
+        );
+        d
+    }
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    fn visit(
+        spec: &StackSpec,
+        name: &str,
+        state: &mut HashMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        match state.get(name).copied().unwrap_or(0) {
+            2 => return None,
+            1 => {
+                let start = path.iter().position(|p| p == name).unwrap_or(0);
+                let mut c = path[start..].to_vec();
+                c.push(name.to_string());
+                return Some(c);
+            }
+            _ => {}
+        }
+        state.insert(name.to_string(), 1);
+        path.push(name.to_string());
+        if let Some(s) = spec.services.get(name) {
+            for d in deps(s) {
+                if let Some(c) = visit(spec, &d, state, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        state.insert(name.to_string(), 2);
+        None
+    }
+    let mut state = HashMap::new();
+    for name in spec.services.keys() {
+        if let Some(c) = visit(spec, name, &mut state, &mut Vec::new()) {
+            return Some(c);
+        }
+    }
+    None
 }
 
 /// A mapping whose keys are user-chosen names (services, networks...). Keys are
@@ -503,6 +645,7 @@ fn secret_spec(cx: &mut Cx, section: &str, k: &Key, n: &Node) -> Result<SecretSp
         &[
             ("file", K::Ok),
             ("environment", K::Ok),
+            ("content", K::Ok),
             ("external", K::Ok),
             ("labels", K::Ok),
             ("name", K::Ok),
@@ -531,34 +674,17 @@ fn secret_spec(cx: &mut Cx, section: &str, k: &Key, n: &Node) -> Result<SecretSp
     }
     if let Some(v) = get_some(e, "file") {
         let ff = sub(&f, "file");
-        let path = host_path(cx, v, &ff)?;
-        if !path.is_file() {
-            return Err(cx
-                .diag
-                .invalid(v.pos, &ff, format!("file {} not found", path.display())));
-        }
-        sources.push(Source::File(path));
+        // Read at deploy, not here: `stack config` works without the files.
+        sources.push(Source::File(host_path(cx, v, &ff)?));
     }
     if let Some(v) = get_some(e, "environment") {
         let ef = sub(&f, "environment");
-        let var = string(cx.diag, v, &ef)?;
-        if !cx.env.contains_key(&var) {
-            return Err(cx.diag.invalid(
-                v.pos,
-                &ef,
-                format!("environment variable {var:?} is not set"),
-            ));
-        }
-        sources.push(Source::Environment(var));
+        sources.push(Source::Environment(string(cx.diag, v, &ef)?));
     }
     if let Some(v) = get_some(e, "content") {
         sources.push(Source::Content(string(cx.diag, v, &sub(&f, "content"))?));
     }
-    let what = if is_secret {
-        "file, environment or external"
-    } else {
-        "file, environment, content or external"
-    };
+    let what = "file, environment, content or external";
     let source = match sources.len() {
         1 => sources.remove(0),
         0 => {
@@ -625,13 +751,20 @@ fn service(
     let f = format!("services.{}", k.name);
     let e = fields(cx.diag, n, &f, SERVICE)?;
     let p = |key: &str| sub(&f, key);
-    let image = match get_some(e, "image") {
-        Some(v) => string(cx.diag, v, &p("image"))?,
-        None => {
+    let build = match get_some(e, "build") {
+        Some(b) => Some(build(cx, spec, b, &p("build"))?),
+        None => None,
+    };
+    let image = match (get_some(e, "image"), &build) {
+        (Some(v), _) => string(cx.diag, v, &p("image"))?,
+        // Compose names a built image after the project and service; image names
+        // are lower case.
+        (None, Some(_)) => format!("{}_{}", cx.project, k.name).to_lowercase(),
+        (None, None) => {
             return Err(cx.diag.invalid(
                 k.pos,
                 &f,
-                "image is required (stacks cannot build images)",
+                "has neither an image nor a build context specified",
             ))
         }
     };
@@ -641,6 +774,7 @@ fn service(
     }
     let mut s = ServiceSpec {
         image,
+        build,
         ..Default::default()
     };
     s.command = get(e, "command")
@@ -662,7 +796,11 @@ fn service(
     s.hostname = opt_string(cx.diag, get(e, "hostname"), &p("hostname"))?;
     s.user = opt_string(cx.diag, get(e, "user"), &p("user"))?;
     s.working_dir = opt_string(cx.diag, get(e, "working_dir"), &p("working_dir"))?;
-    s.labels = labels(cx.diag, get(e, "labels"), &p("labels"))?;
+    if let Some(v) = get_some(e, "label_file") {
+        s.labels = label_files(cx, v, &p("label_file"))?;
+    }
+    s.labels
+        .extend(labels(cx.diag, get(e, "labels"), &p("labels"))?);
     if let Some(v) = get_some(e, "healthcheck") {
         s.healthcheck = Some(healthcheck(cx, v, &p("healthcheck"))?);
     }
@@ -712,6 +850,30 @@ fn service(
         }
     }
     s.sysctls = labels(cx.diag, get(e, "sysctls"), &p("sysctls"))?;
+    for key in ["sysctls", "group_add"] {
+        if let Some(v) = get_some(e, key) {
+            cx.diag.warn(
+                v.pos,
+                &p(key),
+                format!("ignoring unsupported option {key}{NOT_APPLIED}"),
+            );
+        }
+    }
+    if let Some(v) = get_some(e, "privileged") {
+        s.privileged = boolean(cx.diag, v, &p("privileged"))?;
+    }
+    for (key, slot) in [
+        ("security_opt", &mut s.security_opt),
+        ("devices", &mut s.devices),
+        ("profiles", &mut s.profiles),
+    ] {
+        if let Some(v) = get_some(e, key) {
+            *slot = device_like(cx.diag, v, &p(key))?;
+        }
+    }
+    if let Some(v) = get_some(e, "volumes_from") {
+        s.volumes_from = volumes_from(cx, refs, &k.name, v, &p("volumes_from"))?;
+    }
     if let Some(v) = get_some(e, "ulimits") {
         s.ulimits = ulimits(cx, v, &p("ulimits"))?;
     }
@@ -725,6 +887,55 @@ fn service(
     }
     if let Some(v) = get(e, "deploy") {
         s.deploy = crate::deploy::deploy(cx, v, &p("deploy"))?;
+    }
+    let dep = get_some(e, "deploy");
+    let in_deploy = |key: &str| {
+        dep.and_then(|d| d.get(key))
+            .is_some_and(|n| n.value != Value::Null)
+    };
+    if let Some(v) = get_some(e, "scale") {
+        let n = uint(cx.diag, v, &p("scale"))?;
+        match s.deploy.mode {
+            ServiceMode::Global => {
+                return Err(cx.diag.invalid(
+                    v.pos,
+                    &p("scale"),
+                    "scale can only be used with replicated mode",
+                ))
+            }
+            ServiceMode::Replicated { replicas } if in_deploy("replicas") && replicas != n => {
+                return Err(cx.diag.invalid(
+                    v.pos,
+                    &p("scale"),
+                    format!(
+                        "scale ({n}) and deploy.replicas ({replicas}) differ: give one of them"
+                    ),
+                ))
+            }
+            ServiceMode::Replicated { .. } => {
+                s.deploy.mode = ServiceMode::Replicated { replicas: n }
+            }
+        }
+    }
+    if let Some(v) = get_some(e, "restart") {
+        let policy = restart(cx.diag, v, &p("restart"))?;
+        // deploy.restart_policy, when given, is the more specific of the two.
+        if !in_deploy("restart_policy") {
+            s.deploy.restart_policy.condition = policy.0;
+            s.deploy.restart_policy.max_attempts = policy.1;
+        }
+    }
+    legacy_resources(cx, e, &f, &mut s.deploy.resources)?;
+    if let Some(l) = &mut s.logging {
+        let driver = l.driver.clone().unwrap_or_default();
+        if !matches!(driver.as_str(), "" | "json-file" | "local") {
+            let pos = get(e, "logging").map(|v| v.pos).unwrap_or(k.pos);
+            cx.diag.warn(
+                pos,
+                &p("logging.driver"),
+                format!("ignoring unsupported log driver {driver:?}: tasks log to local files"),
+            );
+        }
     }
     if s.deploy.endpoint_mode == EndpointMode::Dnsrr {
         if let Some(i) = s.ports.iter().position(|pc| pc.mode == PortMode::Ingress) {
@@ -913,6 +1124,12 @@ pub(crate) fn parse_short_port(spec: &str) -> std::result::Result<Vec<PortConfig
         None => (None, parse_port_range(rest)?),
     };
     let count = target.1 - target.0;
+    // `8000-8010:80`: Docker picks one host port of the range; a cluster publishes
+    // the same port on every node, so the first one is taken.
+    let published = match published {
+        Some(p) if count == 0 => Some((p.0, p.0)),
+        other => other,
+    };
     if let Some(p) = published {
         if p.1 - p.0 != count {
             return Err(format!(
@@ -1003,8 +1220,16 @@ fn long_port(diag: &mut Diag, n: &Node, f: &str) -> Result<PortConfig> {
     };
     if let Some(p) = get_some(e, "published") {
         let pf = sub(f, "published");
-        if !scalar(diag, p, &pf, "a port number")?.is_empty() {
-            pc.published = Some(port(p, &pf)?);
+        let t = scalar(diag, p, &pf, "a port number")?.trim().to_string();
+        if !t.is_empty() {
+            // A range (`8000-8010`): as in the short syntax, its first port.
+            pc.published = Some(if t.contains('-') {
+                parse_port_range(&t)
+                    .map(|r| r.0)
+                    .map_err(|m| diag.invalid(p.pos, &pf, m))?
+            } else {
+                port(p, &pf)?
+            });
         }
     }
     if let Some(p) = get_some(e, "protocol") {
@@ -1050,6 +1275,13 @@ fn check_target(diag: &Diag, n: &Node, f: &str, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// A container path as Compose writes it out: `/var/mail/` is `/var/mail`.
+fn clean_container_path(p: &str) -> String {
+    crate::relocate::normalise(Path::new(p))
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn is_host_path(s: &str) -> bool {
     s.starts_with('/') || s.starts_with('.') || s.starts_with('~')
 }
@@ -1084,7 +1316,7 @@ fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Resu
     };
     check_target(cx.diag, n, f, target)?;
     let mut m = Mount {
-        target: target.to_string(),
+        target: clean_container_path(target),
         ..Default::default()
     };
     match source {
@@ -1175,7 +1407,7 @@ fn long_mount(cx: &mut Cx, spec: &StackSpec, n: &Node, f: &str) -> Result<Mount>
     check_target(cx.diag, target_node, &sub(f, "target"), &target)?;
     let mut m = Mount {
         kind,
-        target,
+        target: clean_container_path(&target),
         ..Default::default()
     };
     let sf = sub(f, "source");
@@ -1291,6 +1523,33 @@ fn mounts(cx: &mut Cx, spec: &StackSpec, n: &Node, f: &str) -> Result<Vec<Mount>
                 &mf,
                 format!("duplicate mount target {:?}", m.target),
             ));
+        }
+        let unapplied = [
+            (
+                "bind propagation",
+                m.bind
+                    .as_ref()
+                    .and_then(|b| b.propagation.as_ref())
+                    .is_some(),
+            ),
+            (
+                "SELinux relabelling",
+                m.bind.as_ref().and_then(|b| b.selinux.as_ref()).is_some(),
+            ),
+            ("nocopy", m.volume.as_ref().is_some_and(|v| v.nocopy)),
+            (
+                "subpath",
+                m.volume.as_ref().and_then(|v| v.subpath.as_ref()).is_some(),
+            ),
+        ];
+        for (what, set) in unapplied {
+            if set {
+                cx.diag.warn(
+                    it.pos,
+                    &mf,
+                    format!("ignoring {what}: the cluster's mounts do not support it"),
+                );
+            }
         }
         out.push(m);
     }
@@ -1474,7 +1733,7 @@ fn depends_on(
             for (i, it) in items.iter().enumerate() {
                 let name = string(cx.diag, it, &idx(f, i))?;
                 refs.depends
-                    .push((service.to_string(), name.clone(), it.pos));
+                    .push((service.to_string(), name.clone(), it.pos, true));
                 out.insert(name, default.clone());
             }
         }
@@ -1512,12 +1771,22 @@ fn depends_on(
                 }
                 if let Some(r) = get_some(e, "restart") {
                     d.restart = boolean(cx.diag, r, &sub(&df, "restart"))?;
+                    if d.restart {
+                        cx.diag.warn(
+                            r.pos,
+                            &sub(&df, "restart"),
+                            format!(
+                                "not applied: tasks of {service:?} are not restarted when {:?} restarts",
+                                k.name
+                            ),
+                        );
+                    }
                 }
                 if let Some(r) = get_some(e, "required") {
                     d.required = boolean(cx.diag, r, &sub(&df, "required"))?;
                 }
                 refs.depends
-                    .push((service.to_string(), k.name.clone(), k.pos));
+                    .push((service.to_string(), k.name.clone(), k.pos, d.required));
                 out.insert(k.name.clone(), d);
             }
         }
@@ -1532,7 +1801,7 @@ fn depends_on(
     if let Some(pos) = refs
         .depends
         .iter()
-        .find(|(s, d, _)| s == service && d == service)
+        .find(|(s, d, ..)| s == service && d == service)
         .map(|x| x.2)
     {
         return Err(cx.diag.invalid(pos, f, "a service cannot depend on itself"));
@@ -1697,4 +1966,355 @@ fn ulimits(cx: &mut Cx, n: &Node, f: &str) -> Result<BTreeMap<String, Ulimit>> {
         out.insert(k.name.clone(), u);
     }
     Ok(out)
+}
+
+/// `build:`, the short form being the context directory.
+fn build(cx: &mut Cx, spec: &StackSpec, n: &Node, f: &str) -> Result<BuildSpec> {
+    let mut b = BuildSpec::default();
+    if let Value::Str { text, .. } = &n.value {
+        b.context = build_context(cx, n, f, text)?;
+        return Ok(b);
+    }
+    const BUILDER: &str = ": Skiff's builder does not support it";
+    let e = fields(
+        cx.diag,
+        n,
+        f,
+        &[
+            ("context", K::Ok),
+            ("dockerfile", K::Ok),
+            ("dockerfile_inline", K::Ok),
+            ("args", K::Ok),
+            ("target", K::Ok),
+            ("labels", K::Ok),
+            ("network", K::Ok),
+            ("additional_contexts", K::Ok),
+            ("secrets", K::Ok),
+            ("cache_from", K::Ok),
+            ("no_cache", K::Ok),
+            ("pull", K::Ok),
+            ("tags", K::Ok),
+            (
+                "cache_to",
+                K::Warn(": the build cache stays on the node that builds"),
+            ),
+            ("extra_hosts", K::Warn(BUILDER)),
+            ("isolation", K::Warn(BUILDER)),
+            ("privileged", K::Warn(BUILDER)),
+            ("shm_size", K::Warn(BUILDER)),
+            ("ssh", K::Warn(BUILDER)),
+            (
+                "platforms",
+                K::Warn(": images are built for the building node's platform"),
+            ),
+            ("ulimits", K::Warn(BUILDER)),
+            ("entitlements", K::Warn(BUILDER)),
+            ("provenance", K::Warn(BUILDER)),
+            ("sbom", K::Warn(BUILDER)),
+            ("no_cache_filter", K::Warn(BUILDER)),
+        ],
+    )?;
+    b.context = match get_some(e, "context") {
+        Some(c) => {
+            let t = string(cx.diag, c, &sub(f, "context"))?;
+            build_context(cx, c, &sub(f, "context"), &t)?
+        }
+        None => build_context(cx, n, f, ".")?,
+    };
+    b.dockerfile = opt_string(cx.diag, get(e, "dockerfile"), &sub(f, "dockerfile"))?;
+    b.dockerfile_inline = opt_string(
+        cx.diag,
+        get(e, "dockerfile_inline"),
+        &sub(f, "dockerfile_inline"),
+    )?;
+    if b.dockerfile.is_some() && b.dockerfile_inline.is_some() {
+        let pos = get(e, "dockerfile_inline").map(|v| v.pos).unwrap_or(n.pos);
+        return Err(cx.diag.invalid(
+            pos,
+            &sub(f, "dockerfile_inline"),
+            "dockerfile and dockerfile_inline are mutually exclusive",
+        ));
+    }
+    if let Some(a) = get(e, "args") {
+        for (k, v) in kv(cx.diag, a, &sub(f, "args"))? {
+            // No value: from the deploying environment, when set there.
+            let v = v.or_else(|| cx.env.get(&k).cloned());
+            b.args.insert(k, v);
+        }
+    }
+    b.target = opt_string(cx.diag, get(e, "target"), &sub(f, "target"))?;
+    b.labels = labels(cx.diag, get(e, "labels"), &sub(f, "labels"))?;
+    if let Some(v) = get_some(e, "network") {
+        let nf = sub(f, "network");
+        let net = string(cx.diag, v, &nf)?;
+        if !matches!(net.as_str(), "host" | "none" | "default") {
+            cx.diag.warn(
+                v.pos,
+                &nf,
+                format!("build steps run on the host network or none, not {net:?}: using host"),
+            );
+        }
+        b.network = Some(net);
+    }
+    b.additional_contexts = labels(
+        cx.diag,
+        get(e, "additional_contexts"),
+        &sub(f, "additional_contexts"),
+    )?;
+    if let Some(v) = get_some(e, "additional_contexts") {
+        if !b.additional_contexts.is_empty() {
+            cx.diag.warn(
+                v.pos,
+                &sub(f, "additional_contexts"),
+                format!("ignoring unsupported option additional_contexts{BUILDER}"),
+            );
+        }
+    }
+    if let Some(v) = get_some(e, "secrets") {
+        b.secrets = file_refs(cx, spec, "secrets", v, &sub(f, "secrets"))?;
+    }
+    if let Some(v) = get(e, "cache_from") {
+        b.cache_from = str_list(cx.diag, v, &sub(f, "cache_from"), false)?;
+        if !b.cache_from.is_empty() {
+            cx.diag.warn(
+                v.pos,
+                &sub(f, "cache_from"),
+                "ignoring cache_from: the builder reuses its own cache on the node that builds",
+            );
+        }
+    }
+    if let Some(v) = get(e, "tags") {
+        b.tags = str_list(cx.diag, v, &sub(f, "tags"), false)?;
+    }
+    for (key, slot) in [("no_cache", &mut b.no_cache), ("pull", &mut b.pull)] {
+        if let Some(v) = get_some(e, key) {
+            *slot = boolean(cx.diag, v, &sub(f, key))?;
+        }
+    }
+    Ok(b)
+}
+
+/// A local context directory made absolute; remote contexts (git, URLs) kept as
+/// written, for the deploy to refuse with a clear message.
+fn build_context(cx: &Cx, n: &Node, f: &str, t: &str) -> Result<String> {
+    if crate::relocate::is_remote(t) {
+        return Ok(t.to_string());
+    }
+    resolve_host_path(cx, t)
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|m| cx.diag.invalid(n.pos, f, m))
+}
+
+/// `label_file`: one file or a list, `KEY=VALUE` lines as in env files.
+fn label_files(cx: &mut Cx, n: &Node, f: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let items: Vec<&Node> = match &n.value {
+        Value::Seq(items) => items.iter().collect(),
+        _ => vec![n],
+    };
+    for it in items {
+        let path = host_path(cx, it, f)?;
+        let text = crate::read_capped(&path).map_err(|e| match e {
+            StackError::Io { source, .. } => cx.diag.invalid(
+                it.pos,
+                f,
+                format!("cannot read label file {}: {source}", path.display()),
+            ),
+            other => other,
+        })?;
+        let entries = dotenv::parse(&text).map_err(|(line, message)| StackError::Invalid {
+            location: Location {
+                file: path.clone(),
+                line,
+                col: 1,
+            },
+            field: f.to_string(),
+            message,
+        })?;
+        for e in entries {
+            out.insert(e.key.clone(), e.value.clone().unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
+/// A list of strings; `devices` entries may also be `{source, target, permissions}`.
+fn device_like(diag: &mut Diag, n: &Node, f: &str) -> Result<Vec<String>> {
+    let Value::Seq(items) = &n.value else {
+        return str_list(diag, n, f, false);
+    };
+    let mut out = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let itf = idx(f, i);
+        match &it.value {
+            Value::Map(_) => {
+                let e = fields(
+                    diag,
+                    it,
+                    &itf,
+                    &[("source", K::Ok), ("target", K::Ok), ("permissions", K::Ok)],
+                )?;
+                let Some(src) = get_some(e, "source") else {
+                    return Err(diag.invalid(it.pos, &itf, "source is required"));
+                };
+                let source = string(diag, src, &sub(&itf, "source"))?;
+                let target = opt_string(diag, get(e, "target"), &sub(&itf, "target"))?
+                    .unwrap_or_else(|| source.clone());
+                let perms = opt_string(diag, get(e, "permissions"), &sub(&itf, "permissions"))?;
+                out.push(match perms {
+                    Some(p) => format!("{source}:{target}:{p}"),
+                    None => format!("{source}:{target}"),
+                });
+            }
+            _ => out.push(scalar(diag, it, &itf, "a string")?.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// `volumes_from`: `service:NAME[:ro|rw]` or `NAME[:ro|rw]` (a service of this stack),
+/// normalised to `service:NAME[:ro]`. `container:NAME` names a container outside the
+/// stack, which a cluster cannot place next to: warned and left out.
+fn volumes_from(
+    cx: &mut Cx,
+    refs: &mut Refs,
+    service: &str,
+    n: &Node,
+    f: &str,
+) -> Result<Vec<String>> {
+    let Value::Seq(items) = &n.value else {
+        return Err(cx
+            .diag
+            .invalid(n.pos, f, format!("expected a list, found {}", n.describe())));
+    };
+    let mut out = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let itf = idx(f, i);
+        let t = scalar(cx.diag, it, &itf, "a service name")?.to_string();
+        let parts: Vec<&str> = t.split(':').collect();
+        let (kind, name, mode) = match parts.as_slice() {
+            [name] => ("service", *name, None),
+            [name, m] if matches!(*m, "ro" | "rw") => ("service", *name, Some(*m)),
+            [k @ ("service" | "container"), name] => (*k, *name, None),
+            [k @ ("service" | "container"), name, m] if matches!(*m, "ro" | "rw") => {
+                (*k, *name, Some(*m))
+            }
+            _ => {
+                return Err(cx.diag.invalid(
+                    it.pos,
+                    &itf,
+                    format!("invalid volumes_from {t:?} (expected service:NAME[:ro|rw])"),
+                ))
+            }
+        };
+        if name.is_empty() {
+            return Err(cx
+                .diag
+                .invalid(it.pos, &itf, format!("invalid volumes_from {t:?}")));
+        }
+        if kind == "container" {
+            cx.diag.warn(
+                it.pos,
+                &itf,
+                format!("ignoring {t:?}: a stack's tasks can only take volumes from its services"),
+            );
+            continue;
+        }
+        if name == service {
+            return Err(cx
+                .diag
+                .invalid(it.pos, &itf, "a service cannot take volumes from itself"));
+        }
+        refs.volumes_from
+            .push((service.to_string(), name.to_string(), it.pos));
+        out.push(match mode {
+            Some("ro") => format!("service:{name}:ro"),
+            _ => format!("service:{name}"),
+        });
+    }
+    Ok(out)
+}
+
+/// Compose's `restart` as a Swarm restart policy: condition and attempt limit.
+fn restart(diag: &Diag, n: &Node, f: &str) -> Result<(RestartCondition, Option<u64>)> {
+    let t = scalar(diag, n, f, "a restart policy")?;
+    let (name, count) = match t.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (t, None),
+    };
+    let bad = || {
+        diag.invalid(
+            n.pos,
+            f,
+            format!("invalid restart policy {t:?} (expected no, always, on-failure[:N] or unless-stopped)"),
+        )
+    };
+    match (name, count) {
+        ("no" | "none", None) => Ok((RestartCondition::None, None)),
+        ("always" | "unless-stopped", None) => Ok((RestartCondition::Any, None)),
+        ("on-failure", None) => Ok((RestartCondition::OnFailure, None)),
+        ("on-failure", Some(c)) => match c.parse::<u64>() {
+            Ok(0) => Ok((RestartCondition::OnFailure, None)),
+            Ok(c) => Ok((RestartCondition::OnFailure, Some(c))),
+            Err(_) => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+/// Compose 2.x's `cpus`, `mem_limit`, `mem_reservation` and `pids_limit`, as
+/// deploy.resources; a value also set there is taken from deploy.resources.
+fn legacy_resources(cx: &mut Cx, e: &[(Key, Node)], f: &str, r: &mut Resources) -> Result<()> {
+    let warn_both = |cx: &mut Cx, n: &Node, key: &str, other: &str| {
+        cx.diag.warn(
+            n.pos,
+            &sub(f, key),
+            format!("also set as deploy.resources.{other}, which is used"),
+        );
+    };
+    if let Some(v) = get_some(e, "cpus") {
+        let c = crate::deploy::cpus(cx, v, &sub(f, "cpus"))?;
+        let l = r.limits.get_or_insert_with(Default::default);
+        match l.nano_cpus {
+            Some(x) if x != c => warn_both(cx, v, "cpus", "limits.cpus"),
+            Some(_) => {}
+            None => l.nano_cpus = Some(c),
+        }
+    }
+    if let Some(v) = get_some(e, "mem_limit") {
+        let m = bytes(cx.diag, v, &sub(f, "mem_limit"))?;
+        let l = r.limits.get_or_insert_with(Default::default);
+        match l.memory_bytes {
+            Some(x) if x != m => warn_both(cx, v, "mem_limit", "limits.memory"),
+            Some(_) => {}
+            None => l.memory_bytes = Some(m),
+        }
+    }
+    if let Some(v) = get_some(e, "pids_limit") {
+        let pf = sub(f, "pids_limit");
+        let p = int(cx.diag, v, &pf)?;
+        if p < -1 {
+            return Err(cx.diag.invalid(
+                v.pos,
+                &pf,
+                "pids_limit must be -1 (unlimited), 0 or more",
+            ));
+        }
+        let l = r.limits.get_or_insert_with(Default::default);
+        match l.pids {
+            Some(x) if x != p => warn_both(cx, v, "pids_limit", "limits.pids"),
+            Some(_) => {}
+            None => l.pids = Some(p),
+        }
+    }
+    if let Some(v) = get_some(e, "mem_reservation") {
+        let m = bytes(cx.diag, v, &sub(f, "mem_reservation"))?;
+        let l = r.reservations.get_or_insert_with(Default::default);
+        match l.memory_bytes {
+            Some(x) if x != m => warn_both(cx, v, "mem_reservation", "reservations.memory"),
+            Some(_) => {}
+            None => l.memory_bytes = Some(m),
+        }
+    }
+    Ok(())
 }

@@ -168,7 +168,7 @@ fn placement(cx: &mut Cx, n: &Node, f: &str) -> Result<Placement> {
     Ok(p)
 }
 
-fn cpus(cx: &Cx, n: &Node, f: &str) -> Result<u64> {
+pub(crate) fn cpus(cx: &Cx, n: &Node, f: &str) -> Result<u64> {
     let v = float(cx.diag, n, f)?;
     if !(0.0..=1e6).contains(&v) {
         return Err(cx.diag.invalid(

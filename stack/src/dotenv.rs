@@ -2,6 +2,7 @@
 //! optional `export ` prefix, and values in single quotes (literal) or double quotes
 //! (with `\n`, `\t`, `\"`, `\\` escapes). A bare `KEY` line takes its value from the
 //! process environment when set there (Docker's `--env-file` rule), else is dropped.
+//! Values other than single-quoted ones expand `${VAR}` forms, as in compose-go.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,8 @@ pub(crate) struct Entry {
     pub key: String,
     /// `None` for a bare `KEY` line.
     pub value: Option<String>,
+    /// Single-quoted: taken literally, never interpolated.
+    pub literal: bool,
 }
 
 /// Parses `text`; the error carries the 1-based line and a message.
@@ -31,6 +34,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Entry>, (usize, String)> {
         if key.is_empty() || key.chars().any(char::is_whitespace) {
             return Err((line, format!("invalid variable name {key:?}")));
         }
+        let literal = value.is_some_and(|v| v.trim().starts_with('\''));
         let value = match value {
             None => None,
             Some(v) => Some(unquote(v).map_err(|m| (line, m))?),
@@ -39,6 +43,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Entry>, (usize, String)> {
             line,
             key: key.to_string(),
             value,
+            literal,
         });
     }
     Ok(out)
@@ -81,18 +86,35 @@ fn unquote(v: &str) -> Result<String, String> {
     Ok(t.to_string())
 }
 
-/// Resolves parsed entries into a map: bare keys take the process value when present.
+/// Resolves parsed entries into a map: bare keys take the process value when present;
+/// other values expand `${VAR}` forms (unless single-quoted) against the process
+/// environment and the lines above, as compose-go's dotenv does.
 pub(crate) fn resolve(
     entries: &[Entry],
     process: &HashMap<String, String>,
 ) -> Vec<(String, String)> {
-    entries
-        .iter()
-        .filter_map(|e| match &e.value {
-            Some(v) => Some((e.key.clone(), v.clone())),
-            None => process.get(&e.key).map(|v| (e.key.clone(), v.clone())),
-        })
-        .collect()
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut out = Vec::new();
+    for e in entries {
+        let value = match &e.value {
+            Some(v) if e.literal || !v.contains('$') => v.clone(),
+            Some(v) => {
+                let mut lookup = seen.clone();
+                lookup.extend(process.iter().map(|(k, v)| (k.clone(), v.clone())));
+                // A value that does not parse as a template stays as written.
+                crate::interpolate::interpolate(v, &lookup)
+                    .map(|x| x.text)
+                    .unwrap_or_else(|_| v.clone())
+            }
+            None => match process.get(&e.key) {
+                Some(v) => v.clone(),
+                None => continue,
+            },
+        };
+        seen.insert(e.key.clone(), value.clone());
+        out.push((e.key.clone(), value));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -130,6 +152,18 @@ mod tests {
             resolve(&e, &env),
             vec![("G".to_string(), "from-env".to_string())]
         );
+    }
+
+    #[test]
+    fn values_expand_earlier_lines_and_the_process_unless_single_quoted() {
+        let e = parse("BASE=/srv\nDATA=${BASE}/data\nRAW='${BASE}'\nH=$HOME/x\nD=${NOPE:-d}\n")
+            .expect("valid");
+        let env = HashMap::from([("HOME".to_string(), "/root".to_string())]);
+        let r: HashMap<String, String> = resolve(&e, &env).into_iter().collect();
+        assert_eq!(r["DATA"], "/srv/data");
+        assert_eq!(r["RAW"], "${BASE}");
+        assert_eq!(r["H"], "/root/x");
+        assert_eq!(r["D"], "d");
     }
 
     #[test]

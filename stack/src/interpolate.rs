@@ -104,7 +104,11 @@ fn expand(
                 out.push_str(&braced(&body, env, unset, whole)?);
                 i = j + 1;
             }
-            _ => return Err(invalid(whole)),
+            // Not a variable: compose-go keeps the `$` as written (`$1`, `a $`).
+            _ => {
+                out.push('$');
+                i += 1;
+            }
         }
     }
     Ok(out)
@@ -267,9 +271,17 @@ mod tests {
     }
 
     #[test]
+    fn a_dollar_not_starting_a_variable_is_kept() {
+        assert_eq!(ok("$"), "$");
+        assert_eq!(ok("a $"), "a $");
+        assert_eq!(ok("$1 and $-"), "$1 and $-");
+        assert_eq!(ok("cost: 5$ ${A}"), "cost: 5$ alpha");
+    }
+
+    #[test]
     fn malformed_templates_are_errors() {
         for bad in [
-            "$", "a $", "${", "${A", "${}", "${1A}", "$1", "${A B}", "${A:}", "${A:x}", "$-",
+            "${", "${A", "${}", "${1A}", "${A B}", "${A:}", "${A:x}", "a ${ b",
         ] {
             assert!(
                 matches!(

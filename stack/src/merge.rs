@@ -6,10 +6,13 @@
 //! `command`, `entrypoint` and `healthcheck.test` are replaced whole; other
 //! sequences (constraints, dns, cap_add...) are appended without duplicates.
 //!
+//! `!reset` on a value removes what the earlier file set for that key; `!override`
+//! replaces it whole instead of merging.
+//!
 //! Merging happens on the positioned tree, so an error in the result still points
 //! at the file and line that contributed the value.
 
-use crate::yaml::{Key, Node, Value};
+use crate::yaml::{Key, Node, Tag, Value};
 
 #[derive(Clone, Copy)]
 enum Rule {
@@ -25,6 +28,26 @@ enum Rule {
 /// Merges `over` into `base` (both whole files).
 pub(crate) fn merge(base: Node, over: Node) -> Node {
     merge_node(base, over, &[])
+}
+
+/// Merges service `over` onto its `extends` base `base`, with the same rules.
+pub(crate) fn merge_service(base: Node, over: Node, name: &str) -> Node {
+    merge_node(base, over, &["services", name])
+}
+
+/// Removes the keys still tagged `!reset` once every file is merged: a reset with
+/// nothing before it leaves the key unset.
+pub(crate) fn strip_resets(n: &mut Node) {
+    match &mut n.value {
+        Value::Map(entries) => {
+            entries.retain(|(k, _)| k.tag != Tag::Reset);
+            for (_, v) in entries.iter_mut() {
+                strip_resets(v);
+            }
+        }
+        Value::Seq(items) => items.iter_mut().for_each(strip_resets),
+        _ => {}
+    }
 }
 
 fn rule(path: &[&str]) -> Rule {
@@ -114,7 +137,24 @@ fn merge_maps(base: Node, over: Node, path: &[&str]) -> Node {
         return over;
     };
     for (k, v) in o {
-        match b.iter().position(|(bk, _)| bk.name == k.name) {
+        let at = b.iter().position(|(bk, _)| bk.name == k.name);
+        match k.tag {
+            Tag::Reset => {
+                if let Some(i) = at {
+                    b.remove(i);
+                }
+                continue;
+            }
+            Tag::Override => {
+                match at {
+                    Some(i) => b[i] = (k, v),
+                    None => b.push((k, v)),
+                }
+                continue;
+            }
+            Tag::None => {}
+        }
+        match at {
             Some(i) => {
                 let (_, bv) = b.remove(i);
                 let mut p: Vec<&str> = path.to_vec();
@@ -150,7 +190,14 @@ fn to_map(n: Node, split: bool) -> Node {
             }
         };
         entries.retain(|(k, _)| k.name != name);
-        entries.push((Key { name, pos: it.pos }, value));
+        entries.push((
+            Key {
+                name,
+                pos: it.pos,
+                tag: Default::default(),
+            },
+            value,
+        ));
     }
     Node {
         value: Value::Map(entries),

@@ -32,11 +32,28 @@ impl Fx {
     }
 
     fn load(&self, files: &[&str]) -> Result<Loaded, StackError> {
-        load(&LoadOptions {
+        self.load_with(files, |_| {})
+    }
+
+    fn load_with(
+        &self,
+        files: &[&str],
+        set: impl FnOnce(&mut LoadOptions),
+    ) -> Result<Loaded, StackError> {
+        let mut opts = LoadOptions {
             files: files.iter().map(|f| self.dir.path().join(f)).collect(),
             env: self.env.clone(),
             project_name: "app".into(),
-        })
+            ..Default::default()
+        };
+        set(&mut opts);
+        load(&opts)
+    }
+
+    /// An error message with the temp directory stripped.
+    fn strip(&self, e: StackError) -> String {
+        e.to_string()
+            .replace(&format!("{}/", self.dir.path().display()), "")
     }
 
     fn ok(&self, text: &str) -> Loaded {
@@ -204,7 +221,7 @@ fn short_port_syntax() {
         "70000:80",
         "0",
         "a:80",
-        "1-2:3",
+        "1-2:3-5",
         "80/icmp",
         "1.2.3:80:80",
         "::1:80:80",
@@ -531,13 +548,22 @@ fn secrets_and_configs_default_targets_and_modes() {
         fx.err("services:\n  web:\n    image: busybox\n    secrets: [nope]\n"),
         "app.yaml:4:15: services.web.secrets[0]: undefined secret \"nope\" (declare it in the top-level secrets section)"
     );
+    // Secret files are read by a deploy, not by `stack config`.
+    let l =
+        fx.ok("services:\n  web:\n    image: busybox\nsecrets:\n  pw:\n    file: missing.txt\n");
     assert_eq!(
-        fx.err("services:\n  web:\n    image: busybox\nsecrets:\n  pw:\n    file: missing.txt\n"),
-        "app.yaml:6:11: secrets.pw.file: file missing.txt not found"
+        l.spec.secrets["pw"].source,
+        Source::File(
+            fx.dir
+                .path()
+                .canonicalize()
+                .expect("dir")
+                .join("missing.txt")
+        )
     );
     assert_eq!(
         fx.err("services:\n  web:\n    image: busybox\nsecrets:\n  pw:\n    labels: {a: b}\n"),
-        "app.yaml:5:3: secrets.pw: needs a source: one of file, environment or external"
+        "app.yaml:5:3: secrets.pw: needs a source: one of file, environment, content or external"
     );
 }
 
@@ -704,12 +730,8 @@ fn unknown_keys_are_errors_with_a_suggestion() {
         "app.yaml:4:1: foo: unknown key \"foo\""
     );
     assert_eq!(
-        fx.err("services:\n  web:\n    image: busybox\n    mem_limit: 1g\n"),
-        "app.yaml:4:5: services.web.mem_limit: not supported: set resource limits with deploy.resources"
-    );
-    assert_eq!(
         fx.err("services:\n  web:\n    command: x\n"),
-        "app.yaml:2:3: services.web: image is required (stacks cannot build images)"
+        "app.yaml:2:3: services.web: has neither an image nor a build context specified"
     );
 }
 
@@ -724,12 +746,8 @@ fn keys_without_meaning_for_a_stack_warn_once_each() {
     assert_eq!(
         warnings(&l, fx.dir.path()),
         vec![
-            "app.yaml:4:5: services.web.build: ignoring unsupported option build: stacks deploy images; build them first",
-            "app.yaml:5:5: services.web.restart: ignoring unsupported option restart: use deploy.restart_policy",
-            "app.yaml:6:5: services.web.container_name: ignoring unsupported option container_name: setting the container name is not supported",
+            "app.yaml:6:5: services.web.container_name: ignoring unsupported option container_name: task containers are named after their service",
             "app.yaml:7:5: services.web.links: ignoring unsupported option links: services on the same network reach each other by name",
-            "app.yaml:8:5: services.web.privileged: ignoring unsupported option privileged",
-            "app.yaml:11:5: services.db.build: ignoring unsupported option build: stacks deploy images; build them first",
         ]
     );
 }
@@ -824,8 +842,14 @@ fn interpolation_in_files() {
         "app.yaml:3:12: services.web.image: required variable \"IMAGE\" is missing a value: set IMAGE to the image to run"
     );
     assert_eq!(
-        fx.err("services:\n  web:\n    image: busybox\n    command: echo $(date)\n"),
-        "app.yaml:4:14: services.web.command: invalid interpolation format in \"echo $(date)\": you may need to escape any $ with another $"
+        fx.err("services:\n  web:\n    image: busybox\n    command: echo ${A B}\n"),
+        "app.yaml:4:14: services.web.command: invalid interpolation format in \"echo ${A B}\": you may need to escape any $ with another $"
+    );
+    // A `$` that starts no variable is kept, as compose-go keeps it.
+    let l = fx.ok("services:\n  web:\n    image: busybox\n    command: echo $(date) $1\n");
+    assert_eq!(
+        svc(&l, "web").command,
+        Some(vec!["echo".into(), "$(date)".into(), "$1".into()])
     );
 }
 
@@ -1011,6 +1035,7 @@ fn stack_names_are_checked() {
         files: vec![fx.dir.path().join("app.yaml")],
         env: HashMap::new(),
         project_name: "bad name".into(),
+        ..Default::default()
     })
     .expect_err("invalid name");
     assert!(
@@ -1030,6 +1055,7 @@ fn hello_fixture_is_a_realistic_stack() {
         files: vec![path],
         env: HashMap::new(),
         project_name: "hello".into(),
+        ..Default::default()
     })
     .expect("loads");
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
@@ -1113,3 +1139,5 @@ fn yaml_documents_type_plain_scalars_and_locate_nodes() {
         .expect("empty")
         .is_none());
 }
+
+mod compose;

@@ -14,9 +14,6 @@ pub(crate) enum K {
     Ok,
     /// In the Compose spec but meaningless for a stack: one warning, then ignored.
     Warn(&'static str),
-    /// In the Compose spec but refused, because ignoring it would deploy something
-    /// other than what the file says.
-    Error(&'static str),
 }
 
 /// `a.b` path join.
@@ -77,9 +74,6 @@ pub(crate) fn fields<'n>(
                 &path,
                 format!("ignoring unsupported option {}{why}", k.name),
             ),
-            Some((_, K::Error(why))) => {
-                return Err(diag.invalid(k.pos, &path, format!("not supported: {why}")))
-            }
             None => {
                 let close = spec
                     .iter()
@@ -154,12 +148,23 @@ pub(crate) fn float(diag: &Diag, n: &Node, f: &str) -> Result<f64> {
     }
 }
 
-pub(crate) fn boolean(diag: &Diag, n: &Node, f: &str) -> Result<bool> {
+pub(crate) fn boolean(diag: &mut Diag, n: &Node, f: &str) -> Result<bool> {
     let t = scalar(diag, n, f, "a boolean")?;
-    // YAML 1.1 spellings too: Docker's parser accepts them.
-    match t.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "y" => Ok(true),
-        "false" | "no" | "off" | "n" => Ok(false),
+    // YAML 1.2 has only true/false; compose-go still takes YAML 1.1's spellings in
+    // boolean fields, with a warning, so files written for docker-compose v1 load.
+    let lower = t.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        "y" | "yes" | "on" | "n" | "no" | "off" => {
+            let v = matches!(lower.as_str(), "y" | "yes" | "on");
+            diag.warn(
+                n.pos,
+                f,
+                format!("{t:?} for boolean is not supported by YAML 1.2, please use `{v}`"),
+            );
+            Ok(v)
+        }
         _ => Err(expected(diag, n, f, "a boolean (true or false)")),
     }
 }

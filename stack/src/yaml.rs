@@ -36,6 +36,18 @@ pub(crate) struct Node {
 pub(crate) struct Key {
     pub name: String,
     pub pos: Pos,
+    /// The Compose merge tag on this key's value (`!reset`, `!override`).
+    pub tag: Tag,
+}
+
+/// Compose's merge tags: `!reset` drops what earlier files (or an `extends` base)
+/// set for the key; `!override` replaces it whole instead of merging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Tag {
+    #[default]
+    None,
+    Reset,
+    Override,
 }
 
 impl Node {
@@ -91,6 +103,7 @@ enum Frame {
         items: Vec<Node>,
         pos: Pos,
         anchor: usize,
+        tag: Tag,
     },
     Map {
         entries: Vec<(Key, Node)>,
@@ -98,11 +111,16 @@ enum Frame {
         key: Option<Key>,
         pos: Pos,
         anchor: usize,
+        tag: Tag,
     },
 }
 
 struct Builder<'d> {
     diag: &'d Diag,
+    /// Whether Compose's `!reset` / `!override` tags are accepted.
+    compose_tags: bool,
+    /// Tags of anchored nodes, so an alias of a tagged node keeps its tag.
+    anchor_tags: HashMap<usize, Tag>,
     file: usize,
     stack: Vec<Frame>,
     anchors: HashMap<usize, (Node, usize)>,
@@ -112,8 +130,14 @@ struct Builder<'d> {
 
 /// Parses one YAML document into a tree. An empty document yields `None`.
 pub(crate) fn parse(text: &str, file: usize, diag: &Diag) -> Result<Option<Node>> {
+    parse_with(text, file, diag, true)
+}
+
+fn parse_with(text: &str, file: usize, diag: &Diag, compose_tags: bool) -> Result<Option<Node>> {
     let mut b = Builder {
         diag,
+        compose_tags,
+        anchor_tags: HashMap::new(),
         file,
         stack: Vec::new(),
         anchors: HashMap::new(),
@@ -153,19 +177,18 @@ pub(crate) fn parse(text: &str, file: usize, diag: &Diag) -> Result<Option<Node>
                     .get(&id)
                     .map(|(n, _)| n.clone())
                     .unwrap_or(Node::new(Value::Null, pos));
-                b.push(node)?;
+                let tag = b.anchor_tags.get(&id).copied().unwrap_or_default();
+                b.push(node, tag)?;
             }
             Event::Scalar(text, style, anchor, tag) => {
                 b.budget(1, pos)?;
                 let mut plain = style == ScalarStyle::Plain;
+                let mut ctag = Tag::None;
                 if let Some(tag) = tag {
                     if tag.is_yaml_core_schema() && tag.suffix == "str" {
                         plain = false;
                     } else if !tag.is_yaml_core_schema() {
-                        return Err(diag.syntax(
-                            pos,
-                            format!("unsupported YAML tag {}{}", tag.handle, tag.suffix),
-                        ));
+                        ctag = b.compose_tag(&tag.handle, &tag.suffix, pos)?;
                     }
                 }
                 let value = if plain && matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL")
@@ -178,16 +201,14 @@ pub(crate) fn parse(text: &str, file: usize, diag: &Diag) -> Result<Option<Node>
                     }
                 };
                 let node = Node { value, pos };
-                b.anchor(anchor, &node);
-                b.push(node)?;
+                b.anchor(anchor, &node, ctag);
+                b.push(node, ctag)?;
             }
             Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
+                let mut ctag = Tag::None;
                 if let Some(tag) = tag {
                     if !tag.is_yaml_core_schema() {
-                        return Err(diag.syntax(
-                            pos,
-                            format!("unsupported YAML tag {}{}", tag.handle, tag.suffix),
-                        ));
+                        ctag = b.compose_tag(&tag.handle, &tag.suffix, pos)?;
                     }
                 }
                 b.budget(1, pos)?;
@@ -199,6 +220,7 @@ pub(crate) fn parse(text: &str, file: usize, diag: &Diag) -> Result<Option<Node>
                         items: Vec::new(),
                         pos,
                         anchor,
+                        tag: ctag,
                     }
                 } else {
                     Frame::Map {
@@ -207,6 +229,7 @@ pub(crate) fn parse(text: &str, file: usize, diag: &Diag) -> Result<Option<Node>
                         key: None,
                         pos,
                         anchor,
+                        tag: ctag,
                     }
                 });
             }
@@ -215,24 +238,31 @@ pub(crate) fn parse(text: &str, file: usize, diag: &Diag) -> Result<Option<Node>
                     .stack
                     .pop()
                     .ok_or_else(|| diag.syntax(pos, "unbalanced YAML events"))?;
-                let (node, anchor) = match frame {
-                    Frame::Seq { items, pos, anchor } => (
+                let (node, anchor, tag) = match frame {
+                    Frame::Seq {
+                        items,
+                        pos,
+                        anchor,
+                        tag,
+                    } => (
                         Node {
                             value: Value::Seq(items),
                             pos,
                         },
                         anchor,
+                        tag,
                     ),
                     Frame::Map {
                         entries,
                         merges,
                         pos,
                         anchor,
+                        tag,
                         ..
-                    } => (b.finish_map(entries, merges, pos)?, anchor),
+                    } => (b.finish_map(entries, merges, pos)?, anchor, tag),
                 };
-                b.anchor(anchor, &node);
-                b.push(node)?;
+                b.anchor(anchor, &node, tag);
+                b.push(node, tag)?;
             }
         }
     }
@@ -259,13 +289,25 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn anchor(&mut self, anchor: usize, node: &Node) {
+    fn anchor(&mut self, anchor: usize, node: &Node, tag: Tag) {
         if anchor != 0 {
             self.anchors.insert(anchor, (node.clone(), node.count()));
+            self.anchor_tags.insert(anchor, tag);
         }
     }
 
-    fn push(&mut self, node: Node) -> Result<()> {
+    /// A non-core tag: Compose's merge tags where allowed, otherwise an error.
+    fn compose_tag(&self, handle: &str, suffix: &str, pos: Pos) -> Result<Tag> {
+        match (self.compose_tags, handle, suffix) {
+            (true, "!", "reset") => Ok(Tag::Reset),
+            (true, "!", "override") => Ok(Tag::Override),
+            _ => Err(self
+                .diag
+                .syntax(pos, format!("unsupported YAML tag {handle}{suffix}"))),
+        }
+    }
+
+    fn push(&mut self, node: Node, tag: Tag) -> Result<()> {
         let diag = self.diag;
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -285,10 +327,12 @@ impl Builder<'_> {
                     *key = Some(Key {
                         name,
                         pos: node.pos,
+                        tag: Tag::None,
                     });
                 }
                 Some(k) if k.name == "<<" => merges.push(node),
-                Some(k) => {
+                Some(mut k) => {
+                    k.tag = tag;
                     if entries.iter().any(|(e, _)| e.name == k.name) {
                         return Err(
                             diag.syntax(k.pos, format!("duplicate key {:?} in mapping", k.name))
@@ -362,7 +406,7 @@ impl Document {
             files: vec![path.to_path_buf()],
             warnings: Vec::new(),
         };
-        let root = parse(text, 0, &diag)?;
+        let root = parse_with(text, 0, &diag, false)?;
         Ok(root.map(|root| Document { root, diag }))
     }
 

@@ -568,6 +568,64 @@ fn rolling_update(
     }
 }
 
+/// Services (by ID) whose `depends_on` is not met yet: their new tasks stay unplaced
+/// until it is, wherever in the cluster the dependency runs. A dependency is met by
+/// one task of it that is running (`service_started`), running and healthy or without
+/// a health check (`service_healthy`), or that exited 0 (`service_completed_successfully`).
+/// A dependency the cluster does not have (removed meanwhile) does not block.
+fn waiting_on_dependencies(world: &World) -> std::collections::HashSet<String> {
+    let mut waiting = std::collections::HashSet::new();
+    let by_name: HashMap<&str, &str> = world
+        .services
+        .iter()
+        .map(|s| (s.value.spec.name.as_str(), s.id.as_str()))
+        .collect();
+    for svc in world.services {
+        for dep in &svc.value.spec.depends_on {
+            let Some(dep_id) = by_name.get(dep.service.as_str()) else {
+                continue;
+            };
+            let mut tasks = world.tasks.iter().filter(|t| t.value.service_id == *dep_id);
+            let met = match dep.condition.as_str() {
+                "service_healthy" => tasks.any(|t| {
+                    is_live(&t.value)
+                        && t.value.status.state == TaskState::Running
+                        && (t.value.template.healthcheck.is_none()
+                            || t.value.status.health == "healthy")
+                }),
+                "service_completed_successfully" => tasks.any(|t| {
+                    t.value.status.state == TaskState::Complete && t.value.status.exit_code == 0
+                }),
+                _ => tasks.any(|t| is_live(&t.value) && t.value.status.state == TaskState::Running),
+            };
+            if !met {
+                waiting.insert(svc.id.clone());
+            }
+        }
+    }
+    waiting
+}
+
+/// Where a service that takes volumes from others (`volumes_from`) must run: the node
+/// of a running task of the first of them (the lowest task ID, so every pass agrees).
+/// `None` when none runs yet; `depends_on` keeps the tasks unplaced until one does.
+fn colocation_node(world: &World, spec: &ServiceSpec) -> Option<String> {
+    spec.colocate_with.iter().find_map(|name| {
+        let svc = world.services.iter().find(|s| &s.value.spec.name == name)?;
+        world
+            .tasks
+            .iter()
+            .filter(|t| {
+                t.value.service_id == svc.id
+                    && is_live(&t.value)
+                    && t.value.status.state == TaskState::Running
+                    && !t.value.node_id.is_empty()
+            })
+            .min_by(|a, b| a.id.cmp(&b.id))
+            .map(|t| t.value.node_id.clone())
+    })
+}
+
 fn schedule_pending(
     p: &mut Planner,
     world: &World,
@@ -580,13 +638,17 @@ fn schedule_pending(
     };
     let mut pending = Vec::new();
     let mut by_id: HashMap<String, &Stored<Task>> = HashMap::new();
+    let waiting = waiting_on_dependencies(world);
     for t in world.tasks {
         let v = p.current(t).clone();
         if !is_live(&v) || p.deleted.contains(&t.id) {
             continue;
         }
         if !v.node_id.is_empty() {
-            if v.status.state <= TaskState::Pending && v.slot == 0 {
+            if v.status.state <= TaskState::Pending
+                && v.slot == 0
+                && !waiting.contains(&v.service_id)
+            {
                 // Global tasks are born on their node: just mark them assigned.
                 p.update(t, |x| {
                     x.status.state = TaskState::Assigned;
@@ -608,7 +670,7 @@ fn schedule_pending(
             });
             continue;
         }
-        if v.not_before_ms > now {
+        if v.not_before_ms > now || waiting.contains(&v.service_id) {
             continue;
         }
         pending.push(PendingTask {
@@ -620,10 +682,14 @@ fn schedule_pending(
     // Tasks created in this pass are placed on the next pass (they have no version yet).
     for s in services.values() {
         let spec = &s.value.spec;
+        let mut constraints = constraints_of(spec);
+        if let Some(node) = colocation_node(world, spec) {
+            constraints.extend(Constraint::parse(&format!("node.id=={node}")).ok());
+        }
         snap.services.insert(
             s.id.clone(),
             scheduler::ServiceConstraints {
-                constraints: constraints_of(spec),
+                constraints,
                 spread: spec.placement.spread.clone(),
                 max_replicas_per_node: spec.placement.max_replicas_per_node,
                 reservations: Resources {

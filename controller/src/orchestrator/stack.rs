@@ -85,27 +85,7 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
     labels.insert(LABEL_STACK.into(), stack.clone());
     let mut container_labels = s.labels.clone();
     container_labels.insert(LABEL_STACK.into(), stack.clone());
-    let mounts = s
-        .volumes
-        .iter()
-        .map(|m| {
-            let kind = enum_str(&m.kind);
-            let source = match (&m.source, kind.as_str()) {
-                (Some(src), "volume") => match spec.volumes.get(src) {
-                    Some(v) => v.name.clone(),
-                    None => scoped(stack, src),
-                },
-                (Some(src), _) => src.clone(),
-                (None, _) => String::new(),
-            };
-            MountSpec {
-                kind,
-                source,
-                target: m.target.clone(),
-                read_only: m.read_only,
-            }
-        })
-        .collect();
+    let mounts = mounts(spec, s);
     let networks: BTreeMap<String, Vec<String>> = s
         .networks
         .iter()
@@ -155,7 +135,8 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
             healthcheck: s
                 .healthcheck
                 .as_ref()
-                .filter(|h| !h.test.is_empty())
+                // `NONE` (Compose's `disable: true`) means no check at all.
+                .filter(|h| !h.test.is_empty() && h.test != ["NONE"])
                 .map(|h| Healthcheck {
                     test: h.test.clone(),
                     interval_ms: h.interval.map(ms).unwrap_or(30_000),
@@ -163,6 +144,7 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
                     retries: h.retries.unwrap_or(3) as u32,
                     start_period_ms: h.start_period.map(ms).unwrap_or(0),
                 }),
+            container: container_options(s),
             stop_signal: s.stop_signal.clone().unwrap_or_default(),
             stop_grace_period_ms: s.stop_grace_period.map(ms).unwrap_or(10_000),
             files: s
@@ -231,6 +213,147 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
             })
             .collect(),
         endpoint_mode: enum_str(&s.deploy.endpoint_mode),
+        depends_on: dependencies(stack, s),
+        colocate_with: s
+            .volumes_from
+            .iter()
+            .filter_map(|v| v.strip_prefix("service:"))
+            .map(|v| scoped(stack, v.strip_suffix(":ro").unwrap_or(v)))
+            .collect(),
+    }
+}
+
+/// The service's own mounts, then those of the services it takes volumes from
+/// (`volumes_from`), read-only when it says `:ro`; a target it mounts itself wins.
+fn mounts(spec: &st::StackSpec, s: &st::ServiceSpec) -> Vec<MountSpec> {
+    let stack = &spec.name;
+    let convert = |m: &st::Mount, ro: bool| {
+        let kind = enum_str(&m.kind);
+        let source = match (&m.source, kind.as_str()) {
+            (Some(src), "volume") => match spec.volumes.get(src) {
+                Some(v) => v.name.clone(),
+                None => scoped(stack, src),
+            },
+            (Some(src), _) => src.clone(),
+            (None, _) => String::new(),
+        };
+        MountSpec {
+            kind,
+            source,
+            target: m.target.clone(),
+            read_only: m.read_only || ro,
+        }
+    };
+    // tmpfs mounts with a size or mode go as `--tmpfs TARGET:OPTIONS` (container_options).
+    let mut out: Vec<MountSpec> = s
+        .volumes
+        .iter()
+        .filter(|m| tmpfs_option(m).is_none())
+        .map(|m| convert(m, false))
+        .collect();
+    for from in &s.volumes_from {
+        let Some(rest) = from.strip_prefix("service:") else {
+            continue;
+        };
+        let (name, ro) = match rest.strip_suffix(":ro") {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        let Some(src) = spec.services.get(name) else {
+            continue;
+        };
+        // An anonymous volume is new for every task: there is nothing to share.
+        for m in src.volumes.iter().filter(|m| m.source.is_some()) {
+            if !out.iter().any(|o| o.target == m.target) {
+                out.push(convert(m, ro));
+            }
+        }
+    }
+    out
+}
+
+/// `depends_on`, and `volumes_from` (which needs its source started first).
+fn dependencies(stack: &str, s: &st::ServiceSpec) -> Vec<ServiceDependency> {
+    let mut out: Vec<ServiceDependency> = s
+        .depends_on
+        .iter()
+        .map(|(name, d)| ServiceDependency {
+            service: scoped(stack, name),
+            condition: enum_str(&d.condition),
+        })
+        .collect();
+    for from in &s.volumes_from {
+        if let Some(rest) = from.strip_prefix("service:") {
+            let name = rest.strip_suffix(":ro").unwrap_or(rest);
+            let service = scoped(stack, name);
+            if !out.iter().any(|d| d.service == service) {
+                out.push(ServiceDependency {
+                    service,
+                    condition: "service_started".into(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A tmpfs mount with a size or mode, as `docker run --tmpfs` writes it.
+fn tmpfs_option(m: &st::Mount) -> Option<String> {
+    let t = m
+        .tmpfs
+        .as_ref()
+        .filter(|_| m.kind == st::MountKind::Tmpfs)?;
+    let mut opts = Vec::new();
+    if let Some(size) = t.size {
+        opts.push(format!("size={size}"));
+    }
+    if let Some(mode) = t.mode {
+        opts.push(format!("mode={mode:o}"));
+    }
+    if m.read_only {
+        opts.push("ro".into());
+    }
+    (!opts.is_empty()).then(|| format!("{}:{}", m.target, opts.join(",")))
+}
+
+/// The service keys a task's container applies.
+fn container_options(s: &st::ServiceSpec) -> ContainerOptions {
+    ContainerOptions {
+        cap_add: s.cap_add.clone(),
+        cap_drop: s.cap_drop.clone(),
+        privileged: s.privileged,
+        security_opt: s.security_opt.clone(),
+        devices: s.devices.clone(),
+        init: s.init.unwrap_or(false),
+        tty: s.tty,
+        stdin_open: s.stdin_open,
+        read_only: s.read_only,
+        dns: s.dns.clone(),
+        dns_search: s.dns_search.clone(),
+        dns_options: s.dns_opt.clone(),
+        extra_hosts: s.extra_hosts.clone(),
+        ulimits: s
+            .ulimits
+            .iter()
+            .map(|(k, u)| format!("{k}={}:{}", u.soft, u.hard))
+            .collect(),
+        tmpfs: s
+            .tmpfs
+            .iter()
+            .cloned()
+            .chain(s.volumes.iter().filter_map(tmpfs_option))
+            .collect(),
+        log_opts: s
+            .logging
+            .as_ref()
+            .map(|l| {
+                l.options
+                    .iter()
+                    .filter(|(k, _)| matches!(k.as_str(), "max-size" | "max-file"))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -245,4 +368,60 @@ pub fn files(spec: &st::StackSpec) -> Vec<(&'static str, String, String)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> st::StackSpec {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        skiff_stack::load(&skiff_stack::LoadOptions {
+            files: vec![path],
+            project_name: "st".into(),
+            ..Default::default()
+        })
+        .expect("loads")
+        .spec
+    }
+
+    #[test]
+    fn container_keys_volumes_from_and_dependencies_reach_the_service() {
+        let spec = load(concat!(
+            "services:\n",
+            "  db:\n    image: x\n    volumes: [data:/data, /logs, ./conf:/conf]\n",
+            "    healthcheck: {test: [CMD, 'true']}\n",
+            "  app:\n    image: x\n    volumes_from: ['db:ro']\n    cap_add: [NET_ADMIN]\n",
+            "    init: true\n    ulimits: {nofile: {soft: 10, hard: 20}}\n",
+            "    volumes:\n      - {type: tmpfs, target: /cache, tmpfs: {size: 1m}}\n",
+            "    depends_on: {db: {condition: service_healthy}}\n",
+            "volumes:\n  data: {}\n",
+        ));
+        let svcs = services(&spec);
+        let app = svcs.iter().find(|s| s.name == "st_app").expect("app");
+        let t = &app.template;
+        assert_eq!(t.container.cap_add, vec!["NET_ADMIN".to_string()]);
+        assert!(t.container.init);
+        assert_eq!(t.container.ulimits, vec!["nofile=10:20".to_string()]);
+        assert_eq!(t.container.tmpfs, vec!["/cache:size=1048576".to_string()]);
+        // db's named volume and bind, read-only; its anonymous volume is not shared.
+        let mounts: Vec<(&str, &str, bool)> = t
+            .mounts
+            .iter()
+            .map(|m| (m.source.as_str(), m.target.as_str(), m.read_only))
+            .collect();
+        assert_eq!(mounts.len(), 2, "{mounts:?}");
+        assert!(mounts.contains(&("st_data", "/data", true)), "{mounts:?}");
+        assert!(mounts.iter().any(|m| m.1 == "/conf" && m.2), "{mounts:?}");
+        assert_eq!(app.colocate_with, vec!["st_db".to_string()]);
+        assert_eq!(
+            app.depends_on,
+            vec![ServiceDependency {
+                service: "st_db".into(),
+                condition: "service_healthy".into(),
+            }]
+        );
+    }
 }

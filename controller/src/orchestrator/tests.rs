@@ -576,3 +576,94 @@ fn no_pass_touches_an_object_twice() {
         }
     }
 }
+
+#[test]
+fn depends_on_holds_tasks_unplaced_until_the_dependency_is_healthy() {
+    let mut sim = Sim::new(&["a", "b"]);
+    let mut db = service("st_db", Mode::Replicated { replicas: 1 });
+    db.spec.template.healthcheck = Some(Healthcheck {
+        test: vec!["CMD".into(), "true".into()],
+        ..Default::default()
+    });
+    let db_id = sim.add_service(db);
+    let mut api = service("st_api", Mode::Replicated { replicas: 2 });
+    api.spec.depends_on = vec![ServiceDependency {
+        service: "st_db".into(),
+        condition: "service_healthy".into(),
+    }];
+    let api_id = sim.add_service(api);
+    sim.settle();
+    sim.run_assigned();
+    assert_eq!(sim.running(&db_id).len(), 1);
+    let unplaced = |sim: &Sim| {
+        sim.tasks
+            .iter()
+            .filter(|t| t.value.service_id == api_id && t.value.node_id.is_empty())
+            .count()
+    };
+    // db runs but is not healthy yet: api's tasks exist, unplaced, wherever db runs.
+    assert_eq!(unplaced(&sim), 2);
+    sim.settle();
+    assert_eq!(unplaced(&sim), 2);
+    for t in sim.tasks.iter_mut().filter(|t| t.value.service_id == db_id) {
+        t.value.status.health = "healthy".into();
+        t.version += 1;
+    }
+    sim.settle();
+    sim.run_assigned();
+    assert_eq!(unplaced(&sim), 0);
+    assert_eq!(sim.running(&api_id).len(), 2);
+}
+
+#[test]
+fn depends_on_completed_successfully_waits_for_exit_0() {
+    let mut sim = Sim::new(&["a"]);
+    let mut init = service("st_migrate", Mode::Replicated { replicas: 1 });
+    init.spec.restart_policy.condition = "none".into();
+    let init_id = sim.add_service(init);
+    let mut app = service("st_app", Mode::Replicated { replicas: 1 });
+    app.spec.depends_on = vec![ServiceDependency {
+        service: "st_migrate".into(),
+        condition: "service_completed_successfully".into(),
+    }];
+    let app_id = sim.add_service(app);
+    sim.settle();
+    sim.run_assigned();
+    assert!(sim.running(&app_id).is_empty(), "migrate still running");
+    for t in sim
+        .tasks
+        .iter_mut()
+        .filter(|t| t.value.service_id == init_id)
+    {
+        t.value.status.state = TaskState::Complete;
+        t.value.status.exit_code = 0;
+        t.version += 1;
+    }
+    sim.settle();
+    sim.run_assigned();
+    assert_eq!(sim.running(&app_id).len(), 1);
+}
+
+#[test]
+fn volumes_from_places_tasks_with_their_source() {
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    let data_id = sim.add_service(service("st_data", Mode::Replicated { replicas: 1 }));
+    let mut app = service("st_app", Mode::Replicated { replicas: 3 });
+    app.spec.depends_on = vec![ServiceDependency {
+        service: "st_data".into(),
+        condition: "service_started".into(),
+    }];
+    app.spec.colocate_with = vec!["st_data".into()];
+    let app_id = sim.add_service(app);
+    sim.settle();
+    sim.run_assigned();
+    sim.settle();
+    sim.run_assigned();
+    let data_node = sim.running(&data_id)[0].node_id.clone();
+    let app_tasks = sim.running(&app_id);
+    assert_eq!(app_tasks.len(), 3);
+    assert!(
+        app_tasks.iter().all(|t| t.node_id == data_node),
+        "all with the source on {data_node}"
+    );
+}

@@ -102,6 +102,46 @@ pub struct TaskTemplate {
     /// Secrets and configs mounted read-only.
     #[serde(default)]
     pub files: Vec<FileMount>,
+    /// Container settings beyond the common ones (from a stack file's service keys).
+    #[serde(default)]
+    pub container: ContainerOptions,
+}
+
+/// Per-container settings a stack file may give a service (`cap_add`, `init`,
+/// `ulimits`...), applied by the executor as `docker run` would apply its flags.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerOptions {
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    pub security_opt: Vec<String>,
+    /// `HOST[:CONTAINER[:PERMISSIONS]]`.
+    pub devices: Vec<String>,
+    pub init: bool,
+    pub tty: bool,
+    pub stdin_open: bool,
+    pub read_only: bool,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// `HOST:IP`.
+    pub extra_hosts: Vec<String>,
+    /// `NAME=SOFT:HARD`.
+    pub ulimits: Vec<String>,
+    /// `TARGET[:OPTIONS]` tmpfs mounts.
+    pub tmpfs: Vec<String>,
+    /// Log options for the local log files (`max-size`, `max-file`).
+    pub log_opts: Vec<String>,
+}
+
+/// A service that must reach a state before this one's tasks are placed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceDependency {
+    /// The dependency's cluster-wide service name.
+    pub service: String,
+    /// `service_started`, `service_healthy` or `service_completed_successfully`.
+    pub condition: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -189,6 +229,13 @@ pub struct ServiceSpec {
     pub ports: Vec<PortSpec>,
     /// `vip` or `dnsrr`.
     pub endpoint_mode: String,
+    /// Stack `depends_on`: tasks wait, unplaced, until these are satisfied.
+    #[serde(default)]
+    pub depends_on: Vec<ServiceDependency>,
+    /// Services (cluster-wide names) whose volumes this one mounts (`volumes_from`):
+    /// its tasks go to the node where a task of the first of them runs.
+    #[serde(default)]
+    pub colocate_with: Vec<String>,
 }
 
 /// Progress of a rolling update, kept on the service object.
