@@ -108,13 +108,29 @@ reset() {
 
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 
+# The agents' own timing of the transfer (log lines of the latest fetch or pull).
+transfer_ms() {
+  local w out=
+  for w in $workers; do
+    out="$out $(grep -a "$1" "$D/$w/agent.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' | sed -n 's/.* ms=\([0-9]*\).*/\1/p')"
+  done
+  echo "${out# }"
+}
+
 run_peer() {
   local s e
   s=$(date +%s%N)
   sk manager1 stack deploy -c "$D/peer.yaml" --detach=false --timeout 5m peer >/dev/null
   e=$(date +%s%N)
   for w in $workers; do sk "$w" image inspect -f '{{.Id}}' bench/big:1 >/dev/null; done
-  echo "peer: $(ms "$s" "$e") ms"
+  echo "peer: $(ms "$s" "$e") ms (fetch per worker, ms: $(transfer_ms "fetched image from a peer"))"
+  # The same deploy with the image already on every worker: what is not transfer.
+  sk manager1 stack rm peer >/dev/null
+  for w in $workers; do while [ "$(sk "$w" ps -aq | wc -l)" -gt 0 ]; do sleep 0.2; done; done
+  s=$(date +%s%N)
+  sk manager1 stack deploy -c "$D/peer.yaml" --detach=false --timeout 5m peer >/dev/null
+  e=$(date +%s%N)
+  echo "image already present: $(ms "$s" "$e") ms"
   reset peer bench/big:1
 }
 
@@ -127,7 +143,7 @@ run_registry() {
   p=$(date +%s%N)
   sk manager1 stack deploy -c "$D/registry.yaml" --detach=false --timeout 5m registry >/dev/null
   e=$(date +%s%N)
-  echo "registry: $(ms "$s" "$e") ms (push $(ms "$s" "$p") ms, deploy to all running $(ms "$p" "$e") ms)"
+  echo "registry: $(ms "$s" "$e") ms (push $(ms "$s" "$p") ms, deploy to all running $(ms "$p" "$e") ms; pull per worker, ms: $(transfer_ms "pulled image from a registry"))"
   reset registry "$RADDR/bench/big:1"
   sk manager1 rmi "$RADDR/bench/big:1" >/dev/null
   stop_registry

@@ -268,6 +268,7 @@ impl ImageFetcher {
         let reference = Reference::parse(image).ok();
         let mut tried = Vec::new();
         if let Some(r) = reference.as_ref().filter(|r| r.domain != DEFAULT_DOMAIN) {
+            let started = std::time::Instant::now();
             match registry::pull(
                 self.store.clone(),
                 r,
@@ -278,7 +279,8 @@ impl ImageFetcher {
             .await
             {
                 Ok(p) => {
-                    tracing::info!(id = %p.id, registry = %r.domain, "pulled");
+                    tracing::info!(id = %p.id, registry = %r.domain,
+                        ms = started.elapsed().as_millis() as u64, "pulled image from a registry");
                     return Ok(());
                 }
                 Err(e) => tried.push(format!("registry {}: {e}", r.domain)),
