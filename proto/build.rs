@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/engine.proto",
         "proto/cluster.proto",
         "proto/orchestrator.proto",
+        "proto/images.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -281,6 +281,8 @@ pub struct Executor {
     in_flight: Mutex<std::collections::HashSet<String>>,
     /// Wakes the data-plane loop (see [`Executor::spawn`]).
     dataplane: tokio::sync::Notify,
+    /// Brings a task's image to this node when it lacks it.
+    images: Option<Arc<crate::imageshare::ImageFetcher>>,
 }
 
 /// Least time between two data-plane syncs. During a deploy the view changes dozens of
@@ -289,7 +291,12 @@ pub struct Executor {
 const DATAPLANE_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Executor {
-    pub fn spawn(containers: Arc<Containers>, source: Arc<dyn Source>, node_id: String) {
+    pub fn spawn(
+        containers: Arc<Containers>,
+        source: Arc<dyn Source>,
+        node_id: String,
+        images: Option<Arc<crate::imageshare::ImageFetcher>>,
+    ) {
         let ex = Arc::new(Executor {
             containers,
             source,
@@ -297,6 +304,7 @@ impl Executor {
             health: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(Default::default()),
             dataplane: tokio::sync::Notify::new(),
+            images,
         });
         // The data plane (overlay forwarding entries, virtual IPs, DNS names, published
         // service ports) follows the latest view in a loop of its own, so bursts of
@@ -503,6 +511,19 @@ impl Executor {
             let _ = self.containers.remove(&c, true).await;
         }
         let tpl = &t.value.template;
+        // The image first: from a registry the reference names, else from a node
+        // that has it (see `imageshare`).
+        if let Some(fetcher) = &self.images {
+            if let Err(e) = fetcher.ensure(&tpl.image).await {
+                self.report(t, |v| {
+                    v.status.state = TaskState::Rejected;
+                    v.status.error = e.clone();
+                    v.status.message = "preparing failed".into();
+                })
+                .await;
+                return;
+            }
+        }
         let mut labels: std::collections::HashMap<String, String> =
             tpl.labels.clone().into_iter().collect();
         labels.insert(LABEL_TASK.into(), t.id.clone());

@@ -26,6 +26,7 @@ pub mod events;
 pub mod executor;
 pub mod humanize;
 pub mod images;
+pub mod imageshare;
 pub mod inspect;
 pub mod logpublisher;
 pub mod logs;
@@ -107,7 +108,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
 
     // The embedded controller: a one-manager cluster unless told to join one.
     let cluster = match &cfg.cluster {
-        Some(cc) => Some(skiff_controller::cluster::Cluster::start(cc.clone()).await?),
+        Some(cc) => {
+            let mut cc = cc.clone();
+            // Managers serve this node's images to the others on the cluster port.
+            cc.extra_routes = Some(imageshare::ImageShareService::new(images.clone()).routes());
+            Some(skiff_controller::cluster::Cluster::start(cc).await?)
+        }
         None => None,
     };
     // Orchestration: the reconciler (acts only while this manager leads) and the task
@@ -138,7 +144,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
                 executor::RemoteSource::spawn(c.clone())
             }
         };
-        executor::Executor::spawn(containers.clone(), source, c.node_id());
+        let fetcher = imageshare::ImageFetcher::new(images.clone(), c.clone());
+        executor::Executor::spawn(containers.clone(), source, c.node_id(), Some(fetcher));
         // `service logs`: this node's share, for whichever manager leads.
         logpublisher::LogPublisher::spawn(containers.clone(), c.clone());
     }

@@ -21,3 +21,9 @@ pub mod orchestrator {
     #![allow(clippy::all)]
     tonic::include_proto!("skiff.orchestrator.v1");
 }
+
+/// Images shared between nodes over the cluster port (see `images.proto`).
+pub mod images {
+    #![allow(clippy::all)]
+    tonic::include_proto!("skiff.images.v1");
+}

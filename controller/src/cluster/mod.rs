@@ -52,6 +52,9 @@ pub struct ClusterConfig {
     pub snapshot_every: u64,
     /// What this node reports of itself (capacity, engine labels) to the leader.
     pub description: crate::state::NodeDescription,
+    /// Services of the embedding agent served on the cluster port beside the
+    /// controller's (the image share), behind the same mutual TLS and revocation check.
+    pub extra_routes: Option<tonic::service::Routes>,
 }
 
 impl ClusterConfig {
@@ -70,6 +73,7 @@ impl ClusterConfig {
             raft_tick: Duration::from_millis(100),
             snapshot_every: 10_000,
             description: Default::default(),
+            extra_routes: None,
         }
     }
 
@@ -377,9 +381,11 @@ impl Cluster {
         });
         tracing::info!(addr = %local, "cluster port listening (mutual TLS)");
         let revocation = tonic::service::InterceptorLayer::new(refuse_removed(self.clone()));
+        let extra = self.cfg.extra_routes.clone().unwrap_or_default();
         tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .layer(revocation)
+                .add_routes(extra)
                 .add_service(
                     pb::raft_server::RaftServer::new(svc.clone())
                         .max_decoding_message_size(256 << 20),
@@ -613,6 +619,27 @@ impl Cluster {
             .ok_or_else(|| ClusterError::NoManager("no manager address is known yet".into()))?;
         let tls = tls::client_config(&self.identity().ca_pem, Some(&self.identity()))?;
         Ok(tls::channel(&addr, tls)?)
+    }
+
+    /// Mutual-TLS channels to every other manager, leader first, for node-side clients
+    /// that may ask more than one (the image share asks each in turn).
+    pub fn other_manager_channels(
+        &self,
+    ) -> Result<Vec<(String, tonic::transport::Channel)>, ClusterError> {
+        let own = self.cfg.advertise();
+        let leader = self.leader_addr();
+        let mut addrs: Vec<String> = Vec::new();
+        for (_, _, a) in self.node_state().managers {
+            if !a.is_empty() && a != own && !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+        addrs.sort_by_key(|a| Some(a) != leader.as_ref());
+        let tls = tls::client_config(&self.identity().ca_pem, Some(&self.identity()))?;
+        addrs
+            .into_iter()
+            .map(|a| Ok((a.clone(), tls::channel(&a, tls.clone())?)))
+            .collect()
     }
 
     /// One stream to the leader at a time; on any failure, try the next manager.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod reference;
 pub mod registry;
 pub mod save;
+pub mod share;
 pub mod store;
 
 pub use config::ImageConfig;

@@ -437,10 +437,8 @@ impl ImageStore {
         Ok((untagged, vec![img.id().to_string()]))
     }
 
-    /// Removes blobs and snapshots no image refers to.
-    pub fn collect_garbage(&self) -> Result<u64, ImageError> {
-        let _i = self.ingest.write().map_err(|_| ImageError::Poisoned)?;
-        let _g = self.lock.lock().map_err(|_| ImageError::Poisoned)?;
+    /// The blobs and snapshot chains (hex) some image record refers to.
+    fn live_sets(&self) -> Result<(BTreeSet<String>, BTreeSet<String>), ImageError> {
         let mut live_blobs = BTreeSet::new();
         let mut live_chains = BTreeSet::new();
         let dir = self.root.join("images");
@@ -460,6 +458,36 @@ impl ImageStore {
                 parent = Some(chain);
             }
         }
+        Ok((live_blobs, live_chains))
+    }
+
+    /// Undoes a failed ingest: removes the given blobs unless an image now refers to
+    /// them, and every snapshot no image refers to (a failed commit may have unpacked
+    /// the lower layers of an image it never recorded). Snapshots are only made inside
+    /// an ingest guard, which this waits out, so no other ingest loses one.
+    pub fn discard_blobs(&self, blobs: &[Digest]) -> Result<(), ImageError> {
+        let _i = self.ingest.write().map_err(|_| ImageError::Poisoned)?;
+        let _g = self.lock.lock().map_err(|_| ImageError::Poisoned)?;
+        let (live_blobs, live_chains) = self.live_sets()?;
+        for d in blobs {
+            if !live_blobs.contains(d.hex()) {
+                let p = self.blob_path(d);
+                match fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(ImageError::io(&p, e)),
+                }
+            }
+        }
+        self.snapshots.remove_unreferenced(&live_chains)?;
+        Ok(())
+    }
+
+    /// Removes blobs and snapshots no image refers to.
+    pub fn collect_garbage(&self) -> Result<u64, ImageError> {
+        let _i = self.ingest.write().map_err(|_| ImageError::Poisoned)?;
+        let _g = self.lock.lock().map_err(|_| ImageError::Poisoned)?;
+        let (live_blobs, live_chains) = self.live_sets()?;
         let mut freed = 0;
         let blobs = self.root.join("blobs/sha256");
         for e in fs::read_dir(&blobs)
