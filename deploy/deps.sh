@@ -8,6 +8,8 @@
 # setpriv for the socket permission test; etcd-server: the controller benchmark's peer;
 # openssh-server/-client: the ssh:// remote test runs a private sshd on loopback; jq:
 # the engine benchmark copies skiff's seccomp profile into a runc bundle;
+# qemu-system-x86, qemu-utils, mmdebstrap, genisoimage: deploy/vm-cluster boots Debian VMs
+# (tests/vm_cluster.rs); cloud-init and vagrant validate the user data and Vagrantfile offline;
 # docker-compose (Debian's 1.29, on Debian's Python docker SDK) and the Python docker SDK
 # and websocket-client from PyPI: the Docker API tests drive them against the agent's
 # docker socket; tini provides /usr/bin/tini-static, the init `run --init` mounts).
@@ -18,7 +20,7 @@ norec=()
 if [ "${1:-}" = --test ]; then
   pkgs+=(jq runc iperf3 docker-registry apache2-utils docker.io docker-compose man-db systemd e2fsprogs util-linux etcd-server)
   # Without its recommended node exporter: the test runs its own server only.
-  norec=(prometheus openssh-server openssh-client)
+  norec=(prometheus openssh-server openssh-client qemu-system-x86 qemu-utils mmdebstrap genisoimage cloud-init vagrant)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
