@@ -3,12 +3,13 @@
 # VM path: the cloud-init user data (deploy/cloud-init/*.yaml), the Vagrantfile
 # (deploy/vagrant/provision.sh) and the VM cluster the tests boot (deploy/vm-cluster).
 #
-#   provision.sh manager --bin BIN --addr IP
-#       installs BIN with deploy/install.sh as the first manager, its cluster port on
-#       IP:2377, and writes the join tokens (0600) to /root/skiff-worker.token and
+#   provision.sh manager --bin BIN --addr IP [--join MANAGER[:2377] --token MANAGER-TOKEN]
+#       installs BIN with deploy/install.sh as a manager, its cluster port on IP:2377: the
+#       first one (a new cluster), or with --join one more manager of MANAGER's cluster;
+#       writes the join tokens (0600) to /root/skiff-worker.token and
 #       /root/skiff-manager.token
 #   provision.sh worker --bin BIN --addr IP --join MANAGER[:2377] --token TOKEN
-#       installs BIN and joins the cluster at MANAGER (a manager token makes it a manager)
+#       installs BIN and joins the cluster at MANAGER as a worker
 #
 # Then, on every node, imports the examples' busybox:latest image (built from Debian's
 # busybox-static) unless it is there, so the README's example stack runs without a
@@ -31,9 +32,16 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 [ -n "$addr" ] || die "--addr is required (this node's private address)"
 skiff=/usr/local/bin/skiff
 
+[ -z "$join" ] || [ -n "$token" ] || die "--join needs --token"
+case $join in '' | *:*) ;; *) join=$join:2377 ;; esac
+
 case $role in
 manager)
-  "$src/deploy/install.sh" --bin "$bin" --listen-addr "$addr"
+  if [ -n "$join" ]; then
+    "$src/deploy/install.sh" --bin "$bin" --listen-addr "$addr" --join "$join" --token "$token"
+  else
+    "$src/deploy/install.sh" --bin "$bin" --listen-addr "$addr"
+  fi
   for _ in $(seq 300); do "$skiff" cluster join-token -q worker >/dev/null 2>&1 && break; sleep 0.5; done
   (
     umask 077
@@ -45,8 +53,7 @@ manager)
   echo "==> manager ready on $addr:2377; worker token in /root/skiff-worker.token"
   ;;
 worker)
-  [ -n "$join" ] && [ -n "$token" ] || die "worker needs --join MANAGER[:2377] and --token TOKEN"
-  case $join in *:*) ;; *) join=$join:2377 ;; esac
+  [ -n "$join" ] || die "worker needs --join MANAGER[:2377] and --token TOKEN"
   "$src/deploy/install.sh" --bin "$bin" --advertise-addr "$addr" --join "$join" --token "$token"
   ;;
 *) die "usage: provision.sh manager|worker --bin BIN --addr IP [--join MANAGER --token TOKEN]" ;;
