@@ -198,6 +198,31 @@ impl VmCluster {
         text(&out).matches(" Ready ").count()
     }
 
+    /// What a failed run needs to be understood: each VM's agent log, tasks and links.
+    fn diagnose(&self) {
+        if let Ok(o) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.try_skiff_on("manager1", &["stack", "ps", "hello", "--no-trunc"])
+        })) {
+            eprintln!(
+                "--- stack ps hello\n{}{}",
+                text(&o),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        for h in &self.hosts {
+            let o = self.try_ssh(
+                &h.0,
+                "skiff ps -a; ip -br addr; ip -d link show type vxlan; journalctl -u skiff --no-pager -n 40",
+            );
+            eprintln!(
+                "--- {}\n{}{}",
+                h.0,
+                text(&o),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
     fn wait_ssh(&self, name: &str, timeout: Duration) {
         wait_until(&format!("{name} answering ssh"), timeout, || {
             self.try_ssh(name, "systemctl is-active --quiet skiff && skiff version")
@@ -209,7 +234,7 @@ impl VmCluster {
 
 fn curl_in(ns: &str, addr: &str, path: &str) -> Option<String> {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-fsS", "-m", "3"])
+        .args(["netns", "exec", ns, "curl", "-fsS", "-m", "10"])
         .arg(format!("http://{addr}:8080{path}"))
         .output()
         .ok()?;
@@ -218,6 +243,16 @@ fn curl_in(ns: &str, addr: &str, path: &str) -> Option<String> {
 
 impl Drop for VmCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.diagnose();
+            if std::env::var_os("SKIFF_VM_KEEP_ON_FAILURE").is_some() {
+                eprintln!(
+                    "vm_cluster: SKIFF_VM_KEEP_ON_FAILURE: kept; remove it with: deploy/vm-cluster down --dir {}",
+                    self.dir.display()
+                );
+                return;
+            }
+        }
         let _ = Command::new(script())
             .args(["down", "--dir"])
             .arg(&self.dir)
@@ -356,7 +391,7 @@ fn vm_cluster_end_to_end() {
         });
         wait_until(
             &format!("web -> api on {a}"),
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             || {
                 c.curl(a, "/cgi-bin/api")
                     .is_some_and(|b| b.contains("hello from api"))
