@@ -10,7 +10,10 @@
 //! expensive part (and it is opt-in, `--ignored`, for the same reason):
 //! 3 Ready nodes; the README's example stack answering on every VM; `systemctl restart
 //! skiff` under traffic; a worker reboot; a worker power cut; a rolling upgrade.
-//! Each phase prints its duration (see BENCHMARKS.md).
+//! Each phase prints its duration (see BENCHMARKS.md). On failure the test prints each
+//! VM's containers, links and agent log; SKIFF_VM_KEEP_ON_FAILURE=1 keeps the cluster for a
+//! look (remove it with `deploy/vm-cluster down --dir DIR`), and SKIFF_VM_CLUSTER_DIR=DIR
+//! runs the phases on such a kept cluster instead of booting a new one.
 
 mod common;
 
@@ -39,6 +42,11 @@ struct VmCluster {
 impl VmCluster {
     fn up(managers: u32, workers: u32) -> VmCluster {
         common::require_root();
+        // A cluster an earlier run kept (SKIFF_VM_KEEP_ON_FAILURE): the phases run on it,
+        // and it is torn down at the end like a fresh one.
+        if let Some(dir) = std::env::var_os("SKIFF_VM_CLUSTER_DIR") {
+            return VmCluster::attach(PathBuf::from(dir), managers + workers);
+        }
         let dir = tempfile::Builder::new()
             .prefix("skvm")
             .tempdir_in("/tmp")
@@ -66,6 +74,23 @@ impl VmCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        c.read_files(managers + workers);
+        c
+    }
+
+    fn attach(dir: PathBuf, nodes: u32) -> VmCluster {
+        let mut c = VmCluster {
+            dir,
+            ns: String::new(),
+            hosts: vec![],
+        };
+        c.read_files(nodes);
+        c
+    }
+
+    fn read_files(&mut self, nodes: u32) {
+        let dir = self.dir.clone();
+        let c = self;
         c.ns = std::fs::read_to_string(dir.join("netns"))
             .expect("DIR/netns")
             .trim()
@@ -78,8 +103,7 @@ impl VmCluster {
                 (p.len() == 3).then(|| (p[0].into(), p[1].into(), p[2].into()))
             })
             .collect();
-        assert_eq!(c.hosts.len() as u32, managers + workers, "DIR/hosts");
-        c
+        assert_eq!(c.hosts.len() as u32, nodes, "DIR/hosts");
     }
 
     fn host(&self, name: &str) -> &(String, String, String) {
