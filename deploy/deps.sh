@@ -8,6 +8,9 @@
 # setpriv for the socket permission test; etcd-server: the controller benchmark's peer;
 # openssh-server/-client: the ssh:// remote test runs a private sshd on loopback; jq:
 # the engine benchmark copies skiff's seccomp profile into a runc bundle;
+# cloud-init and vagrant validate the user data and Vagrantfile offline; with --vm (or
+# --test --vm), qemu-system-x86, qemu-utils, mmdebstrap, genisoimage for deploy/vm-cluster
+# (the opt-in VM test, tests/vm_cluster.rs);
 # docker-compose (Debian's 1.29, on Debian's Python docker SDK) and the Python docker SDK
 # and websocket-client from PyPI: the Docker API tests drive them against the agent's
 # docker socket; tini provides /usr/bin/tini-static, the init `run --init` mounts).
@@ -15,10 +18,21 @@
 set -euo pipefail
 pkgs=(busybox-static nftables iproute2 libseccomp-dev pkg-config curl procps file tini)
 norec=()
-if [ "${1:-}" = --test ]; then
+test=false vm=false
+for a in "$@"; do
+  case $a in
+    --test) test=true ;;
+    --vm) vm=true ;;
+    *) echo "usage: deploy/deps.sh [--test] [--vm]" >&2; exit 2 ;;
+  esac
+done
+if $test; then
   pkgs+=(jq runc iperf3 docker-registry apache2-utils docker.io docker-compose man-db systemd e2fsprogs util-linux etcd-server)
   # Without its recommended node exporter: the test runs its own server only.
-  norec=(prometheus openssh-server openssh-client)
+  norec=(prometheus openssh-server openssh-client cloud-init vagrant)
+fi
+if $vm; then
+  norec+=(qemu-system-x86 mmdebstrap genisoimage)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -30,18 +44,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq || true
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+missing=()
 for p in "${norec[@]}"; do
-  if ! dpkg -s "$p" >/dev/null 2>&1; then
-    echo "installing: $p"
-    apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null
-  fi
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-if [ "${1:-}" = --test ] && ! python3 -c 'import docker, sys; sys.exit(int(docker.__version__.split(".")[0]) < 7)' 2>/dev/null; then
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq || true
+  extra=()
+  # qemu-system-x86 needs the qemu-utils of its own release; a backported qemu-utils
+  # (newer, without a matching emulator) is replaced by the release's.
+  if $vm; then extra=(--allow-downgrades "qemu-utils/$(. /etc/os-release && echo "$VERSION_CODENAME")"); fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${extra[@]}" "${missing[@]}" >/dev/null
+fi
+if $test && ! python3 -c 'import docker, sys; sys.exit(int(docker.__version__.split(".")[0]) < 7)' 2>/dev/null; then
   echo "installing: the Python docker SDK (PyPI)"
   python3 -m pip install --quiet --disable-pip-version-check 'docker>=7,<8'
 fi
-if [ "${1:-}" = --test ] && ! python3 -c 'import websocket' 2>/dev/null; then
+if $test && ! python3 -c 'import websocket' 2>/dev/null; then
   echo "installing: websocket-client (PyPI), the Docker API's attach/ws test client"
   python3 -m pip install --quiet --disable-pip-version-check 'websocket-client>=1,<2'
 fi

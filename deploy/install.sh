@@ -203,16 +203,15 @@ install_file "$gen/skiff.bash" /usr/share/bash-completion/completions/skiff 644 
 install_file "$gen/_skiff" "$PREFIX/share/zsh/site-functions/_skiff" 644 || true
 install_file "$gen/skiff.fish" /usr/share/fish/vendor_completions.d/skiff.fish 644 || true
 "$SKIFF" man --dir "$gen/man" 2>/dev/null
-man_changed=0 man_total=0
-for page in "$gen"/man/*.1; do
-  man_total=$((man_total + 1))
-  dest="$DESTDIR$MAN_DIR/$(basename "$page")"
-  if ! cmp -s "$page" "$dest"; then
-    mkdir -p "$(dirname "$dest")"
-    install -m 644 "$page" "$dest"
-    man_changed=$((man_changed + 1))
-  fi
-done
+# One diff and one install for all pages (not a process per page: slow machines and
+# emulated VMs spend minutes on 120 pages otherwise).
+mkdir -p "$DESTDIR$MAN_DIR"
+pages=("$gen"/man/*.1)
+man_total=${#pages[@]}
+mapfile -t stale < <(diff -q "$gen/man" "$DESTDIR$MAN_DIR" 2>/dev/null |
+  sed -n -e "s|^Files $gen/man/\([^ ]*\.1\) and .*|\1|p" -e "s|^Only in $gen/man: \(.*\.1\)\$|\1|p")
+man_changed=${#stale[@]}
+[ "$man_changed" = 0 ] || (cd "$gen/man" && install -m 644 -t "$DESTDIR$MAN_DIR" "${stale[@]}")
 if [ "$man_changed" -gt 0 ]; then
   changed "installed $man_changed of $man_total man pages in $MAN_DIR"
 else

@@ -272,7 +272,11 @@ fn cloud_init_and_vagrant_files_are_valid() {
             .as_array()
             .unwrap_or_else(|| panic!("{f}: runcmd"));
         let cmds = skiff_stack::to_yaml_string(&serde_json::Value::Array(runcmd.clone()));
-        assert!(cmds.contains("install.sh"), "{f}: runs install.sh");
+        // install.sh through the provisioning script Vagrant and deploy/vm-cluster share.
+        assert!(
+            cmds.contains("deploy/vm/provision.sh"),
+            "{f}: runs deploy/vm/provision.sh"
+        );
         assert!(v["packages"].as_array().is_some(), "{f}: packages");
         if role == "worker" {
             assert!(
@@ -281,8 +285,21 @@ fn cloud_init_and_vagrant_files_are_valid() {
             );
             assert!(cmds.contains("--join"), "{f}");
         } else {
-            assert!(cmds.contains("--listen-addr"), "{f}");
+            assert!(cmds.contains("provision.sh manager"), "{f}");
         }
+    }
+    let provision =
+        std::fs::read_to_string(repo().join("deploy/vm/provision.sh")).expect("provision.sh");
+    for want in [
+        "deploy/install.sh",
+        "--listen-addr",
+        "--join",
+        "--advertise-addr",
+    ] {
+        assert!(
+            provision.contains(want),
+            "deploy/vm/provision.sh lacks {want}"
+        );
     }
     let vagrantfile = repo().join("deploy/vagrant/Vagrantfile");
     let text = std::fs::read_to_string(&vagrantfile).expect("Vagrantfile");
@@ -309,7 +326,13 @@ fn cloud_init_and_vagrant_files_are_valid() {
         );
     }
     // The provisioning scripts the Vagrantfile runs must at least parse.
-    for s in ["deploy/install.sh", "deploy/vagrant/provision.sh"] {
+    for s in [
+        "deploy/install.sh",
+        "deploy/vagrant/provision.sh",
+        "deploy/vm/provision.sh",
+        "deploy/vm/build-image.sh",
+        "deploy/vm-cluster",
+    ] {
         let st = Command::new("bash")
             .arg("-n")
             .arg(repo().join(s))

@@ -3,7 +3,8 @@
 #   provision.sh manager IP          build (or reuse) skiff, install it as a manager on IP,
 #                                    publish the binary and the worker token in .cluster/
 #   provision.sh worker IP MANAGER   install that binary and join MANAGER:2377 with that token
-# Both then import the examples' busybox image.
+# Both run deploy/vm/provision.sh, the script the cloud-init user data and deploy/vm-cluster
+# run too (install.sh, the join tokens, the examples' busybox image).
 # Idempotent, like deploy/install.sh: `vagrant provision` again changes nothing.
 set -euo pipefail
 role="${1:?role: manager or worker}" ip="${2:?the address of this VM}" manager="${3:-}"
@@ -34,9 +35,8 @@ manager)
     (cd "$src" && CARGO_TARGET_DIR=/var/tmp/skiff-target cargo build --release --quiet --bin skiff)
     install -m 0755 /var/tmp/skiff-target/release/skiff "$shared/skiff"
   fi
-  "$src/deploy/install.sh" --bin "$shared/skiff" --listen-addr "$ip"
-  for _ in $(seq 100); do /usr/local/bin/skiff cluster join-token -q worker >/dev/null 2>&1 && break; sleep 0.3; done
-  /usr/local/bin/skiff cluster join-token -q worker >"$shared/worker.token.new"
+  "$src/deploy/vm/provision.sh" manager --bin "$shared/skiff" --addr "$ip"
+  install -m 0600 /root/skiff-worker.token "$shared/worker.token.new"
   mv "$shared/worker.token.new" "$shared/worker.token"
   echo "==> manager ready; workers join with the token in deploy/vagrant/.cluster/worker.token"
   ;;
@@ -44,7 +44,7 @@ worker)
   [ -n "$manager" ] || { echo "provision: worker needs the manager's address" >&2; exit 1; }
   wait_for "$shared/skiff" "binary"
   wait_for "$shared/worker.token" "join token"
-  "$src/deploy/install.sh" --bin "$shared/skiff" --advertise-addr "$ip" \
+  "$src/deploy/vm/provision.sh" worker --bin "$shared/skiff" --addr "$ip" \
     --join "$manager:2377" --token "$(cat "$shared/worker.token")"
   ;;
 *)
@@ -52,13 +52,3 @@ worker)
   exit 1
   ;;
 esac
-
-# The examples' busybox image on every node (a stack's images must be on the nodes that
-# run its tasks; there is no registry here).
-skiff=/usr/local/bin/skiff
-for _ in $(seq 100); do "$skiff" version >/dev/null 2>&1 && break; sleep 0.3; done
-if ! "$skiff" image inspect busybox:latest >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static file >/dev/null
-  "$src/examples/images/busybox/build.sh" /var/tmp/busybox.tar >/dev/null
-  "$skiff" image import /var/tmp/busybox.tar busybox:latest -c 'CMD ["sh"]'
-fi
