@@ -296,6 +296,18 @@ fn swarm_commands(c: &NetnsCluster, cli: &Cli, i: u16) {
         .trim(),
         "overlay swarm"
     );
+    // As in Swarm, the ingress network is the endpoint's, not part of the spec.
+    assert_eq!(
+        cli.ok(&[
+            "service",
+            "inspect",
+            "-f",
+            "{{len .Spec.TaskTemplate.Networks}} {{len .Endpoint.VirtualIPs}}",
+            &bare,
+        ])
+        .trim(),
+        "0 1"
+    );
     cli.ok(&["service", "rm", &bare]);
 
     let logs = cli.ok(&["service", "logs", &web]);
