@@ -308,6 +308,26 @@ fn swarm_commands(c: &NetnsCluster, cli: &Cli, i: u16) {
         .trim(),
         "0 1"
     );
+    // What the CLI sends back on an update keeps the service on it.
+    cli.ok(&["service", "update", "--label-add", "k=v", &bare]);
+    assert_eq!(
+        cli.ok(&[
+            "service",
+            "inspect",
+            "-f",
+            "{{len .Spec.TaskTemplate.Networks}} {{len .Endpoint.VirtualIPs}} {{.Spec.Labels}}",
+            &bare,
+        ])
+        .trim(),
+        "0 1 map[k:v]"
+    );
+    for (host, addr, _) in c.hosts.iter().filter(|h| h.0 == "manager1") {
+        assert_eq!(
+            http_get(addr, bare_port).as_deref(),
+            Some("bare\n"),
+            "{host}"
+        );
+    }
     cli.ok(&["service", "rm", &bare]);
 
     let logs = cli.ok(&["service", "logs", &web]);
@@ -771,7 +791,8 @@ fn docker_cli_sees_the_same_as_with_swarm() {
         (true, &["service", "inspect", "-f", "{{.Spec.Name}} {{.Spec.Labels}} {{.Spec.TaskTemplate.ContainerSpec.Image}} {{.Spec.TaskTemplate.ContainerSpec.Env}} {{.Spec.TaskTemplate.ContainerSpec.Args}} {{.Spec.TaskTemplate.RestartPolicy.Condition}} {{.Spec.Mode.Replicated.Replicas}} {{.Spec.EndpointSpec.Mode}} {{.Spec.UpdateConfig.Parallelism}} {{.Spec.UpdateConfig.FailureAction}} {{.Spec.UpdateConfig.Order}}", "d1"]),
         (true, &["service", "ps", "d1", "--format", "{{.Name}} {{.Image}} {{.DesiredState}} {{.CurrentState}} {{.Error}}"]),
         (true, &["service", "scale", "--detach", "d1=1"]),
-        (true, &["service", "update", "--detach", "--env-add", "B=2", "d1"]),
+        // One variable: the CLI sends the merged list in Go's map order.
+        (true, &["service", "update", "--detach", "--env-add", "A=2", "d1"]),
         (true, &["service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Env}} {{.Spec.Mode.Replicated.Replicas}} {{.PreviousSpec.Mode.Replicated.Replicas}}", "d1"]),
         (true, &["service", "inspect", "nosuch"]),
         (true, &["service", "rm", "nosuch"]),
