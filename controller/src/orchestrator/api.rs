@@ -59,6 +59,22 @@ impl OrchestratorApi {
             .map_err(raft_status)
     }
 
+    /// Puts a service with routing-mesh ports and no network on the ingress overlay
+    /// (so every node answers its ports, as in Swarm); the op creating that network
+    /// the first time, proposed together with the service.
+    fn ingress_ops(h: &RaftHandle, spec: &mut ServiceSpec) -> Result<Vec<Op>, Status> {
+        if !super::netalloc::join_ingress(spec) {
+            return Ok(vec![]);
+        }
+        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        if sm.get(KIND_NETWORK, super::netalloc::INGRESS).is_some() {
+            return Ok(vec![]);
+        }
+        super::overlay::create_op(&sm, super::netalloc::INGRESS, None, false, false)
+            .map(|op| vec![op])
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
     fn find<'a>(
         services: &'a [Stored<Service>],
         name: &str,
@@ -328,6 +344,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             ));
         }
         let h = self.manager().await?;
+        let mut spec = spec;
+        let mut ops = Self::ingress_ops(&h, &mut spec)?;
         let id = new_id();
         let value = Service {
             spec: spec.clone(),
@@ -342,7 +360,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             name: spec.name.clone(),
             spec: serde_json::to_vec(&value).map_err(|e| Status::internal(e.to_string()))?,
         };
-        Self::propose(&h, vec![op]).await?;
+        ops.push(op);
+        Self::propose(&h, ops).await?;
         Ok(Response::new(pb::ServiceRef { name: id }))
     }
 
@@ -466,6 +485,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             spec.template.env.retain(|x| x.split('=').next() != Some(k));
             spec.template.env.push(e.clone());
         }
+        let mut ops = Self::ingress_ops(&h, &mut spec)?;
         let mut v = if spec.template != s.value.spec.template || r.force {
             Self::respec(s, spec)
         } else {
@@ -478,7 +498,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                 *replicas = r.replicas as u64;
             }
         }
-        Self::propose(&h, vec![Self::update_op(s, &v)?]).await?;
+        ops.push(Self::update_op(s, &v)?);
+        Self::propose(&h, ops).await?;
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -47,6 +47,21 @@ pub fn is_ingress(p: &PortSpec) -> bool {
     p.published > 0 && p.mode != "host"
 }
 
+/// The overlay network a service goes on when it publishes routing-mesh ports but
+/// names no network (Swarm's `ingress`): without an overlay its ports would answer
+/// only on the nodes running its tasks.
+pub const INGRESS: &str = "ingress";
+
+/// Puts a service with ingress ports and no network on [`INGRESS`]; whether it did.
+/// The caller creates that network when the cluster has none yet.
+pub fn join_ingress(spec: &mut ServiceSpec) -> bool {
+    if spec.template.networks.is_empty() && spec.ports.iter().any(is_ingress) {
+        spec.template.networks.insert(INGRESS.into(), vec![]);
+        return true;
+    }
+    false
+}
+
 /// A task that holds (or will hold) its addresses.
 fn live(t: &Task) -> bool {
     !t.status.state.is_terminal()
@@ -603,5 +618,68 @@ mod tests {
         }
         let a = nets[0].value.alloc.clone().expect("alloc");
         assert_eq!(a.nodes.len(), 3, "{a:?}");
+    }
+
+    /// A service made without a network (`docker service create -p 8080:80 ...`) must
+    /// still answer on a node that runs none of its tasks.
+    #[test]
+    fn ingress_ports_without_a_network_mesh_on_every_node() {
+        let nodes: Vec<Node> = ["manager", "w1", "w2"]
+            .iter()
+            .map(|id| Node {
+                id: id.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        let mut spec = ServiceSpec {
+            ports: vec![PortSpec {
+                target: 80,
+                published: 8080,
+                protocol: "tcp".into(),
+                mode: "ingress".into(),
+            }],
+            ..Default::default()
+        };
+        assert!(join_ingress(&mut spec));
+        assert!(!join_ingress(&mut spec), "joins once");
+        let svc = Stored {
+            id: "svc".into(),
+            version: 1,
+            value: Service {
+                spec: spec.clone(),
+                ..Default::default()
+            },
+        };
+        let mut t = task("t1", "w1", &[]);
+        t.value.template = spec.template.clone();
+        let mut nets = vec![net("i", INGRESS, None)];
+        for _ in 0..2 {
+            let p = run(&nets, std::slice::from_ref(&svc), &[t.clone()], &nodes, &[]);
+            apply_net(&p.networks, &mut nets);
+        }
+        let a = nets[0].value.alloc.clone().expect("ingress allocated");
+        assert_eq!(
+            a.nodes.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["manager", "w1", "w2"],
+            "{a:?}"
+        );
+
+        // Host-mode ports and services that name their network stay as they are.
+        let mut host = ServiceSpec {
+            ports: vec![PortSpec {
+                target: 80,
+                published: 8081,
+                protocol: "tcp".into(),
+                mode: "host".into(),
+            }],
+            ..Default::default()
+        };
+        assert!(!join_ingress(&mut host));
+        assert!(host.template.networks.is_empty());
+        let mut named = spec.clone();
+        named.template.networks.clear();
+        named.template.networks.insert("front".into(), vec![]);
+        assert!(!join_ingress(&mut named));
+        assert!(!named.template.networks.contains_key(INGRESS));
     }
 }

@@ -226,7 +226,7 @@ fn create_request(r: NetworkCreateRequest) -> Result<(pb::NetworkCreateRequest, 
     }
     if r.ingress == Some(true) {
         return Err(ApiError::bad_request(
-            "Ingress: Skiff has no ingress network; services publish ports on every node",
+            "Ingress: Skiff makes its ingress network itself, for services that publish ports and name no network",
         ));
     }
     if r.config_only == Some(true)

@@ -9,6 +9,7 @@
 use bollard_stubs::models as dm;
 use serde::Serialize;
 use serde_json::{json, Value};
+use skiff_controller::orchestrator::netalloc;
 use skiff_controller::orchestrator::stack::LABEL_STACK;
 use skiff_controller::orchestrator::types as st;
 use std::collections::{BTreeMap, HashMap};
@@ -746,7 +747,13 @@ pub fn to_docker(s: &st::ServiceSpec, net_id: &dyn Fn(&str) -> String) -> Value 
     if p.max_replicas_per_node > 0 {
         task["Placement"]["MaxReplicas"] = json!(p.max_replicas_per_node);
     }
-    if !t.networks.is_empty() {
+    // The ingress network a service was put on for naming none is not part of its spec
+    // in Swarm (it shows in `Endpoint.VirtualIPs`); sent back without it, the
+    // orchestrator puts the service on it again.
+    let joined_ingress = t.networks.len() == 1
+        && t.networks.contains_key(netalloc::INGRESS)
+        && s.ports.iter().any(netalloc::is_ingress);
+    if !t.networks.is_empty() && !joined_ingress {
         task["Networks"] = t
             .networks
             .iter()
@@ -875,6 +882,25 @@ mod tests {
         let doc = to_docker(&s, &|n| n.to_string());
         let back = to_skiff(&doc, &Fake).expect("its own output converts");
         assert_eq!(back, s);
+    }
+
+    /// The ingress network a service with no network was put on stays out of its spec
+    /// as Swarm shows it, and what the CLI sends back puts it there again.
+    #[test]
+    fn a_joined_ingress_network_is_not_shown_in_the_spec() {
+        let mut v = cli_spec();
+        v["TaskTemplate"]["Networks"] = json!([]);
+        let mut s = to_skiff(&v, &Fake).expect("converts");
+        assert!(netalloc::join_ingress(&mut s));
+        let doc = to_docker(&s, &|n| format!("id-{n}"));
+        assert!(doc["TaskTemplate"].get("Networks").is_none(), "{doc}");
+        let mut back = to_skiff(&doc, &Fake).expect("converts back");
+        assert!(netalloc::join_ingress(&mut back));
+        assert_eq!(back, s);
+        // Without an ingress port it is an ordinary network and shown.
+        s.ports.clear();
+        let doc = to_docker(&s, &|n| format!("id-{n}"));
+        assert_eq!(doc["TaskTemplate"]["Networks"][0]["Target"], "id-ingress");
     }
 
     #[test]
