@@ -376,6 +376,22 @@ fn swarm_commands(c: &NetnsCluster, cli: &Cli, i: u16) {
         "version bumped: {doc}"
     );
     assert!(doc.contains("[ROUND=2] rollback 2"), "{doc}");
+    // Creation and update times as Swarm keeps them: set, and the update later.
+    let times = cli.ok(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{.CreatedAt.Unix}} {{.UpdatedAt.Unix}}",
+        &web,
+    ]);
+    let t: Vec<i64> = times
+        .split_whitespace()
+        .map(|x| x.parse().expect("unix time"))
+        .collect();
+    assert!(
+        t.len() == 2 && t[0] > 1_600_000_000 && t[1] >= t[0],
+        "{times}"
+    );
     cli.wait("updated tasks running", Duration::from_secs(90), |cli| {
         let ps = cli.ok(&[
             "service",

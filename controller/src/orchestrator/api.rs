@@ -103,6 +103,7 @@ impl OrchestratorApi {
         let mut v = s.value.clone();
         v.previous = Some(std::mem::replace(&mut v.spec, spec));
         v.generation += 1;
+        v.updated_at_ms = super::runner::now_ms();
         v
     }
 }
@@ -230,6 +231,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                         generation: 1,
                         update: None,
                         vips: Default::default(),
+                        created_at_ms: super::runner::now_ms(),
+                        updated_at_ms: super::runner::now_ms(),
                     };
                     ops.push(Op::Create {
                         kind: KIND_SERVICE.into(),
@@ -353,6 +356,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             generation: 1,
             update: None,
             vips: Default::default(),
+            created_at_ms: super::runner::now_ms(),
+            updated_at_ms: super::runner::now_ms(),
         };
         let op = Op::Create {
             kind: KIND_SERVICE.into(),

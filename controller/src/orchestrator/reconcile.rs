@@ -504,6 +504,7 @@ fn rolling_update(
                     let current = std::mem::replace(&mut service.spec, prev);
                     service.previous = Some(current);
                     service.generation += 1;
+                    service.updated_at_ms = now;
                     status = UpdateStatus {
                         state: "rollback_started".into(),
                         message: format!(

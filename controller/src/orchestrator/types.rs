@@ -261,6 +261,12 @@ pub struct Service {
     /// controller; empty for `dnsrr` services.
     #[serde(default)]
     pub vips: BTreeMap<String, std::net::Ipv4Addr>,
+    /// When the service was created and its spec last changed (ms since the epoch, set
+    /// by the proposer so every replica stores the same); 0 for services stored before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_at_ms: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub updated_at_ms: i64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

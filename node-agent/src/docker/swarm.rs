@@ -511,8 +511,8 @@ fn service_doc(
     let mut doc = json!({
         "ID": s.id,
         "Version": {"Index": s.version},
-        "CreatedAt": ZERO_TIME,
-        "UpdatedAt": ZERO_TIME,
+        "CreatedAt": time_ms(s.value.created_at_ms),
+        "UpdatedAt": time_ms(s.value.updated_at_ms.max(s.value.created_at_ms)),
         "Spec": spec,
         "Endpoint": endpoint,
     });
