@@ -77,29 +77,31 @@ fn compose_facts(doc: &Value) -> BTreeMap<String, Facts> {
             Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect(),
             _ => BTreeMap::new(),
         };
-        let ports = s["ports"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|p| (p["published"].as_u64(), p["target"].as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let volume_targets = s["volumes"]
-            .as_array()
-            .map(|a| a.iter().map(volume_target).collect())
-            .unwrap_or_default();
-        out.insert(
-            name.clone(),
-            Facts {
-                image: s["image"].as_str().unwrap_or_default().to_string(),
-                ports,
-                environment,
-                volume_targets,
-            },
-        );
+        out.insert(name.clone(), facts(s, environment));
     }
     out
+}
+
+/// What both outputs are compared on, once each side's environment is read.
+fn facts(s: &Value, environment: BTreeMap<String, Option<String>>) -> Facts {
+    let ports = s["ports"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| (p["published"].as_u64(), p["target"].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let volume_targets = s["volumes"]
+        .as_array()
+        .map(|a| a.iter().map(volume_target).collect())
+        .unwrap_or_default();
+    Facts {
+        image: s["image"].as_str().unwrap_or_default().to_string(),
+        ports,
+        environment,
+        volume_targets,
+    }
 }
 
 fn skiff_facts(doc: &Value) -> BTreeMap<String, Facts> {
@@ -117,27 +119,7 @@ fn skiff_facts(doc: &Value) -> BTreeMap<String, Facts> {
                     .collect()
             })
             .unwrap_or_default();
-        let ports = s["ports"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|p| (p["published"].as_u64(), p["target"].as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let volume_targets = s["volumes"]
-            .as_array()
-            .map(|a| a.iter().map(volume_target).collect())
-            .unwrap_or_default();
-        out.insert(
-            name.clone(),
-            Facts {
-                image: s["image"].as_str().unwrap_or_default().to_string(),
-                ports,
-                environment,
-                volume_targets,
-            },
-        );
+        out.insert(name.clone(), facts(s, environment));
     }
     out
 }

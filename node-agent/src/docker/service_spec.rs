@@ -65,7 +65,13 @@ pub fn unknown_keys(raw: &Value, typed: &Value, path: &str, out: &mut Vec<String
 
 /// Reads Docker's JSON into the typed spec; unknown keys and wrong types name their path.
 pub fn parse(raw: &Value) -> R<dm::ServiceSpec> {
-    let spec: dm::ServiceSpec = serde_path_to_error::deserialize(raw)
+    parse_strict(raw)
+}
+
+/// Reads a Docker model strictly: a wrong type names its path (`Invalid`), and a key the
+/// model does not have is refused (`Unknown`) rather than dropped.
+pub fn parse_strict<T: serde::de::DeserializeOwned + serde::Serialize>(raw: &Value) -> R<T> {
+    let spec: T = serde_path_to_error::deserialize(raw)
         .map_err(|e| SpecError::Invalid(format!("{}: {}", e.path(), e.inner())))?;
     let typed = serde_json::to_value(&spec).map_err(|e| SpecError::Invalid(e.to_string()))?;
     let mut unknown = Vec::new();

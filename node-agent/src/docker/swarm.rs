@@ -158,6 +158,15 @@ fn time_ms(ms: i64) -> String {
         .unwrap_or_else(|| ZERO_TIME.into())
 }
 
+/// A Swarm object's spec read strictly (see [`service_spec::parse_strict`]), with the
+/// messages dockerd gives: "invalid JSON: PATH: ...".
+fn strict_body<T: serde::de::DeserializeOwned + serde::Serialize>(raw: &Value) -> Result<T> {
+    service_spec::parse_strict(raw).map_err(|e| match e {
+        service_spec::SpecError::Invalid(m) => ApiError::bad_request(format!("invalid JSON: {m}")),
+        e => ApiError::bad_request(e.to_string()),
+    })
+}
+
 fn version_param(req: &Req) -> Result<Option<u64>> {
     match req.query.get("version") {
         None | Some("") => Ok(None),
@@ -327,20 +336,7 @@ async fn node_update(api: &DockerApi, req: &mut Req, key: &str) -> Result<Resp> 
         .json_opt()
         .await?
         .ok_or_else(|| ApiError::bad_request("request body is required"))?;
-    let spec: bollard_stubs::models::NodeSpec = serde_path_to_error::deserialize(&raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {}: {}", e.path(), e.inner())))?;
-    let mut unknown = Vec::new();
-    service_spec::unknown_keys(
-        &raw,
-        &serde_json::to_value(&spec).unwrap_or_default(),
-        "",
-        &mut unknown,
-    );
-    if let Some(k) = unknown.first() {
-        return Err(ApiError::bad_request(format!(
-            "invalid JSON: {k}: unknown field"
-        )));
-    }
+    let spec: bollard_stubs::models::NodeSpec = strict_body(&raw)?;
     if spec.name.as_deref().is_some_and(|n| !n.is_empty()) {
         return Err(ApiError::bad_request(
             "invalid NodeSpec: Name is not supported by Skiff (nodes are named by their hostname)",
@@ -1012,20 +1008,7 @@ async fn file_spec(
         .json_opt()
         .await?
         .ok_or_else(|| ApiError::bad_request("request body is required"))?;
-    let spec: bollard_stubs::models::SecretSpec = serde_path_to_error::deserialize(&raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {}: {}", e.path(), e.inner())))?;
-    let mut unknown = Vec::new();
-    service_spec::unknown_keys(
-        &raw,
-        &serde_json::to_value(&spec).unwrap_or_default(),
-        "",
-        &mut unknown,
-    );
-    if let Some(k) = unknown.first() {
-        return Err(ApiError::bad_request(format!(
-            "invalid JSON: {k}: unknown field"
-        )));
-    }
+    let spec: bollard_stubs::models::SecretSpec = strict_body(&raw)?;
     if singular == "config" && raw.get("Driver").is_some_and(|d| !d.is_null()) {
         return Err(ApiError::bad_request("invalid JSON: Driver: unknown field"));
     }
