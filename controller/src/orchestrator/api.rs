@@ -376,14 +376,6 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
     ) -> Result<Response<pb::ServiceListResponse>, Status> {
         let stack = req.into_inner().stack;
         let (_, (services, tasks, nodes)) = self.world().await?;
-        let ready: Vec<&str> = nodes
-            .iter()
-            .filter(|n| {
-                n.status == crate::state::NodeStatus::Ready
-                    && n.availability == crate::state::Availability::Active
-            })
-            .map(|n| n.id.as_str())
-            .collect();
         let mut out = Vec::new();
         for s in services
             .iter()
@@ -391,7 +383,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         {
             let (mode, mut desired) = mode_str(&s.value.spec.mode);
             if mode == "global" {
-                desired = ready.len() as u64;
+                desired = super::reconcile::global_desired(&s.value.spec, &nodes);
             }
             let running = tasks
                 .iter()

@@ -221,6 +221,13 @@ fn constraints_of(spec: &ServiceSpec) -> Vec<Constraint> {
         .collect()
 }
 
+/// How many tasks a global service wants: one per node its constraints allow, the same
+/// rule the reconcile pass places by (so `service ls` and a waiting deploy agree with it).
+pub fn global_desired(spec: &ServiceSpec, nodes: &[Node]) -> u64 {
+    let constraints = constraints_of(spec);
+    nodes.iter().filter(|n| eligible(n, &constraints)).count() as u64
+}
+
 /// Runs one reconcile pass. `new_id` makes IDs for new tasks.
 pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec<Op> {
     let now = world.now_ms;

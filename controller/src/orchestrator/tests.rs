@@ -292,6 +292,24 @@ fn drained_nodes_are_emptied_and_global_services_cover_eligible_nodes() {
 }
 
 #[test]
+fn a_constrained_global_service_wants_one_task_per_eligible_node_only() {
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    sim.nodes[0].description.engine_labels = [("disk".to_string(), "ssd".to_string())].into();
+    let mut s = service("agent", Mode::Global);
+    s.spec.placement.constraints = vec!["engine.labels.disk==ssd".into()];
+    let spec = s.spec.clone();
+    let id = sim.add_service(s);
+    sim.settle();
+    sim.run_assigned();
+    // What `service ls` reports as desired is what the pass places: 1, not 3.
+    assert_eq!(super::reconcile::global_desired(&spec, &sim.nodes), 1);
+    assert_eq!(sim.running(&id).len(), 1);
+    sim.nodes[2].availability = Availability::Drain;
+    sim.nodes[1].description.engine_labels = sim.nodes[0].description.engine_labels.clone();
+    assert_eq!(super::reconcile::global_desired(&spec, &sim.nodes), 2);
+}
+
+#[test]
 fn engine_labels_place_tasks_and_a_node_that_loses_a_label_gives_its_tasks_up() {
     let mut sim = Sim::new(&["a", "b", "c"]);
     for n in &mut sim.nodes[..2] {
