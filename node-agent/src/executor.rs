@@ -364,6 +364,16 @@ impl Executor {
             .collect()
     }
 
+    /// A task that could not be prepared (image, network, container): rejected with why.
+    async fn reject_preparing(&self, t: &Stored<Task>, error: String) {
+        self.report(t, |v| {
+            v.status.state = TaskState::Rejected;
+            v.status.error = error;
+            v.status.message = "preparing failed".into();
+        })
+        .await;
+    }
+
     async fn report(&self, t: &Stored<Task>, f: impl FnOnce(&mut Task)) {
         let mut v = t.value.clone();
         f(&mut v);
@@ -515,12 +525,7 @@ impl Executor {
         // that has it (see `imageshare`).
         if let Some(fetcher) = &self.images {
             if let Err(e) = fetcher.ensure(&tpl.image).await {
-                self.report(t, |v| {
-                    v.status.state = TaskState::Rejected;
-                    v.status.error = e.clone();
-                    v.status.message = "preparing failed".into();
-                })
-                .await;
+                self.reject_preparing(t, e).await;
                 return;
             }
         }
@@ -539,12 +544,7 @@ impl Executor {
                 network_mode = net.clone();
                 ipv4_address = ip.to_string();
             } else if let Err(e) = self.ensure_network(net).await {
-                self.report(t, |v| {
-                    v.status.state = TaskState::Rejected;
-                    v.status.error = e.clone();
-                    v.status.message = "preparing failed".into();
-                })
-                .await;
+                self.reject_preparing(t, e).await;
                 return;
             } else {
                 network_mode = net.clone();
@@ -567,12 +567,7 @@ impl Executor {
         match self.write_files(t) {
             Ok(mut extra) => binds.append(&mut extra),
             Err(e) => {
-                self.report(t, |v| {
-                    v.status.state = TaskState::Rejected;
-                    v.status.error = e.clone();
-                    v.status.message = "preparing failed".into();
-                })
-                .await;
+                self.reject_preparing(t, e).await;
                 return;
             }
         }
@@ -653,13 +648,7 @@ impl Executor {
         let id = match created {
             Ok((id, _)) => id,
             Err(e) => {
-                let msg = e.to_string();
-                self.report(t, |v| {
-                    v.status.state = TaskState::Rejected;
-                    v.status.error = msg;
-                    v.status.message = "preparing failed".into();
-                })
-                .await;
+                self.reject_preparing(t, e.to_string()).await;
                 return;
             }
         };

@@ -312,6 +312,17 @@ fn trunc_command(cmd: &str, no_trunc: bool) -> String {
     }
 }
 
+/// `ps`'s default table: template field and Docker's header for each column.
+pub const PS_COLUMNS: [(&str, &str); 7] = [
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("Ports", "PORTS"),
+    ("Names", "NAMES"),
+];
+
 pub async fn ps(c: &mut Client, a: &PsArgs) -> Result<i32> {
     let list = c
         .container_list(ListRequest {
@@ -346,16 +357,7 @@ pub async fn ps(c: &mut Client, a: &PsArgs) -> Result<i32> {
         })
         .collect();
     let format = Format::parse(a.format.as_deref())?;
-    let columns = [
-        ("ID", "CONTAINER ID"),
-        ("Image", "IMAGE"),
-        ("Command", "COMMAND"),
-        ("RunningFor", "CREATED"),
-        ("Status", "STATUS"),
-        ("Ports", "PORTS"),
-        ("Names", "NAMES"),
-    ];
-    output::print_rows(&format, &columns, &rows)?;
+    output::print_rows(&format, &PS_COLUMNS, &rows)?;
     Ok(0)
 }
 

@@ -7,7 +7,7 @@ use crate::spec::*;
 use crate::value::*;
 use crate::yaml::{Key, Node, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// What conversion needs besides the tree.
 pub(crate) struct Cx<'a> {
@@ -723,22 +723,7 @@ fn resolve_host_path(cx: &Cx, t: &str) -> std::result::Result<PathBuf, String> {
     } else {
         cx.base_dir.join(t)
     };
-    Ok(normalise(&p))
-}
-
-/// Lexical `.`/`..` removal, so output is stable and readable.
-fn normalise(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
+    Ok(crate::relocate::normalise(&p))
 }
 
 fn service(

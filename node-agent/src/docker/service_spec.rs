@@ -487,62 +487,56 @@ fn container(c: dm::TaskSpecContainerSpec, res: &dyn Resolve) -> R<st::TaskTempl
         });
     }
     for (i, s) in secrets.unwrap_or_default().into_iter().enumerate() {
-        let p = format!("{P}.Secrets[{i}]");
-        let name = res
-            .file(
-                st::KIND_SECRET,
-                s.secret_id.as_deref().unwrap_or_default(),
-                s.secret_name.as_deref().unwrap_or_default(),
-            )
-            .ok_or_else(|| {
-                SpecError::Invalid(format!(
-                    "{p}: secret not found: {}",
-                    s.secret_name.or(s.secret_id).unwrap_or_default()
-                ))
-            })?;
         let f = s.file.unwrap_or_default();
-        only(&format!("{p}.File.UID"), &f.uid, &["0"])?;
-        only(&format!("{p}.File.GID"), &f.gid, &["0"])?;
-        t.files.push(file_mount(
+        t.files.push(file_ref(
+            res,
             st::KIND_SECRET,
-            name,
-            f.name,
-            f.mode,
+            &format!("{P}.Secrets[{i}]"),
+            (s.secret_id, s.secret_name),
+            (f.uid, f.gid, f.name, f.mode),
             "/run/secrets/",
-        ));
+        )?);
     }
     for (i, s) in configs.unwrap_or_default().into_iter().enumerate() {
         let p = format!("{P}.Configs[{i}]");
         refuse(&format!("{p}.Runtime"), &s.runtime)?;
-        let name = res
-            .file(
-                st::KIND_CONFIG,
-                s.config_id.as_deref().unwrap_or_default(),
-                s.config_name.as_deref().unwrap_or_default(),
-            )
-            .ok_or_else(|| {
-                SpecError::Invalid(format!(
-                    "{p}: config not found: {}",
-                    s.config_name.or(s.config_id).unwrap_or_default()
-                ))
-            })?;
         let f = s.file.unwrap_or_default();
-        only(&format!("{p}.File.UID"), &f.uid, &["0"])?;
-        only(&format!("{p}.File.GID"), &f.gid, &["0"])?;
-        t.files
-            .push(file_mount(st::KIND_CONFIG, name, f.name, f.mode, "/"));
+        t.files.push(file_ref(
+            res,
+            st::KIND_CONFIG,
+            &p,
+            (s.config_id, s.config_name),
+            (f.uid, f.gid, f.name, f.mode),
+            "/",
+        )?);
     }
     Ok(t)
 }
 
-/// A secret or config file: Docker's relative `File.Name` lives under `dir`.
-fn file_mount(
+/// A secret or config reference (`p` is its path in the spec): the object found by ID
+/// or name, root-owned as Skiff writes them, Docker's relative `File.Name` under `dir`.
+fn file_ref(
+    res: &dyn Resolve,
     kind: &str,
-    name: String,
-    file: Option<String>,
-    mode: Option<u32>,
+    p: &str,
+    (id, name): (Option<String>, Option<String>),
+    (uid, gid, file, mode): (Option<String>, Option<String>, Option<String>, Option<u32>),
     dir: &str,
-) -> st::FileMount {
+) -> R<st::FileMount> {
+    let name = res
+        .file(
+            kind,
+            id.as_deref().unwrap_or_default(),
+            name.as_deref().unwrap_or_default(),
+        )
+        .ok_or_else(|| {
+            SpecError::Invalid(format!(
+                "{p}: {kind} not found: {}",
+                name.or(id).unwrap_or_default()
+            ))
+        })?;
+    only(&format!("{p}.File.UID"), &uid, &["0"])?;
+    only(&format!("{p}.File.GID"), &gid, &["0"])?;
     let f = file
         .filter(|f| !f.is_empty())
         .unwrap_or_else(|| name.clone());
@@ -551,12 +545,12 @@ fn file_mount(
     } else {
         format!("{dir}{f}")
     };
-    st::FileMount {
+    Ok(st::FileMount {
         kind: kind.into(),
         name,
         target,
         mode: mode.unwrap_or(0o444),
-    }
+    })
 }
 
 fn mount(p: &str, m: dm::Mount) -> R<st::MountSpec> {
