@@ -161,6 +161,32 @@ fn netns_files(a: &Agent) -> usize {
         .unwrap_or(0)
 }
 
+/// A restart reuses the container's link name while the old link may still be
+/// being deleted in the background: the old link's deletion must never take the new
+/// one with it (a restart once failed with "finding link eth0: No such device").
+#[test]
+fn quick_restarts_keep_the_container_wired() {
+    let _fw = shared();
+    let a = Agent::start().with_busybox();
+    a.cmd(&["run", "-d", "--name", "bouncer", "busybox", "sleep", "600"]);
+    for i in 0..12 {
+        a.cmd(&["restart", "-t", "0", "bouncer"]);
+        let addr = a
+            .cmd(&["exec", "bouncer", "ip", "-o", "-4", "addr", "show", "eth0"])
+            .stdout;
+        assert!(addr.contains(" inet "), "restart {i}: eth0 is {addr:?}");
+        // The next restart can also come after the old link's deletion has started.
+        if i % 3 == 1 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(a.inspect("bouncer", "{{.State.Status}}"), "running");
+    a.cmd(&["rm", "-f", "bouncer"]);
+    veths_deleted(&a);
+    assert_eq!(netns_files(&a), 0);
+    finish(a);
+}
+
 #[test]
 fn user_network_names_resolve_and_networks_are_isolated() {
     let _shared = shared();

@@ -24,7 +24,7 @@ use skiff_runtime::shim::logfile::{LogConfig, Rotation};
 use skiff_runtime::shim::Report;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -44,8 +44,12 @@ pub struct Entry {
     pub op: tokio::sync::Mutex<()>,
     /// The state in memory is newer than `state.json` (a write failed).
     dirty: AtomicBool,
-    /// A monitor watches the shim. At most one may: two would fold one exit in twice.
-    monitored: AtomicBool,
+    /// The container's current run, bumped by every start: a monitor watches one run.
+    run: AtomicU64,
+    /// The run a monitor watches (0: none). At most one may watch a run (two would
+    /// fold one exit in twice), and a finishing monitor of the previous run must not
+    /// leave the next one unwatched.
+    monitored: AtomicU64,
 }
 
 impl Entry {
@@ -58,7 +62,8 @@ impl Entry {
             changed: watch::channel(0).0,
             op: tokio::sync::Mutex::new(()),
             dirty: AtomicBool::new(false),
-            monitored: AtomicBool::new(false),
+            run: AtomicU64::new(1),
+            monitored: AtomicU64::new(0),
         }
     }
 
@@ -852,6 +857,7 @@ impl Containers {
                     return Err(err);
                 }
             };
+            e.run.fetch_add(1, Ordering::SeqCst);
             e.update(|s| {
                 s.status = Status::Running;
                 s.pid = report.pid;
@@ -877,7 +883,8 @@ impl Containers {
     /// A no-op when one already watches: every path that finds a running container
     /// unwatched (a start whose bookkeeping failed half-way) can call it.
     fn spawn_monitor(self: &Arc<Self>, e: Arc<Entry>) {
-        if e.monitored.swap(true, Ordering::SeqCst) {
+        let run = e.run.load(Ordering::SeqCst);
+        if e.monitored.swap(run, Ordering::SeqCst) == run {
             return;
         }
         let me = self.clone();
@@ -925,7 +932,10 @@ impl Containers {
                 me.handle_exit(e.clone(), announced)
                     .instrument(tracing::debug_span!("handle_exit"))
                     .await;
-                e.monitored.store(false, Ordering::SeqCst);
+                // Only if no monitor of a newer run took over meanwhile.
+                let _ = e
+                    .monitored
+                    .compare_exchange(run, 0, Ordering::SeqCst, Ordering::SeqCst);
             }
             .instrument(span),
         );

@@ -139,8 +139,17 @@ struct Inner {
     /// so an unchanged view costs no iproute2 calls.
     programmed: HashMap<String, (Vec<vxlan::Peer>, std::collections::BTreeSet<Ipv4Addr>)>,
     /// Host-side veths of stopped containers being deleted in the background, with the
-    /// network and address each still holds (released once the link is gone).
-    reaping: HashMap<String, (String, Ipv4Addr)>,
+    /// network and address each still holds (released once the link is gone), keyed
+    /// by link name, with the link's index: a restarted container's new link takes
+    /// the old name, and only the old index may be deleted.
+    reaping: HashMap<String, Reaping>,
+}
+
+/// A host link being deleted in the background and the address it still holds.
+struct Reaping {
+    network_id: String,
+    ip: Ipv4Addr,
+    index: u32,
 }
 
 /// A service's published port on this node: kernel DNAT over the backends, and a
@@ -1164,26 +1173,51 @@ impl Networks {
 
     /// Deletes `a`'s host link in the background, then releases its address.
     fn reap(&self, inner: &mut Inner, a: &Attachment) {
+        let index = match link::link_index(&a.host_if) {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                release(inner, &a.network_id, a.ip);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, link = %a.host_if, "finding link to delete");
+                let _ = link::delete_link(&a.host_if);
+                release(inner, &a.network_id, a.ip);
+                return;
+            }
+        };
         let Some(me) = self.me.upgrade() else {
-            let _ = link::delete_link(&a.host_if);
+            let _ = link::delete_link_index(index);
             release(inner, &a.network_id, a.ip);
             return;
         };
-        inner
-            .reaping
-            .insert(a.host_if.clone(), (a.network_id.clone(), a.ip));
+        inner.reaping.insert(
+            a.host_if.clone(),
+            Reaping {
+                network_id: a.network_id.clone(),
+                ip: a.ip,
+                index,
+            },
+        );
         let host_if = a.host_if.clone();
         tokio::spawn(
             async move {
-                let name = host_if.clone();
-                let deleted = tokio::task::spawn_blocking(move || link::delete_link(&name)).await;
+                let deleted =
+                    tokio::task::spawn_blocking(move || link::delete_link_index(index)).await;
                 if let Ok(Err(e)) = deleted {
                     tracing::warn!(error = %e, "deleting link");
                 }
                 let mut inner = me.inner.lock().await;
-                // Absent: a new set-up of the same container took it over (see unreap).
-                if let Some((nid, ip)) = inner.reaping.remove(&host_if) {
-                    release(&mut inner, &nid, ip);
+                // Absent or another index: a new set-up of the same container took the
+                // name over (see unreap) and released this address itself.
+                if inner
+                    .reaping
+                    .get(&host_if)
+                    .is_some_and(|r| r.index == index)
+                {
+                    if let Some(r) = inner.reaping.remove(&host_if) {
+                        release(&mut inner, &r.network_id, r.ip);
+                    }
                 }
             }
             .instrument(tracing::debug_span!("reap", link = %a.host_if)),
@@ -1193,9 +1227,11 @@ impl Networks {
     /// Finishes a pending deletion of `host_if` now (a restarted container reuses its
     /// link name), releasing the address it held.
     fn unreap(&self, inner: &mut Inner, host_if: &str) {
-        if let Some((nid, ip)) = inner.reaping.remove(host_if) {
-            let _ = link::delete_link(host_if);
-            release(inner, &nid, ip);
+        if let Some(r) = inner.reaping.remove(host_if) {
+            if let Err(e) = link::delete_link_index(r.index) {
+                tracing::warn!(error = %e, link = %host_if, "deleting link");
+            }
+            release(inner, &r.network_id, r.ip);
         }
     }
 

@@ -261,9 +261,13 @@ impl Agent {
     pub fn cmd(&self, args: &[&str]) -> Run {
         let r = self.try_cmd(args);
         assert_eq!(
-            r.code, 0,
-            "skiff {args:?} failed ({}): stdout={:?} stderr={:?}",
-            r.code, r.stdout, r.stderr
+            r.code,
+            0,
+            "skiff {args:?} failed ({}): stdout={:?} stderr={:?}\nagent log tail:\n{}",
+            r.code,
+            r.stdout,
+            r.stderr,
+            tail(&self.log(), 30)
         );
         r
     }

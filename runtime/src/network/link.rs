@@ -262,6 +262,21 @@ impl Netlink {
         }
     }
 
+    /// Deletes the link with interface index `index`; already gone is fine. By index,
+    /// not name: a new link may by now carry the old one's name.
+    pub fn delete_index(&mut self, index: u32) -> Result<(), NetError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match self.request(
+            RouteNetlinkMessage::DelLink(msg),
+            0,
+            &format!("deleting link {index}"),
+        ) {
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
     /// Adds `addr/prefix` to a link; already present is fine.
     pub fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
         let msg = AddressMessageBuilder::<Ipv4Addr>::new()
@@ -545,6 +560,16 @@ pub fn delete_link(name: &str) -> Result<(), NetError> {
         return Ok(());
     }
     Netlink::open()?.delete_link(name)
+}
+
+/// The interface index of link `name` in the agent's namespace, if it exists.
+pub fn link_index(name: &str) -> Result<Option<u32>, NetError> {
+    Netlink::open()?.link_index(name)
+}
+
+/// Deletes the link with interface index `index`, if it still exists.
+pub fn delete_link_index(index: u32) -> Result<(), NetError> {
+    Netlink::open()?.delete_index(index)
 }
 
 /// Sets the MTU of link `name` in the agent's namespace.

@@ -250,7 +250,8 @@ fn serve(run: RunSpec, p: Prepared) {
             return;
         }
     };
-    rt.block_on(async move {
+    let mut relayed = false;
+    rt.block_on(async {
         if listener.set_nonblocking(true).is_err() {
             return;
         }
@@ -301,6 +302,7 @@ fn serve(run: RunSpec, p: Prepared) {
         let exit_path = run.exit_path.clone();
         let cg = run.cgroups_path.clone();
         let rootfs_dir = run.rootfs.clone();
+        let socket_path = run.socket_path.clone();
         relay::run(pid, stdio, listener, log, first, move |o| {
             let _step = tracing::info_span!("cleanup").entered();
             // Like Docker: any OOM kill in the container's cgroup marks the run
@@ -327,12 +329,18 @@ fn serve(run: RunSpec, p: Prepared) {
                 tracing::warn!(error = %e, "deleting container state");
             }
             let _ = snapshot::unmount(&rootfs_dir);
+            // Before the exit is announced: once it is, the agent may start the next
+            // run, whose shim binds a new socket at this same path.
+            let _ = fs::remove_file(&socket_path);
             tracing::info!(exit_code = o.code, oom_killed = oom, "container exited");
             String::new()
         })
         .await;
+        relayed = true;
     });
-    let _ = fs::remove_file(&run.socket_path);
+    if !relayed {
+        let _ = fs::remove_file(&run.socket_path);
+    }
 }
 
 /// Accepts the attach client that asked for the start, and reads its Hello and Start.
