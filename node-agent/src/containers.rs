@@ -32,6 +32,11 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+/// How long after a create, start or exec cgroup migrations are kept cheap (see
+/// `skiff_runtime::cgroup::keep_migration_warm`): long enough to cover a burst of
+/// starts, short enough that an idle agent does nothing.
+const MIGRATION_WARM: Duration = Duration::from_secs(1);
+
 /// One container in memory.
 pub struct Entry {
     pub id: String,
@@ -362,6 +367,8 @@ impl Containers {
 
     /// Creates a container (nothing runs yet). On any error nothing is left behind.
     pub async fn create(self: &Arc<Self>, opts: CreateOptions) -> Result<(String, Vec<String>)> {
+        // A start usually follows a create within milliseconds.
+        skiff_runtime::cgroup::keep_migration_warm(MIGRATION_WARM);
         let CreateOptions {
             name,
             mut config,
@@ -794,8 +801,8 @@ impl Containers {
         let span = tracing::info_span!("start", container_id = %e.id);
         let started = std::time::Instant::now();
         // The kernel's wait before the first cgroup migration after a quiet spell runs
-        // now, beside the shim's spawn, rather than inside libcontainer's create.
-        tokio::task::spawn_blocking(skiff_runtime::cgroup::warm_migration);
+        // off this path (begun at create when there was one), not inside libcontainer's.
+        skiff_runtime::cgroup::keep_migration_warm(MIGRATION_WARM);
         async {
             let _ = std::fs::remove_file(e.paths.exit());
             regenerate_lost_files(e)?;
@@ -1210,14 +1217,20 @@ impl Containers {
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
         self.networks.forget(&e.id).await;
         let _ = std::fs::remove_dir_all(&e.paths.exec_dir);
-        // Rename first so a crash mid-delete leaves a `.`-prefixed dir restore() drops.
+        // Renamed, the container is gone; its files are deleted in the background (off
+        // `rm`'s and `run --rm`'s path). A crash mid-delete leaves a `.`-prefixed dir
+        // that restore() drops.
         let doomed = self
             .cfg
             .root
             .join("containers")
             .join(format!(".rm-{}", e.id));
         std::fs::rename(&e.paths.dir, &doomed)?;
-        let _ = std::fs::remove_dir_all(&doomed);
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = std::fs::remove_dir_all(&doomed) {
+                tracing::warn!(path = %doomed.display(), error = %err, "deleting a removed container's files");
+            }
+        });
         self.by_id
             .lock()
             .map_err(|_| AgentError::internal("lock"))?
@@ -1376,6 +1389,8 @@ impl Containers {
         spec: skiff_runtime::shim::exec::ExecSpec,
         detach: bool,
     ) -> Result<(UnixStream, i32)> {
+        // An exec's process joins the container's cgroup: the same migration as a start.
+        skiff_runtime::cgroup::keep_migration_warm(MIGRATION_WARM);
         let e = self.get(key)?;
         if e.state().status != Status::Running {
             return Err(AgentError::Precondition(format!(
