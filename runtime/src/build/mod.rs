@@ -1569,6 +1569,7 @@ mod tests {
     const BASE: &str = "FROM scratch\nCOPY <<EOF /bin/sh\nfake\nEOF\n";
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(not(skiff_root), ignore = "needs root: mounts and namespaces")]
     async fn run_mounts_reach_the_runner_and_leave_no_trace() {
         let e = Env::new();
         let runner = Fake {

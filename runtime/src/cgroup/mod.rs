@@ -865,6 +865,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(skiff_root), ignore = "needs root: writing cgroup.procs")]
     fn warm_migration_leaves_the_process_where_it_was() {
         let before = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
         // Root (as the tests run) can always write its own cgroup.

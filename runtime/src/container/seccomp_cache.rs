@@ -199,6 +199,7 @@ mod tests {
 
     // The only test that registers a program: registration is once per process.
     #[test]
+    #[cfg_attr(not(skiff_root), ignore = "needs root: loading a seccomp program")]
     fn initialize_seccomp_loads_the_registered_program_for_an_equal_profile_only() {
         let says_getppid = deny("getppid");
         let program_denying_getpgrp =

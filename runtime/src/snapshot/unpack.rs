@@ -1305,6 +1305,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(skiff_root), ignore = "needs root: mknod and trusted xattrs")]
     fn opaque_whiteout() {
         let fx = Fx::new();
         let tar = T::new()
@@ -1351,6 +1352,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(skiff_root), ignore = "needs root: mknod and trusted xattrs")]
     fn file_replaces_directory() {
         let fx = Fx::new();
         let tar = T::new()
@@ -1470,6 +1472,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(skiff_root), ignore = "needs root: file ownership")]
     fn normal_layer_unpacks_to_expected_tree() {
         let fx = Fx::new();
         let stats = fx.unpack(normal_layer()).expect("unpack");
@@ -1528,6 +1531,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(skiff_root), ignore = "needs root: file ownership")]
     fn compressed_layers_round_trip() {
         let plain = normal_layer();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
