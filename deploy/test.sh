@@ -9,7 +9,7 @@ deploy/deps.sh --test
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> supply chain (cargo deny, offline RustSec snapshot)"
 deploy/audit.sh
 echo "==> cargo test"
