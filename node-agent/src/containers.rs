@@ -442,6 +442,7 @@ impl Containers {
         if config.network_mode.is_empty() || config.network_mode == "default" {
             config.network_mode = "bridge".into();
         }
+        crate::namespaces::check_create(&mut config)?;
         self.networks
             .check_mode(&config.network_mode, &config.net)
             .await?;
@@ -664,6 +665,11 @@ impl Containers {
             init,
             devices: c.devices.clone(),
             device_cgroup_rules: c.device_cgroup_rules.clone(),
+            // Filled at start by `namespaces::resolve`.
+            ipc: Default::default(),
+            pid: Default::default(),
+            shm: Default::default(),
+            sysctls: Default::default(),
         })
     }
 
@@ -805,12 +811,20 @@ impl Containers {
             }
             let mut spec = self.run_spec(e, wait_attach)?;
             spec.console_size = console_size;
+            crate::namespaces::resolve(self, e, &mut spec)?;
             let record = e.record();
-            spec.network = self
-                .networks
-                .setup(&record, &e.paths, &record.config.exposed_ports)
-                .instrument(tracing::debug_span!("net_setup"))
-                .await?;
+            // A joined network (`container:X`) is X's: nothing to wire.
+            if crate::namespaces::network_container(&record.config.network_mode).is_none() {
+                spec.network = self
+                    .networks
+                    .setup(&record, &e.paths, &record.config.exposed_ports)
+                    .instrument(tracing::debug_span!("net_setup"))
+                    .await?;
+            }
+            if let Err(err) = crate::namespaces::mount_shm(e, &spec) {
+                self.networks.teardown(&e.id).await;
+                return Err(err);
+            }
             // Under the exec root (runtime state, tmpfs in production): no fsync.
             fsutil::replace_json(&e.paths.task(), &spec)?;
             let task = e.paths.task();
@@ -825,6 +839,7 @@ impl Containers {
                 Ok(r) if r.error.is_empty() => r,
                 Ok(r) => {
                     self.networks.teardown(&e.id).await;
+                    crate::namespaces::release(e);
                     let code = if r.exit_code == 0 { 125 } else { r.exit_code };
                     e.update(|s| {
                         s.record_exit(&ExitInfo {
@@ -844,6 +859,7 @@ impl Containers {
                 }
                 Err(err) => {
                     self.networks.teardown(&e.id).await;
+                    crate::namespaces::release(e);
                     e.update(|s| {
                         s.record_exit(&ExitInfo {
                             exit_code: 125,
@@ -956,6 +972,7 @@ impl Containers {
         };
         // The shim normally unmounts; make sure after a shim crash.
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
+        crate::namespaces::release(&e);
         self.networks
             .teardown(&e.id)
             .instrument(tracing::debug_span!("net_teardown"))
@@ -1209,6 +1226,7 @@ impl Containers {
         e.update(|s| s.status = Status::Removing);
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
         self.networks.forget(&e.id).await;
+        crate::namespaces::release(&e);
         let _ = std::fs::remove_dir_all(&e.paths.exec_dir);
         // Rename first so a crash mid-delete leaves a `.`-prefixed dir restore() drops.
         let doomed = self
