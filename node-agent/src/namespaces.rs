@@ -36,7 +36,8 @@ pub fn check_create(c: &mut ContainerConfig) -> Result<()> {
         c.shm_size = ns::DEFAULT_SHM_SIZE;
     }
     if let Some(other) = network_container(&c.network_mode) {
-        let conflict = |what: &str| Err(AgentError::Invalid(format!("conflicting options: {what}")));
+        let conflict =
+            |what: &str| Err(AgentError::Invalid(format!("conflicting options: {what}")));
         if other.is_empty() {
             return Err(AgentError::Invalid(
                 "invalid container format container:<name|id>".into(),

@@ -192,10 +192,7 @@ pub fn unmount_shareable_shm(dir: &Path) {
 /// Whether `dir` is a mount point (its device differs from its parent's).
 pub fn is_mount_point(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let (Ok(d), Some(Ok(p))) = (
-        std::fs::metadata(dir),
-        dir.parent().map(std::fs::metadata),
-    ) else {
+    let (Ok(d), Some(Ok(p))) = (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) else {
         return false;
     };
     d.dev() != p.dev()
@@ -284,7 +281,13 @@ mod tests {
             ("fs.mqueue.msg_max", "20"),
         ]);
         assert_eq!(validate_sysctls(&ok, false, false), Ok(()));
-        for bad in ["kernel.hostname", "vm.swappiness", "net..x", "net.a/b", "fs.file-max"] {
+        for bad in [
+            "kernel.hostname",
+            "vm.swappiness",
+            "net..x",
+            "net.a/b",
+            "fs.file-max",
+        ] {
             let e = validate_sysctls(&map(&[(bad, "1")]), false, false).expect_err(bad);
             assert_eq!(e.to_string(), format!("sysctl '{bad}=1' is not allowed"));
         }
@@ -312,7 +315,10 @@ mod tests {
             parse_sysctl("net.core.somaxconn=1024"),
             Ok(("net.core.somaxconn".into(), "1024".into()))
         );
-        assert_eq!(parse_sysctl("kernel.sem=1 2 3 4").map(|p| p.1), Ok("1 2 3 4".into()));
+        assert_eq!(
+            parse_sysctl("kernel.sem=1 2 3 4").map(|p| p.1),
+            Ok("1 2 3 4".into())
+        );
         assert_eq!(
             parse_sysctl("net.core.somaxconn").map_err(|e| e.to_string()),
             Err("sysctl 'net.core.somaxconn' is not allowed".into())

@@ -3,8 +3,8 @@
 //! set, seccomp profile, masked and read-only /proc and /sys paths, and a private
 //! pid/ipc/uts/mount/net namespace.
 
-use super::rootfs::User;
 use super::namespaces::{Namespace, Shm};
+use super::rootfs::User;
 use super::security;
 use oci_spec::runtime::{Capability, Spec};
 use serde::{Deserialize, Serialize};
