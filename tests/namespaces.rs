@@ -339,3 +339,54 @@ fn docker_cli_sets_and_inspects_them() {
     let r = a.try_docker(&["run", "--rm", "--ipc", "container:", "busybox", "true"]);
     assert_ne!(r.code, 0);
 }
+
+#[test]
+fn a_stack_service_gets_its_sysctls_shm_size_and_pid() {
+    let a = Agent::start().with_busybox();
+    let file = a.dir.path().join("ns.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  app:\n    image: busybox:latest\n    command: [sleep, '1000']\n    stop_grace_period: 1s\n    sysctls:\n      net.core.somaxconn: 1500\n      kernel.msgmax: 9000\n    shm_size: 96m\n    ipc: shareable\n    pid: host\n",
+    )
+    .expect("stack file");
+    let r = a.cmd(&[
+        "stack",
+        "deploy",
+        "-c",
+        &file.to_string_lossy(),
+        "--detach=false",
+        "--timeout",
+        "60s",
+        "ns",
+    ]);
+    assert!(!r.stderr.contains("ignoring"), "{}", r.stderr);
+    let c = a
+        .cmd(&["ps", "-q", "--filter", "name=ns_app"])
+        .stdout
+        .trim()
+        .to_string();
+    let o = a
+        .cmd(&[
+            "exec",
+            &c,
+            "sh",
+            "-c",
+            "cat /proc/sys/net/core/somaxconn /proc/sys/kernel/msgmax; df -k /dev/shm | tail -1; readlink /proc/self/ns/pid",
+        ])
+        .stdout;
+    let lines: Vec<&str> = o.lines().collect();
+    assert_eq!(lines.len(), 4, "{o}");
+    assert_eq!(&lines[..2], &["1500", "9000"]);
+    assert_eq!(df_blocks(lines[2]), "98304");
+    assert_eq!(lines[3], host_ns("pid"));
+    assert_eq!(
+        a.inspect(&c, "{{.HostConfig.IpcMode}} {{.HostConfig.PidMode}}"),
+        "shareable host"
+    );
+    a.cmd(&["stack", "rm", "ns"]);
+    a.wait_until(
+        "containers removed",
+        std::time::Duration::from_secs(30),
+        || a.cmd(&["ps", "-aq"]).stdout.trim().is_empty(),
+    );
+}
