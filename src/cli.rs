@@ -424,7 +424,7 @@ pub struct RunArgs {
     /// Security options (no-new-privileges, seccomp=unconfined).
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
-    /// Network: bridge (default), host, none, or a user-defined network.
+    /// Network: bridge (default), host, none, container:NAME|ID, or a user-defined network.
     #[arg(long = "network", alias = "net")]
     pub network: Option<String>,
     #[command(flatten)]
