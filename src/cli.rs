@@ -424,7 +424,7 @@ pub struct RunArgs {
     /// Security options (no-new-privileges, seccomp=unconfined).
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
-    /// Network: bridge (default), host, none, or a user-defined network.
+    /// Network: bridge (default), host, none, container:NAME|ID, or a user-defined network.
     #[arg(long = "network", alias = "net")]
     pub network: Option<String>,
     #[command(flatten)]
@@ -452,6 +452,19 @@ pub struct RunArgs {
     /// Allow devices in the container's cgroup: 'TYPE MAJOR:MINOR ACCESS' (e.g. 'c 1:3 rwm').
     #[arg(long = "device-cgroup-rule")]
     pub device_cgroup_rule: Vec<String>,
+    /// Set a namespaced kernel parameter: KEY=VALUE (net.*, kernel.shm*, kernel.msg*,
+    /// kernel.sem, fs.mqueue.*).
+    #[arg(long = "sysctl", value_name = "KEY=VALUE")]
+    pub sysctl: Vec<String>,
+    /// Size of /dev/shm: bytes, or with a unit (64m, 1g); default 64m.
+    #[arg(long = "shm-size")]
+    pub shm_size: Option<String>,
+    /// IPC namespace: private (default), shareable, host, none or container:NAME|ID.
+    #[arg(long = "ipc")]
+    pub ipc: Option<String>,
+    /// PID namespace: host or container:NAME|ID (default: the container's own).
+    #[arg(long = "pid")]
+    pub pid: Option<String>,
     /// Image, then the command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub image_and_cmd: Vec<String>,

@@ -449,6 +449,7 @@ impl Containers {
         if config.network_mode.is_empty() || config.network_mode == "default" {
             config.network_mode = "bridge".into();
         }
+        crate::namespaces::check_create(&mut config)?;
         self.networks
             .check_mode(&config.network_mode, &config.net)
             .await?;
@@ -671,6 +672,11 @@ impl Containers {
             init,
             devices: c.devices.clone(),
             device_cgroup_rules: c.device_cgroup_rules.clone(),
+            // Filled at start by `namespaces::resolve`.
+            ipc: Default::default(),
+            pid: Default::default(),
+            shm: Default::default(),
+            sysctls: Default::default(),
         })
     }
 
@@ -812,12 +818,20 @@ impl Containers {
             }
             let mut spec = self.run_spec(e, wait_attach)?;
             spec.console_size = console_size;
+            crate::namespaces::resolve(self, e, &mut spec)?;
             let record = e.record();
-            spec.network = self
-                .networks
-                .setup(&record, &e.paths, &record.config.exposed_ports)
-                .instrument(tracing::debug_span!("net_setup"))
-                .await?;
+            // A joined network (`container:X`) is X's: nothing to wire.
+            if crate::namespaces::network_container(&record.config.network_mode).is_none() {
+                spec.network = self
+                    .networks
+                    .setup(&record, &e.paths, &record.config.exposed_ports)
+                    .instrument(tracing::debug_span!("net_setup"))
+                    .await?;
+            }
+            if let Err(err) = crate::namespaces::mount_shm(e, &spec) {
+                self.networks.teardown(&e.id).await;
+                return Err(err);
+            }
             // Under the exec root (runtime state, tmpfs in production): no fsync.
             fsutil::replace_json(&e.paths.task(), &spec)?;
             let task = e.paths.task();
@@ -832,6 +846,7 @@ impl Containers {
                 Ok(r) if r.error.is_empty() => r,
                 Ok(r) => {
                     self.networks.teardown(&e.id).await;
+                    crate::namespaces::release(e);
                     let code = if r.exit_code == 0 { 125 } else { r.exit_code };
                     e.update(|s| {
                         s.record_exit(&ExitInfo {
@@ -851,6 +866,7 @@ impl Containers {
                 }
                 Err(err) => {
                     self.networks.teardown(&e.id).await;
+                    crate::namespaces::release(e);
                     e.update(|s| {
                         s.record_exit(&ExitInfo {
                             exit_code: 125,
@@ -963,6 +979,7 @@ impl Containers {
         };
         // The shim normally unmounts; make sure after a shim crash.
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
+        crate::namespaces::release(&e);
         self.networks
             .teardown(&e.id)
             .instrument(tracing::debug_span!("net_teardown"))
@@ -1216,6 +1233,7 @@ impl Containers {
         e.update(|s| s.status = Status::Removing);
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
         self.networks.forget(&e.id).await;
+        crate::namespaces::release(&e);
         let _ = std::fs::remove_dir_all(&e.paths.exec_dir);
         // Renamed, the container is gone; its files are deleted in the background (off
         // `rm`'s and `run --rm`'s path). A crash mid-delete leaves a `.`-prefixed dir

@@ -621,6 +621,14 @@ impl Executor {
             init: opts.init,
             devices: opts.devices.clone(),
             log_opts: opts.log_opts.clone(),
+            sysctls: opts
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            shm_size: opts.shm_size,
+            ipc_mode: opts.ipc.clone(),
+            pid_mode: opts.pid.clone(),
             ..Default::default()
         };
         let name = format!(

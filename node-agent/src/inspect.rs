@@ -21,7 +21,7 @@ pub fn container(e: &Entry) -> Value {
         .iter()
         .map(|p| (p.clone(), json!({})))
         .collect();
-    json!({
+    let mut doc = json!({
         "Id": r.id,
         "Created": rfc3339(Some(r.created)),
         "Path": r.path,
@@ -61,6 +61,10 @@ pub fn container(e: &Entry) -> Value {
             "Devices": c.devices,
             "DeviceCgroupRules": if c.device_cgroup_rules.is_empty() { Value::Null } else { json!(c.device_cgroup_rules) },
             "SecurityOpt": c.security_opt,
+            // Records from before these keys ran with Docker's defaults.
+            "IpcMode": if c.ipc_mode.is_empty() { "private" } else { c.ipc_mode.as_str() },
+            "PidMode": c.pid_mode,
+            "ShmSize": skiff_runtime::container::namespaces::effective_shm_size(c.shm_size),
             "LogConfig": c.log_config.clone().unwrap_or_else(|| skiff_runtime::shim::logfile::LogConfig {
                 kind: skiff_runtime::shim::logfile::DRIVER.into(),
                 config: Default::default(),
@@ -97,7 +101,12 @@ pub fn container(e: &Entry) -> Value {
             "Ports": {},
             "Networks": {},
         },
-    })
+    });
+    // Docker leaves Sysctls out when none are set.
+    if !c.sysctls.is_empty() {
+        doc["HostConfig"]["Sysctls"] = json!(c.sysctls);
+    }
+    doc
 }
 
 /// `docker inspect` with what the networks and volumes add (both front ends answer this).

@@ -856,6 +856,7 @@ impl Networks {
         }
         match r.config.network_mode.as_str() {
             "none" | "host" => vec![],
+            m if crate::namespaces::network_container(m).is_some() => vec![],
             "" | "default" => vec![EndpointConfig {
                 network: "bridge".into(),
                 ..Default::default()
@@ -887,6 +888,8 @@ impl Networks {
         skiff_runtime::network::hosts_file("x", &[], &net.extra_hosts).map_err(net_err)?;
         let user_defined = match mode {
             "none" | "host" => false,
+            // Another container's namespace: `namespaces::check_create` checks it.
+            m if crate::namespaces::network_container(m).is_some() => false,
             m => {
                 let found = {
                     let inner = self.inner.lock().await;
@@ -1358,6 +1361,11 @@ impl Networks {
                 "container cannot be disconnected from host network or connected to host network ({})",
                 r.config.network_mode
             )));
+        }
+        if crate::namespaces::network_container(&r.config.network_mode).is_some() {
+            return Err(AgentError::Invalid(
+                "container sharing network namespace with another container or host cannot be connected to any other network".into(),
+            ));
         }
         let mut inner = self.inner.lock().await;
         let nid = Self::find(&inner, &ep.network)?.net.id.clone();

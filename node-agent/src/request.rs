@@ -66,6 +66,10 @@ pub fn to_config(c: skiff_proto::engine::ContainerConfig) -> Result<ContainerCon
             .collect::<Result<_, _>>()
             .map_err(|e| AgentError::Invalid(e.to_string()))?,
         device_cgroup_rules: c.device_cgroup_rules,
+        sysctls: c.sysctls.into_iter().collect(),
+        shm_size: c.shm_size,
+        ipc_mode: c.ipc_mode,
+        pid_mode: c.pid_mode,
     })
 }
 

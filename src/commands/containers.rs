@@ -112,8 +112,35 @@ fn config_of(a: &RunArgs) -> Result<(String, ContainerConfig)> {
         init: a.init,
         devices: a.device.clone(),
         device_cgroup_rules: a.device_cgroup_rule.clone(),
+        sysctls: sysctls(&a.sysctl)?,
+        shm_size: match &a.shm_size {
+            None => 0,
+            Some(s) => skiff_runtime::volume::parse::parse_bytes(s).ok_or_else(|| {
+                exit(
+                    125,
+                    format!("invalid argument {s:?} for \"--shm-size\" flag: invalid size: '{s}'"),
+                )
+            })?,
+        },
+        ipc_mode: a.ipc.clone().unwrap_or_default(),
+        pid_mode: a.pid.clone().unwrap_or_default(),
     };
     Ok((image, config))
+}
+
+/// `--sysctl KEY=VALUE`s; which keys are allowed is the engine's to say.
+fn sysctls(flags: &[String]) -> Result<std::collections::HashMap<String, String>> {
+    flags
+        .iter()
+        .map(|f| {
+            skiff_runtime::container::namespaces::parse_sysctl(f).map_err(|e| {
+                exit(
+                    125,
+                    format!("invalid argument {f:?} for \"--sysctl\" flag: {e}"),
+                )
+            })
+        })
+        .collect()
 }
 
 pub async fn create(c: &mut Client, a: &RunArgs) -> Result<String> {

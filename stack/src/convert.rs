@@ -95,15 +95,18 @@ const SERVICE: &[(&str, K)] = &[
         "external_links",
         K::Warn(": services on the same network reach each other by name"),
     ),
-    ("ipc", K::Warn(NOT_APPLIED)),
+    ("ipc", K::Ok),
     (
         "links",
         K::Warn(": services on the same network reach each other by name"),
     ),
     ("mac_address", K::Warn(NOT_APPLIED)),
-    ("network_mode", K::Warn(": tasks join the stack's networks")),
-    ("pid", K::Warn(NOT_APPLIED)),
-    ("shm_size", K::Warn(NOT_APPLIED)),
+    (
+        "network_mode",
+        K::Warn(": tasks join the stack's networks (host, none, service: and container: modes are not applied in a cluster)"),
+    ),
+    ("pid", K::Ok),
+    ("shm_size", K::Ok),
     ("userns_mode", K::Warn(NOT_APPLIED)),
     (
         "container_name",
@@ -176,6 +179,38 @@ const SERVICE: &[(&str, K)] = &[
     ("cpu_rt_runtime", K::Warn(NOT_APPLIED)),
     ("memswap_limit", K::Warn(NOT_APPLIED)),
 ];
+
+/// A service's `ipc` or `pid`: one of `modes`, checked as the engine checks them. The
+/// `service:NAME` and `container:NAME` forms would need the tasks of two services on
+/// one node, which placement does not promise: warned and left out.
+fn namespace_mode(
+    cx: &mut Cx,
+    n: Option<&Node>,
+    f: &str,
+    what: &str,
+    modes: &[&str],
+) -> Result<Option<String>> {
+    let Some(n) = n else {
+        return Ok(None);
+    };
+    let v = string(cx.diag, n, f)?;
+    if modes.contains(&v.as_str()) {
+        return Ok(Some(v));
+    }
+    if v.starts_with("service:") || v.starts_with("container:") {
+        cx.diag.warn(
+            n.pos,
+            f,
+            format!(
+                "ignoring {v}: a task cannot share another service's {what} namespace (tasks of two services are not placed together)"
+            ),
+        );
+        return Ok(None);
+    }
+    Err(cx
+        .diag
+        .invalid(n.pos, f, format!("invalid {what} mode: {v}")))
+}
 
 /// References checked once every section is known.
 #[derive(Default)]
@@ -835,15 +870,24 @@ fn service(
         }
     }
     s.sysctls = labels(cx.diag, get(e, "sysctls"), &p("sysctls"))?;
-    for key in ["sysctls", "group_add"] {
-        if let Some(v) = get_some(e, key) {
-            cx.diag.warn(
-                v.pos,
-                &p(key),
-                format!("ignoring unsupported option {key}{NOT_APPLIED}"),
-            );
-        }
+    if let Some(v) = get_some(e, "group_add") {
+        cx.diag.warn(
+            v.pos,
+            &p("group_add"),
+            format!("ignoring unsupported option group_add{NOT_APPLIED}"),
+        );
     }
+    if let Some(v) = get_some(e, "shm_size") {
+        s.shm_size = Some(bytes(cx.diag, v, &p("shm_size"))?);
+    }
+    s.ipc = namespace_mode(
+        cx,
+        get_some(e, "ipc"),
+        &p("ipc"),
+        "IPC",
+        &["private", "shareable", "host", "none"],
+    )?;
+    s.pid = namespace_mode(cx, get_some(e, "pid"), &p("pid"), "PID", &["host"])?;
     if let Some(v) = get_some(e, "privileged") {
         s.privileged = boolean(cx.diag, v, &p("privileged"))?;
     }

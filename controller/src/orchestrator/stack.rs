@@ -354,6 +354,13 @@ fn container_options(s: &st::ServiceSpec) -> ContainerOptions {
                     .collect()
             })
             .unwrap_or_default(),
+        sysctls: s.sysctls.clone(),
+        shm_size: s
+            .shm_size
+            .map(|b| i64::try_from(b).unwrap_or(i64::MAX))
+            .unwrap_or(0),
+        ipc: s.ipc.clone().unwrap_or_default(),
+        pid: s.pid.clone().unwrap_or_default(),
     }
 }
 

@@ -133,6 +133,14 @@ pub struct ContainerOptions {
     pub tmpfs: Vec<String>,
     /// Log options for the local log files (`max-size`, `max-file`).
     pub log_opts: Vec<String>,
+    /// Namespaced kernel parameters (`net.*`, IPC ones), checked by the engine.
+    pub sysctls: BTreeMap<String, String>,
+    /// /dev/shm size in bytes; 0: the engine's default (64 MiB).
+    pub shm_size: i64,
+    /// IPC namespace: `private`, `shareable`, `host` or `none`; empty: private.
+    pub ipc: String,
+    /// PID namespace: `host`, or empty for the task's own.
+    pub pid: String,
 }
 
 /// A service that must reach a state before this one's tasks are placed.

@@ -532,6 +532,10 @@ fn to_proto_config(
         init: hc.init.unwrap_or(false),
         devices,
         device_cgroup_rules: hc.device_cgroup_rules.clone().unwrap_or_default(),
+        sysctls: hc.sysctls.clone().unwrap_or_default(),
+        shm_size: hc.shm_size.unwrap_or(0),
+        ipc_mode: hc.ipc_mode.clone().unwrap_or_default(),
+        pid_mode: hc.pid_mode.clone().unwrap_or_default(),
     };
     Ok((cfg, exposed, warnings))
 }

@@ -452,7 +452,6 @@ fn container(c: dm::TaskSpecContainerSpec, res: &dyn Resolve) -> R<st::TaskTempl
     refuse(&format!("{P}.OomScoreAdj"), &oom_score_adj)?;
     only(&format!("{P}.Isolation"), &isolation, &["default"])?;
     refuse(&format!("{P}.Init"), &init)?;
-    refuse(&format!("{P}.Sysctls"), &sysctls)?;
     refuse(&format!("{P}.CapabilityAdd"), &capability_add)?;
     refuse(&format!("{P}.CapabilityDrop"), &capability_drop)?;
     refuse(&format!("{P}.Ulimits"), &ulimits)?;
@@ -473,6 +472,8 @@ fn container(c: dm::TaskSpecContainerSpec, res: &dyn Resolve) -> R<st::TaskTempl
         stop_grace_period_ms: ns_to_ms(stop_grace_period),
         ..Default::default()
     };
+    // Checked by the engine when a task's container is created, as on Swarm.
+    t.container.sysctls = sysctls.unwrap_or_default().into_iter().collect();
     for (i, m) in mounts.unwrap_or_default().into_iter().enumerate() {
         t.mounts.push(mount(&format!("{P}.Mounts[{i}]"), m)?);
     }
@@ -671,6 +672,9 @@ pub fn to_docker(s: &st::ServiceSpec, net_id: &dyn Fn(&str) -> String) -> Value 
     }
     if t.stop_grace_period_ms > 0 {
         c["StopGracePeriod"] = json!(ms_to_ns(t.stop_grace_period_ms));
+    }
+    if !t.container.sysctls.is_empty() {
+        c["Sysctls"] = json!(t.container.sysctls);
     }
     if !t.mounts.is_empty() {
         c["Mounts"] = t
@@ -882,6 +886,20 @@ mod tests {
         let doc = to_docker(&s, &|n| n.to_string());
         let back = to_skiff(&doc, &Fake).expect("its own output converts");
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn sysctls_reach_the_task_and_come_back() {
+        let mut v = cli_spec();
+        v["TaskTemplate"]["ContainerSpec"]["Sysctls"] = json!({"net.core.somaxconn": "1024"});
+        let s = to_skiff(&v, &Fake).expect("converts");
+        assert_eq!(s.template.container.sysctls["net.core.somaxconn"], "1024");
+        let doc = to_docker(&s, &|n| n.to_string());
+        assert_eq!(
+            doc["TaskTemplate"]["ContainerSpec"]["Sysctls"],
+            json!({"net.core.somaxconn": "1024"})
+        );
+        assert_eq!(to_skiff(&doc, &Fake).expect("back"), s);
     }
 
     /// The ingress network a service with no network was put on stays out of its spec

@@ -2,10 +2,12 @@
 //! ([`spec`]), the security defaults it gets ([`security`], with compiled seccomp
 //! programs kept in [`seccomp_cache`]), and look-ups inside its
 //! root filesystem that must never leave it ([`rootfs`]); host devices it is given
-//! ([`devices`]) and the `--init` it may run under ([`docker_init`]).
+//! ([`devices`]), the `--init` it may run under ([`docker_init`]), and the namespaces
+//! it shares and sysctls it sets ([`namespaces`]).
 
 pub mod devices;
 pub mod docker_init;
+pub mod namespaces;
 pub mod record;
 pub mod rootfs;
 pub mod seccomp_cache;

@@ -119,6 +119,19 @@ pub struct ContainerConfig {
     /// `--device-cgroup-rule` (Docker's HostConfig.DeviceCgroupRules).
     #[serde(default)]
     pub device_cgroup_rules: Vec<String>,
+    /// `--sysctl`s (Docker's HostConfig.Sysctls).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    /// `--shm-size` in bytes; create records the default (64 MiB) when none is given,
+    /// as Docker does. 0 (a record from before) means the default.
+    #[serde(default)]
+    pub shm_size: i64,
+    /// `--ipc` as given (`private` when none), resolved at every start.
+    #[serde(default)]
+    pub ipc_mode: String,
+    /// `--pid` as given (empty: private), resolved at every start.
+    #[serde(default)]
+    pub pid_mode: String,
 }
 
 impl ContainerConfig {

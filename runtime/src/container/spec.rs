@@ -3,11 +3,13 @@
 //! set, seccomp profile, masked and read-only /proc and /sys paths, and a private
 //! pid/ipc/uts/mount/net namespace.
 
+use super::namespaces::{Namespace, Shm};
 use super::rootfs::User;
 use super::security;
 use oci_spec::runtime::{Capability, Spec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// A file or directory bind-mounted into the container.
@@ -18,18 +20,8 @@ pub struct BindMount {
     pub readonly: bool,
 }
 
-/// How the container's network namespace is made.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "mode", content = "path")]
-pub enum NetworkNamespace {
-    /// A new, empty namespace (loopback only).
-    #[default]
-    New,
-    /// The host's namespace.
-    Host,
-    /// Join an existing namespace (a bind-mounted nsfs file).
-    Join(PathBuf),
-}
+/// How the container's network namespace is made (see [`Namespace`]).
+pub type NetworkNamespace = Namespace;
 
 /// Everything one run of a container needs, as the agent hands it to the shim.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -50,6 +42,18 @@ pub struct RunSpec {
     pub no_new_privileges: bool,
     pub seccomp_unconfined: bool,
     pub network: NetworkNamespace,
+    /// `--ipc`: the IPC namespace.
+    #[serde(default)]
+    pub ipc: Namespace,
+    /// `--pid`: the PID namespace.
+    #[serde(default)]
+    pub pid: Namespace,
+    /// `--shm-size` / `--ipc`: how /dev/shm is made.
+    #[serde(default)]
+    pub shm: Shm,
+    /// `--sysctl`s, checked at create (`namespaces::validate_sysctls`).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
     /// cgroupfs path relative to each hierarchy's root, e.g. `/skiff/<id>`.
     pub cgroups_path: String,
     pub lowers: Vec<PathBuf>,
@@ -164,8 +168,8 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if sys_ro { "ro" } else { "rw" }]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if sys_ro { "ro" } else { "rw" }]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
     ];
+    mounts.extend(run.shm.oci_mount());
     for m in &run.mounts {
         mounts.push(json!({
             "destination": m.destination,
@@ -175,17 +179,10 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
         }));
     }
     mounts.extend(crate::volume::oci_mounts(&run.volumes));
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
-    match &run.network {
-        NetworkNamespace::New => namespaces.push(json!({"type": "network"})),
-        NetworkNamespace::Host => {}
-        NetworkNamespace::Join(p) => namespaces.push(json!({"type": "network", "path": p})),
-    }
+    let mut namespaces = vec![json!({"type": "uts"}), json!({"type": "mount"})];
+    namespaces.extend(run.pid.oci_entry("pid"));
+    namespaces.extend(run.ipc.oci_entry("ipc"));
+    namespaces.extend(run.network.oci_entry("network"));
     let mut devices = vec![json!({"allow": false, "access": "rwm"})];
     devices.extend(default_device_rules(run.privileged));
     // Given devices come after the defaults: a later rule wins (the fuse deny above).
@@ -203,6 +200,9 @@ pub fn oci_spec(run: &RunSpec, user: &User) -> Result<Spec, SpecError> {
     });
     if !nodes.is_empty() {
         linux["devices"] = json!(nodes);
+    }
+    if !run.sysctls.is_empty() {
+        linux["sysctl"] = json!(run.sysctls);
     }
     let args = match &run.init {
         Some(_) => super::docker_init::wrap_args(&run.args),
@@ -372,6 +372,35 @@ mod tests {
             .expect("ns")
             .iter()
             .any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn shared_namespaces_shm_and_sysctls_reach_the_spec() {
+        let mut r = run();
+        r.pid = Namespace::Host;
+        r.ipc = Namespace::Join("/proc/42/ns/ipc".into());
+        r.shm = Shm::Bind("/run/skiff/containers/x/shm".into());
+        r.sysctls = [("net.core.somaxconn".to_string(), "1024".to_string())].into();
+        let v = serde_json::to_value(oci_spec(&r, &User::default()).expect("spec")).expect("json");
+        let ns = v["linux"]["namespaces"].as_array().expect("ns");
+        assert!(!ns.iter().any(|n| n["type"] == "pid"));
+        assert!(ns.contains(&json!({"type": "ipc", "path": "/proc/42/ns/ipc"})));
+        assert_eq!(v["linux"]["sysctl"]["net.core.somaxconn"], "1024");
+        let shm: Vec<_> = v["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .filter(|m| m["destination"] == "/dev/shm")
+            .collect();
+        assert_eq!(shm.len(), 1);
+        assert_eq!(shm[0]["type"], "bind");
+        r.shm = Shm::None;
+        let v = serde_json::to_value(oci_spec(&r, &User::default()).expect("spec")).expect("json");
+        assert!(!v["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|m| m["destination"] == "/dev/shm"));
     }
 
     #[test]

@@ -407,11 +407,37 @@ fn host_options_and_secret_sources() {
         l.spec.secrets["motd"].source,
         Source::Content("hello".into())
     );
-    // sysctls are kept for `stack config` but cannot be applied: one warning.
+    // sysctls are applied by the tasks' containers: no warning.
     assert_eq!(
-        warnings(&l, fx.dir.path()),
-        vec!["app.yaml:13:14: services.web.sysctls: ignoring unsupported option sysctls: the cluster's tasks do not support it"]
+        s.sysctls.get("net.core.somaxconn").map(String::as_str),
+        Some("1024")
     );
+    assert!(warnings(&l, fx.dir.path()).is_empty());
+}
+
+#[test]
+fn shm_size_ipc_and_pid_are_kept_and_checked() {
+    let fx = Fx::new();
+    let l = fx.ok(
+        "services:\n  web:\n    image: x\n    shm_size: 1gb\n    ipc: shareable\n    pid: host\n",
+    );
+    let s = svc(&l, "web");
+    assert_eq!(s.shm_size, Some(1 << 30));
+    assert_eq!(s.ipc.as_deref(), Some("shareable"));
+    assert_eq!(s.pid.as_deref(), Some("host"));
+    assert!(warnings(&l, fx.dir.path()).is_empty());
+    // Sharing another service's namespace needs co-location: warned, left out.
+    let l = fx.ok("services:\n  web:\n    image: x\n    ipc: service:db\n    pid: container:db\n  db:\n    image: x\n");
+    let s = svc(&l, "web");
+    assert_eq!((s.ipc.as_deref(), s.pid.as_deref()), (None, None));
+    let w = warnings(&l, fx.dir.path());
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].contains("services.web.ipc: ignoring service:db"),
+        "{w:?}"
+    );
+    let e = fx.err("services:\n  web:\n    image: x\n    ipc: bogus\n");
+    assert!(e.contains("invalid IPC mode: bogus"), "{e}");
 }
 
 /// Loads a file of the corpus (stack/tests/fixtures/corpus: files written the way
@@ -547,7 +573,9 @@ fn corpus_of_realistic_files_loads_with_the_right_services() {
         Some("dev")
     );
     let warned: Vec<String> = l.warnings.iter().map(|w| w.field.clone()).collect();
-    for key in ["ipc", "shm_size", "sysctls", "develop", "platform"] {
+    assert_eq!(app.ipc.as_deref(), Some("host"));
+    assert_eq!(app.shm_size, Some(2 << 30));
+    for key in ["develop", "platform"] {
         assert!(
             warned.contains(&format!("services.app.{key}")),
             "{key}: {warned:?}"
