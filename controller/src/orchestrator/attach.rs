@@ -4,9 +4,10 @@
 //! takes part in the network from then on.
 
 use super::overlay::{overlay_networks, OverlayError};
-use super::reconcile::Stored;
-use crate::consensus::RaftHandle;
-use crate::state::{new_id, Op, Proposal, StateMachine};
+use crate::model::{new_id, Op, Proposal};
+use crate::raft::consensus::RaftHandle;
+use crate::store::StateMachine;
+use crate::store::Stored;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -49,7 +50,7 @@ pub enum AttachError {
     #[error("no address allocated on {0} within {1:?}")]
     Timeout(String, Duration),
     #[error("{0}")]
-    Raft(#[from] crate::consensus::RaftError),
+    Raft(#[from] crate::raft::consensus::RaftError),
 }
 
 /// Records `container_id` on `network` for `node` and waits for its address. With
@@ -63,7 +64,7 @@ pub async fn attach(
     check_only: bool,
 ) -> Result<Outcome, AttachError> {
     let existing = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = h.store().read();
         let Some(net) = overlay_networks(&sm)
             .into_iter()
             .find(|n| n.value.name == network || (network.len() >= 6 && n.id.starts_with(network)))
@@ -107,7 +108,7 @@ pub async fn attach(
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         let ip = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            let sm = h.store().read();
             list(&sm)
                 .into_iter()
                 .find(|a| a.value.container_id == container_id)
@@ -124,7 +125,7 @@ pub async fn attach(
 /// Forgets a container's attachments (no-op when it has none).
 pub async fn detach(h: &RaftHandle, container_id: &str) -> Result<(), AttachError> {
     let ops: Vec<Op> = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = h.store().read();
         list(&sm)
             .into_iter()
             .filter(|a| a.value.container_id == container_id)

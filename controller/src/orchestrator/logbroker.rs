@@ -15,12 +15,11 @@
 //! node has closed or failed; with follow, it ends when the client drops its
 //! [`Subscription`], which tells every node to stop.
 
-use super::reconcile::Stored;
-use super::runner::read_world;
-use super::types::*;
-use crate::cluster::Cluster;
-use crate::consensus::RaftHandle;
-use crate::state::NodeStatus;
+use crate::model::NodeStatus;
+use crate::model::*;
+use crate::raft::consensus::RaftHandle;
+use crate::store::read_world;
+use crate::store::Stored;
 use skiff_proto::orchestrator as pb;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -525,16 +524,16 @@ fn find_target<'a>(
 /// service, and with follow every node that gets one later; the returned stream ends
 /// when every node is done (not following), or when the caller drops it.
 pub fn serve(
-    cluster: &Arc<Cluster>,
+    broker: &Arc<LogBroker>,
     h: RaftHandle,
     req: pb::ServiceLogsRequest,
 ) -> Result<mpsc::Receiver<Result<pb::ServiceLogChunk, Status>>, Status> {
     if !h.status().is_leader {
         return Err(Status::unavailable("not the leader"));
     }
-    let broker = cluster.logs.clone();
+    let broker = broker.clone();
     let (service, slot_width, nodes, unavailable, events, only_task) = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = h.store().read();
         // Subscribed under the same lock as the read, so no task change is missed.
         let events = sm.subscribe();
         let w = read_world(&sm);
@@ -599,7 +598,7 @@ pub fn serve(
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         while events.try_recv().is_ok() {}
-                        let w = read_world(&h.state().read().unwrap_or_else(|p| p.into_inner()));
+                        let w = read_world(&h.store().read());
                         let (services, tasks) = (&w.services, &w.tasks);
                         if !services.iter().any(|s| s.id == service.id) {
                             return; // the service is gone: nothing more will come
@@ -679,9 +678,8 @@ impl Names {
             return n.clone();
         }
         let name = h
-            .state()
+            .store()
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .node(id)
             .map(|n| n.hostname.clone())
             .unwrap_or_else(|| id.to_string());
@@ -694,9 +692,8 @@ impl Names {
             return t.0;
         }
         let slot = h
-            .state()
+            .store()
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .get(KIND_TASK, task_id)
             .and_then(|o| serde_json::from_slice::<Task>(&o.spec).ok())
             .map(|t| (t.slot, t.node_id));

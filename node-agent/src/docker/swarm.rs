@@ -15,9 +15,9 @@ use super::{mux_frame, no_content, ok_json, stream_response, ApiError, DockerApi
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
+use skiff_controller::api::orchestrator::OrchestratorApi;
 use skiff_controller::cluster::api::ClusterApi;
 use skiff_controller::consensus::{RaftError, RaftHandle};
-use skiff_controller::orchestrator::api::OrchestratorApi;
 use skiff_controller::orchestrator::reconcile::Stored;
 use skiff_controller::orchestrator::runner::read_world;
 use skiff_controller::orchestrator::stack::LABEL_STACK;

@@ -2,11 +2,13 @@
 //! store later layers use), served on the agent's unix socket. Only managers answer;
 //! reads are linearizable (a ReadIndex barrier first).
 
-use super::service::raft_status;
-use super::{clients, new_raft_id, Cluster};
 use crate::ca::{self, JoinToken};
-use crate::consensus::RaftHandle;
-use crate::state::{self, Availability, Node, NodeStatus, Op, Proposal, Role};
+use crate::model::new_raft_id;
+use crate::model::{self, Availability, Node, NodeStatus, Op, Proposal, Role};
+use crate::orchestrator::membership::Membership;
+use crate::raft::consensus::RaftHandle;
+use crate::raft::wire::{object_pb, raft_status};
+use crate::store::clients;
 use skiff_proto::cluster as pb;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,22 +16,10 @@ use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct ClusterApi {
-    pub cluster: Arc<Cluster>,
+    pub cluster: Arc<dyn Membership>,
 }
 
 const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
-
-pub(crate) fn object_pb(o: &state::Object) -> pb::Object {
-    pb::Object {
-        kind: o.kind.clone(),
-        id: o.id.clone(),
-        name: o.name.clone(),
-        version: o.version,
-        spec: o.spec.clone(),
-        created_index: o.created_index,
-        updated_index: o.updated_index,
-    }
-}
 
 impl ClusterApi {
     async fn manager(&self) -> Result<RaftHandle, Status> {
@@ -73,9 +63,8 @@ impl ClusterApi {
     }
 
     fn find(h: &RaftHandle, key: &str) -> Result<Node, Status> {
-        h.state()
+        h.store()
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .find_node(key)
             .cloned()
             .ok_or_else(|| Status::not_found(format!("node {key} not found")))
@@ -102,7 +91,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
             }));
         };
         let st = h.status();
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = h.store().read();
         let leader = sm
             .nodes()
             .find(|n| n.raft_id == st.leader_id && st.leader_id != 0)
@@ -148,7 +137,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
             .await
             .map_err(raft_status)?;
         }
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = h.store().read();
         let meta = sm.meta();
         let digest =
             ca::cert_digest(&meta.ca_cert_pem).map_err(|e| Status::internal(e.to_string()))?;
@@ -173,7 +162,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
         _: Request<pb::Empty>,
     ) -> Result<Response<pb::NodeListResponse>, Status> {
         let h = self.manager().await?;
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = h.store().read();
         Ok(Response::new(pb::NodeListResponse {
             nodes: sm.nodes().map(|n| Self::node_pb(&h, n)).collect(),
         }))
@@ -223,9 +212,8 @@ impl pb::cluster_server::Cluster for ClusterApi {
             }
             Some(Role::Worker) if n.role == Role::Manager => {
                 let managers = h
-                    .state()
+                    .store()
                     .read()
-                    .unwrap_or_else(|p| p.into_inner())
                     .nodes()
                     .filter(|m| m.role == Role::Manager)
                     .count();
@@ -298,7 +286,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
                 "create" => Op::Create {
                     kind: o.kind,
                     id: if o.id.is_empty() {
-                        state::new_id()
+                        model::new_id()
                     } else {
                         o.id
                     },
@@ -337,7 +325,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
     async fn get(&self, req: Request<pb::ObjectRef>) -> Result<Response<pb::Object>, Status> {
         let h = self.manager().await?;
         let r = req.into_inner();
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = h.store().read();
         let o = sm
             .get(&r.kind, &r.id)
             .ok_or_else(|| Status::not_found(format!("{} {} not found", r.kind, r.id)))?;
@@ -349,7 +337,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         let h = self.manager().await?;
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = h.store().read();
         let objects = sm.list(&req.get_ref().kind).iter().map(object_pb).collect();
         Ok(Response::new(pb::ListResponse {
             objects,
@@ -364,7 +352,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
         let kind = req.into_inner().kind;
         // List and subscribe under one lock: nothing falls between them.
         let (existing, mut rx, index) = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            let sm = h.store().read();
             (sm.list(&kind), sm.subscribe(), sm.applied())
         };
         let (tx, out) = tokio::sync::mpsc::channel(256);
@@ -419,11 +407,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
             .raft()
             .filter(|h| !h.is_stopped())
             .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
-        let (index, hash) = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .state_hash();
+        let (index, hash) = h.store().read().state_hash();
         Ok(Response::new(pb::StateHashResponse { hash, index }))
     }
 
@@ -444,12 +428,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
                 "certificate validity must be between 1 minute and 10 years",
             ));
         }
-        let meta = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .meta()
-            .clone();
+        let meta = h.store().read().meta().clone();
         let ca = ca::Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)
             .map_err(|e| Status::internal(e.to_string()))?;
         let cert_pem = ca
@@ -464,7 +443,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
             ca::cert_identity(&der).map_err(|e| Status::internal(e.to_string()))?;
         let id = ca::client_identity(&der)
             .ok_or_else(|| Status::internal("the signed certificate names no client"))?;
-        let now_ms = crate::orchestrator::runner::now_ms();
+        let now_ms = crate::model::now_ms();
         let record = clients::ClientCertRecord {
             name: id.name,
             serial: id.serial.clone(),
@@ -475,7 +454,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
         // Recorded before it is handed out, so every certificate in use can be revoked;
         // records of expired certificates go in the same batch.
         let mut ops = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            let sm = h.store().read();
             clients::expired_ops(&sm, now_ms)
         };
         ops.push(clients::issue_op(&record).map_err(|e| Status::internal(e.to_string()))?);
@@ -495,8 +474,8 @@ impl pb::cluster_server::Cluster for ClusterApi {
         _req: Request<pb::Empty>,
     ) -> Result<Response<pb::ClientCertList>, Status> {
         let h = self.manager().await?;
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let now_ms = crate::orchestrator::runner::now_ms();
+        let sm = h.store().read();
+        let now_ms = crate::model::now_ms();
         Ok(Response::new(pb::ClientCertList {
             certs: clients::list(&sm)
                 .into_iter()
@@ -516,8 +495,8 @@ impl pb::cluster_server::Cluster for ClusterApi {
         let h = self.manager().await?;
         let who = req.into_inner().name_or_serial;
         let (ops, records) = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-            clients::revoke_ops(&sm, &who, crate::orchestrator::runner::now_ms())
+            let sm = h.store().read();
+            clients::revoke_ops(&sm, &who, crate::model::now_ms())
                 .map_err(|e| Status::not_found(e.to_string()))?
         };
         if !ops.is_empty() {
