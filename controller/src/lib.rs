@@ -21,6 +21,8 @@
 pub mod api;
 pub mod ca;
 pub mod cluster;
+#[cfg(test)]
+mod layers;
 pub mod model;
 pub mod orchestrator;
 pub mod raft;

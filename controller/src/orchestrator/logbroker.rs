@@ -758,8 +758,10 @@ mod tests {
 
     #[test]
     fn a_name_is_a_service_first_then_a_task_and_one_task_narrows_the_nodes() {
-        let mut spec = ServiceSpec::default();
-        spec.name = "web".into();
+        let spec = ServiceSpec {
+            name: "web".into(),
+            ..Default::default()
+        };
         let services = vec![stored(
             "svc1abcdef",
             Service {

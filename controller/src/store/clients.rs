@@ -165,7 +165,7 @@ mod tests {
         apply(&mut sm, ops);
         assert!(is_revoked(&sm, "0c"));
         assert_eq!(
-            revoke_ops(&sm, "carol", 30).unwrap_err(),
+            revoke_ops(&sm, "carol", 30).expect_err("carol is unknown"),
             ClientsError::Unknown("carol".into())
         );
 
