@@ -78,11 +78,7 @@ pub struct LocalSource {
 
 impl LocalSource {
     pub fn new(raft: RaftHandle) -> Arc<Self> {
-        let events = raft
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .subscribe();
+        let events = raft.store().read().subscribe();
         Arc::new(Self {
             raft,
             events: Mutex::new(events),
@@ -93,7 +89,7 @@ impl LocalSource {
 #[tonic::async_trait]
 impl Source for LocalSource {
     fn view(&self, node_id: &str) -> View {
-        let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = self.raft.store().read();
         let w = read_world(&sm);
         let mut files = HashMap::new();
         for kind in [

@@ -1752,7 +1752,7 @@ pub mod rpc {
         }
         let h = manager_raft(cluster)?;
         let op = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            let sm = h.store().read();
             skiff_controller::orchestrator::overlay::create_op(
                 &sm,
                 &r.name,
@@ -1819,7 +1819,7 @@ pub mod rpc {
     ) -> std::result::Result<(), Status> {
         if let Some(h) = cluster.and_then(|c| c.raft()) {
             let op = {
-                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+                let sm = h.store().read();
                 skiff_controller::orchestrator::overlay::remove_op(&sm, key)
             };
             match op {

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -950,12 +950,6 @@ impl RaftHandle {
     /// linearizable read.
     pub fn store(&self) -> &SharedState {
         &self.sm
-    }
-
-    /// The store's lock itself, for readers in other crates; the controller reads
-    /// through [`Self::store`].
-    pub fn state(&self) -> &Arc<RwLock<StateMachine>> {
-        self.sm.lock()
     }
 
     pub fn status(&self) -> RaftStatus {

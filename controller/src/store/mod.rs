@@ -34,11 +34,6 @@ impl SharedState {
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, StateMachine> {
         self.0.write().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// The lock itself, for readers in other crates that predate [`Self::read`].
-    pub fn lock(&self) -> &Arc<RwLock<StateMachine>> {
-        &self.0
-    }
 }
 
 /// A stored object with its identity and version (for optimistic updates).

@@ -51,7 +51,7 @@ async fn all_networks(api: &DockerApi) -> Vec<(skiff_runtime::network::Network, 
     let mut swarm: Vec<skiff_runtime::network::Network> = Vec::new();
     if let Some(h) = api.cluster.as_ref().and_then(|c| c.raft()) {
         use skiff_controller::orchestrator::stack::{StackNetwork, LABEL_STACK};
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = h.store().read();
         for o in sm.list(skiff_controller::orchestrator::types::KIND_NETWORK) {
             let Ok(spec) = serde_json::from_slice::<StackNetwork>(&o.spec) else {
                 continue;

@@ -136,7 +136,7 @@ struct World {
 async fn world(api: &DockerApi) -> Result<(RaftHandle, World)> {
     let h = manager(api).await?;
     let w = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let sm = h.store().read();
         let w = read_world(&sm);
         World {
             services: w.services.clone(),
@@ -148,7 +148,7 @@ async fn world(api: &DockerApi) -> Result<(RaftHandle, World)> {
 }
 
 fn read(h: &RaftHandle) -> std::sync::RwLockReadGuard<'_, StateMachine> {
-    h.state().read().unwrap_or_else(|p| p.into_inner())
+    h.store().read()
 }
 
 fn time_ms(ms: i64) -> String {

@@ -183,7 +183,7 @@ pub(super) fn swarm_info(
     let Some(h) = c.raft().filter(|_| me.role == Role::Manager) else {
         return doc;
     };
-    let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+    let sm = h.store().read();
     let nodes: Vec<_> = sm.nodes().collect();
     let managers: Vec<_> = nodes.iter().filter(|n| n.role == Role::Manager).collect();
     if let Some(n) = sm.node(&me.node_id) {
