@@ -28,7 +28,7 @@ pub struct Attachment {
 
 /// Every stored attachment.
 pub fn list(sm: &StateMachine) -> Vec<Stored<Attachment>> {
-    super::runner::decode(sm, KIND_ATTACHMENT)
+    crate::store::decode(sm, KIND_ATTACHMENT)
 }
 
 /// What [`attach`] found.

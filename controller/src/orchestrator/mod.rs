@@ -1,5 +1,5 @@
 //! Orchestration on top of the store: the reconciler that keeps tasks at their
-//! services' spec ([`reconcile`]) and the loop that runs it on the leader ([`runner`]),
+//! services' spec ([`reconcile`](mod@reconcile)) and the loop that runs it on the leader ([`runner`]),
 //! the overlay allocator ([`netalloc`], [`overlay`], [`attach`]), the dispatcher that
 //! streams assignments to nodes ([`dispatcher`]), the service log broker
 //! ([`logbroker`]), and what these servers need of the node they run on

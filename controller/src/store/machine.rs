@@ -34,7 +34,7 @@ pub struct Store {
     pub requests: VecDeque<(String, ApplyResult)>,
     pub applied: u64,
     /// The most recent cluster events (service and node changes), oldest first, for
-    /// `skiff events --since` on any manager (see [`crate::events`]).
+    /// `skiff events --since` on any manager (see [`crate::model::events`]).
     #[serde(default)]
     pub events: VecDeque<crate::model::events::ClusterEvent>,
 }

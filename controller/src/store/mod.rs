@@ -3,7 +3,7 @@
 //! on it (decoded objects, the reconciler's world, client certificate records).
 //!
 //! Only this module takes the state lock: readers get a guard from
-//! [`SharedState::read`], and only the raft node writes, through [`SharedState::write`].
+//! [`SharedState::read`], and only the raft node writes, through `SharedState::write`.
 
 pub mod clients;
 pub mod machine;
