@@ -38,7 +38,7 @@ impl ClusterPort {
                 Status::unauthenticated("a client certificate from this cluster's CA is required")
             })?;
         if let Some(h) = self.cluster.raft() {
-            if h.store().read().is_removed(&id) {
+            if h.store().read(|sm| sm.is_removed(&id)) {
                 return Err(Status::permission_denied(format!(
                     "node {id} was removed from the cluster"
                 )));
@@ -50,17 +50,15 @@ impl ClusterPort {
     /// Steps raft messages from manager `caller` into this node's raft.
     fn deliver(&self, caller: &str, messages: Vec<Vec<u8>>) -> Result<(), Status> {
         let h = self.manager()?;
-        {
-            let sm = h.store().read();
-            // A brand-new member has no state yet: it accepts the leader's messages. Anyone
-            // else must be a manager on record.
-            let known = sm.nodes().next().is_none()
-                || sm.node(caller).is_some_and(|n| n.role == Role::Manager);
-            if !known {
-                return Err(Status::permission_denied(format!(
-                    "node {caller} is not a manager of this cluster"
-                )));
-            }
+        // A brand-new member has no state yet: it accepts the leader's messages. Anyone
+        // else must be a manager on record.
+        let known = h.store().read(|sm| {
+            sm.nodes().next().is_none() || sm.node(caller).is_some_and(|n| n.role == Role::Manager)
+        });
+        if !known {
+            return Err(Status::permission_denied(format!(
+                "node {caller} is not a manager of this cluster"
+            )));
         }
         for b in messages {
             match raft::prelude::Message::parse_from_bytes(&b) {
@@ -83,15 +81,16 @@ impl ClusterPort {
     }
 
     fn managers(h: &RaftHandle) -> Vec<pb::Peer> {
-        let sm = h.store().read();
-        sm.nodes()
-            .filter(|n| n.role == Role::Manager && n.raft_id != 0)
-            .map(|n| pb::Peer {
-                raft_id: n.raft_id,
-                node_id: n.id.clone(),
-                addr: n.addr.clone(),
-            })
-            .collect()
+        h.store().read(|sm| {
+            sm.nodes()
+                .filter(|n| n.role == Role::Manager && n.raft_id != 0)
+                .map(|n| pb::Peer {
+                    raft_id: n.raft_id,
+                    node_id: n.id.clone(),
+                    addr: n.addr.clone(),
+                })
+                .collect()
+        })
     }
 }
 
@@ -127,9 +126,7 @@ impl pb::raft_server::Raft for ClusterPort {
         let h = self.manager()?;
         let is_manager = h
             .store()
-            .read()
-            .node(&caller)
-            .is_some_and(|n| n.role == Role::Manager);
+            .read(|sm| sm.node(&caller).is_some_and(|n| n.role == Role::Manager));
         if !is_manager {
             return Err(Status::permission_denied(format!(
                 "node {caller} is not a manager of this cluster"
@@ -176,7 +173,7 @@ impl pb::membership_server::Membership for ClusterPort {
         let token =
             JoinToken::parse(&r.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
         h.read_barrier().await.map_err(raft_status)?;
-        let meta = h.store().read().meta().clone();
+        let meta = h.store().read(|sm| sm.meta().clone());
         let own_digest =
             ca::cert_digest(&meta.ca_cert_pem).map_err(|e| Status::internal(e.to_string()))?;
         let role = if token.ca_digest != own_digest {
@@ -236,7 +233,7 @@ impl pb::membership_server::Membership for ClusterPort {
     ) -> Result<Response<pb::CertificateResponse>, Status> {
         let caller = self.caller(&req)?;
         let h = self.manager()?;
-        let meta = h.store().read().meta().clone();
+        let meta = h.store().read(|sm| sm.meta().clone());
         let ca = Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)
             .map_err(|e| Status::internal(e.to_string()))?;
         let csr = String::from_utf8_lossy(&req.get_ref().csr_pem).into_owned();
@@ -260,7 +257,7 @@ impl pb::membership_server::Membership for ClusterPort {
         if !h.status().is_leader {
             return Err(Status::unavailable("not the leader"));
         }
-        let exists = h.store().read().node(&caller).is_some();
+        let exists = h.store().read(|sm| sm.node(&caller).is_some());
         if !exists {
             return Err(Status::permission_denied(format!(
                 "node {caller} is not part of this cluster (removed?)"
@@ -288,7 +285,7 @@ impl pb::membership_server::Membership for ClusterPort {
                     return;
                 }
                 cluster.saw(&caller);
-                let node = h.store().read().node(&caller).cloned();
+                let node = h.store().read(|sm| sm.node(&caller).cloned());
                 let Some(node) = node else {
                     let _ = tx
                         .send(Err(Status::permission_denied(format!(
@@ -343,7 +340,7 @@ impl pb::membership_server::Membership for ClusterPort {
         let caller = self.caller(&req)?;
         let h = self.manager()?;
         h.read_barrier().await.map_err(raft_status)?;
-        let node = h.store().read().node(&caller).cloned();
+        let node = h.store().read(|sm| sm.node(&caller).cloned());
         let node = node.ok_or_else(|| {
             Status::permission_denied(format!("node {caller} is not part of this cluster"))
         })?;

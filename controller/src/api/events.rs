@@ -40,10 +40,9 @@ pub async fn feed(
         if let Err(e) = h.read_barrier().await {
             tracing::debug!(error = %e, "events: read barrier failed; replaying local state");
         }
-        let (past, rx) = {
-            let sm = h.store().read();
-            (sm.cluster_events(since), sm.subscribe_cluster_events())
-        };
+        let (past, rx) = h
+            .store()
+            .read(|sm| (sm.cluster_events(since), sm.subscribe_cluster_events()));
         let live = follow.then(|| forward_local(rx));
         return Ok(Feed { past, live });
     }
@@ -222,7 +221,7 @@ impl pb::events_server::Events for EventsApi {
             .raft()
             .filter(|h| !h.is_stopped())
             .ok_or_else(|| Status::failed_precondition("this node is not a manager"))?;
-        if h.store().read().is_removed(&caller) {
+        if h.store().read(|sm| sm.is_removed(&caller)) {
             return Err(Status::permission_denied(format!(
                 "node {caller} was removed from the cluster"
             )));

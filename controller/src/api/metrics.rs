@@ -95,8 +95,7 @@ pub fn snapshot(cluster: &dyn Membership) -> Option<Snapshot> {
     let st = h.status();
     // Copy the task specs out under the read lock; decode after releasing it so a
     // scrape never holds up the apply loop for long.
-    let (specs, nodes) = {
-        let sm = h.store().read();
+    let (specs, nodes) = h.store().read(|sm| {
         let specs: Vec<Vec<u8>> = sm.list(KIND_TASK).into_iter().map(|o| o.spec).collect();
         let mut nodes: BTreeMap<&'static str, u64> = BTreeMap::new();
         for s in ["ready", "down", "unknown"] {
@@ -106,7 +105,7 @@ pub fn snapshot(cluster: &dyn Membership) -> Option<Snapshot> {
             *nodes.entry(n.status.as_str()).or_default() += 1;
         }
         (specs, nodes)
-    };
+    });
     Some(Snapshot {
         term: st.term,
         commit: st.commit,

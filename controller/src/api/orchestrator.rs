@@ -45,7 +45,7 @@ impl OrchestratorApi {
 
     async fn world(&self) -> Result<(RaftHandle, World), Status> {
         let h = self.manager().await?;
-        let w = read_world(&h.store().read());
+        let w = h.store().read(read_world);
         Ok((h, (w.services.clone(), w.tasks.clone(), w.nodes.clone())))
     }
 
@@ -66,22 +66,23 @@ impl OrchestratorApi {
         if !crate::orchestrator::netalloc::join_ingress(spec) {
             return Ok(vec![]);
         }
-        let sm = h.store().read();
-        if sm
-            .get(KIND_NETWORK, crate::orchestrator::netalloc::INGRESS)
-            .is_some()
-        {
-            return Ok(vec![]);
-        }
-        crate::orchestrator::overlay::create_op(
-            &sm,
-            crate::orchestrator::netalloc::INGRESS,
-            None,
-            false,
-            false,
-        )
-        .map(|op| vec![op])
-        .map_err(|e| Status::internal(e.to_string()))
+        h.store().read(|sm| {
+            if sm
+                .get(KIND_NETWORK, crate::orchestrator::netalloc::INGRESS)
+                .is_some()
+            {
+                return Ok(vec![]);
+            }
+            crate::orchestrator::overlay::create_op(
+                sm,
+                crate::orchestrator::netalloc::INGRESS,
+                None,
+                false,
+                false,
+            )
+            .map(|op| vec![op])
+            .map_err(|e| Status::internal(e.to_string()))
+        })
     }
 
     fn find<'a>(
@@ -183,10 +184,9 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let mut ops = Vec::new();
         let mut resp = pb::StackDeployResponse::default();
         // Networks first: services refer to them.
-        let existing_networks: Vec<String> = {
-            let sm = h.store().read();
-            sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect()
-        };
+        let existing_networks: Vec<String> = h
+            .store()
+            .read(|sm| sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect());
         for n in stack::networks(&spec) {
             if n.external || existing_networks.contains(&n.name) {
                 continue;
@@ -200,8 +200,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             });
         }
         // Secrets and configs: created once; new content under an existing name replaces it.
-        {
-            let sm = h.store().read();
+        h.store().read(|sm| {
             for (kind, name, content) in stack::files(&spec) {
                 let body = serde_json::to_vec(&FileContent {
                     content,
@@ -224,7 +223,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                     }),
                 }
             }
-        }
+            Ok::<_, Status>(())
+        })?;
         let wanted = stack::services(&spec);
         for s in &wanted {
             match services.iter().find(|x| x.value.spec.name == s.name) {
@@ -308,8 +308,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             });
             removed.push(format!("Removing service {}", s.value.spec.name));
         }
-        {
-            let sm = h.store().read();
+        h.store().read(|sm| {
             let prefix = format!("{name}_");
             for kind in [KIND_SECRET, KIND_CONFIG] {
                 for o in sm
@@ -336,7 +335,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                     removed.push(format!("Removing network {}", o.name));
                 }
             }
-        }
+        });
         if ops.is_empty() {
             return Err(Status::not_found(format!("nothing found in stack: {name}")));
         }

@@ -311,7 +311,7 @@ impl Cluster {
     /// heard the revocation list yet (fail closed; `ssh://` still works).
     pub fn client_allowed(&self, serial: &str) -> Result<(), String> {
         let revoked = match self.raft().filter(|h| !h.is_stopped()) {
-            Some(h) => clients::is_revoked(&h.store().read(), serial),
+            Some(h) => h.store().read(|sm| clients::is_revoked(sm, serial)),
             None => match &*self
                 .revoked_clients
                 .read()
@@ -474,8 +474,7 @@ impl Cluster {
                 return;
             }
             let st = h.status();
-            let (addrs, managers, nodes) = {
-                let sm = h.store().read();
+            let (addrs, managers, nodes) = h.store().read(|sm| {
                 let ms: Vec<(u64, String, String)> = sm
                     .nodes()
                     .filter(|n| n.role == Role::Manager && n.raft_id != 0)
@@ -488,7 +487,7 @@ impl Cluster {
                     .collect();
                 let nodes: Vec<Node> = sm.nodes().cloned().collect();
                 (addrs, ms, nodes)
-            };
+            });
             if !addrs.is_empty() {
                 self.transport.set_addrs(addrs);
             }
@@ -675,11 +674,10 @@ impl Cluster {
                 if h.status().is_leader {
                     // The leader hears no heartbeat of its own: it records its
                     // description itself.
-                    let stale = h
-                        .store()
-                        .read()
-                        .node(&me)
-                        .is_some_and(|n| n.description != self.cfg.description);
+                    let stale = h.store().read(|sm| {
+                        sm.node(&me)
+                            .is_some_and(|n| n.description != self.cfg.description)
+                    });
                     if stale {
                         let op = Op::DescribeNode {
                             id: me.clone(),
@@ -825,7 +823,7 @@ impl Cluster {
         let (key_pem, csr_pem) = ca::new_key_and_csr()?;
         let cert_pem = if let Some(h) = self.raft().filter(|h| !h.is_stopped()) {
             // A manager signs its own renewal with the replicated CA.
-            let meta = h.store().read().meta().clone();
+            let meta = h.store().read(|sm| sm.meta().clone());
             Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)?.sign_csr(
                 &csr_pem,
                 &self.node_id(),
@@ -875,7 +873,7 @@ fn refuse_removed(
             .get::<tls::PeerIdentity>()
             .and_then(|p| p.node_id.clone());
         if let (Some(id), Some(h)) = (id, cluster.raft()) {
-            if h.store().read().is_removed(&id) {
+            if h.store().read(|sm| sm.is_removed(&id)) {
                 return Err(tonic::Status::permission_denied(format!(
                     "node {id} was removed from the cluster; its certificate is revoked"
                 )));

@@ -107,11 +107,11 @@ impl GrpcTransport {
             return Some(a.clone());
         }
         let addr = self.raft().and_then(|h| {
-            h.store()
-                .read()
-                .nodes()
-                .find(|n| n.raft_id == to && !n.addr.is_empty())
-                .map(|n| n.addr.clone())
+            h.store().read(|sm| {
+                sm.nodes()
+                    .find(|n| n.raft_id == to && !n.addr.is_empty())
+                    .map(|n| n.addr.clone())
+            })
         })?;
         self.addrs
             .write()

@@ -63,25 +63,29 @@ pub async fn attach(
     name: &str,
     check_only: bool,
 ) -> Result<Outcome, AttachError> {
-    let existing = {
-        let sm = h.store().read();
-        let Some(net) = overlay_networks(&sm)
+    // `Err(done)`: answered from the state alone.
+    let existing = h.store().read(|sm| {
+        let Some(net) = overlay_networks(sm)
             .into_iter()
             .find(|n| n.value.name == network || (network.len() >= 6 && n.id.starts_with(network)))
         else {
-            return Ok(Outcome::NotOverlay);
+            return Err(Ok(Outcome::NotOverlay));
         };
         if !net.value.attachable {
-            return Err(AttachError::NotAttachable(net.value.name));
+            return Err(Err(AttachError::NotAttachable(net.value.name)));
         }
         if check_only {
-            return Ok(Outcome::Attached(None));
+            return Err(Ok(Outcome::Attached(None)));
         }
-        list(&sm)
+        Ok(list(sm)
             .into_iter()
             .find(|a| a.value.container_id == container_id && a.value.network == net.value.name)
             .map(|a| a.value)
-            .ok_or(net.value.name)
+            .ok_or(net.value.name))
+    });
+    let existing = match existing {
+        Ok(existing) => existing,
+        Err(done) => return done,
     };
     let network = match existing {
         Ok(a) if a.ip.is_some() => return Ok(Outcome::Attached(a.ip)),
@@ -107,13 +111,12 @@ pub async fn attach(
     let limit = Duration::from_secs(10);
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        let ip = {
-            let sm = h.store().read();
-            list(&sm)
+        let ip = h.store().read(|sm| {
+            list(sm)
                 .into_iter()
                 .find(|a| a.value.container_id == container_id)
                 .and_then(|a| a.value.ip)
-        };
+        });
         if ip.is_some() {
             return Ok(Outcome::Attached(ip));
         }
@@ -124,9 +127,8 @@ pub async fn attach(
 
 /// Forgets a container's attachments (no-op when it has none).
 pub async fn detach(h: &RaftHandle, container_id: &str) -> Result<(), AttachError> {
-    let ops: Vec<Op> = {
-        let sm = h.store().read();
-        list(&sm)
+    let ops: Vec<Op> = h.store().read(|sm| {
+        list(sm)
             .into_iter()
             .filter(|a| a.value.container_id == container_id)
             .map(|a| Op::Delete {
@@ -135,7 +137,7 @@ pub async fn detach(h: &RaftHandle, container_id: &str) -> Result<(), AttachErro
                 expected_version: 0,
             })
             .collect()
-    };
+    });
     if !ops.is_empty() {
         h.propose(Proposal::new(ops)).await?;
     }

@@ -115,7 +115,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
     ) -> Result<Response<SubscriptionStream>, Status> {
         let node = caller(&req)?;
         let h = self.leader()?;
-        if h.store().read().node(&node).is_none() {
+        if h.store().read(|sm| sm.node(&node).is_none()) {
             return Err(Status::permission_denied(format!(
                 "node {node} is not part of this cluster"
             )));
@@ -201,11 +201,10 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
             .filter(|h| !h.is_stopped())
             .ok_or_else(|| Status::failed_precondition("not a manager"))?;
         // Only managers relay their clients' requests; a worker has no business here.
-        let is_manager = h
-            .store()
-            .read()
-            .node(&node)
-            .is_some_and(|n| n.role == crate::model::Role::Manager);
+        let is_manager = h.store().read(|sm| {
+            sm.node(&node)
+                .is_some_and(|n| n.role == crate::model::Role::Manager)
+        });
         if !is_manager {
             return Err(Status::permission_denied(format!(
                 "node {node} is not a manager of this cluster"
@@ -228,10 +227,10 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         let span = tracing::info_span!("dispatch", node_id = %node);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let mut events = h.store().read().subscribe();
+                let mut events = h.store().read(|sm| sm.subscribe());
                 let mut last = None;
                 loop {
-                    let set = assignments(&h.store().read(), &node);
+                    let set = h.store().read(|sm| assignments(sm, &node));
                     if last.as_ref() != Some(&set) {
                         if tx.send(Ok(set.clone())).await.is_err() {
                             return;
@@ -300,13 +299,12 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         let r = req.into_inner();
         let h = self.manager()?;
         // A node may only detach its own containers.
-        let owned = {
-            let sm = h.store().read();
-            super::attach::list(&sm)
+        let owned = h.store().read(|sm| {
+            super::attach::list(sm)
                 .iter()
                 .filter(|a| a.value.container_id == r.container_id)
                 .all(|a| a.value.node_id == node)
-        };
+        });
         if !owned {
             return Err(Status::permission_denied(
                 "the container belongs to another node",
@@ -328,13 +326,12 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
             .map_err(|e| Status::invalid_argument(format!("task: {e}")))?;
         let h = self.manager()?;
         // A node may only report on its own tasks.
-        let owned = {
-            let sm = h.store().read();
+        let owned = h.store().read(|sm| {
             sm.get(KIND_TASK, &r.id)
                 .and_then(|o| serde_json::from_slice::<Task>(&o.spec).ok())
                 .map(|t| t.node_id == node && task.node_id == node)
                 .unwrap_or(false)
-        };
+        });
         if !owned {
             return Err(Status::permission_denied(format!(
                 "task {} is not assigned to node {node}",

@@ -532,11 +532,10 @@ pub fn serve(
         return Err(Status::unavailable("not the leader"));
     }
     let broker = broker.clone();
-    let (service, slot_width, nodes, unavailable, events, only_task) = {
-        let sm = h.store().read();
-        // Subscribed under the same lock as the read, so no task change is missed.
+    let (service, slot_width, nodes, unavailable, events, only_task) = h.store().read(|sm| {
+        // Subscribed within the same read as the listing, so no task change is missed.
         let events = sm.subscribe();
-        let w = read_world(&sm);
+        let w = read_world(sm);
         let (services, tasks, cluster_nodes) = (&w.services, &w.tasks, &w.nodes);
         let (s, only_task) = find_target(services, tasks, &req.service)?;
         let width = match s.value.spec.mode {
@@ -551,8 +550,8 @@ pub fn serve(
                 _ => unavailable.push((node, "is not available".to_string())),
             }
         }
-        (s.clone(), width, nodes, unavailable, events, only_task)
-    };
+        Ok::<_, Status>((s.clone(), width, nodes, unavailable, events, only_task))
+    })?;
     let template = pb::LogSubscription {
         service_id: service.id.clone(),
         service_name: service.value.spec.name.clone(),
@@ -598,7 +597,7 @@ pub fn serve(
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         while events.try_recv().is_ok() {}
-                        let w = read_world(&h.store().read());
+                        let w = h.store().read(read_world);
                         let (services, tasks) = (&w.services, &w.tasks);
                         if !services.iter().any(|s| s.id == service.id) {
                             return; // the service is gone: nothing more will come
@@ -677,12 +676,11 @@ impl Names {
         if let Some(n) = self.nodes.get(id) {
             return n.clone();
         }
-        let name = h
-            .store()
-            .read()
-            .node(id)
-            .map(|n| n.hostname.clone())
-            .unwrap_or_else(|| id.to_string());
+        let name = h.store().read(|sm| {
+            sm.node(id)
+                .map(|n| n.hostname.clone())
+                .unwrap_or_else(|| id.to_string())
+        });
         self.nodes.insert(id.into(), name.clone());
         name
     }
@@ -691,12 +689,11 @@ impl Names {
         if let Some(t) = self.tasks.get(task_id) {
             return t.0;
         }
-        let slot = h
-            .store()
-            .read()
-            .get(KIND_TASK, task_id)
-            .and_then(|o| serde_json::from_slice::<Task>(&o.spec).ok())
-            .map(|t| (t.slot, t.node_id));
+        let slot = h.store().read(|sm| {
+            sm.get(KIND_TASK, task_id)
+                .and_then(|o| serde_json::from_slice::<Task>(&o.spec).ok())
+                .map(|t| (t.slot, t.node_id))
+        });
         match slot {
             Some(s) => {
                 let n = s.0;

@@ -32,17 +32,16 @@ impl Default for AllocConfig {
 /// Proposes missing overlay allocations (networks and services together, each task on
 /// its own so one lost race does not hold back the rest).
 async fn allocate(h: &RaftHandle, cfg: &AllocConfig) -> usize {
-    let plan = {
-        let sm = h.store().read();
-        let w = read_world(&sm);
+    let plan = h.store().read(|sm| {
+        let w = read_world(sm);
         let (services, tasks, nodes) = (&w.services, &w.tasks, &w.nodes);
-        let networks = super::overlay::overlay_networks(&sm);
+        let networks = super::overlay::overlay_networks(sm);
         let avoid = if networks.iter().any(|n| n.value.alloc.is_none()) {
             (cfg.avoid)()
         } else {
             Vec::new()
         };
-        let attachments = super::attach::list(&sm);
+        let attachments = super::attach::list(sm);
         super::netalloc::allocate(&super::netalloc::Input {
             networks: &networks,
             services,
@@ -52,7 +51,7 @@ async fn allocate(h: &RaftHandle, cfg: &AllocConfig) -> usize {
             pools: &cfg.pools,
             avoid: &avoid,
         })
-    };
+    });
     if plan.is_empty() {
         return 0;
     }
@@ -83,9 +82,8 @@ pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
         return 0;
     }
     let now = now_ms();
-    let (ops, placed) = {
-        let sm = h.store().read();
-        let w = read_world(&sm);
+    let (ops, placed) = h.store().read(|sm| {
+        let w = read_world(sm);
         let ops = reconcile(
             &World {
                 services: &w.services,
@@ -97,7 +95,7 @@ pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
         );
         let placed = placements(&w.tasks, &ops, now);
         (ops, placed)
-    };
+    });
     let n = ops.len();
     if n > 0 {
         match h.propose(Proposal::new(ops)).await {
@@ -144,7 +142,7 @@ fn placements(before: &[Stored<Task>], ops: &[crate::model::Op], now: i64) -> Ve
 pub fn spawn(h: RaftHandle, alloc: AllocConfig) {
     tokio::spawn(
         async move {
-            let mut events = h.store().read().subscribe();
+            let mut events = h.store().read(|sm| sm.subscribe());
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 if h.is_stopped() {

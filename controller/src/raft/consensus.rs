@@ -763,13 +763,12 @@ impl<T: Transport> Node<T> {
         if store.log_bytes_since_snapshot() * 2 < store.snapshot_bytes() {
             return;
         }
-        let (applied, state) = {
-            let sm = self.sm.read();
+        let due = self.snapshot_index + self.cfg.snapshot_every;
+        let Some((applied, state)) = self.sm.read(|sm| {
             let applied = sm.applied();
-            if applied < self.snapshot_index + self.cfg.snapshot_every {
-                return;
-            }
-            (applied, sm.store().clone())
+            (applied >= due).then(|| (applied, sm.store().clone()))
+        }) else {
+            return;
         };
         let Ok(term) = self.raw.store().term(applied) else {
             return;
@@ -921,7 +920,7 @@ impl<T: Transport> Node<T> {
             leader_id: r.leader_id,
             term: r.term,
             commit: r.raft_log.committed,
-            applied: self.sm.read().applied(),
+            applied: self.sm.read(StateMachine::applied),
             is_leader: r.state == StateRole::Leader,
             voters: {
                 let mut v: Vec<u64> = self.raw.store().conf_state().voters;

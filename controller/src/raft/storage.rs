@@ -849,11 +849,9 @@ impl Storage for DiskStorage {
         }
         // Called on the raft task, so the state machine and the conf state are in step.
         if let Some(sm) = &self.live {
-            let sm = sm.read();
-            let index = sm.applied();
-            let data = sm
-                .snapshot_data()
-                .map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
+            let (index, data) = sm.read(|sm| (sm.applied(), sm.snapshot_data()));
+            let data =
+                data.map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
             let mut snap = Snapshot {
                 data: data.into(),
                 ..Default::default()

@@ -2,7 +2,7 @@
 //! reader and the raft apply path share ([`SharedState`]), and the typed reads layered
 //! on it (decoded objects, the reconciler's world, client certificate records).
 //!
-//! Only this module takes the state lock: readers get a guard from
+//! Only this module takes the state lock: readers pass a closure to
 //! [`SharedState::read`], and only the raft node writes, through `SharedState::write`.
 
 pub mod clients;
@@ -11,7 +11,7 @@ pub mod machine;
 pub use machine::{StateMachine, Store};
 
 use crate::model::{Node, Service, Task, KIND_SERVICE, KIND_TASK};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 /// The state machine behind its lock, shared by the raft node that applies entries and
 /// every reader. Poisoning is ignored: the state machine validates a batch before it
@@ -24,10 +24,10 @@ impl SharedState {
         SharedState(Arc::new(RwLock::new(sm)))
     }
 
-    /// A read guard: hold it for one consistent view (list, then subscribe, under the
-    /// same guard so no change falls between), never across an `.await`.
-    pub fn read(&self) -> RwLockReadGuard<'_, StateMachine> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
+    /// Runs `f` on one consistent view of the state and returns what it computed. List
+    /// and subscribe inside the same call so no change falls between them.
+    pub fn read<R>(&self, f: impl FnOnce(&StateMachine) -> R) -> R {
+        f(&self.0.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The write guard: the raft node's apply path only (entries, snapshots).
