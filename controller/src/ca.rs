@@ -83,7 +83,7 @@ impl std::fmt::Display for JoinToken {
 
 /// A fresh 25-character token secret.
 pub fn new_secret() -> String {
-    crate::state::new_id()
+    crate::model::new_id()
 }
 
 /// Compares secrets without leaking where they differ through timing.

@@ -1,32 +1,55 @@
 //! The raft-backed cluster controller. It knows nothing of containers or namespaces.
 //!
-//! Map of the crate:
-//! - [`storage`]: the durable raft log (checksummed WAL + snapshot file);
-//! - [`state`]: the replicated state machine (cluster identity, nodes, keyed objects);
-//! - [`consensus`]: the raft node task (Ready loop), its mailbox [`consensus::RaftHandle`];
-//! - [`orchestrator`]: services, tasks and the reconciler that keeps them converged;
-//! - [`scheduler`]: pure placement of tasks on nodes (filters, spread, reservations);
-//! - [`cluster`]: a node's membership: found/join/resume, the mutual-TLS cluster port
-//!   (raft transport, join, heartbeats, certificate renewal) and the cluster state API;
-//! - [`events`]: cluster events (services, nodes) derived on apply, replayed and streamed;
-//! - [`metrics`]: Prometheus metrics of the raft node, reconciler and cluster state;
-//! - [`ca`], [`tls`]: the cluster CA, join tokens, rustls configurations;
-//! - [`network`]: an in-process transport with fault injection, for tests;
-//! - [`logger`]: raft-rs's slog output bridged into `tracing`.
+//! Layers, bottom to top; a module imports only from its own layer or below (the test
+//! `layers::tests::controller_modules_import_only_from_below` checks every file):
+//! 1. [`model`]: plain types and pure helpers (nodes, objects, proposals, services,
+//!    tasks, stacks, cluster event derivation, IDs, codecs);
+//! 2. [`store`]: the replicated state machine and its lock, with typed reads;
+//! 3. [`raft`]: the raft node applying committed entries to the store, its durable log,
+//!    the counted metrics, raft results over gRPC;
+//! 4. [`ca`], [`tls`]: the cluster CA, join tokens, rustls configurations;
+//! 5. [`orchestrator`], [`scheduler`]: reconciler, scheduler, allocator, dispatcher, log
+//!    broker, and the [`orchestrator::membership::Membership`] view servers hold;
+//! 6. [`api`]: the gRPC servers (cluster API, cluster port, stacks and services,
+//!    events) and the metrics collector;
+//! 7. [`cluster`]: a node's membership (found/join/resume, heartbeats, renewal), which
+//!    builds [`cluster::Cluster`] and starts the servers.
+//!
+//! The modules `state`, `consensus`, `storage`, `events`, `metrics`, `logger` and
+//! `network` keep the paths other crates used before the layering.
 
+pub mod api;
 pub mod ca;
 pub mod cluster;
-mod codec;
-pub mod consensus;
-pub mod events;
-pub mod logger;
-pub mod metrics;
-pub mod network;
+#[cfg(test)]
+mod layers;
+pub mod model;
 pub mod orchestrator;
+pub mod raft;
 pub mod scheduler;
-pub mod state;
-pub mod storage;
+pub mod store;
 pub mod tls;
 
-pub use consensus::{Bootstrap, RaftConfig, RaftError, RaftHandle, RaftStatus, Transport};
+pub use raft::{consensus, logger, network, storage};
+pub use raft::{Bootstrap, RaftConfig, RaftError, RaftHandle, RaftStatus, Transport};
 pub use state::{Object, Op, Outcome, Proposal, StateMachine, Store};
+
+/// The replicated state's types and machine, at their path before the layering.
+pub mod state {
+    pub use crate::model::{
+        new_id, Action, ApplyError, ApplyResult, Availability, ClusterMeta, Event, Node,
+        NodeDescription, NodeStatus, Object, Op, Outcome, Proposal, Role, NODE_KIND,
+    };
+    pub use crate::store::{StateMachine, Store};
+}
+
+/// Cluster events: the model's data and derivation with the server and feed.
+pub mod events {
+    pub use crate::api::events::*;
+    pub use crate::model::events::*;
+}
+
+/// Controller metrics: the counted ones and the on-scrape collector.
+pub mod metrics {
+    pub use crate::api::metrics::*;
+}

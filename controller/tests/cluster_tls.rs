@@ -34,14 +34,15 @@ async fn founder(dir: &std::path::Path) -> Arc<Cluster> {
 
 fn token(c: &Cluster, role: &str) -> String {
     let h = c.raft().expect("manager");
-    let sm = h.state().read().expect("lock");
-    let m = sm.meta();
-    let secret = if role == "manager" {
-        &m.manager_secret
-    } else {
-        &m.worker_secret
-    };
-    JoinToken::new(&ca::cert_digest(&m.ca_cert_pem).expect("digest"), secret).to_string()
+    h.store().read(|sm| {
+        let m = sm.meta();
+        let secret = if role == "manager" {
+            &m.manager_secret
+        } else {
+            &m.worker_secret
+        };
+        JoinToken::new(&ca::cert_digest(&m.ca_cert_pem).expect("digest"), secret).to_string()
+    })
 }
 
 fn addr(c: &Cluster) -> String {
@@ -81,12 +82,8 @@ async fn tokens_and_mutual_tls_are_enforced() {
     assert!(w1.raft().is_none(), "a worker runs no raft");
     let h = m1.raft().expect("manager");
     let n = h
-        .state()
-        .read()
-        .expect("lock")
-        .node(&w1.node_id())
-        .cloned()
-        .expect("worker recorded");
+        .store()
+        .read(|sm| sm.node(&w1.node_id()).cloned().expect("worker recorded"));
     assert_eq!(n.role.as_str(), "worker");
 
     // A wrong secret is refused, and says so.
@@ -215,7 +212,7 @@ async fn managers_join_over_tls_and_survive_leader_loss() {
     h3.read_barrier()
         .await
         .expect("linearizable read on a follower");
-    assert_eq!(h3.state().read().expect("lock").nodes().count(), 3);
+    assert_eq!(h3.store().read(|sm| sm.nodes().count()), 3);
     // Stop the founder's raft (as if killed): the other two elect a leader and write.
     h1.stop();
     let t0 = Instant::now();

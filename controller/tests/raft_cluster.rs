@@ -170,7 +170,7 @@ fn put(name: &str) -> Proposal {
 
 async fn store_of(h: &RaftHandle) -> Store {
     h.read_barrier().await.expect("linearizable read");
-    h.state().read().expect("lock").store().clone()
+    h.store().read(|sm| sm.store().clone())
 }
 
 fn objects(s: &Store, kind: &str) -> BTreeMap<String, skiff_controller::Object> {
@@ -418,7 +418,7 @@ async fn wiped_manager_readded_catches_up_via_snapshot() {
     c.h(l).add_voter(4).await.expect("add 4");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let st = c.h(4).state().read().expect("lock").store().clone();
+        let st = c.h(4).store().read(|sm| sm.store().clone());
         if objects(&st, "kv").len() == 120 {
             break;
         }
@@ -567,7 +567,7 @@ async fn checker_acknowledged_writes_survive_leader_kills_and_partitions() {
     for id in g.running() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let s = g.h(id).state().read().expect("lock").store().clone();
+            let s = g.h(id).store().read(|sm| sm.store().clone());
             if s.objects == final_store.objects || Instant::now() > deadline {
                 assert_eq!(s.objects, final_store.objects, "member {id} diverged");
                 break;

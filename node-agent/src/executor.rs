@@ -78,11 +78,7 @@ pub struct LocalSource {
 
 impl LocalSource {
     pub fn new(raft: RaftHandle) -> Arc<Self> {
-        let events = raft
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .subscribe();
+        let events = raft.store().read(|sm| sm.subscribe());
         Arc::new(Self {
             raft,
             events: Mutex::new(events),
@@ -93,37 +89,39 @@ impl LocalSource {
 #[tonic::async_trait]
 impl Source for LocalSource {
     fn view(&self, node_id: &str) -> View {
-        let sm = self.raft.state().read().unwrap_or_else(|p| p.into_inner());
-        let w = read_world(&sm);
-        let mut files = HashMap::new();
-        for kind in [
-            skiff_controller::orchestrator::KIND_SECRET,
-            skiff_controller::orchestrator::KIND_CONFIG,
-        ] {
-            for o in sm.list(kind) {
-                if let Ok(c) =
-                    serde_json::from_slice::<skiff_controller::orchestrator::FileContent>(&o.spec)
-                {
-                    files.insert((kind.to_string(), o.name), c.content);
+        self.raft.store().read(|sm| {
+            let w = read_world(sm);
+            let mut files = HashMap::new();
+            for kind in [
+                skiff_controller::orchestrator::KIND_SECRET,
+                skiff_controller::orchestrator::KIND_CONFIG,
+            ] {
+                for o in sm.list(kind) {
+                    if let Ok(c) = serde_json::from_slice::<
+                        skiff_controller::orchestrator::FileContent,
+                    >(&o.spec)
+                    {
+                        files.insert((kind.to_string(), o.name), c.content);
+                    }
                 }
             }
-        }
-        View {
-            tasks: w
-                .tasks
-                .iter()
-                .filter(|t| t.value.node_id == node_id)
-                .cloned()
-                .collect(),
-            services: w.services.clone(),
-            networks: sm
-                .list(skiff_controller::orchestrator::KIND_NETWORK)
-                .into_iter()
-                .map(|o| o.name)
-                .collect(),
-            files,
-            overlay: skiff_controller::orchestrator::overlay::view(&sm, node_id),
-        }
+            View {
+                tasks: w
+                    .tasks
+                    .iter()
+                    .filter(|t| t.value.node_id == node_id)
+                    .cloned()
+                    .collect(),
+                services: w.services.clone(),
+                networks: sm
+                    .list(skiff_controller::orchestrator::KIND_NETWORK)
+                    .into_iter()
+                    .map(|o| o.name)
+                    .collect(),
+                files,
+                overlay: skiff_controller::orchestrator::overlay::view(sm, node_id),
+            }
+        })
     }
 
     async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String> {

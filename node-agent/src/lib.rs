@@ -172,7 +172,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     }
     let orchestrator_api = cluster.clone().map(|cluster| {
         skiff_proto::orchestrator::orchestrator_server::OrchestratorServer::new(
-            skiff_controller::orchestrator::api::OrchestratorApi { cluster },
+            skiff_controller::api::orchestrator::OrchestratorApi { cluster },
         )
     });
     let cluster_api = cluster.map(|cluster| {

@@ -1759,22 +1759,23 @@ pub mod rpc {
             return Ok(create(c, r).await?);
         }
         let h = manager_raft(cluster)?;
-        let op = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-            skiff_controller::orchestrator::overlay::create_op(
-                &sm,
-                &r.name,
-                (!r.subnet.is_empty()).then_some(r.subnet.as_str()),
-                r.internal,
-                r.attachable,
-            )
+        let op = h
+            .store()
+            .read(|sm| {
+                skiff_controller::orchestrator::overlay::create_op(
+                    sm,
+                    &r.name,
+                    (!r.subnet.is_empty()).then_some(r.subnet.as_str()),
+                    r.internal,
+                    r.attachable,
+                )
+            })
             .map_err(|e| match e {
                 skiff_controller::orchestrator::overlay::OverlayError::Exists(_) => {
                     Status::already_exists(e.to_string())
                 }
                 _ => Status::invalid_argument(e.to_string()),
-            })?
-        };
+            })?;
         let op = with_stack(op, &r.labels)?;
         let out = h
             .propose(skiff_controller::state::Proposal::new(vec![op]))
@@ -1826,10 +1827,9 @@ pub mod rpc {
         key: &str,
     ) -> std::result::Result<(), Status> {
         if let Some(h) = cluster.and_then(|c| c.raft()) {
-            let op = {
-                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-                skiff_controller::orchestrator::overlay::remove_op(&sm, key)
-            };
+            let op = h
+                .store()
+                .read(|sm| skiff_controller::orchestrator::overlay::remove_op(sm, key));
             match op {
                 Ok(op) => {
                     h.propose(skiff_controller::state::Proposal::new(vec![op]))

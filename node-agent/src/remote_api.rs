@@ -8,9 +8,9 @@
 //! without a client certificate, and a client certificate gets nothing on the cluster
 //! port (it carries no node identity there).
 
+use skiff_controller::api::orchestrator::OrchestratorApi;
 use skiff_controller::cluster::api::ClusterApi;
 use skiff_controller::cluster::Cluster;
-use skiff_controller::orchestrator::api::OrchestratorApi;
 use skiff_controller::tls::{self, PeerIdentity};
 use skiff_proto::cluster::cluster_server::ClusterServer;
 use skiff_proto::engine::engine_server::EngineServer;

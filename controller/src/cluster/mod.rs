@@ -11,16 +11,22 @@
 //! node certificate and key), `raft/` (the log, managers only), `removed` (a marker:
 //! this node was removed and must be wiped before it joins again).
 
-pub mod api;
-pub mod clients;
-pub mod service;
 pub mod transport;
 
+/// The servers at their path before the layering.
+pub use crate::api::{cluster as api, cluster_port as service};
+pub use crate::model::{data_ip, NodeState};
+pub use crate::store::clients;
+
 use crate::ca::{self, Ca, JoinToken};
-use crate::consensus::{self, Bootstrap, RaftConfig, RaftError, RaftHandle};
-use crate::state::{self, ClusterMeta, Node, NodeStatus, Op, Proposal, Role, Store};
+use crate::model::{
+    self, new_raft_id, update_status, ClusterMeta, Node, NodeStatus, Op, Proposal, Role,
+};
+use crate::orchestrator::logbroker::LogBroker;
+use crate::orchestrator::membership::{ChannelError, Membership};
+use crate::raft::consensus::{self, Bootstrap, RaftConfig, RaftError, RaftHandle};
+use crate::store::Store;
 use crate::tls::{self, Identity};
-use serde::{Deserialize, Serialize};
 use skiff_proto::cluster as pb;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,7 +57,7 @@ pub struct ClusterConfig {
     pub raft_tick: Duration,
     pub snapshot_every: u64,
     /// What this node reports of itself (capacity, engine labels) to the leader.
-    pub description: crate::state::NodeDescription,
+    pub description: crate::model::NodeDescription,
     /// Services of the embedding agent served on the cluster port beside the
     /// controller's (the image share), behind the same mutual TLS and revocation check.
     pub extra_routes: Option<tonic::service::Routes>,
@@ -129,17 +135,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
     }
 }
 
-/// What a node remembers about itself between restarts.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct NodeState {
-    pub node_id: String,
-    pub cluster_id: String,
-    pub role: Role,
-    pub raft_id: u64,
-    /// Known managers: raft ID → address (for reconnecting after a restart).
-    pub managers: Vec<(u64, String, String)>,
-}
-
 /// Writes a file atomically and durably (temp, fsync, rename, directory fsync).
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), ClusterError> {
     use std::io::Write;
@@ -176,7 +171,7 @@ pub struct Cluster {
     /// Set when the cluster port is open.
     listening: Mutex<Option<SocketAddr>>,
     /// Counted controller metrics, shared by every raft node this process runs.
-    pub metrics: Arc<crate::metrics::ControllerMetrics>,
+    pub metrics: Arc<crate::raft::metrics::ControllerMetrics>,
     /// Set when this node's raft stopped by itself (a storage error such as a full disk):
     /// the agent then exits, so its supervisor restarts it on a clean replay of the log
     /// (fail-stop, as etcd does on a failed WAL write) instead of serving a dead replica.
@@ -186,6 +181,37 @@ pub struct Cluster {
     /// A worker's copy of the revoked client certificates (from its assignments); `None`
     /// until the first set arrives. Managers read their state instead.
     revoked_clients: RwLock<Option<std::collections::HashSet<String>>>,
+}
+
+/// What the servers this node starts see of it.
+impl Membership for Cluster {
+    fn raft(&self) -> Option<RaftHandle> {
+        Cluster::raft(self)
+    }
+    fn node_state(&self) -> NodeState {
+        Cluster::node_state(self)
+    }
+    fn identity(&self) -> Identity {
+        Cluster::identity(self)
+    }
+    fn listen_addr(&self) -> Option<SocketAddr> {
+        Cluster::listen_addr(self)
+    }
+    fn cert_validity(&self) -> Duration {
+        self.cfg.cert_validity
+    }
+    fn heartbeat_period(&self) -> Duration {
+        self.cfg.heartbeat_period
+    }
+    fn saw(&self, node_id: &str) {
+        Cluster::saw(self, node_id)
+    }
+    fn manager_channel(&self) -> Result<tonic::transport::Channel, ChannelError> {
+        Ok(Cluster::manager_channel(self)?)
+    }
+    fn logs(&self) -> Arc<LogBroker> {
+        self.logs.clone()
+    }
 }
 
 impl Cluster {
@@ -285,9 +311,7 @@ impl Cluster {
     /// heard the revocation list yet (fail closed; `ssh://` still works).
     pub fn client_allowed(&self, serial: &str) -> Result<(), String> {
         let revoked = match self.raft().filter(|h| !h.is_stopped()) {
-            Some(h) => {
-                clients::is_revoked(&h.state().read().unwrap_or_else(|p| p.into_inner()), serial)
-            }
+            Some(h) => h.store().read(|sm| clients::is_revoked(sm, serial)),
             None => match &*self
                 .revoked_clients
                 .read()
@@ -376,7 +400,7 @@ impl Cluster {
             cluster: self.clone(),
         };
         let dispatcher_cluster = self.clone();
-        let events = pb::events_server::EventsServer::new(crate::events::EventsApi {
+        let events = pb::events_server::EventsServer::new(crate::api::events::EventsApi {
             cluster: self.clone(),
         });
         tracing::info!(addr = %local, "cluster port listening (mutual TLS)");
@@ -450,8 +474,7 @@ impl Cluster {
                 return;
             }
             let st = h.status();
-            let (addrs, managers, nodes) = {
-                let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+            let (addrs, managers, nodes) = h.store().read(|sm| {
                 let ms: Vec<(u64, String, String)> = sm
                     .nodes()
                     .filter(|n| n.role == Role::Manager && n.raft_id != 0)
@@ -464,7 +487,7 @@ impl Cluster {
                     .collect();
                 let nodes: Vec<Node> = sm.nodes().cloned().collect();
                 (addrs, ms, nodes)
-            };
+            });
             if !addrs.is_empty() {
                 self.transport.set_addrs(addrs);
             }
@@ -651,12 +674,10 @@ impl Cluster {
                 if h.status().is_leader {
                     // The leader hears no heartbeat of its own: it records its
                     // description itself.
-                    let stale = h
-                        .state()
-                        .read()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .node(&me)
-                        .is_some_and(|n| n.description != self.cfg.description);
+                    let stale = h.store().read(|sm| {
+                        sm.node(&me)
+                            .is_some_and(|n| n.description != self.cfg.description)
+                    });
                     if stale {
                         let op = Op::DescribeNode {
                             id: me.clone(),
@@ -802,12 +823,7 @@ impl Cluster {
         let (key_pem, csr_pem) = ca::new_key_and_csr()?;
         let cert_pem = if let Some(h) = self.raft().filter(|h| !h.is_stopped()) {
             // A manager signs its own renewal with the replicated CA.
-            let meta = h
-                .state()
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .meta()
-                .clone();
+            let meta = h.store().read(|sm| sm.meta().clone());
             Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)?.sign_csr(
                 &csr_pem,
                 &self.node_id(),
@@ -857,11 +873,7 @@ fn refuse_removed(
             .get::<tls::PeerIdentity>()
             .and_then(|p| p.node_id.clone());
         if let (Some(id), Some(h)) = (id, cluster.raft()) {
-            if h.state()
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_removed(&id)
-            {
+            if h.store().read(|sm| sm.is_removed(&id)) {
                 return Err(tonic::Status::permission_denied(format!(
                     "node {id} was removed from the cluster; its certificate is revoked"
                 )));
@@ -890,33 +902,10 @@ fn async_stream(
     })
 }
 
-pub(crate) fn update_status(id: &str, status: NodeStatus) -> Op {
-    Op::UpdateNode {
-        id: id.into(),
-        availability: None,
-        label_add: Default::default(),
-        label_rm: vec![],
-        role: None,
-        status: Some(status),
-        raft_id: None,
-        addr: None,
-    }
-}
-
-/// A non-zero random raft ID.
-pub(crate) fn new_raft_id() -> u64 {
-    loop {
-        let id: u64 = rand::random::<u64>() >> 1;
-        if id != 0 {
-            return id;
-        }
-    }
-}
-
 /// Founds a new cluster: CA, secrets, this node as its only manager.
 fn found(cfg: &ClusterConfig) -> Result<(NodeState, Identity, Store), ClusterError> {
-    let cluster_id = state::new_id();
-    let node_id = state::new_id();
+    let cluster_id = model::new_id();
+    let node_id = model::new_id();
     let raft_id = new_raft_id();
     let ca = Ca::create(&cluster_id)?;
     let (key_pem, csr) = ca::new_key_and_csr()?;
@@ -965,18 +954,6 @@ fn found(cfg: &ClusterConfig) -> Result<(NodeState, Identity, Store), ClusterErr
         },
         store,
     ))
-}
-
-/// The IP a node's overlay traffic goes to: the host of its advertised address, else
-/// the address it was seen connecting from.
-pub fn data_ip(advertise: &str, peer: Option<std::net::IpAddr>) -> String {
-    advertise
-        .parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .ok()
-        .or(peer)
-        .map(|ip| ip.to_string())
-        .unwrap_or_default()
 }
 
 /// Joins an existing cluster: check the CA against the token, buy a certificate, and (as
@@ -1065,7 +1042,7 @@ impl Cluster {
             // A lone manager has no one to recover from: it repairs a torn tail or refuses
             // corruption (DiskStorage::open). With peers, any damage means a lost log.
             let damage = if self.other_managers() > 0 {
-                match crate::storage::DiskStorage::check(&dir) {
+                match crate::raft::storage::DiskStorage::check(&dir) {
                     Ok(r) if r.truncated_bytes > 0 => Some(format!(
                         "its last {} bytes are cut off or torn, so entries this manager \
                          acknowledged may be gone",

@@ -10,8 +10,9 @@
 //! Tasks run on the process's runtime (captured at creation): the raft node calls in
 //! from a thread of its own.
 
-use crate::consensus::{Forwarded, RaftError, RaftHandle, Transport};
-use crate::state::{self, ApplyError, Outcome, Proposal};
+use crate::model::{Outcome, Proposal};
+use crate::raft::consensus::{Forwarded, RaftError, RaftHandle, Transport};
+use crate::raft::wire::result_from_pb;
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use skiff_proto::cluster as pb;
@@ -106,12 +107,11 @@ impl GrpcTransport {
             return Some(a.clone());
         }
         let addr = self.raft().and_then(|h| {
-            h.state()
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .nodes()
-                .find(|n| n.raft_id == to && !n.addr.is_empty())
-                .map(|n| n.addr.clone())
+            h.store().read(|sm| {
+                sm.nodes()
+                    .find(|n| n.raft_id == to && !n.addr.is_empty())
+                    .map(|n| n.addr.clone())
+            })
         })?;
         self.addrs
             .write()
@@ -339,63 +339,6 @@ async fn forward_loop(
                 Err(_) => fail(replies, format!("no answer within {FORWARD_TIMEOUT:?}")),
             }
         });
-    }
-}
-
-/// A pb object as the state machine's.
-fn object_from_pb(o: pb::Object) -> state::Object {
-    state::Object {
-        kind: o.kind,
-        id: o.id,
-        name: o.name,
-        version: o.version,
-        spec: o.spec,
-        created_index: o.created_index,
-        updated_index: o.updated_index,
-    }
-}
-
-/// The leader's side: a proposal's result as it travels back.
-pub(crate) fn result_to_pb(r: Result<Outcome, RaftError>) -> pb::ForwardResult {
-    match r {
-        Ok(o) => pb::ForwardResult {
-            outcome: Some(pb::ProposeResponse {
-                objects: o.objects.iter().map(super::api::object_pb).collect(),
-                index: o.index,
-            }),
-            ..Default::default()
-        },
-        Err(RaftError::Rejected(e)) => pb::ForwardResult {
-            rejected: serde_json::to_vec(&e).unwrap_or_default(),
-            error: e.to_string(),
-            ..Default::default()
-        },
-        Err(e) => pb::ForwardResult {
-            retry: e.is_retryable() || matches!(e, RaftError::Stopped),
-            error: e.to_string(),
-            ..Default::default()
-        },
-    }
-}
-
-/// The follower's side: what the leader answered, as a local result.
-fn result_from_pb(r: pb::ForwardResult) -> Result<Outcome, RaftError> {
-    if let Some(o) = r.outcome {
-        return Ok(Outcome {
-            index: o.index,
-            objects: o.objects.into_iter().map(object_from_pb).collect(),
-        });
-    }
-    if !r.rejected.is_empty() {
-        return Err(match serde_json::from_slice::<ApplyError>(&r.rejected) {
-            Ok(e) => RaftError::Rejected(e),
-            Err(_) => RaftError::Remote(r.error),
-        });
-    }
-    if r.retry {
-        Err(RaftError::LeaderChanged)
-    } else {
-        Err(RaftError::Remote(r.error))
     }
 }
 

@@ -4,9 +4,10 @@
 //! takes part in the network from then on.
 
 use super::overlay::{overlay_networks, OverlayError};
-use super::reconcile::Stored;
-use crate::consensus::RaftHandle;
-use crate::state::{new_id, Op, Proposal, StateMachine};
+use crate::model::{new_id, Op, Proposal};
+use crate::raft::consensus::RaftHandle;
+use crate::store::StateMachine;
+use crate::store::Stored;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ pub struct Attachment {
 
 /// Every stored attachment.
 pub fn list(sm: &StateMachine) -> Vec<Stored<Attachment>> {
-    super::runner::decode(sm, KIND_ATTACHMENT)
+    crate::store::decode(sm, KIND_ATTACHMENT)
 }
 
 /// What [`attach`] found.
@@ -49,7 +50,7 @@ pub enum AttachError {
     #[error("no address allocated on {0} within {1:?}")]
     Timeout(String, Duration),
     #[error("{0}")]
-    Raft(#[from] crate::consensus::RaftError),
+    Raft(#[from] crate::raft::consensus::RaftError),
 }
 
 /// Records `container_id` on `network` for `node` and waits for its address. With
@@ -62,25 +63,29 @@ pub async fn attach(
     name: &str,
     check_only: bool,
 ) -> Result<Outcome, AttachError> {
-    let existing = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let Some(net) = overlay_networks(&sm)
+    // `Err(done)`: answered from the state alone.
+    let existing = h.store().read(|sm| {
+        let Some(net) = overlay_networks(sm)
             .into_iter()
             .find(|n| n.value.name == network || (network.len() >= 6 && n.id.starts_with(network)))
         else {
-            return Ok(Outcome::NotOverlay);
+            return Err(Ok(Outcome::NotOverlay));
         };
         if !net.value.attachable {
-            return Err(AttachError::NotAttachable(net.value.name));
+            return Err(Err(AttachError::NotAttachable(net.value.name)));
         }
         if check_only {
-            return Ok(Outcome::Attached(None));
+            return Err(Ok(Outcome::Attached(None)));
         }
-        list(&sm)
+        Ok(list(sm)
             .into_iter()
             .find(|a| a.value.container_id == container_id && a.value.network == net.value.name)
             .map(|a| a.value)
-            .ok_or(net.value.name)
+            .ok_or(net.value.name))
+    });
+    let existing = match existing {
+        Ok(existing) => existing,
+        Err(done) => return done,
     };
     let network = match existing {
         Ok(a) if a.ip.is_some() => return Ok(Outcome::Attached(a.ip)),
@@ -106,13 +111,12 @@ pub async fn attach(
     let limit = Duration::from_secs(10);
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        let ip = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-            list(&sm)
+        let ip = h.store().read(|sm| {
+            list(sm)
                 .into_iter()
                 .find(|a| a.value.container_id == container_id)
                 .and_then(|a| a.value.ip)
-        };
+        });
         if ip.is_some() {
             return Ok(Outcome::Attached(ip));
         }
@@ -123,9 +127,8 @@ pub async fn attach(
 
 /// Forgets a container's attachments (no-op when it has none).
 pub async fn detach(h: &RaftHandle, container_id: &str) -> Result<(), AttachError> {
-    let ops: Vec<Op> = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        list(&sm)
+    let ops: Vec<Op> = h.store().read(|sm| {
+        list(sm)
             .into_iter()
             .filter(|a| a.value.container_id == container_id)
             .map(|a| Op::Delete {
@@ -134,7 +137,7 @@ pub async fn detach(h: &RaftHandle, container_id: &str) -> Result<(), AttachErro
                 expected_version: 0,
             })
             .collect()
-    };
+    });
     if !ops.is_empty() {
         h.propose(Proposal::new(ops)).await?;
     }

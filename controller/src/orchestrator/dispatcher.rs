@@ -5,11 +5,11 @@
 //! broker (`LogSubscriptions`, `PublishLogs`; see [`super::logbroker`]) and the
 //! managers-only relay of a follower's `service logs` (`SubscribeLogs`).
 
-use super::reconcile::Stored;
-use super::runner::read_world;
-use super::types::*;
-use crate::cluster::Cluster;
-use crate::state::{Op, Proposal};
+use super::membership::Membership;
+use crate::model::*;
+use crate::model::{Op, Proposal};
+use crate::store::read_world;
+use crate::store::Stored;
 use crate::tls::PeerIdentity;
 use skiff_proto::orchestrator as pb;
 use std::pin::Pin;
@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct DispatcherApi {
-    pub cluster: Arc<Cluster>,
+    pub cluster: Arc<dyn Membership>,
 }
 
 fn caller<T>(req: &Request<T>) -> Result<String, Status> {
@@ -40,7 +40,7 @@ fn obj<T: serde::Serialize>(s: &Stored<T>) -> pb::StoredObject {
 }
 
 /// The assignment set of `node` in the current state.
-pub fn assignments(sm: &crate::state::StateMachine, node: &str) -> pb::AssignmentSet {
+pub fn assignments(sm: &crate::store::StateMachine, node: &str) -> pb::AssignmentSet {
     let w = read_world(sm);
     let (services, tasks) = (&w.services, &w.tasks);
     let tasks: Vec<&Stored<Task>> = tasks.iter().filter(|t| t.value.node_id == node).collect();
@@ -71,7 +71,7 @@ pub fn assignments(sm: &crate::state::StateMachine, node: &str) -> pb::Assignmen
         networks: sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect(),
         files,
         overlay_json: serde_json::to_string(&super::overlay::view(sm, node)).unwrap_or_default(),
-        revoked_clients: crate::cluster::clients::revoked_serials(sm),
+        revoked_clients: crate::store::clients::revoked_serials(sm),
     }
 }
 
@@ -83,14 +83,14 @@ type LogChunkStream =
 
 impl DispatcherApi {
     /// This node's raft handle: the dispatcher is served by managers only.
-    fn manager(&self) -> Result<crate::consensus::RaftHandle, Status> {
+    fn manager(&self) -> Result<crate::raft::consensus::RaftHandle, Status> {
         self.cluster
             .raft()
             .ok_or_else(|| Status::failed_precondition("not a manager"))
     }
 
     /// This node's raft handle if it leads (log subscriptions live on the leader only).
-    fn leader(&self) -> Result<crate::consensus::RaftHandle, Status> {
+    fn leader(&self) -> Result<crate::raft::consensus::RaftHandle, Status> {
         let h = self
             .cluster
             .raft()
@@ -115,17 +115,12 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
     ) -> Result<Response<SubscriptionStream>, Status> {
         let node = caller(&req)?;
         let h = self.leader()?;
-        if h.state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .node(&node)
-            .is_none()
-        {
+        if h.store().read(|sm| sm.node(&node).is_none()) {
             return Err(Status::permission_denied(format!(
                 "node {node} is not part of this cluster"
             )));
         }
-        let broker = self.cluster.logs.clone();
+        let broker = self.cluster.logs();
         let mut reg = broker.register(&node);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let span = tracing::info_span!("log_subscriptions", node_id = %node);
@@ -166,7 +161,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
     ) -> Result<Response<pb::Empty>, Status> {
         let node = caller(&req)?;
         self.leader()?;
-        let broker = self.cluster.logs.clone();
+        let broker = self.cluster.logs();
         let mut input = req.into_inner();
         let mut current: Option<String> = None;
         loop {
@@ -206,19 +201,17 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
             .filter(|h| !h.is_stopped())
             .ok_or_else(|| Status::failed_precondition("not a manager"))?;
         // Only managers relay their clients' requests; a worker has no business here.
-        let is_manager = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .node(&node)
-            .is_some_and(|n| n.role == crate::state::Role::Manager);
+        let is_manager = h.store().read(|sm| {
+            sm.node(&node)
+                .is_some_and(|n| n.role == crate::model::Role::Manager)
+        });
         if !is_manager {
             return Err(Status::permission_denied(format!(
                 "node {node} is not a manager of this cluster"
             )));
         }
         let h = self.leader()?;
-        let rx = super::logbroker::serve(&self.cluster, h, req.into_inner())?;
+        let rx = super::logbroker::serve(&self.cluster.logs(), h, req.into_inner())?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -234,15 +227,10 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         let span = tracing::info_span!("dispatch", node_id = %node);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let mut events = h
-                    .state()
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .subscribe();
+                let mut events = h.store().read(|sm| sm.subscribe());
                 let mut last = None;
                 loop {
-                    let set =
-                        assignments(&h.state().read().unwrap_or_else(|p| p.into_inner()), &node);
+                    let set = h.store().read(|sm| assignments(sm, &node));
                     if last.as_ref() != Some(&set) {
                         if tx.send(Ok(set.clone())).await.is_err() {
                             return;
@@ -294,7 +282,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
             super::attach::AttachError::NotAttachable(_) => {
                 Status::permission_denied(e.to_string())
             }
-            super::attach::AttachError::Raft(e) => crate::cluster::service::raft_status(e),
+            super::attach::AttachError::Raft(e) => crate::raft::wire::raft_status(e),
             e => Status::unavailable(e.to_string()),
         })?;
         Ok(Response::new(match out {
@@ -311,13 +299,12 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         let r = req.into_inner();
         let h = self.manager()?;
         // A node may only detach its own containers.
-        let owned = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-            super::attach::list(&sm)
+        let owned = h.store().read(|sm| {
+            super::attach::list(sm)
                 .iter()
                 .filter(|a| a.value.container_id == r.container_id)
                 .all(|a| a.value.node_id == node)
-        };
+        });
         if !owned {
             return Err(Status::permission_denied(
                 "the container belongs to another node",
@@ -339,13 +326,12 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
             .map_err(|e| Status::invalid_argument(format!("task: {e}")))?;
         let h = self.manager()?;
         // A node may only report on its own tasks.
-        let owned = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        let owned = h.store().read(|sm| {
             sm.get(KIND_TASK, &r.id)
                 .and_then(|o| serde_json::from_slice::<Task>(&o.spec).ok())
                 .map(|t| t.node_id == node && task.node_id == node)
                 .unwrap_or(false)
-        };
+        });
         if !owned {
             return Err(Status::permission_denied(format!(
                 "task {} is not assigned to node {node}",
@@ -360,7 +346,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         };
         h.propose(Proposal::new(vec![op]))
             .await
-            .map_err(crate::cluster::service::raft_status)?;
+            .map_err(crate::raft::wire::raft_status)?;
         Ok(Response::new(pb::Empty {}))
     }
 }

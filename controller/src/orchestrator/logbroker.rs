@@ -15,12 +15,11 @@
 //! node has closed or failed; with follow, it ends when the client drops its
 //! [`Subscription`], which tells every node to stop.
 
-use super::reconcile::Stored;
-use super::runner::read_world;
-use super::types::*;
-use crate::cluster::Cluster;
-use crate::consensus::RaftHandle;
-use crate::state::NodeStatus;
+use crate::model::NodeStatus;
+use crate::model::*;
+use crate::raft::consensus::RaftHandle;
+use crate::store::read_world;
+use crate::store::Stored;
 use skiff_proto::orchestrator as pb;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -525,19 +524,18 @@ fn find_target<'a>(
 /// service, and with follow every node that gets one later; the returned stream ends
 /// when every node is done (not following), or when the caller drops it.
 pub fn serve(
-    cluster: &Arc<Cluster>,
+    broker: &Arc<LogBroker>,
     h: RaftHandle,
     req: pb::ServiceLogsRequest,
 ) -> Result<mpsc::Receiver<Result<pb::ServiceLogChunk, Status>>, Status> {
     if !h.status().is_leader {
         return Err(Status::unavailable("not the leader"));
     }
-    let broker = cluster.logs.clone();
-    let (service, slot_width, nodes, unavailable, events, only_task) = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        // Subscribed under the same lock as the read, so no task change is missed.
+    let broker = broker.clone();
+    let (service, slot_width, nodes, unavailable, events, only_task) = h.store().read(|sm| {
+        // Subscribed within the same read as the listing, so no task change is missed.
         let events = sm.subscribe();
-        let w = read_world(&sm);
+        let w = read_world(sm);
         let (services, tasks, cluster_nodes) = (&w.services, &w.tasks, &w.nodes);
         let (s, only_task) = find_target(services, tasks, &req.service)?;
         let width = match s.value.spec.mode {
@@ -552,8 +550,8 @@ pub fn serve(
                 _ => unavailable.push((node, "is not available".to_string())),
             }
         }
-        (s.clone(), width, nodes, unavailable, events, only_task)
-    };
+        Ok::<_, Status>((s.clone(), width, nodes, unavailable, events, only_task))
+    })?;
     let template = pb::LogSubscription {
         service_id: service.id.clone(),
         service_name: service.value.spec.name.clone(),
@@ -599,7 +597,7 @@ pub fn serve(
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         while events.try_recv().is_ok() {}
-                        let w = read_world(&h.state().read().unwrap_or_else(|p| p.into_inner()));
+                        let w = h.store().read(read_world);
                         let (services, tasks) = (&w.services, &w.tasks);
                         if !services.iter().any(|s| s.id == service.id) {
                             return; // the service is gone: nothing more will come
@@ -678,13 +676,11 @@ impl Names {
         if let Some(n) = self.nodes.get(id) {
             return n.clone();
         }
-        let name = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .node(id)
-            .map(|n| n.hostname.clone())
-            .unwrap_or_else(|| id.to_string());
+        let name = h.store().read(|sm| {
+            sm.node(id)
+                .map(|n| n.hostname.clone())
+                .unwrap_or_else(|| id.to_string())
+        });
         self.nodes.insert(id.into(), name.clone());
         name
     }
@@ -693,13 +689,11 @@ impl Names {
         if let Some(t) = self.tasks.get(task_id) {
             return t.0;
         }
-        let slot = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(KIND_TASK, task_id)
-            .and_then(|o| serde_json::from_slice::<Task>(&o.spec).ok())
-            .map(|t| (t.slot, t.node_id));
+        let slot = h.store().read(|sm| {
+            sm.get(KIND_TASK, task_id)
+                .and_then(|o| serde_json::from_slice::<Task>(&o.spec).ok())
+                .map(|t| (t.slot, t.node_id))
+        });
         match slot {
             Some(s) => {
                 let n = s.0;

@@ -1,19 +1,23 @@
-//! Orchestration on top of the replicated state: services and tasks ([`types`]), and
-//! the reconciler that keeps tasks at their services' spec ([`reconcile`]).
+//! Orchestration on top of the store: the reconciler that keeps tasks at their
+//! services' spec ([`reconcile`](mod@reconcile)) and the loop that runs it on the leader ([`runner`]),
+//! the overlay allocator ([`netalloc`], [`overlay`], [`attach`]), the dispatcher that
+//! streams assignments to nodes ([`dispatcher`]), the service log broker
+//! ([`logbroker`]), and what these servers need of the node they run on
+//! ([`membership`]).
 
-pub mod api;
 pub mod attach;
 pub mod dispatcher;
 pub mod logbroker;
+pub mod membership;
 pub mod netalloc;
 pub mod overlay;
 pub mod reconcile;
 pub mod runner;
-pub mod stack;
-pub mod types;
 
 #[cfg(test)]
 mod tests;
 
-pub use reconcile::{reconcile, Stored, World};
-pub use types::*;
+pub use crate::model::services::*;
+pub use crate::model::{services as types, stack};
+pub use crate::store::Stored;
+pub use reconcile::{reconcile, World};

@@ -8,12 +8,12 @@
 //! proposal that loses a race is simply recomputed on the next pass, and a subset of
 //! proposals that does commit never overlaps (all picks were free in the same snapshot).
 
-use super::reconcile::Stored;
-use super::stack::StackNetwork;
-use super::types::*;
-use crate::state::{Node, Op};
+use crate::model::stack::StackNetwork;
+use crate::model::*;
+use crate::model::{Node, Op};
+use crate::store::Stored;
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
@@ -24,17 +24,7 @@ pub const DEFAULT_SUBNET_SIZE: u8 = 24;
 const VNI_BASE: u32 = 4096;
 const VNI_MAX: u32 = (1 << 24) - 1;
 
-/// What the controller allocated for an overlay network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetAlloc {
-    pub subnet: Ipv4Net,
-    /// Every node's bridge carries it: containers' default route, never sent across hosts.
-    pub gateway: Ipv4Addr,
-    pub vni: u32,
-    /// Nodes taking part → the node's own address on the network.
-    #[serde(default)]
-    pub nodes: BTreeMap<String, Ipv4Addr>,
-}
+pub use crate::model::stack::NetAlloc;
 
 /// Whether a stored network is an overlay.
 pub fn is_overlay(n: &StackNetwork) -> bool {
@@ -317,7 +307,7 @@ pub fn allocate(inp: &Input<'_>) -> Plan {
     plan.networks = nets
         .iter()
         .filter(|n| changed.contains(&n.id))
-        .filter_map(|n| update(crate::orchestrator::KIND_NETWORK, n))
+        .filter_map(|n| update(crate::model::KIND_NETWORK, n))
         .collect();
 
     // 3. Virtual IPs.

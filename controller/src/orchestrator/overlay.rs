@@ -5,11 +5,11 @@
 //! it with their assignments.
 
 use super::netalloc::{is_overlay, NetAlloc};
-use super::reconcile::Stored;
-use super::runner::read_world;
-use super::stack::StackNetwork;
-use super::types::*;
-use crate::state::StateMachine;
+use crate::model::stack::StackNetwork;
+use crate::model::*;
+use crate::store::read_world;
+use crate::store::StateMachine;
+use crate::store::Stored;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
@@ -220,7 +220,7 @@ pub fn create_op(
     subnet: Option<&str>,
     internal: bool,
     attachable: bool,
-) -> Result<crate::state::Op, OverlayError> {
+) -> Result<crate::model::Op, OverlayError> {
     if name.is_empty()
         || !name
             .chars()
@@ -251,9 +251,9 @@ pub fn create_op(
         stack: String::new(),
         alloc: None,
     };
-    Ok(crate::state::Op::Create {
+    Ok(crate::model::Op::Create {
         kind: KIND_NETWORK.into(),
-        id: crate::state::new_id(),
+        id: crate::model::new_id(),
         name: name.into(),
         spec: serde_json::to_vec(&spec).unwrap_or_default(),
     })
@@ -261,7 +261,7 @@ pub fn create_op(
 
 /// The operation removing a cluster network by name or ID, refused while a service
 /// uses it (as Docker does).
-pub fn remove_op(sm: &StateMachine, key: &str) -> Result<crate::state::Op, OverlayError> {
+pub fn remove_op(sm: &StateMachine, key: &str) -> Result<crate::model::Op, OverlayError> {
     let o = sm
         .list(KIND_NETWORK)
         .into_iter()
@@ -275,7 +275,7 @@ pub fn remove_op(sm: &StateMachine, key: &str) -> Result<crate::state::Op, Overl
     {
         return Err(OverlayError::InUse(o.name, s.value.spec.name.clone()));
     }
-    Ok(crate::state::Op::Delete {
+    Ok(crate::model::Op::Delete {
         kind: KIND_NETWORK.into(),
         id: o.id,
         expected_version: 0,

@@ -14,24 +14,17 @@
 //! 6. unassigned tasks are placed by the [`scheduler`](crate::scheduler) in one plan;
 //! 7. task history beyond five per slot is deleted.
 
-use super::types::*;
+use crate::model::*;
+use crate::model::{Availability, Node, NodeStatus, Op, Role};
 use crate::scheduler::{
     self, Availability as SAvail, Constraint, NodeInfo, PendingTask, PlacedTask, Resources,
     Role as SRole,
 };
-use crate::state::{Availability, Node, NodeStatus, Op, Role};
+pub use crate::store::Stored;
 use std::collections::{BTreeMap, HashMap};
 
 /// History kept per slot, as Swarm's default task history retention.
 pub const HISTORY: usize = 5;
-
-/// A stored object with its identity and version (for optimistic updates).
-#[derive(Clone, Debug)]
-pub struct Stored<T> {
-    pub id: String,
-    pub version: u64,
-    pub value: T,
-}
 
 /// Everything the reconciler looks at.
 pub struct World<'a> {

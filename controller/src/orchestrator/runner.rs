@@ -2,51 +2,16 @@
 //! (timers: restart delays, update delays), read the state, reconcile, and propose the
 //! resulting operations as one batch.
 
-use super::reconcile::{reconcile, Stored, World};
-use super::types::*;
-use crate::consensus::RaftHandle;
-use crate::state::{new_id, Node, Proposal, StateMachine};
+use super::reconcile::{reconcile, World};
+pub use crate::model::now_ms;
+use crate::model::*;
+use crate::model::{new_id, Proposal};
+use crate::raft::consensus::RaftHandle;
+pub use crate::store::read_world;
+use crate::store::Stored;
+pub use crate::store::{decode, Decoded};
 use std::time::Duration;
 use tracing::Instrument;
-
-/// Reads services, tasks and nodes out of the state machine.
-/// Every service, task and node of the store, decoded.
-#[derive(Debug, Default)]
-pub struct Decoded {
-    pub services: Vec<Stored<Service>>,
-    pub tasks: Vec<Stored<Task>>,
-    pub nodes: Vec<Node>,
-}
-
-/// The store's services, tasks and nodes, decoded once per change of the store and
-/// shared by every reader (the reconciler, the allocator, each node's assignment stream,
-/// the local executor): during a deploy the store changes hundreds of times a second and
-/// each of them used to decode every task for itself.
-pub fn read_world(sm: &StateMachine) -> std::sync::Arc<Decoded> {
-    sm.memo(|sm| Decoded {
-        services: decode(sm, KIND_SERVICE),
-        tasks: decode(sm, KIND_TASK),
-        nodes: sm.nodes().cloned().collect(),
-    })
-}
-
-/// The objects of `kind` whose specs decode as `T` (others are skipped).
-pub fn decode<T: serde::de::DeserializeOwned>(sm: &StateMachine, kind: &str) -> Vec<Stored<T>> {
-    sm.list(kind)
-        .into_iter()
-        .filter_map(|o| {
-            serde_json::from_slice(&o.spec).ok().map(|value| Stored {
-                id: o.id,
-                version: o.version,
-                value,
-            })
-        })
-        .collect()
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// Where overlay subnets come from, and which subnets the leader's host already routes.
 #[derive(Clone, Debug)]
@@ -67,17 +32,16 @@ impl Default for AllocConfig {
 /// Proposes missing overlay allocations (networks and services together, each task on
 /// its own so one lost race does not hold back the rest).
 async fn allocate(h: &RaftHandle, cfg: &AllocConfig) -> usize {
-    let plan = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let w = read_world(&sm);
+    let plan = h.store().read(|sm| {
+        let w = read_world(sm);
         let (services, tasks, nodes) = (&w.services, &w.tasks, &w.nodes);
-        let networks = super::overlay::overlay_networks(&sm);
+        let networks = super::overlay::overlay_networks(sm);
         let avoid = if networks.iter().any(|n| n.value.alloc.is_none()) {
             (cfg.avoid)()
         } else {
             Vec::new()
         };
-        let attachments = super::attach::list(&sm);
+        let attachments = super::attach::list(sm);
         super::netalloc::allocate(&super::netalloc::Input {
             networks: &networks,
             services,
@@ -87,11 +51,11 @@ async fn allocate(h: &RaftHandle, cfg: &AllocConfig) -> usize {
             pools: &cfg.pools,
             avoid: &avoid,
         })
-    };
+    });
     if plan.is_empty() {
         return 0;
     }
-    let mut batches: Vec<Vec<crate::state::Op>> = Vec::new();
+    let mut batches: Vec<Vec<crate::model::Op>> = Vec::new();
     let head: Vec<_> = plan.networks.into_iter().chain(plan.services).collect();
     if !head.is_empty() {
         batches.push(head);
@@ -118,9 +82,8 @@ pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
         return 0;
     }
     let now = now_ms();
-    let (ops, placed) = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let w = read_world(&sm);
+    let (ops, placed) = h.store().read(|sm| {
+        let w = read_world(sm);
         let ops = reconcile(
             &World {
                 services: &w.services,
@@ -132,7 +95,7 @@ pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
         );
         let placed = placements(&w.tasks, &ops, now);
         (ops, placed)
-    };
+    });
     let n = ops.len();
     if n > 0 {
         match h.propose(Proposal::new(ops)).await {
@@ -154,8 +117,8 @@ pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
 
 /// Seconds from creation to assignment of every task these ops place on a node (tasks
 /// not assigned before), for the scheduling delay histogram.
-fn placements(before: &[Stored<Task>], ops: &[crate::state::Op], now: i64) -> Vec<f64> {
-    use crate::state::Op;
+fn placements(before: &[Stored<Task>], ops: &[crate::model::Op], now: i64) -> Vec<f64> {
+    use crate::model::Op;
     let was_placed = |id: &str| {
         before
             .iter()
@@ -179,11 +142,7 @@ fn placements(before: &[Stored<Task>], ops: &[crate::state::Op], now: i64) -> Ve
 pub fn spawn(h: RaftHandle, alloc: AllocConfig) {
     tokio::spawn(
         async move {
-            let mut events = h
-                .state()
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .subscribe();
+            let mut events = h.store().read(|sm| sm.subscribe());
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 if h.is_stopped() {
@@ -210,7 +169,7 @@ pub fn spawn(h: RaftHandle, alloc: AllocConfig) {
 #[cfg(test)]
 mod placement_metrics {
     use super::*;
-    use crate::state::Op;
+    use crate::model::Op;
 
     fn task(state: TaskState, created_at_ms: i64) -> Task {
         Task {

@@ -1,7 +1,7 @@
 //! Reconciler scenarios, run pass by pass against a simulated store.
 
 use super::*;
-use crate::state::{Availability, Node, NodeStatus, Op};
+use crate::model::{Availability, Node, NodeStatus, Op};
 
 struct Sim {
     services: Vec<Stored<Service>>,

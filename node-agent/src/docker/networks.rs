@@ -51,43 +51,44 @@ async fn all_networks(api: &DockerApi) -> Vec<(skiff_runtime::network::Network, 
     let mut swarm: Vec<skiff_runtime::network::Network> = Vec::new();
     if let Some(h) = api.cluster.as_ref().and_then(|c| c.raft()) {
         use skiff_controller::orchestrator::stack::{StackNetwork, LABEL_STACK};
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        for o in sm.list(skiff_controller::orchestrator::types::KIND_NETWORK) {
-            let Ok(spec) = serde_json::from_slice::<StackNetwork>(&o.spec) else {
-                continue;
-            };
-            if let Some(local) = out.iter_mut().find(|(n, ..)| n.id == o.id) {
-                if !spec.stack.is_empty() {
-                    local
-                        .0
-                        .labels
-                        .insert(LABEL_STACK.into(), spec.stack.clone());
+        h.store().read(|sm| {
+            for o in sm.list(skiff_controller::orchestrator::types::KIND_NETWORK) {
+                let Ok(spec) = serde_json::from_slice::<StackNetwork>(&o.spec) else {
+                    continue;
+                };
+                if let Some(local) = out.iter_mut().find(|(n, ..)| n.id == o.id) {
+                    if !spec.stack.is_empty() {
+                        local
+                            .0
+                            .labels
+                            .insert(LABEL_STACK.into(), spec.stack.clone());
+                    }
+                    continue;
                 }
-                continue;
+                // Just made: the controller has not given it a subnet yet.
+                let (subnet, gateway) = spec
+                    .alloc
+                    .as_ref()
+                    .map(|a| (a.subnet, a.gateway))
+                    .unwrap_or((ipnet::Ipv4Net::default(), std::net::Ipv4Addr::UNSPECIFIED));
+                let mut labels = std::collections::BTreeMap::new();
+                if !spec.stack.is_empty() {
+                    labels.insert(LABEL_STACK.to_string(), spec.stack.clone());
+                }
+                swarm.push(skiff_runtime::network::Network {
+                    id: o.id.clone(),
+                    name: o.name.clone(),
+                    driver: spec.driver.clone(),
+                    subnet,
+                    gateway,
+                    internal: spec.internal,
+                    bridge: String::new(),
+                    created: chrono::DateTime::UNIX_EPOCH,
+                    labels,
+                    overlay: None,
+                });
             }
-            // Just made: the controller has not given it a subnet yet.
-            let (subnet, gateway) = spec
-                .alloc
-                .as_ref()
-                .map(|a| (a.subnet, a.gateway))
-                .unwrap_or((ipnet::Ipv4Net::default(), std::net::Ipv4Addr::UNSPECIFIED));
-            let mut labels = std::collections::BTreeMap::new();
-            if !spec.stack.is_empty() {
-                labels.insert(LABEL_STACK.to_string(), spec.stack.clone());
-            }
-            swarm.push(skiff_runtime::network::Network {
-                id: o.id.clone(),
-                name: o.name.clone(),
-                driver: spec.driver.clone(),
-                subnet,
-                gateway,
-                internal: spec.internal,
-                bridge: String::new(),
-                created: chrono::DateTime::UNIX_EPOCH,
-                labels,
-                overlay: None,
-            });
-        }
+        })
     }
     let mut docs: Vec<_> = out
         .into_iter()

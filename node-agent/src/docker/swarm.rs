@@ -15,9 +15,9 @@ use super::{mux_frame, no_content, ok_json, stream_response, ApiError, DockerApi
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
+use skiff_controller::api::orchestrator::OrchestratorApi;
 use skiff_controller::cluster::api::ClusterApi;
 use skiff_controller::consensus::{RaftError, RaftHandle};
-use skiff_controller::orchestrator::api::OrchestratorApi;
 use skiff_controller::orchestrator::reconcile::Stored;
 use skiff_controller::orchestrator::runner::read_world;
 use skiff_controller::orchestrator::stack::LABEL_STACK;
@@ -135,20 +135,15 @@ struct World {
 
 async fn world(api: &DockerApi) -> Result<(RaftHandle, World)> {
     let h = manager(api).await?;
-    let w = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let w = read_world(&sm);
+    let w = h.store().read(|sm| {
+        let w = read_world(sm);
         World {
             services: w.services.clone(),
             tasks: w.tasks.clone(),
             nodes: w.nodes.clone(),
         }
-    };
+    });
     Ok((h, w))
-}
-
-fn read(h: &RaftHandle) -> std::sync::RwLockReadGuard<'_, StateMachine> {
-    h.state().read().unwrap_or_else(|p| p.into_inner())
 }
 
 fn time_ms(ms: i64) -> String {
@@ -406,24 +401,24 @@ impl Names {
                 networks.insert(n.id.clone(), n.name.clone());
             }
         }
-        let sm = read(h);
-        for o in sm.list(st::KIND_NETWORK) {
-            networks.insert(o.id.clone(), o.name.clone());
-            networks.insert(o.name.clone(), o.name.clone());
-        }
-        let mut files = Vec::new();
-        for kind in [st::KIND_SECRET, st::KIND_CONFIG] {
-            for o in sm.list(kind) {
-                files.push((kind.to_string(), o.id.clone(), o.name.clone()));
+        h.store().read(|sm| {
+            for o in sm.list(st::KIND_NETWORK) {
+                networks.insert(o.id.clone(), o.name.clone());
+                networks.insert(o.name.clone(), o.name.clone());
             }
-        }
-        Names { networks, files }
+            let mut files = Vec::new();
+            for kind in [st::KIND_SECRET, st::KIND_CONFIG] {
+                for o in sm.list(kind) {
+                    files.push((kind.to_string(), o.id.clone(), o.name.clone()));
+                }
+            }
+            Names { networks, files }
+        })
     }
 
     fn net_id(&self, h: &RaftHandle, name: &str) -> String {
-        read(h)
-            .get(st::KIND_NETWORK, name)
-            .map(|o| o.id.clone())
+        h.store()
+            .read(|sm| sm.get(st::KIND_NETWORK, name).map(|o| o.id.clone()))
             .unwrap_or_else(|| name.to_string())
     }
 }
@@ -489,13 +484,15 @@ fn service_doc(
             .vips
             .iter()
             .map(|(n, ip)| {
-                let len = read(h)
-                    .get(st::KIND_NETWORK, n)
-                    .and_then(|o| {
-                        serde_json::from_slice::<
+                let len = h
+                    .store()
+                    .read(|sm| {
+                        sm.get(st::KIND_NETWORK, n).and_then(|o| {
+                            serde_json::from_slice::<
                                 skiff_controller::orchestrator::stack::StackNetwork,
                             >(&o.spec)
                             .ok()
+                        })
                     })
                     .and_then(|n| n.alloc)
                     .map(|a| a.subnet.prefix_len())
@@ -589,7 +586,8 @@ async fn service_create(api: &DockerApi, req: &mut Req) -> Result<Resp> {
     let h = manager(api).await?;
     let names = Names::read(api, &h).await;
     let spec = service_spec::to_skiff(&raw, &names).map_err(spec_error)?;
-    if read_world(&read(&h))
+    if h.store()
+        .read(read_world)
         .services
         .iter()
         .any(|s| s.value.spec.name == spec.name)
@@ -972,30 +970,32 @@ async fn file_list(api: &DockerApi, req: &Req, group: &str) -> Result<Resp> {
     let f = req.query.filters()?;
     f.only(&["id", "label", "name", "names"])?;
     let h = manager(api).await?;
-    let sm = read(&h);
-    let mut out: Vec<Value> = sm
-        .list(kind)
-        .iter()
-        .filter(|o| any_prefix(f.get("id"), &o.id))
-        .filter(|o| any_prefix(f.get("name"), &o.name))
-        .filter(|o| f.get("names").is_empty() || f.get("names").contains(&o.name))
-        .filter(|o| {
-            let c: st::FileContent = serde_json::from_slice(&o.spec).unwrap_or_default();
-            labels_match(f.get("label"), &c.labels)
-        })
-        .map(|o| file_doc(kind, o))
-        .collect();
-    out.sort_by(|a, b| a["Spec"]["Name"].as_str().cmp(&b["Spec"]["Name"].as_str()));
-    ok_json(&out)
+    h.store().read(|sm| {
+        let mut out: Vec<Value> = sm
+            .list(kind)
+            .iter()
+            .filter(|o| any_prefix(f.get("id"), &o.id))
+            .filter(|o| any_prefix(f.get("name"), &o.name))
+            .filter(|o| f.get("names").is_empty() || f.get("names").contains(&o.name))
+            .filter(|o| {
+                let c: st::FileContent = serde_json::from_slice(&o.spec).unwrap_or_default();
+                labels_match(f.get("label"), &c.labels)
+            })
+            .map(|o| file_doc(kind, o))
+            .collect();
+        out.sort_by(|a, b| a["Spec"]["Name"].as_str().cmp(&b["Spec"]["Name"].as_str()));
+        ok_json(&out)
+    })
 }
 
 async fn file_inspect(api: &DockerApi, group: &str, key: &str) -> Result<Resp> {
     let (kind, singular) = kind_of(group);
     let h = manager(api).await?;
-    let sm = read(&h);
-    let o = find_file(&sm, kind, key)
-        .ok_or_else(|| ApiError::not_found(format!("{singular} {key} not found")))?;
-    ok_json(&file_doc(kind, o))
+    h.store().read(|sm| {
+        let o = find_file(sm, kind, key)
+            .ok_or_else(|| ApiError::not_found(format!("{singular} {key} not found")))?;
+        ok_json(&file_doc(kind, o))
+    })
 }
 
 /// Reads a `SecretSpec`/`ConfigSpec` body: name, labels and the base64 data as text.
@@ -1060,7 +1060,7 @@ async fn file_create(api: &DockerApi, req: &mut Req, group: &str) -> Result<Resp
         ApiError::bad_request(format!("invalid {singular} spec: Data is required"))
     })?;
     let h = manager(api).await?;
-    if read(&h).get(kind, &name).is_some() {
+    if h.store().read(|sm| sm.get(kind, &name).is_some()) {
         return Err(ApiError::conflict(format!(
             "rpc error: code = AlreadyExists desc = {singular} {name} already exists"
         )));
@@ -1094,9 +1094,8 @@ async fn file_update(api: &DockerApi, req: &mut Req, group: &str, key: &str) -> 
     })?;
     let (name, labels, data) = file_spec(req, singular).await?;
     let h = manager(api).await?;
-    let (id, cur_version, mut cur) = {
-        let sm = read(&h);
-        let o = find_file(&sm, kind, key)
+    let (id, cur_version, mut cur) = h.store().read(|sm| {
+        let o = find_file(sm, kind, key)
             .ok_or_else(|| ApiError::not_found(format!("{singular} {key} not found")))?;
         let c: st::FileContent = serde_json::from_slice(&o.spec).unwrap_or_default();
         if !name.is_empty() && name != o.name {
@@ -1104,8 +1103,8 @@ async fn file_update(api: &DockerApi, req: &mut Req, group: &str, key: &str) -> 
                 "rpc error: code = InvalidArgument desc = only updates to Labels are allowed ({singular} name)"
             )));
         }
-        (o.id.clone(), o.version, c)
-    };
+        Ok((o.id.clone(), o.version, c))
+    })?;
     if data.as_ref().is_some_and(|d| *d != cur.content) {
         return Err(ApiError::bad_request(
             "rpc error: code = InvalidArgument desc = only updates to Labels are allowed",
@@ -1131,12 +1130,11 @@ async fn file_update(api: &DockerApi, req: &mut Req, group: &str, key: &str) -> 
 async fn file_remove(api: &DockerApi, group: &str, key: &str) -> Result<Resp> {
     let (kind, singular) = kind_of(group);
     let (h, w) = world(api).await?;
-    let (id, name) = {
-        let sm = read(&h);
-        let o = find_file(&sm, kind, key)
-            .ok_or_else(|| ApiError::not_found(format!("{singular} {key} not found")))?;
-        (o.id.clone(), o.name.clone())
-    };
+    let (id, name) = h.store().read(|sm| {
+        find_file(sm, kind, key)
+            .map(|o| (o.id.clone(), o.name.clone()))
+            .ok_or_else(|| ApiError::not_found(format!("{singular} {key} not found")))
+    })?;
     let users: Vec<&str> = w
         .services
         .iter()

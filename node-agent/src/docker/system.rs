@@ -183,62 +183,63 @@ pub(super) fn swarm_info(
     let Some(h) = c.raft().filter(|_| me.role == Role::Manager) else {
         return doc;
     };
-    let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-    let nodes: Vec<_> = sm.nodes().collect();
-    let managers: Vec<_> = nodes.iter().filter(|n| n.role == Role::Manager).collect();
-    if let Some(n) = sm.node(&me.node_id) {
-        if !n.addr.is_empty() {
-            doc["NodeAddr"] = json!(host(&n.addr));
+    h.store().read(|sm| {
+        let nodes: Vec<_> = sm.nodes().collect();
+        let managers: Vec<_> = nodes.iter().filter(|n| n.role == Role::Manager).collect();
+        if let Some(n) = sm.node(&me.node_id) {
+            if !n.addr.is_empty() {
+                doc["NodeAddr"] = json!(host(&n.addr));
+            }
         }
-    }
-    let created = nodes
+        let created = nodes
+            .iter()
+            .map(|n| n.created_at.as_str())
+            .filter(|s| !s.is_empty())
+            .min()
+            .unwrap_or_default()
+            .to_string();
+        doc["ControlAvailable"] = json!(true);
+        doc["Nodes"] = json!(nodes.len());
+        doc["Managers"] = json!(managers.len());
+        doc["RemoteManagers"] = json!(managers
+            .iter()
+            .filter(|n| !n.addr.is_empty())
+            .map(|n| json!({"NodeID": n.id, "Addr": n.addr}))
+            .collect::<Vec<_>>());
+        // Overlay subnets come from the agent's --default-addr-pool, else Swarm's default.
+        let pools: Vec<String> = if api.containers.cfg.network.overlay_pools.is_empty() {
+            skiff_controller::orchestrator::runner::AllocConfig::default().pools
+        } else {
+            api.containers.cfg.network.overlay_pools.clone()
+        }
         .iter()
-        .map(|n| n.created_at.as_str())
-        .filter(|s| !s.is_empty())
-        .min()
-        .unwrap_or_default()
-        .to_string();
-    doc["ControlAvailable"] = json!(true);
-    doc["Nodes"] = json!(nodes.len());
-    doc["Managers"] = json!(managers.len());
-    doc["RemoteManagers"] = json!(managers
-        .iter()
-        .filter(|n| !n.addr.is_empty())
-        .map(|n| json!({"NodeID": n.id, "Addr": n.addr}))
-        .collect::<Vec<_>>());
-    // Overlay subnets come from the agent's --default-addr-pool, else Swarm's default.
-    let pools: Vec<String> = if api.containers.cfg.network.overlay_pools.is_empty() {
-        skiff_controller::orchestrator::runner::AllocConfig::default().pools
-    } else {
-        api.containers.cfg.network.overlay_pools.clone()
-    }
-    .iter()
-    .map(|p| p.to_string())
-    .collect();
-    // The CLI prints Cluster.Spec's fields for a manager; Skiff's values where it has
-    // them, Swarm's defaults otherwise.
-    doc["Cluster"] = json!({
-        "ID": sm.meta().cluster_id,
-        "Version": {"Index": 0},
-        "CreatedAt": created,
-        "UpdatedAt": created,
-        "Spec": {
-            "Name": "default",
-            "Labels": {},
-            "Orchestration": {"TaskHistoryRetentionLimit": 5},
-            "Raft": {"SnapshotInterval": c.cfg.snapshot_every, "KeepOldSnapshots": 0, "LogEntriesForSlowFollowers": 500, "ElectionTick": 10, "HeartbeatTick": 1},
-            "Dispatcher": {"HeartbeatPeriod": c.cfg.heartbeat_period.as_nanos() as u64},
-            "CAConfig": {"NodeCertExpiry": c.cfg.cert_validity.as_nanos() as u64},
-            "TaskDefaults": {},
-            "EncryptionConfig": {"AutoLockManagers": false},
-        },
-        "TLSInfo": {"TrustRoot": "", "CertIssuerSubject": "", "CertIssuerPublicKey": ""},
-        "RootRotationInProgress": false,
-        "DefaultAddrPool": pools,
-        "SubnetSize": skiff_controller::orchestrator::netalloc::DEFAULT_SUBNET_SIZE,
-        "DataPathPort": api.containers.networks.vxlan_port(),
-    });
-    doc
+        .map(|p| p.to_string())
+        .collect();
+        // The CLI prints Cluster.Spec's fields for a manager; Skiff's values where it has
+        // them, Swarm's defaults otherwise.
+        doc["Cluster"] = json!({
+            "ID": sm.meta().cluster_id,
+            "Version": {"Index": 0},
+            "CreatedAt": created,
+            "UpdatedAt": created,
+            "Spec": {
+                "Name": "default",
+                "Labels": {},
+                "Orchestration": {"TaskHistoryRetentionLimit": 5},
+                "Raft": {"SnapshotInterval": c.cfg.snapshot_every, "KeepOldSnapshots": 0, "LogEntriesForSlowFollowers": 500, "ElectionTick": 10, "HeartbeatTick": 1},
+                "Dispatcher": {"HeartbeatPeriod": c.cfg.heartbeat_period.as_nanos() as u64},
+                "CAConfig": {"NodeCertExpiry": c.cfg.cert_validity.as_nanos() as u64},
+                "TaskDefaults": {},
+                "EncryptionConfig": {"AutoLockManagers": false},
+            },
+            "TLSInfo": {"TrustRoot": "", "CertIssuerSubject": "", "CertIssuerPublicKey": ""},
+            "RootRotationInProgress": false,
+            "DefaultAddrPool": pools,
+            "SubnetSize": skiff_controller::orchestrator::netalloc::DEFAULT_SUBNET_SIZE,
+            "DataPathPort": api.containers.networks.vxlan_port(),
+        });
+        doc
+    })
 }
 
 /// A point in time as the events endpoint takes it, in unix nanoseconds: the CLI's

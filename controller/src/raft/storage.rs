@@ -119,7 +119,7 @@ pub struct DiskStorage {
     buf: Vec<u8>,
     /// The live state machine: snapshots sent to followers are cut from it on demand, so
     /// a new member always gets one that already lists it as a voter.
-    live: Option<std::sync::Arc<std::sync::RwLock<crate::state::StateMachine>>>,
+    live: Option<crate::store::SharedState>,
 }
 
 /// Runs once an asynchronous append is durable, or failed.
@@ -557,10 +557,7 @@ impl DiskStorage {
     }
 
     /// Lets [`Storage::snapshot`] cut snapshots from the running state machine.
-    pub fn attach_state(
-        &mut self,
-        sm: std::sync::Arc<std::sync::RwLock<crate::state::StateMachine>>,
-    ) {
+    pub fn attach_state(&mut self, sm: crate::store::SharedState) {
         self.live = Some(sm);
     }
 
@@ -852,11 +849,9 @@ impl Storage for DiskStorage {
         }
         // Called on the raft task, so the state machine and the conf state are in step.
         if let Some(sm) = &self.live {
-            let sm = sm.read().unwrap_or_else(|p| p.into_inner());
-            let index = sm.applied();
-            let data = sm
-                .snapshot_data()
-                .map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
+            let (index, data) = sm.read(|sm| (sm.applied(), sm.snapshot_data()));
+            let data =
+                data.map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
             let mut snap = Snapshot {
                 data: data.into(),
                 ..Default::default()

@@ -2,7 +2,7 @@
 //! controller stores: names are prefixed with the stack (`hello_web`), networks and
 //! named volumes likewise, and Swarm's labels mark what belongs to the stack.
 
-use super::types::*;
+use super::services::*;
 use skiff_stack::spec as st;
 use std::collections::BTreeMap;
 
@@ -47,7 +47,19 @@ pub struct StackNetwork {
     pub stack: String,
     /// Overlay networks: subnet, VNI and per-node addresses, set by the controller.
     #[serde(default)]
-    pub alloc: Option<super::netalloc::NetAlloc>,
+    pub alloc: Option<NetAlloc>,
+}
+
+/// What the controller allocated for an overlay network.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetAlloc {
+    pub subnet: ipnet::Ipv4Net,
+    /// Every node's bridge carries it: containers' default route, never sent across hosts.
+    pub gateway: std::net::Ipv4Addr,
+    pub vni: u32,
+    /// Nodes taking part → the node's own address on the network.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, std::net::Ipv4Addr>,
 }
 
 /// Converts every service of the stack.

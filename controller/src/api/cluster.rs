@@ -2,11 +2,13 @@
 //! store later layers use), served on the agent's unix socket. Only managers answer;
 //! reads are linearizable (a ReadIndex barrier first).
 
-use super::service::raft_status;
-use super::{clients, new_raft_id, Cluster};
 use crate::ca::{self, JoinToken};
-use crate::consensus::RaftHandle;
-use crate::state::{self, Availability, Node, NodeStatus, Op, Proposal, Role};
+use crate::model::new_raft_id;
+use crate::model::{self, Availability, Node, NodeStatus, Op, Proposal, Role};
+use crate::orchestrator::membership::Membership;
+use crate::raft::consensus::RaftHandle;
+use crate::raft::wire::{object_pb, raft_status};
+use crate::store::clients;
 use skiff_proto::cluster as pb;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,22 +16,10 @@ use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct ClusterApi {
-    pub cluster: Arc<Cluster>,
+    pub cluster: Arc<dyn Membership>,
 }
 
 const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
-
-pub(crate) fn object_pb(o: &state::Object) -> pb::Object {
-    pb::Object {
-        kind: o.kind.clone(),
-        id: o.id.clone(),
-        name: o.name.clone(),
-        version: o.version,
-        spec: o.spec.clone(),
-        created_index: o.created_index,
-        updated_index: o.updated_index,
-    }
-}
 
 impl ClusterApi {
     async fn manager(&self) -> Result<RaftHandle, Status> {
@@ -73,12 +63,11 @@ impl ClusterApi {
     }
 
     fn find(h: &RaftHandle, key: &str) -> Result<Node, Status> {
-        h.state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .find_node(key)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("node {key} not found")))
+        h.store().read(|sm| {
+            sm.find_node(key)
+                .cloned()
+                .ok_or_else(|| Status::not_found(format!("node {key} not found")))
+        })
     }
 }
 
@@ -102,33 +91,34 @@ impl pb::cluster_server::Cluster for ClusterApi {
             }));
         };
         let st = h.status();
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let leader = sm
-            .nodes()
-            .find(|n| n.raft_id == st.leader_id && st.leader_id != 0)
-            .map(|n| n.id.clone())
-            .unwrap_or_default();
-        Ok(Response::new(pb::ClusterInfo {
-            cluster_id: sm.meta().cluster_id.clone(),
-            node_id: me.node_id,
-            is_manager: true,
-            leader_id: leader,
-            term: st.term,
-            commit_index: st.commit,
-            applied_index: st.applied,
-            managers: sm
+        h.store().read(|sm| {
+            let leader = sm
                 .nodes()
-                .filter(|n| n.role == Role::Manager)
-                .map(|n| Self::node_pb(&h, n))
-                .collect(),
-            nodes: sm.nodes().count() as u32,
-            ca_digest: ca::cert_digest(&sm.meta().ca_cert_pem).unwrap_or_default(),
-            listen_addr: self
-                .cluster
-                .listen_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-        }))
+                .find(|n| n.raft_id == st.leader_id && st.leader_id != 0)
+                .map(|n| n.id.clone())
+                .unwrap_or_default();
+            Ok(Response::new(pb::ClusterInfo {
+                cluster_id: sm.meta().cluster_id.clone(),
+                node_id: me.node_id,
+                is_manager: true,
+                leader_id: leader,
+                term: st.term,
+                commit_index: st.commit,
+                applied_index: st.applied,
+                managers: sm
+                    .nodes()
+                    .filter(|n| n.role == Role::Manager)
+                    .map(|n| Self::node_pb(&h, n))
+                    .collect(),
+                nodes: sm.nodes().count() as u32,
+                ca_digest: ca::cert_digest(&sm.meta().ca_cert_pem).unwrap_or_default(),
+                listen_addr: self
+                    .cluster
+                    .listen_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            }))
+        })
     }
 
     async fn join_token(
@@ -148,24 +138,25 @@ impl pb::cluster_server::Cluster for ClusterApi {
             .await
             .map_err(raft_status)?;
         }
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let meta = sm.meta();
-        let digest =
-            ca::cert_digest(&meta.ca_cert_pem).map_err(|e| Status::internal(e.to_string()))?;
-        let secret = match role {
-            Role::Worker => &meta.worker_secret,
-            Role::Manager => &meta.manager_secret,
-        };
-        let st = h.status();
-        let addr = sm
-            .nodes()
-            .find(|n| n.raft_id == st.leader_id)
-            .map(|n| n.addr.clone())
-            .unwrap_or_default();
-        Ok(Response::new(pb::JoinTokenResponse {
-            token: JoinToken::new(&digest, secret).to_string(),
-            addr,
-        }))
+        h.store().read(|sm| {
+            let meta = sm.meta();
+            let digest =
+                ca::cert_digest(&meta.ca_cert_pem).map_err(|e| Status::internal(e.to_string()))?;
+            let secret = match role {
+                Role::Worker => &meta.worker_secret,
+                Role::Manager => &meta.manager_secret,
+            };
+            let st = h.status();
+            let addr = sm
+                .nodes()
+                .find(|n| n.raft_id == st.leader_id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            Ok(Response::new(pb::JoinTokenResponse {
+                token: JoinToken::new(&digest, secret).to_string(),
+                addr,
+            }))
+        })
     }
 
     async fn node_list(
@@ -173,10 +164,11 @@ impl pb::cluster_server::Cluster for ClusterApi {
         _: Request<pb::Empty>,
     ) -> Result<Response<pb::NodeListResponse>, Status> {
         let h = self.manager().await?;
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        Ok(Response::new(pb::NodeListResponse {
-            nodes: sm.nodes().map(|n| Self::node_pb(&h, n)).collect(),
-        }))
+        h.store().read(|sm| {
+            Ok(Response::new(pb::NodeListResponse {
+                nodes: sm.nodes().map(|n| Self::node_pb(&h, n)).collect(),
+            }))
+        })
     }
 
     async fn node_inspect(
@@ -223,12 +215,8 @@ impl pb::cluster_server::Cluster for ClusterApi {
             }
             Some(Role::Worker) if n.role == Role::Manager => {
                 let managers = h
-                    .state()
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .nodes()
-                    .filter(|m| m.role == Role::Manager)
-                    .count();
+                    .store()
+                    .read(|sm| sm.nodes().filter(|m| m.role == Role::Manager).count());
                 if managers <= 1 {
                     return Err(Status::failed_precondition(
                         "attempting to demote the last manager of the cluster",
@@ -298,7 +286,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
                 "create" => Op::Create {
                     kind: o.kind,
                     id: if o.id.is_empty() {
-                        state::new_id()
+                        model::new_id()
                     } else {
                         o.id
                     },
@@ -337,11 +325,12 @@ impl pb::cluster_server::Cluster for ClusterApi {
     async fn get(&self, req: Request<pb::ObjectRef>) -> Result<Response<pb::Object>, Status> {
         let h = self.manager().await?;
         let r = req.into_inner();
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let o = sm
-            .get(&r.kind, &r.id)
-            .ok_or_else(|| Status::not_found(format!("{} {} not found", r.kind, r.id)))?;
-        Ok(Response::new(object_pb(o)))
+        h.store().read(|sm| {
+            let o = sm
+                .get(&r.kind, &r.id)
+                .ok_or_else(|| Status::not_found(format!("{} {} not found", r.kind, r.id)))?;
+            Ok(Response::new(object_pb(o)))
+        })
     }
 
     async fn list(
@@ -349,12 +338,13 @@ impl pb::cluster_server::Cluster for ClusterApi {
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         let h = self.manager().await?;
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let objects = sm.list(&req.get_ref().kind).iter().map(object_pb).collect();
-        Ok(Response::new(pb::ListResponse {
-            objects,
-            index: sm.applied(),
-        }))
+        h.store().read(|sm| {
+            let objects = sm.list(&req.get_ref().kind).iter().map(object_pb).collect();
+            Ok(Response::new(pb::ListResponse {
+                objects,
+                index: sm.applied(),
+            }))
+        })
     }
 
     type WatchStream = WatchStream;
@@ -363,10 +353,9 @@ impl pb::cluster_server::Cluster for ClusterApi {
         let h = self.manager().await?;
         let kind = req.into_inner().kind;
         // List and subscribe under one lock: nothing falls between them.
-        let (existing, mut rx, index) = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-            (sm.list(&kind), sm.subscribe(), sm.applied())
-        };
+        let (existing, mut rx, index) = h
+            .store()
+            .read(|sm| (sm.list(&kind), sm.subscribe(), sm.applied()));
         let (tx, out) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             for o in existing {
@@ -419,11 +408,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
             .raft()
             .filter(|h| !h.is_stopped())
             .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))?;
-        let (index, hash) = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .state_hash();
+        let (index, hash) = h.store().read(|sm| sm.state_hash());
         Ok(Response::new(pb::StateHashResponse { hash, index }))
     }
 
@@ -444,12 +429,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
                 "certificate validity must be between 1 minute and 10 years",
             ));
         }
-        let meta = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .meta()
-            .clone();
+        let meta = h.store().read(|sm| sm.meta().clone());
         let ca = ca::Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)
             .map_err(|e| Status::internal(e.to_string()))?;
         let cert_pem = ca
@@ -464,7 +444,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
             ca::cert_identity(&der).map_err(|e| Status::internal(e.to_string()))?;
         let id = ca::client_identity(&der)
             .ok_or_else(|| Status::internal("the signed certificate names no client"))?;
-        let now_ms = crate::orchestrator::runner::now_ms();
+        let now_ms = crate::model::now_ms();
         let record = clients::ClientCertRecord {
             name: id.name,
             serial: id.serial.clone(),
@@ -474,10 +454,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
         };
         // Recorded before it is handed out, so every certificate in use can be revoked;
         // records of expired certificates go in the same batch.
-        let mut ops = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-            clients::expired_ops(&sm, now_ms)
-        };
+        let mut ops = h.store().read(|sm| clients::expired_ops(sm, now_ms));
         ops.push(clients::issue_op(&record).map_err(|e| Status::internal(e.to_string()))?);
         h.propose(Proposal::new(ops)).await.map_err(raft_status)?;
         let not_after = rfc3339_ms(record.not_after_ms);
@@ -495,15 +472,16 @@ impl pb::cluster_server::Cluster for ClusterApi {
         _req: Request<pb::Empty>,
     ) -> Result<Response<pb::ClientCertList>, Status> {
         let h = self.manager().await?;
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        let now_ms = crate::orchestrator::runner::now_ms();
-        Ok(Response::new(pb::ClientCertList {
-            certs: clients::list(&sm)
-                .into_iter()
-                .filter(|r| r.value.not_after_ms >= now_ms)
-                .map(|r| client_cert_pb(&r.value))
-                .collect(),
-        }))
+        h.store().read(|sm| {
+            let now_ms = crate::model::now_ms();
+            Ok(Response::new(pb::ClientCertList {
+                certs: clients::list(sm)
+                    .into_iter()
+                    .filter(|r| r.value.not_after_ms >= now_ms)
+                    .map(|r| client_cert_pb(&r.value))
+                    .collect(),
+            }))
+        })
     }
 
     /// Takes effect on the next request of the certificate on any node's API port, also
@@ -515,11 +493,10 @@ impl pb::cluster_server::Cluster for ClusterApi {
     ) -> Result<Response<pb::ClientCertList>, Status> {
         let h = self.manager().await?;
         let who = req.into_inner().name_or_serial;
-        let (ops, records) = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-            clients::revoke_ops(&sm, &who, crate::orchestrator::runner::now_ms())
-                .map_err(|e| Status::not_found(e.to_string()))?
-        };
+        let (ops, records) = h
+            .store()
+            .read(|sm| clients::revoke_ops(sm, &who, crate::model::now_ms()))
+            .map_err(|e| Status::not_found(e.to_string()))?;
         if !ops.is_empty() {
             h.propose(Proposal::new(ops)).await.map_err(raft_status)?;
         }

@@ -5,8 +5,8 @@
 //! (managers read their state; workers get the list with their assignments). Records
 //! go once their certificate has expired: the TLS handshake refuses it by then anyway.
 
-use crate::orchestrator::reconcile::Stored;
-use crate::state::{Op, StateMachine};
+use super::{StateMachine, Stored};
+use crate::model::Op;
 use serde::{Deserialize, Serialize};
 
 pub const KIND_CLIENT_CERT: &str = "clientcert";
@@ -44,8 +44,7 @@ pub fn issue_op(rec: &ClientCertRecord) -> Result<Op, ClientsError> {
 
 /// Every record, oldest first.
 pub fn list(sm: &StateMachine) -> Vec<Stored<ClientCertRecord>> {
-    let mut out: Vec<Stored<ClientCertRecord>> =
-        crate::orchestrator::runner::decode(sm, KIND_CLIENT_CERT);
+    let mut out: Vec<Stored<ClientCertRecord>> = crate::store::decode(sm, KIND_CLIENT_CERT);
     out.sort_by(|a, b| {
         (a.value.issued_ms, &a.value.serial).cmp(&(b.value.issued_ms, &b.value.serial))
     });
@@ -63,12 +62,11 @@ pub fn is_revoked(sm: &StateMachine, serial: &str) -> bool {
 /// The serials of revoked certificates, sorted (what workers are sent, with every
 /// assignment set: kept to a decode and a filter).
 pub fn revoked_serials(sm: &StateMachine) -> Vec<String> {
-    let mut v: Vec<String> =
-        crate::orchestrator::runner::decode::<ClientCertRecord>(sm, KIND_CLIENT_CERT)
-            .into_iter()
-            .filter(|r| r.value.revoked_ms.is_some())
-            .map(|r| r.value.serial)
-            .collect();
+    let mut v: Vec<String> = crate::store::decode::<ClientCertRecord>(sm, KIND_CLIENT_CERT)
+        .into_iter()
+        .filter(|r| r.value.revoked_ms.is_some())
+        .map(|r| r.value.serial)
+        .collect();
     v.sort();
     v
 }
@@ -122,7 +120,7 @@ pub fn revoke_ops(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Proposal;
+    use crate::model::Proposal;
 
     fn rec(name: &str, serial: &str, issued_ms: i64, not_after_ms: i64) -> ClientCertRecord {
         ClientCertRecord {
@@ -167,7 +165,7 @@ mod tests {
         apply(&mut sm, ops);
         assert!(is_revoked(&sm, "0c"));
         assert_eq!(
-            revoke_ops(&sm, "carol", 30).expect_err("unknown client"),
+            revoke_ops(&sm, "carol", 30).expect_err("carol is unknown"),
             ClientsError::Unknown("carol".into())
         );
 

@@ -6,43 +6,19 @@
 //! reading of the state ([`ControllerCollector`]: raft term and indexes, leadership,
 //! tasks by state, nodes by status), computed on each scrape and never in a loop.
 
-use crate::cluster::Cluster;
-use crate::orchestrator::types::{TaskState, KIND_TASK};
+use crate::model::{TaskState, KIND_TASK};
+use crate::orchestrator::membership::Membership;
+pub use crate::raft::metrics::ControllerMetrics;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Counted as it happens; cheap to update (atomics).
-#[derive(Debug)]
-pub struct ControllerMetrics {
-    /// From `RaftHandle::propose` to the outcome applied on this manager.
-    pub proposal_duration: Histogram,
-    /// From a task's creation to its placement on a node (leader's reconciler).
-    pub scheduling_delay: Histogram,
-    /// A new (non-empty) leader seen by this manager's raft node.
-    pub leader_changes: Counter,
-}
-
-impl Default for ControllerMetrics {
-    fn default() -> Self {
-        ControllerMetrics {
-            // 0.5 ms .. ~8 s: one fsync on a fast disk up to a request timeout.
-            proposal_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
-            // 1 ms .. ~65 s: an immediate placement up to a task waiting for a node.
-            scheduling_delay: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
-            leader_changes: Counter::default(),
-        }
-    }
-}
-
 impl ControllerMetrics {
     /// Registers the counted metrics and the on-scrape collector for `cluster`.
-    pub fn register(self: &Arc<Self>, cluster: Arc<Cluster>, reg: &mut Registry) {
+    pub fn register(self: &Arc<Self>, cluster: Arc<dyn Membership>, reg: &mut Registry) {
         reg.register_with_unit(
             "skiff_raft_proposal_duration",
             "Time from proposing a change to it being applied on this manager",
@@ -67,7 +43,7 @@ impl ControllerMetrics {
 /// Reads raft status and the replicated state at scrape time (managers only; a worker
 /// exposes none of these).
 pub struct ControllerCollector {
-    cluster: Arc<Cluster>,
+    cluster: Arc<dyn Membership>,
 }
 
 impl std::fmt::Debug for ControllerCollector {
@@ -114,13 +90,12 @@ const TASK_STATES: [TaskState; 11] = [
 ];
 
 /// Reads a manager's view: `None` on a worker.
-pub fn snapshot(cluster: &Cluster) -> Option<Snapshot> {
+pub fn snapshot(cluster: &dyn Membership) -> Option<Snapshot> {
     let h = cluster.raft().filter(|h| !h.is_stopped())?;
     let st = h.status();
     // Copy the task specs out under the read lock; decode after releasing it so a
     // scrape never holds up the apply loop for long.
-    let (specs, nodes) = {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+    let (specs, nodes) = h.store().read(|sm| {
         let specs: Vec<Vec<u8>> = sm.list(KIND_TASK).into_iter().map(|o| o.spec).collect();
         let mut nodes: BTreeMap<&'static str, u64> = BTreeMap::new();
         for s in ["ready", "down", "unknown"] {
@@ -130,7 +105,7 @@ pub fn snapshot(cluster: &Cluster) -> Option<Snapshot> {
             *nodes.entry(n.status.as_str()).or_default() += 1;
         }
         (specs, nodes)
-    };
+    });
     Some(Snapshot {
         term: st.term,
         commit: st.commit,
@@ -223,7 +198,7 @@ pub fn encode_snapshot(s: &Snapshot, mut enc: DescriptorEncoder) -> Result<(), s
 
 impl Collector for ControllerCollector {
     fn encode(&self, enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        match snapshot(&self.cluster) {
+        match snapshot(&*self.cluster) {
             Some(s) => encode_snapshot(&s, enc),
             None => Ok(()),
         }

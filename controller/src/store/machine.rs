@@ -11,287 +11,16 @@
 //! Every change is published on a broadcast channel ([`StateMachine::subscribe`]) so a
 //! reconciler can watch without polling.
 
+use crate::model::{
+    Action, ApplyError, ApplyResult, ClusterMeta, Event, Node, Object, Op, Outcome, Proposal, Role,
+    NODE_KIND,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// How many request IDs are remembered for de-duplication.
 const REMEMBERED_REQUESTS: usize = 100_000;
-/// Node "kind" used in watch events.
-pub const NODE_KIND: &str = "node";
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    #[default]
-    Worker,
-    Manager,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Worker => "worker",
-            Role::Manager => "manager",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "worker" => Some(Role::Worker),
-            "manager" => Some(Role::Manager),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Availability {
-    #[default]
-    Active,
-    Pause,
-    Drain,
-}
-
-impl Availability {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Availability::Active => "active",
-            Availability::Pause => "pause",
-            Availability::Drain => "drain",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Availability> {
-        match s {
-            "active" => Some(Availability::Active),
-            "pause" => Some(Availability::Pause),
-            "drain" => Some(Availability::Drain),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeStatus {
-    #[default]
-    Unknown,
-    Ready,
-    Down,
-}
-
-impl NodeStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeStatus::Unknown => "unknown",
-            NodeStatus::Ready => "ready",
-            NodeStatus::Down => "down",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct Node {
-    pub id: String,
-    /// Raft member ID while a manager (0 for workers).
-    pub raft_id: u64,
-    pub hostname: String,
-    pub role: Role,
-    pub availability: Availability,
-    pub status: NodeStatus,
-    /// Advertised cluster address (host:port), if the node listens.
-    pub addr: String,
-    /// The IP other nodes send overlay (VXLAN) traffic to: the advertised address, or
-    /// the address the node joined from.
-    #[serde(default)]
-    pub data_addr: String,
-    pub engine_version: String,
-    pub labels: BTreeMap<String, String>,
-    pub version: u64,
-    pub created_at: String,
-    pub updated_at: String,
-    /// What the node reports of itself (absent from nodes that never reported).
-    #[serde(default)]
-    pub description: NodeDescription,
-}
-
-/// What a node reports of itself, as Swarm's node description: its capacity (which
-/// task reservations are placed against) and the engine labels its agent was started
-/// with (`engine.labels.KEY` constraints), plus its platform.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct NodeDescription {
-    pub nano_cpus: i64,
-    pub memory_bytes: i64,
-    #[serde(default)]
-    pub engine_labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub arch: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct Object {
-    pub kind: String,
-    pub id: String,
-    pub name: String,
-    /// Starts at 1; bumped by every update (optimistic concurrency).
-    pub version: u64,
-    /// Opaque to the controller (JSON by convention).
-    #[serde(with = "crate::codec::b64")]
-    pub spec: Vec<u8>,
-    pub created_index: u64,
-    pub updated_index: u64,
-}
-
-/// The cluster's identity, created once by the first manager.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct ClusterMeta {
-    pub cluster_id: String,
-    pub ca_cert_pem: String,
-    pub ca_key_pem: String,
-    pub worker_secret: String,
-    pub manager_secret: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Op {
-    /// Sets the cluster identity (bootstrap only; refused once set).
-    InitCluster {
-        meta: ClusterMeta,
-    },
-    RotateToken {
-        role: Role,
-        secret: String,
-    },
-    /// Adds a node or replaces it whole (join).
-    PutNode {
-        node: Node,
-    },
-    UpdateNode {
-        id: String,
-        #[serde(default)]
-        availability: Option<Availability>,
-        #[serde(default)]
-        label_add: BTreeMap<String, String>,
-        #[serde(default)]
-        label_rm: Vec<String>,
-        #[serde(default)]
-        role: Option<Role>,
-        #[serde(default)]
-        status: Option<NodeStatus>,
-        #[serde(default)]
-        raft_id: Option<u64>,
-        #[serde(default)]
-        addr: Option<String>,
-    },
-    /// Removes a node for good: its ID can never join again.
-    RemoveNode {
-        id: String,
-    },
-    /// Records what a node reports of itself (sent with its heartbeats).
-    DescribeNode {
-        id: String,
-        description: NodeDescription,
-    },
-    Create {
-        kind: String,
-        id: String,
-        name: String,
-        #[serde(with = "crate::codec::b64")]
-        spec: Vec<u8>,
-    },
-    Update {
-        kind: String,
-        id: String,
-        #[serde(with = "crate::codec::b64")]
-        spec: Vec<u8>,
-        #[serde(default)]
-        expected_version: u64,
-    },
-    Delete {
-        kind: String,
-        id: String,
-        #[serde(default)]
-        expected_version: u64,
-    },
-}
-
-/// One replicated log entry's payload.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Proposal {
-    pub request_id: String,
-    /// RFC 3339 time chosen by the proposer (the state machine reads no clock).
-    pub at: String,
-    pub ops: Vec<Op>,
-}
-
-impl Proposal {
-    pub fn new(ops: Vec<Op>) -> Proposal {
-        Proposal {
-            request_id: new_id(),
-            at: chrono::Utc::now().to_rfc3339(),
-            ops,
-        }
-    }
-}
-
-/// Why a proposal was rejected: a deterministic verdict, the same on every manager.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
-pub enum ApplyError {
-    #[error("{kind} {id} not found")]
-    NotFound { kind: String, id: String },
-    #[error("{kind} with name {name:?} already exists")]
-    NameConflict { kind: String, name: String },
-    #[error("{kind} {id} already exists")]
-    IdConflict { kind: String, id: String },
-    #[error("{kind} {id} is at version {actual}, not {expected}: it changed since it was read")]
-    VersionMismatch {
-        kind: String,
-        id: String,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("node {0} was removed from the cluster and cannot rejoin with that identity")]
-    Removed(String),
-    #[error("invalid: {0}")]
-    Invalid(String),
-}
-
-/// What a successful proposal changed, in op order.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct Outcome {
-    pub index: u64,
-    pub objects: Vec<Object>,
-}
-
-pub type ApplyResult = Result<Outcome, ApplyError>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Created,
-    Updated,
-    Deleted,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Created => "created",
-            Action::Updated => "updated",
-            Action::Deleted => "deleted",
-        }
-    }
-}
-
-/// A change, published after it was applied at `index`.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub index: u64,
-    pub action: Action,
-    pub object: Object,
-}
 
 /// The serialisable image of the state machine (snapshots).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -305,9 +34,9 @@ pub struct Store {
     pub requests: VecDeque<(String, ApplyResult)>,
     pub applied: u64,
     /// The most recent cluster events (service and node changes), oldest first, for
-    /// `skiff events --since` on any manager (see [`crate::events`]).
+    /// `skiff events --since` on any manager (see [`crate::model::events`]).
     #[serde(default)]
-    pub events: VecDeque<crate::events::ClusterEvent>,
+    pub events: VecDeque<crate::model::events::ClusterEvent>,
 }
 
 /// The store plus its indexes and change feed.
@@ -316,20 +45,10 @@ pub struct StateMachine {
     names: HashMap<(String, String), String>,
     seen: HashMap<String, ApplyResult>,
     events: tokio::sync::broadcast::Sender<Arc<Event>>,
-    cluster_events: tokio::sync::broadcast::Sender<crate::events::ClusterEvent>,
+    cluster_events: tokio::sync::broadcast::Sender<crate::model::events::ClusterEvent>,
     /// Values derived from the current contents (see [`Self::memo`]); emptied by every
     /// change.
     memo: std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
-}
-
-/// A random 25-character ID (Swarm's shape), base 36.
-pub fn new_id() -> String {
-    use rand::RngExt;
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    (0..25)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 fn node_object(n: &Node, index: u64) -> Object {
@@ -416,7 +135,7 @@ impl StateMachine {
     }
 
     /// Recorded cluster events at or after `since` (nanoseconds; 0: none).
-    pub fn cluster_events(&self, since: i64) -> Vec<crate::events::ClusterEvent> {
+    pub fn cluster_events(&self, since: i64) -> Vec<crate::model::events::ClusterEvent> {
         if since <= 0 {
             return vec![];
         }
@@ -432,7 +151,7 @@ impl StateMachine {
     /// [`Self::cluster_events`] so none falls between the two.
     pub fn subscribe_cluster_events(
         &self,
-    ) -> tokio::sync::broadcast::Receiver<crate::events::ClusterEvent> {
+    ) -> tokio::sync::broadcast::Receiver<crate::model::events::ClusterEvent> {
         self.cluster_events.subscribe()
     }
 
@@ -512,7 +231,7 @@ impl StateMachine {
         let res = self.plan(index, p, &mut scratch);
         let res = match res {
             Ok(objects) => {
-                self.commit(index, crate::events::proposal_time(&p.at), scratch);
+                self.commit(index, crate::model::events::proposal_time(&p.at), scratch);
                 Ok(Outcome { index, objects })
             }
             Err(e) => Err(e),
@@ -781,7 +500,7 @@ impl StateMachine {
         let mut events = Vec::new();
         let mut cluster_events = Vec::new();
         for (id, n) in s.nodes {
-            cluster_events.extend(crate::events::derive_node(
+            cluster_events.extend(crate::model::events::derive_node(
                 at,
                 index,
                 self.store.nodes.get(&id),
@@ -819,7 +538,7 @@ impl StateMachine {
         for ((kind, id), o) in s.objects {
             let m = self.store.objects.entry(kind.clone()).or_default();
             if let Some(old) = m.get(&id) {
-                if o.is_some() && kind == crate::orchestrator::types::KIND_SERVICE {
+                if o.is_some() && kind == crate::model::KIND_SERVICE {
                     before.insert((kind.clone(), id.clone()), old.clone());
                 }
             }
@@ -852,7 +571,7 @@ impl StateMachine {
                 },
             };
             let old = before.get(&(kind, id));
-            cluster_events.extend(crate::events::derive_object(
+            cluster_events.extend(crate::model::events::derive_object(
                 at, index, action, old, &object,
             ));
             events.push(Event {
@@ -865,7 +584,7 @@ impl StateMachine {
             let _ = self.events.send(Arc::new(e));
         }
         for e in cluster_events {
-            if self.store.events.len() >= crate::events::HISTORY {
+            if self.store.events.len() >= crate::model::events::HISTORY {
                 self.store.events.pop_front();
             }
             self.store.events.push_back(e.clone());
@@ -888,6 +607,7 @@ struct Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Availability;
 
     fn create(kind: &str, id: &str, name: &str) -> Op {
         Op::Create {
@@ -1056,5 +776,121 @@ mod tests {
             .apply(4, &prop("d", vec![Op::PutNode { node }]))
             .expect_err("stale rejoin");
         assert!(matches!(err, ApplyError::Removed(_)));
+    }
+}
+
+/// Cluster events as the state machine records them on apply.
+#[cfg(test)]
+mod cluster_event_tests {
+    use super::*;
+    use crate::model::events::fixtures::{node, service_obj};
+    use crate::model::events::{proposal_time, HISTORY};
+    use crate::model::{NodeStatus, KIND_SERVICE};
+
+    #[test]
+    fn the_state_machine_records_replayable_events() {
+        let prop = |id: &str, at: &str, ops: Vec<Op>| Proposal {
+            request_id: id.into(),
+            at: at.into(),
+            ops,
+        };
+        let mut sm = StateMachine::default();
+        let mut live = sm.subscribe_cluster_events();
+        let svc = service_obj(1, "busybox", None);
+        sm.apply(
+            1,
+            &prop(
+                "a",
+                "2024-01-01T00:00:01Z",
+                vec![
+                    Op::PutNode {
+                        node: node(NodeStatus::Unknown),
+                    },
+                    Op::Create {
+                        kind: KIND_SERVICE.into(),
+                        id: "s1".into(),
+                        name: "web".into(),
+                        spec: svc.spec.clone(),
+                    },
+                ],
+            ),
+        )
+        .expect("apply");
+        let scaled = service_obj(4, "busybox", None);
+        sm.apply(
+            2,
+            &prop(
+                "b",
+                "2024-01-01T00:00:02Z",
+                vec![Op::Update {
+                    kind: KIND_SERVICE.into(),
+                    id: "s1".into(),
+                    spec: scaled.spec.clone(),
+                    expected_version: 0,
+                }],
+            ),
+        )
+        .expect("apply");
+        // A rejected proposal records nothing.
+        assert!(sm
+            .apply(
+                3,
+                &prop(
+                    "c",
+                    "2024-01-01T00:00:03Z",
+                    vec![Op::RemoveNode { id: "x".into() }]
+                )
+            )
+            .is_err());
+        let t1 = proposal_time("2024-01-01T00:00:01Z");
+        let t2 = proposal_time("2024-01-01T00:00:02Z");
+        let all = sm.cluster_events(1);
+        let summary: Vec<_> = all
+            .iter()
+            .map(|e| (e.kind.as_str(), e.action.as_str(), e.time_unix_nanos))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("node", "join", t1),
+                ("service", "create", t1),
+                ("service", "update", t2)
+            ]
+        );
+        assert_eq!(all[2].attributes["replicas.new"], "4");
+        assert_eq!(sm.cluster_events(t2).len(), 1, "--since filters by time");
+        assert!(
+            sm.cluster_events(0).is_empty(),
+            "since 0 means only new events"
+        );
+        let streamed: Vec<_> = std::iter::from_fn(|| live.try_recv().ok()).collect();
+        assert_eq!(streamed, all);
+        // Snapshots carry the history: a restored manager replays the same events.
+        let mut restored = StateMachine::default();
+        restored
+            .restore(&sm.snapshot_data().expect("snapshot"))
+            .expect("restore");
+        assert_eq!(restored.cluster_events(1), all);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut sm = StateMachine::default();
+        for i in 0..(HISTORY as u64 + 10) {
+            let p = Proposal {
+                request_id: format!("r{i}"),
+                at: "2024-01-01T00:00:01Z".into(),
+                ops: vec![Op::Create {
+                    kind: KIND_SERVICE.into(),
+                    id: format!("s{i}"),
+                    name: format!("svc{i}"),
+                    spec: b"{}".to_vec(),
+                }],
+            };
+            sm.apply(i + 1, &p).expect("apply");
+        }
+        let all = sm.cluster_events(1);
+        assert_eq!(all.len(), HISTORY);
+        assert_eq!(all[0].actor_id, "s10", "the oldest are dropped first");
     }
 }

@@ -2,13 +2,13 @@
 //! managers. Writes are single raft proposals (a stack deploy is atomic); reads are
 //! linearizable (a ReadIndex barrier first).
 
-use super::reconcile::Stored;
-use super::runner::read_world;
-use super::stack::{self, LABEL_STACK};
-use super::types::*;
-use crate::cluster::Cluster;
-use crate::consensus::{RaftError, RaftHandle};
-use crate::state::{new_id, Op, Proposal};
+use crate::model::stack::{self, LABEL_STACK};
+use crate::model::*;
+use crate::model::{new_id, Op, Proposal};
+use crate::orchestrator::membership::Membership;
+use crate::raft::consensus::{RaftError, RaftHandle};
+use crate::store::read_world;
+use crate::store::Stored;
 use skiff_proto::orchestrator as pb;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,11 +16,11 @@ use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct OrchestratorApi {
-    pub cluster: Arc<Cluster>,
+    pub cluster: Arc<dyn Membership>,
 }
 
 fn raft_status(e: RaftError) -> Status {
-    crate::cluster::service::raft_status(e)
+    crate::raft::wire::raft_status(e)
 }
 
 const NOT_A_MANAGER: &str =
@@ -29,7 +29,7 @@ const NOT_A_MANAGER: &str =
 type World = (
     Vec<Stored<Service>>,
     Vec<Stored<Task>>,
-    Vec<crate::state::Node>,
+    Vec<crate::model::Node>,
 );
 
 impl OrchestratorApi {
@@ -45,7 +45,7 @@ impl OrchestratorApi {
 
     async fn world(&self) -> Result<(RaftHandle, World), Status> {
         let h = self.manager().await?;
-        let w = read_world(&h.state().read().unwrap_or_else(|p| p.into_inner()));
+        let w = h.store().read(read_world);
         Ok((h, (w.services.clone(), w.tasks.clone(), w.nodes.clone())))
     }
 
@@ -63,16 +63,26 @@ impl OrchestratorApi {
     /// (so every node answers its ports, as in Swarm); the op creating that network
     /// the first time, proposed together with the service.
     fn ingress_ops(h: &RaftHandle, spec: &mut ServiceSpec) -> Result<Vec<Op>, Status> {
-        if !super::netalloc::join_ingress(spec) {
+        if !crate::orchestrator::netalloc::join_ingress(spec) {
             return Ok(vec![]);
         }
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        if sm.get(KIND_NETWORK, super::netalloc::INGRESS).is_some() {
-            return Ok(vec![]);
-        }
-        super::overlay::create_op(&sm, super::netalloc::INGRESS, None, false, false)
+        h.store().read(|sm| {
+            if sm
+                .get(KIND_NETWORK, crate::orchestrator::netalloc::INGRESS)
+                .is_some()
+            {
+                return Ok(vec![]);
+            }
+            crate::orchestrator::overlay::create_op(
+                sm,
+                crate::orchestrator::netalloc::INGRESS,
+                None,
+                false,
+                false,
+            )
             .map(|op| vec![op])
             .map_err(|e| Status::internal(e.to_string()))
+        })
     }
 
     fn find<'a>(
@@ -103,7 +113,7 @@ impl OrchestratorApi {
         let mut v = s.value.clone();
         v.previous = Some(std::mem::replace(&mut v.spec, spec));
         v.generation += 1;
-        v.updated_at_ms = super::runner::now_ms();
+        v.updated_at_ms = now_ms();
         v
     }
 }
@@ -139,7 +149,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let h = self.manager().await?;
         let r = req.into_inner();
         if h.status().is_leader {
-            let rx = super::logbroker::serve(&self.cluster, h, r)?;
+            let rx = crate::orchestrator::logbroker::serve(&self.cluster.logs(), h, r)?;
             return Ok(Response::new(Box::pin(
                 tokio_stream::wrappers::ReceiverStream::new(rx),
             )));
@@ -174,10 +184,9 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let mut ops = Vec::new();
         let mut resp = pb::StackDeployResponse::default();
         // Networks first: services refer to them.
-        let existing_networks: Vec<String> = {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-            sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect()
-        };
+        let existing_networks: Vec<String> = h
+            .store()
+            .read(|sm| sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect());
         for n in stack::networks(&spec) {
             if n.external || existing_networks.contains(&n.name) {
                 continue;
@@ -191,8 +200,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             });
         }
         // Secrets and configs: created once; new content under an existing name replaces it.
-        {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        h.store().read(|sm| {
             for (kind, name, content) in stack::files(&spec) {
                 let body = serde_json::to_vec(&FileContent {
                     content,
@@ -215,7 +223,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                     }),
                 }
             }
-        }
+            Ok::<_, Status>(())
+        })?;
         let wanted = stack::services(&spec);
         for s in &wanted {
             match services.iter().find(|x| x.value.spec.name == s.name) {
@@ -231,8 +240,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                         generation: 1,
                         update: None,
                         vips: Default::default(),
-                        created_at_ms: super::runner::now_ms(),
-                        updated_at_ms: super::runner::now_ms(),
+                        created_at_ms: now_ms(),
+                        updated_at_ms: now_ms(),
                     };
                     ops.push(Op::Create {
                         kind: KIND_SERVICE.into(),
@@ -299,8 +308,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             });
             removed.push(format!("Removing service {}", s.value.spec.name));
         }
-        {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
+        h.store().read(|sm| {
             let prefix = format!("{name}_");
             for kind in [KIND_SECRET, KIND_CONFIG] {
                 for o in sm
@@ -327,7 +335,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                     removed.push(format!("Removing network {}", o.name));
                 }
             }
-        }
+        });
         if ops.is_empty() {
             return Err(Status::not_found(format!("nothing found in stack: {name}")));
         }
@@ -356,8 +364,8 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             generation: 1,
             update: None,
             vips: Default::default(),
-            created_at_ms: super::runner::now_ms(),
-            updated_at_ms: super::runner::now_ms(),
+            created_at_ms: now_ms(),
+            updated_at_ms: now_ms(),
         };
         let op = Op::Create {
             kind: KIND_SERVICE.into(),
@@ -383,7 +391,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         {
             let (mode, mut desired) = mode_str(&s.value.spec.mode);
             if mode == "global" {
-                desired = super::reconcile::global_desired(&s.value.spec, &nodes);
+                desired = crate::orchestrator::reconcile::global_desired(&s.value.spec, &nodes);
             }
             let running = tasks
                 .iter()
@@ -516,7 +524,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         v.update = Some(UpdateStatus {
             state: "rollback_started".into(),
             message: "manually requested rollback".into(),
-            started_at_ms: super::runner::now_ms(),
+            started_at_ms: now_ms(),
             next_batch_at_ms: 0,
         });
         Self::propose(&h, vec![Self::update_op(s, &v)?]).await?;

@@ -2,8 +2,8 @@
 //! `harness/src/network.rs`): links can be cut one way or both, nodes isolated, and
 //! everything healed. Used by the controller's integration tests.
 
-use crate::consensus::{Forwarded, RaftError, RaftHandle, Transport};
-use crate::state::Proposal;
+use crate::model::Proposal;
+use crate::raft::consensus::{Forwarded, RaftError, RaftHandle, Transport};
 use raft::prelude::Message;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -2,10 +2,12 @@
 //! certificate renewal, heartbeats, manager admission). Every call but `GetCaCert` and
 //! `Join` needs a client certificate from the cluster CA, of a node not removed.
 
-use super::{new_raft_id, update_status, Cluster};
 use crate::ca::{self, Ca, JoinToken};
-use crate::consensus::RaftHandle;
-use crate::state::{Node, NodeStatus, Op, Proposal, Role};
+use crate::model::{data_ip, new_raft_id, update_status};
+use crate::model::{Node, NodeStatus, Op, Proposal, Role};
+use crate::orchestrator::membership::Membership;
+use crate::raft::consensus::RaftHandle;
+use crate::raft::wire::{raft_status, result_to_pb};
 use crate::tls::PeerIdentity;
 use protobuf::Message as _;
 use skiff_proto::cluster as pb;
@@ -15,31 +17,7 @@ use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct ClusterPort {
-    pub cluster: Arc<Cluster>,
-}
-
-pub(crate) fn raft_status(e: crate::consensus::RaftError) -> Status {
-    use crate::consensus::RaftError as E;
-    use crate::state::ApplyError as A;
-    match e {
-        E::NoLeader
-        | E::Timeout(_)
-        | E::ReadTimeout(_)
-        | E::ConfChangeBusy
-        | E::LeaderChanged
-        | E::NotLeader
-        | E::Forward(_)
-        | E::Remote(_)
-        | E::Stopped => Status::unavailable(e.to_string()),
-        E::Rejected(A::NotFound { .. }) => Status::not_found(e.to_string()),
-        E::Rejected(A::NameConflict { .. } | A::IdConflict { .. }) => {
-            Status::already_exists(e.to_string())
-        }
-        E::Rejected(A::VersionMismatch { .. }) => Status::failed_precondition(e.to_string()),
-        E::Rejected(A::Removed(_)) | E::Removed => Status::permission_denied(e.to_string()),
-        E::Rejected(A::Invalid(_)) => Status::invalid_argument(e.to_string()),
-        other => Status::internal(other.to_string()),
-    }
+    pub cluster: Arc<dyn Membership>,
 }
 
 impl ClusterPort {
@@ -60,11 +38,7 @@ impl ClusterPort {
                 Status::unauthenticated("a client certificate from this cluster's CA is required")
             })?;
         if let Some(h) = self.cluster.raft() {
-            if h.state()
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_removed(&id)
-            {
+            if h.store().read(|sm| sm.is_removed(&id)) {
                 return Err(Status::permission_denied(format!(
                     "node {id} was removed from the cluster"
                 )));
@@ -76,17 +50,15 @@ impl ClusterPort {
     /// Steps raft messages from manager `caller` into this node's raft.
     fn deliver(&self, caller: &str, messages: Vec<Vec<u8>>) -> Result<(), Status> {
         let h = self.manager()?;
-        {
-            let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-            // A brand-new member has no state yet: it accepts the leader's messages. Anyone
-            // else must be a manager on record.
-            let known = sm.nodes().next().is_none()
-                || sm.node(caller).is_some_and(|n| n.role == Role::Manager);
-            if !known {
-                return Err(Status::permission_denied(format!(
-                    "node {caller} is not a manager of this cluster"
-                )));
-            }
+        // A brand-new member has no state yet: it accepts the leader's messages. Anyone
+        // else must be a manager on record.
+        let known = h.store().read(|sm| {
+            sm.nodes().next().is_none() || sm.node(caller).is_some_and(|n| n.role == Role::Manager)
+        });
+        if !known {
+            return Err(Status::permission_denied(format!(
+                "node {caller} is not a manager of this cluster"
+            )));
         }
         for b in messages {
             match raft::prelude::Message::parse_from_bytes(&b) {
@@ -109,15 +81,16 @@ impl ClusterPort {
     }
 
     fn managers(h: &RaftHandle) -> Vec<pb::Peer> {
-        let sm = h.state().read().unwrap_or_else(|p| p.into_inner());
-        sm.nodes()
-            .filter(|n| n.role == Role::Manager && n.raft_id != 0)
-            .map(|n| pb::Peer {
-                raft_id: n.raft_id,
-                node_id: n.id.clone(),
-                addr: n.addr.clone(),
-            })
-            .collect()
+        h.store().read(|sm| {
+            sm.nodes()
+                .filter(|n| n.role == Role::Manager && n.raft_id != 0)
+                .map(|n| pb::Peer {
+                    raft_id: n.raft_id,
+                    node_id: n.id.clone(),
+                    addr: n.addr.clone(),
+                })
+                .collect()
+        })
     }
 }
 
@@ -152,11 +125,8 @@ impl pb::raft_server::Raft for ClusterPort {
         let caller = self.caller(&req)?;
         let h = self.manager()?;
         let is_manager = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .node(&caller)
-            .is_some_and(|n| n.role == Role::Manager);
+            .store()
+            .read(|sm| sm.node(&caller).is_some_and(|n| n.role == Role::Manager));
         if !is_manager {
             return Err(Status::permission_denied(format!(
                 "node {caller} is not a manager of this cluster"
@@ -167,7 +137,7 @@ impl pb::raft_server::Raft for ClusterPort {
             async move {
                 match serde_json::from_slice::<Proposal>(&b) {
                     Ok(p) => h.propose_local(p).await,
-                    Err(e) => Err(crate::consensus::RaftError::Remote(format!(
+                    Err(e) => Err(crate::raft::consensus::RaftError::Remote(format!(
                         "undecodable proposal: {e}"
                     ))),
                 }
@@ -175,10 +145,7 @@ impl pb::raft_server::Raft for ClusterPort {
         }))
         .await;
         Ok(Response::new(pb::ForwardResults {
-            results: results
-                .into_iter()
-                .map(super::transport::result_to_pb)
-                .collect(),
+            results: results.into_iter().map(result_to_pb).collect(),
         }))
     }
 }
@@ -206,12 +173,7 @@ impl pb::membership_server::Membership for ClusterPort {
         let token =
             JoinToken::parse(&r.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
         h.read_barrier().await.map_err(raft_status)?;
-        let meta = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .meta()
-            .clone();
+        let meta = h.store().read(|sm| sm.meta().clone());
         let own_digest =
             ca::cert_digest(&meta.ca_cert_pem).map_err(|e| Status::internal(e.to_string()))?;
         let role = if token.ca_digest != own_digest {
@@ -229,7 +191,7 @@ impl pb::membership_server::Membership for ClusterPort {
                 "invalid join token (wrong cluster, or rotated)",
             ));
         };
-        let node_id = crate::state::new_id();
+        let node_id = crate::model::new_id();
         let raft_id = if role == Role::Manager {
             new_raft_id()
         } else {
@@ -241,7 +203,7 @@ impl pb::membership_server::Membership for ClusterPort {
             hostname: r.hostname,
             role,
             status: NodeStatus::Ready,
-            data_addr: super::data_ip(&r.advertise_addr, peer_addr.map(|a| a.ip())),
+            data_addr: data_ip(&r.advertise_addr, peer_addr.map(|a| a.ip())),
             addr: r.advertise_addr,
             engine_version: r.engine_version,
             ..Default::default()
@@ -250,7 +212,7 @@ impl pb::membership_server::Membership for ClusterPort {
             .map_err(|e| Status::internal(e.to_string()))?;
         let csr = String::from_utf8_lossy(&r.csr_pem).into_owned();
         let cert = ca
-            .sign_csr(&csr, &node_id, self.cluster.cfg.cert_validity)
+            .sign_csr(&csr, &node_id, self.cluster.cert_validity())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         h.propose(Proposal::new(vec![Op::PutNode { node }]))
             .await
@@ -271,17 +233,12 @@ impl pb::membership_server::Membership for ClusterPort {
     ) -> Result<Response<pb::CertificateResponse>, Status> {
         let caller = self.caller(&req)?;
         let h = self.manager()?;
-        let meta = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .meta()
-            .clone();
+        let meta = h.store().read(|sm| sm.meta().clone());
         let ca = Ca::load(&meta.ca_cert_pem, &meta.ca_key_pem)
             .map_err(|e| Status::internal(e.to_string()))?;
         let csr = String::from_utf8_lossy(&req.get_ref().csr_pem).into_owned();
         let cert = ca
-            .sign_csr(&csr, &caller, self.cluster.cfg.cert_validity)
+            .sign_csr(&csr, &caller, self.cluster.cert_validity())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(node_id = %caller, "renewed node certificate");
         Ok(Response::new(pb::CertificateResponse {
@@ -300,26 +257,21 @@ impl pb::membership_server::Membership for ClusterPort {
         if !h.status().is_leader {
             return Err(Status::unavailable("not the leader"));
         }
-        let exists = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .node(&caller)
-            .is_some();
+        let exists = h.store().read(|sm| sm.node(&caller).is_some());
         if !exists {
             return Err(Status::permission_denied(format!(
                 "node {caller} is not part of this cluster (removed?)"
             )));
         }
         let cluster = self.cluster.clone();
-        let period = cluster.cfg.heartbeat_period;
+        let period = cluster.heartbeat_period();
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             // The description from the stream's first beat, recorded (and, should a
             // proposal fail, recorded again) until the state holds it; one proposal at
             // a time.
-            let mut described: Option<crate::state::NodeDescription> = None;
+            let mut described: Option<crate::model::NodeDescription> = None;
             let mut describing: Option<tokio::task::JoinHandle<()>> = None;
             loop {
                 let beat = match inbound.message().await {
@@ -333,12 +285,7 @@ impl pb::membership_server::Membership for ClusterPort {
                     return;
                 }
                 cluster.saw(&caller);
-                let node = h
-                    .state()
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .node(&caller)
-                    .cloned();
+                let node = h.store().read(|sm| sm.node(&caller).cloned());
                 let Some(node) = node else {
                     let _ = tx
                         .send(Err(Status::permission_denied(format!(
@@ -393,12 +340,7 @@ impl pb::membership_server::Membership for ClusterPort {
         let caller = self.caller(&req)?;
         let h = self.manager()?;
         h.read_barrier().await.map_err(raft_status)?;
-        let node = h
-            .state()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .node(&caller)
-            .cloned();
+        let node = h.store().read(|sm| sm.node(&caller).cloned());
         let node = node.ok_or_else(|| {
             Status::permission_denied(format!("node {caller} is not part of this cluster"))
         })?;

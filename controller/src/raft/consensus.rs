@@ -18,8 +18,9 @@
 //! written on a helper thread from a copy of the state, so the raft loop (and the
 //! heartbeats it sends) never stalls on a large state.
 
-use crate::state::{ApplyError, Outcome, Proposal, StateMachine, Store};
-use crate::storage::{DiskStorage, StorageError};
+use crate::model::{ApplyError, Outcome, Proposal};
+use crate::raft::storage::{DiskStorage, StorageError};
+use crate::store::{SharedState, StateMachine, Store};
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole, Storage};
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -68,7 +69,7 @@ pub struct RaftConfig {
     pub request_timeout: Duration,
     /// Where proposal latency and leader changes are counted (shared per process, so
     /// counts survive a raft node being restarted by a promotion).
-    pub metrics: Arc<crate::metrics::ControllerMetrics>,
+    pub metrics: Arc<crate::raft::metrics::ControllerMetrics>,
 }
 
 impl RaftConfig {
@@ -187,10 +188,10 @@ enum Msg {
 pub struct RaftHandle {
     id: u64,
     tx: mpsc::UnboundedSender<Msg>,
-    sm: Arc<RwLock<StateMachine>>,
+    sm: SharedState,
     status: watch::Receiver<RaftStatus>,
     timeout: Duration,
-    metrics: Arc<crate::metrics::ControllerMetrics>,
+    metrics: Arc<crate::raft::metrics::ControllerMetrics>,
     transport: Arc<dyn Transport>,
 }
 
@@ -202,7 +203,7 @@ struct Node<T: Transport> {
     raw: RawNode<DiskStorage>,
     cfg: RaftConfig,
     transport: Arc<T>,
-    sm: Arc<RwLock<StateMachine>>,
+    sm: SharedState,
     /// Waiters by request ID (several if a request was retried).
     waiters: HashMap<String, Vec<(Instant, Reply)>>,
     reads: HashMap<Vec<u8>, PendingRead>,
@@ -282,9 +283,13 @@ pub fn start<T: Transport>(
         ..Default::default()
     };
     raft_cfg.validate()?;
-    let sm = Arc::new(RwLock::new(sm));
+    let sm = SharedState::new(sm);
     storage.attach_state(sm.clone());
-    let raw = RawNode::new(&raft_cfg, storage, &crate::logger::raft_logger(cfg.id))?;
+    let raw = RawNode::new(
+        &raft_cfg,
+        storage,
+        &crate::raft::logger::raft_logger(cfg.id),
+    )?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(RaftStatus {
@@ -646,7 +651,7 @@ impl<T: Transport> Node<T> {
         tracing::info!(raft_index = index, "installing snapshot from leader");
         self.raw.mut_store().apply_snapshot(snap.clone())?;
         {
-            let mut sm = self.sm.write().unwrap_or_else(|e| e.into_inner());
+            let mut sm = self.sm.write();
             sm.restore(&snap.data)?;
             sm.set_applied(index);
         }
@@ -681,10 +686,7 @@ impl<T: Transport> Node<T> {
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
                     if e.data.is_empty() {
-                        self.sm
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .set_applied(e.index);
+                        self.sm.write().set_applied(e.index);
                         continue;
                     }
                     let props: Vec<Proposal> = match serde_json::from_slice(&e.data) {
@@ -692,16 +694,13 @@ impl<T: Transport> Node<T> {
                         Err(err) => {
                             // Written by a newer/older version we cannot read: skip, loudly.
                             tracing::error!(raft_index = e.index, error = %err, "undecodable log entry skipped");
-                            self.sm
-                                .write()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .set_applied(e.index);
+                            self.sm.write().set_applied(e.index);
                             continue;
                         }
                     };
                     let mut results = Vec::with_capacity(props.len());
                     {
-                        let mut sm = self.sm.write().unwrap_or_else(|p| p.into_inner());
+                        let mut sm = self.sm.write();
                         for p in &props {
                             results.push((p.request_id.clone(), sm.apply(e.index, p)));
                         }
@@ -733,10 +732,7 @@ impl<T: Transport> Node<T> {
                     {
                         self.removed = true;
                     }
-                    self.sm
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .set_applied(e.index);
+                    self.sm.write().set_applied(e.index);
                     let id = String::from_utf8_lossy(&e.context).into_owned();
                     if let Some(ws) = self.waiters.remove(&id) {
                         for (_, w) in ws {
@@ -748,10 +744,7 @@ impl<T: Transport> Node<T> {
                     }
                 }
                 EntryType::EntryConfChangeV2 => {
-                    self.sm
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .set_applied(e.index);
+                    self.sm.write().set_applied(e.index);
                 }
             }
         }
@@ -770,13 +763,12 @@ impl<T: Transport> Node<T> {
         if store.log_bytes_since_snapshot() * 2 < store.snapshot_bytes() {
             return;
         }
-        let (applied, state) = {
-            let sm = self.sm.read().unwrap_or_else(|p| p.into_inner());
+        let due = self.snapshot_index + self.cfg.snapshot_every;
+        let Some((applied, state)) = self.sm.read(|sm| {
             let applied = sm.applied();
-            if applied < self.snapshot_index + self.cfg.snapshot_every {
-                return;
-            }
-            (applied, sm.store().clone())
+            (applied >= due).then(|| (applied, sm.store().clone()))
+        }) else {
+            return;
         };
         let Ok(term) = self.raw.store().term(applied) else {
             return;
@@ -795,7 +787,8 @@ impl<T: Transport> Node<T> {
                     .map_err(|e| StorageError::Encode(e.to_string()))
                     .and_then(|data| {
                         snap.data = data.into();
-                        crate::storage::write_snapshot_file(&dir, &snap).map(|tmp| (snap, tmp))
+                        crate::raft::storage::write_snapshot_file(&dir, &snap)
+                            .map(|tmp| (snap, tmp))
                     });
                 let _ = tx.send(res);
             });
@@ -927,7 +920,7 @@ impl<T: Transport> Node<T> {
             leader_id: r.leader_id,
             term: r.term,
             commit: r.raft_log.committed,
-            applied: self.sm.read().unwrap_or_else(|p| p.into_inner()).applied(),
+            applied: self.sm.read(StateMachine::applied),
             is_leader: r.state == StateRole::Leader,
             voters: {
                 let mut v: Vec<u64> = self.raw.store().conf_state().voters;
@@ -952,9 +945,9 @@ impl RaftHandle {
         self.id
     }
 
-    /// Read access to the state machine. Call [`Self::read_barrier`] first for a
+    /// The store this node applies to. Call [`Self::read_barrier`] first for a
     /// linearizable read.
-    pub fn state(&self) -> &Arc<RwLock<StateMachine>> {
+    pub fn store(&self) -> &SharedState {
         &self.sm
     }
 
@@ -967,7 +960,7 @@ impl RaftHandle {
     }
 
     /// The metrics this node (and the reconciler driving it) records into.
-    pub fn metrics(&self) -> &Arc<crate::metrics::ControllerMetrics> {
+    pub fn metrics(&self) -> &Arc<crate::raft::metrics::ControllerMetrics> {
         &self.metrics
     }
 
@@ -1115,7 +1108,7 @@ impl RaftHandle {
             cc.node_id = raft_id;
             let (tx, rx) = oneshot::channel();
             self.tx
-                .send(Msg::ConfChange(cc, crate::state::new_id(), tx))
+                .send(Msg::ConfChange(cc, crate::model::new_id(), tx))
                 .map_err(|_| RaftError::Stopped)?;
             match self.wait(rx).await {
                 Ok(o) => return Ok(o),
