@@ -241,6 +241,19 @@ pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
             .invalid(root.pos, "services", "a stack needs at least one service"));
     };
     let entries = named_entries(cx.diag, services, "services")?;
+    if entries.is_empty() && !cx.disabled.is_empty() {
+        let mut profiles: Vec<&str> = cx.disabled.values().flatten().map(String::as_str).collect();
+        profiles.sort_unstable();
+        profiles.dedup();
+        return Err(cx.diag.invalid(
+            services.pos,
+            "services",
+            format!(
+                "no service is enabled: every service is in a profile that is not active ({}); enable one with --profile NAME or COMPOSE_PROFILES",
+                profiles.join(", ")
+            ),
+        ));
+    }
     if entries.is_empty() {
         return Err(cx.diag.invalid(
             services.pos,
@@ -1081,8 +1094,9 @@ pub(crate) fn parse_short_port(spec: &str) -> std::result::Result<Vec<PortConfig
         let parts: Vec<&str> = rest.split(':').collect();
         match parts.len() {
             1 | 2 => (None, rest),
+            // `:8080:80`: an empty host IP means every address, as in Docker.
             3 => (
-                Some(parts[0].to_string()),
+                Some(parts[0].to_string()).filter(|ip| !ip.is_empty()),
                 rest.split_once(':').map(|x| x.1).unwrap_or(rest),
             ),
             _ => {
@@ -1283,7 +1297,7 @@ fn volume_ref(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, name: &str) -> Resul
 }
 
 /// Short volume syntax: `TARGET`, `SOURCE:TARGET[:OPTIONS]` or `TARGET:ro`.
-fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Result<Mount> {
+fn short_mount(cx: &mut Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Result<Mount> {
     let parts: Vec<&str> = text.split(':').collect();
     let is_mode = |s: &str| s.split(',').all(|o| matches!(o, "ro" | "rw"));
     let (source, target, opts) = match parts.as_slice() {
@@ -1306,9 +1320,13 @@ fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Resu
     };
     match source {
         Some("") => {
-            return Err(cx
-                .diag
-                .invalid(n.pos, f, format!("invalid volume {text:?}")))
+            return Err(cx.diag.invalid(
+                n.pos,
+                f,
+                format!(
+                    "invalid volume {text:?}: the source before ':' is empty (an unset variable?)"
+                ),
+            ))
         }
         Some(s) if is_host_path(s) => {
             m.kind = MountKind::Bind;
@@ -1322,6 +1340,10 @@ fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Resu
         }
         None => m.kind = MountKind::Volume,
     }
+    // Options the cluster cannot apply to this kind of mount, and unknown ones, are
+    // warned and dropped: compose-go ignores unknown options, and `:z`/`:Z` (SELinux
+    // relabelling) is common on named volumes in files written for Podman or Fedora.
+    let mut ignored: Vec<&str> = Vec::new();
     for o in opts.into_iter().flat_map(|o| o.split(',')) {
         match o {
             "ro" => m.read_only = true,
@@ -1338,14 +1360,30 @@ fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Resu
                 m.bind.get_or_insert_with(Default::default).propagation = Some(o.to_string())
             }
             "cached" | "delegated" | "consistent" => m.consistency = Some(o.to_string()),
-            other => {
+            "" => {
                 return Err(cx.diag.invalid(
                     n.pos,
                     f,
-                    format!("invalid volume option {other:?} in {text:?}"),
+                    format!("invalid volume {text:?}: empty option"),
                 ));
             }
+            other => ignored.push(other),
         }
+    }
+    if !ignored.is_empty() {
+        let kind = match m.kind {
+            MountKind::Bind => "bind mount",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs mount",
+        };
+        cx.diag.warn(
+            n.pos,
+            f,
+            format!(
+                "ignoring volume option(s) {} in {text:?}: not applicable to a {kind} here",
+                ignored.join(",")
+            ),
+        );
     }
     Ok(m)
 }

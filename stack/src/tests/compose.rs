@@ -120,7 +120,7 @@ fn extends_loops_and_missing_bases_are_errors() {
 }
 
 #[test]
-fn include_adds_resources_and_refuses_conflicts() {
+fn include_adds_resources_and_merges_local_definitions_over_them() {
     let fx = Fx::new();
     fx.file(
         "db/compose.yaml",
@@ -136,10 +136,15 @@ fn include_adds_resources_and_refuses_conflicts() {
         Some(dir.join("db/init").to_str().expect("utf-8"))
     );
     assert!(l.spec.volumes.contains_key("data"));
+    // The including file's definition is merged over the included one (compose-go).
+    let l = fx.ok("include:\n  - db/compose.yaml\nservices:\n  db:\n    image: postgres:17\n    environment: [TZ=UTC]\n");
+    let db = svc(&l, "db");
+    assert_eq!(db.image, "postgres:17");
     assert_eq!(
-        fx.err("include:\n  - db/compose.yaml\nservices:\n  db:\n    image: mysql\n"),
-        "app.yaml:4:3: services.db: conflicts with the service \"db\" imported by include[0] (at app.yaml:2:5)"
+        db.environment,
+        vec!["PGPORT=5433".to_string(), "TZ=UTC".to_string()]
     );
+    assert_eq!(db.volumes.len(), 2);
     assert_eq!(
         fx.err("include:\n  - nope.yaml\nservices:\n  web:\n    image: busybox\n"),
         "app.yaml:2:5: include[0]: included file nope.yaml not found"
