@@ -759,11 +759,18 @@ fn service(
         // are lower case.
         (None, Some(_)) => format!("{}_{}", cx.project, k.name).to_lowercase(),
         (None, None) => {
+            if let Some(pv) = get_some(e, "provider") {
+                return Err(cx.diag.invalid(
+                    pv.pos,
+                    &p("provider"),
+                    "a service run by a provider (no image, no build) cannot be deployed as a cluster service",
+                ));
+            }
             return Err(cx.diag.invalid(
                 k.pos,
                 &f,
-                "has neither an image nor a build context specified",
-            ))
+                "has neither an image nor a build context specified (if this file only overrides another, load it after that one: -c BASE -c OVERRIDE)",
+            ));
         }
     };
     if image.trim().is_empty() {
@@ -1081,6 +1088,9 @@ fn parse_protocol(s: &str) -> std::result::Result<Protocol, String> {
 /// Short port syntax: `[HOST_IP:][PUBLISHED[-END]:]TARGET[-END][/PROTOCOL]`, with an
 /// IPv6 host address in brackets. Ranges expand to one entry per port.
 pub(crate) fn parse_short_port(spec: &str) -> std::result::Result<Vec<PortConfig>, String> {
+    if spec.trim().is_empty() {
+        return Err("invalid port \"\": empty (an unset variable?)".to_string());
+    }
     let (rest, protocol) = match spec.rsplit_once('/') {
         Some((r, p)) => (r, parse_protocol(p)?),
         None => (spec, Protocol::Tcp),
