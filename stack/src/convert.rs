@@ -186,7 +186,30 @@ struct Refs {
     volumes_from: Vec<(String, String, Pos)>,
 }
 
+/// A file in Compose's first format (services at the top level, no `services:`)
+/// says so, rather than calling its first service an unknown key.
+fn compose_v1(cx: &Cx, root: &Node) -> Result<()> {
+    if root.get("services").is_some() {
+        return Ok(());
+    }
+    let Some(entries) = root.as_map() else {
+        return Ok(());
+    };
+    for (k, v) in entries {
+        let is_known = TOP.iter().any(|(name, _)| *name == k.name) || k.name.starts_with("x-");
+        if !is_known && (v.get("image").is_some() || v.get("build").is_some()) {
+            return Err(cx.diag.invalid(
+                k.pos,
+                &k.name,
+                "services at the top level (Compose file format 1) are not supported: put them under a top-level `services:` key",
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
+    compose_v1(cx, root)?;
     let top = fields(cx.diag, root, "", TOP)?;
     let mut spec = StackSpec {
         name: cx.project.clone(),

@@ -707,6 +707,10 @@ fn files_that_cannot_load_say_why() {
         "app.yaml:4:19: services.web.environment[0]: required variable \"TOKEN\" is missing a value"
     );
     assert_eq!(
+        fx.err("web:\n  image: nginx\n  links: [db]\ndb:\n  image: postgres\n"),
+        "app.yaml:1:1: web: services at the top level (Compose file format 1) are not supported: put them under a top-level `services:` key"
+    );
+    assert_eq!(
         fx.err("services:\n  llm:\n    provider:\n      type: model\n"),
         "app.yaml:4:7: services.llm.provider: a service run by a provider (no image, no build) cannot be deployed as a cluster service"
     );
