@@ -221,7 +221,30 @@ struct Refs {
     volumes_from: Vec<(String, String, Pos)>,
 }
 
+/// A file in Compose's first format (services at the top level, no `services:`)
+/// says so, rather than calling its first service an unknown key.
+fn compose_v1(cx: &Cx, root: &Node) -> Result<()> {
+    if root.get("services").is_some() {
+        return Ok(());
+    }
+    let Some(entries) = root.as_map() else {
+        return Ok(());
+    };
+    for (k, v) in entries {
+        let is_known = TOP.iter().any(|(name, _)| *name == k.name) || k.name.starts_with("x-");
+        if !is_known && (v.get("image").is_some() || v.get("build").is_some()) {
+            return Err(cx.diag.invalid(
+                k.pos,
+                &k.name,
+                "services at the top level (Compose file format 1) are not supported: put them under a top-level `services:` key",
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
+    compose_v1(cx, root)?;
     let top = fields(cx.diag, root, "", TOP)?;
     let mut spec = StackSpec {
         name: cx.project.clone(),
@@ -276,6 +299,19 @@ pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
             .invalid(root.pos, "services", "a stack needs at least one service"));
     };
     let entries = named_entries(cx.diag, services, "services")?;
+    if entries.is_empty() && !cx.disabled.is_empty() {
+        let mut profiles: Vec<&str> = cx.disabled.values().flatten().map(String::as_str).collect();
+        profiles.sort_unstable();
+        profiles.dedup();
+        return Err(cx.diag.invalid(
+            services.pos,
+            "services",
+            format!(
+                "no service is enabled: every service is in a profile that is not active ({}); enable one with --profile NAME or COMPOSE_PROFILES",
+                profiles.join(", ")
+            ),
+        ));
+    }
     if entries.is_empty() {
         return Err(cx.diag.invalid(
             services.pos,
@@ -781,11 +817,18 @@ fn service(
         // are lower case.
         (None, Some(_)) => format!("{}_{}", cx.project, k.name).to_lowercase(),
         (None, None) => {
+            if let Some(pv) = get_some(e, "provider") {
+                return Err(cx.diag.invalid(
+                    pv.pos,
+                    &p("provider"),
+                    "a service run by a provider (no image, no build) cannot be deployed as a cluster service",
+                ));
+            }
             return Err(cx.diag.invalid(
                 k.pos,
                 &f,
-                "has neither an image nor a build context specified",
-            ))
+                "has neither an image nor a build context specified (if this file only overrides another, load it after that one: -c BASE -c OVERRIDE)",
+            ));
         }
     };
     if image.trim().is_empty() {
@@ -1112,6 +1155,9 @@ fn parse_protocol(s: &str) -> std::result::Result<Protocol, String> {
 /// Short port syntax: `[HOST_IP:][PUBLISHED[-END]:]TARGET[-END][/PROTOCOL]`, with an
 /// IPv6 host address in brackets. Ranges expand to one entry per port.
 pub(crate) fn parse_short_port(spec: &str) -> std::result::Result<Vec<PortConfig>, String> {
+    if spec.trim().is_empty() {
+        return Err("invalid port \"\": empty (an unset variable?)".to_string());
+    }
     let (rest, protocol) = match spec.rsplit_once('/') {
         Some((r, p)) => (r, parse_protocol(p)?),
         None => (spec, Protocol::Tcp),
@@ -1125,8 +1171,9 @@ pub(crate) fn parse_short_port(spec: &str) -> std::result::Result<Vec<PortConfig
         let parts: Vec<&str> = rest.split(':').collect();
         match parts.len() {
             1 | 2 => (None, rest),
+            // `:8080:80`: an empty host IP means every address, as in Docker.
             3 => (
-                Some(parts[0].to_string()),
+                Some(parts[0].to_string()).filter(|ip| !ip.is_empty()),
                 rest.split_once(':').map(|x| x.1).unwrap_or(rest),
             ),
             _ => {
@@ -1327,7 +1374,7 @@ fn volume_ref(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, name: &str) -> Resul
 }
 
 /// Short volume syntax: `TARGET`, `SOURCE:TARGET[:OPTIONS]` or `TARGET:ro`.
-fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Result<Mount> {
+fn short_mount(cx: &mut Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Result<Mount> {
     let parts: Vec<&str> = text.split(':').collect();
     let is_mode = |s: &str| s.split(',').all(|o| matches!(o, "ro" | "rw"));
     let (source, target, opts) = match parts.as_slice() {
@@ -1350,9 +1397,13 @@ fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Resu
     };
     match source {
         Some("") => {
-            return Err(cx
-                .diag
-                .invalid(n.pos, f, format!("invalid volume {text:?}")))
+            return Err(cx.diag.invalid(
+                n.pos,
+                f,
+                format!(
+                    "invalid volume {text:?}: the source before ':' is empty (an unset variable?)"
+                ),
+            ))
         }
         Some(s) if is_host_path(s) => {
             m.kind = MountKind::Bind;
@@ -1366,6 +1417,10 @@ fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Resu
         }
         None => m.kind = MountKind::Volume,
     }
+    // Options the cluster cannot apply to this kind of mount, and unknown ones, are
+    // warned and dropped: compose-go ignores unknown options, and `:z`/`:Z` (SELinux
+    // relabelling) is common on named volumes in files written for Podman or Fedora.
+    let mut ignored: Vec<&str> = Vec::new();
     for o in opts.into_iter().flat_map(|o| o.split(',')) {
         match o {
             "ro" => m.read_only = true,
@@ -1382,14 +1437,30 @@ fn short_mount(cx: &Cx, spec: &StackSpec, n: &Node, f: &str, text: &str) -> Resu
                 m.bind.get_or_insert_with(Default::default).propagation = Some(o.to_string())
             }
             "cached" | "delegated" | "consistent" => m.consistency = Some(o.to_string()),
-            other => {
+            "" => {
                 return Err(cx.diag.invalid(
                     n.pos,
                     f,
-                    format!("invalid volume option {other:?} in {text:?}"),
+                    format!("invalid volume {text:?}: empty option"),
                 ));
             }
+            other => ignored.push(other),
         }
+    }
+    if !ignored.is_empty() {
+        let kind = match m.kind {
+            MountKind::Bind => "bind mount",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs mount",
+        };
+        cx.diag.warn(
+            n.pos,
+            f,
+            format!(
+                "ignoring volume option(s) {} in {text:?}: not applicable to a {kind} here",
+                ignored.join(",")
+            ),
+        );
     }
     Ok(m)
 }

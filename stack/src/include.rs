@@ -1,7 +1,8 @@
 //! Top-level `include:`: other Compose files loaded as they are (their own directory,
 //! their own `.env` or `env_file`) and their resources added to this file's. A
-//! resource defined both here and in an included file is an error, as in compose-go,
-//! unless both define it identically.
+//! resource defined both here and in an included file is the included one with this
+//! file's definition merged over it (Compose's merge rules), as compose-go does since
+//! it let an including file adjust what it includes.
 
 use crate::error::Result;
 use crate::value::{fields, get, get_some, idx, str_list, sub, K};
@@ -99,20 +100,14 @@ pub(crate) fn apply(fcx: &mut FileCx, root: &mut Node, dir: &Path) -> Result<()>
             });
         }
         let Some(included) = merged else { continue };
-        add_resources(fcx, top, included, &f, it.pos)?;
+        add_resources(top, included);
     }
     Ok(())
 }
 
-fn add_resources(
-    fcx: &mut FileCx,
-    top: &mut Vec<(crate::yaml::Key, Node)>,
-    included: Node,
-    f: &str,
-    pos: crate::error::Pos,
-) -> Result<()> {
+fn add_resources(top: &mut Vec<(crate::yaml::Key, Node)>, included: Node) {
     let Value::Map(sections) = included.value else {
-        return Ok(());
+        return;
     };
     for (k, v) in sections {
         if !SECTIONS.contains(&k.name.as_str()) {
@@ -142,25 +137,16 @@ fn add_resources(
             continue;
         };
         for (name, def) in entries {
-            match existing.iter().find(|(e, _)| e.name == name.name) {
+            match existing.iter_mut().find(|(e, _)| e.name == name.name) {
                 Some((_, here)) if same(here, &def) => {}
-                Some((ek, _)) => {
-                    return Err(fcx.diag.invalid(
-                        ek.pos,
-                        &format!("{}.{}", k.name, name.name),
-                        format!(
-                            "conflicts with the {} {:?} imported by {f} (at {})",
-                            k.name.trim_end_matches('s'),
-                            name.name,
-                            fcx.diag.location(pos)
-                        ),
-                    ))
+                Some((_, here)) => {
+                    let local = std::mem::replace(here, Node::new(Value::Null, def.pos));
+                    *here = crate::merge::merge_resource(def, local, &k.name, &name.name);
                 }
                 None => existing.push((name, def)),
             }
         }
     }
-    Ok(())
 }
 
 /// Equal definitions, positions aside.

@@ -411,11 +411,16 @@ fn interpolate_tree(
                     return Err(diag.invalid(n.pos, f, m))
                 }
                 Err(interpolate::InterpolationError::Required { var, message }) => {
+                    let why = if message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {message}")
+                    };
                     return Err(diag.invalid(
                         n.pos,
                         f,
-                        format!("required variable {var:?} is missing a value: {message}"),
-                    ))
+                        format!("required variable {var:?} is missing a value{why}"),
+                    ));
                 }
             }
         }

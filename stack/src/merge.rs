@@ -35,6 +35,12 @@ pub(crate) fn merge_service(base: Node, over: Node, name: &str) -> Node {
     merge_node(base, over, &["services", name])
 }
 
+/// Merges a resource defined by a file (`over`) onto the one of the same name that
+/// file includes (`base`): `section` is `services`, `volumes`...
+pub(crate) fn merge_resource(base: Node, over: Node, section: &str, name: &str) -> Node {
+    merge_node(base, over, &[section, name])
+}
+
 /// Removes the keys still tagged `!reset` once every file is merged: a reset with
 /// nothing before it leaves the key unset.
 pub(crate) fn strip_resets(n: &mut Node) {

@@ -215,6 +215,9 @@ fn short_port_syntax() {
         (Some("127.0.0.1"), Some(80))
     );
     assert_eq!(p("127.0.0.1::80")[0].published, None);
+    // An empty host IP (an unset `${BIND_IP}:8080:80`) means every address.
+    assert_eq!(p(":8080:80")[0].host_ip, None);
+    assert_eq!(p(":8080:80")[0].published, Some(8080));
     assert_eq!(p("[::1]:8080:80")[0].host_ip.as_deref(), Some("::1"));
     for bad in [
         "",
@@ -731,7 +734,7 @@ fn unknown_keys_are_errors_with_a_suggestion() {
     );
     assert_eq!(
         fx.err("services:\n  web:\n    command: x\n"),
-        "app.yaml:2:3: services.web: has neither an image nor a build context specified"
+        "app.yaml:2:3: services.web: has neither an image nor a build context specified (if this file only overrides another, load it after that one: -c BASE -c OVERRIDE)"
     );
 }
 

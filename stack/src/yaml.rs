@@ -9,7 +9,7 @@
 //! Scalars keep their source text and whether they were plain (unquoted); typing
 //! happens later, per field, the way Compose casts values after interpolation.
 
-use crate::error::{Diag, Pos, Result};
+use crate::error::{Diag, Pos, Result, StackError};
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use std::collections::HashMap;
 
@@ -133,7 +133,98 @@ pub(crate) fn parse(text: &str, file: usize, diag: &Diag) -> Result<Option<Node>
     parse_with(text, file, diag, true)
 }
 
+/// Most closing brackets re-indented before a file is given up on (see [`parse_with`]).
+const MAX_BRACKET_FIXES: usize = 64;
+
+/// Parses, accepting what Compose's YAML parser (go-yaml) accepts and saphyr does not:
+/// a flow collection's closing `]`/`}` on its own line at the indentation of the key
+/// that opened it, after quoted items (`test: [\n    "CMD", "x"\n  ]`, common in
+/// healthchecks and commands). saphyr reports that bracket as badly indented
+/// (saphyr-rs/saphyr#108); the line is then indented like the item above it and the
+/// file parsed again. Only that bracket's column changes, never a value.
 fn parse_with(text: &str, file: usize, diag: &Diag, compose_tags: bool) -> Result<Option<Node>> {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    for _ in 0..MAX_BRACKET_FIXES {
+        match parse_once(&text, file, diag, compose_tags) {
+            Err(Failure::UnindentedBracket(line)) => {
+                text = std::borrow::Cow::Owned(indent_closing_bracket(&text, line))
+            }
+            Err(Failure::Error(e)) => return Err(e),
+            Ok(root) => return Ok(root),
+        }
+    }
+    parse_once(&text, file, diag, compose_tags).map_err(|f| match f {
+        Failure::Error(e) => e,
+        Failure::UnindentedBracket(line) => diag.syntax(
+            Pos {
+                file,
+                line: line + 1,
+                col: 1,
+            },
+            "invalid YAML: invalid indentation",
+        ),
+    })
+}
+
+enum Failure {
+    Error(StackError),
+    /// saphyr's "invalid indentation" on this (0-based) line, which starts with a
+    /// closing bracket.
+    UnindentedBracket(usize),
+}
+
+impl From<StackError> for Failure {
+    fn from(e: StackError) -> Failure {
+        Failure::Error(e)
+    }
+}
+
+/// Whether saphyr's error is the closing bracket case [`parse_with`] repairs.
+fn unindented_bracket(text: &str, e: &saphyr_parser::ScanError) -> Option<usize> {
+    if e.info() != "invalid indentation" {
+        return None;
+    }
+    let line = e.marker().line().checked_sub(1)?;
+    let l = text.lines().nth(line)?;
+    let rest = l.trim_start_matches(' ');
+    (l.len() - rest.len() == e.marker().col() && (rest.starts_with(']') || rest.starts_with('}')))
+        .then_some(line)
+}
+
+/// Indents (0-based) line `line` like the nearest content line above it, or by one
+/// more space when that one is no deeper.
+fn indent_closing_bracket(text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let own = lines.get(line).map_or(0, |l| indent(l));
+    let above = lines[..line.min(lines.len())]
+        .iter()
+        .rev()
+        .find(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#')
+        })
+        .map_or(0, |l| indent(l));
+    let pad = if above > own { above - own } else { 1 };
+    let mut out = String::with_capacity(text.len() + pad);
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if i == line {
+            out.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(l);
+    }
+    out
+}
+
+fn parse_once(
+    text: &str,
+    file: usize,
+    diag: &Diag,
+    compose_tags: bool,
+) -> std::result::Result<Option<Node>, Failure> {
     let mut b = Builder {
         diag,
         compose_tags,
@@ -147,15 +238,18 @@ fn parse_with(text: &str, file: usize, diag: &Diag, compose_tags: bool) -> Resul
     let mut documents = 0;
     for ev in Parser::new_from_str(text) {
         let (ev, span) = ev.map_err(|e| {
+            if let Some(line) = unindented_bracket(text, &e) {
+                return Failure::UnindentedBracket(line);
+            }
             let m = e.marker();
-            diag.syntax(
+            Failure::Error(diag.syntax(
                 Pos {
                     file,
                     line: m.line(),
                     col: m.col() + 1,
                 },
                 format!("invalid YAML: {}", e.info()),
-            )
+            ))
         })?;
         let pos = b.pos(&span);
         match ev {
@@ -163,12 +257,14 @@ fn parse_with(text: &str, file: usize, diag: &Diag, compose_tags: bool) -> Resul
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
-                    return Err(diag.syntax(pos, "a stack file must hold a single YAML document"));
+                    return Err(diag
+                        .syntax(pos, "a stack file must hold a single YAML document")
+                        .into());
                 }
             }
             Event::Alias(id) => {
                 let Some(size) = b.anchors.get(&id).map(|(_, size)| *size) else {
-                    return Err(diag.syntax(pos, "alias refers to an unknown anchor"));
+                    return Err(diag.syntax(pos, "alias refers to an unknown anchor").into());
                 };
                 // Check the budget before copying: a YAML bomb fails here, unallocated.
                 b.budget(size, pos)?;
@@ -213,7 +309,9 @@ fn parse_with(text: &str, file: usize, diag: &Diag, compose_tags: bool) -> Resul
                 }
                 b.budget(1, pos)?;
                 if b.stack.len() >= MAX_DEPTH {
-                    return Err(diag.syntax(pos, format!("nesting deeper than {MAX_DEPTH} levels")));
+                    return Err(diag
+                        .syntax(pos, format!("nesting deeper than {MAX_DEPTH} levels"))
+                        .into());
                 }
                 b.stack.push(if matches!(ev, Event::SequenceStart(..)) {
                     Frame::Seq {

@@ -23,6 +23,16 @@ impl NetnsCluster {
 
     /// `managers` managers (the first founds the cluster and leads) and `workers`.
     pub fn up_with(managers: u32, workers: u32) -> NetnsCluster {
+        Self::up_importing(managers, workers, true)
+    }
+
+    /// Like [`NetnsCluster::up_with`], but busybox is imported on the managers only:
+    /// the workers start with an empty image store.
+    pub fn up_base_on_managers(managers: u32, workers: u32) -> NetnsCluster {
+        Self::up_importing(managers, workers, false)
+    }
+
+    fn up_importing(managers: u32, workers: u32, on_workers: bool) -> NetnsCluster {
         crate::common::require_root();
         let dir = loop {
             let dir = tempfile::Builder::new()
@@ -70,7 +80,9 @@ impl NetnsCluster {
             .collect();
         let tar = crate::common::busybox_tar().to_string_lossy().into_owned();
         for (name, _, _) in c.hosts.clone() {
-            c.on(&name, &["image", "import", &tar, "busybox:latest"]);
+            if on_workers || name.starts_with("manager") {
+                c.on(&name, &["image", "import", &tar, "busybox:latest"]);
+            }
         }
         c
     }

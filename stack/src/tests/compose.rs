@@ -27,6 +27,22 @@ fn yaml_1_1_booleans_load_with_a_warning_and_nonsense_is_a_type_error() {
 }
 
 #[test]
+fn flow_lists_closed_at_the_key_indentation_load_as_go_yaml_reads_them() {
+    let fx = Fx::new();
+    let l = fx.ok("services:\n  web:\n    image: x\n    command: [\n      \"a\",\n      \"b\"\n    ]\n    labels: {\n      \"k\": \"v\"\n  }\n");
+    assert_eq!(svc(&l, "web").command, Some(vec!["a".into(), "b".into()]));
+    assert_eq!(
+        svc(&l, "web").labels.get("k").map(String::as_str),
+        Some("v")
+    );
+    // A badly indented block line is still an error, where it is.
+    assert_eq!(
+        fx.err("services:\n  web:\n    image: x\n   ports: []\n"),
+        "app.yaml:4:4: invalid YAML: while parsing a block mapping, did not find expected key"
+    );
+}
+
+#[test]
 fn wrong_type_names_file_line_and_field() {
     let fx = Fx::new();
     assert_eq!(
@@ -120,7 +136,7 @@ fn extends_loops_and_missing_bases_are_errors() {
 }
 
 #[test]
-fn include_adds_resources_and_refuses_conflicts() {
+fn include_adds_resources_and_merges_local_definitions_over_them() {
     let fx = Fx::new();
     fx.file(
         "db/compose.yaml",
@@ -136,10 +152,15 @@ fn include_adds_resources_and_refuses_conflicts() {
         Some(dir.join("db/init").to_str().expect("utf-8"))
     );
     assert!(l.spec.volumes.contains_key("data"));
+    // The including file's definition is merged over the included one (compose-go).
+    let l = fx.ok("include:\n  - db/compose.yaml\nservices:\n  db:\n    image: postgres:17\n    environment: [TZ=UTC]\n");
+    let db = svc(&l, "db");
+    assert_eq!(db.image, "postgres:17");
     assert_eq!(
-        fx.err("include:\n  - db/compose.yaml\nservices:\n  db:\n    image: mysql\n"),
-        "app.yaml:4:3: services.db: conflicts with the service \"db\" imported by include[0] (at app.yaml:2:5)"
+        db.environment,
+        vec!["PGPORT=5433".to_string(), "TZ=UTC".to_string()]
     );
+    assert_eq!(db.volumes.len(), 2);
     assert_eq!(
         fx.err("include:\n  - nope.yaml\nservices:\n  web:\n    image: busybox\n"),
         "app.yaml:2:5: include[0]: included file nope.yaml not found"
@@ -620,6 +641,107 @@ fn corpus_of_realistic_files_loads_with_the_right_services() {
     assert_eq!(proxy.image, "nginx:alpine");
     assert!(proxy.read_only, "from the extended gateway");
     assert_eq!(proxy.ports.len(), 3);
+}
+
+#[test]
+fn corpus_files_written_for_podman_hosts_and_includes_load() {
+    let l = corpus("selfhosted.yaml");
+    let app = svc(&l, "app");
+    assert_eq!(
+        app.command,
+        Some(vec![
+            "serve".into(),
+            "--config".into(),
+            "/etc/notes/config.toml".into()
+        ])
+    );
+    assert_eq!(
+        app.healthcheck.as_ref().map(|h| h.test.clone()),
+        Some(vec![
+            "CMD-SHELL".to_string(),
+            "http_proxy='' wget -q -O- http://localhost:8443/health".to_string()
+        ])
+    );
+    // An empty host IP publishes on every address.
+    assert_eq!(published(&l, "app"), vec![(Some(8443), 8443)]);
+    assert_eq!(app.ports[0].host_ip, None);
+    let env = |k: &str| {
+        app.environment
+            .iter()
+            .find_map(|e| e.strip_prefix(&format!("{k}=")).map(str::to_string))
+    };
+    assert_eq!(env("NOTES_SUBPATH").as_deref(), Some(""));
+    assert_eq!(
+        env("NOTES_BANNER").as_deref(),
+        Some("Welcome\nto the notes server")
+    );
+    assert_eq!(env("NOTES_SCHEME").as_deref(), Some("https"));
+    assert_eq!(env("NOTES_SECRET").as_deref(), Some("s3cr3t#not-a-comment"));
+    // `:Z` on a named volume and unknown options are warned, not refused.
+    assert_eq!(app.volumes[0].source.as_deref(), Some("notes-data"));
+    assert!(app.volumes[1].read_only);
+    assert_eq!(
+        app.volumes[1]
+            .bind
+            .as_ref()
+            .and_then(|b| b.selinux.as_deref()),
+        Some("z")
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus");
+    let w = warnings(&l, &dir);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("services.app.volumes[0]: ignoring volume option(s) Z")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.contains("services.app.volumes[2]: ignoring volume option(s) mode=0600")),
+        "{w:?}"
+    );
+    assert_eq!(svc(&l, "db").environment.len(), 2);
+
+    let l = corpus("include-override.yaml");
+    let db = svc(&l, "db");
+    assert_eq!(db.image, "postgres:15-alpine", "from the included file");
+    assert_eq!(
+        db.environment,
+        vec![
+            "POSTGRES_USER=app".to_string(),
+            "TZ=Europe/Berlin".to_string()
+        ]
+    );
+    assert_eq!(db.volumes[0].source.as_deref(), Some("pgdata"));
+    assert!(l.spec.volumes.contains_key("pgdata"));
+}
+
+#[test]
+fn files_that_cannot_load_say_why() {
+    let fx = Fx::new();
+    assert_eq!(
+        fx.err("services:\n  web:\n    image: x\n    profiles: [dev]\n  db:\n    image: y\n    profiles: [dev, test]\n"),
+        "app.yaml:2:3: services: no service is enabled: every service is in a profile that is not active (dev, test); enable one with --profile NAME or COMPOSE_PROFILES"
+    );
+    assert_eq!(
+        fx.err("services:\n  web:\n    image: x\n    ports: ['${WEB_PORTS}']\n"),
+        "app.yaml:4:13: services.web.ports[0]: invalid port \"\": empty (an unset variable?)"
+    );
+    assert_eq!(
+        fx.err("services:\n  web:\n    image: x\n    volumes: ['${DATA_DIR}:/data']\n"),
+        "app.yaml:4:15: services.web.volumes[0]: invalid volume \":/data\": the source before ':' is empty (an unset variable?)"
+    );
+    assert_eq!(
+        fx.err("services:\n  web:\n    image: x\n    environment: ['TOKEN=${TOKEN:?}']\n"),
+        "app.yaml:4:19: services.web.environment[0]: required variable \"TOKEN\" is missing a value"
+    );
+    assert_eq!(
+        fx.err("web:\n  image: nginx\n  links: [db]\ndb:\n  image: postgres\n"),
+        "app.yaml:1:1: web: services at the top level (Compose file format 1) are not supported: put them under a top-level `services:` key"
+    );
+    assert_eq!(
+        fx.err("services:\n  llm:\n    provider:\n      type: model\n"),
+        "app.yaml:4:7: services.llm.provider: a service run by a provider (no image, no build) cannot be deployed as a cluster service"
+    );
 }
 
 #[test]

@@ -1,0 +1,200 @@
+//! End-to-end (root): a Compose project with two built services deployed on a cluster
+//! of network namespaces (one manager, two workers) where only the manager has the
+//! base image. `stack deploy` builds both images on the manager; every task runs on a
+//! worker, which fetches the built images (and busybox) from the manager. A
+//! `depends_on` chain with `service_healthy` orders the start, `volumes_from` shares a
+//! volume (its tasks placed together), a profile keeps a service out, an override file
+//! places the services and scales one; the second deploy builds nothing.
+
+mod common;
+#[path = "common/netns.rs"]
+mod netns;
+use netns::NetnsCluster;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const COMPOSE: &str = r#"
+name: shop
+services:
+  db:
+    build:
+      context: ./db
+      args:
+        GREETING: hello-from-build
+    # Healthy only once it has written the shared file, 2 s after starting.
+    command: ["sh", "-c", "sleep 2; cat /greeting > /shared/ready; touch /tmp/healthy; exec sleep 600"]
+    volumes:
+      - shared:/shared
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/healthy"]
+      interval: 1s
+      timeout: 1s
+      retries: 30
+    stop_grace_period: 1s
+  api:
+    build: ./api
+    depends_on:
+      db:
+        condition: service_healthy
+    volumes_from:
+      - db:ro
+    # Reads the file at once: it is there only if db was healthy before api started.
+    command: ["sh", "-c", "cat /shared/ready /msg; exec sleep 600"]
+    stop_grace_period: 1s
+  web:
+    image: busybox:latest
+    depends_on: [api]
+    command: ["sleep", "600"]
+    stop_grace_period: 1s
+  debug:
+    image: busybox:latest
+    profiles: [debug]
+    command: ["sleep", "600"]
+volumes:
+  shared: {}
+"#;
+
+/// Keeps every task off the manager, so each runs on a node that had no image.
+const OVERRIDE: &str = r#"
+x-on-workers: &on-workers
+  placement:
+    constraints: [node.role == worker]
+services:
+  db:
+    deploy: *on-workers
+  api:
+    deploy: *on-workers
+  web:
+    scale: 2
+    deploy:
+      placement:
+        constraints: [node.role == worker]
+        max_replicas_per_node: 1
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::fs::write(&p, text).expect("write");
+    p.to_string_lossy().into_owned()
+}
+
+/// Runs skiff against `host`; (success, stdout + stderr).
+fn try_on(c: &NetnsCluster, host: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(common::bin())
+        .arg("--host")
+        .arg(c.sock(host))
+        .args(args)
+        .output()
+        .expect("run skiff");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn image_id(c: &NetnsCluster, host: &str, image: &str) -> Option<String> {
+    let (ok, out) = try_on(c, host, &["image", "inspect", "-f", "{{.Id}}", image]);
+    ok.then(|| out.trim().to_string())
+}
+
+fn deploy(c: &NetnsCluster, files: &[&str]) -> String {
+    let mut args = vec!["stack", "deploy"];
+    for f in files {
+        args.extend(["-c", f]);
+    }
+    args.extend(["--detach=false", "--timeout", "180s", "shop"]);
+    c.on("manager1", &args)
+}
+
+#[test]
+fn built_services_deploy_on_workers_that_had_no_image() {
+    let c = NetnsCluster::up_base_on_managers(1, 2);
+    let workers = ["worker1", "worker2"];
+    for w in workers {
+        assert_eq!(image_id(&c, w, "busybox:latest"), None, "{w} had busybox");
+    }
+    let dir = c.dir.join("shop");
+    write(
+        &dir,
+        "db/Dockerfile",
+        "FROM busybox:latest\nARG GREETING\nRUN echo \"$GREETING\" > /greeting\n",
+    );
+    write(
+        &dir,
+        "api/Dockerfile",
+        "FROM busybox:latest\nCOPY msg /msg\n",
+    );
+    write(&dir, "api/msg", "api-message\n");
+    let file = write(&dir, "compose.yaml", COMPOSE);
+    let over = write(&dir, "compose.override.yaml", OVERRIDE);
+
+    let out = deploy(&c, &[&file, &over]);
+    assert!(
+        out.contains("Building api (shop_api)") && out.contains("Building db (shop_db)"),
+        "{out}"
+    );
+    assert!(out.contains("converged"), "{out}");
+
+    // Every task runs, all of them on the workers.
+    c.wait(
+        "4 tasks running on the workers",
+        Duration::from_secs(120),
+        || {
+            let p = c.placement("shop");
+            p.values().sum::<usize>() == 4 && p.keys().all(|n| n.starts_with("worker"))
+        },
+    );
+    let services = c.on("manager1", &["stack", "services", "shop"]);
+    for (name, replicas) in [("shop_web", "2/2"), ("shop_api", "1/1"), ("shop_db", "1/1")] {
+        assert!(
+            services
+                .lines()
+                .any(|l| l.contains(name) && l.contains(replicas)),
+            "{name} {replicas}: {services}"
+        );
+    }
+    assert!(!services.contains("shop_debug"), "{services}");
+
+    // The build argument reached db's image; api read it through volumes_from at its
+    // very start, so it started only once db was healthy, on db's node.
+    let mut logs = String::new();
+    c.wait(
+        "api printed what db shared",
+        Duration::from_secs(60),
+        || {
+            logs = try_on(&c, "manager1", &["service", "logs", "shop_api"]).1;
+            logs.contains("hello-from-build") && logs.contains("api-message")
+        },
+    );
+
+    // The workers that run the built services hold the manager's images.
+    let (db_id, api_id) = (
+        image_id(&c, "manager1", "shop_db").expect("db built on the manager"),
+        image_id(&c, "manager1", "shop_api").expect("api built on the manager"),
+    );
+    let holders: Vec<&str> = workers
+        .iter()
+        .copied()
+        .filter(|w| image_id(&c, w, "shop_api").is_some())
+        .collect();
+    assert_eq!(holders.len(), 1, "api runs on one worker: {holders:?}");
+    assert_eq!(image_id(&c, holders[0], "shop_api"), Some(api_id.clone()));
+    assert_eq!(image_id(&c, holders[0], "shop_db"), Some(db_id.clone()));
+
+    // Second deploy: the images exist, nothing is built, nothing changes.
+    let out = deploy(&c, &[&file, &over]);
+    assert!(!out.contains("Building"), "{out}");
+    assert_eq!(image_id(&c, "manager1", "shop_db"), Some(db_id));
+    assert_eq!(image_id(&c, "manager1", "shop_api"), Some(api_id));
+    assert_eq!(c.placement("shop").values().sum::<usize>(), 4);
+
+    c.on("manager1", &["stack", "rm", "shop"]);
+}
