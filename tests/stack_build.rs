@@ -7,85 +7,26 @@
 //! is created.
 
 mod common;
+#[path = "common/shop.rs"]
+mod shop;
 use common::Agent;
-use std::path::Path;
+use shop::{write, write_project};
 use std::time::Duration;
-
-const COMPOSE: &str = r#"
-name: shop
-services:
-  db:
-    build:
-      context: ./db
-      args:
-        GREETING: hello-from-build
-    # Becomes healthy only after writing the shared file, 2 s after starting.
-    command: ["sh", "-c", "sleep 2; cat /greeting > /shared/ready; touch /tmp/healthy; exec sleep 600"]
-    volumes:
-      - shared:/shared
-    healthcheck:
-      test: ["CMD", "test", "-f", "/tmp/healthy"]
-      interval: 1s
-      timeout: 1s
-      retries: 30
-    stop_grace_period: 1s
-  api:
-    build: ./api
-    depends_on:
-      db:
-        condition: service_healthy
-    volumes_from:
-      - db:ro
-    # Reads the file at once: it is there only if db was healthy before api started.
-    command: ["sh", "-c", "cat /shared/ready /msg; exec sleep 600"]
-    stop_grace_period: 1s
-  web:
-    image: busybox:latest
-    depends_on: [api]
-    command: ["sleep", "600"]
-    stop_grace_period: 1s
-    ulimits:
-      nofile: {soft: 1000, hard: 2000}
-    extra_hosts: ["db.example:10.1.2.3"]
-  debug:
-    image: busybox:latest
-    profiles: [debug]
-    command: ["sleep", "600"]
-volumes:
-  shared: {}
-"#;
 
 const OVERRIDE: &str = r#"
 services:
   web:
     scale: 2
+    ulimits:
+      nofile: {soft: 1000, hard: 2000}
+    extra_hosts: ["db.example:10.1.2.3"]
 "#;
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d).expect("mkdir");
-    }
-    std::fs::write(&p, text).expect("write");
-    p.to_string_lossy().into_owned()
-}
 
 /// The project directory: the Compose file, its override and two build contexts.
 fn project(a: &Agent) -> (String, String) {
     let dir = a.dir.path().join("shop");
-    write(
-        &dir,
-        "db/Dockerfile",
-        "FROM busybox:latest\nARG GREETING\nRUN echo \"$GREETING\" > /greeting\n",
-    );
-    write(
-        &dir,
-        "api/Dockerfile",
-        "FROM busybox:latest\nCOPY msg /msg\n",
-    );
-    write(&dir, "api/msg", "api-message\n");
     (
-        write(&dir, "compose.yaml", COMPOSE),
+        write_project(&dir),
         write(&dir, "compose.override.yaml", OVERRIDE),
     )
 }

@@ -9,51 +9,12 @@
 mod common;
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/shop.rs"]
+mod shop;
 use netns::NetnsCluster;
-use std::path::Path;
+use shop::{write, write_project};
 use std::process::Command;
 use std::time::Duration;
-
-const COMPOSE: &str = r#"
-name: shop
-services:
-  db:
-    build:
-      context: ./db
-      args:
-        GREETING: hello-from-build
-    # Healthy only once it has written the shared file, 2 s after starting.
-    command: ["sh", "-c", "sleep 2; cat /greeting > /shared/ready; touch /tmp/healthy; exec sleep 600"]
-    volumes:
-      - shared:/shared
-    healthcheck:
-      test: ["CMD", "test", "-f", "/tmp/healthy"]
-      interval: 1s
-      timeout: 1s
-      retries: 30
-    stop_grace_period: 1s
-  api:
-    build: ./api
-    depends_on:
-      db:
-        condition: service_healthy
-    volumes_from:
-      - db:ro
-    # Reads the file at once: it is there only if db was healthy before api started.
-    command: ["sh", "-c", "cat /shared/ready /msg; exec sleep 600"]
-    stop_grace_period: 1s
-  web:
-    image: busybox:latest
-    depends_on: [api]
-    command: ["sleep", "600"]
-    stop_grace_period: 1s
-  debug:
-    image: busybox:latest
-    profiles: [debug]
-    command: ["sleep", "600"]
-volumes:
-  shared: {}
-"#;
 
 /// Keeps every task off the manager, so each runs on a node that had no image.
 const OVERRIDE: &str = r#"
@@ -72,15 +33,6 @@ services:
         constraints: [node.role == worker]
         max_replicas_per_node: 1
 "#;
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d).expect("mkdir");
-    }
-    std::fs::write(&p, text).expect("write");
-    p.to_string_lossy().into_owned()
-}
 
 /// Runs skiff against `host`; (success, stdout + stderr).
 fn try_on(c: &NetnsCluster, host: &str, args: &[&str]) -> (bool, String) {
@@ -122,18 +74,7 @@ fn built_services_deploy_on_workers_that_had_no_image() {
         assert_eq!(image_id(&c, w, "busybox:latest"), None, "{w} had busybox");
     }
     let dir = c.dir.join("shop");
-    write(
-        &dir,
-        "db/Dockerfile",
-        "FROM busybox:latest\nARG GREETING\nRUN echo \"$GREETING\" > /greeting\n",
-    );
-    write(
-        &dir,
-        "api/Dockerfile",
-        "FROM busybox:latest\nCOPY msg /msg\n",
-    );
-    write(&dir, "api/msg", "api-message\n");
-    let file = write(&dir, "compose.yaml", COMPOSE);
+    let file = write_project(&dir);
     let over = write(&dir, "compose.override.yaml", OVERRIDE);
 
     let out = deploy(&c, &[&file, &over]);
