@@ -1,7 +1,7 @@
-//! Sets `cfg(skiff_root)` when the tests are built by root: tests that need root
-//! (mounts, ownership, cgroups, seccomp) carry
-//! `#[cfg_attr(not(skiff_root), ignore = "needs root: ...")]`, so a non-root
-//! `cargo test` runs everything else and lists those as ignored, with the reason.
+// Sets `cfg(skiff_root)` when the tests are built by root: tests that need root
+// (mounts, ownership, cgroups, seccomp) carry
+// `#[cfg_attr(not(skiff_root), ignore = "needs root: ...")]`, so a non-root
+// `cargo test` runs everything else and lists those as ignored, with the reason.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(skiff_root)");

@@ -29,6 +29,7 @@ fn go_arch() -> &'static str {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn heredocs_copy_flags_and_target_arch() {
     let a = Agent::start().with_busybox();
     let df = "# syntax=docker/dockerfile:1.7
@@ -83,6 +84,7 @@ CMD [\"sh\", \"-c\", \"cat /arch /shebang /a.txt /b.txt /etc/motd /files/one /fi
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn cache_mount_is_reused_by_the_next_build_and_never_in_a_layer() {
     let a = Agent::start().with_busybox();
     let first = context(&[(
@@ -109,6 +111,7 @@ fn cache_mount_is_reused_by_the_next_build_and_never_in_a_layer() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn secret_mount_stays_out_of_layers_and_history() {
     let a = Agent::start().with_busybox();
     let value = "TOPSECRET-5f3a9c";
@@ -154,6 +157,7 @@ fn secret_mount_stays_out_of_layers_and_history() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn onbuild_triggers_run_in_the_child() {
     let a = Agent::start().with_busybox();
     let parent = context(&[(
@@ -181,6 +185,7 @@ fn onbuild_triggers_run_in_the_child() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn run_network_none_and_refusals_name_the_line() {
     let a = Agent::start().with_busybox();
     // --network=none: only the loopback interface.

@@ -39,6 +39,7 @@ fn run(cfg: &skiff_chaos::Config) -> skiff_chaos::Report {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn a_bounded_chaos_run_keeps_every_invariant() {
     common::require_root();
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
@@ -63,6 +64,7 @@ fn a_bounded_chaos_run_keeps_every_invariant() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn the_checker_catches_planted_leftovers_and_unwritten_changes() {
     common::require_root();
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());

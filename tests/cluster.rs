@@ -42,6 +42,7 @@ fn listening_sockets(pid: u32) -> usize {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn private_agent_is_a_one_manager_cluster_without_a_tcp_port() {
     common::require_root();
     let m = Member::start(false, None);
@@ -73,6 +74,7 @@ fn private_agent_is_a_one_manager_cluster_without_a_tcp_port() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn three_managers_failover_restart_and_worker_lifecycle() {
     common::require_root();
     let m1 = Member::start(true, None);
@@ -213,6 +215,7 @@ fn three_managers_failover_restart_and_worker_lifecycle() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn worker_promoted_to_manager_and_demoted_back() {
     common::require_root();
     let m1 = Member::start(true, None);
@@ -262,6 +265,7 @@ fn worker_promoted_to_manager_and_demoted_back() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn engine_labels_and_reported_capacity_steer_placement() {
     common::require_root();
     let m = Member::start_with(true, None, &["--label", "disk=ssd"]);
@@ -370,6 +374,7 @@ fn leader_of(m: &Member) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn five_managers_lose_two_then_quorum_then_recover_every_acknowledged_write() {
     common::require_root();
     let m1 = Member::start(true, None);

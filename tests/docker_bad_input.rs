@@ -66,6 +66,7 @@ fn still_serving(a: &Agent) {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn oversized_and_truncated_bodies_are_refused_and_make_nothing() {
     let a = Agent::start().with_busybox();
     // 17 MiB of JSON: over the 16 MiB a JSON body may have.
@@ -99,6 +100,7 @@ fn oversized_and_truncated_bodies_are_refused_and_make_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn names_and_paths_cannot_leave_their_place() {
     let a = Agent::start().with_busybox();
     for name in ["../../etc", "a/b", "..", "x%00y"] {
@@ -135,6 +137,7 @@ fn names_and_paths_cannot_leave_their_place() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn clients_that_vanish_mid_stream_leave_the_agent_serving() {
     let a = Agent::start().with_busybox();
     a.docker(&[

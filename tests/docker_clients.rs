@@ -16,6 +16,7 @@ fn repo(p: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn python_sdk_drives_the_engine() {
     let a = Agent::start().with_busybox();
     let out = Command::new("python3")
@@ -44,6 +45,7 @@ fn free_port() -> u16 {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn docker_compose_up_ps_logs_exec_down() {
     let a = Agent::start().with_busybox();
     let port = free_port().to_string();

@@ -61,6 +61,7 @@ fn names(a: &Agent) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn run_variants_work_with_both_clis() {
     let a = Agent::start().with_busybox();
     for cli in docker_clis() {
@@ -151,6 +152,7 @@ fn run_variants_work_with_both_clis() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn run_it_has_a_real_terminal() {
     let a = Agent::start().with_busybox();
     for cli in docker_clis() {
@@ -194,6 +196,7 @@ fn run_it_has_a_real_terminal() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn ps_lists_filters_and_formats() {
     let a = Agent::start().with_busybox();
     a.docker(&[
@@ -308,6 +311,7 @@ fn ps_lists_filters_and_formats() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn logs_follow_and_survive_a_client_that_goes_away() {
     let a = Agent::start().with_busybox();
     a.docker(&[
@@ -406,6 +410,7 @@ fn logs_follow_and_survive_a_client_that_goes_away() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn lifecycle_operations_answer_like_docker() {
     let a = Agent::start().with_busybox();
     a.docker(&["run", "-d", "--name", "life", "busybox", "sleep", "300"]);
@@ -510,6 +515,7 @@ fn lifecycle_operations_answer_like_docker() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn inspect_stats_top_and_memory_limits() {
     let a = Agent::start().with_busybox();
     for cli in docker_clis() {
@@ -580,6 +586,7 @@ fn inspect_stats_top_and_memory_limits() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn published_ports_volumes_and_networks() {
     let a = Agent::start().with_busybox();
     let port = 20000 + (std::process::id() % 20000) as u16;
@@ -706,6 +713,7 @@ fn published_ports_volumes_and_networks() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn cp_both_ways_and_refuses_escapes() {
     let a = Agent::start().with_busybox();
     let d = a.dir.path().join("cp");
@@ -812,6 +820,7 @@ fn cp_both_ways_and_refuses_escapes() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn export_and_diff_show_the_container_filesystem() {
     let a = Agent::start().with_busybox();
     a.docker(&[
@@ -848,6 +857,7 @@ fn export_and_diff_show_the_container_filesystem() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn one_engine_for_both_clis() {
     let a = Agent::start().with_busybox();
     a.docker(&[
@@ -889,6 +899,7 @@ fn one_engine_for_both_clis() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn bad_create_input_is_refused_and_creates_nothing() {
     let a = Agent::start().with_busybox();
     a.docker(&["create", "--name", "taken", "busybox"]);
@@ -953,6 +964,7 @@ fn bad_create_input_is_refused_and_creates_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn attach_to_a_running_container() {
     let a = Agent::start().with_busybox();
     for (i, cli) in docker_clis().into_iter().enumerate() {

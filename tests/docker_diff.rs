@@ -196,6 +196,7 @@ const STEPS: &[(Cmp, &[&str])] = &[
 ];
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn docker_cli_sees_the_same_as_with_dockerd() {
     let a = Agent::start().with_busybox();
     let d = Dockerd::start();

@@ -11,6 +11,7 @@ fn running(a: &Agent, name: &str) {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn exec_runs_and_propagates_exit_codes() {
     let a = Agent::start().with_busybox();
     running(&a, "c1");
@@ -36,6 +37,7 @@ fn exec_runs_and_propagates_exit_codes() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn exec_with_stdin_env_workdir_user() {
     let a = Agent::start().with_busybox();
     running(&a, "c1");
@@ -71,6 +73,7 @@ fn exec_with_stdin_env_workdir_user() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn exec_with_a_real_pty() {
     let a = Agent::start().with_busybox();
     running(&a, "c1");
@@ -95,6 +98,7 @@ fn exec_with_a_real_pty() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn exec_detached_keeps_running_and_inspect_reports() {
     let a = Agent::start().with_busybox();
     running(&a, "c1");
@@ -121,6 +125,7 @@ fn exec_detached_keeps_running_and_inspect_reports() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn exec_inspect_over_the_api() {
     let a = Agent::start().with_busybox();
     running(&a, "c1");
@@ -186,6 +191,7 @@ fn exec_inspect_over_the_api() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn exec_on_a_stopped_container_fails_like_docker() {
     let a = Agent::start().with_busybox();
     a.cmd(&["create", "--name", "stopped", "busybox", "true"]);
@@ -246,6 +252,7 @@ fn raw_start(a: &Agent, version: &str, tty: bool) -> (String, Vec<u8>) {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn exec_start_hijacks_like_dockerd() {
     let a = Agent::start().with_busybox();
     running(&a, "c1");
@@ -284,6 +291,7 @@ fn exec_start_hijacks_like_dockerd() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn detach_keys_leave_the_exec_running() {
     use std::io::{Read, Write};
     let a = Agent::start().with_busybox();
@@ -343,6 +351,7 @@ fn detach_keys_leave_the_exec_running() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn execs_go_with_their_container() {
     let a = Agent::start().with_busybox();
     running(&a, "c1");

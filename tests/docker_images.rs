@@ -37,6 +37,7 @@ fn repo_tags(a: &Agent, args: &[&str]) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn images_list_filters_inspect_history_and_tag() {
     let a = Agent::start().with_busybox();
     let tar = busybox_tar().to_string_lossy().into_owned();
@@ -149,6 +150,7 @@ fn images_list_filters_inspect_history_and_tag() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn rmi_untags_deletes_and_refuses_images_in_use() {
     let a = Agent::start().with_busybox();
     a.docker(&["tag", "busybox", "other:1"]);
@@ -176,6 +178,7 @@ fn rmi_untags_deletes_and_refuses_images_in_use() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn save_then_load_round_trips() {
     let a = Agent::start().with_busybox();
     let id = image_id(&a, "busybox");
@@ -235,6 +238,7 @@ fn save_then_load_round_trips() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn import_from_a_tarball() {
     let a = Agent::start();
     let data = std::fs::read(busybox_tar()).expect("busybox tar");
@@ -302,6 +306,7 @@ CMD ["cat", "/who.txt"]
 "#;
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn build_with_a_dockerfile_then_run() {
     let a = Agent::start().with_busybox();
     let ctx = context(&[("Dockerfile", DOCKERFILE), ("greeting.txt", "from-copy\n")]);
@@ -436,6 +441,7 @@ fn build_with_a_dockerfile_then_run() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn build_refuses_bad_contexts() {
     let a = Agent::start().with_busybox();
     let (code, body) = curl(
@@ -483,6 +489,7 @@ fn build_refuses_bad_contexts() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn pull_and_push_against_a_private_registry() {
     let a = Agent::start().with_busybox();
     let reg = Registry::start(None);
@@ -563,6 +570,7 @@ fn pull_and_push_against_a_private_registry() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn x_registry_auth_is_honoured() {
     let a = Agent::start().with_busybox();
     let reg = Registry::start(Some(("alice", "s3cret")));
@@ -668,6 +676,7 @@ fn x_registry_auth_is_honoured() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn image_prune_and_commit() {
     let a = Agent::start().with_busybox();
     let data = std::fs::read(busybox_tar()).expect("busybox tar");
@@ -830,6 +839,7 @@ fn append_raw(
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn load_refuses_archives_that_point_outside_the_store() {
     let a = Agent::start();
     let outside = tempfile::Builder::new()

@@ -86,6 +86,7 @@ fn raw(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, Strin
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn docker_cli_drives_swarm_on_skiff() {
     let clis = docker_clis();
     assert!(!clis.is_empty(), "no docker CLI installed");
@@ -780,6 +781,7 @@ fn normalise(s: &str) -> String {
 /// cluster), outputs compared after normalising IDs and times. Differences that remain
 /// are listed in docs/docker-api.md ("Differences from Swarm").
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn docker_cli_sees_the_same_as_with_swarm() {
     let exe = "/usr/bin/docker";
     assert!(Path::new(exe).exists(), "Debian's docker CLI is needed");

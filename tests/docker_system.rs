@@ -55,6 +55,7 @@ fn docker_err(a: &Agent, exe: &str, args: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn version_negotiates_and_refuses_too_new_clients() {
     let a = Agent::start();
     for cli in docker_clis() {
@@ -83,6 +84,7 @@ fn version_negotiates_and_refuses_too_new_clients() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn info_counts_containers_and_reports_the_cluster() {
     let a = Agent::start().with_busybox();
     a.cmd(&["run", "-d", "--name", "inf1", "busybox", "sleep", "300"]);
@@ -193,6 +195,7 @@ impl Drop for EventsWatch {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn events_stream_live_and_bounded_queries_end() {
     let a = Agent::start().with_busybox();
     let since = format!("{}", chrono::Utc::now().timestamp() - 1);
@@ -336,6 +339,7 @@ fn events_stream_live_and_bounded_queries_end() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn system_df_plain_and_verbose() {
     let a = Agent::start().with_busybox();
     a.docker(&["volume", "create", "dfvol"]);
@@ -405,6 +409,7 @@ fn system_df_plain_and_verbose() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn networks_create_connect_inspect_remove_prune() {
     let a = Agent::start().with_busybox();
     a.cmd(&["run", "-d", "--name", "netc", "busybox", "sleep", "300"]);
@@ -564,6 +569,7 @@ fn networks_create_connect_inspect_remove_prune() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn network_and_volume_bad_input_is_a_400_naming_the_field() {
     let a = Agent::start();
     let count = |a: &Agent| lines(&a.docker(&["network", "ls", "-q"]).stdout).len();
@@ -622,6 +628,7 @@ fn network_and_volume_bad_input_is_a_400_naming_the_field() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn volumes_create_list_inspect_remove_prune() {
     let a = Agent::start().with_busybox();
     for (i, cli) in docker_clis().into_iter().enumerate() {
@@ -743,6 +750,7 @@ fn volumes_create_list_inspect_remove_prune() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn login_checks_credentials_with_the_registry() {
     let secured = Registry::start(Some(("alice", "s3cret")));
     let open = Registry::start(None);
@@ -783,6 +791,7 @@ fn login_checks_credentials_with_the_registry() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn overlay_networks_go_through_the_cluster() {
     let a = Agent::start();
     for cli in docker_clis() {

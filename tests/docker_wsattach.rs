@@ -33,6 +33,7 @@ fn python(a: &Agent, args: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn websocket_attach_carries_raw_stdio() {
     let a = Agent::start().with_busybox();
     a.docker(&["run", "-d", "-i", "--name", "wsraw", "busybox", "cat"]);
@@ -78,6 +79,7 @@ fn websocket_attach_carries_raw_stdio() {
 /// also reads the exec's inspect: its Pid is the live process, on the host, in the
 /// container's pid namespace and cgroup.
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn exec_inspect_reports_the_live_pid() {
     let a = Agent::start().with_busybox();
     a.docker(&["run", "-d", "--name", "ex", "busybox", "sleep", "300"]);
@@ -148,6 +150,7 @@ fn pause_events(a: &Agent, since: &str, name: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn commit_keeps_author_and_message_and_pauses() {
     let a = Agent::start().with_busybox();
     a.docker(&[
@@ -233,6 +236,7 @@ fn commit_keeps_author_and_message_and_pauses() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn import_records_message_and_time() {
     let a = Agent::start();
     let tar = busybox_tar().display().to_string();

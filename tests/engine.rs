@@ -6,6 +6,7 @@ use common::Agent;
 use std::time::Duration;
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn run_exit_codes_match_docker() {
     let a = Agent::start().with_busybox();
     let r = a.try_cmd(&["run", "--rm", "busybox", "echo", "hello"]);
@@ -34,6 +35,7 @@ fn run_exit_codes_match_docker() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn lifecycle_create_start_stop_rm() {
     let a = Agent::start().with_busybox();
     let id = a
@@ -73,6 +75,7 @@ fn lifecycle_create_start_stop_rm() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn exec_logs_and_env() {
     let a = Agent::start().with_busybox();
     a.cmd(&[
@@ -123,6 +126,7 @@ fn exec_logs_and_env() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn stdin_and_output_streams() {
     let a = Agent::start().with_busybox();
     let r = a.cmd_stdin(
@@ -143,6 +147,7 @@ fn stdin_and_output_streams() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn defaults_are_confined_like_docker() {
     let a = Agent::start().with_busybox();
     let r = a.cmd(&[
@@ -204,6 +209,7 @@ fn defaults_are_confined_like_docker() {
 /// The seccomp program is compiled by the first container and kept in the exec root;
 /// containers and execs after it load the kept program, and it still confines them.
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn seccomp_program_is_compiled_once_and_still_applied() {
     let a = Agent::start().with_busybox();
     let cache = a.exec_root.join("seccomp");
@@ -271,6 +277,7 @@ fn seccomp_program_is_compiled_once_and_still_applied() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn agent_kill9_leaves_containers_running_and_readopts() {
     let mut a = Agent::start().with_busybox();
     a.cmd(&[
@@ -321,6 +328,7 @@ fn agent_kill9_leaves_containers_running_and_readopts() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn exit_while_agent_down_is_recorded() {
     let mut a = Agent::start().with_busybox();
     a.cmd(&[
@@ -343,6 +351,7 @@ fn exit_while_agent_down_is_recorded() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn restart_policies() {
     let a = Agent::start().with_busybox();
     a.cmd(&[
@@ -389,6 +398,7 @@ fn restart_policies() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn images_tag_rmi_and_inspect() {
     let a = Agent::start().with_busybox();
     let images = a.cmd(&["images"]).stdout;
@@ -429,6 +439,7 @@ fn images_tag_rmi_and_inspect() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn inspect_templates() {
     let a = Agent::start().with_busybox();
     a.cmd(&[
@@ -459,6 +470,7 @@ fn missing_agent_is_a_clear_error() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn events_attach_wait_rename_and_info() {
     let a = Agent::start().with_busybox();
     let since = (chrono_like_now() - 1).to_string();

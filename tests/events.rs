@@ -49,6 +49,7 @@ services:
 "#;
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn service_events_replay_between_since_and_until() {
     let a = Agent::start().with_busybox();
     let t0 = now();
@@ -167,6 +168,7 @@ fn service_events_replay_between_since_and_until() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn node_events_are_seen_from_the_other_node() {
     common::require_root();
     let t0 = now();

@@ -70,6 +70,7 @@ fn nft_table(a: &Agent) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn published_ports_come_and_go_without_reloading_the_table() {
     let a = Agent::start().with_busybox();
     let net: serde_json::Value =

@@ -40,6 +40,7 @@ fn status_on_disk(a: &Agent, id: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn stop_kill_and_exit_work_on_a_full_disk_and_reach_it_when_room_returns() {
     let mut a = Agent::start_on_tmpfs("64m").with_busybox();
     let stopped = a

@@ -109,6 +109,7 @@ fn marker_on(c: &NetnsCluster, host: &str, service: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn an_image_on_one_node_runs_on_every_node_and_a_corrupt_layer_is_refused() {
     let c = NetnsCluster::up(2);
     let scratch_dir = tempfile::tempdir().expect("tempdir");

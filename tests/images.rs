@@ -61,6 +61,7 @@ fn image_id(a: &Agent, name: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn registry_push_pull_by_tag_and_digest_then_run() {
     let reg = Registry::start(None);
     let a = Agent::start().with_busybox();
@@ -137,6 +138,7 @@ fn registry_push_pull_by_tag_and_digest_then_run() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn registry_with_htpasswd_auth() {
     let reg = Registry::start(Some(("alice", "s3cret")));
     let a = Agent::start().with_busybox();
@@ -194,6 +196,7 @@ fn registry_with_htpasswd_auth() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn build_runs_steps_and_caches_layers() {
     let a = Agent::start().with_busybox();
     let df = r#"# a comment
@@ -327,6 +330,7 @@ CMD ["sh", "-c", "cat greeting a.txt /etc/app/app.conf /exec; id -u; ls /bin/vi 
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn build_multistage_target_add_and_errors() {
     let a = Agent::start().with_busybox();
     // A tar for ADD to extract.
@@ -394,6 +398,7 @@ fn build_multistage_target_add_and_errors() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn save_load_commit_export_round_trip() {
     let a = Agent::start().with_busybox();
     a.cmd(&[
@@ -483,6 +488,7 @@ fn save_load_commit_export_round_trip() {
 /// Interop with Docker itself, only where a Docker daemon binary is installed (Debian's
 /// docker.io is not installed on the test machine, so this test returns early there).
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn docker_load_accepts_our_save() {
     // Runs its own private dockerd (no iptables, no bridge) where docker.io is installed.
     let Some(d) = PrivateDockerd::start() else {

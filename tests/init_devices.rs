@@ -14,6 +14,7 @@ fn have_init() -> bool {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn init_is_pid_one_and_passes_the_exit_code() {
     assert!(
         have_init(),
@@ -85,6 +86,7 @@ fn init_is_pid_one_and_passes_the_exit_code() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn stop_under_init_forwards_sigterm() {
     assert!(
         have_init(),
@@ -133,6 +135,7 @@ fn stop_under_init_forwards_sigterm() {
 /// kernel hands to PID 1. Without an init, PID 1 is `sleep 300`, which never waits:
 /// the orphan stays a zombie. Under tini it is reaped.
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn init_reaps_orphans() {
     assert!(
         have_init(),
@@ -189,6 +192,7 @@ fn init_reaps_orphans() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn device_node_appears_with_host_numbers() {
     let a = Agent::start().with_busybox();
     let script = "stat -c '%F %t:%T' /dev/mydev; echo hi > /dev/mydev && echo written";
@@ -321,6 +325,7 @@ fn device_node_appears_with_host_numbers() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn device_cgroup_denies_what_was_not_given() {
     let a = Agent::start().with_busybox();
     // Root with CAP_MKNOD may make a node for loop-control (10:237), but the cgroup
@@ -363,6 +368,7 @@ fn device_cgroup_denies_what_was_not_given() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn devices_show_in_inspect_through_both_front_ends() {
     let a = Agent::start().with_busybox();
     a.docker(&[
@@ -406,6 +412,7 @@ fn devices_show_in_inspect_through_both_front_ends() {
 /// agent.yaml `init_path` picks the init; a dynamically linked one is refused at create
 /// with a message naming it, through both front ends.
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn configured_init_path_must_be_static() {
     assert!(
         have_init(),

@@ -75,6 +75,7 @@ const STAGED: &[(&str, u32)] = &[
 ];
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn install_twice_into_a_destdir_changes_nothing_the_second_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
@@ -184,6 +185,7 @@ fn verify_unit(unit: &str, destdir: &Path) {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn install_for_a_joining_node_and_an_upgrade() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
@@ -230,6 +232,7 @@ fn install_for_a_joining_node_and_an_upgrade() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn install_refuses_bad_options() {
     let dir = tempfile::tempdir().expect("tempdir");
     let r = install(dir.path(), &["--frobnicate"]);
@@ -343,6 +346,7 @@ fn cloud_init_and_vagrant_files_are_valid() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn agent_upgrade_leaves_containers_running() {
     let mut a = Agent::start().with_busybox();
     a.cmd(&[
@@ -412,6 +416,7 @@ fn agent_upgrade_leaves_containers_running() {
 /// --root/--exec-root/--host flags win over the file's paths): a manager from
 /// `--listen-addr`, and a worker that joins it from `--join`/`--token`.
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn installed_agent_yaml_founds_and_joins_a_cluster() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -456,6 +461,7 @@ fn installed_agent_yaml_founds_and_joins_a_cluster() {
 /// /usr/local is a tmpfs: nothing reaches the real system. systemd's runtime directory
 /// is hidden, so this covers the host-without-systemd branch whatever the machine runs.
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn install_on_a_host_without_systemd_says_how_to_start() {
     common::require_root();
     let dir = tempfile::tempdir().expect("tempdir");

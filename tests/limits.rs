@@ -27,6 +27,7 @@ fn run_d(a: &Agent, name: &str, flags: &[&str]) {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn memory_limits_reach_the_cgroup() {
     let a = Agent::start().with_busybox();
     run_d(
@@ -102,6 +103,7 @@ fn memory_limits_reach_the_cgroup() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn oom_kill_is_reported_like_docker() {
     let a = Agent::start().with_busybox();
     run_d(&a, "bystander", &[]);
@@ -155,6 +157,7 @@ fn oom_kill_is_reported_like_docker() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn cpu_limits_reach_the_cgroup() {
     let a = Agent::start().with_busybox();
     run_d(
@@ -193,6 +196,7 @@ fn cpu_limits_reach_the_cgroup() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn pids_limit_contains_a_fork_bomb() {
     let a = Agent::start().with_busybox();
     a.cmd(&[
@@ -229,6 +233,7 @@ fn pids_limit_contains_a_fork_bomb() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn blkio_oom_score_and_ulimits() {
     let a = Agent::start().with_busybox();
     let dev = ["/dev/vda", "/dev/sda", "/dev/nvme0n1"]
@@ -360,6 +365,7 @@ fn libc_minor(dev: u64) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn update_changes_a_running_container() {
     let a = Agent::start().with_busybox();
     run_d(&a, "u1", &["--memory", "64m", "--pids-limit", "100"]);
@@ -404,6 +410,7 @@ fn update_changes_a_running_container() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn stats_show_dockers_columns() {
     let a = Agent::start().with_busybox();
     run_d(&a, "s1", &["--memory", "64m"]);
@@ -453,6 +460,7 @@ fn stats_show_dockers_columns() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn prune_and_df_report_what_they_free() {
     let a = Agent::start().with_busybox();
     a.cmd(&[

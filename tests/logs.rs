@@ -41,6 +41,7 @@ fn assert_consecutive(ns: &[usize], last: usize) {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn rotation_bounds_files_and_logs_reads_the_tail_in_order() {
     let a = Agent::start().with_busybox();
     // ~70 bytes a record, 400 records: ~28 KB through 2 KiB files.
@@ -85,6 +86,7 @@ fn rotation_bounds_files_and_logs_reads_the_tail_in_order() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn logs_follow_reads_across_rotations() {
     let a = Agent::start().with_busybox();
     a.cmd(&[
@@ -114,6 +116,7 @@ fn logs_follow_reads_across_rotations() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn bad_log_opts_are_refused_naming_the_option() {
     let a = Agent::start().with_busybox();
     for (opt, want) in [
@@ -132,6 +135,7 @@ fn bad_log_opts_are_refused_naming_the_option() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn agent_yaml_log_opts_are_defaults_under_log_opt() {
     let mut a = Agent::start().with_busybox();
     a.cmd(&["create", "--name", "builtin", "busybox", "true"]);
@@ -201,6 +205,7 @@ fn agent_refuses(args: &[&str], yaml: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn agent_refuses_bad_log_settings() {
     let e = agent_refuses(&["--log-level", "verbose"], "");
     assert!(e.contains("invalid log level \"verbose\""), "{e}");
@@ -223,6 +228,7 @@ fn agent_refuses_bad_log_settings() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn agent_logs_json_when_configured() {
     let mut a = Agent::start();
     let before = a.log().len();

@@ -137,6 +137,7 @@ fn scrape(port: u16) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn prometheus_scrapes_agent_and_container_metrics() {
     let mut a = Agent::start().with_busybox();
     let port = free_port();

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn stacks_spread_move_and_honour_constraints_across_hosts() {
     let c = NetnsCluster::up(3);
     let nodes = c.on("manager1", &["node", "ls"]);

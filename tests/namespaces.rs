@@ -32,6 +32,7 @@ fn df_blocks(df: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn sysctls_and_shm_size_apply_and_are_checked() {
     let a = Agent::start().with_busybox();
     assert_eq!(
@@ -123,6 +124,7 @@ fn sysctls_and_shm_size_apply_and_are_checked() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn ipc_pid_and_network_namespaces_are_shared_as_asked() {
     let a = Agent::start().with_busybox();
     a.cmd(&[
@@ -246,6 +248,7 @@ fn is_mount(p: &std::path::Path) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn docker_cli_sets_and_inspects_them() {
     let a = Agent::start().with_busybox();
     let o = a
@@ -341,6 +344,7 @@ fn docker_cli_sets_and_inspects_them() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn a_stack_service_gets_its_sysctls_shm_size_and_pid() {
     let a = Agent::start().with_busybox();
     let file = a.dir.path().join("ns.yaml");

@@ -165,6 +165,7 @@ fn netns_files(a: &Agent) -> usize {
 /// being deleted in the background: the old link's deletion must never take the new
 /// one with it (a restart once failed with "finding link eth0: No such device").
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn quick_restarts_keep_the_container_wired() {
     let _fw = shared();
     let a = Agent::start().with_busybox();
@@ -188,6 +189,7 @@ fn quick_restarts_keep_the_container_wired() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn user_network_names_resolve_and_networks_are_isolated() {
     let _shared = shared();
     let a = Agent::start().with_busybox();
@@ -340,6 +342,7 @@ fn user_network_names_resolve_and_networks_are_isolated() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn internal_network_has_no_outside_route_and_bridge_does() {
     let _shared = shared();
     let a = Agent::start().with_busybox();
@@ -403,6 +406,7 @@ fn internal_network_has_no_outside_route_and_bridge_does() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn published_ports_answer_from_outside_loopback_and_containers() {
     let _shared = shared();
     let a = Agent::start().with_busybox();
@@ -549,6 +553,7 @@ fn udp_roundtrip(addr: &str, msg: &[u8]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn udp_publish_works() {
     let _shared = shared();
     let a = Agent::start().with_busybox();
@@ -640,6 +645,7 @@ fn fake_dns(addr: &str, answer: Ipv4Addr) -> std::thread::JoinHandle<()> {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn dns_forwards_unknown_names_to_configured_upstreams() {
     let _shared = shared();
     let mut a = Agent::start().with_busybox();
@@ -729,6 +735,7 @@ fn dns_forwards_unknown_names_to_configured_upstreams() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn reconcile_removes_wiring_of_containers_gone_while_agent_was_down() {
     let _shared = shared();
     let mut a = Agent::start().with_busybox();
@@ -855,6 +862,7 @@ impl Drop for Dockerd {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn coexists_with_docker_forward_drop_and_firewall_reloads() {
     let _alone = HOST_FIREWALL.write().unwrap_or_else(|p| p.into_inner());
     let a = Agent::start().with_busybox();

@@ -110,6 +110,7 @@ fn exec(c: &NetnsCluster, host: &str, id: &str, cmd: &[&str]) -> (bool, String) 
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn overlay_mesh_names_isolation_and_cleanup_across_hosts() {
     let c = NetnsCluster::up(3);
     c.deploy("app", STACK);
@@ -399,6 +400,7 @@ fn vxlan_links(c: &NetnsCluster, host: &str) -> String {
 /// was down is rebuilt (with its forwarding entries) for the containers that kept
 /// running, and the overlay of a stack removed meanwhile is taken down.
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn overlay_state_is_reconciled_at_agent_start() {
     let c = NetnsCluster::up(2);
     c.deploy("pair", PAIR);

@@ -89,6 +89,7 @@ fn flip_byte(path: &Path, at: usize) {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn a_corrupt_or_cut_raft_log_heals_from_the_other_managers() {
     common::require_root();
     let m1 = Member::start(true, None);
@@ -197,6 +198,7 @@ fn a_corrupt_or_cut_raft_log_heals_from_the_other_managers() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn a_lone_manager_with_a_corrupt_log_refuses_to_start() {
     common::require_root();
     let mut m = Member::start(false, None);

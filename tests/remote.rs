@@ -62,6 +62,7 @@ fn tlsdir(base: &Path, name: &str, ca: &Path, cert_key: Option<(&Path, &Path)>) 
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn tcp_engine_api_takes_client_certificates_of_its_cluster_only() {
     let mut a = Agent::start();
     let (cluster_port, api_port) = (free_port(), free_port());
@@ -287,6 +288,7 @@ fn tcp_engine_api_takes_client_certificates_of_its_cluster_only() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn revoked_client_certificates_are_refused_on_every_nodes_api_port() {
     common::require_root();
     let (mapi, wapi) = (free_port(), free_port());
@@ -515,6 +517,7 @@ fn processes_with(needle: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn ssh_host_reaches_the_remote_agent_through_dial_stdio() {
     let a = Agent::start().with_busybox();
     let sshd = Sshd::start();
@@ -601,6 +604,7 @@ fn ssh_host_reaches_the_remote_agent_through_dial_stdio() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn contexts_choose_the_agent() {
     let a = Agent::start();
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -245,6 +245,7 @@ fn all_refused(what: &str, res: &[(&str, Result<(), tonic::Status>)], code: Opti
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn the_cluster_port_refuses_missing_foreign_and_revoked_certificates() {
     common::require_root();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -353,6 +354,7 @@ fn the_cluster_port_refuses_missing_foreign_and_revoked_certificates() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn a_non_root_user_cannot_use_the_agent_socket() {
     common::require_root();
     let m = Member::start(false, None);

@@ -116,6 +116,7 @@ fn running_on(c: &NetnsCluster) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn service_logs_come_from_every_node_and_follow_new_replicas() {
     let c = NetnsCluster::up_with(3, 3);
     c.wait("six ready nodes", Duration::from_secs(60), || {

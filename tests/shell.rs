@@ -134,6 +134,7 @@ fn man_pages_are_written_and_render() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn cluster_list_commands_take_format() {
     let a = Agent::start().with_busybox();
     let dir = tempfile::tempdir().expect("tempdir");

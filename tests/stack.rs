@@ -71,6 +71,7 @@ fn services(a: &Agent, stack: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn stack_lifecycle_on_one_node() {
     let a = Agent::start().with_busybox();
     let file = write_stack(&a, "app.yaml", &STACK.replace("PORT", "18080"));
@@ -161,6 +162,7 @@ fn stack_lifecycle_on_one_node() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn failing_update_rolls_back() {
     let a = Agent::start().with_busybox();
     let stack = STACK.replace("PORT", "18081");
@@ -199,6 +201,7 @@ fn failing_update_rolls_back() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn unplaceable_tasks_explain_why() {
     let a = Agent::start().with_busybox();
     let file = write_stack(
@@ -227,6 +230,7 @@ fn unplaceable_tasks_explain_why() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn bad_stack_file_changes_nothing() {
     let a = Agent::start().with_busybox();
     let file = write_stack(
@@ -245,6 +249,7 @@ fn bad_stack_file_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn secrets_and_configs_are_mounted_read_only() {
     let a = Agent::start().with_busybox();
     std::fs::write(a.dir.path().join("db_password.txt"), "s3cret\n").expect("secret file");
@@ -299,6 +304,7 @@ fn secrets_and_configs_are_mounted_read_only() {
 /// port: three web replicas behind the published port, and web's CGI page fetching
 /// the api service by name over the stack's overlay.
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn the_example_stack_answers() {
     let a = Agent::start().with_busybox();
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello/app.yaml");

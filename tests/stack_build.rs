@@ -59,6 +59,7 @@ fn task_logs(a: &Agent, service: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn stack_deploy_builds_orders_and_shares_volumes() {
     let a = Agent::start().with_busybox();
     let (file, over) = project(&a);
@@ -152,6 +153,7 @@ fn stack_deploy_builds_orders_and_shares_volumes() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn secret_files_are_read_by_deploy_not_by_config() {
     let a = Agent::start().with_busybox();
     let dir = a.dir.path().join("sec");

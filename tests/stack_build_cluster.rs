@@ -67,6 +67,7 @@ fn deploy(c: &NetnsCluster, files: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn built_services_deploy_on_workers_that_had_no_image() {
     let c = NetnsCluster::up_base_on_managers(1, 2);
     let workers = ["worker1", "worker2"];

@@ -15,6 +15,7 @@ fn volume_names(a: &Agent) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn named_volume_is_shared_and_outlives_containers() {
     let a = Agent::start().with_busybox();
     a.cmd(&[
@@ -72,6 +73,7 @@ fn named_volume_is_shared_and_outlives_containers() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn copy_up_fills_a_new_volume_with_image_content() {
     let a = Agent::start().with_busybox();
     a.cmd(&["run", "--rm", "-v", "etcvol:/etc", "busybox", "true"]);
@@ -119,6 +121,7 @@ fn copy_up_fills_a_new_volume_with_image_content() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn bind_mounts_tmpfs_and_mount_flag() {
     let a = Agent::start().with_busybox();
     let host = a.dir.path().join("hostdir");
@@ -214,6 +217,7 @@ fn bind_mounts_tmpfs_and_mount_flag() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn anonymous_volumes_go_with_rm_v_and_rm() {
     let a = Agent::start().with_busybox();
     a.cmd(&[
@@ -265,6 +269,7 @@ fn anonymous_volumes_go_with_rm_v_and_rm() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn volumes_from_a_created_container() {
     let a = Agent::start().with_busybox();
     a.cmd(&[
@@ -316,6 +321,7 @@ fn volumes_from_a_created_container() {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn volume_commands_and_filters() {
     let a = Agent::start().with_busybox();
     assert_eq!(
@@ -425,6 +431,7 @@ fn import_evil_image(a: &Agent, outside: &Path) {
 }
 
 #[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
 fn symlinked_mount_targets_cannot_escape_the_rootfs() {
     let a = Agent::start().with_busybox();
     let outside = a.dir.path().join("outside");
