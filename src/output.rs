@@ -496,15 +496,7 @@ mod tests {
         // The default table and a `table` template, through the same path the commands
         // take, from the values Docker printed.
         let ps = include_str!("testdata/docker-tables/ps-a.txt");
-        let columns = [
-            ("ID", "CONTAINER ID"),
-            ("Image", "IMAGE"),
-            ("Command", "COMMAND"),
-            ("RunningFor", "CREATED"),
-            ("Status", "STATUS"),
-            ("Ports", "PORTS"),
-            ("Names", "NAMES"),
-        ];
+        let columns = crate::commands::containers::PS_COLUMNS;
         let headers: Vec<&str> = columns.iter().map(|(_, h)| *h).collect();
         let rows: Vec<Value> = docker_cells(ps, &headers)
             .into_iter()

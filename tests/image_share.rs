@@ -49,28 +49,6 @@ fn stack_yaml(image: &str) -> String {
     )
 }
 
-fn try_on(c: &NetnsCluster, host: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(common::bin())
-        .arg("--host")
-        .arg(c.sock(host))
-        .args(args)
-        .output()
-        .expect("run skiff");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn image_id(c: &NetnsCluster, host: &str, image: &str) -> Option<String> {
-    let (ok, out) = try_on(c, host, &["image", "inspect", "-f", "{{.Id}}", image]);
-    ok.then(|| out.trim().to_string())
-}
-
 /// The only layer of an imported image (its blob digest is its diff ID).
 fn layer_of(c: &NetnsCluster, image: &str) -> String {
     let out = c.on(
@@ -121,10 +99,12 @@ fn an_image_on_one_node_runs_on_every_node_and_a_corrupt_layer_is_refused() {
         "manager1",
         &["image", "import", &tar.to_string_lossy(), "shared/app:1"],
     );
-    let id = image_id(&c, "manager1", "shared/app:1").expect("imported on the manager");
+    let id = c
+        .image_id("manager1", "shared/app:1")
+        .expect("imported on the manager");
     let layer = layer_of(&c, "shared/app:1");
     for w in workers {
-        assert_eq!(image_id(&c, w, "shared/app:1"), None, "{w} had the image");
+        assert_eq!(c.image_id(w, "shared/app:1"), None, "{w} had the image");
         assert!(!blob(&c, w, &layer).exists());
     }
     c.deploy("share", &stack_yaml("shared/app:1"));
@@ -135,11 +115,7 @@ fn an_image_on_one_node_runs_on_every_node_and_a_corrupt_layer_is_refused() {
     for w in workers {
         // Same image (same config digest), tagged as asked, and the layer it runs is
         // the manager's.
-        assert_eq!(
-            image_id(&c, w, "shared/app:1").as_deref(),
-            Some(&*id),
-            "{w}"
-        );
+        assert_eq!(c.image_id(w, "shared/app:1").as_deref(), Some(&*id), "{w}");
         assert!(blob(&c, w, &layer).exists(), "{w} lacks the layer blob");
         assert!(
             marker_on(&c, w, "share_app").contains("shared-from-manager"),
@@ -186,7 +162,7 @@ fn an_image_on_one_node_runs_on_every_node_and_a_corrupt_layer_is_refused() {
         "the error names the layer: {errors}"
     );
     for w in workers {
-        assert_eq!(image_id(&c, w, "shared/bad:1"), None, "{w} kept the image");
+        assert_eq!(c.image_id(w, "shared/bad:1"), None, "{w} kept the image");
         assert!(!blob(&c, w, &bad_layer).exists(), "{w} kept the bad blob");
         // A retry may be mid-transfer right now; what must not happen is a scratch
         // file that stays.
@@ -195,7 +171,7 @@ fn an_image_on_one_node_runs_on_every_node_and_a_corrupt_layer_is_refused() {
             Duration::from_secs(20),
             || scratch(&c, w).is_empty(),
         );
-        let (_, ps) = try_on(&c, w, &["ps", "-a", "--filter", "name=bad_app"]);
+        let (_, ps) = c.try_on(w, &["ps", "-a", "--filter", "name=bad_app"]);
         assert!(!ps.contains("bad_app"), "{w} created a container: {ps}");
     }
 

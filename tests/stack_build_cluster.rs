@@ -13,7 +13,6 @@ mod netns;
 mod shop;
 use netns::NetnsCluster;
 use shop::{write, write_project};
-use std::process::Command;
 use std::time::Duration;
 
 /// Keeps every task off the manager, so each runs on a node that had no image.
@@ -34,29 +33,6 @@ services:
         max_replicas_per_node: 1
 "#;
 
-/// Runs skiff against `host`; (success, stdout + stderr).
-fn try_on(c: &NetnsCluster, host: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(common::bin())
-        .arg("--host")
-        .arg(c.sock(host))
-        .args(args)
-        .output()
-        .expect("run skiff");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn image_id(c: &NetnsCluster, host: &str, image: &str) -> Option<String> {
-    let (ok, out) = try_on(c, host, &["image", "inspect", "-f", "{{.Id}}", image]);
-    ok.then(|| out.trim().to_string())
-}
-
 fn deploy(c: &NetnsCluster, files: &[&str]) -> String {
     let mut args = vec!["stack", "deploy"];
     for f in files {
@@ -72,7 +48,7 @@ fn built_services_deploy_on_workers_that_had_no_image() {
     let c = NetnsCluster::up_base_on_managers(1, 2);
     let workers = ["worker1", "worker2"];
     for w in workers {
-        assert_eq!(image_id(&c, w, "busybox:latest"), None, "{w} had busybox");
+        assert_eq!(c.image_id(w, "busybox:latest"), None, "{w} had busybox");
     }
     let dir = c.dir.join("shop");
     let file = write_project(&dir);
@@ -112,30 +88,32 @@ fn built_services_deploy_on_workers_that_had_no_image() {
         "api printed what db shared",
         Duration::from_secs(60),
         || {
-            logs = try_on(&c, "manager1", &["service", "logs", "shop_api"]).1;
+            logs = c.try_on("manager1", &["service", "logs", "shop_api"]).1;
             logs.contains("hello-from-build") && logs.contains("api-message")
         },
     );
 
     // The workers that run the built services hold the manager's images.
     let (db_id, api_id) = (
-        image_id(&c, "manager1", "shop_db").expect("db built on the manager"),
-        image_id(&c, "manager1", "shop_api").expect("api built on the manager"),
+        c.image_id("manager1", "shop_db")
+            .expect("db built on the manager"),
+        c.image_id("manager1", "shop_api")
+            .expect("api built on the manager"),
     );
     let holders: Vec<&str> = workers
         .iter()
         .copied()
-        .filter(|w| image_id(&c, w, "shop_api").is_some())
+        .filter(|w| c.image_id(w, "shop_api").is_some())
         .collect();
     assert_eq!(holders.len(), 1, "api runs on one worker: {holders:?}");
-    assert_eq!(image_id(&c, holders[0], "shop_api"), Some(api_id.clone()));
-    assert_eq!(image_id(&c, holders[0], "shop_db"), Some(db_id.clone()));
+    assert_eq!(c.image_id(holders[0], "shop_api"), Some(api_id.clone()));
+    assert_eq!(c.image_id(holders[0], "shop_db"), Some(db_id.clone()));
 
     // Second deploy: the images exist, nothing is built, nothing changes.
     let out = deploy(&c, &[&file, &over]);
     assert!(!out.contains("Building"), "{out}");
-    assert_eq!(image_id(&c, "manager1", "shop_db"), Some(db_id));
-    assert_eq!(image_id(&c, "manager1", "shop_api"), Some(api_id));
+    assert_eq!(c.image_id("manager1", "shop_db"), Some(db_id));
+    assert_eq!(c.image_id("manager1", "shop_api"), Some(api_id));
     assert_eq!(c.placement("shop").values().sum::<usize>(), 4);
 
     c.on("manager1", &["stack", "rm", "shop"]);

@@ -116,6 +116,32 @@ impl NetnsCluster {
         );
     }
 
+    /// Runs skiff against `host`; (success, stdout + stderr).
+    #[allow(dead_code)]
+    pub fn try_on(&self, host: &str, args: &[&str]) -> (bool, String) {
+        let out = Command::new(crate::common::bin())
+            .arg("--host")
+            .arg(self.sock(host))
+            .args(args)
+            .output()
+            .expect("run skiff");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// The ID of `image` on `host`, if it has it.
+    #[allow(dead_code)]
+    pub fn image_id(&self, host: &str, image: &str) -> Option<String> {
+        let (ok, out) = self.try_on(host, &["image", "inspect", "-f", "{{.Id}}", image]);
+        ok.then(|| out.trim().to_string())
+    }
+
     pub fn on(&self, host: &str, args: &[&str]) -> String {
         let out = Command::new(crate::common::bin())
             .arg("--host")
