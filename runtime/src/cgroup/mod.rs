@@ -739,9 +739,13 @@ impl Cgroup {
 /// v2 hosts mounted with `favordynmods`, which need no wait in the first place).
 /// Returns whether a migration was written.
 pub fn warm_migration() -> bool {
-    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
-        return false;
-    };
+    own_procs_file().is_some_and(|(mut f, pid)| write_pid(&mut f, &pid))
+}
+
+/// The `cgroup.procs` file of a cgroup the agent is in (any hierarchy: the lock is
+/// global), opened for writing, and the pid to write into it.
+fn own_procs_file() -> Option<(std::fs::File, String)> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let pid = std::process::id().to_string();
     for line in own.lines() {
         let mut f = line.splitn(3, ':');
@@ -766,16 +770,27 @@ pub fn warm_migration() -> bool {
                 .collect()
         };
         for dir in candidates {
-            if std::fs::write(dir.join("cgroup.procs"), &pid).is_ok() {
-                return true;
+            let opened = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"));
+            if let Ok(mut file) = opened {
+                if write_pid(&mut file, &pid) {
+                    return Some((file, pid));
+                }
             }
         }
     }
-    false
+    None
+}
+
+/// One migration of this process into the cgroup `f` belongs to.
+fn write_pid(f: &mut std::fs::File, pid: &str) -> bool {
+    use std::io::Write;
+    f.write_all(pid.as_bytes()).is_ok()
 }
 
 /// Keeps cgroup migrations cheap for `window` from now: one background thread repeats
-/// [`warm_migration`] every few milliseconds while any window is open.
+/// [`warm_migration`]'s write every few milliseconds while any window is open.
 ///
 /// After a migration the kernel stays in writer mode for about one grace period; the
 /// next migration within it is fast (~0.1 ms), one after it waits again (measured:
@@ -784,8 +799,8 @@ pub fn warm_migration() -> bool {
 /// whole wait in the few milliseconds between a start request and libcontainer's
 /// migration. So each start or exec opens a window; the first warm-up of a burst
 /// pays the grace period off the request's path, the rest keep it paid. Outside
-/// windows the thread sleeps and costs nothing. A host where [`warm_migration`]
-/// cannot write stops the thread for good.
+/// windows the thread sleeps and costs nothing. A host where no `cgroup.procs` can
+/// be written stops the thread for good.
 pub fn keep_migration_warm(window: std::time::Duration) {
     use std::sync::{Condvar, Mutex, OnceLock};
     use std::time::Instant;
@@ -803,17 +818,24 @@ pub fn keep_migration_warm(window: std::time::Duration) {
         }));
         let spawned = std::thread::Builder::new()
             .name("cgroup-warm".into())
-            .spawn(move || loop {
-                let mut until = w.until.lock().unwrap_or_else(|p| p.into_inner());
-                while until.is_none_or(|t| t <= Instant::now()) {
-                    *until = None;
-                    until = w.wake.wait(until).unwrap_or_else(|p| p.into_inner());
+            .spawn(move || {
+                let mut procs = None;
+                loop {
+                    let mut until = w.until.lock().unwrap_or_else(|p| p.into_inner());
+                    while until.is_none_or(|t| t <= Instant::now()) {
+                        *until = None;
+                        until = w.wake.wait(until).unwrap_or_else(|p| p.into_inner());
+                    }
+                    drop(until);
+                    // Found once, on the first window; each later tick is one write.
+                    let Some((file, pid)) = procs.get_or_insert_with(own_procs_file) else {
+                        return;
+                    };
+                    if !write_pid(file, pid) {
+                        return;
+                    }
+                    std::thread::sleep(EVERY);
                 }
-                drop(until);
-                if !warm_migration() {
-                    return;
-                }
-                std::thread::sleep(EVERY);
             });
         spawned.ok().map(|_| w)
     });
