@@ -115,6 +115,14 @@ pub struct NodeDescription {
     pub os: String,
     #[serde(default)]
     pub arch: String,
+    /// The port a node without a cluster port serves its images on, at its
+    /// `data_addr` (0: it serves them on its cluster port, or not at all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub image_share_port: u16,
+}
+
+fn is_zero(p: &u16) -> bool {
+    *p == 0
 }
 
 /// What a node remembers about itself between restarts.
