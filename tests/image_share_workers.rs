@@ -63,9 +63,8 @@ fn ask(
     let ch = tls::channel(&addr, tls::client_config(ca_pem, id).expect("tls config"))
         .expect("channel");
     rt.block_on(async {
-        let call = ipb::image_share_client::ImageShareClient::new(ch).manifest(ipb::ImageRequest {
-            name: image.into(),
-        });
+        let mut client = ipb::image_share_client::ImageShareClient::new(ch);
+        let call = client.manifest(ipb::ImageRequest { name: image.into() });
         match tokio::time::timeout(Duration::from_secs(5), call).await {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(tonic::Status::deadline_exceeded("no answer")),

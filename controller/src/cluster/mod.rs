@@ -1254,3 +1254,26 @@ impl Cluster {
         })
     }
 }
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn the_description_rides_on_the_first_beat_and_on_changes() {
+        let port = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let p = port.clone();
+        let describe = move || format!("port {}", p.load(std::sync::atomic::Ordering::Relaxed));
+        let mut beats = Box::pin(async_stream("n1".into(), Duration::from_millis(1), describe));
+        let mut next = || {
+            let b = &mut beats;
+            async move { b.next().await.expect("endless").description_json }
+        };
+        assert_eq!(next().await, "port 0");
+        assert_eq!(next().await, "");
+        port.store(7946, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(next().await, "port 7946");
+        assert_eq!(next().await, "");
+    }
+}
