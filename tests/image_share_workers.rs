@@ -60,8 +60,8 @@ fn ask(
     image: &str,
 ) -> Result<(), tonic::Status> {
     let addr = format!("{}:{SHARE_PORT}", c.addr(host));
-    let ch = tls::channel(&addr, tls::client_config(ca_pem, id).expect("tls config"))
-        .expect("channel");
+    let ch =
+        tls::channel(&addr, tls::client_config(ca_pem, id).expect("tls config")).expect("channel");
     rt.block_on(async {
         let mut client = ipb::image_share_client::ImageShareClient::new(ch);
         let call = client.manifest(ipb::ImageRequest { name: image.into() });
@@ -92,7 +92,10 @@ fn an_image_only_a_worker_has_runs_on_another_worker_and_removed_nodes_are_refus
     );
     c.on("worker1", &["image", "rm", image]);
     assert_eq!(c.image_id("worker1", image), None);
-    c.on("worker1", &["image", "load", "-i", &archive.to_string_lossy()]);
+    c.on(
+        "worker1",
+        &["image", "load", "-i", &archive.to_string_lossy()],
+    );
     let id = c.image_id("worker1", image).expect("loaded on worker1");
     for h in ["manager1", "worker2"] {
         assert_eq!(c.image_id(h, image), None, "{h} had the image");
@@ -118,7 +121,11 @@ fn an_image_only_a_worker_has_runs_on_another_worker_and_removed_nodes_are_refus
         c.placement("fromworker").get("worker2") == Some(&1)
     });
     assert_eq!(c.image_id("worker2", image).as_deref(), Some(&*id));
-    assert_eq!(c.image_id("manager1", image), None, "the manager fetched it");
+    assert_eq!(
+        c.image_id("manager1", image),
+        None,
+        "the manager fetched it"
+    );
     let ids = c.on("worker2", &["ps", "-q", "--filter", "name=fromworker_app"]);
     let cid = ids.lines().next().unwrap_or_default().trim().to_string();
     assert!(!cid.is_empty(), "no task container on worker2");
@@ -160,6 +167,13 @@ fn an_image_only_a_worker_has_runs_on_another_worker_and_removed_nodes_are_refus
         .unwrap_or_default();
     assert!(msg.contains("not a current member"), "{msg}");
     // The manager still may.
-    ask(&rt, &c, "worker1", &ca_pem, Some(&identity(&c, "manager1")), image)
-        .expect("a member may ask");
+    ask(
+        &rt,
+        &c,
+        "worker1",
+        &ca_pem,
+        Some(&identity(&c, "manager1")),
+        image,
+    )
+    .expect("a member may ask");
 }

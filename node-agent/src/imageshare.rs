@@ -446,10 +446,7 @@ impl ImageFetcher {
             .filter(|m: &Member| m.node_id != me && m.ready && !m.image_addr.is_empty())
             .map(|m| {
                 let ch = tls::channel(&m.image_addr, cfg.clone())?;
-                Ok((
-                    GrpcPeer::new(m.image_addr, ch),
-                    m.role == Role::Manager,
-                ))
+                Ok((GrpcPeer::new(m.image_addr, ch), m.role == Role::Manager))
             })
             .collect()
     }
@@ -467,8 +464,7 @@ async fn ask_all(
         (peer, manager, r)
     }));
     let answers: Vec<_> =
-        futures::StreamExt::collect(futures::StreamExt::buffer_unordered(asks, ASK_PARALLEL))
-            .await;
+        futures::StreamExt::collect(futures::StreamExt::buffer_unordered(asks, ASK_PARALLEL)).await;
     let mut holders = Vec::new();
     for (peer, manager, r) in answers {
         match r {
@@ -506,16 +502,17 @@ pub fn plan(holders: Vec<Holder>, seed: u64) -> Vec<String> {
     for h in holders {
         groups.entry(h.config.to_string()).or_default().push(h);
     }
-    let Some(mut chosen) = groups
-        .into_values()
-        .max_by(|a, b| {
-            a.len()
-                .cmp(&b.len())
-                .then(a.iter().any(|h| h.manager).cmp(&b.iter().any(|h| h.manager)))
-                // Lowest digest wins: reversed, as `max_by` keeps the greatest.
-                .then(b[0].config.to_string().cmp(&a[0].config.to_string()))
-        })
-    else {
+    let Some(mut chosen) = groups.into_values().max_by(|a, b| {
+        a.len()
+            .cmp(&b.len())
+            .then(
+                a.iter()
+                    .any(|h| h.manager)
+                    .cmp(&b.iter().any(|h| h.manager)),
+            )
+            // Lowest digest wins: reversed, as `max_by` keeps the greatest.
+            .then(b[0].config.to_string().cmp(&a[0].config.to_string()))
+    }) else {
         return Vec::new();
     };
     // Fisher-Yates with a splitmix64 stream: reproducible for a given seed.
@@ -692,7 +689,11 @@ mod tests {
         assert_eq!(order, vec!["m:2377"]);
         // Without a manager, the lowest digest: the same pick on every node.
         let (a, b) = (Digest::of(b"x"), Digest::of(b"y"));
-        let low = if a.to_string() < b.to_string() { "wx" } else { "wy" };
+        let low = if a.to_string() < b.to_string() {
+            "wx"
+        } else {
+            "wy"
+        };
         for seed in 0..8 {
             let order = plan(
                 vec![holder("wx", false, b"x"), holder("wy", false, b"y")],

@@ -1265,15 +1265,20 @@ mod heartbeat_tests {
         let port = Arc::new(std::sync::atomic::AtomicU16::new(0));
         let p = port.clone();
         let describe = move || format!("port {}", p.load(std::sync::atomic::Ordering::Relaxed));
-        let mut beats = Box::pin(async_stream("n1".into(), Duration::from_millis(1), describe));
-        let mut next = || {
-            let b = &mut beats;
-            async move { b.next().await.expect("endless").description_json }
-        };
-        assert_eq!(next().await, "port 0");
-        assert_eq!(next().await, "");
-        port.store(7946, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(next().await, "port 7946");
-        assert_eq!(next().await, "");
+        let mut beats = Box::pin(async_stream(
+            "n1".into(),
+            Duration::from_millis(1),
+            describe,
+        ));
+        let mut sent = Vec::new();
+        for i in 0..4 {
+            if i == 2 {
+                port.store(7946, std::sync::atomic::Ordering::Relaxed);
+            }
+            let beat = beats.next().await.expect("endless");
+            assert_eq!(beat.node_id, "n1");
+            sent.push(beat.description_json);
+        }
+        assert_eq!(sent, ["port 0", "", "port 7946", ""]);
     }
 }
