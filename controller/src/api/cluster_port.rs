@@ -274,7 +274,7 @@ impl pb::membership_server::Membership for ClusterPort {
             let mut described: Option<crate::model::NodeDescription> = None;
             let mut describing: Option<tokio::task::JoinHandle<()>> = None;
             // The member list last sent on this stream: sent again only when it changes.
-            let mut members_sent: Option<Vec<crate::cluster::members::Member>> = None;
+            let mut members_sent: Option<Vec<crate::store::members::Member>> = None;
             loop {
                 let beat = match inbound.message().await {
                     Ok(Some(b)) => b,
@@ -320,9 +320,9 @@ impl pb::membership_server::Membership for ClusterPort {
                             .await;
                     });
                 }
-                let members = h.store().read(crate::cluster::members::of_state);
+                let members = h.store().read(crate::store::members::of_state);
                 let members = (members_sent.as_ref() != Some(&members)).then(|| {
-                    let pb = crate::cluster::members::to_pb(&members);
+                    let pb = crate::store::members::to_pb(&members);
                     members_sent = Some(members);
                     pb
                 });

@@ -11,13 +11,12 @@
 //! node certificate and key), `raft/` (the log, managers only), `removed` (a marker:
 //! this node was removed and must be wiped before it joins again).
 
-pub mod members;
 pub mod transport;
 
 /// The servers at their path before the layering.
 pub use crate::api::{cluster as api, cluster_port as service};
 pub use crate::model::{data_ip, NodeState};
-pub use crate::store::clients;
+pub use crate::store::{clients, members};
 
 use crate::ca::{self, Ca, JoinToken};
 use crate::model::{

@@ -5,8 +5,8 @@
 //! Managers read the replicated state; a worker holds the copy the leader sends on its
 //! heartbeat stream (on the stream's first response and whenever it changes).
 
+use super::StateMachine;
 use crate::model::{Node, NodeStatus, Role};
-use crate::store::StateMachine;
 use skiff_proto::cluster as pb;
 
 /// One member as other nodes see it.
