@@ -182,9 +182,10 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
                 "placement": {"constraints": a.constraint},
             });
             spec = fill_service_defaults(spec);
+            let spec: skiff_controller::model::ServiceSpec = serde_json::from_value(spec)?;
             let r = c
                 .service_create(pb::ServiceCreateRequest {
-                    spec_json: spec.to_string(),
+                    spec: Some(spec.into()),
                 })
                 .await
                 .map_err(status)?;
@@ -209,7 +210,7 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
                     .await
                     .map_err(status)?
                     .into_inner();
-                out.push(serde_json::from_str::<serde_json::Value>(&r.json)?);
+                out.push(inspect_doc(r)?);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
@@ -243,7 +244,7 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
                 env_rm: a.env_rm.clone(),
                 replicas: a.replicas.map(|r| r as i64).unwrap_or(-1),
                 force: a.force,
-                spec_json: String::new(),
+                spec: None,
                 version: 0,
             })
             .await
@@ -356,6 +357,17 @@ fn log_line(m: &pb::ServiceLogChunk, a: &LogsArgs) -> Vec<u8> {
 }
 
 /// Fills the defaults `skiff-stack` would fill for a stack service.
+/// `service inspect`'s document of one service: its ID, version and specs as the
+/// controller's model serializes them.
+fn inspect_doc(s: pb::Service) -> Result<serde_json::Value> {
+    use skiff_controller::model::{Service, Stored};
+    let s: Stored<Service> = s.try_into()?;
+    Ok(serde_json::json!({
+        "ID": s.id, "Version": {"Index": s.version}, "Spec": s.value.spec,
+        "PreviousSpec": s.value.previous, "UpdateStatus": s.value.update, "Generation": s.value.generation,
+    }))
+}
+
 fn fill_service_defaults(mut spec: serde_json::Value) -> serde_json::Value {
     let defaults = serde_json::json!({
         "stack": "", "labels": {}, "ports": [], "endpoint_mode": "vip",
