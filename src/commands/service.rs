@@ -645,6 +645,57 @@ mod tests {
         output::render_rows(&f, columns, rows).expect("render")
     }
 
+    /// `service inspect` prints what it printed when the manager sent the document as
+    /// JSON text: the typed `Service` converts back to the same model values.
+    #[test]
+    fn inspect_prints_the_document_the_manager_used_to_send() {
+        use skiff_controller::model::*;
+        let mut spec = ServiceSpec {
+            name: "app_web".into(),
+            mode: Mode::Replicated { replicas: 3 },
+            ..Default::default()
+        };
+        spec.template.image = "nginx".into();
+        spec.template.command = Some(vec!["a".into()]);
+        spec.update_config.max_failure_ratio = 0.3;
+        spec.ports.push(PortSpec {
+            target: 80,
+            published: 8080,
+            protocol: "tcp".into(),
+            mode: "ingress".into(),
+        });
+        let s = Stored {
+            id: "abc".into(),
+            version: 12,
+            value: Service {
+                previous: Some(ServiceSpec {
+                    mode: Mode::Global,
+                    ..spec.clone()
+                }),
+                spec,
+                generation: 2,
+                update: Some(UpdateStatus {
+                    state: "completed".into(),
+                    message: "done".into(),
+                    started_at_ms: 1,
+                    next_batch_at_ms: 2,
+                }),
+                ..Default::default()
+            },
+        };
+        let before = serde_json::json!({
+            "ID": s.id, "Version": {"Index": s.version}, "Spec": s.value.spec,
+            "PreviousSpec": s.value.previous, "UpdateStatus": s.value.update, "Generation": s.value.generation,
+        })
+        .to_string();
+        let before: serde_json::Value = serde_json::from_str(&before).expect("json");
+        let after = inspect_doc(s.into()).expect("converts");
+        assert_eq!(
+            serde_json::to_string_pretty(&vec![after]).expect("json"),
+            serde_json::to_string_pretty(&vec![before]).expect("json")
+        );
+    }
+
     #[test]
     fn service_rows_take_docker_fields() {
         let s = pb::ServiceSummary {

@@ -679,3 +679,77 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         Ok(Response::new(pb::TaskListResponse { tasks: out }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> pb::StackDeployRequest {
+        let net = stack::StackNetwork {
+            name: "app_front".into(),
+            driver: "overlay".into(),
+            internal: false,
+            attachable: false,
+            subnet: None,
+            external: false,
+            stack: "app".into(),
+            alloc: None,
+        };
+        let svc = ServiceSpec {
+            name: "app_web".into(),
+            stack: "app".into(),
+            ..Default::default()
+        };
+        pb::StackDeployRequest {
+            name: "app".into(),
+            prune: false,
+            services: vec![svc.into()],
+            networks: vec![net.into()],
+            files: vec![pb::FileObject {
+                kind: KIND_SECRET.into(),
+                name: "app_pw".into(),
+                content: "x".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_stack_deploy_takes_only_its_own_objects() {
+        let c = StackContent::try_from(&request()).expect("valid");
+        assert_eq!(c.services[0].name, "app_web");
+        assert_eq!(c.networks[0].name, "app_front");
+        assert_eq!(c.files, vec![(KIND_SECRET, "app_pw".into(), "x".into())]);
+
+        let mut r = request();
+        r.name = "bad name".into();
+        assert!(StackContent::try_from(&r).is_err());
+        let mut r = request();
+        r.services[0].stack = "other".into();
+        assert!(StackContent::try_from(&r).is_err());
+        let mut r = request();
+        r.networks[0].stack = "other".into();
+        assert!(StackContent::try_from(&r).is_err());
+        // Files write objects by kind: a task or a service is no stack file.
+        let mut r = request();
+        r.files[0].kind = KIND_TASK.into();
+        assert!(StackContent::try_from(&r).is_err());
+        let mut r = request();
+        r.services[0].mode = None;
+        let e = StackContent::try_from(&r).err().expect("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("ServiceSpec.mode"), "{}", e.message());
+    }
+
+    #[test]
+    fn a_stack_deploy_cannot_bring_its_own_allocation() {
+        let mut r = request();
+        r.networks[0].alloc = Some(pb::NetworkAllocation {
+            subnet: "10.0.9.0/24".into(),
+            gateway: "10.0.9.1".into(),
+            vni: 4100,
+            nodes: Default::default(),
+        });
+        let c = StackContent::try_from(&r).expect("valid");
+        assert_eq!(c.networks[0].alloc, None);
+    }
+}
