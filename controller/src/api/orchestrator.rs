@@ -171,7 +171,7 @@ impl TryFrom<&pb::StackDeployRequest> for StackContent {
                 KIND_CONFIG => KIND_CONFIG,
                 other => {
                     return Err(Status::invalid_argument(format!(
-                        "{}: a stack file is a secret or a config, not {other:?}",
+                        "{}: a stack's files are secrets and configs, not {other:?}",
                         f.name
                     )))
                 }
