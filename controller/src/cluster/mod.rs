@@ -808,8 +808,7 @@ impl Cluster {
         let mut client = pb::membership_client::MembershipClient::new(ch);
         let period = self.cfg.heartbeat_period;
         let me_too = self.clone();
-        let describe = move || serde_json::to_string(&me_too.description()).unwrap_or_default();
-        let outbound = async_stream(me.to_string(), period, describe);
+        let outbound = async_stream(me.to_string(), period, move || me_too.description());
         let mut inbound = client.heartbeat(outbound).await?.into_inner();
         loop {
             let msg = tokio::time::timeout(period * 3, inbound.message())
@@ -964,10 +963,10 @@ fn refuse_removed(
 fn async_stream(
     node_id: String,
     period: Duration,
-    describe: impl Fn() -> String + Send + Sync + 'static,
+    describe: impl Fn() -> crate::model::NodeDescription + Send + Sync + 'static,
 ) -> impl futures::Stream<Item = pb::HeartbeatRequest> {
     let describe = Arc::new(describe);
-    futures::stream::unfold(None::<String>, move |sent| {
+    futures::stream::unfold(None, move |sent| {
         let node_id = node_id.clone();
         let describe = describe.clone();
         async move {
@@ -975,14 +974,10 @@ fn async_stream(
                 tokio::time::sleep(period).await;
             }
             let now = describe();
-            let description_json = if sent.as_ref() == Some(&now) {
-                String::new()
-            } else {
-                now.clone()
-            };
+            let description = (sent.as_ref() != Some(&now)).then(|| now.clone().into());
             let req = pb::HeartbeatRequest {
                 node_id,
-                description_json,
+                description,
             };
             Some((req, Some(now)))
         }
@@ -1263,7 +1258,10 @@ mod heartbeat_tests {
     async fn the_description_rides_on_the_first_beat_and_on_changes() {
         let port = Arc::new(std::sync::atomic::AtomicU16::new(0));
         let p = port.clone();
-        let describe = move || format!("port {}", p.load(std::sync::atomic::Ordering::Relaxed));
+        let describe = move || crate::model::NodeDescription {
+            image_share_port: p.load(std::sync::atomic::Ordering::Relaxed),
+            ..Default::default()
+        };
         let mut beats = Box::pin(async_stream(
             "n1".into(),
             Duration::from_millis(1),
@@ -1276,8 +1274,8 @@ mod heartbeat_tests {
             }
             let beat = beats.next().await.expect("endless");
             assert_eq!(beat.node_id, "n1");
-            sent.push(beat.description_json);
+            sent.push(beat.description.map(|d| d.image_share_port));
         }
-        assert_eq!(sent, ["port 0", "", "port 7946", ""]);
+        assert_eq!(sent, [Some(0), None, Some(7946), None]);
     }
 }

@@ -125,6 +125,18 @@ fn is_zero(p: &u16) -> bool {
     *p == 0
 }
 
+/// A member of the cluster as other nodes see it (the list a worker's heartbeat
+/// stream carries; see `store::members`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Member {
+    pub node_id: String,
+    pub role: Role,
+    pub ready: bool,
+    /// host:port of its image share; empty when it serves none.
+    pub image_addr: String,
+    pub data_addr: String,
+}
+
 /// What a node remembers about itself between restarts.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct NodeState {

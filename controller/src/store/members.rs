@@ -6,19 +6,9 @@
 //! heartbeat stream (on the stream's first response and whenever it changes).
 
 use super::StateMachine;
-use crate::model::{Node, NodeStatus, Role};
+pub use crate::model::Member;
+use crate::model::{Node, NodeStatus};
 use skiff_proto::cluster as pb;
-
-/// One member as other nodes see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub node_id: String,
-    pub role: Role,
-    pub ready: bool,
-    /// host:port of its image share; empty when it serves none.
-    pub image_addr: String,
-    pub data_addr: String,
-}
 
 /// Where `n` serves its images: at its data address on the port it reported when it
 /// has no cluster port, else at its cluster address (managers; workers started with
@@ -50,33 +40,16 @@ pub fn of_state(sm: &StateMachine) -> Vec<Member> {
     v
 }
 
+/// The list as the heartbeat stream carries it.
 pub fn to_pb(members: &[Member]) -> pb::Members {
     pb::Members {
-        nodes: members
-            .iter()
-            .map(|m| pb::Member {
-                node_id: m.node_id.clone(),
-                role: m.role.as_str().into(),
-                ready: m.ready,
-                image_addr: m.image_addr.clone(),
-                data_addr: m.data_addr.clone(),
-            })
-            .collect(),
+        nodes: members.iter().cloned().map(Into::into).collect(),
     }
 }
 
+/// The list a heartbeat carried.
 pub fn from_pb(members: &pb::Members) -> Vec<Member> {
-    members
-        .nodes
-        .iter()
-        .map(|m| Member {
-            node_id: m.node_id.clone(),
-            role: Role::parse(&m.role).unwrap_or_default(),
-            ready: m.ready,
-            image_addr: m.image_addr.clone(),
-            data_addr: m.data_addr.clone(),
-        })
-        .collect()
+    members.nodes.iter().cloned().map(Into::into).collect()
 }
 
 /// Whether the node `id` may fetch images from this node: `Err` with the reason when it
@@ -94,6 +67,7 @@ pub fn check_member(members: Option<&[Member]>, id: &str) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Role;
 
     fn node(id: &str, addr: &str, data: &str, port: u16) -> Node {
         let mut n = Node {
@@ -130,8 +104,7 @@ mod tests {
             node_id: "a".into(),
             role: Role::Worker,
             ready: true,
-            image_addr: String::new(),
-            data_addr: String::new(),
+            ..Default::default()
         }];
         assert!(check_member(Some(&ms), "a").is_ok());
         let err = check_member(Some(&ms), "b").expect_err("not a member");
