@@ -349,6 +349,9 @@ async fn agent(host: &str, a: &cli::AgentArgs, log: (&str, &str)) -> anyhow::Res
         None => Some(config::default_docker_socket(&cfg.socket)),
     };
     cfg.init_path = a.init_path.clone().or(file.init_path.take());
+    if let Some(p) = a.cluster.image_share_port.or(file.image_share_port) {
+        cfg.image_share_port = p;
+    }
     cfg.log_opts = log_opts;
     let file_labels = file.labels.take().unwrap_or_default();
     let labels = commands::cluster::engine_labels(file_labels.iter().chain(&a.cluster.labels))

@@ -371,7 +371,36 @@ pub fn api_incoming(
     })
 }
 
-/// The accept loop both ports share: `acceptor()` gives the TLS acceptor for each new
+/// [`incoming`] for a worker's image-share port: each handshake uses [`server_config`]
+/// built from `identity()` as it is at accept time, so a renewed node certificate is
+/// served without a restart.
+pub fn node_incoming(
+    listener: tokio::net::TcpListener,
+    identity: Arc<dyn Fn() -> Identity + Send + Sync>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
+    let mut cached: Option<(String, tokio_rustls::TlsAcceptor)> = None;
+    serve_tls(listener, "image share", move || {
+        let id = identity();
+        if let Some((pem, a)) = &cached {
+            if *pem == id.cert_pem {
+                return Some(a.clone());
+            }
+        }
+        match server_config(&id) {
+            Ok(cfg) => {
+                let a = tokio_rustls::TlsAcceptor::from(cfg);
+                cached = Some((id.cert_pem.clone(), a.clone()));
+                Some(a)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "image share TLS configuration");
+                None
+            }
+        }
+    })
+}
+
+/// The accept loop the ports share: `acceptor()` gives the TLS acceptor for each new
 /// connection (None: drop it); handshakes run off the loop, so a slow or silent peer
 /// holds up no one, with a 10 s bound; failures are logged naming `port`.
 fn serve_tls(

@@ -39,6 +39,9 @@ pub struct AgentConfig {
     /// The static init `--init` containers run (`--init-path`, agent.yaml `init_path`);
     /// `None`: the first static one of `/usr/bin/docker-init`, `tini-static`, `tini`.
     pub init_path: Option<PathBuf>,
+    /// The TCP port a worker without a cluster port serves its images on, to the other
+    /// nodes (`--image-share-port`, agent.yaml `image_share_port`; 0: not served).
+    pub image_share_port: u16,
 }
 
 /// The YAML file's shape. Unknown keys are an error, so a typo is not silently ignored.
@@ -79,6 +82,9 @@ pub struct FileConfig {
     pub docker_socket: Option<String>,
     /// The static init binary for `run --init` (default: looked up, see `--init-path`).
     pub init_path: Option<PathBuf>,
+    /// `--image-share-port`: where a worker without `listen_addr` serves its images
+    /// (default 7946; 0: not served).
+    pub image_share_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +269,7 @@ impl AgentConfig {
             api_listen_addr: None,
             docker_socket: None,
             init_path: None,
+            image_share_port: crate::imageshare::DEFAULT_SHARE_PORT,
         }
     }
 }

@@ -111,9 +111,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     let cluster = match &cfg.cluster {
         Some(cc) => {
             let mut cc = cc.clone();
-            // Managers serve this node's images to the others on the cluster port.
-            cc.extra_routes = Some(imageshare::ImageShareService::new(images.clone()).routes());
-            Some(skiff_controller::cluster::Cluster::start(cc).await?)
+            // This node serves its images to the others: on the cluster port when it has
+            // one, else on the image-share port. One service, so one limit per node.
+            let share = imageshare::ImageShareService::new(images.clone());
+            cc.extra_routes = Some(share.clone().routes());
+            let c = skiff_controller::cluster::Cluster::start(cc).await?;
+            share.serve_without_cluster_port(c.clone(), cfg.image_share_port);
+            Some(c)
         }
         None => None,
     };

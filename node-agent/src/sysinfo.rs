@@ -142,6 +142,7 @@ pub fn node_description(
         engine_labels,
         os: std::env::consts::OS.into(),
         arch: std::env::consts::ARCH.into(),
+        ..Default::default()
     }
 }
 

@@ -276,6 +276,12 @@ pub struct AgentClusterArgs {
     /// agent opens no TCP port at all.
     #[arg(long, value_name = "IP[:PORT]")]
     pub listen_addr: Option<String>,
+    /// The TCP port a worker without --listen-addr serves its images on to the other
+    /// nodes (mutual TLS, current members only), at its advertise IP or the IP it joined
+    /// from; nodes with a cluster port serve them there. 0: not served (default 7946;
+    /// agent.yaml `image_share_port`).
+    #[arg(long, value_name = "PORT")]
+    pub image_share_port: Option<u16>,
     /// How often nodes heartbeat to the leader (milliseconds).
     #[arg(long, default_value_t = 1000, hide = true)]
     pub heartbeat_ms: u64,

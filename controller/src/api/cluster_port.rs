@@ -273,6 +273,8 @@ impl pb::membership_server::Membership for ClusterPort {
             // a time.
             let mut described: Option<crate::model::NodeDescription> = None;
             let mut describing: Option<tokio::task::JoinHandle<()>> = None;
+            // The member list last sent on this stream: sent again only when it changes.
+            let mut members_sent: Option<Vec<crate::store::members::Member>> = None;
             loop {
                 let beat = match inbound.message().await {
                     Ok(Some(b)) => b,
@@ -318,10 +320,17 @@ impl pb::membership_server::Membership for ClusterPort {
                             .await;
                     });
                 }
+                let members = h.store().read(crate::store::members::of_state);
+                let members = (members_sent.as_ref() != Some(&members)).then(|| {
+                    let pb = crate::store::members::to_pb(&members);
+                    members_sent = Some(members);
+                    pb
+                });
                 let resp = pb::HeartbeatResponse {
                     period_ms: period.as_millis() as u32,
                     managers: ClusterPort::managers(&h),
                     desired_role: node.role.as_str().into(),
+                    members,
                 };
                 if tx.send(Ok(resp)).await.is_err() {
                     return;

@@ -16,7 +16,7 @@ pub mod transport;
 /// The servers at their path before the layering.
 pub use crate::api::{cluster as api, cluster_port as service};
 pub use crate::model::{data_ip, NodeState};
-pub use crate::store::clients;
+pub use crate::store::{clients, members};
 
 use crate::ca::{self, Ca, JoinToken};
 use crate::model::{
@@ -181,6 +181,12 @@ pub struct Cluster {
     /// A worker's copy of the revoked client certificates (from its assignments); `None`
     /// until the first set arrives. Managers read their state instead.
     revoked_clients: RwLock<Option<std::collections::HashSet<String>>>,
+    /// A worker's copy of the member list (from its heartbeat stream); `None` until the
+    /// first one arrives. Managers read their state instead.
+    members: RwLock<Option<Vec<members::Member>>>,
+    /// Where this node serves images when it has no cluster port (0: not there);
+    /// reported in its description.
+    image_share_port: std::sync::atomic::AtomicU16,
 }
 
 /// What the servers this node starts see of it.
@@ -269,6 +275,8 @@ impl Cluster {
             listening: Mutex::default(),
             logs: crate::orchestrator::logbroker::LogBroker::new(),
             revoked_clients: RwLock::new(None),
+            members: RwLock::new(None),
+            image_share_port: Default::default(),
             cfg,
         });
         c.save_identity()?;
@@ -341,6 +349,63 @@ impl Cluster {
             .revoked_clients
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(serials.iter().cloned().collect());
+    }
+
+    /// What this node reports of itself: the configured description and where it serves
+    /// images.
+    pub fn description(&self) -> crate::model::NodeDescription {
+        let mut d = self.cfg.description.clone();
+        d.image_share_port = self
+            .image_share_port
+            .load(std::sync::atomic::Ordering::Relaxed);
+        d
+    }
+
+    /// Records the port this node serves images on (no cluster port); the next
+    /// heartbeat reports it.
+    pub fn set_image_share_port(&self, port: u16) {
+        self.image_share_port
+            .store(port, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The cluster's members as this node knows them: a manager's state, a worker's
+    /// latest copy; `None` while a worker has not heard one yet.
+    pub fn members(&self) -> Option<Vec<members::Member>> {
+        match self.raft().filter(|h| !h.is_stopped()) {
+            Some(h) => Some(h.store().read(members::of_state)),
+            None => self
+                .members
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Whether node `id` may fetch this node's images (see [`members::check_member`]).
+    pub fn is_member(&self, id: &str) -> Result<(), String> {
+        match self.raft().filter(|h| !h.is_stopped()) {
+            Some(h) => {
+                if h.store().read(|sm| sm.node(id).is_some()) {
+                    Ok(())
+                } else {
+                    members::check_member(Some(&[]), id)
+                }
+            }
+            None => {
+                let ms = self.members.read().unwrap_or_else(|p| p.into_inner());
+                members::check_member(ms.as_deref(), id)
+            }
+        }
+    }
+
+    /// The IP the cluster knows this node by (its `data_addr`), once known.
+    pub fn own_data_addr(&self) -> Option<String> {
+        let me = self.node_id();
+        self.members()?
+            .into_iter()
+            .find(|m| m.node_id == me)
+            .map(|m| m.data_addr)
+            .filter(|a| !a.is_empty())
     }
 
     /// Resolves (with the reason) once this node can no longer serve as a manager and the
@@ -676,12 +741,12 @@ impl Cluster {
                     // description itself.
                     let stale = h.store().read(|sm| {
                         sm.node(&me)
-                            .is_some_and(|n| n.description != self.cfg.description)
+                            .is_some_and(|n| n.description != self.description())
                     });
                     if stale {
                         let op = Op::DescribeNode {
                             id: me.clone(),
-                            description: self.cfg.description.clone(),
+                            description: self.description(),
                         };
                         if let Err(e) = h.propose(Proposal::new(vec![op])).await {
                             tracing::debug!(error = %e, "recording this node's description");
@@ -742,17 +807,18 @@ impl Cluster {
         let ch = tls::channel(addr, tls).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = pb::membership_client::MembershipClient::new(ch);
         let period = self.cfg.heartbeat_period;
-        let req = pb::HeartbeatRequest {
-            node_id: me.to_string(),
-            description: Some(self.cfg.description.clone().into()),
-        };
-        let outbound = async_stream(req, period);
+        let me_too = self.clone();
+        let outbound = async_stream(me.to_string(), period, move || me_too.description());
         let mut inbound = client.heartbeat(outbound).await?.into_inner();
         loop {
             let msg = tokio::time::timeout(period * 3, inbound.message())
                 .await
                 .map_err(|_| tonic::Status::unavailable("heartbeat timed out"))??;
             let Some(resp) = msg else { return Ok(()) };
+            if let Some(ms) = &resp.members {
+                *self.members.write().unwrap_or_else(|p| p.into_inner()) =
+                    Some(members::from_pb(ms));
+            }
             let managers: Vec<(u64, String, String)> = resp
                 .managers
                 .iter()
@@ -862,8 +928,8 @@ impl Cluster {
 
 /// The revocation check every request on the cluster port passes first: a certificate
 /// whose node was removed (`node rm`) is refused whatever service it calls, even on a
-/// connection opened before the removal. (Only managers hold the removed set; a worker's
-/// port serves nothing stateful.)
+/// connection opened before the removal. A worker (no state) refuses node certificates
+/// not in the member list it last heard.
 fn refuse_removed(
     cluster: Arc<Cluster>,
 ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
@@ -872,32 +938,48 @@ fn refuse_removed(
             .extensions()
             .get::<tls::PeerIdentity>()
             .and_then(|p| p.node_id.clone());
-        if let (Some(id), Some(h)) = (id, cluster.raft()) {
-            if h.store().read(|sm| sm.is_removed(&id)) {
-                return Err(tonic::Status::permission_denied(format!(
-                    "node {id} was removed from the cluster; its certificate is revoked"
-                )));
+        match (id, cluster.raft()) {
+            (Some(id), Some(h)) => {
+                if h.store().read(|sm| sm.is_removed(&id)) {
+                    return Err(tonic::Status::permission_denied(format!(
+                        "node {id} was removed from the cluster; its certificate is revoked"
+                    )));
+                }
             }
+            (Some(id), None) => {
+                cluster
+                    .is_member(&id)
+                    .map_err(tonic::Status::permission_denied)?;
+            }
+            (None, _) => {}
         }
         Ok(req)
     }
 }
 
-/// Sends `req` now and then every `period`, forever. The description rides on the
-/// first beat of each stream only: it does not change while the agent runs, and a new
-/// stream (a new leader) carries it again.
+/// Beats now and then every `period`, forever. The description rides on the first beat
+/// of each stream and on the beats where it changed (the image-share port is known only
+/// once that port is open); a new stream (a new leader) carries it again.
 fn async_stream(
-    req: pb::HeartbeatRequest,
+    node_id: String,
     period: Duration,
+    describe: impl Fn() -> crate::model::NodeDescription + Send + Sync + 'static,
 ) -> impl futures::Stream<Item = pb::HeartbeatRequest> {
-    futures::stream::unfold(true, move |first| {
-        let mut req = req.clone();
+    let describe = Arc::new(describe);
+    futures::stream::unfold(None, move |sent| {
+        let node_id = node_id.clone();
+        let describe = describe.clone();
         async move {
-            if !first {
-                req.description = None;
+            if sent.is_some() {
                 tokio::time::sleep(period).await;
             }
-            Some((req, false))
+            let now = describe();
+            let description = (sent.as_ref() != Some(&now)).then(|| now.clone().into());
+            let req = pb::HeartbeatRequest {
+                node_id,
+                description,
+            };
+            Some((req, Some(now)))
         }
     })
 }
@@ -1164,5 +1246,36 @@ impl Cluster {
             addr: "managers".into(),
             message: format!("could not be added as a manager: {last}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn the_description_rides_on_the_first_beat_and_on_changes() {
+        let port = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let p = port.clone();
+        let describe = move || crate::model::NodeDescription {
+            image_share_port: p.load(std::sync::atomic::Ordering::Relaxed),
+            ..Default::default()
+        };
+        let mut beats = Box::pin(async_stream(
+            "n1".into(),
+            Duration::from_millis(1),
+            describe,
+        ));
+        let mut sent = Vec::new();
+        for i in 0..4 {
+            if i == 2 {
+                port.store(7946, std::sync::atomic::Ordering::Relaxed);
+            }
+            let beat = beats.next().await.expect("endless");
+            assert_eq!(beat.node_id, "n1");
+            sent.push(beat.description.map(|d| d.image_share_port));
+        }
+        assert_eq!(sent, [Some(0), None, Some(7946), None]);
     }
 }

@@ -115,6 +115,26 @@ pub struct NodeDescription {
     pub os: String,
     #[serde(default)]
     pub arch: String,
+    /// The port a node without a cluster port serves its images on, at its
+    /// `data_addr` (0: it serves them on its cluster port, or not at all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub image_share_port: u16,
+}
+
+fn is_zero(p: &u16) -> bool {
+    *p == 0
+}
+
+/// A member of the cluster as other nodes see it (the list a worker's heartbeat
+/// stream carries; see `store::members`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Member {
+    pub node_id: String,
+    pub role: Role,
+    pub ready: bool,
+    /// host:port of its image share; empty when it serves none.
+    pub image_addr: String,
+    pub data_addr: String,
 }
 
 /// What a node remembers about itself between restarts.

@@ -4,7 +4,7 @@
 //!
 //! The raft log keeps storing the model types as JSON: these types are the wire only.
 
-use super::node::NodeDescription;
+use super::node::{Member, NodeDescription, Role};
 use super::object::Stored;
 use super::overlay::{Endpoint, OverlayNetwork, OverlayView, ServiceEndpoints};
 use super::services::*;
@@ -821,6 +821,7 @@ impl From<NodeDescription> for cpb::NodeDescription {
             engine_labels: to_hash(d.engine_labels),
             os: d.os,
             arch: d.arch,
+            image_share_port: u32::from(d.image_share_port),
         }
     }
 }
@@ -833,6 +834,34 @@ impl From<cpb::NodeDescription> for NodeDescription {
             engine_labels: to_btree(d.engine_labels),
             os: d.os,
             arch: d.arch,
+            // A port past 65535 is no port.
+            image_share_port: u16::try_from(d.image_share_port).unwrap_or(0),
+        }
+    }
+}
+
+impl From<Member> for cpb::Member {
+    fn from(m: Member) -> Self {
+        cpb::Member {
+            node_id: m.node_id,
+            role: m.role.as_str().into(),
+            ready: m.ready,
+            image_addr: m.image_addr,
+            data_addr: m.data_addr,
+        }
+    }
+}
+
+/// A role this version does not know reads as a worker: the member is listed (it may
+/// still fetch), and only its role is not trusted.
+impl From<cpb::Member> for Member {
+    fn from(m: cpb::Member) -> Self {
+        Member {
+            node_id: m.node_id,
+            role: Role::parse(&m.role).unwrap_or_default(),
+            ready: m.ready,
+            image_addr: m.image_addr,
+            data_addr: m.data_addr,
         }
     }
 }
@@ -1124,6 +1153,18 @@ mod tests {
     }
 
     #[test]
+    fn members_round_trip() {
+        let m = Member {
+            node_id: "n1".into(),
+            role: Role::Manager,
+            ready: true,
+            image_addr: "10.0.0.1:2377".into(),
+            data_addr: "10.0.0.1".into(),
+        };
+        assert_eq!(Member::from(cpb::Member::from(m.clone())), m);
+    }
+
+    #[test]
     fn node_descriptions_round_trip() {
         let d = NodeDescription {
             nano_cpus: 2_000_000_000,
@@ -1131,6 +1172,7 @@ mod tests {
             engine_labels: map(&[("zone", "a")]),
             os: "linux".into(),
             arch: "x86_64".into(),
+            image_share_port: 7946,
         };
         assert_eq!(
             NodeDescription::from(cpb::NodeDescription::from(d.clone())),

@@ -1,12 +1,14 @@
 //! The store: the replicated state machine ([`machine`]) behind the one lock every
 //! reader and the raft apply path share ([`SharedState`]), and the typed reads layered
-//! on it (decoded objects, the reconciler's world, client certificate records).
+//! on it (decoded objects, the reconciler's world, client certificate records, the
+//! member list).
 //!
 //! Only this module takes the state lock: readers pass a closure to
 //! [`SharedState::read`], and only the raft node writes, through `SharedState::write`.
 
 pub mod clients;
 pub mod machine;
+pub mod members;
 
 pub use machine::{StateMachine, Store};
 
