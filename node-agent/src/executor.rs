@@ -951,3 +951,6 @@ fn mark_running(v: &mut Task, id: &str) {
         String::new()
     };
 }
+
+#[cfg(test)]
+mod tests;
