@@ -192,7 +192,7 @@ pub struct Containers {
     pub networks: Arc<crate::network::Networks>,
     pub volumes: crate::volumes::Volumes,
     /// Counters and histograms the metrics endpoint exposes.
-    pub metrics: Arc<crate::metrics::AgentMetrics>,
+    pub metrics: Arc<crate::counters::AgentMetrics>,
 }
 
 fn random_id() -> String {

@@ -21,11 +21,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-pub const LABEL_TASK: &str = "com.docker.swarm.task.id";
-pub const LABEL_SERVICE: &str = "com.docker.swarm.service.name";
-pub const LABEL_NODE: &str = "com.docker.swarm.node.id";
-/// Marks local networks the executor made for a stack (removed with the stack).
-pub const LABEL_STACK_NETWORK: &str = "com.skiff.stack.network";
+pub use crate::labels::{LABEL_NODE, LABEL_SERVICE, LABEL_STACK_NETWORK, LABEL_TASK};
 
 /// Overlay networks of the cluster (`all`) and those set up on this node (`ready`).
 struct OverlaysReady {

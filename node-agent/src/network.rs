@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 mod overlay;
+pub use crate::config::NetSettings;
 pub use overlay::{ClusterNetworks, LABEL_OVERLAY};
 
 type Result<T> = std::result::Result<T, AgentError>;
@@ -50,20 +51,6 @@ fn net_err(e: NetError) -> AgentError {
         },
         e => AgentError::Internal(e.to_string()),
     }
-}
-
-/// Networking settings from the agent's config file.
-#[derive(Clone, Debug, Default)]
-pub struct NetSettings {
-    /// Upstream resolvers (`dns:`); empty = the host's resolv.conf.
-    pub dns: Vec<String>,
-    pub dns_search: Vec<String>,
-    /// `default_address_pools:`; empty = Docker's defaults.
-    pub pools: Vec<Pool>,
-    /// Pools overlay subnets are allocated from while this node leads; empty = 10.0.0.0/8.
-    pub overlay_pools: Vec<Ipv4Net>,
-    /// UDP port of VXLAN traffic (0 = 4789).
-    pub vxlan_port: u16,
 }
 
 /// Which network a container is on, with its per-network settings.
