@@ -1,6 +1,9 @@
 //! Request-level conversions both front ends share: a container config as the clients
 //! send it (the gRPC `ContainerConfig`, which the Docker API builds from Docker's JSON)
-//! into the engine's record, `ps` filters, and a channel of body chunks as a `Read`.
+//! into the engine's record, `ps` filters, and a channel of body chunks as a `Read`;
+//! the network calls in [`networks`].
+
+pub mod networks;
 
 use crate::containers::{Containers, Entry};
 use crate::error::AgentError;
