@@ -37,7 +37,6 @@ pub mod logpublisher;
 pub mod logs;
 pub mod metrics;
 pub mod names;
-pub mod namespaces;
 pub mod network;
 pub mod prune;
 pub mod registry;

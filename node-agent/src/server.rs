@@ -430,7 +430,8 @@ impl Engine for EngineService {
         &self,
         req: Request<PruneRequest>,
     ) -> Result<Response<PruneResponse>, Status> {
-        let deleted = crate::request::networks::prune(&self.containers, &req.into_inner().filters).await;
+        let deleted =
+            crate::request::networks::prune(&self.containers, &req.into_inner().filters).await;
         Ok(Response::new(PruneResponse {
             deleted,
             ..Default::default()
@@ -691,7 +692,7 @@ impl Engine for EngineService {
         &self,
         req: Request<VolumeCreateRequest>,
     ) -> Result<Response<JsonDocument>, Status> {
-        Ok(Response::new(crate::volumes::rpc::create(
+        Ok(Response::new(crate::request::volumes::create(
             &self.containers,
             req.into_inner(),
         )?))
@@ -701,7 +702,7 @@ impl Engine for EngineService {
         &self,
         req: Request<VolumeListRequest>,
     ) -> Result<Response<VolumeListResponse>, Status> {
-        Ok(Response::new(crate::volumes::rpc::list(
+        Ok(Response::new(crate::request::volumes::list(
             &self.containers,
             req.into_inner(),
         )))
@@ -727,7 +728,7 @@ impl Engine for EngineService {
         req: Request<VolumeRemoveRequest>,
     ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        crate::volumes::rpc::remove(&self.containers, &r.name, r.force)?;
+        crate::request::volumes::remove(&self.containers, &r.name, r.force)?;
         Ok(Response::new(Empty {}))
     }
 

@@ -39,10 +39,10 @@ mod ports;
 mod reaper;
 mod sandbox;
 
-pub use firewall::spawn_firewall_watch;
-pub use ports::ports_line;
 pub use crate::config::NetSettings;
+pub use firewall::spawn_firewall_watch;
 pub use overlay::{ClusterNetworks, LABEL_OVERLAY};
+pub use ports::ports_line;
 
 type Result<T> = std::result::Result<T, AgentError>;
 
@@ -171,6 +171,11 @@ pub struct Networks {
     cluster: RwLock<Option<Arc<dyn overlay::ClusterNetworks>>>,
     /// Ourselves, for background link deletion.
     me: std::sync::Weak<Networks>,
+}
+
+/// The container a `container:NAME|ID` network mode names.
+pub fn network_container(mode: &str) -> Option<&str> {
+    mode.strip_prefix("container:")
 }
 
 /// Table name and link prefix for an agent root: distinct per --root so agents coexist.
@@ -722,4 +727,3 @@ pub fn net_config(
         publish_all: o.publish_all,
     })
 }
-

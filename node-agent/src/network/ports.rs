@@ -105,7 +105,10 @@ impl Networks {
 }
 
 /// Serves loopback connections to a service port, rotating over its current targets.
-pub(super) async fn serve_round_robin(l: tokio::net::TcpListener, targets: Arc<RwLock<Vec<SocketAddr>>>) {
+pub(super) async fn serve_round_robin(
+    l: tokio::net::TcpListener,
+    targets: Arc<RwLock<Vec<SocketAddr>>>,
+) {
     let mut next = 0usize;
     loop {
         let Ok((mut inbound, _)) = l.accept().await else {

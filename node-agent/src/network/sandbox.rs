@@ -21,7 +21,7 @@ impl Networks {
         }
         match r.config.network_mode.as_str() {
             "none" | "host" => vec![],
-            m if crate::namespaces::network_container(m).is_some() => vec![],
+            m if network_container(m).is_some() => vec![],
             "" | "default" => vec![EndpointConfig {
                 network: "bridge".into(),
                 ..Default::default()
@@ -53,8 +53,8 @@ impl Networks {
         skiff_runtime::network::hosts_file("x", &[], &net.extra_hosts).map_err(net_err)?;
         let user_defined = match mode {
             "none" | "host" => false,
-            // Another container's namespace: `namespaces::check_create` checks it.
-            m if crate::namespaces::network_container(m).is_some() => false,
+            // Another container's namespace: `containers::namespaces::check_create` checks it.
+            m if network_container(m).is_some() => false,
             m => {
                 let found = {
                     let inner = self.inner.lock().await;
@@ -441,7 +441,7 @@ impl Networks {
                 r.config.network_mode
             )));
         }
-        if crate::namespaces::network_container(&r.config.network_mode).is_some() {
+        if network_container(&r.config.network_mode).is_some() {
             return Err(AgentError::Invalid(
                 "container sharing network namespace with another container or host cannot be connected to any other network".into(),
             ));

@@ -5,9 +5,9 @@
 use crate::containers::Containers;
 use crate::error::AgentError;
 use crate::network::CreateNetwork;
+use crate::network::EndpointConfig;
 use skiff_proto::engine::*;
 use skiff_runtime::network::Network;
-use crate::network::EndpointConfig;
 use std::sync::Arc;
 use tonic::Status;
 
@@ -114,8 +114,7 @@ pub async fn prune(c: &Containers, filters: &[String]) -> Vec<String> {
             continue;
         }
         // Mirrors of cluster overlays go with the cluster network, not by prune.
-        if n.overlay.is_some() || !crate::prune::created_matches(n.created, &n.labels, filters)
-        {
+        if n.overlay.is_some() || !crate::prune::created_matches(n.created, &n.labels, filters) {
             continue;
         }
         if c.networks.remove(&n.id, &[]).await.is_ok() {
