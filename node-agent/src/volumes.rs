@@ -383,6 +383,32 @@ pub fn inspect_mounts(mounts: &[MountPoint]) -> serde_json::Value {
         .collect()
 }
 
+/// Adds Docker's `Mounts` and the HostConfig volume and resource fields to a
+/// container's inspect document.
+pub fn extend_inspect(doc: &mut serde_json::Value, c: &ContainerConfig) {
+    doc["Mounts"] = inspect_mounts(&c.mounts);
+    let hc = &mut doc["HostConfig"];
+    hc["Binds"] = serde_json::json!(c.binds);
+    hc["VolumesFrom"] = serde_json::json!(c.volumes_from);
+    let tmpfs: serde_json::Map<String, serde_json::Value> = c
+        .mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Tmpfs)
+        .map(|m| {
+            (
+                m.destination.clone(),
+                serde_json::json!(m.options.join(",")),
+            )
+        })
+        .collect();
+    hc["Tmpfs"] = serde_json::Value::Object(tmpfs);
+    if let serde_json::Value::Object(res) = c.resources.to_docker_json() {
+        for (k, v) in res {
+            hc[k] = v;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,31 +467,5 @@ mod tests {
             parse_request(&["/a".into()], &[], &["/a".into()], None).is_err(),
             "duplicate accepted"
         );
-    }
-}
-
-/// Adds Docker's `Mounts` and the HostConfig volume and resource fields to a
-/// container's inspect document.
-pub fn extend_inspect(doc: &mut serde_json::Value, c: &ContainerConfig) {
-    doc["Mounts"] = inspect_mounts(&c.mounts);
-    let hc = &mut doc["HostConfig"];
-    hc["Binds"] = serde_json::json!(c.binds);
-    hc["VolumesFrom"] = serde_json::json!(c.volumes_from);
-    let tmpfs: serde_json::Map<String, serde_json::Value> = c
-        .mounts
-        .iter()
-        .filter(|m| m.kind == MountKind::Tmpfs)
-        .map(|m| {
-            (
-                m.destination.clone(),
-                serde_json::json!(m.options.join(",")),
-            )
-        })
-        .collect();
-    hc["Tmpfs"] = serde_json::Value::Object(tmpfs);
-    if let serde_json::Value::Object(res) = c.resources.to_docker_json() {
-        for (k, v) in res {
-            hc[k] = v;
-        }
     }
 }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 pub enum Call {
     Create {
         name: Option<String>,
-        config: skiff_proto::engine::ContainerConfig,
+        config: Box<skiff_proto::engine::ContainerConfig>,
     },
     Start(String),
     Stop {
@@ -167,7 +167,7 @@ impl Engine for FakeEngine {
         let id = format!("{n:064x}");
         inner.calls.push(Call::Create {
             name,
-            config: config.clone(),
+            config: Box::new(config.clone()),
         });
         inner.containers.insert(
             id.clone(),

@@ -142,7 +142,7 @@ impl Rig {
             .calls()
             .into_iter()
             .filter_map(|c| match c {
-                Call::Create { name, config } => Some((name, config)),
+                Call::Create { name, config } => Some((name, *config)),
                 _ => None,
             })
             .collect()

@@ -658,6 +658,29 @@ pub fn network_json(
     })
 }
 
+/// Converts the API's network options into the record's.
+pub fn net_config(
+    o: Option<skiff_proto::engine::NetworkOptions>,
+) -> Result<skiff_runtime::network::ContainerNet> {
+    let o = o.unwrap_or_default();
+    let ports = o
+        .publish
+        .iter()
+        .map(|p| skiff_runtime::network::parse_publish(p))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(net_err)?;
+    Ok(skiff_runtime::network::ContainerNet {
+        ipv4_address: o.ipv4_address,
+        aliases: o.aliases,
+        dns: o.dns,
+        dns_search: o.dns_search,
+        dns_options: o.dns_options,
+        extra_hosts: o.extra_hosts,
+        ports,
+        publish_all: o.publish_all,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -703,27 +726,4 @@ mod tests {
         assert_eq!(v["IPAM"]["Usage"]["Available"], 252);
         assert_eq!(v["Internal"], true);
     }
-}
-
-/// Converts the API's network options into the record's.
-pub fn net_config(
-    o: Option<skiff_proto::engine::NetworkOptions>,
-) -> Result<skiff_runtime::network::ContainerNet> {
-    let o = o.unwrap_or_default();
-    let ports = o
-        .publish
-        .iter()
-        .map(|p| skiff_runtime::network::parse_publish(p))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(net_err)?;
-    Ok(skiff_runtime::network::ContainerNet {
-        ipv4_address: o.ipv4_address,
-        aliases: o.aliases,
-        dns: o.dns,
-        dns_search: o.dns_search,
-        dns_options: o.dns_options,
-        extra_hosts: o.extra_hosts,
-        ports,
-        publish_all: o.publish_all,
-    })
 }
