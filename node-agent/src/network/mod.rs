@@ -12,6 +12,11 @@
 //! One tokio mutex serialises every change; the firewall state and the DNS names are
 //! recomputed from the whole state after each one (the table then gets only the
 //! difference, often nothing), so they can never drift.
+//!
+//! This file holds the definitions and the store of networks (create, list, remove);
+//! the rest by concern: `sandbox.rs` (a container's wiring), `ports.rs` (published
+//! container and service ports), `firewall.rs` (the nftables table), `embedded_dns.rs`,
+//! `reaper.rs` (background deletion of stopped containers' links), `overlay.rs`.
 
 use crate::error::AgentError;
 use ipnet::Ipv4Net;
