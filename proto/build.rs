@@ -3,6 +3,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/engine.proto",
         "proto/cluster.proto",
+        "proto/objects.proto",
         "proto/orchestrator.proto",
         "proto/images.proto",
     ];

@@ -454,6 +454,23 @@ fn agent_modules_import_only_from_below_and_front_ends_not_each_other() {
     );
 }
 
+/// Within the controller's orchestrator, the overlay allocator is one-way: `attach`
+/// uses `overlay`, which uses `netalloc` (pure allocation), which uses only the model.
+#[test]
+fn the_overlay_allocator_imports_one_way() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("controller/src/orchestrator");
+    let order = ["netalloc", "overlay", "attach"];
+    for (i, m) in order.iter().enumerate() {
+        let src = std::fs::read_to_string(dir.join(format!("{m}.rs"))).expect("source");
+        let code = String::from_utf8_lossy(&code_only(&src)).into_owned();
+        for above in &order[i + 1..] {
+            for path in [format!("super::{above}"), format!("orchestrator::{above}")] {
+                assert!(!code.contains(&path), "{m}.rs imports {path}");
+            }
+        }
+    }
+}
+
 #[test]
 fn an_upward_import_is_named_with_file_and_line() {
     let src = "//! crate::api in a comment is no import\n\

@@ -151,13 +151,16 @@ async fn probe(ch: tonic::transport::Channel) -> Vec<(&'static str, Result<(), t
             call(first(disp.assignments(opb::AssignmentsRequest {}))).await,
         ),
         (
-            "Dispatcher.UpdateTask",
+            "Dispatcher.UpdateTaskStatus",
             call(async {
                 ok(disp
-                    .update_task(opb::StoredObject {
-                        id: "x".into(),
+                    .update_task_status(opb::UpdateTaskStatusRequest {
+                        task_id: "x".into(),
                         version: 1,
-                        json: "{}".into(),
+                        status: Some(opb::TaskStatus {
+                            state: opb::TaskState::Running as i32,
+                            ..Default::default()
+                        }),
                     })
                     .await)
             })

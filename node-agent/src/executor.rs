@@ -5,15 +5,15 @@
 //! It is level-triggered: every pass compares the tasks assigned to this node with the
 //! containers labelled with task IDs, and converges them (start, health-check, stop,
 //! remove). Passes run after every cluster change and on a tick, so a missed event is
-//! never a lost task. Status goes back as an optimistic update of the task object; a
-//! conflict (the reconciler changed the task meanwhile) is retried on the next pass.
+//! never a lost task. Status goes back as a task status carrying the task version it was
+//! computed from; a conflict (the reconciler changed the task meanwhile) is retried on
+//! the next pass.
 
 use crate::engine::{Engine, ImageFetch};
 use skiff_controller::consensus::RaftHandle;
 use skiff_controller::orchestrator::reconcile::Stored;
 use skiff_controller::orchestrator::runner::{now_ms, read_world};
-use skiff_controller::orchestrator::{Desired, Service, Task, TaskState, KIND_TASK};
-use skiff_controller::state::{Op, Proposal};
+use skiff_controller::orchestrator::{Desired, Service, Task, TaskState, TaskStatus};
 use skiff_runtime::container::Status;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,7 +55,14 @@ pub struct View {
 #[tonic::async_trait]
 pub trait Source: Send + Sync + 'static {
     fn view(&self, node_id: &str) -> View;
-    async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String>;
+    /// Records the status of task `id` (at `version`) of node `node_id`.
+    async fn report(
+        &self,
+        node_id: &str,
+        id: &str,
+        version: u64,
+        status: &TaskStatus,
+    ) -> Result<(), String>;
     /// Resolves after the next change (or a timeout the caller applies).
     async fn changed(&self);
     /// Whether the view is known to be current: removing a container because its task
@@ -119,19 +126,23 @@ impl Source for LocalSource {
         })
     }
 
-    async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String> {
-        let spec = serde_json::to_vec(task).map_err(|e| e.to_string())?;
-        let op = Op::Update {
-            kind: KIND_TASK.into(),
-            id: id.into(),
-            spec,
-            expected_version: version,
-        };
-        self.raft
-            .propose(Proposal::new(vec![op]))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    /// The same rules as a worker's report through the dispatcher.
+    async fn report(
+        &self,
+        node_id: &str,
+        id: &str,
+        version: u64,
+        status: &TaskStatus,
+    ) -> Result<(), String> {
+        skiff_controller::orchestrator::dispatcher::record_status(
+            &self.raft,
+            node_id,
+            id,
+            version,
+            status.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 
     /// A manager's state can lag behind the leader's (just restarted, partitioned): a
@@ -194,42 +205,34 @@ impl RemoteSource {
                 .map_err(|e| e.to_string())?;
             let Some(set) = msg else { return Ok(()) };
             self.cluster.set_revoked_clients(&set.revoked_clients);
-            let decode = |o: &skiff_proto::orchestrator::StoredObject| {
-                (o.id.clone(), o.version, o.json.clone())
-            };
+            // A set this agent cannot read is refused whole: acting on part of it could
+            // stop tasks that are missing only because they did not decode.
+            let wire = |e: skiff_controller::model::wire::WireError| format!("assignments: {e}");
             let view = View {
                 tasks: set
                     .tasks
-                    .iter()
-                    .map(decode)
-                    .filter_map(|(id, version, j)| {
-                        serde_json::from_str(&j)
-                            .ok()
-                            .map(|value| Stored { id, version, value })
-                    })
-                    .collect(),
+                    .into_iter()
+                    .map(Stored::try_from)
+                    .collect::<Result<_, _>>()
+                    .map_err(wire)?,
                 services: set
                     .services
-                    .iter()
-                    .map(decode)
-                    .filter_map(|(id, version, j)| {
-                        serde_json::from_str(&j)
-                            .ok()
-                            .map(|value| Stored { id, version, value })
-                    })
-                    .collect(),
-                networks: set.networks.clone(),
+                    .into_iter()
+                    .map(Stored::try_from)
+                    .collect::<Result<_, _>>()
+                    .map_err(wire)?,
+                networks: set.networks,
                 files: set
                     .files
-                    .iter()
-                    .map(|f| ((f.kind.clone(), f.name.clone()), f.content.clone()))
+                    .into_iter()
+                    .map(|f| ((f.kind, f.name), f.content))
                     .collect(),
-                overlay: if set.overlay_json.is_empty() {
-                    Default::default()
-                } else {
-                    serde_json::from_str(&set.overlay_json)
-                        .map_err(|e| format!("overlay view: {e}"))?
-                },
+                overlay: set
+                    .overlay
+                    .map(TryInto::try_into)
+                    .transpose()
+                    .map_err(wire)?
+                    .unwrap_or_default(),
             };
             if let Ok(mut v) = self.view.write() {
                 *v = view;
@@ -245,15 +248,21 @@ impl Source for RemoteSource {
         self.view.read().map(|v| v.clone()).unwrap_or_default()
     }
 
-    async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String> {
+    /// The node is the one the certificate names: `node_id` is not sent.
+    async fn report(
+        &self,
+        _node_id: &str,
+        id: &str,
+        version: u64,
+        status: &TaskStatus,
+    ) -> Result<(), String> {
         use skiff_proto::orchestrator::dispatcher_client::DispatcherClient;
         let ch = self.cluster.manager_channel().map_err(|e| e.to_string())?;
-        let json = serde_json::to_string(task).map_err(|e| e.to_string())?;
         DispatcherClient::new(ch)
-            .update_task(skiff_proto::orchestrator::StoredObject {
-                id: id.into(),
+            .update_task_status(skiff_proto::orchestrator::UpdateTaskStatusRequest {
+                task_id: id.into(),
                 version,
-                json,
+                status: Some(status.clone().into()),
             })
             .await
             .map(|_| ())
@@ -374,7 +383,11 @@ impl Executor {
             return;
         }
         v.status.timestamp_ms = now_ms();
-        if let Err(e) = self.source.report(&t.id, t.version, &v).await {
+        if let Err(e) = self
+            .source
+            .report(&self.node_id, &t.id, t.version, &v.status)
+            .await
+        {
             tracing::debug!(task_id = %t.id, error = %e, "task status not recorded; retrying next pass");
         } else {
             tracing::info!(task_id = %t.id, state = v.status.state.as_str(), "task state");

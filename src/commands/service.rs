@@ -182,9 +182,10 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
                 "placement": {"constraints": a.constraint},
             });
             spec = fill_service_defaults(spec);
+            let spec: skiff_controller::model::ServiceSpec = serde_json::from_value(spec)?;
             let r = c
                 .service_create(pb::ServiceCreateRequest {
-                    spec_json: spec.to_string(),
+                    spec: Some(spec.into()),
                 })
                 .await
                 .map_err(status)?;
@@ -209,7 +210,7 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
                     .await
                     .map_err(status)?
                     .into_inner();
-                out.push(serde_json::from_str::<serde_json::Value>(&r.json)?);
+                out.push(inspect_doc(r)?);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
@@ -243,7 +244,7 @@ pub async fn run(host: &str, cmd: &ServiceCommand) -> Result<i32> {
                 env_rm: a.env_rm.clone(),
                 replicas: a.replicas.map(|r| r as i64).unwrap_or(-1),
                 force: a.force,
-                spec_json: String::new(),
+                spec: None,
                 version: 0,
             })
             .await
@@ -356,6 +357,17 @@ fn log_line(m: &pb::ServiceLogChunk, a: &LogsArgs) -> Vec<u8> {
 }
 
 /// Fills the defaults `skiff-stack` would fill for a stack service.
+/// `service inspect`'s document of one service: its ID, version and specs as the
+/// controller's model serializes them.
+fn inspect_doc(s: pb::Service) -> Result<serde_json::Value> {
+    use skiff_controller::model::{Service, Stored};
+    let s: Stored<Service> = s.try_into()?;
+    Ok(serde_json::json!({
+        "ID": s.id, "Version": {"Index": s.version}, "Spec": s.value.spec,
+        "PreviousSpec": s.value.previous, "UpdateStatus": s.value.update, "Generation": s.value.generation,
+    }))
+}
+
 fn fill_service_defaults(mut spec: serde_json::Value) -> serde_json::Value {
     let defaults = serde_json::json!({
         "stack": "", "labels": {}, "ports": [], "endpoint_mode": "vip",
@@ -631,6 +643,57 @@ mod tests {
     fn render(format: &str, columns: &[(&str, &str)], rows: &[serde_json::Value]) -> String {
         let f = output::Format::parse(Some(format)).expect("format");
         output::render_rows(&f, columns, rows).expect("render")
+    }
+
+    /// `service inspect` prints what it printed when the manager sent the document as
+    /// JSON text: the typed `Service` converts back to the same model values.
+    #[test]
+    fn inspect_prints_the_document_the_manager_used_to_send() {
+        use skiff_controller::model::*;
+        let mut spec = ServiceSpec {
+            name: "app_web".into(),
+            mode: Mode::Replicated { replicas: 3 },
+            ..Default::default()
+        };
+        spec.template.image = "nginx".into();
+        spec.template.command = Some(vec!["a".into()]);
+        spec.update_config.max_failure_ratio = 0.3;
+        spec.ports.push(PortSpec {
+            target: 80,
+            published: 8080,
+            protocol: "tcp".into(),
+            mode: "ingress".into(),
+        });
+        let s = Stored {
+            id: "abc".into(),
+            version: 12,
+            value: Service {
+                previous: Some(ServiceSpec {
+                    mode: Mode::Global,
+                    ..spec.clone()
+                }),
+                spec,
+                generation: 2,
+                update: Some(UpdateStatus {
+                    state: "completed".into(),
+                    message: "done".into(),
+                    started_at_ms: 1,
+                    next_batch_at_ms: 2,
+                }),
+                ..Default::default()
+            },
+        };
+        let before = serde_json::json!({
+            "ID": s.id, "Version": {"Index": s.version}, "Spec": s.value.spec,
+            "PreviousSpec": s.value.previous, "UpdateStatus": s.value.update, "Generation": s.value.generation,
+        })
+        .to_string();
+        let before: serde_json::Value = serde_json::from_str(&before).expect("json");
+        let after = inspect_doc(s.into()).expect("converts");
+        assert_eq!(
+            serde_json::to_string_pretty(&vec![after]).expect("json"),
+            serde_json::to_string_pretty(&vec![before]).expect("json")
+        );
     }
 
     #[test]

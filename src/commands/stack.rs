@@ -215,6 +215,31 @@ fn parse_timeout(s: &str) -> anyhow::Result<std::time::Duration> {
         .map_err(|e| crate::client::exit(125, format!("invalid --timeout {s:?}: {e}")))
 }
 
+/// What a manager deploys of a loaded stack: as the docker CLI does for Swarm, the
+/// client resolves the stack file into the cluster's services, networks, secrets and
+/// configs (the controller's pure conversions), and the manager gets typed objects.
+fn deploy_request(
+    spec: &skiff_stack::StackSpec,
+    prune: bool,
+) -> skiff_proto::orchestrator::StackDeployRequest {
+    use skiff_controller::model::stack;
+    use skiff_proto::orchestrator as pb;
+    pb::StackDeployRequest {
+        name: spec.name.clone(),
+        prune,
+        services: stack::services(spec).into_iter().map(Into::into).collect(),
+        networks: stack::networks(spec).into_iter().map(Into::into).collect(),
+        files: stack::files(spec)
+            .into_iter()
+            .map(|(kind, name, content)| pb::FileObject {
+                kind: kind.into(),
+                name,
+                content,
+            })
+            .collect(),
+    }
+}
+
 /// Dispatches the stack commands that talk to a manager.
 pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
     use crate::client::status;
@@ -242,10 +267,7 @@ pub async fn run(host: &str, cmd: &StackCommand) -> anyhow::Result<i32> {
                 build_services(host, &spec, a.build).await?;
             }
             let r = c
-                .stack_deploy(pb::StackDeployRequest {
-                    stack_json: skiff_stack::to_json(&spec),
-                    prune: a.prune,
-                })
+                .stack_deploy(deploy_request(&spec, a.prune))
                 .await
                 .map_err(status)?
                 .into_inner();

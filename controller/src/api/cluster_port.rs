@@ -295,9 +295,9 @@ impl pb::membership_server::Membership for ClusterPort {
                     return;
                 };
                 // A changed description (an agent restarted with other labels, a
-                // resized machine) is recorded; an unreadable one is ignored.
-                if !beat.description_json.is_empty() {
-                    described = serde_json::from_str(&beat.description_json).ok();
+                // resized machine) is recorded.
+                if let Some(d) = beat.description {
+                    described = Some(d.into());
                 }
                 let idle = describing.as_ref().is_none_or(|j| j.is_finished());
                 if let Some(d) = described.as_ref().filter(|d| **d != node.description) {

@@ -3,6 +3,7 @@
 //! linearizable (a ReadIndex barrier first).
 
 use crate::model::stack::{self, LABEL_STACK};
+use crate::model::wire::WireError;
 use crate::model::*;
 use crate::model::{new_id, Op, Proposal};
 use crate::orchestrator::membership::Membership;
@@ -118,6 +119,73 @@ impl OrchestratorApi {
     }
 }
 
+fn bad_request(e: WireError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// A stack deploy's content in the model's types, checked: everything in it belongs to
+/// the stack it is deployed as, and files are only secrets and configs.
+struct StackContent {
+    networks: Vec<stack::StackNetwork>,
+    files: Vec<(&'static str, String, String)>,
+    services: Vec<ServiceSpec>,
+}
+
+impl TryFrom<&pb::StackDeployRequest> for StackContent {
+    type Error = Status;
+    fn try_from(r: &pb::StackDeployRequest) -> Result<Self, Status> {
+        if !skiff_stack::valid_stack_name(&r.name) {
+            return Err(Status::invalid_argument(format!(
+                "invalid stack name {:?}",
+                r.name
+            )));
+        }
+        let foreign = |what: &str, name: &str, stack: &str| {
+            Status::invalid_argument(format!(
+                "{what} {name} belongs to stack {stack:?}, not {:?}",
+                r.name
+            ))
+        };
+        let mut networks = Vec::new();
+        for n in r.networks.iter().cloned() {
+            let mut n: stack::StackNetwork = n.try_into().map_err(bad_request)?;
+            // Addresses are the controller's to allocate.
+            n.alloc = None;
+            if n.stack != r.name {
+                return Err(foreign("network", &n.name, &n.stack));
+            }
+            networks.push(n);
+        }
+        let mut services = Vec::new();
+        for s in r.services.iter().cloned() {
+            let s: ServiceSpec = s.try_into().map_err(bad_request)?;
+            if s.stack != r.name {
+                return Err(foreign("service", &s.name, &s.stack));
+            }
+            services.push(s);
+        }
+        let mut files = Vec::new();
+        for f in &r.files {
+            let kind = match f.kind.as_str() {
+                KIND_SECRET => KIND_SECRET,
+                KIND_CONFIG => KIND_CONFIG,
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "{}: a stack's files are secrets and configs, not {other:?}",
+                        f.name
+                    )))
+                }
+            };
+            files.push((kind, f.name.clone(), f.content.clone()));
+        }
+        Ok(StackContent {
+            networks,
+            files,
+            services,
+        })
+    }
+}
+
 fn mode_str(m: &Mode) -> (String, u64) {
     match m {
         Mode::Replicated { replicas } => ("replicated".into(), *replicas),
@@ -170,15 +238,13 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         req: Request<pb::StackDeployRequest>,
     ) -> Result<Response<pb::StackDeployResponse>, Status> {
         let r = req.into_inner();
-        let spec: skiff_stack::StackSpec = serde_json::from_str(&r.stack_json)
-            .map_err(|e| Status::invalid_argument(format!("stack spec: {e}")))?;
-        if !skiff_stack::valid_stack_name(&spec.name) {
-            return Err(Status::invalid_argument(format!(
-                "invalid stack name {:?}",
-                spec.name
-            )));
-        }
-        let span = tracing::info_span!("stack_deploy", stack = %spec.name);
+        let StackContent {
+            networks,
+            files,
+            services: wanted,
+        } = StackContent::try_from(&r)?;
+        let name = r.name;
+        let span = tracing::info_span!("stack_deploy", stack = %name);
         let _e = span.enter();
         let (h, (services, _, _)) = self.world().await?;
         let mut ops = Vec::new();
@@ -187,7 +253,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let existing_networks: Vec<String> = h
             .store()
             .read(|sm| sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect());
-        for n in stack::networks(&spec) {
+        for n in networks {
             if n.external || existing_networks.contains(&n.name) {
                 continue;
             }
@@ -201,7 +267,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         }
         // Secrets and configs: created once; new content under an existing name replaces it.
         h.store().read(|sm| {
-            for (kind, name, content) in stack::files(&spec) {
+            for (kind, name, content) in files {
                 let body = serde_json::to_vec(&FileContent {
                     content,
                     ..Default::default()
@@ -225,7 +291,6 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             }
             Ok::<_, Status>(())
         })?;
-        let wanted = stack::services(&spec);
         for s in &wanted {
             match services.iter().find(|x| x.value.spec.name == s.name) {
                 Some(cur) if cur.value.spec == *s => resp.unchanged.push(s.name.clone()),
@@ -255,7 +320,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
             }
         }
         if r.prune {
-            for cur in services.iter().filter(|x| x.value.spec.stack == spec.name) {
+            for cur in services.iter().filter(|x| x.value.spec.stack == name) {
                 if !wanted.iter().any(|w| w.name == cur.value.spec.name) {
                     ops.push(Op::Delete {
                         kind: KIND_SERVICE.into(),
@@ -347,8 +412,12 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         &self,
         req: Request<pb::ServiceCreateRequest>,
     ) -> Result<Response<pb::ServiceRef>, Status> {
-        let spec: ServiceSpec = serde_json::from_str(&req.into_inner().spec_json)
-            .map_err(|e| Status::invalid_argument(format!("service spec: {e}")))?;
+        let spec: ServiceSpec = req
+            .into_inner()
+            .spec
+            .ok_or(WireError::Missing("ServiceCreateRequest.spec"))
+            .and_then(TryInto::try_into)
+            .map_err(bad_request)?;
         if spec.name.is_empty() || spec.template.image.is_empty() {
             return Err(Status::invalid_argument(
                 "a service needs a name and an image",
@@ -422,17 +491,11 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
     async fn service_inspect(
         &self,
         req: Request<pb::ServiceRef>,
-    ) -> Result<Response<pb::Json>, Status> {
+    ) -> Result<Response<pb::Service>, Status> {
         let name = req.into_inner().name;
         let (_, (services, _, _)) = self.world().await?;
         let s = Self::find(&services, &name)?;
-        let doc = serde_json::json!({
-            "ID": s.id, "Version": {"Index": s.version}, "Spec": s.value.spec,
-            "PreviousSpec": s.value.previous, "UpdateStatus": s.value.update, "Generation": s.value.generation,
-        });
-        Ok(Response::new(pb::Json {
-            json: doc.to_string(),
-        }))
+        Ok(Response::new(s.clone().into()))
     }
 
     async fn service_scale(
@@ -471,11 +534,9 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                 s.value.spec.name, s.version, r.version
             )));
         }
-        let mut spec = if r.spec_json.is_empty() {
-            s.value.spec.clone()
-        } else {
-            serde_json::from_str(&r.spec_json)
-                .map_err(|e| Status::invalid_argument(format!("service spec: {e}")))?
+        let mut spec = match r.spec.clone() {
+            None => s.value.spec.clone(),
+            Some(spec) => spec.try_into().map_err(bad_request)?,
         };
         if !r.image.is_empty() {
             spec.template.image = r.image.clone();
@@ -616,5 +677,79 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
                 .then(b.timestamp_ms.cmp(&a.timestamp_ms))
         });
         Ok(Response::new(pb::TaskListResponse { tasks: out }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> pb::StackDeployRequest {
+        let net = stack::StackNetwork {
+            name: "app_front".into(),
+            driver: "overlay".into(),
+            internal: false,
+            attachable: false,
+            subnet: None,
+            external: false,
+            stack: "app".into(),
+            alloc: None,
+        };
+        let svc = ServiceSpec {
+            name: "app_web".into(),
+            stack: "app".into(),
+            ..Default::default()
+        };
+        pb::StackDeployRequest {
+            name: "app".into(),
+            prune: false,
+            services: vec![svc.into()],
+            networks: vec![net.into()],
+            files: vec![pb::FileObject {
+                kind: KIND_SECRET.into(),
+                name: "app_pw".into(),
+                content: "x".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_stack_deploy_takes_only_its_own_objects() {
+        let c = StackContent::try_from(&request()).expect("valid");
+        assert_eq!(c.services[0].name, "app_web");
+        assert_eq!(c.networks[0].name, "app_front");
+        assert_eq!(c.files, vec![(KIND_SECRET, "app_pw".into(), "x".into())]);
+
+        let mut r = request();
+        r.name = "bad name".into();
+        assert!(StackContent::try_from(&r).is_err());
+        let mut r = request();
+        r.services[0].stack = "other".into();
+        assert!(StackContent::try_from(&r).is_err());
+        let mut r = request();
+        r.networks[0].stack = "other".into();
+        assert!(StackContent::try_from(&r).is_err());
+        // Files write objects by kind: a task or a service is no stack file.
+        let mut r = request();
+        r.files[0].kind = KIND_TASK.into();
+        assert!(StackContent::try_from(&r).is_err());
+        let mut r = request();
+        r.services[0].mode = None;
+        let e = StackContent::try_from(&r).err().expect("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("ServiceSpec.mode"), "{}", e.message());
+    }
+
+    #[test]
+    fn a_stack_deploy_cannot_bring_its_own_allocation() {
+        let mut r = request();
+        r.networks[0].alloc = Some(pb::NetworkAllocation {
+            subnet: "10.0.9.0/24".into(),
+            gateway: "10.0.9.1".into(),
+            vni: 4100,
+            nodes: Default::default(),
+        });
+        let c = StackContent::try_from(&r).expect("valid");
+        assert_eq!(c.networks[0].alloc, None);
     }
 }

@@ -744,7 +744,7 @@ impl Cluster {
         let period = self.cfg.heartbeat_period;
         let req = pb::HeartbeatRequest {
             node_id: me.to_string(),
-            description_json: serde_json::to_string(&self.cfg.description).unwrap_or_default(),
+            description: Some(self.cfg.description.clone().into()),
         };
         let outbound = async_stream(req, period);
         let mut inbound = client.heartbeat(outbound).await?.into_inner();
@@ -894,7 +894,7 @@ fn async_stream(
         let mut req = req.clone();
         async move {
             if !first {
-                req.description_json.clear();
+                req.description = None;
                 tokio::time::sleep(period).await;
             }
             Some((req, false))

@@ -7,12 +7,15 @@ pub mod events;
 pub mod ids;
 pub mod node;
 pub mod object;
+pub mod overlay;
 pub mod proposal;
 pub mod services;
 pub mod stack;
+pub mod wire;
 
 pub use ids::{new_id, new_raft_id, now_ms};
 pub use node::*;
 pub use object::*;
+pub use overlay::KIND_ATTACHMENT;
 pub use proposal::*;
 pub use services::*;

@@ -17,6 +17,15 @@ pub struct Object {
     pub updated_index: u64,
 }
 
+/// A stored object decoded: its identity and version (for optimistic updates) with its
+/// value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored<T> {
+    pub id: String,
+    pub version: u64,
+    pub value: T,
+}
+
 /// The cluster's identity, created once by the first manager.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct ClusterMeta {

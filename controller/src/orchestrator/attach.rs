@@ -8,23 +8,10 @@ use crate::model::{new_id, Op, Proposal};
 use crate::raft::consensus::RaftHandle;
 use crate::store::StateMachine;
 use crate::store::Stored;
-use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-pub const KIND_ATTACHMENT: &str = "attachment";
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    pub network: String,
-    pub node_id: String,
-    pub container_id: String,
-    /// The container's name: it resolves on the network cluster-wide.
-    pub name: String,
-    /// Set by the leader.
-    #[serde(default)]
-    pub ip: Option<Ipv4Addr>,
-}
+pub use crate::model::overlay::{Attachment, KIND_ATTACHMENT};
 
 /// Every stored attachment.
 pub fn list(sm: &StateMachine) -> Vec<Stored<Attachment>> {

@@ -1,7 +1,8 @@
 //! The dispatcher: managers stream each node its assigned tasks over the cluster port
-//! (mutual TLS; the node is the one its certificate names) and accept task state
-//! updates back. Managers' own executors read the local state machine directly; this
-//! is how worker nodes get their share. It also carries the node side of the log
+//! (mutual TLS; the node is the one its certificate names) as typed objects, and accept
+//! task status updates back (only for a node's own tasks, never backwards). Managers'
+//! own executors read the local state machine directly; this is how worker nodes get
+//! their share. It also carries the node side of the log
 //! broker (`LogSubscriptions`, `PublishLogs`; see [`super::logbroker`]) and the
 //! managers-only relay of a follower's `service logs` (`SubscribeLogs`).
 
@@ -31,14 +32,6 @@ fn caller<T>(req: &Request<T>) -> Result<String, Status> {
         })
 }
 
-fn obj<T: serde::Serialize>(s: &Stored<T>) -> pb::StoredObject {
-    pb::StoredObject {
-        id: s.id.clone(),
-        version: s.version,
-        json: serde_json::to_string(&s.value).unwrap_or_default(),
-    }
-}
-
 /// The assignment set of `node` in the current state.
 pub fn assignments(sm: &crate::store::StateMachine, node: &str) -> pb::AssignmentSet {
     let w = read_world(sm);
@@ -47,7 +40,7 @@ pub fn assignments(sm: &crate::store::StateMachine, node: &str) -> pb::Assignmen
     let services = services
         .iter()
         .filter(|s| tasks.iter().any(|t| t.value.service_id == s.id))
-        .map(obj)
+        .map(|s| s.clone().into())
         .collect();
     // Only the secrets and configs this node's tasks mount are sent to it.
     let mut files: Vec<pb::FileObject> = Vec::new();
@@ -66,13 +59,120 @@ pub fn assignments(sm: &crate::store::StateMachine, node: &str) -> pb::Assignmen
         }
     }
     pb::AssignmentSet {
-        tasks: tasks.into_iter().map(obj).collect(),
+        tasks: tasks.into_iter().map(|t| t.clone().into()).collect(),
         services,
         networks: sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect(),
         files,
-        overlay_json: serde_json::to_string(&super::overlay::view(sm, node)).unwrap_or_default(),
+        overlay: Some(super::overlay::view(sm, node).into()),
         revoked_clients: crate::store::clients::revoked_serials(sm),
     }
+}
+
+/// Why a node's task status was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("task {0} not found")]
+    NotFound(String),
+    #[error("task {task} is not assigned to node {node}")]
+    NotAssigned { task: String, node: String },
+    #[error("task {task} is at version {current}, not {sent}: report from a fresh view")]
+    Stale {
+        task: String,
+        current: u64,
+        sent: u64,
+    },
+    #[error("task {task} cannot move back from {from} to {to}")]
+    Backwards {
+        task: String,
+        from: &'static str,
+        to: &'static str,
+    },
+    #[error("encoding the task: {0}")]
+    Encode(serde_json::Error),
+    #[error(transparent)]
+    Raft(#[from] crate::raft::consensus::RaftError),
+}
+
+impl From<StatusError> for Status {
+    fn from(e: StatusError) -> Status {
+        match e {
+            StatusError::NotFound(_) => Status::not_found(e.to_string()),
+            StatusError::NotAssigned { .. } => Status::permission_denied(e.to_string()),
+            StatusError::Stale { .. } | StatusError::Backwards { .. } => {
+                Status::failed_precondition(e.to_string())
+            }
+            StatusError::Encode(_) => Status::internal(e.to_string()),
+            StatusError::Raft(e) => crate::raft::wire::raft_status(e),
+        }
+    }
+}
+
+/// The stored task with `status` applied, if `node` may record it: the task must be
+/// assigned to `node`, be at `version` (0: any), and its state must not move backwards.
+pub fn apply_status(
+    task: &Stored<Task>,
+    node: &str,
+    version: u64,
+    status: TaskStatus,
+) -> Result<Task, StatusError> {
+    if task.value.node_id != node {
+        return Err(StatusError::NotAssigned {
+            task: task.id.clone(),
+            node: node.into(),
+        });
+    }
+    if version != 0 && version != task.version {
+        return Err(StatusError::Stale {
+            task: task.id.clone(),
+            current: task.version,
+            sent: version,
+        });
+    }
+    if status.state < task.value.status.state {
+        return Err(StatusError::Backwards {
+            task: task.id.clone(),
+            from: task.value.status.state.as_str(),
+            to: status.state.as_str(),
+        });
+    }
+    let mut t = task.value.clone();
+    t.status = status;
+    Ok(t)
+}
+
+/// Records a status `node` reports for one of its tasks (see [`apply_status`]); the
+/// proposal carries the version read, so a change racing it is refused, not lost.
+pub async fn record_status(
+    h: &crate::raft::consensus::RaftHandle,
+    node: &str,
+    task_id: &str,
+    version: u64,
+    status: TaskStatus,
+) -> Result<(), StatusError> {
+    let stored = h
+        .store()
+        .read(|sm| {
+            sm.get(KIND_TASK, task_id).and_then(|o| {
+                serde_json::from_slice::<Task>(&o.spec)
+                    .ok()
+                    .map(|value| Stored {
+                        id: o.id.clone(),
+                        version: o.version,
+                        value,
+                    })
+            })
+        })
+        .ok_or_else(|| StatusError::NotFound(task_id.into()))?;
+    let task = apply_status(&stored, node, version, status)?;
+    let spec = serde_json::to_vec(&task).map_err(StatusError::Encode)?;
+    let op = Op::Update {
+        kind: KIND_TASK.into(),
+        id: stored.id,
+        spec,
+        expected_version: stored.version,
+    };
+    h.propose(Proposal::new(vec![op])).await?;
+    Ok(())
 }
 
 type AssignStream = Pin<Box<dyn futures::Stream<Item = Result<pb::AssignmentSet, Status>> + Send>>;
@@ -316,37 +416,100 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn update_task(
+    async fn update_task_status(
         &self,
-        req: Request<pb::StoredObject>,
+        req: Request<pb::UpdateTaskStatusRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let node = caller(&req)?;
         let r = req.into_inner();
-        let task: Task = serde_json::from_str(&r.json)
-            .map_err(|e| Status::invalid_argument(format!("task: {e}")))?;
+        let status: TaskStatus = r
+            .status
+            .ok_or(crate::model::wire::WireError::Missing(
+                "UpdateTaskStatusRequest.status",
+            ))
+            .and_then(TryInto::try_into)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let h = self.manager()?;
-        // A node may only report on its own tasks.
-        let owned = h.store().read(|sm| {
-            sm.get(KIND_TASK, &r.id)
-                .and_then(|o| serde_json::from_slice::<Task>(&o.spec).ok())
-                .map(|t| t.node_id == node && task.node_id == node)
-                .unwrap_or(false)
-        });
-        if !owned {
-            return Err(Status::permission_denied(format!(
-                "task {} is not assigned to node {node}",
-                r.id
-            )));
-        }
-        let op = Op::Update {
-            kind: KIND_TASK.into(),
-            id: r.id,
-            spec: r.json.into_bytes(),
-            expected_version: r.version,
-        };
-        h.propose(Proposal::new(vec![op]))
-            .await
-            .map_err(crate::raft::wire::raft_status)?;
+        record_status(&h, &node, &r.task_id, r.version, status).await?;
         Ok(Response::new(pb::Empty {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(state: TaskState) -> Stored<Task> {
+        Stored {
+            id: "t1".into(),
+            version: 4,
+            value: Task {
+                node_id: "n1".into(),
+                status: TaskStatus {
+                    state,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        }
+    }
+
+    fn status(state: TaskState) -> TaskStatus {
+        TaskStatus {
+            state,
+            message: "started".into(),
+            container_id: "c1".into(),
+            timestamp_ms: 9,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_status_replaces_only_the_status() {
+        let t = task(TaskState::Assigned);
+        let got = apply_status(&t, "n1", 4, status(TaskState::Running)).expect("applies");
+        let mut want = t.value.clone();
+        want.status = status(TaskState::Running);
+        assert_eq!(got, want);
+        // Version 0: whatever version is stored; the same state again (a health change).
+        let running = task(TaskState::Running);
+        assert!(apply_status(&running, "n1", 0, status(TaskState::Running)).is_ok());
+    }
+
+    #[test]
+    fn other_nodes_stale_versions_and_backward_moves_are_refused() {
+        let t = task(TaskState::Running);
+        assert!(matches!(
+            apply_status(&t, "n2", 4, status(TaskState::Complete)),
+            Err(StatusError::NotAssigned { .. })
+        ));
+        assert!(matches!(
+            apply_status(&t, "n1", 3, status(TaskState::Complete)),
+            Err(StatusError::Stale {
+                current: 4,
+                sent: 3,
+                ..
+            })
+        ));
+        assert!(matches!(
+            apply_status(&t, "n1", 4, status(TaskState::Starting)),
+            Err(StatusError::Backwards {
+                from: "running",
+                to: "starting",
+                ..
+            })
+        ));
+        assert_eq!(
+            Status::from(StatusError::NotFound("x".into())).code(),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            Status::from(StatusError::NotAssigned {
+                task: "t".into(),
+                node: "n".into()
+            })
+            .code(),
+            tonic::Code::PermissionDenied
+        );
     }
 }

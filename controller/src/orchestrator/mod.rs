@@ -1,6 +1,7 @@
 //! Orchestration on top of the store: the reconciler that keeps tasks at their
 //! services' spec ([`reconcile`](mod@reconcile)) and the loop that runs it on the leader ([`runner`]),
-//! the overlay allocator ([`netalloc`], [`overlay`], [`attach`]), the dispatcher that
+//! the overlay allocator ([`attach`] → [`overlay`] → [`netalloc`], one way: pure
+//! allocation at the bottom, standalone attachments on top), the dispatcher that
 //! streams assignments to nodes ([`dispatcher`]), the service log broker
 //! ([`logbroker`]), and what these servers need of the node they run on
 //! ([`membership`]).

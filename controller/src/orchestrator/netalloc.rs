@@ -68,7 +68,7 @@ pub struct Input<'a> {
     pub services: &'a [Stored<Service>],
     pub tasks: &'a [Stored<Task>],
     /// Standalone containers on attachable overlays.
-    pub attachments: &'a [Stored<super::attach::Attachment>],
+    pub attachments: &'a [Stored<crate::model::overlay::Attachment>],
     pub nodes: &'a [Node],
     /// Where overlay subnets come from.
     pub pools: &'a [Ipv4Net],
@@ -372,7 +372,7 @@ pub fn allocate(inp: &Input<'_>) -> Plan {
             let mut a = a.clone();
             a.value.ip = Some(ip);
             plan.attachments
-                .extend(update(super::attach::KIND_ATTACHMENT, &a));
+                .extend(update(crate::model::KIND_ATTACHMENT, &a));
         }
     }
     plan

@@ -4,70 +4,17 @@
 //! and routing-mesh ports). Managers compute it from their state machine; workers get
 //! it with their assignments.
 
-use super::netalloc::{is_overlay, NetAlloc};
+use super::netalloc::is_overlay;
 use crate::model::stack::StackNetwork;
 use crate::model::*;
 use crate::store::read_world;
 use crate::store::StateMachine;
 use crate::store::Stored;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OverlayNetwork {
-    /// The cluster object ID.
-    pub id: String,
-    pub name: String,
-    pub internal: bool,
-    pub attachable: bool,
-    pub alloc: NetAlloc,
-    /// Taking-part nodes → their data-path address (the VXLAN underlay destination).
-    pub peers: BTreeMap<String, String>,
-}
-
-/// One task's address on one network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub network: String,
-    pub ip: Ipv4Addr,
-    pub node_id: String,
-    pub task_id: String,
-    pub service: String,
-    /// Running tasks receive load-balanced traffic; others only get forwarding entries.
-    pub running: bool,
-    /// Names it answers to on the network by itself (standalone containers).
-    #[serde(default)]
-    pub names: Vec<String>,
-}
-
-/// A service as the data path sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ServiceEndpoints {
-    pub name: String,
-    pub dnsrr: bool,
-    /// Network → virtual IP (`vip` mode).
-    pub vips: BTreeMap<String, Ipv4Addr>,
-    /// Network → the names it answers to there (its own name first).
-    pub aliases: BTreeMap<String, Vec<String>>,
-    pub ports: Vec<PortSpec>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct OverlayView {
-    /// Every overlay network of the cluster by name, allocated or not: a task on one of
-    /// them waits for its address instead of getting a local bridge.
-    pub all: Vec<String>,
-    pub networks: Vec<OverlayNetwork>,
-    pub endpoints: Vec<Endpoint>,
-    pub services: Vec<ServiceEndpoints>,
-}
-
-impl OverlayView {
-    pub fn network(&self, name: &str) -> Option<&OverlayNetwork> {
-        self.networks.iter().find(|n| n.name == name)
-    }
-}
+pub use crate::model::overlay::{
+    Attachment, Endpoint, OverlayNetwork, OverlayView, ServiceEndpoints,
+};
 
 /// Stored overlay networks.
 pub fn overlay_networks(sm: &StateMachine) -> Vec<Stored<StackNetwork>> {
@@ -142,7 +89,7 @@ pub fn view(sm: &StateMachine, node: &str) -> OverlayView {
             }
         }
     }
-    for a in super::attach::list(sm) {
+    for a in crate::store::decode::<Attachment>(sm, KIND_ATTACHMENT) {
         if let (Some(ip), true) = (a.value.ip, mine.contains(a.value.network.as_str())) {
             endpoints.push(Endpoint {
                 network: a.value.network,

@@ -36,13 +36,7 @@ impl SharedState {
     }
 }
 
-/// A stored object with its identity and version (for optimistic updates).
-#[derive(Clone, Debug)]
-pub struct Stored<T> {
-    pub id: String,
-    pub version: u64,
-    pub value: T,
-}
+pub use crate::model::Stored;
 
 /// Every service, task and node of the store, decoded.
 #[derive(Debug, Default)]

@@ -597,9 +597,10 @@ async fn service_create(api: &DockerApi, req: &mut Req) -> Result<Resp> {
             spec.name
         )));
     }
-    let spec_json = serde_json::to_string(&spec).map_err(|e| ApiError::internal(e.to_string()))?;
     let id = orchestrator(api)?
-        .service_create(tonic::Request::new(opb::ServiceCreateRequest { spec_json }))
+        .service_create(tonic::Request::new(opb::ServiceCreateRequest {
+            spec: Some(spec.clone().into()),
+        }))
         .await?
         .into_inner()
         .name;
@@ -644,12 +645,11 @@ async fn service_update(api: &DockerApi, req: &mut Req, key: &str) -> Result<Res
         spec.stack = cur.value.spec.stack.clone();
     }
     let force = raw["TaskTemplate"]["ForceUpdate"].as_u64().unwrap_or(0) > 0;
-    let spec_json = serde_json::to_string(&spec).map_err(|e| ApiError::internal(e.to_string()))?;
     orch.service_update(tonic::Request::new(opb::ServiceUpdateRequest {
         name: cur.id.clone(),
         replicas: -1,
         force,
-        spec_json,
+        spec: Some(spec.into()),
         version,
         ..Default::default()
     }))

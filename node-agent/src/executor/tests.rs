@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 const NODE: &str = "node0123456789abcdef";
 
 /// The cluster as the executor sees it; reports update the task the way the store
-/// would (optimistic: the version must match) and are kept in order.
+/// would and are kept in order.
 #[derive(Default)]
 struct FakeSource {
     view: std::sync::Mutex<View>,
@@ -48,19 +48,30 @@ impl Source for FakeSource {
         self.view.lock().expect("view").clone()
     }
 
-    async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String> {
+    /// The store's own rules (assigned node, version, no backwards move).
+    async fn report(
+        &self,
+        node_id: &str,
+        id: &str,
+        version: u64,
+        status: &TaskStatus,
+    ) -> Result<(), String> {
         let mut v = self.view.lock().expect("view");
         let t = v
             .tasks
             .iter_mut()
             .find(|t| t.id == id)
             .ok_or("no such task")?;
-        if t.version != version {
-            return Err("version conflict".into());
-        }
+        let task = skiff_controller::orchestrator::dispatcher::apply_status(
+            t,
+            node_id,
+            version,
+            status.clone(),
+        )
+        .map_err(|e| e.to_string())?;
         t.version += 1;
         t.value = task.clone();
-        self.reports.lock().expect("reports").push(task.clone());
+        self.reports.lock().expect("reports").push(task);
         Ok(())
     }
 
