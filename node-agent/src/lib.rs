@@ -1,7 +1,8 @@
 //! `skiff agent`: the per-host daemon.
 //!
-//! Map of the crate (in layers, bottom to top, each importing only from below: see
-//! docs/architecture.md "Agent layers", checked by `tests/layers.rs`):
+//! Map of the crate (its modules form layers, each importing only from its own layer
+//! or below, front ends never from one another: see docs/architecture.md "Agent
+//! layers", checked by `tests/layers.rs`):
 //! - [`config`]: flags + `/etc/skiff/agent.yaml` → [`config::AgentConfig`];
 //! - [`containers`]: every container this host runs, its lifecycle and its shim;
 //! - [`engine`]: the container and network operations the executor drives, as traits
