@@ -11,17 +11,25 @@
 # N rounds.
 # Per-step timings: SKIFF_LOG_SPANS=1 SKIFF_LOG=info,skiff_agent=debug on the agent
 # logs every span's close with its duration (see BENCHMARKS.md).
-# Usage: deploy/bench/engine.sh [N]   (as root; builds the release binary)
+# Usage: deploy/bench/engine.sh [N] [RUNS]   (as root; builds the release binary unless
+# SKIFF=path/to/skiff is given; RUNS
+# runs of N rounds, default 3, each with its own medians, then the range of each ratio)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . deploy/bench/lib.sh
 N=${1:-30}
-cargo build --release --quiet --bin skiff
-B=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
+RUNS=${2:-3}
+if [ -z "${SKIFF:-}" ]; then
+  cargo build --release --quiet --bin skiff
+  SKIFF=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
+fi
+B=$SKIFF
 work=$(mktemp -d /tmp/skbench.XXXX)
 H=unix://$work/s.sock
 agent_pid= dockerd_pid=
-D="docker -H unix://$work/docker.sock"
+# The CLI of the same release as Debian's dockerd (a newer CLI may be first on PATH).
+DOCKER=${DOCKER:-$(command -v /usr/bin/docker || command -v docker)}
+D="$DOCKER -H unix://$work/docker.sock"
 cleanup() {
   for id in $($B -H "$H" ps -aq 2>/dev/null); do $B -H "$H" rm -f "$id" >/dev/null 2>&1 || true; done
   if [ -n "$agent_pid" ]; then kill -9 "$agent_pid" 2>/dev/null; wait "$agent_pid" 2>/dev/null; fi || true
@@ -36,7 +44,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-$B agent --root "$work/root" --exec-root "$work/run" --host "$H" >"$work/agent.log" 2>&1 &
+# No Docker API socket: its default path (docker.sock beside s.sock) is where the private
+# dockerd listens.
+$B agent --root "$work/root" --exec-root "$work/run" --host "$H" --docker-socket "" >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 100); do $B -H "$H" version >/dev/null 2>&1 && break; sleep 0.1; done
 examples/images/busybox/build.sh "$work/bb.tar" >/dev/null
@@ -66,7 +76,7 @@ if command -v dockerd >/dev/null; then
 fi
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-time_ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }
+time_ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>"$work/last.err" || { echo "failed: $* ($(head -3 "$work/last.err" | tr "\n" " "))" >&2; return 1; }; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }
 
 # Warm up page cache, the agent and the daemon.
 for _ in 1 2 3; do
@@ -75,7 +85,6 @@ for _ in 1 2 3; do
   runc run -b "$work/bundle-sc" skbench-sc >/dev/null 2>&1 || true
   if $docker; then $D run --rm --network none busybox true >/dev/null 2>&1 || true; fi
 done
-: >"$work/t.skiff"; : >"$work/t.none"; : >"$work/t.runc"; : >"$work/t.runcsc"; : >"$work/t.docker"
 # Each round runs the commands in a fresh random order: what one leaves working in the
 # background (Docker's cleanup, the kernel's deferred namespace and link teardown) then
 # falls on every other command alike instead of always on the one after it.
@@ -90,18 +99,39 @@ one() {
 }
 kinds="skiff none runc runcsc"
 if $docker; then kinds="$kinds docker"; fi
-for _ in $(seq "$N"); do
-  for k in $(printf '%s\n' $kinds | shuf); do one "$k"; done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "n/a"}'; }
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
+echo "runs: $RUNS of $N rounds each (median wall time per run; commands interleaved in random order)"
+# One line of ratios per run, gathered for the ranges at the end.
+: >"$work/ratios"
+for run in $(seq "$RUNS"); do
+  : >"$work/t.skiff"; : >"$work/t.none"; : >"$work/t.runc"; : >"$work/t.runcsc"; : >"$work/t.docker"
+  for _ in $(seq "$N"); do
+    for k in $(printf '%s\n' $kinds | shuf); do one "$k"; done
+  done
+  skiff_ms=$(median <"$work/t.skiff")
+  none_ms=$(median <"$work/t.none")
+  runc_ms=$(median <"$work/t.runc")
+  runcsc_ms=$(median <"$work/t.runcsc")
+  docker_ms=n/a
+  if $docker; then docker_ms=$(median <"$work/t.docker"); fi
+  echo "run $run:"
+  echo "  skiff run --rm busybox true (bridge):  ${skiff_ms} ms   ratio skiff/runc: $(ratio "$skiff_ms" "$runc_ms")"
+  echo "  skiff run --rm --network none:         ${none_ms} ms   ratio skiff/runc: $(ratio "$none_ms" "$runc_ms")"
+  echo "  runc run (prepared bundle):            ${runc_ms} ms"
+  echo "  runc run, skiff's seccomp profile:     ${runcsc_ms} ms   ratio skiff(none)/runc: $(ratio "$none_ms" "$runcsc_ms"), skiff(bridge)/runc: $(ratio "$skiff_ms" "$runcsc_ms")"
+  echo "  docker run --rm --network none:        ${docker_ms} ms   ratio docker/skiff(none): $(ratio "$docker_ms" "$none_ms"), docker/skiff(bridge): $(ratio "$docker_ms" "$skiff_ms")"
+  echo "$(ratio "$skiff_ms" "$runc_ms") $(ratio "$none_ms" "$runc_ms") $(ratio "$docker_ms" "$none_ms") $(ratio "$docker_ms" "$skiff_ms")" >>"$work/ratios"
 done
-skiff_ms=$(median <"$work/t.skiff")
-none_ms=$(median <"$work/t.none")
-runc_ms=$(median <"$work/t.runc")
-runcsc_ms=$(median <"$work/t.runcsc")
-docker_ms=n/a
-if $docker; then docker_ms=$(median <"$work/t.docker"); fi
+# min-max of column $1 over the runs ("n/a" when a peer is missing).
+range() { awk -v c="$1" '$c != "n/a" {v=$c+0; if (n == 0 || v < lo) lo=v; if (n == 0 || v > hi) hi=v; n++} END {if (n) printf "%.2f-%.2f", lo, hi; else print "n/a"}' "$work/ratios"; }
+echo "ranges over $RUNS runs (worst run decides a goal):"
+echo "  skiff(bridge)/runc: $(range 1)   skiff(none)/runc: $(range 2)"
+echo "  docker/skiff(none): $(range 3)   docker/skiff(bridge): $(range 4)"
 
-# Memory: agent and shims with 10 idle containers.
-for i in $(seq 10); do $B -H "$H" run -d --name "idle$i" busybox sleep 600 >/dev/null; done
+# Memory: agent and shims with IDLE (default 100) idle containers.
+IDLE=${IDLE:-100}
+for i in $(seq "$IDLE"); do $B -H "$H" run -d --name "idle$i" busybox sleep 600 >/dev/null; done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 agent_rss=$(rss "$agent_pid")
 shim_rss=$(for p in $(pgrep -f "skiff shim --task $work"); do rss "$p"; done | median)
@@ -112,14 +142,6 @@ rollup() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/smaps_rollup"; }
 shim_pss=$(for p in $(pgrep -f "skiff shim --task $work"); do rollup "$p" Pss; done | median)
 shim_priv=$(for p in $(pgrep -f "skiff shim --task $work"); do rollup "$p" Private_Dirty; done | median)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "n/a"}'; }
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
-echo "rounds: $N (median wall time; commands interleaved in random order)"
-echo "skiff run --rm busybox true (bridge):  ${skiff_ms} ms   ratio skiff/runc: $(ratio "$skiff_ms" "$runc_ms")"
-echo "skiff run --rm --network none:         ${none_ms} ms   ratio skiff/runc: $(ratio "$none_ms" "$runc_ms")"
-echo "runc run (prepared bundle):            ${runc_ms} ms"
-echo "runc run, skiff's seccomp profile:     ${runcsc_ms} ms   ratio skiff(none)/runc: $(ratio "$none_ms" "$runcsc_ms"), skiff(bridge)/runc: $(ratio "$skiff_ms" "$runcsc_ms")"
-echo "docker run --rm --network none:        ${docker_ms} ms   ratio docker/skiff(none): $(ratio "$docker_ms" "$none_ms"), docker/skiff(bridge): $(ratio "$docker_ms" "$skiff_ms")"
-echo "agent RSS with 10 containers: $((agent_rss / 1024)) MiB"
+echo "agent RSS with $IDLE containers: $((agent_rss / 1024)) MiB"
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k/1024}'; }
-echo "shim RSS (median of 10): $(mib "$shim_rss") MiB, PSS $(mib "$shim_pss") MiB, private dirty $(mib "$shim_priv") MiB"
+echo "shim RSS (median of $IDLE): $(mib "$shim_rss") MiB, PSS $(mib "$shim_pss") MiB, private dirty $(mib "$shim_priv") MiB"
