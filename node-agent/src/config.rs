@@ -6,6 +6,10 @@ use skiff_runtime::shim::logfile::{LogConfig, LogOptError, DEFAULT_OPTS};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The image-share port of a node without a cluster port: TCP 7946 is the port Swarm
+/// nodes already open to each other (Skiff has no gossip to put there).
+pub const DEFAULT_SHARE_PORT: u16 = 7946;
+
 /// The agent's settings after merging flags, file and defaults.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -283,7 +287,7 @@ impl AgentConfig {
             api_listen_addr: None,
             docker_socket: None,
             init_path: None,
-            image_share_port: crate::imageshare::DEFAULT_SHARE_PORT,
+            image_share_port: DEFAULT_SHARE_PORT,
         }
     }
 }

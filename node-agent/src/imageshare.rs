@@ -39,9 +39,7 @@ use tracing::Instrument;
 /// Blobs one node streams at once; more requests queue.
 pub const SERVE_PARALLEL: usize = 4;
 
-/// The image-share port of a node without a cluster port: TCP 7946 is the port Swarm
-/// nodes already open to each other (Skiff has no gossip to put there).
-pub const DEFAULT_SHARE_PORT: u16 = 7946;
+pub use crate::config::DEFAULT_SHARE_PORT;
 
 /// Nodes asked for a manifest at once by one fetch.
 pub const ASK_PARALLEL: usize = 16;
