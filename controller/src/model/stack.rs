@@ -469,4 +469,36 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn a_service_peer_is_scoped_placed_beside_and_started_after() {
+        let spec = load(concat!(
+            "services:\n",
+            "  web:\n    image: x\n",
+            "  side:\n    image: x\n    network_mode: service:web\n",
+            "    ipc: service:web\n    pid: 'container:legacy'\n",
+            "  h:\n    image: x\n    network_mode: host\n",
+        ));
+        let svcs = services(&spec);
+        let get = |n: &str| svcs.iter().find(|s| s.name == n).expect("service");
+        let side = get("st_side");
+        let c = &side.template.container;
+        assert_eq!(c.network_mode, "service:st_web");
+        assert_eq!(c.ipc, "service:st_web");
+        assert_eq!(c.pid, "container:legacy");
+        assert!(side.template.networks.is_empty());
+        assert_eq!(side.colocate_with, vec!["st_web".to_string()]);
+        assert_eq!(
+            side.depends_on,
+            vec![ServiceDependency {
+                service: "st_web".into(),
+                condition: "service_started".into(),
+            }]
+        );
+        // The IPC donor is made shareable.
+        assert_eq!(get("st_web").template.container.ipc, "shareable");
+        let h = get("st_h");
+        assert_eq!(h.template.container.network_mode, "host");
+        assert!(h.template.networks.is_empty() && h.colocate_with.is_empty());
+    }
 }
