@@ -56,12 +56,24 @@ fn a_service_sidecar_shares_the_network_ipc_and_pid_of_its_peer() {
     assert!(!side.is_empty(), "{}", a.cmd(&["ps", "-a"]).stdout);
     // web's server answers on the sidecar's loopback: one network namespace.
     let mut body = String::new();
-    a.wait_until("web answers in the sidecar", Duration::from_secs(20), || {
-        body = a
-            .try_cmd(&["exec", &side, "wget", "-q", "-O", "-", "http://127.0.0.1:8000/"])
-            .stdout;
-        body.trim() == "from-web"
-    });
+    a.wait_until(
+        "web answers in the sidecar",
+        Duration::from_secs(20),
+        || {
+            body = a
+                .try_cmd(&[
+                    "exec",
+                    &side,
+                    "wget",
+                    "-q",
+                    "-O",
+                    "-",
+                    "http://127.0.0.1:8000/",
+                ])
+                .stdout;
+            body.trim() == "from-web"
+        },
+    );
     // web's httpd is among the sidecar's processes: one PID namespace.
     let ps = a.cmd(&["exec", &side, "ps"]).stdout;
     assert!(ps.contains("httpd"), "{ps}");
