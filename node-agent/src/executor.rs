@@ -366,6 +366,26 @@ impl Executor {
         self.engine.labelled(LABEL_TASK).into_iter().collect()
     }
 
+    /// A namespace mode for the engine: `service:NAME` becomes `container:ID` of a
+    /// running task of NAME on this node (the controller places the task beside one
+    /// and starts it after); other modes go as they are. `key` names the setting in
+    /// the error when no such task runs here.
+    fn peer_mode(&self, key: &str, mode: &str) -> Result<String, String> {
+        let Some(service) = mode.strip_prefix("service:") else {
+            return Ok(mode.to_string());
+        };
+        self.engine
+            .labelled(LABEL_SERVICE)
+            .into_iter()
+            .filter(|(svc, id)| {
+                svc == service && self.engine.state(id).is_some_and(|s| s.is_running())
+            })
+            .map(|(_, id)| id)
+            .min()
+            .map(|id| format!("container:{id}"))
+            .ok_or_else(|| format!("{key} {mode}: no running task of {service} on this node"))
+    }
+
     /// A task that could not be prepared (image, network, container): rejected with why.
     async fn reject_preparing(&self, t: &Stored<Task>, error: String) {
         self.report(t, |v| {
@@ -552,6 +572,23 @@ impl Executor {
                 aliases = al.clone();
             }
         }
+        let opts = &tpl.container;
+        let shared = [
+            ("network_mode", &opts.network_mode),
+            ("ipc", &opts.ipc),
+            ("pid", &opts.pid),
+        ]
+        .map(|(key, mode)| self.peer_mode(key, mode));
+        let [network, ipc_mode, pid_mode] = match shared {
+            [Ok(n), Ok(i), Ok(p)] => [n, i, p],
+            [Err(e), ..] | [_, Err(e), _] | [.., Err(e)] => {
+                self.reject_preparing(t, e).await;
+                return;
+            }
+        };
+        if !network.is_empty() {
+            network_mode = network;
+        }
         let mut binds: Vec<String> = tpl
             .mounts
             .iter()
@@ -572,7 +609,6 @@ impl Executor {
                 return;
             }
         }
-        let opts = &tpl.container;
         let tmpfs = tpl
             .mounts
             .iter()
@@ -628,8 +664,8 @@ impl Executor {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             shm_size: opts.shm_size,
-            ipc_mode: opts.ipc.clone(),
-            pid_mode: opts.pid.clone(),
+            ipc_mode,
+            pid_mode,
             ..Default::default()
         };
         let name = format!(

@@ -101,10 +101,7 @@ const SERVICE: &[(&str, K)] = &[
         K::Warn(": services on the same network reach each other by name"),
     ),
     ("mac_address", K::Warn(NOT_APPLIED)),
-    (
-        "network_mode",
-        K::Warn(": tasks join the stack's networks (host, none, service: and container: modes are not applied in a cluster)"),
-    ),
+    ("network_mode", K::Ok),
     ("pid", K::Ok),
     ("shm_size", K::Ok),
     ("userns_mode", K::Warn(NOT_APPLIED)),
@@ -183,8 +180,13 @@ const SERVICE: &[(&str, K)] = &[
 /// A service's `ipc` or `pid`: one of `modes`, checked as the engine checks them. The
 /// `service:NAME` and `container:NAME` forms would need the tasks of two services on
 /// one node, which placement does not promise: warned and left out.
+/// `ipc`, `pid` and `network_mode`: one of `modes`, or `service:NAME` (recorded in
+/// `refs`: the task is placed beside a task of NAME and joins it) or `container:NAME`
+/// (a container of that name on the task's node).
 fn namespace_mode(
     cx: &mut Cx,
+    refs: &mut Refs,
+    svc: &str,
     n: Option<&Node>,
     f: &str,
     what: &str,
@@ -197,15 +199,15 @@ fn namespace_mode(
     if modes.contains(&v.as_str()) {
         return Ok(Some(v));
     }
-    if v.starts_with("service:") || v.starts_with("container:") {
-        cx.diag.warn(
-            n.pos,
-            f,
-            format!(
-                "ignoring {v}: a task cannot share another service's {what} namespace (tasks of two services are not placed together)"
-            ),
-        );
-        return Ok(None);
+    if let Some(name) = v.strip_prefix("service:") {
+        if !name.is_empty() {
+            refs.shares
+                .push((svc.to_string(), name.to_string(), n.pos, f.to_string()));
+            return Ok(Some(v));
+        }
+    }
+    if v.strip_prefix("container:").is_some_and(|c| !c.is_empty()) {
+        return Ok(Some(v));
     }
     Err(cx
         .diag
@@ -219,6 +221,8 @@ struct Refs {
     depends: Vec<(String, String, Pos, bool)>,
     /// (service, source service, where).
     volumes_from: Vec<(String, String, Pos)>,
+    /// `service:NAME` in `network_mode`, `ipc`, `pid`: (service, NAME, where, field).
+    shares: Vec<(String, String, Pos, String)>,
 }
 
 /// A file in Compose's first format (services at the top level, no `services:`)
@@ -373,24 +377,64 @@ pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
             return Err(cx.diag.invalid(*pos, &f, why));
         }
     }
+    for (svc, src, pos, f) in &refs.shares {
+        if src == svc {
+            return Err(cx.diag.invalid(
+                *pos,
+                f,
+                format!("service {svc:?} cannot share its own namespace"),
+            ));
+        }
+        if !spec.services.contains_key(src) {
+            let why = match cx.disabled.get(src) {
+                Some(p) => format!(
+                    "service {src:?} is not enabled: activate one of its profiles ({}) with --profile",
+                    p.join(", ")
+                ),
+                None => format!("undefined service {src:?}"),
+            };
+            return Err(cx.diag.invalid(*pos, f, why));
+        }
+    }
+    // Docker lets a container join another's IPC namespace only when that one is
+    // shareable: a service others name in `ipc: service:` becomes so.
+    let ipc_donors: Vec<String> = spec
+        .services
+        .values()
+        .filter_map(|s| s.ipc.as_deref()?.strip_prefix("service:"))
+        .map(str::to_string)
+        .collect();
+    for d in ipc_donors {
+        if let Some(s) = spec.services.get_mut(&d) {
+            if s.ipc.as_deref().is_none_or(|m| m == "private") {
+                s.ipc = Some("shareable".into());
+            }
+        }
+    }
     if let Some(cycle) = dependency_cycle(&spec) {
         let first = &cycle[0];
         let second = cycle.get(1).cloned().unwrap_or_default();
-        let pos = refs
+        let found = refs
             .depends
             .iter()
             .find(|(s, d, ..)| s == first && *d == second)
-            .map(|x| x.2)
+            .map(|x| (x.2, format!("services.{first}.depends_on")))
             .or_else(|| {
                 refs.volumes_from
                     .iter()
                     .find(|(s, d, _)| s == first && *d == second)
-                    .map(|x| x.2)
+                    .map(|x| (x.2, format!("services.{first}.depends_on")))
             })
-            .unwrap_or(root.pos);
+            .or_else(|| {
+                refs.shares
+                    .iter()
+                    .find(|(s, d, ..)| s == first && *d == second)
+                    .map(|x| (x.2, x.3.clone()))
+            });
+        let (pos, f) = found.unwrap_or((root.pos, format!("services.{first}.depends_on")));
         return Err(cx.diag.invalid(
             pos,
-            &format!("services.{first}.depends_on"),
+            &f,
             format!("dependency cycle detected: {}", cycle.join(" -> ")),
         ));
     }
@@ -407,8 +451,8 @@ pub(crate) fn convert(cx: &mut Cx, root: &Node) -> Result<StackSpec> {
     Ok(spec)
 }
 
-/// The first cycle among `depends_on` and `volumes_from` (which starts a service
-/// after its source), as `a -> b -> a`.
+/// The first cycle among `depends_on`, `volumes_from` and `service:` namespace
+/// sharing (each starts a service after its source), as `a -> b -> a`.
 fn dependency_cycle(spec: &StackSpec) -> Option<Vec<String>> {
     fn deps(s: &ServiceSpec) -> Vec<String> {
         let mut d: Vec<String> = s.depends_on.keys().cloned().collect();
@@ -418,6 +462,7 @@ fn dependency_cycle(spec: &StackSpec) -> Option<Vec<String>> {
                 .filter_map(|v| v.strip_prefix("service:"))
                 .map(|v| v.split(':').next().unwrap_or(v).to_string()),
         );
+        d.extend(s.shared_services().map(str::to_string));
         d
     }
     // 0 = unvisited, 1 = on the current path, 2 = done.
@@ -855,7 +900,27 @@ fn service(
     if let Some(v) = get_some(e, "volumes") {
         s.volumes = mounts(cx, spec, v, &p("volumes"))?;
     }
-    s.networks = service_networks(cx, spec, get(e, "networks"), &p("networks"))?;
+    s.network_mode = namespace_mode(
+        cx,
+        refs,
+        &k.name,
+        get_some(e, "network_mode"),
+        &p("network_mode"),
+        "network",
+        &["host", "none", "bridge"],
+    )?;
+    match (&s.network_mode, get_some(e, "networks")) {
+        // Compose: "service declares mutually exclusive `network_mode` and `networks`".
+        (Some(_), Some(v)) => {
+            return Err(cx.diag.invalid(
+                v.pos,
+                &p("networks"),
+                "network_mode and networks are mutually exclusive",
+            ));
+        }
+        (Some(_), None) => {}
+        (None, n) => s.networks = service_networks(cx, spec, n, &p("networks"))?,
+    }
     s.hostname = opt_string(cx.diag, get(e, "hostname"), &p("hostname"))?;
     s.user = opt_string(cx.diag, get(e, "user"), &p("user"))?;
     s.working_dir = opt_string(cx.diag, get(e, "working_dir"), &p("working_dir"))?;
@@ -925,12 +990,22 @@ fn service(
     }
     s.ipc = namespace_mode(
         cx,
+        refs,
+        &k.name,
         get_some(e, "ipc"),
         &p("ipc"),
         "IPC",
         &["private", "shareable", "host", "none"],
     )?;
-    s.pid = namespace_mode(cx, get_some(e, "pid"), &p("pid"), "PID", &["host"])?;
+    s.pid = namespace_mode(
+        cx,
+        refs,
+        &k.name,
+        get_some(e, "pid"),
+        &p("pid"),
+        "PID",
+        &["host"],
+    )?;
     if let Some(v) = get_some(e, "privileged") {
         s.privileged = boolean(cx.diag, v, &p("privileged"))?;
     }
@@ -1009,6 +1084,7 @@ fn service(
             );
         }
     }
+    network_mode_ports(cx, e, &s, &p("ports"))?;
     if s.deploy.endpoint_mode == EndpointMode::Dnsrr {
         if let Some(i) = s.ports.iter().position(|pc| pc.mode == PortMode::Ingress) {
             let pos = get(e, "ports").map(|v| v.pos).unwrap_or(k.pos);
@@ -1020,6 +1096,33 @@ fn service(
         }
     }
     Ok(s)
+}
+
+/// Ports a `network_mode` rules out. Sharing another's namespace (`service:`,
+/// `container:`) publishes nothing of its own (Compose refuses `ports` there too);
+/// `none` has nothing to publish on. With `host`, Docker discards published ports
+/// and Compose warns; in a cluster an ingress port would route to a task that does
+/// not listen behind it, so it is an error and `mode: host` is the way.
+fn network_mode_ports(cx: &Cx, e: &[(Key, Node)], s: &ServiceSpec, f: &str) -> Result<()> {
+    let (Some(mode), Some(v)) = (s.network_mode.as_deref(), get_some(e, "ports")) else {
+        return Ok(());
+    };
+    if mode == "host" {
+        if let Some(i) = s.ports.iter().position(|pc| pc.mode == PortMode::Ingress) {
+            return Err(cx.diag.invalid(
+                v.pos,
+                &idx(f, i),
+                "a port published in ingress mode cannot be used with network_mode host (Docker discards published ports in host network mode; use mode: host, or no ports: the task listens on the node's own)",
+            ));
+        }
+    } else if mode != "bridge" && !s.ports.is_empty() {
+        return Err(cx.diag.invalid(
+            v.pos,
+            f,
+            format!("conflicting options: port publishing and network_mode {mode}"),
+        ));
+    }
+    Ok(())
 }
 
 /// `command`/`entrypoint`: a list, or a string split like a shell would. `null`

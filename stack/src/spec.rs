@@ -111,12 +111,18 @@ pub struct ServiceSpec {
     /// /dev/shm size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<u64>,
-    /// IPC namespace: `private`, `shareable`, `host` or `none`.
+    /// IPC namespace: `private`, `shareable`, `host`, `none`, `service:NAME` or
+    /// `container:NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipc: Option<String>,
-    /// PID namespace: `host`, or none for the task's own.
+    /// PID namespace: `host`, `service:NAME`, `container:NAME`, or none for the
+    /// task's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<String>,
+    /// Network namespace instead of the stack's networks: `host`, `none`, `bridge`,
+    /// `service:NAME` or `container:NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ulimits: BTreeMap<String, Ulimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +145,16 @@ pub struct ServiceSpec {
     pub build: Option<BuildSpec>,
     #[serde(default)]
     pub deploy: Deploy,
+}
+
+impl ServiceSpec {
+    /// Services whose namespaces this one joins (`service:NAME` in `network_mode`,
+    /// `ipc`, `pid`): its tasks run beside theirs and start after them.
+    pub fn shared_services(&self) -> impl Iterator<Item = &str> {
+        [&self.network_mode, &self.ipc, &self.pid]
+            .into_iter()
+            .filter_map(|m| m.as_deref()?.strip_prefix("service:"))
+    }
 }
 
 /// A service's `build:` section, normalised (the short form is the context).

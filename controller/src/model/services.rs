@@ -137,10 +137,15 @@ pub struct ContainerOptions {
     pub sysctls: BTreeMap<String, String>,
     /// /dev/shm size in bytes; 0: the engine's default (64 MiB).
     pub shm_size: i64,
-    /// IPC namespace: `private`, `shareable`, `host` or `none`; empty: private.
+    /// IPC namespace: `private`, `shareable`, `host`, `none`, `container:NAME` or
+    /// `service:NAME` (a task of that service on the same node); empty: private.
     pub ipc: String,
-    /// PID namespace: `host`, or empty for the task's own.
+    /// PID namespace: `host`, `container:NAME`, `service:NAME`, or empty for the
+    /// task's own.
     pub pid: String,
+    /// Network namespace in place of the task's networks: `host`, `none`, `bridge`,
+    /// `container:NAME` or `service:NAME`; empty: the task's networks.
+    pub network_mode: String,
 }
 
 /// A service that must reach a state before this one's tasks are placed.

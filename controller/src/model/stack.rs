@@ -156,7 +156,7 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
                     retries: h.retries.unwrap_or(3) as u32,
                     start_period_ms: h.start_period.map(ms).unwrap_or(0),
                 }),
-            container: container_options(s),
+            container: container_options(stack, s),
             stop_signal: s.stop_signal.clone().unwrap_or_default(),
             stop_grace_period_ms: s.stop_grace_period.map(ms).unwrap_or(10_000),
             files: s
@@ -226,12 +226,22 @@ fn service(spec: &st::StackSpec, name: &str, s: &st::ServiceSpec) -> ServiceSpec
             .collect(),
         endpoint_mode: enum_str(&s.deploy.endpoint_mode),
         depends_on: dependencies(stack, s),
+        // Namespace sharing first: a task joins a peer on its own node.
         colocate_with: s
-            .volumes_from
-            .iter()
-            .filter_map(|v| v.strip_prefix("service:"))
-            .map(|v| scoped(stack, v.strip_suffix(":ro").unwrap_or(v)))
-            .collect(),
+            .shared_services()
+            .chain(
+                s.volumes_from
+                    .iter()
+                    .filter_map(|v| v.strip_prefix("service:"))
+                    .map(|v| v.strip_suffix(":ro").unwrap_or(v)),
+            )
+            .map(|v| scoped(stack, v))
+            .fold(Vec::new(), |mut out, v| {
+                if !out.contains(&v) {
+                    out.push(v);
+                }
+                out
+            }),
     }
 }
 
@@ -284,7 +294,8 @@ fn mounts(spec: &st::StackSpec, s: &st::ServiceSpec) -> Vec<MountSpec> {
     out
 }
 
-/// `depends_on`, and `volumes_from` (which needs its source started first).
+/// `depends_on`, and `volumes_from` and `service:` namespace sharing (which need
+/// their source started first).
 fn dependencies(stack: &str, s: &st::ServiceSpec) -> Vec<ServiceDependency> {
     let mut out: Vec<ServiceDependency> = s
         .depends_on
@@ -294,16 +305,19 @@ fn dependencies(stack: &str, s: &st::ServiceSpec) -> Vec<ServiceDependency> {
             condition: enum_str(&d.condition),
         })
         .collect();
-    for from in &s.volumes_from {
-        if let Some(rest) = from.strip_prefix("service:") {
-            let name = rest.strip_suffix(":ro").unwrap_or(rest);
-            let service = scoped(stack, name);
-            if !out.iter().any(|d| d.service == service) {
-                out.push(ServiceDependency {
-                    service,
-                    condition: "service_started".into(),
-                });
-            }
+    let sources = s
+        .volumes_from
+        .iter()
+        .filter_map(|from| from.strip_prefix("service:"))
+        .map(|rest| rest.strip_suffix(":ro").unwrap_or(rest))
+        .chain(s.shared_services());
+    for name in sources {
+        let service = scoped(stack, name);
+        if !out.iter().any(|d| d.service == service) {
+            out.push(ServiceDependency {
+                service,
+                condition: "service_started".into(),
+            });
         }
     }
     out
@@ -328,8 +342,19 @@ fn tmpfs_option(m: &st::Mount) -> Option<String> {
     (!opts.is_empty()).then(|| format!("{}:{}", m.target, opts.join(",")))
 }
 
+/// A namespace mode with `service:NAME` naming the cluster-wide service.
+fn shared(stack: &str, mode: &Option<String>) -> String {
+    match mode.as_deref() {
+        Some(m) => match m.strip_prefix("service:") {
+            Some(name) => format!("service:{}", scoped(stack, name)),
+            None => m.to_string(),
+        },
+        None => String::new(),
+    }
+}
+
 /// The service keys a task's container applies.
-fn container_options(s: &st::ServiceSpec) -> ContainerOptions {
+fn container_options(stack: &str, s: &st::ServiceSpec) -> ContainerOptions {
     ContainerOptions {
         cap_add: s.cap_add.clone(),
         cap_drop: s.cap_drop.clone(),
@@ -371,8 +396,9 @@ fn container_options(s: &st::ServiceSpec) -> ContainerOptions {
             .shm_size
             .map(|b| i64::try_from(b).unwrap_or(i64::MAX))
             .unwrap_or(0),
-        ipc: s.ipc.clone().unwrap_or_default(),
-        pid: s.pid.clone().unwrap_or_default(),
+        ipc: shared(stack, &s.ipc),
+        pid: shared(stack, &s.pid),
+        network_mode: shared(stack, &s.network_mode),
     }
 }
 
@@ -442,5 +468,37 @@ mod tests {
                 condition: "service_healthy".into(),
             }]
         );
+    }
+
+    #[test]
+    fn a_service_peer_is_scoped_placed_beside_and_started_after() {
+        let spec = load(concat!(
+            "services:\n",
+            "  web:\n    image: x\n",
+            "  side:\n    image: x\n    network_mode: service:web\n",
+            "    ipc: service:web\n    pid: 'container:legacy'\n",
+            "  h:\n    image: x\n    network_mode: host\n",
+        ));
+        let svcs = services(&spec);
+        let get = |n: &str| svcs.iter().find(|s| s.name == n).expect("service");
+        let side = get("st_side");
+        let c = &side.template.container;
+        assert_eq!(c.network_mode, "service:st_web");
+        assert_eq!(c.ipc, "service:st_web");
+        assert_eq!(c.pid, "container:legacy");
+        assert!(side.template.networks.is_empty());
+        assert_eq!(side.colocate_with, vec!["st_web".to_string()]);
+        assert_eq!(
+            side.depends_on,
+            vec![ServiceDependency {
+                service: "st_web".into(),
+                condition: "service_started".into(),
+            }]
+        );
+        // The IPC donor is made shareable.
+        assert_eq!(get("st_web").template.container.ipc, "shareable");
+        let h = get("st_h");
+        assert_eq!(h.template.container.network_mode, "host");
+        assert!(h.template.networks.is_empty() && h.colocate_with.is_empty());
     }
 }

@@ -296,6 +296,7 @@ impl From<ContainerOptions> for pb::ContainerOptions {
             shm_size: c.shm_size,
             ipc: c.ipc,
             pid: c.pid,
+            network_mode: c.network_mode,
         }
     }
 }
@@ -323,6 +324,7 @@ impl From<pb::ContainerOptions> for ContainerOptions {
             shm_size: c.shm_size,
             ipc: c.ipc,
             pid: c.pid,
+            network_mode: c.network_mode,
         }
     }
 }
@@ -946,6 +948,7 @@ mod tests {
                 shm_size: 1 << 20,
                 ipc: "shareable".into(),
                 pid: "host".into(),
+                network_mode: "service:app_db".into(),
             },
         }
     }

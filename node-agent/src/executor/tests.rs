@@ -425,3 +425,58 @@ async fn a_stack_network_is_made_on_demand_and_removed_once_unused() {
         .calls()
         .contains(&Call::RemoveNetwork("net-app_default".into())));
 }
+
+/// A task of `sidecar` that joins `web`'s namespaces (`service:web`).
+fn sidecar(id: &str) -> Stored<Task> {
+    let mut t = task(id);
+    t.value.service_id = "svc2".into();
+    t.value.service_name = "sidecar".into();
+    let c = &mut t.value.template.container;
+    c.network_mode = "service:web".into();
+    c.ipc = "service:web".into();
+    c.pid = "container:legacy".into();
+    t
+}
+
+#[tokio::test]
+async fn a_service_peer_becomes_the_running_container_of_that_service_on_this_node() {
+    let r = rig(Behaviour::default(), vec![sidecar("t2")]);
+    let mut labels = HashMap::new();
+    labels.insert(LABEL_SERVICE.to_string(), "web".to_string());
+    labels.insert(LABEL_TASK.to_string(), "t1".to_string());
+    r.engine.add_running("peer123", labels);
+    r.pass().await;
+
+    let creates = r.creates();
+    assert_eq!(creates.len(), 1, "calls: {:?}", r.engine.calls());
+    let cfg = &creates[0].1;
+    assert_eq!(cfg.network_mode, "container:peer123");
+    assert_eq!(cfg.ipc_mode, "container:peer123");
+    // A container peer is the engine's to find by name.
+    assert_eq!(cfg.pid_mode, "container:legacy");
+    assert_eq!(r.source.task("t2").status.state, TaskState::Running);
+}
+
+#[tokio::test]
+async fn a_service_peer_with_no_running_task_here_rejects_the_task_with_why() {
+    let r = rig(Behaviour::default(), vec![sidecar("t2")]);
+    r.pass().await;
+    let t = r.source.task("t2");
+    assert_eq!(t.status.state, TaskState::Rejected);
+    assert_eq!(
+        t.status.error,
+        "network_mode service:web: no running task of web on this node"
+    );
+    assert!(r.creates().is_empty());
+}
+
+#[tokio::test]
+async fn host_none_and_bridge_network_modes_go_to_the_engine_as_they_are() {
+    for mode in ["host", "none", "bridge"] {
+        let mut t = task("t1");
+        t.value.template.container.network_mode = mode.into();
+        let r = rig(Behaviour::default(), vec![t]);
+        r.pass().await;
+        assert_eq!(r.creates()[0].1.network_mode, mode);
+    }
+}

@@ -447,18 +447,105 @@ fn shm_size_ipc_and_pid_are_kept_and_checked() {
     assert_eq!(s.ipc.as_deref(), Some("shareable"));
     assert_eq!(s.pid.as_deref(), Some("host"));
     assert!(warnings(&l, fx.dir.path()).is_empty());
-    // Sharing another service's namespace needs co-location: warned, left out.
+    // Another service's or a container's namespace: kept; the service named in
+    // `ipc: service:` becomes shareable, as Docker requires of the donor.
     let l = fx.ok("services:\n  web:\n    image: x\n    ipc: service:db\n    pid: container:db\n  db:\n    image: x\n");
     let s = svc(&l, "web");
-    assert_eq!((s.ipc.as_deref(), s.pid.as_deref()), (None, None));
-    let w = warnings(&l, fx.dir.path());
-    assert_eq!(w.len(), 2, "{w:?}");
-    assert!(
-        w[0].contains("services.web.ipc: ignoring service:db"),
-        "{w:?}"
+    assert_eq!(
+        (s.ipc.as_deref(), s.pid.as_deref()),
+        (Some("service:db"), Some("container:db"))
+    );
+    assert_eq!(svc(&l, "db").ipc.as_deref(), Some("shareable"));
+    assert!(warnings(&l, fx.dir.path()).is_empty());
+    assert_eq!(
+        fx.err("services:\n  web:\n    image: x\n    pid: service:nope\n"),
+        "app.yaml:4:10: services.web.pid: undefined service \"nope\""
+    );
+    assert_eq!(
+        fx.err("services:\n  web:\n    image: x\n    ipc: service:web\n"),
+        "app.yaml:4:10: services.web.ipc: service \"web\" cannot share its own namespace"
     );
     let e = fx.err("services:\n  web:\n    image: x\n    ipc: bogus\n");
     assert!(e.contains("invalid IPC mode: bogus"), "{e}");
+}
+
+#[test]
+fn network_mode_forms() {
+    let fx = Fx::new();
+    let l = fx.ok(concat!(
+        "services:\n",
+        "  app:\n    image: x\n    ports: ['8080:80']\n",
+        "  side:\n    image: x\n    network_mode: service:app\n",
+        "  h:\n    image: x\n    network_mode: host\n    ports: [{target: 9100, published: 9100, mode: host}]\n",
+        "  n:\n    image: x\n    network_mode: none\n",
+        "  b:\n    image: x\n    network_mode: bridge\n    ports: ['81:80']\n",
+        "  c:\n    image: x\n    network_mode: 'container:legacy'\n",
+    ));
+    assert!(warnings(&l, fx.dir.path()).is_empty());
+    let mode = |n: &str| svc(&l, n).network_mode.clone();
+    assert_eq!(mode("app"), None);
+    assert!(svc(&l, "app").networks.contains_key("default"));
+    for (n, m) in [
+        ("side", "service:app"),
+        ("h", "host"),
+        ("n", "none"),
+        ("b", "bridge"),
+        ("c", "container:legacy"),
+    ] {
+        assert_eq!(mode(n).as_deref(), Some(m), "{n}");
+        // No stack network: the namespace comes from the mode.
+        assert!(svc(&l, n).networks.is_empty(), "{n}");
+    }
+    assert_eq!(
+        svc(&l, "side").shared_services().collect::<Vec<_>>(),
+        ["app"]
+    );
+}
+
+#[test]
+fn network_mode_errors() {
+    let fx = Fx::new();
+    let err = |tail: &str| {
+        fx.err(&format!(
+            "services:\n  app:\n    image: x\n  side:\n    image: x\n{tail}"
+        ))
+    };
+    assert_eq!(
+        err("    network_mode: bogus\n"),
+        "app.yaml:6:19: services.side.network_mode: invalid network mode: bogus"
+    );
+    assert_eq!(
+        err("    network_mode: service:nope\n"),
+        "app.yaml:6:19: services.side.network_mode: undefined service \"nope\""
+    );
+    assert_eq!(
+        err("    network_mode: service:app\n    ports: ['80:80']\n"),
+        "app.yaml:7:12: services.side.ports: conflicting options: port publishing and network_mode service:app"
+    );
+    assert_eq!(
+        err("    network_mode: 'container:x'\n    ports: ['80:80']\n"),
+        "app.yaml:7:12: services.side.ports: conflicting options: port publishing and network_mode container:x"
+    );
+    let e = err("    network_mode: host\n    ports: ['80:80']\n");
+    assert!(
+        e.starts_with("app.yaml:7:12: services.side.ports[0]: a port published in ingress mode cannot be used with network_mode host"),
+        "{e}"
+    );
+    assert_eq!(
+        err("    network_mode: none\n    networks: [default]\n"),
+        "app.yaml:7:15: services.side.networks: network_mode and networks are mutually exclusive"
+    );
+    // A cycle through namespace sharing names the services and where it starts.
+    let e = fx.err(concat!(
+        "services:\n",
+        "  a:\n    image: x\n    network_mode: service:b\n",
+        "  b:\n    image: x\n    pid: service:a\n",
+    ));
+    assert!(
+        e.ends_with("dependency cycle detected: a -> b -> a")
+            && e.starts_with("app.yaml:4:19: services.a.network_mode"),
+        "{e}"
+    );
 }
 
 /// Loads a file of the corpus (stack/tests/fixtures/corpus: files written the way
