@@ -1,7 +1,7 @@
 //! The raft-backed cluster controller. It knows nothing of containers or namespaces.
 //!
 //! Layers, bottom to top; a module imports only from its own layer or below (the test
-//! `layers::tests::controller_modules_import_only_from_below` checks every file):
+//! the root test `tests/layers.rs` checks every file):
 //! 1. [`model`]: plain types and pure helpers (nodes, objects, proposals, services,
 //!    tasks, stacks, cluster event derivation, IDs, codecs);
 //! 2. [`store`]: the replicated state machine and its lock, with typed reads;
@@ -21,8 +21,6 @@
 pub mod api;
 pub mod ca;
 pub mod cluster;
-#[cfg(test)]
-mod layers;
 pub mod model;
 pub mod orchestrator;
 pub mod raft;

@@ -22,7 +22,7 @@ pub struct AgentConfig {
     pub shim_binary: PathBuf,
     pub shim_log_level: String,
     /// Resolvers, search domains and address pools for container networks.
-    pub network: crate::network::NetSettings,
+    pub network: NetSettings,
     /// Cluster membership (the embedded controller); `None` runs engine-only (tests).
     pub cluster: Option<skiff_controller::cluster::ClusterConfig>,
     /// Container log options every container starts from (`--log-opt` overrides per
@@ -39,6 +39,20 @@ pub struct AgentConfig {
     /// The static init `--init` containers run (`--init-path`, agent.yaml `init_path`);
     /// `None`: the first static one of `/usr/bin/docker-init`, `tini-static`, `tini`.
     pub init_path: Option<PathBuf>,
+}
+
+/// Networking settings from the agent's config file.
+#[derive(Clone, Debug, Default)]
+pub struct NetSettings {
+    /// Upstream resolvers (`dns:`); empty = the host's resolv.conf.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    /// `default_address_pools:`; empty = Docker's defaults.
+    pub pools: Vec<skiff_runtime::network::ipam::Pool>,
+    /// Pools overlay subnets are allocated from while this node leads; empty = 10.0.0.0/8.
+    pub overlay_pools: Vec<ipnet::Ipv4Net>,
+    /// UDP port of VXLAN traffic (0 = 4789).
+    pub vxlan_port: u16,
 }
 
 /// The YAML file's shape. Unknown keys are an error, so a typo is not silently ignored.

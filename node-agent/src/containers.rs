@@ -9,6 +9,8 @@
 //! connection to its shim and folds the exit into the state when it ends (restart
 //! policies and `--rm` follow from there).
 
+pub mod namespaces;
+
 use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
 use crate::events::EventBus;
@@ -192,7 +194,7 @@ pub struct Containers {
     pub networks: Arc<crate::network::Networks>,
     pub volumes: crate::volumes::Volumes,
     /// Counters and histograms the metrics endpoint exposes.
-    pub metrics: Arc<crate::metrics::AgentMetrics>,
+    pub metrics: Arc<crate::counters::AgentMetrics>,
 }
 
 fn random_id() -> String {
@@ -265,6 +267,22 @@ impl Containers {
         }
     }
 
+    /// IDs of containers whose record mounts volume `name` (a volume is in use while
+    /// any container, running or not, mounts it).
+    pub fn volume_users(&self, name: &str) -> Vec<String> {
+        self.list()
+            .into_iter()
+            .filter(|e| {
+                e.record()
+                    .config
+                    .mounts
+                    .iter()
+                    .any(|m| m.kind == skiff_runtime::volume::MountKind::Volume && m.name == name)
+            })
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
     pub fn list(&self) -> Vec<Arc<Entry>> {
         let mut v = self.entries();
         v.sort_by_key(|e| std::cmp::Reverse(e.record().created));
@@ -294,6 +312,11 @@ impl Containers {
 
     fn cgroups_path(&self, id: &str) -> String {
         format!("/{}/{}", self.cfg.cgroup_parent.trim_matches('/'), id)
+    }
+
+    /// The container's cgroup (the same path as its `cgroupsPath`).
+    pub fn cgroup(&self, id: &str) -> skiff_runtime::cgroup::Cgroup {
+        skiff_runtime::cgroup::Cgroup::new(&self.cgroups_path(id))
     }
 
     /// Loads every container from disk and re-adopts running ones (their shims keep
@@ -449,7 +472,7 @@ impl Containers {
         if config.network_mode.is_empty() || config.network_mode == "default" {
             config.network_mode = "bridge".into();
         }
-        crate::namespaces::check_create(&mut config)?;
+        namespaces::check_create(&mut config)?;
         self.networks
             .check_mode(&config.network_mode, &config.net)
             .await?;
@@ -504,15 +527,21 @@ impl Containers {
         }
         let image_volumes: Vec<String> =
             ic.volumes.iter().flat_map(|v| v.keys().cloned()).collect();
-        let result = crate::volumes::resolve_create(self, &mut config, &image_volumes).and_then(
-            |(warnings, anon)| {
-                let r = self.write_new(&id, &name, &image, config, path, argv);
-                if r.is_err() {
-                    crate::volumes::discard(self, &anon);
-                }
-                r.map(|e| (e, warnings))
-            },
-        );
+        let mounts_of = |key: &str| Ok(self.get(key)?.record().config.mounts);
+        let result = crate::volumes::resolve_create(
+            &self.volumes,
+            &self.events,
+            &mounts_of,
+            &mut config,
+            &image_volumes,
+        )
+        .and_then(|(warnings, anon)| {
+            let r = self.write_new(&id, &name, &image, config, path, argv);
+            if r.is_err() {
+                self.volumes.discard(&anon);
+            }
+            r.map(|e| (e, warnings))
+        });
         if let Ok(mut r) = self.reserved.lock() {
             r.retain(|n| n != &name);
         }
@@ -818,17 +847,17 @@ impl Containers {
             }
             let mut spec = self.run_spec(e, wait_attach)?;
             spec.console_size = console_size;
-            crate::namespaces::resolve(self, e, &mut spec)?;
+            namespaces::resolve(self, e, &mut spec)?;
             let record = e.record();
             // A joined network (`container:X`) is X's: nothing to wire.
-            if crate::namespaces::network_container(&record.config.network_mode).is_none() {
+            if namespaces::network_container(&record.config.network_mode).is_none() {
                 spec.network = self
                     .networks
                     .setup(&record, &e.paths, &record.config.exposed_ports)
                     .instrument(tracing::debug_span!("net_setup"))
                     .await?;
             }
-            if let Err(err) = crate::namespaces::mount_shm(e, &spec) {
+            if let Err(err) = namespaces::mount_shm(e, &spec) {
                 self.networks.teardown(&e.id).await;
                 return Err(err);
             }
@@ -846,7 +875,7 @@ impl Containers {
                 Ok(r) if r.error.is_empty() => r,
                 Ok(r) => {
                     self.networks.teardown(&e.id).await;
-                    crate::namespaces::release(e);
+                    namespaces::release(e);
                     let code = if r.exit_code == 0 { 125 } else { r.exit_code };
                     e.update(|s| {
                         s.record_exit(&ExitInfo {
@@ -866,7 +895,7 @@ impl Containers {
                 }
                 Err(err) => {
                     self.networks.teardown(&e.id).await;
-                    crate::namespaces::release(e);
+                    namespaces::release(e);
                     e.update(|s| {
                         s.record_exit(&ExitInfo {
                             exit_code: 125,
@@ -979,7 +1008,7 @@ impl Containers {
         };
         // The shim normally unmounts; make sure after a shim crash.
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
-        crate::namespaces::release(&e);
+        namespaces::release(&e);
         self.networks
             .teardown(&e.id)
             .instrument(tracing::debug_span!("net_teardown"))
@@ -1233,7 +1262,7 @@ impl Containers {
         e.update(|s| s.status = Status::Removing);
         let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
         self.networks.forget(&e.id).await;
-        crate::namespaces::release(&e);
+        namespaces::release(&e);
         let _ = std::fs::remove_dir_all(&e.paths.exec_dir);
         // Renamed, the container is gone; its files are deleted in the background (off
         // `rm`'s and `run --rm`'s path). A crash mid-delete leaves a `.`-prefixed dir
@@ -1257,7 +1286,8 @@ impl Containers {
         // --rm takes the container's anonymous volumes with it, as Docker does.
         let r = e.record();
         if r.config.auto_remove {
-            for v in self.volumes.remove_anonymous(self, &r.config.mounts) {
+            let users = |n: &str| self.volume_users(n);
+            for v in self.volumes.remove_anonymous(&users, &r.config.mounts) {
                 self.events
                     .emit("volume", "destroy", &v, Default::default());
             }
@@ -1285,7 +1315,7 @@ impl Containers {
                 )))
             }
         }
-        let cg = crate::stats::cgroup_of(self, &e.id);
+        let cg = self.cgroup(&e.id);
         tokio::task::spawn_blocking(move || cg.freeze(true))
             .await
             .map_err(|err| AgentError::Internal(format!("pause: {err}")))?
@@ -1318,7 +1348,7 @@ impl Containers {
         if e.state().status != Status::Paused {
             return Ok(());
         }
-        let cg = crate::stats::cgroup_of(self, &e.id);
+        let cg = self.cgroup(&e.id);
         tokio::task::spawn_blocking(move || cg.freeze(false))
             .await
             .map_err(|err| AgentError::Internal(format!("unpause: {err}")))?
@@ -1344,7 +1374,8 @@ impl Containers {
         let mounts = self.get(key)?.record().config.mounts;
         self.remove(key, force).await?;
         if volumes {
-            for v in self.volumes.remove_anonymous(self, &mounts) {
+            let users = |n: &str| self.volume_users(n);
+            for v in self.volumes.remove_anonymous(&users, &mounts) {
                 self.events
                     .emit("volume", "destroy", &v, Default::default());
             }

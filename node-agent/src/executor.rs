@@ -9,24 +9,19 @@
 //! computed from; a conflict (the reconciler changed the task meanwhile) is retried on
 //! the next pass.
 
-use crate::containers::{Containers, CreateOptions};
+use crate::engine::{Engine, ImageFetch};
 use skiff_controller::consensus::RaftHandle;
 use skiff_controller::orchestrator::reconcile::Stored;
 use skiff_controller::orchestrator::runner::{now_ms, read_world};
 use skiff_controller::orchestrator::{Desired, Service, Task, TaskState, TaskStatus};
 use skiff_runtime::container::Status;
-use skiff_runtime::shim::frame::{read_frame, Frame};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-pub const LABEL_TASK: &str = "com.docker.swarm.task.id";
-pub const LABEL_SERVICE: &str = "com.docker.swarm.service.name";
-pub const LABEL_NODE: &str = "com.docker.swarm.node.id";
-/// Marks local networks the executor made for a stack (removed with the stack).
-pub const LABEL_STACK_NETWORK: &str = "com.skiff.stack.network";
+pub use crate::labels::{LABEL_NODE, LABEL_SERVICE, LABEL_STACK_NETWORK, LABEL_TASK};
 
 /// Overlay networks of the cluster (`all`) and those set up on this node (`ready`).
 struct OverlaysReady {
@@ -280,7 +275,7 @@ impl Source for RemoteSource {
 }
 
 pub struct Executor {
-    containers: Arc<Containers>,
+    engine: Arc<dyn Engine>,
     source: Arc<dyn Source>,
     node_id: String,
     health: Mutex<HashMap<String, Health>>,
@@ -289,7 +284,7 @@ pub struct Executor {
     /// Wakes the data-plane loop (see [`Executor::spawn`]).
     dataplane: tokio::sync::Notify,
     /// Brings a task's image to this node when it lacks it.
-    images: Option<Arc<crate::imageshare::ImageFetcher>>,
+    images: Option<Arc<dyn ImageFetch>>,
 }
 
 /// Least time between two data-plane syncs. During a deploy the view changes dozens of
@@ -298,21 +293,31 @@ pub struct Executor {
 const DATAPLANE_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Executor {
-    pub fn spawn(
-        containers: Arc<Containers>,
+    /// An executor that has not started its loops (see [`Executor::spawn`]).
+    pub fn new(
+        engine: Arc<dyn Engine>,
         source: Arc<dyn Source>,
         node_id: String,
-        images: Option<Arc<crate::imageshare::ImageFetcher>>,
-    ) {
-        let ex = Arc::new(Executor {
-            containers,
+        images: Option<Arc<dyn ImageFetch>>,
+    ) -> Arc<Self> {
+        Arc::new(Executor {
+            engine,
             source,
-            node_id: node_id.clone(),
+            node_id,
             health: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(Default::default()),
             dataplane: tokio::sync::Notify::new(),
             images,
-        });
+        })
+    }
+
+    pub fn spawn(
+        engine: Arc<dyn Engine>,
+        source: Arc<dyn Source>,
+        node_id: String,
+        images: Option<Arc<dyn ImageFetch>>,
+    ) {
+        let ex = Self::new(engine, source, node_id.clone(), images);
         // The data plane (overlay forwarding entries, virtual IPs, DNS names, published
         // service ports) follows the latest view in a loop of its own, so bursts of
         // changes cost one sync rather than one each.
@@ -328,7 +333,7 @@ impl Executor {
                     last = Some(tokio::time::Instant::now());
                     let view = dp.source.view(&dp.node_id);
                     let containers = dp.task_containers();
-                    let nets = &dp.containers.networks;
+                    let nets = dp.engine.networks();
                     if let Err(e) = nets.sync_overlays(&view.overlay, &dp.node_id).await {
                         tracing::warn!(error = %e, "programming overlay networks");
                     }
@@ -358,17 +363,7 @@ impl Executor {
 
     /// Containers of this node that belong to tasks: task ID → container ID.
     fn task_containers(&self) -> HashMap<String, String> {
-        self.containers
-            .list()
-            .into_iter()
-            .filter_map(|e| {
-                e.record()
-                    .config
-                    .labels
-                    .get(LABEL_TASK)
-                    .map(|t| (t.clone(), e.id.clone()))
-            })
-            .collect()
+        self.engine.labelled(LABEL_TASK).into_iter().collect()
     }
 
     /// A task that could not be prepared (image, network, container): rejected with why.
@@ -397,7 +392,7 @@ impl Executor {
         } else {
             tracing::info!(task_id = %t.id, state = v.status.state.as_str(), "task state");
             if v.status.state != t.value.status.state {
-                self.containers.metrics.task_state(v.status.state.as_str());
+                self.engine.task_state_changed(v.status.state.as_str());
             }
         }
     }
@@ -423,7 +418,7 @@ impl Executor {
                     // (the task's version moved on meanwhile) or has not reached this view
                     // yet. Report again; starting afresh would kill a healthy container.
                     if let Some(c) = &cid {
-                        if self.containers.get(c).is_ok_and(|e| e.state().is_running()) {
+                        if self.engine.state(c).is_some_and(|s| s.is_running()) {
                             if !self.in_flight.lock().await.contains(&t.id) {
                                 self.report(t, |v| mark_running(v, c))
                                     .instrument(span)
@@ -461,7 +456,7 @@ impl Executor {
                             if let Some(c) = &cid {
                                 let grace =
                                     (t.value.template.stop_grace_period_ms / 1000).max(1) as u32;
-                                let _ = me.containers.stop(c, Some(grace)).await;
+                                let _ = me.engine.stop(c, Some(grace)).await;
                             }
                             // Re-read the task: its version moved while we waited.
                             let fresh = me.my_tasks().into_iter().find(|x| x.id == t.id);
@@ -510,15 +505,10 @@ impl Executor {
             // stop_grace_period when it was made).
             let grace = task.map(|t| (t.value.template.stop_grace_period_ms / 1000).max(1) as u32);
             tokio::spawn(async move {
-                if me
-                    .containers
-                    .get(&cid)
-                    .map(|e| e.state().is_running())
-                    .unwrap_or(false)
-                {
-                    let _ = me.containers.stop(&cid, grace).await;
+                if me.engine.state(&cid).is_some_and(|s| s.is_running()) {
+                    let _ = me.engine.stop(&cid, grace).await;
                 }
-                let _ = me.containers.remove(&cid, true).await;
+                let _ = me.engine.remove(&cid, true).await;
                 let _ = std::fs::remove_dir_all(me.files_dir(&task_id));
                 me.health.lock().await.remove(&task_id);
                 me.in_flight.lock().await.remove(&task_id);
@@ -529,7 +519,7 @@ impl Executor {
     async fn start(&self, t: &Stored<Task>, existing: Option<String>) {
         if let Some(c) = existing {
             // A previous pass created it but the report was lost: start (idempotent).
-            let _ = self.containers.remove(&c, true).await;
+            let _ = self.engine.remove(&c, true).await;
         }
         let tpl = &t.value.template;
         // The image first: from a registry the reference names, else from a node
@@ -652,26 +642,14 @@ impl Executor {
             },
             &t.id[..t.id.len().min(12)]
         );
-        let created = match crate::request::to_config(config) {
-            Ok(c) => {
-                self.containers
-                    .create(CreateOptions {
-                        name: Some(name),
-                        config: c,
-                        entrypoint_set: tpl.entrypoint.is_some(),
-                    })
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let id = match created {
-            Ok((id, _)) => id,
+        let id = match self.engine.create(Some(name), config).await {
+            Ok(id) => id,
             Err(e) => {
                 self.reject_preparing(t, e.to_string()).await;
                 return;
             }
         };
-        match self.containers.start(&id).await {
+        match self.engine.start(&id).await {
             Ok(()) => self.report(t, |v| mark_running(v, &id)).await,
             Err(e) => {
                 let msg = e.to_string();
@@ -692,13 +670,10 @@ impl Executor {
         &self,
         ov: &skiff_controller::orchestrator::overlay::OverlayView,
     ) -> OverlaysReady {
-        let nets = &self.containers.networks;
+        let nets = self.engine.networks();
         let mut ready = std::collections::HashSet::new();
         for o in &ov.networks {
-            match nets
-                .ensure_overlay(o, &self.node_id, nets.vxlan_port())
-                .await
-            {
+            match nets.ensure_overlay(o, &self.node_id).await {
                 Ok(()) => {
                     ready.insert(o.name.clone());
                 }
@@ -710,8 +685,8 @@ impl Executor {
         self.dataplane.notify_one();
         let keep = ov.networks.iter().map(|o| o.id.clone()).collect();
         for name in nets.prune_overlays(&keep).await {
-            self.containers
-                .events
+            self.engine
+                .events()
                 .emit("network", "destroy", &name, Default::default());
         }
         OverlaysReady {
@@ -765,8 +740,8 @@ impl Executor {
                     keep.insert(key);
                 }
                 if let Err(e) = self
-                    .containers
-                    .networks
+                    .engine
+                    .networks()
                     .set_service_port(&s.name, proto, p.published, backends)
                     .await
                 {
@@ -790,7 +765,7 @@ impl Executor {
                         && t.value.status.state == TaskState::Running
                 }) {
                     if let Some(cid) = containers.get(&t.id) {
-                        if let Some(ip) = self.containers.networks.primary_ip(cid).await {
+                        if let Some(ip) = self.engine.networks().primary_ip(cid).await {
                             backends.push((ip, p.target));
                         }
                     }
@@ -801,8 +776,8 @@ impl Executor {
                     keep.insert(key);
                 }
                 if let Err(e) = self
-                    .containers
-                    .networks
+                    .engine
+                    .networks()
                     .set_service_port(&svc.value.spec.name, proto, p.published, backends)
                     .await
                 {
@@ -810,7 +785,7 @@ impl Executor {
                 }
             }
         }
-        if let Err(e) = self.containers.networks.retain_service_ports(&keep).await {
+        if let Err(e) = self.engine.networks().retain_service_ports(&keep).await {
             tracing::warn!(error = %e, "unpublishing service ports");
         }
     }
@@ -818,20 +793,20 @@ impl Executor {
     /// Removes local networks made for stacks once the cluster no longer has them and
     /// no container uses them.
     async fn prune_networks(&self, wanted: &[String]) {
-        for (n, eps, ..) in self.containers.networks.list().await {
+        for n in self.engine.networks().list().await {
             let ours = n
                 .labels
                 .get(LABEL_STACK_NETWORK)
                 .map(|v| v == "true")
                 .unwrap_or(false);
             if ours
-                && eps.is_empty()
+                && n.endpoints == 0
                 && !wanted.contains(&n.name)
-                && self.containers.networks.remove(&n.id, &[]).await.is_ok()
+                && self.engine.networks().remove(&n.id).await.is_ok()
             {
                 tracing::info!(network = %n.name, "removed stack network");
-                self.containers
-                    .events
+                self.engine
+                    .events()
                     .emit("network", "destroy", &n.id, Default::default());
             }
         }
@@ -839,7 +814,7 @@ impl Executor {
 
     /// Where a task's secrets and configs are written (0700, removed with the task).
     fn files_dir(&self, task_id: &str) -> std::path::PathBuf {
-        self.containers.cfg.root.join("taskfiles").join(task_id)
+        self.engine.root().join("taskfiles").join(task_id)
     }
 
     /// Writes the task's secrets and configs and returns read-only binds for them.
@@ -871,7 +846,7 @@ impl Executor {
     }
 
     async fn ensure_network(&self, name: &str) -> Result<(), String> {
-        if self.containers.networks.resolve(name).await.is_ok() {
+        if self.engine.networks().resolve(name).await.is_ok() {
             return Ok(());
         }
         let req = crate::network::CreateNetwork {
@@ -880,9 +855,9 @@ impl Executor {
             labels: [(LABEL_STACK_NETWORK.to_string(), "true".to_string())].into(),
             ..Default::default()
         };
-        match self.containers.networks.create(req).await {
+        match self.engine.networks().create(req).await {
             Ok(_) => Ok(()),
-            Err(e) if self.containers.networks.resolve(name).await.is_ok() => {
+            Err(e) if self.engine.networks().resolve(name).await.is_ok() => {
                 tracing::debug!(error = %e, "network created concurrently");
                 Ok(())
             }
@@ -900,10 +875,9 @@ impl Executor {
             .await;
             return;
         };
-        let Ok(e) = self.containers.get(&cid) else {
+        let Some(st) = self.engine.state(&cid) else {
             return;
         };
-        let st = e.state();
         if matches!(st.status, Status::Exited | Status::Dead) {
             let code = st.exit_code;
             self.report(t, |v| {
@@ -963,27 +937,15 @@ impl Executor {
             self.report(t, |v| v.status.health = verdict.clone()).await;
             if verdict == "unhealthy" {
                 // Like Swarm: an unhealthy task is stopped and replaced.
-                let _ = self.containers.stop(&cid, Some(1)).await;
+                let _ = self.engine.stop(&cid, Some(1)).await;
             }
         }
     }
 
     /// Runs a command in the container and returns its exit code (None on timeout).
     async fn exec_status(&self, cid: &str, args: Vec<String>, timeout: Duration) -> Option<i32> {
-        let spec = skiff_runtime::shim::exec::ExecSpec {
-            args,
-            ..Default::default()
-        };
-        let run = async {
-            let (mut conn, _) = self.containers.exec(cid, spec, false).await.ok()?;
-            while let Ok(Some(f)) = read_frame(&mut conn).await {
-                if let Frame::Exit { code, .. } = f {
-                    return Some(code);
-                }
-            }
-            None
-        };
-        tokio::time::timeout(timeout, run).await.ok().flatten()
+        let run = self.engine.exec(cid, args);
+        tokio::time::timeout(timeout, run).await.ok()?.ok()
     }
 }
 
@@ -998,3 +960,6 @@ fn mark_running(v: &mut Task, id: &str) {
         String::new()
     };
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,11 @@
 //! `skiff agent`: the per-host daemon.
 //!
-//! Map of the crate:
+//! Map of the crate (in layers, bottom to top, each importing only from below: see
+//! docs/architecture.md "Agent layers", checked by `tests/layers.rs`):
 //! - [`config`]: flags + `/etc/skiff/agent.yaml` → [`config::AgentConfig`];
 //! - [`containers`]: every container this host runs, its lifecycle and its shim;
+//! - [`engine`]: the container and network operations the executor drives, as traits
+//!   (the real engine and an in-memory fake);
 //! - [`server`]: the Engine gRPC API on the local unix socket;
 //! - [`events`], [`logs`], [`inspect`], [`sysinfo`]: what the API reports;
 //! - [`logpublisher`]: this node's share of `service logs`, sent to the leader's log broker;
@@ -20,7 +23,9 @@ pub mod attach;
 pub mod build;
 pub mod config;
 pub mod containers;
+pub mod counters;
 pub mod docker;
+pub mod engine;
 pub mod error;
 pub mod events;
 pub mod executor;
@@ -28,11 +33,11 @@ pub mod humanize;
 pub mod images;
 pub mod imageshare;
 pub mod inspect;
+pub mod labels;
 pub mod logpublisher;
 pub mod logs;
 pub mod metrics;
 pub mod names;
-pub mod namespaces;
 pub mod network;
 pub mod prune;
 pub mod registry;
@@ -146,7 +151,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
             }
         };
         let fetcher = imageshare::ImageFetcher::new(images.clone(), c.clone());
-        executor::Executor::spawn(containers.clone(), source, c.node_id(), Some(fetcher));
+        let engine: Arc<dyn engine::Engine> = Arc::new(containers.clone());
+        executor::Executor::spawn(engine, source, c.node_id(), Some(fetcher));
         // `service logs`: this node's share, for whichever manager leads.
         logpublisher::LogPublisher::spawn(containers.clone(), c.clone());
     }
@@ -266,4 +272,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         return Err(StartError::ClusterFailed(why));
     }
     Ok(())
+}
+
+/// The executor fetches images through the engine's trait; the fetcher lives with the
+/// image sharing it uses.
+#[tonic::async_trait]
+impl engine::ImageFetch for imageshare::ImageFetcher {
+    async fn ensure(&self, image: &str) -> Result<(), String> {
+        imageshare::ImageFetcher::ensure(self, image).await
+    }
 }

@@ -12,7 +12,7 @@
 //! last line it received).
 
 use crate::containers::{Containers, Entry};
-use crate::executor::{LABEL_SERVICE, LABEL_TASK};
+use crate::labels::{LABEL_SERVICE, LABEL_TASK};
 use crate::logs::LogCursor;
 use skiff_controller::cluster::Cluster;
 use skiff_controller::orchestrator::logbroker::{LogBroker, KEEPALIVE};

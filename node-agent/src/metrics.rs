@@ -13,15 +13,14 @@
 //! labels: bind it to loopback or a private interface.
 
 use crate::containers::Containers;
+pub use crate::counters::AgentMetrics;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use skiff_runtime::cgroup::stats::Sample;
@@ -30,44 +29,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
-
-/// One label, as families of this module use them.
-type Label = [(&'static str, &'static str); 1];
-
-/// Counted as it happens.
-#[derive(Debug)]
-pub struct AgentMetrics {
-    /// From `start` to the container running (shim spawned, process started).
-    pub start_duration: Histogram,
-    /// Registry pulls by `result` (`success`, `failure`).
-    pub image_pulls: Family<Label, Counter>,
-    /// Task states this node's executor recorded in the cluster, by new `state`.
-    pub task_state_changes: Family<Label, Counter>,
-}
-
-impl Default for AgentMetrics {
-    fn default() -> Self {
-        AgentMetrics {
-            // 5 ms .. ~40 s.
-            start_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
-            image_pulls: Family::default(),
-            task_state_changes: Family::default(),
-        }
-    }
-}
-
-impl AgentMetrics {
-    pub fn pull_done(&self, ok: bool) {
-        let result = if ok { "success" } else { "failure" };
-        self.image_pulls.get_or_create(&[("result", result)]).inc();
-    }
-
-    pub fn task_state(&self, state: &'static str) {
-        self.task_state_changes
-            .get_or_create(&[("state", state)])
-            .inc();
-    }
-}
 
 /// Everything the endpoint exposes.
 pub fn registry(
@@ -137,8 +98,8 @@ const STATES: [Status; 7] = [
 
 /// Swarm's labels that become metric labels (Docker's names, short label keys).
 const LABELS: [(&str, &str); 3] = [
-    ("service", crate::executor::LABEL_SERVICE),
-    ("task", crate::executor::LABEL_TASK),
+    ("service", crate::labels::LABEL_SERVICE),
+    ("task", crate::labels::LABEL_TASK),
     ("stack", "com.docker.stack.namespace"),
 ];
 

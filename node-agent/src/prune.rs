@@ -141,7 +141,7 @@ pub async fn images(c: &Containers, all: bool, filters: &[String]) -> Result<Pru
 
 /// Removes unused volumes (anonymous only unless `all`).
 pub fn volumes(c: &Containers, all: bool, filters: &[String]) -> PruneResponse {
-    let (deleted, space_reclaimed) = c.volumes.prune(c, all, filters);
+    let (deleted, space_reclaimed) = c.volumes.prune(&|n| c.volume_users(n), all, filters);
     for v in &deleted {
         c.events.emit("volume", "destroy", v, Default::default());
     }
@@ -209,7 +209,7 @@ pub fn df(c: &Containers) -> Result<DfResponse> {
     };
     for v in c.volumes.store.list() {
         let size = c.volumes.store.size(&v.name);
-        let links = crate::volumes::users_of(c, &v.name).len();
+        let links = c.volume_users(&v.name).len();
         vol.total += 1;
         vol.size += size;
         if links > 0 {

@@ -75,7 +75,7 @@ async fn send(tx: &Tx, status: String) {
 pub fn pull(
     images: Arc<ImageStore>,
     events: Arc<EventBus>,
-    metrics: Arc<crate::metrics::AgentMetrics>,
+    metrics: Arc<crate::counters::AgentMetrics>,
     cfg: RegistryConfig,
     req: PullRequest,
 ) -> Result<mpsc::Receiver<Result<ProgressMessage, Status>>, AgentError> {

@@ -13,17 +13,18 @@ use skiff_controller::cluster::api::ClusterApi;
 use skiff_controller::cluster::Cluster;
 use skiff_controller::tls::{self, PeerIdentity};
 use skiff_proto::cluster::cluster_server::ClusterServer;
-use skiff_proto::engine::engine_server::EngineServer;
+use skiff_proto::engine::engine_server::{Engine, EngineServer};
 use skiff_proto::orchestrator::orchestrator_server::OrchestratorServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Binds `addr` and serves the agent's services to TLS clients in the background.
-/// Returns the bound address.
-pub async fn serve(
+/// Returns the bound address. Generic over the Engine service so this listener does not
+/// depend on the unix-socket front end that implements it.
+pub async fn serve<E: Engine>(
     addr: SocketAddr,
     cluster: Arc<Cluster>,
-    engine: EngineServer<crate::server::EngineService>,
+    engine: EngineServer<E>,
     cluster_api: Option<ClusterServer<ClusterApi>>,
     orchestrator_api: Option<OrchestratorServer<OrchestratorApi>>,
 ) -> std::io::Result<SocketAddr> {

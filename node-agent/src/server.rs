@@ -384,7 +384,7 @@ impl Engine for EngineService {
         req: Request<NetworkCreateRequest>,
     ) -> Result<Response<NetworkCreateResponse>, Status> {
         Ok(Response::new(
-            crate::network::rpc::create_any(
+            crate::request::networks::create_any(
                 &self.containers,
                 self.cluster.as_ref(),
                 req.into_inner(),
@@ -398,7 +398,7 @@ impl Engine for EngineService {
         req: Request<NetworkListRequest>,
     ) -> Result<Response<NetworkListResponse>, Status> {
         Ok(Response::new(
-            crate::network::rpc::list(&self.containers, req.into_inner()).await,
+            crate::request::networks::list(&self.containers, req.into_inner()).await,
         ))
     }
 
@@ -417,7 +417,7 @@ impl Engine for EngineService {
     }
 
     async fn network_remove(&self, req: Request<NameRequest>) -> Result<Response<Empty>, Status> {
-        crate::network::rpc::remove_any(
+        crate::request::networks::remove_any(
             &self.containers,
             self.cluster.as_ref(),
             &req.into_inner().id,
@@ -430,7 +430,8 @@ impl Engine for EngineService {
         &self,
         req: Request<PruneRequest>,
     ) -> Result<Response<PruneResponse>, Status> {
-        let deleted = crate::network::rpc::prune(&self.containers, &req.into_inner().filters).await;
+        let deleted =
+            crate::request::networks::prune(&self.containers, &req.into_inner().filters).await;
         Ok(Response::new(PruneResponse {
             deleted,
             ..Default::default()
@@ -441,7 +442,7 @@ impl Engine for EngineService {
         &self,
         req: Request<NetworkConnectRequest>,
     ) -> Result<Response<Empty>, Status> {
-        crate::network::rpc::connect(&self.containers, req.into_inner()).await?;
+        crate::request::networks::connect(&self.containers, req.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -449,7 +450,7 @@ impl Engine for EngineService {
         &self,
         req: Request<NetworkConnectRequest>,
     ) -> Result<Response<Empty>, Status> {
-        crate::network::rpc::disconnect(&self.containers, req.into_inner()).await?;
+        crate::request::networks::disconnect(&self.containers, req.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -458,7 +459,7 @@ impl Engine for EngineService {
         req: Request<NameRequest>,
     ) -> Result<Response<PortResponse>, Status> {
         Ok(Response::new(
-            crate::network::rpc::port(&self.containers, &req.into_inner().id).await?,
+            crate::request::networks::port(&self.containers, &req.into_inner().id).await?,
         ))
     }
 
@@ -691,7 +692,7 @@ impl Engine for EngineService {
         &self,
         req: Request<VolumeCreateRequest>,
     ) -> Result<Response<JsonDocument>, Status> {
-        Ok(Response::new(crate::volumes::rpc::create(
+        Ok(Response::new(crate::request::volumes::create(
             &self.containers,
             req.into_inner(),
         )?))
@@ -701,7 +702,7 @@ impl Engine for EngineService {
         &self,
         req: Request<VolumeListRequest>,
     ) -> Result<Response<VolumeListResponse>, Status> {
-        Ok(Response::new(crate::volumes::rpc::list(
+        Ok(Response::new(crate::request::volumes::list(
             &self.containers,
             req.into_inner(),
         )))
@@ -727,7 +728,7 @@ impl Engine for EngineService {
         req: Request<VolumeRemoveRequest>,
     ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        crate::volumes::rpc::remove(&self.containers, &r.name, r.force)?;
+        crate::request::volumes::remove(&self.containers, &r.name, r.force)?;
         Ok(Response::new(Empty {}))
     }
 

@@ -29,11 +29,7 @@ pub fn host_memory() -> u64 {
 
 /// The container's cgroup (same naming as the agent uses for `cgroupsPath`).
 pub fn cgroup_of(containers: &Containers, id: &str) -> Cgroup {
-    Cgroup::new(&format!(
-        "/{}/{}",
-        containers.cfg.cgroup_parent.trim_matches('/'),
-        id
-    ))
+    containers.cgroup(id)
 }
 
 fn sample(containers: &Containers, e: &Entry) -> Option<Sample> {

@@ -1,12 +1,14 @@
 //! Volumes in the agent: turning a create request's `-v` / `--mount` / `--tmpfs` /
-//! `--volumes-from` into resolved mount points (creating volumes as Docker does),
-//! reference counting through container records, and the volume API.
+//! `--volumes-from` into resolved mount points (creating volumes as Docker does), and
+//! the store's guarded creates and removes.
 //!
 //! A volume is "in use" while any container record (running or not) mounts it;
-//! `volume rm` and `volume prune` refuse or skip those, as Docker does.
+//! `volume rm` and `volume prune` refuse or skip those, as Docker does. The records are
+//! the containers' (`Containers::volume_users`): callers pass that answer in, so this
+//! module stays below the containers it serves.
 
-use crate::containers::Containers;
 use crate::error::{AgentError, Result};
+use crate::events::EventBus;
 use skiff_runtime::cgroup::{self, Resources};
 use skiff_runtime::container::ContainerConfig;
 use skiff_runtime::volume::parse::{self, ParseError};
@@ -66,9 +68,10 @@ impl Volumes {
     }
 
     /// Removes `name` unless a container uses it (`force` only skips "no such volume").
-    pub fn remove(&self, containers: &Containers, name: &str, force: bool) -> Result<()> {
+    /// `users_of` names the containers that mount a volume.
+    pub fn remove(&self, users_of: UsersOf<'_>, name: &str, force: bool) -> Result<()> {
         let _g = self.guard();
-        let users = users_of(containers, name);
+        let users = users_of(name);
         if !users.is_empty() {
             return Err(AgentError::Conflict(format!(
                 "remove {name}: volume is in use - [{}]",
@@ -83,17 +86,14 @@ impl Volumes {
 
     /// Removes the anonymous volumes of a removed container that no other container
     /// uses (`rm -v`, `--rm`). Returns their names.
-    pub fn remove_anonymous(&self, containers: &Containers, mounts: &[MountPoint]) -> Vec<String> {
+    pub fn remove_anonymous(&self, users_of: UsersOf<'_>, mounts: &[MountPoint]) -> Vec<String> {
         let _g = self.guard();
         let mut removed = Vec::new();
         for m in mounts.iter().filter(|m| m.kind == MountKind::Volume) {
             let Ok(v) = self.store.get(&m.name) else {
                 continue;
             };
-            if v.anonymous()
-                && users_of(containers, &m.name).is_empty()
-                && self.store.remove(&m.name).is_ok()
-            {
+            if v.anonymous() && users_of(&m.name).is_empty() && self.store.remove(&m.name).is_ok() {
                 removed.push(m.name.clone());
             }
         }
@@ -104,7 +104,7 @@ impl Volumes {
     /// Returns the removed names and the bytes freed.
     pub fn prune(
         &self,
-        containers: &Containers,
+        users_of: UsersOf<'_>,
         all: bool,
         filters: &[String],
     ) -> (Vec<String>, u64) {
@@ -115,7 +115,7 @@ impl Volumes {
             if !all && !v.anonymous() {
                 continue;
             }
-            if !users_of(containers, &v.name).is_empty() || !matches(&v, filters, false) {
+            if !users_of(&v.name).is_empty() || !matches(&v, filters, false) {
                 continue;
             }
             let size = self.store.size(&v.name);
@@ -126,23 +126,20 @@ impl Volumes {
         }
         (removed, freed)
     }
+
+    /// Removes volumes created for a container whose create then failed.
+    pub fn discard(&self, names: &[String]) {
+        for n in names {
+            let _ = self.store.remove(n);
+        }
+    }
 }
 
-/// IDs of containers whose record mounts volume `name`.
-pub fn users_of(containers: &Containers, name: &str) -> Vec<String> {
-    containers
-        .list()
-        .into_iter()
-        .filter(|e| {
-            e.record()
-                .config
-                .mounts
-                .iter()
-                .any(|m| m.kind == MountKind::Volume && m.name == name)
-        })
-        .map(|e| e.id.clone())
-        .collect()
-}
+/// IDs of the containers whose record mounts a volume (by name).
+pub type UsersOf<'a> = &'a dyn Fn(&str) -> Vec<String>;
+
+/// The mounts of a container (by name or ID), for `--volumes-from`.
+pub type MountsOf<'a> = &'a dyn Fn(&str) -> Result<Vec<MountPoint>>;
 
 /// `volume ls --filter`: `dangling=true|false`, `name=SUBSTR`, `label=KEY[=VALUE]`,
 /// `driver=local`. `dangling` needs the in-use answer, passed as `in_use`.
@@ -262,7 +259,9 @@ pub fn resources_from_proto(p: skiff_proto::engine::Resources) -> Result<Resourc
 /// Returns Docker's warnings and the anonymous volumes created (to drop if the create
 /// fails afterwards).
 pub fn resolve_create(
-    containers: &Containers,
+    volumes: &Volumes,
+    events: &EventBus,
+    mounts_of: MountsOf<'_>,
     config: &mut ContainerConfig,
     image_volumes: &[String],
 ) -> Result<(Vec<String>, Vec<String>)> {
@@ -277,11 +276,7 @@ pub fn resolve_create(
             }
             None => (spec.as_str(), None),
         };
-        let src = containers.get(name)?;
-        for m in src
-            .record()
-            .config
-            .mounts
+        for m in mounts_of(name)?
             .iter()
             .filter(|m| m.kind != MountKind::Tmpfs)
         {
@@ -319,17 +314,15 @@ pub fn resolve_create(
             .filter(|m| m.kind == MountKind::Volume && m.source.as_os_str().is_empty())
         {
             let (v, created) = if m.name.is_empty() {
-                containers
-                    .volumes
-                    .create(None, [(ANONYMOUS_LABEL.to_string(), String::new())].into())?
+                volumes.create(None, [(ANONYMOUS_LABEL.to_string(), String::new())].into())?
             } else {
-                containers.volumes.create(Some(&m.name), BTreeMap::new())?
+                volumes.create(Some(&m.name), BTreeMap::new())?
             };
             if created {
                 if v.anonymous() {
                     created_anon.push(v.name.clone());
                 }
-                containers.events.emit(
+                events.emit(
                     "volume",
                     "create",
                     &v.name,
@@ -342,19 +335,12 @@ pub fn resolve_create(
         Ok(())
     })();
     if let Err(e) = res {
-        discard(containers, &created_anon);
+        volumes.discard(&created_anon);
         return Err(e);
     }
     warnings.dedup();
     config.mounts = points;
     Ok((warnings, created_anon))
-}
-
-/// Removes volumes created for a container whose create then failed.
-pub fn discard(containers: &Containers, names: &[String]) {
-    for n in names {
-        let _ = containers.volumes.store.remove(n);
-    }
 }
 
 fn host_limits() -> cgroup::HostLimits {
@@ -395,6 +381,32 @@ pub fn inspect_mounts(mounts: &[MountPoint]) -> serde_json::Value {
             }),
         })
         .collect()
+}
+
+/// Adds Docker's `Mounts` and the HostConfig volume and resource fields to a
+/// container's inspect document.
+pub fn extend_inspect(doc: &mut serde_json::Value, c: &ContainerConfig) {
+    doc["Mounts"] = inspect_mounts(&c.mounts);
+    let hc = &mut doc["HostConfig"];
+    hc["Binds"] = serde_json::json!(c.binds);
+    hc["VolumesFrom"] = serde_json::json!(c.volumes_from);
+    let tmpfs: serde_json::Map<String, serde_json::Value> = c
+        .mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Tmpfs)
+        .map(|m| {
+            (
+                m.destination.clone(),
+                serde_json::json!(m.options.join(",")),
+            )
+        })
+        .collect();
+    hc["Tmpfs"] = serde_json::Value::Object(tmpfs);
+    if let serde_json::Value::Object(res) = c.resources.to_docker_json() {
+        for (k, v) in res {
+            hc[k] = v;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -455,102 +467,5 @@ mod tests {
             parse_request(&["/a".into()], &[], &["/a".into()], None).is_err(),
             "duplicate accepted"
         );
-    }
-}
-
-/// The volume RPCs that need more than one line.
-pub mod rpc {
-    use super::*;
-    use skiff_proto::engine::{
-        JsonDocument, VolumeCreateRequest, VolumeListRequest, VolumeListResponse, VolumeSummary,
-    };
-
-    pub fn create(c: &Containers, r: VolumeCreateRequest) -> Result<JsonDocument> {
-        if !r.driver.is_empty() && r.driver != "local" {
-            return Err(AgentError::NotFound(format!(
-                "plugin \"{}\" not found",
-                r.driver
-            )));
-        }
-        let (v, created) = c.volumes.create(
-            Some(&r.name).filter(|n| !n.is_empty()).map(|n| n.as_str()),
-            r.labels.into_iter().collect(),
-        )?;
-        if created {
-            c.events.emit(
-                "volume",
-                "create",
-                &v.name,
-                [("driver".to_string(), "local".to_string())].into(),
-            );
-        }
-        Ok(JsonDocument {
-            json: v.to_docker_json().to_string(),
-        })
-    }
-
-    /// The volumes matching `volume ls` filters (see [`matches`]).
-    pub fn list_matching(c: &Containers, filters: &[String]) -> Vec<Volume> {
-        let needs_use = filters.iter().any(|f| f.starts_with("dangling="));
-        c.volumes
-            .store
-            .list()
-            .into_iter()
-            .filter(|v| {
-                let in_use = needs_use && !users_of(c, &v.name).is_empty();
-                matches(v, filters, in_use)
-            })
-            .collect()
-    }
-
-    /// `volume rm`: removes the volume unless a container uses it, and says so (no
-    /// event when `force` passed over a volume that did not exist).
-    pub fn remove(c: &Containers, name: &str, force: bool) -> Result<()> {
-        let existed = c.volumes.store.get(name).is_ok();
-        c.volumes.remove(c, name, force)?;
-        if existed {
-            c.events.emit("volume", "destroy", name, Default::default());
-        }
-        Ok(())
-    }
-
-    pub fn list(c: &Containers, r: VolumeListRequest) -> VolumeListResponse {
-        let volumes = list_matching(c, &r.filters)
-            .into_iter()
-            .map(|v| VolumeSummary {
-                name: v.name.clone(),
-                driver: v.driver.clone(),
-                mountpoint: v.mountpoint.display().to_string(),
-                labels: v.labels.clone().into_iter().collect(),
-                created_unix: v.created_at.timestamp(),
-            })
-            .collect();
-        VolumeListResponse { volumes }
-    }
-}
-
-/// Adds Docker's `Mounts` and the HostConfig volume and resource fields to a
-/// container's inspect document.
-pub fn extend_inspect(doc: &mut serde_json::Value, c: &ContainerConfig) {
-    doc["Mounts"] = inspect_mounts(&c.mounts);
-    let hc = &mut doc["HostConfig"];
-    hc["Binds"] = serde_json::json!(c.binds);
-    hc["VolumesFrom"] = serde_json::json!(c.volumes_from);
-    let tmpfs: serde_json::Map<String, serde_json::Value> = c
-        .mounts
-        .iter()
-        .filter(|m| m.kind == MountKind::Tmpfs)
-        .map(|m| {
-            (
-                m.destination.clone(),
-                serde_json::json!(m.options.join(",")),
-            )
-        })
-        .collect();
-    hc["Tmpfs"] = serde_json::Value::Object(tmpfs);
-    if let serde_json::Value::Object(res) = c.resources.to_docker_json() {
-        for (k, v) in res {
-            hc[k] = v;
-        }
     }
 }

@@ -1,9 +1,10 @@
-//! Docker API: `/networks` endpoints. Every call goes to `network::rpc` (the same
+//! Docker API: `/networks` endpoints. Every call goes to `request::networks` (the same
 //! functions `skiff network` uses); this file only translates Docker's JSON, filters and
 //! status codes.
 
 use super::{json, no_content, ok_json, ApiError, DockerApi, Filters, Req, Resp, Result};
-use crate::network::{self, rpc};
+use crate::network;
+use crate::request::networks as rpc;
 use bollard_stubs::models::{
     NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest,
 };

@@ -1,8 +1,8 @@
-//! Docker API: `/volumes` endpoints, on the engine's volume calls (`volumes::rpc`,
+//! Docker API: `/volumes` endpoints, on the engine's volume calls (`request::volumes`,
 //! `prune::volumes`), the same ones `skiff volume` uses.
 
 use super::{json, no_content, ok_json, ApiError, DockerApi, Req, Resp, Result};
-use crate::volumes::rpc;
+use crate::request::volumes as rpc;
 use bollard_stubs::models::VolumeCreateRequest;
 use hyper::{Method, StatusCode};
 use serde_json::json;

@@ -323,7 +323,7 @@ impl Networks {
                     .map(|s| s.net.overlay.is_none())
                     .unwrap_or(false)
             };
-            if local_plain || r.config.labels.contains_key(crate::executor::LABEL_TASK) {
+            if local_plain || r.config.labels.contains_key(crate::labels::LABEL_TASK) {
                 continue;
             }
             let ip = match c.attach(&ep.network, &r.id, &r.name, false).await {

@@ -1,6 +1,10 @@
 //! Request-level conversions both front ends share: a container config as the clients
 //! send it (the gRPC `ContainerConfig`, which the Docker API builds from Docker's JSON)
-//! into the engine's record, `ps` filters, and a channel of body chunks as a `Read`.
+//! into the engine's record, `ps` filters, and a channel of body chunks as a `Read`;
+//! the network and volume calls in [`networks`] and [`volumes`].
+
+pub mod networks;
+pub mod volumes;
 
 use crate::containers::{Containers, Entry};
 use crate::error::AgentError;

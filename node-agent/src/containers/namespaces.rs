@@ -3,7 +3,7 @@
 //! resolved at every start (a joined container must be running, and its PID changes
 //! from one run to the next, as with Docker).
 
-use crate::containers::{Containers, Entry};
+use super::{Containers, Entry};
 use crate::error::{AgentError, Result};
 use skiff_runtime::container::namespaces::{self as ns, IpcMode, Namespace, PidMode, Shm};
 use skiff_runtime::container::spec::RunSpec;
@@ -15,10 +15,7 @@ fn invalid(e: ns::NamespaceError) -> AgentError {
     AgentError::Invalid(e.to_string())
 }
 
-/// The container a `container:NAME|ID` network mode names.
-pub fn network_container(mode: &str) -> Option<&str> {
-    mode.strip_prefix("container:")
-}
+pub use crate::network::network_container;
 
 /// Checks the namespace settings at create, with Docker's messages, and records
 /// Docker's defaults (`private` IPC, a 64 MiB /dev/shm) so inspect shows what applies.
