@@ -48,7 +48,13 @@ impl Source for FakeSource {
         self.view.lock().expect("view").clone()
     }
 
-    async fn report(&self, id: &str, version: u64, task: &Task) -> Result<(), String> {
+    async fn report(
+        &self,
+        _node_id: &str,
+        id: &str,
+        version: u64,
+        status: &TaskStatus,
+    ) -> Result<(), String> {
         let mut v = self.view.lock().expect("view");
         let t = v
             .tasks
@@ -59,8 +65,8 @@ impl Source for FakeSource {
             return Err("version conflict".into());
         }
         t.version += 1;
-        t.value = task.clone();
-        self.reports.lock().expect("reports").push(task.clone());
+        t.value.status = status.clone();
+        self.reports.lock().expect("reports").push(t.value.clone());
         Ok(())
     }
 
