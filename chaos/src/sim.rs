@@ -234,7 +234,11 @@ impl Fleet {
             let i = self.nodes.len();
             let dir = self.cfg.dir.join(format!("node{i:05}"));
             std::fs::create_dir_all(&dir)?;
-            let seed = self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(i as u64);
+            let seed = self
+                .cfg
+                .seed
+                .wrapping_mul(0x9e37_79b9)
+                .wrapping_add(i as u64);
             let mut node = SimNode {
                 engine: Arc::new(SimEngine::new(
                     dir.join("engine"),

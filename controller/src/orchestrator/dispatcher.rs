@@ -354,8 +354,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
                 loop {
                     let applied = h.store().read(|sm| sm.applied());
                     if computed_at != Some(applied) {
-                        let (at, set) =
-                            h.store().read(|sm| (sm.applied(), assignments(sm, &node)));
+                        let (at, set) = h.store().read(|sm| (sm.applied(), assignments(sm, &node)));
                         computed_at = Some(at);
                         if last.as_ref() != Some(&set) {
                             if tx.send(Ok(set.clone())).await.is_err() {
