@@ -14,13 +14,15 @@
 //! - [`nemesis`]: which fault when, and healing;
 //! - [`check`]: the invariants;
 //! - [`api`]: structured reads over an agent's unix socket;
-//! - [`rng`]: the seeded PRNG.
+//! - [`rng`]: the seeded PRNG;
+//! - [`sim`]: the node simulator for scale runs (`skiff-sim`).
 
 pub mod api;
 pub mod check;
 pub mod hosts;
 pub mod nemesis;
 pub mod rng;
+pub mod sim;
 pub mod workload;
 
 use std::path::PathBuf;

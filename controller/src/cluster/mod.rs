@@ -187,6 +187,9 @@ pub struct Cluster {
     /// Where this node serves images when it has no cluster port (0: not there);
     /// reported in its description.
     image_share_port: std::sync::atomic::AtomicU16,
+    /// Node-side channels to managers by address, kept: a channel per call meant a TCP
+    /// and TLS handshake per task status report, on both ends. Cleared on renewal.
+    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 /// What the servers this node starts see of it.
@@ -277,6 +280,7 @@ impl Cluster {
             revoked_clients: RwLock::new(None),
             members: RwLock::new(None),
             image_share_port: Default::default(),
+            channels: Mutex::default(),
             cfg,
         });
         c.save_identity()?;
@@ -705,8 +709,21 @@ impl Cluster {
             .get(pick % candidates.len().max(1))
             .cloned()
             .ok_or_else(|| ClusterError::NoManager("no manager address is known yet".into()))?;
+        if let Some(ch) = self
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+        {
+            return Ok(ch.clone());
+        }
         let tls = tls::client_config(&self.identity().ca_pem, Some(&self.identity()))?;
-        Ok(tls::channel(&addr, tls)?)
+        let ch = tls::channel(&addr, tls)?;
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr, ch.clone());
+        Ok(ch)
     }
 
     /// Mutual-TLS channels to every other manager, leader first, for node-side clients
@@ -922,6 +939,11 @@ impl Cluster {
         let id = self.identity();
         self.transport
             .set_tls(tls::client_config(&id.ca_pem, Some(&id))?);
+        // New connections present the new certificate.
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(())
     }
 }

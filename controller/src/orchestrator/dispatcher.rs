@@ -32,14 +32,32 @@ fn caller<T>(req: &Request<T>) -> Result<String, Status> {
         })
 }
 
+/// The decoded tasks' positions by node, derived once per change of the store: every
+/// node's assignment stream needs its share, and each scanning the whole task list made
+/// a change cost nodes × tasks.
+struct TasksByNode(std::collections::HashMap<String, Vec<usize>>);
+
 /// The assignment set of `node` in the current state.
 pub fn assignments(sm: &crate::store::StateMachine, node: &str) -> pb::AssignmentSet {
     let w = read_world(sm);
-    let (services, tasks) = (&w.services, &w.tasks);
-    let tasks: Vec<&Stored<Task>> = tasks.iter().filter(|t| t.value.node_id == node).collect();
-    let services = services
+    let by_node = sm.memo(|sm| {
+        let mut m: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (i, t) in read_world(sm).tasks.iter().enumerate() {
+            m.entry(t.value.node_id.clone()).or_default().push(i);
+        }
+        TasksByNode(m)
+    });
+    let tasks: Vec<&Stored<Task>> = by_node
+        .0
+        .get(node)
+        .map(|ix| ix.iter().filter_map(|i| w.tasks.get(*i)).collect())
+        .unwrap_or_default();
+    let used: std::collections::HashSet<&str> =
+        tasks.iter().map(|t| t.value.service_id.as_str()).collect();
+    let services = w
+        .services
         .iter()
-        .filter(|s| tasks.iter().any(|t| t.value.service_id == s.id))
+        .filter(|s| used.contains(s.id.as_str()))
         .map(|s| s.clone().into())
         .collect();
     // Only the secrets and configs this node's tasks mount are sent to it.
@@ -329,13 +347,21 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
             async move {
                 let mut events = h.store().read(|sm| sm.subscribe());
                 let mut last = None;
+                // The applied index the last set was computed at: a quiet period costs a
+                // comparison, not a recomputation (with thousands of streams, recomputing
+                // every one every 2 s kept a manager busy in steady state).
+                let mut computed_at = None;
                 loop {
-                    let set = h.store().read(|sm| assignments(sm, &node));
-                    if last.as_ref() != Some(&set) {
-                        if tx.send(Ok(set.clone())).await.is_err() {
-                            return;
+                    let applied = h.store().read(|sm| sm.applied());
+                    if computed_at != Some(applied) {
+                        let (at, set) = h.store().read(|sm| (sm.applied(), assignments(sm, &node)));
+                        computed_at = Some(at);
+                        if last.as_ref() != Some(&set) {
+                            if tx.send(Ok(set.clone())).await.is_err() {
+                                return;
+                            }
+                            last = Some(set);
                         }
-                        last = Some(set);
                     }
                     // The same channel carries liveness: a quiet period still ends in a resend
                     // check, and a closed client ends the loop.
@@ -346,6 +372,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
                             }
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             while events.try_recv().is_ok() {}
+                            computed_at = None;
                         }
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                         _ = tx.closed() => return,

@@ -72,6 +72,9 @@ pub fn view(sm: &StateMachine, node: &str) -> OverlayView {
         .collect();
     let mine: HashSet<&str> = networks.iter().map(|n| n.name.as_str()).collect();
     let mut endpoints = Vec::new();
+    // A node on no overlay sees no endpoint: skip the walk over every task of the
+    // cluster (each assignment stream builds this view after each change).
+    let tasks = if mine.is_empty() { &[][..] } else { &tasks[..] };
     for t in tasks.iter().filter(|t| !t.value.status.state.is_terminal()) {
         for (net, ip) in &t.value.addresses {
             if mine.contains(net.as_str()) && !t.value.node_id.is_empty() {
@@ -89,7 +92,12 @@ pub fn view(sm: &StateMachine, node: &str) -> OverlayView {
             }
         }
     }
-    for a in crate::store::decode::<Attachment>(sm, KIND_ATTACHMENT) {
+    let attachments = if mine.is_empty() {
+        Vec::new()
+    } else {
+        crate::store::decode::<Attachment>(sm, KIND_ATTACHMENT)
+    };
+    for a in attachments {
         if let (Some(ip), true) = (a.value.ip, mine.contains(a.value.network.as_str())) {
             endpoints.push(Endpoint {
                 network: a.value.network,

@@ -20,6 +20,12 @@ impl Drain for TracingDrain {
     type Ok = ();
     type Err = slog::Never;
     fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
+        // Formatting comes after the level check: raft-rs's debug records carry whole
+        // messages, entries included, and printing those as text on the raft thread
+        // stalled it for seconds with large proposals (a leader then loses its quorum).
+        if !enabled(record.level()) {
+            return Ok(());
+        }
         let mut f = Fields(String::new());
         let _ = record.kv().serialize(record, &mut f);
         let _ = values.serialize(record, &mut f);
@@ -34,6 +40,19 @@ impl Drain for TracingDrain {
             slog::Level::Trace => tracing::trace!(target: "raft", "{msg}{}", f.0),
         }
         Ok(())
+    }
+}
+
+/// Whether `tracing` would record a raft-rs record of this level.
+fn enabled(level: slog::Level) -> bool {
+    match level {
+        slog::Level::Critical | slog::Level::Error => {
+            tracing::enabled!(target: "raft", tracing::Level::ERROR)
+        }
+        slog::Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
+        slog::Level::Info => tracing::enabled!(target: "raft", tracing::Level::INFO),
+        slog::Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
+        slog::Level::Trace => tracing::enabled!(target: "raft", tracing::Level::TRACE),
     }
 }
 
