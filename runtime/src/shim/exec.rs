@@ -62,6 +62,7 @@ pub fn main(task: &Path, exec: &Path) -> i32 {
     let _ = fs::remove_file(exec);
     match res {
         Ok((pid, stdio, listener)) => {
+            super::release_free_memory();
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -235,6 +235,7 @@ fn serve(run: RunSpec, p: Prepared) {
         stdio,
         listener,
     } = p;
+    super::release_free_memory();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
