@@ -8,30 +8,8 @@ mod common;
 #[path = "common/netns.rs"]
 mod netns;
 use netns::NetnsCluster;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
-
-/// busybox plus a `/marker` file saying `text`: a one-layer image no worker has.
-fn app_tar(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let tar = dir.join(format!("{name}.tar"));
-    std::fs::copy(common::busybox_tar(), &tar).expect("copy busybox.tar");
-    let extra = dir.join(format!("{name}-files"));
-    std::fs::create_dir_all(&extra).expect("mkdir");
-    std::fs::write(extra.join("marker"), text).expect("write marker");
-    let st = Command::new("tar")
-        .arg("-rf")
-        .arg(&tar)
-        .arg("--owner=0")
-        .arg("--group=0")
-        .arg("-C")
-        .arg(&extra)
-        .arg("./marker")
-        .status()
-        .expect("tar");
-    assert!(st.success(), "tar -r failed");
-    tar
-}
 
 fn stack_yaml(image: &str) -> String {
     format!(
@@ -94,7 +72,7 @@ fn an_image_on_one_node_runs_on_every_node_and_a_corrupt_layer_is_refused() {
     let workers = ["worker1", "worker2"];
 
     // 1. Only the manager has shared/app:1.
-    let tar = app_tar(scratch_dir.path(), "app", "shared-from-manager");
+    let tar = common::marker_rootfs_tar(scratch_dir.path(), "app", "shared-from-manager");
     c.on(
         "manager1",
         &["image", "import", &tar.to_string_lossy(), "shared/app:1"],
@@ -126,7 +104,7 @@ fn an_image_on_one_node_runs_on_every_node_and_a_corrupt_layer_is_refused() {
 
     // 2. A second image whose layer is corrupted on the manager (same size, other
     // bytes): the workers refuse it and keep nothing of it.
-    let tar = app_tar(scratch_dir.path(), "bad", "must-not-run-corrupt");
+    let tar = common::marker_rootfs_tar(scratch_dir.path(), "bad", "must-not-run-corrupt");
     c.on(
         "manager1",
         &["image", "import", &tar.to_string_lossy(), "shared/bad:1"],

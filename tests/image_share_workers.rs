@@ -10,34 +10,11 @@ mod netns;
 use netns::NetnsCluster;
 use skiff_controller::tls;
 use skiff_proto::images as ipb;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use tonic::Code;
 
 /// The default image-share port (`skiff agent --image-share-port`).
 const SHARE_PORT: u16 = 7946;
-
-/// busybox plus a `/marker` file saying `text`: a one-layer rootfs to import.
-fn app_rootfs(dir: &Path, text: &str) -> PathBuf {
-    let tar = dir.join("app-rootfs.tar");
-    std::fs::copy(common::busybox_tar(), &tar).expect("copy busybox.tar");
-    let extra = dir.join("app-files");
-    std::fs::create_dir_all(&extra).expect("mkdir");
-    std::fs::write(extra.join("marker"), text).expect("write marker");
-    let st = Command::new("tar")
-        .arg("-rf")
-        .arg(&tar)
-        .arg("--owner=0")
-        .arg("--group=0")
-        .arg("-C")
-        .arg(&extra)
-        .arg("./marker")
-        .status()
-        .expect("tar");
-    assert!(st.success(), "tar -r failed");
-    tar
-}
 
 /// A host's node identity as its agent stored it.
 fn identity(c: &NetnsCluster, host: &str) -> tls::Identity {
@@ -80,7 +57,7 @@ fn an_image_only_a_worker_has_runs_on_another_worker_and_removed_nodes_are_refus
     let image = "local/app:1";
 
     // 1. worker1 alone has the image: imported, saved, removed and loaded back.
-    let rootfs = app_rootfs(scratch.path(), "served-by-worker1");
+    let rootfs = common::marker_rootfs_tar(scratch.path(), "app-rootfs", "served-by-worker1");
     c.on(
         "worker1",
         &["image", "import", &rootfs.to_string_lossy(), image],

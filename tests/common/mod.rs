@@ -56,6 +56,28 @@ pub fn busybox_tar() -> &'static Path {
     })
 }
 
+/// busybox plus a `/marker` file saying `text`, as `DIR/NAME.tar`: a one-layer rootfs to
+/// import, distinct from every other test's image.
+pub fn marker_rootfs_tar(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let tar = dir.join(format!("{name}.tar"));
+    std::fs::copy(busybox_tar(), &tar).expect("copy busybox.tar");
+    let extra = dir.join(format!("{name}-files"));
+    std::fs::create_dir_all(&extra).expect("mkdir");
+    std::fs::write(extra.join("marker"), text).expect("write marker");
+    let st = std::process::Command::new("tar")
+        .arg("-rf")
+        .arg(&tar)
+        .arg("--owner=0")
+        .arg("--group=0")
+        .arg("-C")
+        .arg(&extra)
+        .arg("./marker")
+        .status()
+        .expect("tar");
+    assert!(st.success(), "tar -r failed");
+    tar
+}
+
 /// A running agent owned by one test.
 pub struct Agent {
     pub dir: tempfile::TempDir,
