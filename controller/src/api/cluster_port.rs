@@ -273,8 +273,10 @@ impl pb::membership_server::Membership for ClusterPort {
             // a time.
             let mut described: Option<crate::model::NodeDescription> = None;
             let mut describing: Option<tokio::task::JoinHandle<()>> = None;
-            // The member list last sent on this stream: sent again only when it changes.
-            let mut members_sent: Option<Vec<crate::store::members::Member>> = None;
+            // The member list last sent on this stream: sent again only when it changes
+            // (compared only when the state changed since: the list is derived once per
+            // change for every stream, see `members::shared`).
+            let mut members_sent: Option<std::sync::Arc<crate::store::members::MemberList>> = None;
             loop {
                 let beat = match inbound.message().await {
                     Ok(Some(b)) => b,
@@ -320,17 +322,17 @@ impl pb::membership_server::Membership for ClusterPort {
                             .await;
                     });
                 }
-                let members = h.store().read(crate::store::members::of_state);
-                let members = (members_sent.as_ref() != Some(&members)).then(|| {
-                    let pb = crate::store::members::to_pb(&members);
-                    members_sent = Some(members);
-                    pb
+                let members = h.store().read(crate::store::members::shared);
+                let changed = members_sent.as_ref().is_none_or(|sent| {
+                    !std::sync::Arc::ptr_eq(sent, &members) && sent.0 != members.0
                 });
+                let pb_members = changed.then(|| crate::store::members::to_pb(&members.0));
+                members_sent = Some(members);
                 let resp = pb::HeartbeatResponse {
                     period_ms: period.as_millis() as u32,
                     managers: ClusterPort::managers(&h),
                     desired_role: node.role.as_str().into(),
-                    members,
+                    members: pb_members,
                 };
                 if tx.send(Ok(resp)).await.is_err() {
                     return;

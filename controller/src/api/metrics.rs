@@ -75,20 +75,6 @@ struct StateOnly {
     state: TaskState,
 }
 
-const TASK_STATES: [TaskState; 11] = [
-    TaskState::New,
-    TaskState::Pending,
-    TaskState::Assigned,
-    TaskState::Preparing,
-    TaskState::Starting,
-    TaskState::Running,
-    TaskState::Complete,
-    TaskState::Failed,
-    TaskState::Shutdown,
-    TaskState::Rejected,
-    TaskState::Orphaned,
-];
-
 /// Reads a manager's view: `None` on a worker.
 pub fn snapshot(cluster: &dyn Membership) -> Option<Snapshot> {
     let h = cluster.raft().filter(|h| !h.is_stopped())?;
@@ -119,7 +105,7 @@ pub fn snapshot(cluster: &dyn Membership) -> Option<Snapshot> {
 /// Tasks by state, every state present (zeros included) so series do not vanish.
 pub fn count_tasks(specs: &[Vec<u8>]) -> BTreeMap<&'static str, u64> {
     let mut out: BTreeMap<&'static str, u64> =
-        TASK_STATES.iter().map(|s| (s.as_str(), 0)).collect();
+        TaskState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for spec in specs {
         if let Ok(t) = serde_json::from_slice::<TaskStatusOnly>(spec) {
             *out.entry(t.status.state.as_str()).or_default() += 1;
@@ -230,7 +216,7 @@ mod tests {
         assert_eq!(c["running"], 2);
         assert_eq!(c["failed"], 1);
         assert_eq!(c["pending"], 0);
-        assert_eq!(c.len(), TASK_STATES.len());
+        assert_eq!(c.len(), TaskState::ALL.len());
     }
 
     #[test]

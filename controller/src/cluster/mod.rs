@@ -376,7 +376,7 @@ impl Cluster {
     /// latest copy; `None` while a worker has not heard one yet.
     pub fn members(&self) -> Option<Vec<members::Member>> {
         match self.raft().filter(|h| !h.is_stopped()) {
-            Some(h) => Some(h.store().read(members::of_state)),
+            Some(h) => Some(h.store().read(members::shared).0.clone()),
             None => self
                 .members
                 .read()

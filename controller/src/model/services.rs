@@ -300,6 +300,21 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in lifecycle order (metrics report each; tests walk them).
+    pub const ALL: [TaskState; 11] = [
+        TaskState::New,
+        TaskState::Pending,
+        TaskState::Assigned,
+        TaskState::Preparing,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Complete,
+        TaskState::Failed,
+        TaskState::Shutdown,
+        TaskState::Rejected,
+        TaskState::Orphaned,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::New => "new",

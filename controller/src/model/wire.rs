@@ -1082,19 +1082,7 @@ mod tests {
 
     #[test]
     fn tasks_round_trip_in_every_state() {
-        let states = [
-            TaskState::New,
-            TaskState::Pending,
-            TaskState::Assigned,
-            TaskState::Preparing,
-            TaskState::Starting,
-            TaskState::Running,
-            TaskState::Complete,
-            TaskState::Failed,
-            TaskState::Shutdown,
-            TaskState::Rejected,
-            TaskState::Orphaned,
-        ];
+        let states = TaskState::ALL;
         for (state, desired) in states
             .into_iter()
             .zip([Desired::Running, Desired::Shutdown].into_iter().cycle())

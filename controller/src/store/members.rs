@@ -41,6 +41,14 @@ pub fn of_state(sm: &StateMachine) -> Vec<Member> {
 }
 
 /// The list as the heartbeat stream carries it.
+/// The current members, derived once per change of the state and shared by every
+/// heartbeat stream (each compares it only when it is a new derivation).
+pub struct MemberList(pub Vec<Member>);
+
+pub fn shared(sm: &StateMachine) -> std::sync::Arc<MemberList> {
+    sm.memo(|sm| MemberList(of_state(sm)))
+}
+
 pub fn to_pb(members: &[Member]) -> pb::Members {
     pb::Members {
         nodes: members.iter().cloned().map(Into::into).collect(),
