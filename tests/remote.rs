@@ -280,7 +280,7 @@ fn tcp_engine_api_takes_client_certificates_of_its_cluster_only() {
         let mut disp =
             skiff_proto::orchestrator::dispatcher_client::DispatcherClient::new(ch.clone());
         let e = disp
-            .assignments(skiff_proto::orchestrator::AssignmentsRequest {})
+            .assignments(skiff_proto::orchestrator::AssignmentsRequest::default())
             .await
             .expect_err("dispatcher with a client certificate");
         assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");

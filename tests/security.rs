@@ -148,7 +148,7 @@ async fn probe(ch: tonic::transport::Channel) -> Vec<(&'static str, Result<(), t
         ),
         (
             "Dispatcher.Assignments",
-            call(first(disp.assignments(opb::AssignmentsRequest {}))).await,
+            call(first(disp.assignments(opb::AssignmentsRequest::default()))).await,
         ),
         (
             "Dispatcher.UpdateTaskStatus",

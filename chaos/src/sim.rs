@@ -194,6 +194,8 @@ struct SimNode {
     id: Arc<Mutex<String>>,
     /// Join failures seen (each is retried).
     join_errors: Arc<AtomicU64>,
+    /// Assignment streams opened, over every run of the node.
+    streams: Arc<AtomicU64>,
     run: Option<Running>,
 }
 
@@ -213,11 +215,14 @@ pub struct FleetStats {
     pub killed: usize,
     /// Task containers running, over all nodes.
     pub running: usize,
-    /// Task IDs running on more than one node.
+    /// Task IDs with more than one running container (on one node or several).
     pub duplicates: usize,
     pub starts: u64,
     pub injected_failures: u64,
     pub join_errors: u64,
+    /// Assignment streams opened, over all nodes (one per node per manager change when
+    /// healthy; more means streams break).
+    pub streams_opened: u64,
 }
 
 impl Fleet {
@@ -248,6 +253,7 @@ impl Fleet {
                 dir,
                 id: Arc::default(),
                 join_errors: Arc::default(),
+                streams: Arc::default(),
                 run: None,
             };
             node.run = Some(spawn_node(&self.cfg, i, &node)?);
@@ -349,6 +355,7 @@ impl Fleet {
                 s.joined += 1;
             }
             s.join_errors += n.join_errors.load(Ordering::Relaxed);
+            s.streams_opened += n.streams.load(Ordering::Relaxed);
             let (starts, failed) = n.engine.counts();
             s.starts += starts;
             s.injected_failures += failed;
@@ -403,6 +410,7 @@ fn spawn_node(cfg: &FleetConfig, i: usize, node: &SimNode) -> std::io::Result<Ru
     let engine = node.engine.clone();
     let id = node.id.clone();
     let join_errors = node.join_errors.clone();
+    let streams = node.streams.clone();
     let thread = std::thread::Builder::new()
         .name(format!("sim{i:05}"))
         .stack_size(1 << 20)
@@ -428,7 +436,7 @@ fn spawn_node(cfg: &FleetConfig, i: usize, node: &SimNode) -> std::io::Result<Ru
                         }
                     };
                     *id.lock().unwrap_or_else(|p| p.into_inner()) = cluster.node_id();
-                    let source = RemoteSource::spawn(cluster.clone());
+                    let source = RemoteSource::spawn_counting(cluster.clone(), streams.clone());
                     let engine: Arc<dyn Engine> = engine;
                     Executor::spawn(engine, source, cluster.node_id(), None);
                     // Pauses: block this thread (and so the whole node) until released.

@@ -100,14 +100,15 @@ sim() {  # sends a command, prints the answer line
 jnum() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
 L=$(leader); LP=$(cat "$D/m$L/pid"); HZ=$(getconf CLK_TCK)
 sleep 5  # let the join burst settle before measuring
-c0=$(cpu_ticks "$LP"); t0=$(now); maxdown=0
+c0=$(cpu_ticks "$LP"); t0=$(now); maxdown=0; s0=$(sim stats | jnum streams_opened)
 for _ in $(seq 1 $((STEADY / 5))); do
   sleep 5; d=$(downs); [ "$d" -gt "$maxdown" ] && maxdown=$d
 done
 c1=$(cpu_ticks "$LP"); el=$(ms_since "$t0")
 cpu=$(( (c1 - c0) * 100000 / HZ / el ))
 rss=""; for i in $(seq 1 "$M"); do rss="$rss m$i=$(rss_mib "$(cat "$D/m$i/pid")")MiB"; done
-echo "steady state ${STEADY}s: leader (m$L) CPU ${cpu}% of a core, manager RSS:$rss, sim RSS $(rss_mib "$SIMPID")MiB, nodes marked down: $maxdown (none was killed)"
+reopened=$(( $(sim stats | jnum streams_opened) - s0 ))
+echo "steady state ${STEADY}s: leader (m$L) CPU ${cpu}% of a core, manager RSS:$rss, sim RSS $(rss_mib "$SIMPID")MiB, nodes marked down: $maxdown (none was killed), assignment streams reopened: $reopened"
 
 # (2) deploy, rolling update, remove
 BIG=$(( T / 10 )); REST=$(( (T - BIG) / 99 )); EXTRA=$(( T - BIG - REST * 99 ))
@@ -132,7 +133,7 @@ DEPLOY_MS=$(ms_since "$s")
 st=$(sim stats)
 echo "stack deploy of 100 services, $T tasks ($NET network): all running in $((DEPLOY_MS / 1000)).$(( DEPLOY_MS % 1000 / 100 )) s; sim: $st"
 [ "$(echo "$st" | jnum running)" = "$T" ] || echo "WARNING: the simulated nodes run $(echo "$st" | jnum running) task containers, not $T"
-[ "$(echo "$st" | jnum duplicates)" = 0 ] || echo "WARNING: tasks running on two nodes"
+[ "$(echo "$st" | jnum duplicates)" = 0 ] || echo "WARNING: tasks running in two containers"
 
 s=$(now); maxgap=0
 sk "$L" service update --env-add ROLL=1 scale_s000 >/dev/null

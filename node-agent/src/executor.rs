@@ -165,14 +165,26 @@ pub struct RemoteSource {
     cluster: Arc<skiff_controller::cluster::Cluster>,
     view: std::sync::RwLock<View>,
     notify: tokio::sync::Notify,
+    /// Streams opened so far (a healthy quiet cluster opens one per manager change).
+    opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RemoteSource {
     pub fn spawn(cluster: Arc<skiff_controller::cluster::Cluster>) -> Arc<Self> {
+        Self::spawn_counting(cluster, Arc::default())
+    }
+
+    /// As [`RemoteSource::spawn`], counting each stream it opens in `opened` (the node
+    /// simulator sums them over its nodes to show reconnect storms).
+    pub fn spawn_counting(
+        cluster: Arc<skiff_controller::cluster::Cluster>,
+        opened: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Arc<Self> {
         let me = Arc::new(Self {
             cluster,
             view: Default::default(),
             notify: tokio::sync::Notify::new(),
+            opened,
         });
         let bg = me.clone();
         tokio::spawn(
@@ -194,16 +206,24 @@ impl RemoteSource {
         let ch = self.cluster.manager_channel().map_err(|e| e.to_string())?;
         let mut c = DispatcherClient::new(ch);
         let mut s = c
-            .assignments(skiff_proto::orchestrator::AssignmentsRequest {})
+            .assignments(skiff_proto::orchestrator::AssignmentsRequest { keepalive: true })
             .await
             .map_err(|e| e.to_string())?
             .into_inner();
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let silence = skiff_controller::orchestrator::dispatcher::ASSIGNMENTS_SILENCE;
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(10), s.message())
+            // A manager that keeps the connection but stops sending (stopped, or cut off
+            // from the others) is left for another; a quiet one sends keepalives.
+            let msg = tokio::time::timeout(silence, s.message())
                 .await
-                .map_err(|_| "no assignments for 10s".to_string())?
+                .map_err(|_| format!("no assignments for {}s", silence.as_secs()))?
                 .map_err(|e| e.to_string())?;
             let Some(set) = msg else { return Ok(()) };
+            if set.unchanged {
+                continue;
+            }
             self.cluster.set_revoked_clients(&set.revoked_clients);
             // A set this agent cannot read is refused whole: acting on part of it could
             // stop tasks that are missing only because they did not decode.
@@ -332,7 +352,7 @@ impl Executor {
                     }
                     last = Some(tokio::time::Instant::now());
                     let view = dp.source.view(&dp.node_id);
-                    let containers = dp.task_containers();
+                    let containers = dp.task_containers(&dp.engine.labelled(LABEL_TASK));
                     let nets = dp.engine.networks();
                     if let Err(e) = nets.sync_overlays(&view.overlay, &dp.node_id).await {
                         tracing::warn!(error = %e, "programming overlay networks");
@@ -361,9 +381,23 @@ impl Executor {
         self.source.view(&self.node_id).tasks
     }
 
-    /// Containers of this node that belong to tasks: task ID → container ID.
-    fn task_containers(&self) -> HashMap<String, String> {
-        self.engine.labelled(LABEL_TASK).into_iter().collect()
+    /// Containers of this node that belong to tasks: task ID → container ID, a running
+    /// one where a task has several (only a fault makes two; the pass removes the others).
+    fn task_containers(&self, labelled: &[(String, String)]) -> HashMap<String, String> {
+        let mut map: HashMap<String, String> = HashMap::new();
+        for (task, cid) in labelled {
+            let replace = match map.get(task) {
+                None => true,
+                Some(have) => {
+                    !self.engine.state(have).is_some_and(|s| s.is_running())
+                        && self.engine.state(cid).is_some_and(|s| s.is_running())
+                }
+            };
+            if replace {
+                map.insert(task.clone(), cid.clone());
+            }
+        }
+        map
     }
 
     /// A namespace mode for the engine: `service:NAME` becomes `container:ID` of a
@@ -421,7 +455,8 @@ impl Executor {
         // One read of the cluster's view per pass; every rule below works from it.
         let view = self.source.view(&self.node_id);
         let tasks = &view.tasks;
-        let containers = self.task_containers();
+        let labelled = self.engine.labelled(LABEL_TASK);
+        let containers = self.task_containers(&labelled);
         let now = now_ms();
         let overlays_ready = self.sync_overlays(&view.overlay).await;
         for t in tasks {
@@ -456,7 +491,7 @@ impl Executor {
                     let t = t.clone();
                     tokio::spawn(
                         async move {
-                            me.start(&t, cid).await;
+                            me.start(&t).await;
                             me.in_flight.lock().await.remove(&t.id);
                         }
                         .instrument(span),
@@ -497,14 +532,15 @@ impl Executor {
         }
         self.prune_networks(&view.networks).await;
         // Containers of tasks that are finished, told to stop, or gone from the store
-        // (a task marked orphaned while this node was away still has its container).
+        // (a task marked orphaned while this node was away still has its container),
+        // and any second container of a task.
         let mut current = None;
-        for (task_id, cid) in &containers {
+        for (task_id, cid) in &labelled {
             let task = tasks.iter().find(|t| &t.id == task_id);
             let keep = task.is_some_and(|t| {
                 t.value.desired == Desired::Running && !t.value.status.state.is_terminal()
             });
-            if keep {
+            if keep && containers.get(task_id) == Some(cid) {
                 continue;
             }
             // Gone from the store, or not there yet: only act on a view known current.
@@ -536,9 +572,27 @@ impl Executor {
         }
     }
 
-    async fn start(&self, t: &Stored<Task>, existing: Option<String>) {
-        if let Some(c) = existing {
-            // A previous pass created it but the report was lost: start (idempotent).
+    /// Starts `t`'s container; the caller holds the task's in-flight guard.
+    async fn start(&self, t: &Stored<Task>) {
+        // The task's containers are read here, under the guard, not from the pass: a start
+        // that ended after the pass read them has made one, and a second would run the
+        // task twice. A running one is reported (its report was refused or not yet seen);
+        // others are left from a start whose report was lost, and go.
+        let mine: Vec<String> = self
+            .engine
+            .labelled(LABEL_TASK)
+            .into_iter()
+            .filter(|(task, _)| task == &t.id)
+            .map(|(_, c)| c)
+            .collect();
+        if let Some(c) = mine
+            .iter()
+            .find(|c| self.engine.state(c).is_some_and(|s| s.is_running()))
+        {
+            self.report(t, |v| mark_running(v, c)).await;
+            return;
+        }
+        for c in mine {
             let _ = self.engine.remove(&c, true).await;
         }
         let tpl = &t.value.template;

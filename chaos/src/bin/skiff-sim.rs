@@ -2,7 +2,7 @@
 //! `skiff_chaos::sim`). Driven by commands on stdin, one a line, each answered on stdout:
 //!
 //! - `stats`: one JSON line (nodes joined, up, paused, killed, task containers running,
-//!   tasks running on more than one node, starts, injected failures);
+//!   tasks running in more than one container, starts, injected failures);
 //! - `add N`: N more nodes;
 //! - `kill RANGE`, `pause RANGE`, `resume RANGE`: in bulk (RANGE: `A..B`, `A`, `all`);
 //! - `ids RANGE`: the node IDs, one a line, then `.`;
@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
                         "paused": s.paused, "killed": s.killed, "running": s.running,
                         "duplicates": s.duplicates, "starts": s.starts,
                         "injected_failures": s.injected_failures,
-                        "join_errors": s.join_errors,
+                        "join_errors": s.join_errors, "streams_opened": s.streams_opened,
                     })
                 )?;
             }

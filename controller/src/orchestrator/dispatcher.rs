@@ -16,6 +16,13 @@ use skiff_proto::orchestrator as pb;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a worker waits on a silent assignment stream before it gives it up and
+/// connects again (to the leader or another manager).
+pub const ASSIGNMENTS_SILENCE: Duration = Duration::from_secs(10);
+/// How long a stream stays quiet before the dispatcher sends a liveness-only set (the
+/// loop wakes every 2 s, so one goes out within 3–5 s: two chances per silence window).
+const KEEPALIVE_PERIOD: Duration = Duration::from_secs(3);
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
@@ -83,6 +90,7 @@ pub fn assignments(sm: &crate::store::StateMachine, node: &str) -> pb::Assignmen
         files,
         overlay: Some(super::overlay::view(sm, node).into()),
         revoked_clients: crate::store::clients::revoked_serials(sm),
+        unchanged: false,
     }
 }
 
@@ -340,6 +348,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         req: Request<pb::AssignmentsRequest>,
     ) -> Result<Response<AssignStream>, Status> {
         let node = caller(&req)?;
+        let keepalive = req.get_ref().keepalive;
         let h = self.manager()?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let span = tracing::info_span!("dispatch", node_id = %node);
@@ -351,6 +360,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
                 // comparison, not a recomputation (with thousands of streams, recomputing
                 // every one every 2 s kept a manager busy in steady state).
                 let mut computed_at = None;
+                let mut sent_at = tokio::time::Instant::now();
                 loop {
                     let applied = h.store().read(|sm| sm.applied());
                     if computed_at != Some(applied) {
@@ -360,8 +370,21 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
                             if tx.send(Ok(set.clone())).await.is_err() {
                                 return;
                             }
+                            sent_at = tokio::time::Instant::now();
                             last = Some(set);
                         }
+                    }
+                    // A quiet stream still says it is alive (the worker gives a silent one
+                    // up after ASSIGNMENTS_SILENCE), in a few bytes instead of the set.
+                    if keepalive && last.is_some() && sent_at.elapsed() >= KEEPALIVE_PERIOD {
+                        let alive = pb::AssignmentSet {
+                            unchanged: true,
+                            ..Default::default()
+                        };
+                        if tx.send(Ok(alive)).await.is_err() {
+                            return;
+                        }
+                        sent_at = tokio::time::Instant::now();
                     }
                     // The same channel carries liveness: a quiet period still ends in a resend
                     // check, and a closed client ends the loop.

@@ -480,3 +480,44 @@ async fn host_none_and_bridge_network_modes_go_to_the_engine_as_they_are() {
         assert_eq!(r.creates()[0].1.network_mode, mode);
     }
 }
+
+#[tokio::test]
+async fn a_start_finds_the_container_an_earlier_start_made_instead_of_making_a_second() {
+    // The pass read no container for t1, but by the time its start holds the guard an
+    // earlier start has made one and it runs (its report not seen yet).
+    let r = rig(Behaviour::default(), vec![task("t1")]);
+    let labels = HashMap::from([(LABEL_TASK.to_string(), "t1".to_string())]);
+    r.engine.add_running("c-earlier", labels);
+    let t = task("t1");
+    r.ex.start(&t).await;
+    assert!(r.creates().is_empty(), "calls: {:?}", r.engine.calls());
+    let t = r.source.task("t1");
+    assert_eq!(t.status.state, TaskState::Running);
+    assert_eq!(t.status.container_id, "c-earlier");
+}
+
+#[tokio::test]
+async fn a_second_container_of_one_task_is_removed_and_the_running_one_kept() {
+    let mut t = task("t1");
+    t.value.status.state = TaskState::Running;
+    t.value.status.container_id = "c-a".into();
+    let r = rig(Behaviour::default(), vec![t]);
+    let labels = || HashMap::from([(LABEL_TASK.to_string(), "t1".to_string())]);
+    r.engine.add_running("c-a", labels());
+    r.engine.add_running("c-b", labels());
+    r.engine.exit("c-b", 0);
+
+    r.pass().await;
+    let left: Vec<String> = r
+        .engine
+        .labelled(LABEL_TASK)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(left, vec!["c-a".to_string()]);
+    assert_eq!(r.source.task("t1").status.state, TaskState::Running);
+    assert!(r.engine.calls().contains(&Call::Remove {
+        id: "c-b".into(),
+        force: true
+    }));
+}
