@@ -93,7 +93,13 @@ fn converged(fleet: &Fleet, m: &Member, within: Duration, what: &str) {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    panic!("{what}: not converged within {within:?}: {last}");
+    let log = m.log();
+    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    panic!(
+        "{what}: not converged within {within:?}: {last}\nthe manager's log ends:\n{}",
+        tail.join("\n")
+    );
 }
 
 #[test]

@@ -58,6 +58,8 @@ impl SimEngine {
                 FakeBehaviour {
                     start_latency: b.start_latency,
                     exit_after: b.exit_after,
+                    // The simulator reads states, not the call record.
+                    keep_records: 64,
                     ..Default::default()
                 },
             ),

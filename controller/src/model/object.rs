@@ -59,4 +59,93 @@ pub struct Event {
     pub index: u64,
     pub action: Action,
     pub object: Object,
+    /// The one node whose work this change concerns: a task's node, for a task on no
+    /// overlay network (`Some("")`: an unplaced task, no node's). `None` when it may
+    /// concern any node (every other kind; a task with overlay addresses, which is an
+    /// endpoint in every member's overlay view). Computed once at apply, so each of
+    /// thousands of assignment streams tests it with a comparison.
+    pub node: Option<String>,
+}
+
+impl Event {
+    pub fn new(index: u64, action: Action, object: Object) -> Event {
+        let node = (object.kind == super::KIND_TASK)
+            .then(|| task_node(&object.spec))
+            .flatten();
+        Event {
+            index,
+            action,
+            object,
+            node,
+        }
+    }
+
+    /// Whether this change may alter what `node` is told to run.
+    pub fn concerns(&self, node: &str) -> bool {
+        self.node.as_deref().is_none_or(|n| n == node)
+    }
+}
+
+/// A task's node, or `None` if the task is on an overlay (or cannot be read: safest to
+/// tell everyone).
+fn task_node(spec: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Placement {
+        #[serde(default)]
+        node_id: String,
+        #[serde(default)]
+        addresses: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+    }
+    let p: Placement = serde_json::from_slice(spec).ok()?;
+    p.addresses.is_empty().then_some(p.node_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Task, KIND_TASK};
+
+    fn event(kind: &str, spec: Vec<u8>) -> Event {
+        let object = Object {
+            kind: kind.into(),
+            id: "x".into(),
+            name: "x".into(),
+            version: 1,
+            spec,
+            created_index: 1,
+            updated_index: 1,
+        };
+        Event::new(1, Action::Updated, object)
+    }
+
+    fn task_event(node: &str, overlay: bool) -> Event {
+        let mut t = Task {
+            node_id: node.into(),
+            ..Default::default()
+        };
+        if overlay {
+            t.addresses
+                .insert("net".into(), std::net::Ipv4Addr::new(10, 0, 0, 2));
+        }
+        event(KIND_TASK, serde_json::to_vec(&t).expect("json"))
+    }
+
+    #[test]
+    fn a_task_change_concerns_its_node_only_unless_it_is_an_overlay_endpoint() {
+        let e = task_event("n1", false);
+        assert!(e.concerns("n1"));
+        assert!(!e.concerns("n2"));
+        // Unplaced: nobody's.
+        assert!(!task_event("", false).concerns("n1"));
+        // An overlay endpoint is in every member's view.
+        let e = task_event("n1", true);
+        assert!(e.concerns("n1") && e.concerns("n2"));
+    }
+
+    #[test]
+    fn other_kinds_and_unreadable_tasks_concern_every_node() {
+        assert!(event("service", b"{}".to_vec()).concerns("n2"));
+        assert!(event("network", b"{}".to_vec()).concerns("n2"));
+        assert!(event(KIND_TASK, b"not json".to_vec()).concerns("n2"));
+    }
 }

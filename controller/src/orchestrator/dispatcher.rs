@@ -356,16 +356,18 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
             async move {
                 let mut events = h.store().read(|sm| sm.subscribe());
                 let mut last = None;
-                // The applied index the last set was computed at: a quiet period costs a
-                // comparison, not a recomputation (with thousands of streams, recomputing
-                // every one every 2 s kept a manager busy in steady state).
-                let mut computed_at = None;
+                // Recomputed only after a change that concerns this node (`Event::concerns`)
+                // or a snapshot: a quiet period, or a change on other nodes, costs a
+                // comparison, not a set (with thousands of streams, recomputing every one
+                // on every change kept a manager busy during deploys).
+                let mut dirty = true;
+                let mut restores = 0;
                 let mut sent_at = tokio::time::Instant::now();
+                let mut checked_at = sent_at;
                 loop {
-                    let applied = h.store().read(|sm| sm.applied());
-                    if computed_at != Some(applied) {
-                        let (at, set) = h.store().read(|sm| (sm.applied(), assignments(sm, &node)));
-                        computed_at = Some(at);
+                    if dirty {
+                        let (r, set) = h.store().read(|sm| (sm.restores(), assignments(sm, &node)));
+                        (restores, dirty) = (r, false);
                         if last.as_ref() != Some(&set) {
                             if tx.send(Ok(set.clone())).await.is_err() {
                                 return;
@@ -388,17 +390,36 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
                     }
                     // The same channel carries liveness: a quiet period still ends in a resend
                     // check, and a closed client ends the loop.
+                    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
                     tokio::select! {
                         r = events.recv() => {
-                            if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                                return;
-                            }
+                            let mut relevant = match r {
+                                Ok(e) => e.concerns(&node),
+                                Err(RecvError::Lagged(_)) => true,
+                                Err(RecvError::Closed) => return,
+                            };
+                            // Changes come in bursts: one look (and at most one set) per
+                            // burst, whether or not it concerns this node; a wake per event
+                            // on every stream would crowd the store's lock.
                             tokio::time::sleep(Duration::from_millis(20)).await;
-                            while events.try_recv().is_ok() {}
-                            computed_at = None;
+                            loop {
+                                match events.try_recv() {
+                                    Ok(e) => relevant |= e.concerns(&node),
+                                    Err(TryRecvError::Lagged(_)) => relevant = true,
+                                    Err(_) => break,
+                                }
+                            }
+                            dirty |= relevant;
                         }
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                         _ = tx.closed() => return,
+                    }
+                    // A snapshot replaced the store without events (rare: a look every 2 s).
+                    if checked_at.elapsed() >= Duration::from_secs(2) {
+                        checked_at = tokio::time::Instant::now();
+                        if h.store().read(|sm| sm.restores()) != restores {
+                            dirty = true;
+                        }
                     }
                     if h.is_stopped() {
                         return;

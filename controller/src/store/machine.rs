@@ -49,6 +49,8 @@ pub struct StateMachine {
     /// Values derived from the current contents (see [`Self::memo`]); emptied by every
     /// change.
     memo: std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
+    /// See [`Self::restores`].
+    restores: u64,
 }
 
 fn node_object(n: &Node, index: u64) -> Object {
@@ -87,6 +89,7 @@ impl StateMachine {
             events,
             cluster_events,
             memo: Default::default(),
+            restores: 0,
         }
     }
 
@@ -100,10 +103,18 @@ impl StateMachine {
         };
         let events = self.events.clone();
         let cluster_events = self.cluster_events.clone();
+        let restores = self.restores + 1;
         *self = StateMachine::from_store(store);
         self.events = events;
         self.cluster_events = cluster_events;
+        self.restores = restores;
         Ok(())
+    }
+
+    /// How many snapshots replaced the contents (they publish no events: a subscriber
+    /// that sees this move must re-read everything).
+    pub fn restores(&self) -> u64 {
+        self.restores
     }
 
     pub fn snapshot_data(&self) -> Result<Vec<u8>, serde_json::Error> {
@@ -513,20 +524,12 @@ impl StateMachine {
                     } else {
                         Action::Created
                     };
-                    events.push(Event {
-                        index,
-                        action,
-                        object: node_object(&n, index),
-                    });
+                    events.push(Event::new(index, action, node_object(&n, index)));
                     self.store.nodes.insert(id, n);
                 }
                 None => {
                     if let Some(n) = self.store.nodes.remove(&id) {
-                        events.push(Event {
-                            index,
-                            action: Action::Deleted,
-                            object: node_object(&n, index),
-                        });
+                        events.push(Event::new(index, Action::Deleted, node_object(&n, index)));
                     }
                 }
             }
@@ -574,11 +577,7 @@ impl StateMachine {
             cluster_events.extend(crate::model::events::derive_object(
                 at, index, action, old, &object,
             ));
-            events.push(Event {
-                index,
-                action,
-                object,
-            });
+            events.push(Event::new(index, action, object));
         }
         for e in events {
             let _ = self.events.send(Arc::new(e));
@@ -650,6 +649,8 @@ mod tests {
         assert_eq!(sm.memo(count).0, 0, "a restore drops it too");
         sm.restore(&data).expect("restore");
         assert_eq!(sm.memo(count).0, 1);
+        // Restores publish no events; subscribers learn of them from the count.
+        assert_eq!(sm.restores(), 2);
     }
 
     #[test]

@@ -56,7 +56,7 @@ struct FakeContainer {
 
 #[derive(Default)]
 struct Inner {
-    calls: Vec<Call>,
+    calls: std::collections::VecDeque<Call>,
     containers: BTreeMap<String, FakeContainer>,
     networks: BTreeMap<String, NetworkSummary>,
     task_states: Vec<&'static str>,
@@ -74,6 +74,9 @@ pub struct Behaviour {
     pub exit_after: Option<(Duration, i32)>,
     /// What health-check (and other) execs return.
     pub exec_exit_code: i32,
+    /// Keep only the last this many calls and task states (0: all). A simulator running
+    /// for hours keeps a bounded record; a test keeps everything.
+    pub keep_records: usize,
 }
 
 /// See the module documentation.
@@ -95,6 +98,13 @@ impl FakeEngine {
         }
     }
 
+    fn record(&self, inner: &mut Inner, call: Call) {
+        if self.behaviour.keep_records > 0 && inner.calls.len() >= self.behaviour.keep_records {
+            inner.calls.pop_front();
+        }
+        inner.calls.push_back(call);
+    }
+
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic elsewhere in a test must not hide the records.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -102,7 +112,7 @@ impl FakeEngine {
 
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
-        self.inner().calls.clone()
+        self.inner().calls.iter().cloned().collect()
     }
 
     /// Task states counted through [`Engine::task_state_changed`].
@@ -165,10 +175,13 @@ impl Engine for FakeEngine {
         inner.next += 1;
         let n = inner.next;
         let id = format!("{n:064x}");
-        inner.calls.push(Call::Create {
-            name,
-            config: Box::new(config.clone()),
-        });
+        self.record(
+            &mut inner,
+            Call::Create {
+                name,
+                config: Box::new(config.clone()),
+            },
+        );
         inner.containers.insert(
             id.clone(),
             FakeContainer {
@@ -185,7 +198,7 @@ impl Engine for FakeEngine {
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        self.inner().calls.push(Call::Start(id.to_string()));
+        self.record(&mut self.inner(), Call::Start(id.to_string()));
         tokio::time::sleep(self.behaviour.start_latency).await;
         let mut inner = self.inner();
         let c = inner
@@ -211,10 +224,13 @@ impl Engine for FakeEngine {
 
     async fn stop(&self, id: &str, grace_secs: Option<u32>) -> Result<()> {
         let mut inner = self.inner();
-        inner.calls.push(Call::Stop {
-            id: id.to_string(),
-            grace_secs,
-        });
+        self.record(
+            &mut inner,
+            Call::Stop {
+                id: id.to_string(),
+                grace_secs,
+            },
+        );
         let c = inner
             .containers
             .get_mut(id)
@@ -229,10 +245,13 @@ impl Engine for FakeEngine {
 
     async fn remove(&self, id: &str, force: bool) -> Result<()> {
         let mut inner = self.inner();
-        inner.calls.push(Call::Remove {
-            id: id.to_string(),
-            force,
-        });
+        self.record(
+            &mut inner,
+            Call::Remove {
+                id: id.to_string(),
+                force,
+            },
+        );
         let running = inner
             .containers
             .get(id)
@@ -250,10 +269,13 @@ impl Engine for FakeEngine {
 
     async fn exec(&self, id: &str, args: Vec<String>) -> Result<i32> {
         let mut inner = self.inner();
-        inner.calls.push(Call::Exec {
-            id: id.to_string(),
-            args,
-        });
+        self.record(
+            &mut inner,
+            Call::Exec {
+                id: id.to_string(),
+                args,
+            },
+        );
         let c = inner
             .containers
             .get_mut(id)
@@ -287,7 +309,12 @@ impl Engine for FakeEngine {
     }
 
     fn task_state_changed(&self, state: &'static str) {
-        self.inner().task_states.push(state);
+        let mut inner = self.inner();
+        if self.behaviour.keep_records > 0 && inner.task_states.len() >= self.behaviour.keep_records
+        {
+            inner.task_states.remove(0);
+        }
+        inner.task_states.push(state);
     }
 
     fn root(&self) -> &Path {
@@ -312,7 +339,7 @@ impl NetworkEngine for FakeEngine {
 
     async fn create(&self, req: CreateNetwork) -> Result<()> {
         let mut inner = self.inner();
-        inner.calls.push(Call::CreateNetwork(req.name.clone()));
+        self.record(&mut inner, Call::CreateNetwork(req.name.clone()));
         let id = format!("net-{}", req.name);
         let n = NetworkSummary {
             id: id.clone(),
@@ -326,7 +353,7 @@ impl NetworkEngine for FakeEngine {
 
     async fn remove(&self, key: &str) -> Result<()> {
         let mut inner = self.inner();
-        inner.calls.push(Call::RemoveNetwork(key.to_string()));
+        self.record(&mut inner, Call::RemoveNetwork(key.to_string()));
         inner
             .networks
             .remove(key)
@@ -352,9 +379,7 @@ impl NetworkEngine for FakeEngine {
         backends: Vec<(Ipv4Addr, u16)>,
     ) -> Result<()> {
         let key = format!("{service}/{proto}/{port}");
-        self.inner()
-            .calls
-            .push(Call::SetServicePort { key, backends });
+        self.record(&mut self.inner(), Call::SetServicePort { key, backends });
         Ok(())
     }
 
@@ -363,7 +388,7 @@ impl NetworkEngine for FakeEngine {
     }
 
     async fn ensure_overlay(&self, o: &OverlayNetwork, _node_id: &str) -> Result<()> {
-        self.inner().calls.push(Call::EnsureOverlay(o.name.clone()));
+        self.record(&mut self.inner(), Call::EnsureOverlay(o.name.clone()));
         Ok(())
     }
 
@@ -373,5 +398,35 @@ impl NetworkEngine for FakeEngine {
 
     async fn prune_overlays(&self, _keep: &HashSet<String>) -> Vec<String> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_bounded_when_asked_and_whole_otherwise() {
+        let bounded = FakeEngine::new(
+            "/nonexistent",
+            Behaviour {
+                keep_records: 2,
+                ..Default::default()
+            },
+        );
+        let whole = FakeEngine::new("/nonexistent", Behaviour::default());
+        for e in [&bounded, &whole] {
+            for i in 0..3 {
+                e.record(&mut e.inner(), Call::Start(format!("c{i}")));
+                e.task_state_changed(["new", "running", "complete"][i]);
+            }
+        }
+        assert_eq!(
+            bounded.calls(),
+            vec![Call::Start("c1".into()), Call::Start("c2".into())]
+        );
+        assert_eq!(bounded.task_states(), vec!["running", "complete"]);
+        assert_eq!(whole.calls().len(), 3);
+        assert_eq!(whole.task_states().len(), 3);
     }
 }
