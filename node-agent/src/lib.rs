@@ -89,6 +89,9 @@ fn protect_from_oom() {
 }
 
 /// Runs the agent until SIGINT/SIGTERM. Containers keep running after it returns.
+/// How often the agent returns freed heap to the kernel (a walk of malloc's free lists).
+const HEAP_TRIM_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
     protect_from_oom();
     skiff_runtime::fsutil::create_dir_mode(&cfg.root, 0o700)
@@ -99,6 +102,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
     let images = Arc::new(skiff_runtime::image::ImageStore::open(&cfg.root)?);
+    // glibc keeps what bursts of work (container starts and removals, pulls, builds)
+    // freed for reuse, so the agent would stay at its peak: hand it back now and then.
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(HEAP_TRIM_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let _ = tokio::task::spawn_blocking(skiff_runtime::heap::release_free_memory).await;
+        }
+    });
     let events = Arc::new(events::EventBus::default());
     let containers = containers::Containers::new(cfg.clone(), images.clone(), events.clone());
     containers.restore().await?;

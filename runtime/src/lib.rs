@@ -14,6 +14,7 @@ pub mod cgroup;
 pub mod container;
 pub mod digest;
 pub mod fsutil;
+pub mod heap;
 pub mod image;
 pub mod network;
 pub mod shim;

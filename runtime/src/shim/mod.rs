@@ -146,11 +146,7 @@ pub(crate) fn recv_fd(sock: &std::os::unix::net::UnixStream) -> Result<OwnedFd, 
 /// set-up) back to the kernel: a shim then idles for the container's whole life, and
 /// those pages would otherwise stay private to every shim.
 pub(crate) fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own free lists; it takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::heap::release_free_memory();
 }
 
 /// Makes the calling process a child subreaper, so the container's processes are
