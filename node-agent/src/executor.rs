@@ -189,11 +189,23 @@ impl RemoteSource {
         let bg = me.clone();
         tokio::spawn(
             async move {
+                // 0.5 s doubling to 5 s, jittered: a fleet reconnecting to an overloaded
+                // manager must not keep it overloaded. A stream that outlived the silence
+                // window worked, and the next failure retries quickly again.
+                let mut backoff = skiff_controller::cluster::backoff::Backoff::new(
+                    Duration::from_millis(500),
+                    Duration::from_secs(5),
+                );
+                let worked = skiff_controller::orchestrator::dispatcher::ASSIGNMENTS_SILENCE;
                 loop {
+                    let started = tokio::time::Instant::now();
                     if let Err(e) = bg.stream().await {
                         tracing::debug!(error = %e, "assignment stream ended; reconnecting");
                     }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if started.elapsed() >= worked {
+                        backoff.reset();
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
             .instrument(tracing::info_span!("assignments")),

@@ -11,6 +11,7 @@
 //! node certificate and key), `raft/` (the log, managers only), `removed` (a marker:
 //! this node was removed and must be wiped before it joins again).
 
+pub mod backoff;
 pub mod transport;
 
 /// The servers at their path before the layering.
@@ -36,6 +37,9 @@ use std::time::{Duration, Instant};
 
 /// The cluster port used when `--listen-addr` names only an IP (Swarm's).
 pub const DEFAULT_PORT: u16 = 2377;
+/// The longest wait between heartbeat reconnects (200 ms doubling, jittered): under the
+/// default 3 s down grace, so backing off alone never gets a node marked down.
+const HEARTBEAT_RETRY_MAX: Duration = Duration::from_millis(1600);
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -750,6 +754,9 @@ impl Cluster {
     /// One stream to the leader at a time; on any failure, try the next manager.
     async fn heartbeat_loop(self: Arc<Self>) {
         let mut next = 0usize;
+        // A stream that lasted this long worked: the next failure retries quickly again.
+        let worked = self.cfg.heartbeat_period * 3;
+        let mut backoff = backoff::Backoff::new(Duration::from_millis(200), HEARTBEAT_RETRY_MAX);
         loop {
             let me = self.node_id();
             if let Some(h) = self.raft() {
@@ -795,7 +802,11 @@ impl Cluster {
                 .raft()
                 .map(|h| h.status().leader_id)
                 .filter(|l| *l != 0 && self.leader_addr().as_deref() == Some(addr.as_str()));
+            let started = tokio::time::Instant::now();
             let ended = self.heartbeat_stream(&addr, &me).await;
+            if started.elapsed() >= worked {
+                backoff.reset();
+            }
             if let (Some(h), Some(leader)) = (self.raft(), to_leader) {
                 if !matches!(&ended, Err(s) if s.code() == tonic::Code::PermissionDenied) {
                     h.leader_lost(leader);
@@ -814,7 +825,7 @@ impl Cluster {
                     tracing::debug!(manager = %addr, error = %s.message(), "heartbeat stream ended")
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
