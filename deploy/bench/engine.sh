@@ -160,9 +160,9 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k/1024}'; }
 echo "shim RSS (median of $IDLE): $(mib "$shim_rss") MiB, PSS $(mib "$shim_pss") MiB, private dirty $(mib "$shim_priv") MiB"
 echo "shim in kB (median of $IDLE): RSS $shim_rss, PSS $shim_pss, Private_Dirty $shim_priv (max $shim_priv_max)"
 if [ "${SKIFF_LOG_SPANS:-}" = 1 ]; then
-  # Span closes read `shim_spawn: ... close time.busy=1.2ms time.idle=3.4ms`: the sum
-  # is the span's wall time.
-  spawn_ms=$(awk '/shim_spawn/ && / close / {
+  # Span closes read `shim_spawn: ... close time.busy=1.2ms time.idle=3.4ms` (colours
+  # stripped): the sum is the span's wall time.
+  spawn_ms=$(awk '{ gsub(/\033\[[0-9;]*m/, "") } /shim_spawn/ && / close / {
       t = 0
       for (i = 1; i <= NF; i++) if ($i ~ /^time\.(busy|idle)=/) {
         v = $i; sub(/^[^=]*=/, "", v); u = v; sub(/^[0-9.]+/, "", u); v += 0
