@@ -266,7 +266,7 @@ impl ShimCommand {
             tracing::warn!(
                 agent = %exe.display(),
                 "{SHIM_BINARY} is not installed beside the agent: shims run as `skiff shim`, \
-                 whose private memory is about 1 MB more per container (install {SHIM_BINARY} \
+                 whose private memory is about 0.8 MB more per container (install {SHIM_BINARY} \
                  beside skiff)"
             );
         }
