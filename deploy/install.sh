@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs Skiff on a Debian/Ubuntu host, as root: the binary, the runtime packages,
+# Installs Skiff on a Debian/Ubuntu host, as root: the binaries (skiff, and skiff-shim
+# beside it: the per-container shim), the runtime packages,
 # /etc/skiff/agent.yaml (only if absent), a systemd unit for `skiff agent`, shell
 # completions and man pages; enables and starts the agent where systemd runs, and
 # prints the next command to run. Idempotent: a second run changes nothing and says so;
@@ -16,6 +17,7 @@ usage() {
 Usage: deploy/install.sh [OPTIONS]
 
   --bin PATH             install this skiff binary (default: cargo build --release here)
+  --shim PATH            install this skiff-shim binary (default: skiff-shim beside --bin)
   --listen-addr IP[:P]   open the cluster port (2377) on IP: a manager other nodes can join
   --advertise-addr IP    address other nodes use to reach this one (default: listen addr)
   --join ADDR[:PORT]     join the cluster of the manager at ADDR (needs --token)
@@ -30,11 +32,12 @@ EOF
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 
-BIN="" DESTDIR="" PREFIX=/usr/local PACKAGES=1 START=1
+BIN="" SHIM="" DESTDIR="" PREFIX=/usr/local PACKAGES=1 START=1
 LISTEN="" ADVERTISE="" JOIN="" TOKEN=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN="${2:?--bin needs a path}"; shift 2 ;;
+    --shim) SHIM="${2:?--shim needs a path}"; shift 2 ;;
     --destdir) DESTDIR="${2:?--destdir needs a directory}"; START=0; shift 2 ;;
     --prefix) PREFIX="${2:?--prefix needs a directory}"; shift 2 ;;
     --listen-addr) LISTEN="${2:?--listen-addr needs an address}"; shift 2 ;;
@@ -60,6 +63,7 @@ fi
 
 CHECKOUT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN_PATH="$PREFIX/bin/skiff"               # paths as the running system sees them
+SHIM_PATH="$PREFIX/bin/skiff-shim"         # the agent runs the skiff-shim beside it
 CONFIG=/etc/skiff/agent.yaml
 UNIT=/etc/systemd/system/skiff.service
 MAN_DIR="$PREFIX/share/man/man1"
@@ -100,17 +104,23 @@ if [ "$PACKAGES" = 1 ]; then
   fi
 fi
 
-# ---------------------------------------------------------------- binary
+# ---------------------------------------------------------------- binaries
 if [ -z "$BIN" ]; then
-  say "building skiff (cargo build --release) in $CHECKOUT"
+  say "building skiff and skiff-shim (cargo build --release) in $CHECKOUT"
   [ "$PACKAGES" = 0 ] || "$CHECKOUT/deploy/deps.sh"
   command -v cargo >/dev/null || die "cargo is not installed: pass --bin PATH or install a Rust toolchain"
-  (cd "$CHECKOUT" && cargo build --release --quiet --bin skiff)
+  (cd "$CHECKOUT" && cargo build --release --quiet --bin skiff --bin skiff-shim)
   BIN="${CARGO_TARGET_DIR:-$CHECKOUT/target}/release/skiff"
 fi
+SHIM="${SHIM:-$(dirname "$BIN")/skiff-shim}"
 [ -x "$BIN" ] || die "$BIN is not an executable"
 "$BIN" --version >/dev/null 2>&1 || die "$BIN does not run here (wrong architecture?)"
-say "binary $("$BIN" --version)"
+# Both or neither: an agent beside a skiff-shim of another build would run it.
+[ -x "$SHIM" ] || die "$SHIM is not an executable: skiff-shim (the per-container shim, built with skiff) is installed beside skiff; pass --shim PATH"
+"$SHIM" --help >/dev/null 2>&1 || die "$SHIM does not run here (wrong architecture?)"
+say "binaries $("$BIN" --version), skiff-shim"
+# The shim first: an agent started from the new skiff finds the new shim beside it.
+if install_file "$SHIM" "$SHIM_PATH" 755; then BINARY_CHANGED=1; fi
 if install_file "$BIN" "$BIN_PATH" 755; then BINARY_CHANGED=1; fi
 SKIFF="$DESTDIR$BIN_PATH"
 
@@ -239,7 +249,7 @@ elif [ -d /run/systemd/system ]; then
   elif [ "$BINARY_CHANGED" = 1 ] || [ "$UNIT_CHANGED" = 1 ]; then
     # KillMode=process: only the agent restarts; containers keep running.
     systemctl restart skiff.service
-    changed "restarted skiff.service (new binary or unit; containers keep running)"
+    changed "restarted skiff.service (new binaries or unit; containers keep running)"
   else
     echo "  unchanged (enabled and running)"
   fi

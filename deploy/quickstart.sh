@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 deploy/deps.sh
 echo "==> building"
 cargo build --release --quiet
+# skiff-shim, the per-container shim, goes beside skiff: the agent runs it from there.
+install -m 0755 "${CARGO_TARGET_DIR:-target}/release/skiff-shim" /usr/local/bin/skiff-shim
 install -m 0755 "${CARGO_TARGET_DIR:-target}/release/skiff" /usr/local/bin/skiff
 export SKIFF_HOST=unix:///run/skiff/skiff.sock
 if ! skiff version >/dev/null 2>&1; then

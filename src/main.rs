@@ -1,4 +1,5 @@
-//! The `skiff` binary: the CLI, plus the `agent` and (hidden) `shim` entry points.
+//! The `skiff` binary: the CLI, plus the `agent` and (hidden) `shim` entry points
+//! (the agent normally runs the separate, smaller `skiff-shim`; see src/bin/skiff-shim.rs).
 //! Commands only parse flags, call the agent over gRPC and print; no daemon logic
 //! lives here.
 
@@ -8,57 +9,24 @@ mod commands;
 mod context;
 mod output;
 mod remote;
+mod shim_entry;
 #[allow(dead_code)]
 mod template;
 
 use cli::{Cli, Command, ContainerCommand, ImageCommand};
 use commands::{containers, images, system};
 
-/// `SKIFF_LOG_SPANS=1` (inherited by shims) also logs every span's close with its
-/// busy and idle time: how the per-step timings of `run` in BENCHMARKS.md are taken.
-fn span_events() -> tracing_subscriber::fmt::format::FmtSpan {
-    match std::env::var("SKIFF_LOG_SPANS").as_deref() {
-        Ok("1") => tracing_subscriber::fmt::format::FmtSpan::CLOSE,
-        _ => tracing_subscriber::fmt::format::FmtSpan::NONE,
-    }
-}
-
 fn init_tracing(level: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_span_events(span_events())
+        .with_span_events(shim_entry::span_events())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
-    }
-}
-
-/// The shim logs to a private duplicate of its stderr (the shim log file): the
-/// container's init process inherits the subscriber, and its fd 2 becomes the
-/// container's stderr, where runtime diagnostics must not appear.
-fn init_shim_tracing(level: &str) {
-    use std::os::fd::AsFd;
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    match std::io::stderr().as_fd().try_clone_to_owned() {
-        Ok(fd) => {
-            let file = std::sync::Mutex::new(std::fs::File::from(fd));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_span_events(span_events())
-                .with_ansi(false)
-                .with_writer(file)
-                .init();
-        }
-        Err(_) => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .with_writer(std::io::sink)
-            .init(),
     }
 }
 
@@ -77,11 +45,7 @@ fn main() {
     let cli = cli::parse();
     // The shim runs single-threaded until libcontainer has forked: no runtime here.
     if let Command::Shim(a) = &cli.command {
-        init_shim_tracing(&cli.log_level);
-        let code = match &a.exec {
-            Some(e) => skiff_runtime::shim::exec::main(&a.task, e),
-            None => skiff_runtime::shim::init::main(&a.task),
-        };
+        let code = shim_entry::run(&cli.log_level, &a.task, a.exec.as_deref());
         std::process::exit(code);
     }
     if let Command::Agent(_) = &cli.command {
@@ -341,7 +305,7 @@ async fn agent(host: &str, a: &cli::AgentArgs, log: (&str, &str)) -> anyhow::Res
         exec_root,
         socket,
         a.cgroup_parent.clone().or(file.cgroup_parent),
-        exe,
+        config::ShimCommand::beside(&exe),
     );
     cfg.network = skiff_agent::network::NetSettings {
         dns: file.dns.unwrap_or_default(),

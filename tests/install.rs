@@ -65,6 +65,7 @@ fn directives(unit: &str) -> HashMap<String, String> {
 
 const STAGED: &[(&str, u32)] = &[
     ("usr/local/bin/skiff", 0o755),
+    ("usr/local/bin/skiff-shim", 0o755),
     ("etc/skiff/agent.yaml", 0o600),
     ("etc/systemd/system/skiff.service", 0o644),
     ("usr/share/bash-completion/completions/skiff", 0o644),
@@ -94,6 +95,11 @@ fn install_twice_into_a_destdir_changes_nothing_the_second_time() {
         std::fs::read(d.join("usr/local/bin/skiff")).expect("bin")
             == std::fs::read(common::bin()).expect("bin"),
         "installed binary differs"
+    );
+    assert!(
+        std::fs::read(d.join("usr/local/bin/skiff-shim")).expect("shim")
+            == std::fs::read(common::shim_bin()).expect("shim"),
+        "installed shim differs"
     );
     // The next command for a manager: how workers join.
     assert!(
@@ -204,9 +210,11 @@ fn install_for_a_joining_node_and_an_upgrade() {
     assert_eq!(file.join_token.as_deref(), Some("SWMTKN-1-abc-def"));
     assert_eq!(mode(&cfg), 0o600, "the token is a secret");
 
-    // A new binary is an upgrade: only the binary changes; agent.yaml is kept.
+    // A new binary is an upgrade: only the binary changes; agent.yaml is kept. The
+    // skiff-shim beside --bin is installed with it (here: the same as before).
     let newer = dir.path().join("skiff-newer");
     std::fs::copy(common::bin(), &newer).expect("copy");
+    std::fs::copy(common::shim_bin(), dir.path().join("skiff-shim")).expect("copy shim");
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&newer)
@@ -228,6 +236,37 @@ fn install_for_a_joining_node_and_an_upgrade() {
     assert_eq!(
         std::fs::read(d.join("usr/local/bin/skiff")).expect("bin"),
         std::fs::read(&newer).expect("bin")
+    );
+
+    // Only skiff, no skiff-shim beside it: refused, rather than leaving the agent beside
+    // a skiff-shim of another build.
+    let lonely = tempfile::tempdir().expect("tempdir");
+    let alone = lonely.path().join("skiff");
+    std::fs::copy(common::bin(), &alone).expect("copy");
+    let out = Command::new("bash")
+        .arg(repo().join("deploy/install.sh"))
+        .args(["--bin", &alone.to_string_lossy()])
+        .args(["--destdir", &d.to_string_lossy(), "--no-packages"])
+        .output()
+        .expect("install.sh");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skiff-shim") && err.contains("--shim"),
+        "{err}"
+    );
+    // ... and accepted with --shim.
+    let out = Command::new("bash")
+        .arg(repo().join("deploy/install.sh"))
+        .args(["--bin", &alone.to_string_lossy()])
+        .args(["--shim", &common::shim_bin().to_string_lossy()])
+        .args(["--destdir", &d.to_string_lossy(), "--no-packages"])
+        .output()
+        .expect("install.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -367,10 +406,16 @@ fn agent_upgrade_leaves_containers_running() {
         a.try_cmd(&["logs", "ticker"]).stdout.contains("tick 3")
     });
     let pid = a.inspect("ticker", "{{.State.Pid}}");
-    // The new version, installed the way install.sh does it: a new file renamed over
-    // the old path while the old agent still runs from it.
+    // The new version, installed the way install.sh does it: new files renamed over
+    // the old paths while the old agent still runs from them.
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("skiff");
+    std::fs::copy(common::shim_bin(), dir.path().join("skiff-shim.new")).expect("copy");
+    std::fs::rename(
+        dir.path().join("skiff-shim.new"),
+        dir.path().join("skiff-shim"),
+    )
+    .expect("rename");
     std::fs::copy(common::bin(), dir.path().join("skiff.new")).expect("copy");
     std::fs::rename(dir.path().join("skiff.new"), &path).expect("rename");
     a.upgrade_to(&path);
@@ -480,6 +525,7 @@ echo ===SECOND===
 bash {install} --bin {bin} --no-packages --join 192.0.2.10:2377 --token SWMTKN-1-x
 test "$(stat -c %a /etc/skiff/agent.yaml)" = 600
 test -x /usr/local/bin/skiff
+test -x /usr/local/bin/skiff-shim
 grep -qx 'KillMode=process' /etc/systemd/system/skiff.service
 "#,
         d = d.display(),
@@ -508,4 +554,62 @@ grep -qx 'KillMode=process' /etc/systemd/system/skiff.service
     // The real system was not touched: the files went to the overlays' upper dirs.
     assert!(d.join("eu/skiff/agent.yaml").exists());
     assert!(d.join("eu/systemd/system/skiff.service").exists());
+}
+
+/// The exe and command line of the shim that owns `pid` (its parent: the shim is the
+/// container's subreaper).
+fn shim_of(pid: &str) -> (PathBuf, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let ppid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .expect("PPid")
+        .trim()
+        .to_string();
+    let exe = std::fs::read_link(format!("/proc/{ppid}/exe")).expect("shim exe");
+    let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).expect("cmdline");
+    let args = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    (exe, args)
+}
+
+/// An install that copied only `skiff`: the agent runs `skiff shim` instead of the
+/// missing `skiff-shim`, says so once, and containers of both kinds of shim survive the
+/// agent moving between the two installs.
+#[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
+fn agent_without_skiff_shim_beside_it_runs_skiff_shim_command() {
+    let mut a = Agent::start().with_busybox();
+    let warning = "skiff-shim is not installed beside the agent";
+    assert!(!a.log().contains(warning), "{}", a.log());
+    a.cmd(&["run", "-d", "--name", "small", "busybox", "sleep", "600"]);
+    let small = a.inspect("small", "{{.State.Pid}}");
+    let (exe, args) = shim_of(&small);
+    assert_eq!(exe, common::shim_bin(), "{args}");
+    assert!(args.contains(" --task "), "{args}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lonely = dir.path().join("skiff");
+    std::fs::copy(common::bin(), &lonely).expect("copy");
+    a.upgrade_to(&lonely);
+    assert_eq!(a.log().matches(warning).count(), 1, "{}", a.log());
+    a.cmd(&["run", "-d", "--name", "big", "busybox", "sleep", "600"]);
+    let big = a.inspect("big", "{{.State.Pid}}");
+    let (exe, args) = shim_of(&big);
+    assert_eq!(exe, lonely, "{args}");
+    assert!(args.contains(" shim --task "), "{args}");
+
+    // Back to a full install: both containers are still there and answer.
+    a.upgrade_to(&common::bin());
+    for (name, pid) in [("small", &small), ("big", &big)] {
+        assert_eq!(
+            a.inspect(name, "{{.State.Status}} {{.State.Pid}}"),
+            format!("running {pid}")
+        );
+        assert_eq!(
+            a.cmd(&["exec", name, "echo", name]).stdout,
+            format!("{name}\n")
+        );
+    }
+    a.cmd(&["stop", "-t", "1", "small", "big"]);
+    assert_eq!(a.inspect("big", "{{.State.ExitCode}}"), "137");
 }

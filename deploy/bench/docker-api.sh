@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 . deploy/bench/lib.sh
 N=${1:-20}
 command -v dockerd >/dev/null || { echo "needs dockerd: apt-get install docker.io" >&2; exit 1; }
-cargo build --release --quiet --bin skiff
+cargo build --release --quiet --bin skiff --bin skiff-shim
 B=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
 DOCKER=${DOCKER:-docker}
 work=$(mktemp -d /tmp/skdapi.XXXX)

@@ -5,13 +5,18 @@
 #  - `docker run --rm --network none busybox true` on a private dockerd (Debian's
 #    docker.io, started here with --bridge none --iptables=false, so the host's
 #    firewall is never touched), where dockerd is installed,
-#  - agent RSS and per-container shim RSS with 10 containers running.
+#  - agent RSS and per-container shim memory (RSS, PSS, private dirty) with IDLE
+#    containers running; the shim is the skiff-shim beside SKIFF if there is one, else
+#    `skiff shim` (move skiff-shim away to measure that fallback).
+#  - with SKIFF_LOG_SPANS=1 SKIFF_LOG=info,skiff_agent=debug in the environment: the
+#    agent's `shim_spawn` span (spawning the shim until its report: exec, mounts, the
+#    container's creation), median over the whole script's containers.
 # The commands are interleaved, one of each per round in a random order, so load from
 # anything else on the machine falls on all of them alike; each figure is the median over
 # N rounds.
 # Per-step timings: SKIFF_LOG_SPANS=1 SKIFF_LOG=info,skiff_agent=debug on the agent
 # logs every span's close with its duration (see BENCHMARKS.md).
-# Usage: deploy/bench/engine.sh [N] [RUNS]   (as root; builds the release binary unless
+# Usage: deploy/bench/engine.sh [N] [RUNS]   (as root; builds the release binaries unless
 # SKIFF=path/to/skiff is given; RUNS
 # runs of N rounds, default 3, each with its own medians, then the range of each ratio)
 set -euo pipefail
@@ -20,7 +25,7 @@ cd "$(dirname "$0")/../.."
 N=${1:-30}
 RUNS=${2:-3}
 if [ -z "${SKIFF:-}" ]; then
-  cargo build --release --quiet --bin skiff
+  cargo build --release --quiet --bin skiff --bin skiff-shim
   SKIFF=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
 fi
 B=$SKIFF
@@ -49,6 +54,11 @@ trap cleanup EXIT
 $B agent --root "$work/root" --exec-root "$work/run" --host "$H" --docker-socket "" >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 100); do $B -H "$H" version >/dev/null 2>&1 && break; sleep 0.1; done
+if [ -x "$(dirname "$B")/skiff-shim" ]; then
+  echo "shim: $(dirname "$B")/skiff-shim"
+else
+  echo "shim: $B shim (no skiff-shim beside $B)"
+fi
 examples/images/busybox/build.sh "$work/bb.tar" >/dev/null
 $B -H "$H" image import "$work/bb.tar" busybox:latest >/dev/null
 
@@ -134,14 +144,32 @@ IDLE=${IDLE:-100}
 for i in $(seq "$IDLE"); do $B -H "$H" run -d --name "idle$i" busybox sleep 600 >/dev/null; done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 agent_rss=$(rss "$agent_pid")
-shim_rss=$(for p in $(pgrep -f "skiff shim --task $work"); do rss "$p"; done | median)
+# `skiff-shim --task ...`, or `skiff shim --task ...` (the fallback).
+shims() { pgrep -f "skiff[- ]shim --task $work"; }
+shim_rss=$(for p in $(shims); do rss "$p"; done | median)
 # RSS counts the binary's text, shared by every shim; PSS splits shared pages among
 # their users, and private dirty pages are what each shim costs on its own.
 sync
 rollup() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/smaps_rollup"; }
-shim_pss=$(for p in $(pgrep -f "skiff shim --task $work"); do rollup "$p" Pss; done | median)
-shim_priv=$(for p in $(pgrep -f "skiff shim --task $work"); do rollup "$p" Private_Dirty; done | median)
+shim_pss=$(for p in $(shims); do rollup "$p" Pss; done | median)
+shim_priv=$(for p in $(shims); do rollup "$p" Private_Dirty; done | median)
+shim_priv_max=$(for p in $(shims); do rollup "$p" Private_Dirty; done | sort -n | tail -1)
 
 echo "agent RSS with $IDLE containers: $((agent_rss / 1024)) MiB"
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k/1024}'; }
 echo "shim RSS (median of $IDLE): $(mib "$shim_rss") MiB, PSS $(mib "$shim_pss") MiB, private dirty $(mib "$shim_priv") MiB"
+echo "shim in kB (median of $IDLE): RSS $shim_rss, PSS $shim_pss, Private_Dirty $shim_priv (max $shim_priv_max)"
+if [ "${SKIFF_LOG_SPANS:-}" = 1 ]; then
+  # Span closes read `shim_spawn: ... close time.busy=1.2ms time.idle=3.4ms` (colours
+  # stripped): the sum is the span's wall time.
+  spawn_ms=$(awk '{ gsub(/\033\[[0-9;]*m/, "") } /shim_spawn/ && / close / {
+      t = 0
+      for (i = 1; i <= NF; i++) if ($i ~ /^time\.(busy|idle)=/) {
+        v = $i; sub(/^[^=]*=/, "", v); u = v; sub(/^[0-9.]+/, "", u); v += 0
+        if (u == "ns") v /= 1e6; else if (u == "µs" || u == "us") v /= 1e3; else if (u == "s") v *= 1e3
+        t += v
+      }
+      printf "%.2f\n", t
+    }' "$work/agent.log")
+  echo "shim_spawn span (median of $(echo "$spawn_ms" | grep -c .)): $(echo "$spawn_ms" | median) ms"
+fi

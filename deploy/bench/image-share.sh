@@ -19,7 +19,7 @@ W=${3:-3}
 REG=/usr/bin/docker-registry
 [ -x "$REG" ] || { echo "docker-registry is not installed (apt-get install docker-registry)" >&2; exit 1; }
 if [ -z "${SKIFF:-}" ]; then
-  cargo build --release --quiet --bin skiff
+  cargo build --release --quiet --bin skiff --bin skiff-shim
   SKIFF=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
 fi
 B=$SKIFF

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 . deploy/bench/lib.sh
 N=${1:-50}
 M=${2:-50}
-cargo build --release --quiet --bin skiff
+cargo build --release --quiet --bin skiff --bin skiff-shim
 B=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
 work=$(mktemp -d /tmp/skbench.XXXX)
 H=unix://$work/s.sock

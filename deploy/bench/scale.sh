@@ -31,7 +31,7 @@ done
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 TD=${CARGO_TARGET_DIR:-$PWD/target}
 if [ -z "${SKIFF:-}" ] || [ -z "${SKIFF_SIM:-}" ]; then
-  cargo build --quiet --bin skiff
+  cargo build --quiet --bin skiff --bin skiff-shim
   cargo build --quiet -p skiff-chaos --bin skiff-sim
 fi
 B=${SKIFF:-$TD/debug/skiff}

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 N=${1:-30}
 RUNS=${2:-3}
 if [ -z "${SKIFF:-}" ]; then
-  cargo build --release --quiet --bin skiff
+  cargo build --release --quiet --bin skiff --bin skiff-shim
   SKIFF=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
 fi
 B=$SKIFF

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # How long an agent upgrade takes the API away, with containers running (issue 10):
 # N containers, then R times: the agent gets SIGTERM (what `systemctl restart skiff`
-# sends with KillMode=process), a fresh copy of the binary is renamed over its path (as
-# deploy/install.sh does), and the agent starts again. Reported, median over R:
+# sends with KillMode=process), fresh copies of the binaries (skiff and skiff-shim) are
+# renamed over their paths (as deploy/install.sh does), and the agent starts again. Reported, median over R:
 #  - stop: SIGTERM until the old agent has exited,
 #  - gap: SIGTERM until `skiff ps` lists all N containers running again,
 # and checked every round: no container changed its PID (none was restarted).
-# Usage: deploy/bench/upgrade.sh [N] [R]   (as root; builds the release binary)
+# Usage: deploy/bench/upgrade.sh [N] [R]   (as root; builds the release binaries)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . deploy/bench/lib.sh
 N=${1:-10}
 R=${2:-10}
-cargo build --release --quiet --bin skiff
+cargo build --release --quiet --bin skiff --bin skiff-shim
 B=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
+S=$(dirname "$B")/skiff-shim
 work=$(mktemp -d /tmp/skbench.XXXX)
 H=unix://$work/s.sock
 exe=$work/bin/skiff
+shim=$work/bin/skiff-shim
 agent_pid=
 cleanup() {
   for id in $($B -H "$H" ps -aq 2>/dev/null); do $B -H "$H" rm -f "$id" >/dev/null 2>&1 || true; done
@@ -27,6 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/bin"
+install -m 0755 "$S" "$shim"
 install -m 0755 "$B" "$exe"
 start_agent() {
   "$exe" agent --root "$work/root" --exec-root "$work/run" --host "$H" >>"$work/agent.log" 2>&1 &
@@ -44,11 +47,13 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 stops=() gaps=()
 for _ in $(seq "$R"); do
+  install -m 0755 "$S" "$shim.new"
   install -m 0755 "$B" "$exe.new"
   t0=$(now_ms)
   kill -TERM "$agent_pid"
   wait "$agent_pid" 2>/dev/null || true
   t1=$(now_ms)
+  mv -f "$shim.new" "$shim"
   mv -f "$exe.new" "$exe"
   start_agent
   until [ "$($B -H "$H" ps -q 2>/dev/null | wc -l)" = "$N" ]; do sleep 0.01; done

@@ -4,12 +4,14 @@
 # (deploy/vagrant/provision.sh) and the VM cluster the tests boot (deploy/vm-cluster).
 #
 #   provision.sh manager --bin BIN --addr IP [--join MANAGER[:2377] --token MANAGER-TOKEN]
-#       installs BIN with deploy/install.sh as a manager, its cluster port on IP:2377: the
-#       first one (a new cluster), or with --join one more manager of MANAGER's cluster;
+#       installs BIN (and the skiff-shim beside it) with deploy/install.sh as a manager,
+#       its cluster port on IP:2377: the first one (a new cluster), or with --join one
+#       more manager of MANAGER's cluster;
 #       writes the join tokens (0600) to /root/skiff-worker.token and
 #       /root/skiff-manager.token
 #   provision.sh worker --bin BIN --addr IP --join MANAGER[:2377] --token TOKEN
-#       installs BIN and joins the cluster at MANAGER as a worker
+#       installs BIN (and the skiff-shim beside it) and joins the cluster at MANAGER as a
+#       worker
 #
 # Then, on every node, imports the examples' busybox:latest image (built from Debian's
 # busybox-static) unless it is there, so the README's example stack runs without a
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 src=$(cd "$(dirname "$0")/../.." && pwd)
-[ -n "$bin" ] || die "--bin is required (the skiff binary to install)"
+[ -n "$bin" ] || die "--bin is required (the skiff binary to install, skiff-shim beside it)"
 [ -n "$addr" ] || die "--addr is required (this node's private address)"
 skiff=/usr/local/bin/skiff
 

@@ -22,8 +22,8 @@ pub struct AgentConfig {
     /// cgroup parent for containers; derived from `--root` so agents sharing a machine
     /// never share cgroups.
     pub cgroup_parent: String,
-    /// The binary spawned as `skiff shim`.
-    pub shim_binary: PathBuf,
+    /// How a container's shim is run: `skiff-shim` beside the agent, else `skiff shim`.
+    pub shim_command: ShimCommand,
     pub shim_log_level: String,
     /// Resolvers, search domains and address pools for container networks.
     pub network: NetSettings,
@@ -245,6 +245,57 @@ pub fn docker_socket_path(value: &str) -> Result<Option<PathBuf>, ConfigError> {
     Ok(Some(PathBuf::from(p)))
 }
 
+/// The shim's own binary, installed beside `skiff` (src/bin/skiff-shim.rs).
+pub const SHIM_BINARY: &str = "skiff-shim";
+
+/// The program and leading arguments that run a shim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShimCommand {
+    /// `skiff-shim ARGS`: the small binary, whose private memory per container is small.
+    Binary(PathBuf),
+    /// `skiff shim ARGS`: the agent's own binary, when `skiff-shim` is not beside it.
+    Subcommand(PathBuf),
+}
+
+impl ShimCommand {
+    /// `skiff-shim` from the directory of the agent's executable; if an install copied
+    /// only `skiff`, `AGENT_EXE shim`, with a warning (once: the agent calls this once).
+    pub fn beside(agent_exe: &Path) -> Self {
+        let cmd = Self::choose(agent_exe, |p| p.is_file());
+        if let ShimCommand::Subcommand(exe) = &cmd {
+            tracing::warn!(
+                agent = %exe.display(),
+                "{SHIM_BINARY} is not installed beside the agent: shims run as `skiff shim`, \
+                 whose private memory is about 0.8 MB more per container (install {SHIM_BINARY} \
+                 beside skiff)"
+            );
+        }
+        cmd
+    }
+
+    fn choose(agent_exe: &Path, exists: impl Fn(&Path) -> bool) -> Self {
+        match agent_exe.parent().map(|dir| dir.join(SHIM_BINARY)) {
+            Some(shim) if exists(&shim) => ShimCommand::Binary(shim),
+            _ => ShimCommand::Subcommand(agent_exe.to_path_buf()),
+        }
+    }
+
+    /// The executable to spawn.
+    pub fn program(&self) -> &Path {
+        match self {
+            ShimCommand::Binary(p) | ShimCommand::Subcommand(p) => p,
+        }
+    }
+
+    /// The arguments before the shim's own (`--task ...`).
+    pub fn leading_args(&self) -> &'static [&'static str] {
+        match self {
+            ShimCommand::Binary(_) => &[],
+            ShimCommand::Subcommand(_) => &["shim"],
+        }
+    }
+}
+
 /// Strips `unix://` from a host URL.
 pub fn socket_path(host: &str) -> Result<PathBuf, ConfigError> {
     host.strip_prefix("unix://")
@@ -259,7 +310,7 @@ impl AgentConfig {
         exec_root: PathBuf,
         socket: PathBuf,
         cgroup_parent: Option<String>,
-        shim_binary: PathBuf,
+        shim_command: ShimCommand,
     ) -> Self {
         let cgroup_parent = cgroup_parent.unwrap_or_else(|| {
             if root == Path::new(DEFAULT_ROOT) {
@@ -275,7 +326,7 @@ impl AgentConfig {
             exec_root,
             socket,
             cgroup_parent,
-            shim_binary,
+            shim_command,
             shim_log_level: "info".into(),
             network: Default::default(),
             cluster: None,
@@ -307,20 +358,58 @@ mod tests {
     }
 
     #[test]
+    fn shim_binary_beside_the_agent_else_the_agents_subcommand() {
+        let agent = Path::new("/usr/local/bin/skiff");
+        let beside = Path::new("/usr/local/bin/skiff-shim");
+        let cmd = ShimCommand::choose(agent, |p| p == beside);
+        assert_eq!(cmd, ShimCommand::Binary(beside.into()));
+        assert_eq!(cmd.program(), beside);
+        assert!(cmd.leading_args().is_empty());
+
+        let cmd = ShimCommand::choose(agent, |_| false);
+        assert_eq!(cmd, ShimCommand::Subcommand(agent.into()));
+        assert_eq!(cmd.program(), agent);
+        assert_eq!(cmd.leading_args(), ["shim"]);
+    }
+
+    #[test]
+    fn shim_binary_found_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = dir.path().join("skiff");
+        std::fs::write(&agent, "").expect("agent");
+        assert_eq!(
+            ShimCommand::beside(&agent),
+            ShimCommand::Subcommand(agent.clone())
+        );
+        // A directory of that name is not the binary.
+        std::fs::create_dir(dir.path().join(SHIM_BINARY)).expect("mkdir");
+        assert_eq!(
+            ShimCommand::beside(&agent),
+            ShimCommand::Subcommand(agent.clone())
+        );
+        std::fs::remove_dir(dir.path().join(SHIM_BINARY)).expect("rmdir");
+        std::fs::write(dir.path().join(SHIM_BINARY), "").expect("shim");
+        assert_eq!(
+            ShimCommand::beside(&agent),
+            ShimCommand::Binary(dir.path().join(SHIM_BINARY))
+        );
+    }
+
+    #[test]
     fn cgroup_parent_differs_per_root() {
         let a = AgentConfig::new(
             "/var/lib/skiff".into(),
             "/run/skiff".into(),
             "/s".into(),
             None,
-            "/x".into(),
+            ShimCommand::Subcommand("/x".into()),
         );
         let b = AgentConfig::new(
             "/tmp/a".into(),
             "/run/a".into(),
             "/s".into(),
             None,
-            "/x".into(),
+            ShimCommand::Subcommand("/x".into()),
         );
         assert_eq!(a.cgroup_parent, "skiff");
         assert_ne!(a.cgroup_parent, b.cgroup_parent);

@@ -724,15 +724,16 @@ impl Containers {
         })
     }
 
-    /// Spawns `skiff shim` for `args`, and reads its one-line report.
+    /// Spawns the shim (`skiff-shim`, or `skiff shim`) for `args`, and reads its
+    /// one-line report.
     async fn spawn_shim(&self, args: &[&std::ffi::OsStr], log: &std::path::Path) -> Result<Report> {
-        let exe = self.cfg.shim_binary.clone();
+        let exe = self.cfg.shim_command.program();
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?;
-        let mut cmd = tokio::process::Command::new(&exe);
-        cmd.arg("shim")
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.args(self.cfg.shim_command.leading_args())
             .args(args)
             .env("SKIFF_LOG", &self.cfg.shim_log_level);
         cmd.stdin(std::process::Stdio::null())

@@ -16,6 +16,11 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
 }
 
+/// The shim binary the agent under test runs (it sits beside [`bin`]).
+pub fn shim_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_skiff-shim"))
+}
+
 /// Fails the test unless running as root: these tests exist to exercise the kernel.
 pub fn require_root() {
     assert!(
