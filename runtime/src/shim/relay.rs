@@ -106,6 +106,32 @@ pub async fn accept_hello(listener: &UnixListener) -> Option<(UnixStream, bool, 
     }
 }
 
+/// Output frames held for attached clients that fall behind; a client further behind
+/// skips ahead (the log file has everything).
+const OUTPUT_FRAMES: usize = 4096;
+
+/// Where output goes to attached clients. The channel's slots (about 230 kB, all
+/// written when it is made) are made when the first client attaches: the shim of a
+/// detached container idles for the container's whole life and never needs them.
+#[derive(Clone, Default)]
+struct Output(Arc<Mutex<Option<broadcast::Sender<Frame>>>>);
+
+impl Output {
+    fn subscribe(&self) -> broadcast::Receiver<Frame> {
+        let mut tx = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        tx.get_or_insert_with(|| broadcast::channel(OUTPUT_FRAMES).0)
+            .subscribe()
+    }
+
+    /// To every attached client; nobody has attached yet: to nobody, as a broadcast
+    /// without receivers.
+    fn send(&self, frame: Frame) {
+        if let Some(tx) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(frame);
+        }
+    }
+}
+
 /// Runs until `pid` exits and its output is drained. `on_exit` runs after output is
 /// drained and before clients hear `Exit`, so state written there is visible to them.
 pub async fn run(
@@ -116,7 +142,7 @@ pub async fn run(
     first: Option<(UnixStream, bool, bool)>,
     on_exit: impl FnOnce(&Outcome) -> String,
 ) -> Outcome {
-    let (out_tx, _) = broadcast::channel::<Frame>(4096);
+    let out_tx = Output::default();
     let (stdin_tx, mut stdin_rx) = mpsc::channel::<Option<Vec<u8>>>(64);
     let (exit_tx, exit_rx) = watch::channel::<Option<(i32, String)>>(None);
     let log = Arc::new(Mutex::new(log));
@@ -155,7 +181,7 @@ pub async fn run(
                                 l.write(stream, &chunk);
                             }
                         }
-                        let _ = tx.send(match stream {
+                        tx.send(match stream {
                             Stream::Stdout => Frame::Stdout(chunk),
                             Stream::Stderr => Frame::Stderr(chunk),
                         });
@@ -326,4 +352,29 @@ async fn serve_client(
         }
     }
     let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_has_no_channel_until_a_client_attaches() {
+        let out = Output::default();
+        out.send(Frame::Stdout(b"before".to_vec()));
+        assert!(
+            out.0.lock().expect("lock").is_none(),
+            "made without a client"
+        );
+        let mut rx = out.subscribe();
+        out.send(Frame::Stdout(b"after".to_vec()));
+        match rx.try_recv() {
+            Ok(Frame::Stdout(b)) => assert_eq!(b, b"after"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "output from before the attach replayed"
+        );
+    }
 }
