@@ -159,14 +159,18 @@ impl Rig {
             .collect()
     }
 
-    /// The one container the engine created.
-    fn container_id(&self) -> String {
-        let ids: Vec<String> = self
-            .engine
+    /// The task containers the engine holds.
+    fn container_ids(&self) -> Vec<String> {
+        self.engine
             .labelled(LABEL_TASK)
             .into_iter()
             .map(|(_, id)| id)
-            .collect();
+            .collect()
+    }
+
+    /// The one container the engine created.
+    fn container_id(&self) -> String {
+        let ids = self.container_ids();
         assert_eq!(ids.len(), 1, "containers: {ids:?}");
         ids[0].clone()
     }
@@ -508,13 +512,7 @@ async fn a_second_container_of_one_task_is_removed_and_the_running_one_kept() {
     r.engine.exit("c-b", 0);
 
     r.pass().await;
-    let left: Vec<String> = r
-        .engine
-        .labelled(LABEL_TASK)
-        .into_iter()
-        .map(|(_, id)| id)
-        .collect();
-    assert_eq!(left, vec!["c-a".to_string()]);
+    assert_eq!(r.container_ids(), vec!["c-a".to_string()]);
     assert_eq!(r.source.task("t1").status.state, TaskState::Running);
     assert!(r.engine.calls().contains(&Call::Remove {
         id: "c-b".into(),
