@@ -5,7 +5,8 @@
 #  - `docker run --rm --network none busybox true` on a private dockerd (Debian's
 #    docker.io, started here with --bridge none --iptables=false, so the host's
 #    firewall is never touched), where dockerd is installed,
-#  - agent RSS and per-container shim memory (RSS, PSS, private dirty) with IDLE
+#  - agent RSS and per-container shim memory (RSS, PSS, private dirty), SETTLE (35) s
+#    after starting IDLE
 #    containers running; the shim is the skiff-shim beside SKIFF if there is one, else
 #    `skiff shim` (move skiff-shim away to measure that fallback).
 #  - with SKIFF_LOG_SPANS=1 SKIFF_LOG=info,skiff_agent=debug in the environment: the
@@ -142,6 +143,8 @@ echo "  docker/skiff(none): $(range 3)   docker/skiff(bridge): $(range 4)"
 # Memory: agent and shims with IDLE (default 100) idle containers.
 IDLE=${IDLE:-100}
 for i in $(seq "$IDLE"); do $B -H "$H" run -d --name "idle$i" busybox sleep 600 >/dev/null; done
+# Steady state, not the peak of the burst: past one period of the agent's heap trim (30 s).
+sleep "${SETTLE:-35}"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 agent_rss=$(rss "$agent_pid")
 # `skiff-shim --task ...`, or `skiff shim --task ...` (the fallback).

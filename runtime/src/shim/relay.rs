@@ -111,8 +111,9 @@ pub async fn accept_hello(listener: &UnixListener) -> Option<(UnixStream, bool, 
 const OUTPUT_FRAMES: usize = 4096;
 
 /// Where output goes to attached clients. The channel's slots (about 230 kB, all
-/// written when it is made) are made when the first client attaches: the shim of a
-/// detached container idles for the container's whole life and never needs them.
+/// written when it is made) are made when the first client asks for output: the shim
+/// of a detached container (the agent's own connections ask for none) idles for the
+/// container's whole life and never needs them.
 #[derive(Clone, Default)]
 struct Output(Arc<Mutex<Option<broadcast::Sender<Frame>>>>);
 
@@ -123,8 +124,8 @@ impl Output {
             .subscribe()
     }
 
-    /// To every attached client; nobody has attached yet: to nobody, as a broadcast
-    /// without receivers.
+    /// To every attached client that wants output; none has attached yet: to nobody,
+    /// as a broadcast without receivers.
     fn send(&self, frame: Frame) {
         if let Some(tx) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let _ = tx.send(frame);
@@ -149,11 +150,12 @@ pub async fn run(
     let pty = stdio.pty.map(Arc::new);
     // The client that started the container subscribes before any output is read.
     if let Some((conn, want_stdin, want_output)) = first {
+        let output = want_output.then(|| out_tx.subscribe());
         tokio::spawn(serve_client(
             conn,
-            Some((want_stdin, want_output)),
+            Some((want_stdin, output)),
+            out_tx.clone(),
             pid,
-            out_tx.subscribe(),
             stdin_tx.clone(),
             pty.clone(),
             exit_rx.clone(),
@@ -226,8 +228,8 @@ pub async fn run(
                 tokio::spawn(serve_client(
                     conn,
                     None,
+                    out_tx.clone(),
                     pid,
-                    out_tx.subscribe(),
                     stdin_tx.clone(),
                     pty.clone(),
                     exit_rx.clone(),
@@ -286,20 +288,33 @@ async fn reap(pid: Pid) -> Outcome {
     }
 }
 
+/// The next output frame for a client that wants output; never, for one that does not.
+async fn next_output(
+    rx: &mut Option<broadcast::Receiver<Frame>>,
+) -> Result<Frame, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one client. `first`: the client that started the container, its Hello already
+/// read and its output subscribed before any output was (`(wants stdin, output)`);
+/// any other subscribes once its Hello asks for output.
 async fn serve_client(
     conn: UnixStream,
-    hello: Option<(bool, bool)>,
+    first: Option<(bool, Option<broadcast::Receiver<Frame>>)>,
+    out: Output,
     pid: Pid,
-    mut output: broadcast::Receiver<Frame>,
     stdin: mpsc::Sender<Option<Vec<u8>>>,
     pty: Option<Arc<OwnedFd>>,
     mut exit: watch::Receiver<Option<(i32, String)>>,
 ) {
     let (mut rd, mut wr) = conn.into_split();
-    let (want_stdin, want_output) = match hello {
-        Some(h) => h,
+    let (want_stdin, mut output) = match first {
+        Some(f) => f,
         None => match read_frame(&mut rd).await {
-            Ok(Some(Frame::Hello { stdin, output })) => (stdin, output),
+            Ok(Some(Frame::Hello { stdin, output })) => (stdin, output.then(|| out.subscribe())),
             _ => return,
         },
     };
@@ -314,7 +329,7 @@ async fn serve_client(
         let (code, error) = loop {
             tokio::select! {
                 biased;
-                f = output.recv(), if want_output => match f {
+                f = next_output(&mut output) => match f {
                     Ok(f) => if write_frame(&mut wr, &f).await.is_err() { return },
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => {}
@@ -323,8 +338,8 @@ async fn serve_client(
             }
         };
         // Drain output that is already queued, then announce the exit.
-        while let Ok(f) = output.try_recv() {
-            if want_output && write_frame(&mut wr, &f).await.is_err() {
+        while let Some(Ok(f)) = output.as_mut().map(|rx| rx.try_recv()) {
+            if write_frame(&mut wr, &f).await.is_err() {
                 return;
             }
         }
