@@ -559,14 +559,16 @@ async fn host_leftovers(node: &Node, w: &World, cluster_ips: &BTreeSet<String>) 
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if !cmd.contains(" shim ") {
+            let cmd = String::from_utf8_lossy(&cmd);
+            let args: Vec<&str> = cmd.split('\0').collect();
+            // `skiff-shim ...`, or `skiff shim ...` (the fallback, older agents).
+            let is_shim =
+                args[0].rsplit('/').next() == Some("skiff-shim") || args.get(1) == Some(&"shim");
+            if !is_shim {
                 continue;
             }
-            let Some(p) = cmd
-                .split(' ')
-                .find(|a| a.starts_with(&node.exec_root().to_string_lossy().into_owned()))
-            else {
+            let exec_root = node.exec_root().to_string_lossy().into_owned();
+            let Some(p) = args.iter().find(|a| a.starts_with(&exec_root)) else {
                 continue;
             };
             match container_of(p) {
