@@ -16,6 +16,7 @@ use skiff_controller::orchestrator::runner::{now_ms, read_world};
 use skiff_controller::orchestrator::{Desired, Service, Task, TaskState, TaskStatus};
 use skiff_runtime::container::Status;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -65,11 +66,13 @@ pub trait Source: Send + Sync + 'static {
     ) -> Result<(), String>;
     /// Resolves after the next change (or a timeout the caller applies).
     async fn changed(&self);
+    /// Whether there is a view at all. A worker's is empty until its first assignment set
+    /// arrives, and that empty view means "not known yet", not "no tasks": acting on it
+    /// would stop every container a restarted agent re-adopted.
+    fn ready(&self) -> bool;
     /// Whether the view is known to be current: removing a container because its task
     /// is missing from a view that lags behind the cluster would kill healthy work.
-    async fn current(&self) -> bool {
-        true
-    }
+    async fn current(&self) -> bool;
 }
 
 /// A manager's own state machine.
@@ -145,6 +148,11 @@ impl Source for LocalSource {
         .map_err(|e| e.to_string())
     }
 
+    /// The state machine is loaded from disk before the executor starts.
+    fn ready(&self) -> bool {
+        true
+    }
+
     /// A manager's state can lag behind the leader's (just restarted, partitioned): a
     /// read barrier says it has caught up.
     async fn current(&self) -> bool {
@@ -167,6 +175,11 @@ pub struct RemoteSource {
     notify: tokio::sync::Notify,
     /// Streams opened so far (a healthy quiet cluster opens one per manager change).
     opened: Arc<std::sync::atomic::AtomicU64>,
+    /// An assignment set has arrived since the agent started (see [`Source::ready`]).
+    received: AtomicBool,
+    /// The stream now open has delivered its first set: the view is current. False
+    /// between streams, while tasks removed meanwhile are not known.
+    live: AtomicBool,
 }
 
 impl RemoteSource {
@@ -185,6 +198,8 @@ impl RemoteSource {
             view: Default::default(),
             notify: tokio::sync::Notify::new(),
             opened,
+            received: AtomicBool::new(false),
+            live: AtomicBool::new(false),
         });
         let bg = me.clone();
         tokio::spawn(
@@ -199,7 +214,9 @@ impl RemoteSource {
                 let worked = skiff_controller::orchestrator::dispatcher::ASSIGNMENTS_SILENCE;
                 loop {
                     let started = tokio::time::Instant::now();
-                    if let Err(e) = bg.stream().await {
+                    let ended = bg.stream().await;
+                    bg.live.store(false, Ordering::Release);
+                    if let Err(e) = ended {
                         tracing::debug!(error = %e, "assignment stream ended; reconnecting");
                     }
                     if started.elapsed() >= worked {
@@ -269,6 +286,8 @@ impl RemoteSource {
             if let Ok(mut v) = self.view.write() {
                 *v = view;
             }
+            self.received.store(true, Ordering::Release);
+            self.live.store(true, Ordering::Release);
             self.notify.notify_waiters();
         }
     }
@@ -303,6 +322,14 @@ impl Source for RemoteSource {
 
     async fn changed(&self) {
         self.notify.notified().await;
+    }
+
+    fn ready(&self) -> bool {
+        self.received.load(Ordering::Acquire)
+    }
+
+    async fn current(&self) -> bool {
+        self.live.load(Ordering::Acquire)
     }
 }
 
@@ -464,6 +491,9 @@ impl Executor {
     }
 
     async fn pass(self: &Arc<Self>) {
+        if !self.source.ready() {
+            return; // nothing is known yet; the first view wakes the loop
+        }
         // One read of the cluster's view per pass; every rule below works from it.
         let view = self.source.view(&self.node_id);
         let tasks = &view.tasks;

@@ -15,6 +15,10 @@ const NODE: &str = "node0123456789abcdef";
 struct FakeSource {
     view: std::sync::Mutex<View>,
     reports: std::sync::Mutex<Vec<Task>>,
+    /// No view yet (a worker before its first assignment set).
+    waiting: AtomicBool,
+    /// A view that may lag (a worker between two assignment streams).
+    stale: AtomicBool,
 }
 
 impl FakeSource {
@@ -77,6 +81,14 @@ impl Source for FakeSource {
 
     async fn changed(&self) {
         std::future::pending::<()>().await
+    }
+
+    fn ready(&self) -> bool {
+        !self.waiting.load(Ordering::Relaxed)
+    }
+
+    async fn current(&self) -> bool {
+        !self.stale.load(Ordering::Relaxed)
     }
 }
 
@@ -400,6 +412,54 @@ async fn a_restarted_agent_adopts_the_containers_of_its_tasks() {
         id: "c-gone".into(),
         force: true
     }));
+}
+
+#[tokio::test]
+async fn a_worker_before_its_first_assignment_set_touches_nothing() {
+    // A restarted agent re-adopted its containers; the stream has not delivered yet.
+    let r = rig(Behaviour::default(), vec![]);
+    r.source.waiting.store(true, Ordering::Relaxed);
+    let labels = |t: &str| HashMap::from([(LABEL_TASK.to_string(), t.to_string())]);
+    r.engine.add_running("c-t1", labels("t1"));
+    r.engine.add_running("c-gone", labels("gone"));
+    let before = r.engine.calls().len();
+    r.pass().await;
+    assert_eq!(
+        r.engine.calls().len(),
+        before,
+        "no engine call before the first view: {:?}",
+        r.engine.calls()
+    );
+
+    // The first set: t1 is kept and reported, the container of the unknown task goes.
+    r.source.edit(|v| v.tasks = vec![task("t1")]);
+    r.source.waiting.store(false, Ordering::Relaxed);
+    r.pass().await;
+    assert!(r.creates().is_empty(), "calls: {:?}", r.engine.calls());
+    assert_eq!(r.source.task("t1").status.container_id, "c-t1");
+    assert_eq!(r.container_ids(), vec!["c-t1".to_string()]);
+}
+
+#[tokio::test]
+async fn a_view_that_may_lag_removes_no_container_of_a_task_it_lacks() {
+    let r = rig(Behaviour::default(), vec![]);
+    r.source.stale.store(true, Ordering::Relaxed);
+    let labels = |t: &str| HashMap::from([(LABEL_TASK.to_string(), t.to_string())]);
+    r.engine.add_running("c-new", labels("new"));
+    r.pass().await;
+    assert_eq!(r.container_ids(), vec!["c-new".to_string()]);
+    assert!(!r
+        .engine
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::Stop { .. } | Call::Remove { .. })));
+
+    r.source.stale.store(false, Ordering::Relaxed);
+    r.pass().await;
+    assert!(
+        r.container_ids().is_empty(),
+        "removed once the view is current"
+    );
 }
 
 #[tokio::test]
