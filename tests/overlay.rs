@@ -458,3 +458,52 @@ fn overlay_state_is_reconciled_at_agent_start() {
         },
     );
 }
+
+const MESH: &str = r#"services:
+  web:
+    image: busybox:latest
+    command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    stop_grace_period: 1s
+    ports: ["8080:80"]
+    deploy:
+      replicas: 2
+      placement:
+        constraints: [node.role == worker]
+"#;
+
+/// A worker's agent restarted while no manager answers (so no assignment set can come)
+/// keeps serving: its containers keep running, because the executor acts on no view
+/// before the first set, and the routing mesh keeps answering on its address, because
+/// the service ports it was told to serve are restored when the agent starts.
+#[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
+fn a_worker_restarted_without_a_manager_keeps_its_containers_and_mesh() {
+    let c = NetnsCluster::up(2);
+    c.deploy("solo", MESH);
+    let addr = c.addr("worker1");
+    c.wait(
+        "the mesh answers on worker1",
+        Duration::from_secs(30),
+        || get(&addr, 8080).is_some(),
+    );
+    let before = c.on("worker1", &["ps", "-q"]);
+    assert!(!before.trim().is_empty(), "worker1 runs a replica");
+
+    kill_agent(&c, "manager1");
+    kill_agent(&c, "worker1");
+    restart_agent(&c, "worker1");
+    // Several executor passes (one each 500 ms) and a data-plane sync would have run.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        c.on("worker1", &["ps", "-q"]),
+        before,
+        "containers kept with no view"
+    );
+    for _ in 0..5 {
+        assert!(
+            get(&addr, 8080).is_some(),
+            "the mesh answers on the restarted worker"
+        );
+    }
+    restart_agent(&c, "manager1");
+}

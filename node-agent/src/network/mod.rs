@@ -160,6 +160,42 @@ struct ServicePort {
     proxy: Option<JoinHandle<()>>,
 }
 
+impl ServicePort {
+    /// Starts serving `fw`: the kernel rules come with the next table refresh, the
+    /// loopback proxy (TCP only; 127.0.0.1 cannot be DNATed) at once.
+    async fn open(fw: nft::FwService) -> ServicePort {
+        let addrs: Vec<SocketAddr> = fw
+            .backends
+            .iter()
+            .map(|(ip, p)| SocketAddr::from((*ip, *p)))
+            .collect();
+        let targets = Arc::new(RwLock::new(addrs));
+        let proxy = if fw.proto == Proto::Tcp {
+            match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, fw.port)).await {
+                Ok(l) => Some(tokio::spawn(ports::serve_round_robin(l, targets.clone()))),
+                Err(e) => {
+                    tracing::warn!(port = fw.port, error = %e, "loopback proxy for service port unavailable");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        ServicePort { fw, targets, proxy }
+    }
+}
+
+/// What the cluster last told this node to serve: service ports, virtual IPs and
+/// overlay names. Kept in the run directory (gone with a reboot, like the containers)
+/// so a restarted agent serves it again at once: the firewall table it rewrites at
+/// start would otherwise drop the routing mesh until its first assignment set arrives.
+#[derive(Serialize, Deserialize, Default)]
+struct Dataplane {
+    services: Vec<(String, nft::FwService)>,
+    vips: Vec<nft::FwVip>,
+    overlay_names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+}
+
 pub struct Networks {
     dir: PathBuf,
     run_dir: PathBuf,
@@ -258,6 +294,27 @@ impl Networks {
     fn conn_file(&self, cid: &str) -> PathBuf {
         self.dir.join("containers").join(format!("{cid}.json"))
     }
+    fn dataplane_file(&self) -> PathBuf {
+        self.run_dir.join("dataplane.json")
+    }
+
+    /// Records the cluster's part of the data plane (see [`Dataplane`]); a failure only
+    /// costs the quick restart, so it is logged, not returned.
+    fn save_dataplane_locked(&self, inner: &Inner) {
+        let d = Dataplane {
+            services: inner
+                .services
+                .iter()
+                .map(|(k, p)| (k.clone(), p.fw.clone()))
+                .collect(),
+            vips: inner.vips.clone(),
+            overlay_names: inner.overlay_names.clone(),
+        };
+        if let Err(e) = fsutil::write_json_atomic(&self.dataplane_file(), &d) {
+            tracing::warn!(error = %e, "recording service ports and virtual IPs");
+        }
+    }
+
     fn sandbox_file(&self, cid: &str) -> PathBuf {
         self.run_dir.join("sandboxes").join(format!("{cid}.json"))
     }
@@ -313,6 +370,18 @@ impl Networks {
                 sb.restored = true;
                 inner.sandboxes.insert(sb.container_id.clone(), sb);
             }
+        }
+        match fsutil::read_json::<Dataplane>(&self.dataplane_file()) {
+            Ok(Some(d)) => {
+                for (key, fw) in d.services {
+                    let port = ServicePort::open(fw).await;
+                    inner.services.insert(key, port);
+                }
+                inner.vips = d.vips;
+                inner.overlay_names = d.overlay_names;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "unreadable record of service ports; skipped"),
         }
         Ok(())
     }

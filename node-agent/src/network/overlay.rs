@@ -210,6 +210,7 @@ impl Networks {
         if inner.overlay_names != names || inner.vips != vips {
             inner.overlay_names = names;
             inner.vips = vips;
+            self.save_dataplane_locked(&inner);
             self.refresh_locked(&mut inner)?;
         }
         Ok(())

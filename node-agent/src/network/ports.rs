@@ -20,6 +20,7 @@ impl Networks {
                 if let Some(h) = p.proxy {
                     h.abort();
                 }
+                self.save_dataplane_locked(&inner);
                 self.refresh_locked(&mut inner)?;
             }
             return Ok(());
@@ -27,37 +28,25 @@ impl Networks {
         let fw = nft::FwService {
             proto,
             port,
-            backends: backends.clone(),
+            backends,
         };
-        let addrs: Vec<SocketAddr> = backends
-            .iter()
-            .map(|(ip, p)| SocketAddr::from((*ip, *p)))
-            .collect();
         if let Some(existing) = inner.services.get_mut(&key) {
             if existing.fw == fw {
                 return Ok(());
             }
-            existing.fw = fw;
             if let Ok(mut t) = existing.targets.write() {
-                *t = addrs;
+                *t = fw
+                    .backends
+                    .iter()
+                    .map(|(ip, p)| SocketAddr::from((*ip, *p)))
+                    .collect();
             }
+            existing.fw = fw;
         } else {
-            let targets = Arc::new(RwLock::new(addrs));
-            let proxy = if proto == Proto::Tcp {
-                match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
-                    Ok(l) => Some(tokio::spawn(serve_round_robin(l, targets.clone()))),
-                    Err(e) => {
-                        tracing::warn!(port, error = %e, "loopback proxy for service port unavailable");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            inner
-                .services
-                .insert(key, ServicePort { fw, targets, proxy });
+            let port = ServicePort::open(fw).await;
+            inner.services.insert(key, port);
         }
+        self.save_dataplane_locked(&inner);
         self.refresh_locked(&mut inner)
     }
 
@@ -80,6 +69,7 @@ impl Networks {
                 }
             }
         }
+        self.save_dataplane_locked(&inner);
         self.refresh_locked(&mut inner)
     }
 

@@ -38,7 +38,7 @@ pub struct FwPort {
 
 /// A port published by a service: connections are spread over the backends (the
 /// service's tasks on this node) with `numgen`, in the kernel (no IPVS needed).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FwService {
     pub proto: Proto,
     pub port: u16,
@@ -57,7 +57,7 @@ pub struct FwOverlay {
 }
 
 /// A service's virtual IP, balanced over its running tasks (any port, any protocol).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FwVip {
     pub vip: Ipv4Addr,
     pub backends: Vec<Ipv4Addr>,
