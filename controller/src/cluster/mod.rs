@@ -475,6 +475,7 @@ impl Cluster {
         // streams, forwarded proposals) on the raft network runtime, everything else on
         // the process's. Both serve every route, so only where the work runs differs.
         let this = self.clone();
+        let dispatcher = crate::orchestrator::dispatcher::DispatcherApi::new(self.clone());
         let serve = move |incoming: tokio_stream::wrappers::ReceiverStream<
             std::io::Result<tls::TlsConn>,
         >| {
@@ -485,9 +486,7 @@ impl Cluster {
                 cluster: this.clone(),
             });
             let dispatcher = skiff_proto::orchestrator::dispatcher_server::DispatcherServer::new(
-                crate::orchestrator::dispatcher::DispatcherApi {
-                    cluster: this.clone(),
-                },
+                dispatcher.clone(),
             );
             let revocation = tonic::service::InterceptorLayer::new(refuse_removed(this.clone()));
             let extra = this.cfg.extra_routes.clone().unwrap_or_default();
