@@ -170,17 +170,16 @@ pub fn apply_status(
 }
 
 /// The proposal that records a status `node` reports for one of its tasks (see
-/// [`apply_status`]), read from `sm`; it carries the version read, so a change racing
-/// it is refused, not lost.
+/// [`apply_status`]), from the stored task object `stored` (None: there is no such
+/// task); it carries the version read, so a change racing it is refused, not lost.
 pub fn prepare_status(
-    sm: &crate::store::StateMachine,
+    stored: Option<&Object>,
     node: &str,
     task_id: &str,
     version: u64,
     status: TaskStatus,
 ) -> Result<Proposal, StatusError> {
-    let stored = sm
-        .get(KIND_TASK, task_id)
+    let stored = stored
         .and_then(|o| {
             serde_json::from_slice::<Task>(&o.spec)
                 .ok()
@@ -210,9 +209,8 @@ pub async fn record_status(
     version: u64,
     status: TaskStatus,
 ) -> Result<(), StatusError> {
-    let p = h
-        .store()
-        .read(|sm| prepare_status(sm, node, task_id, version, status))?;
+    let stored = h.store().read(|sm| sm.get(KIND_TASK, task_id).cloned());
+    let p = prepare_status(stored.as_ref(), node, task_id, version, status)?;
     h.propose(p).await?;
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! it is checked against the state the earlier left (as if they had come one by one).
 
 use super::dispatcher::{prepare_status, StatusError};
-use crate::model::TaskStatus;
+use crate::model::{TaskStatus, KIND_TASK};
 use crate::raft::consensus::{RaftError, RaftHandle};
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -137,19 +137,24 @@ fn take_batch(pending: &mut VecDeque<Report>) -> Vec<Report> {
     batch
 }
 
-/// Checks every report against one view of the state and proposes the valid ones
-/// together (they reach the raft node at once, so it puts them in one entry); answers
+/// Checks every report against the state and proposes the valid ones together (they reach the raft node at once, so it puts them in one entry); answers
 /// each caller with its own outcome.
 async fn commit(h: &RaftHandle, batch: Vec<Report>) {
-    let prepared: Vec<_> = h.store().read(|sm| {
+    // The task objects are copied under the store's lock, decoded and checked outside it.
+    let stored: Vec<_> = h.store().read(|sm| {
         batch
-            .into_iter()
-            .map(|r| {
-                let p = prepare_status(sm, &r.node, &r.task_id, r.version, r.status.clone());
-                (r.reply, p)
-            })
+            .iter()
+            .map(|r| sm.get(KIND_TASK, &r.task_id).cloned())
             .collect()
     });
+    let prepared: Vec<_> = batch
+        .into_iter()
+        .zip(stored)
+        .map(|(r, o)| {
+            let p = prepare_status(o.as_ref(), &r.node, &r.task_id, r.version, r.status);
+            (r.reply, p)
+        })
+        .collect();
     let proposals = prepared.into_iter().filter_map(|(reply, p)| match p {
         Ok(p) => Some((reply, p)),
         Err(e) => {
@@ -167,7 +172,7 @@ async fn commit(h: &RaftHandle, batch: Vec<Report>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Op, Proposal, Task, TaskState, KIND_TASK};
+    use crate::model::{Op, Proposal, Task, TaskState};
     use crate::raft::consensus::{start, Bootstrap, RaftConfig};
 
     /// A one-manager cluster (its own leader) holding `n` tasks of node `n1`.
