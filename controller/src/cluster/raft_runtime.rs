@@ -19,6 +19,7 @@ pub fn handle() -> Option<tokio::runtime::Handle> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("raft-net")
+            .on_thread_start(crate::raft::priority::raise_current_thread)
             .enable_all()
             .build()
             .map_err(|e| {

@@ -334,6 +334,7 @@ pub fn start<T: Transport>(
     std::thread::Builder::new()
         .name(format!("raft-{:x}", node.cfg.id & 0xffff))
         .spawn(move || {
+            crate::raft::priority::raise_current_thread();
             rt.block_on(tracing::Instrument::instrument(
                 async move {
                     if let Err(e) = node.run(&mut rx).await {
