@@ -289,6 +289,13 @@ impl TlsConn {
     }
 }
 
+impl TlsConn {
+    /// Who is on the other end.
+    pub fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+}
+
 impl tonic::transport::server::Connected for TlsConn {
     type ConnectInfo = PeerIdentity;
     fn connect_info(&self) -> PeerIdentity {

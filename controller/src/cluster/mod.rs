@@ -12,6 +12,7 @@
 //! this node was removed and must be wiped before it joins again).
 
 pub mod backoff;
+pub mod raft_runtime;
 pub mod transport;
 
 /// The servers at their path before the layering.
@@ -469,40 +470,89 @@ impl Cluster {
         *self.listening.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
         let server_cfg = tls::server_config(&self.identity())?;
         let incoming = tls::incoming(listener, server_cfg);
-        let svc = service::ClusterPort {
-            cluster: self.clone(),
-        };
-        let dispatcher_cluster = self.clone();
-        let events = pb::events_server::EventsServer::new(crate::api::events::EventsApi {
-            cluster: self.clone(),
-        });
         tracing::info!(addr = %local, "cluster port listening (mutual TLS)");
-        let revocation = tonic::service::InterceptorLayer::new(refuse_removed(self.clone()));
-        let extra = self.cfg.extra_routes.clone().unwrap_or_default();
+        // One set of services, served twice: connections of other managers (raft
+        // streams, forwarded proposals) on the raft network runtime, everything else on
+        // the process's. Both serve every route, so only where the work runs differs.
+        let this = self.clone();
+        let dispatcher = crate::orchestrator::dispatcher::DispatcherApi::new(self.clone());
+        let serve = move |incoming: tokio_stream::wrappers::ReceiverStream<
+            std::io::Result<tls::TlsConn>,
+        >| {
+            let svc = service::ClusterPort {
+                cluster: this.clone(),
+            };
+            let events = pb::events_server::EventsServer::new(crate::api::events::EventsApi {
+                cluster: this.clone(),
+            });
+            let dispatcher = skiff_proto::orchestrator::dispatcher_server::DispatcherServer::new(
+                dispatcher.clone(),
+            );
+            let revocation = tonic::service::InterceptorLayer::new(refuse_removed(this.clone()));
+            let extra = this.cfg.extra_routes.clone().unwrap_or_default();
+            async move {
+                let res = tonic::transport::Server::builder()
+                    .layer(revocation)
+                    .add_routes(extra)
+                    .add_service(
+                        pb::raft_server::RaftServer::new(svc.clone())
+                            .max_decoding_message_size(256 << 20),
+                    )
+                    .add_service(pb::membership_server::MembershipServer::new(svc))
+                    .add_service(events)
+                    .add_service(dispatcher)
+                    .serve_with_incoming(incoming)
+                    .await;
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "cluster port stopped");
+                }
+            }
+        };
+        let (rest_tx, rest_rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(serve(tokio_stream::wrappers::ReceiverStream::new(rest_rx)));
+        let this = self.clone();
         tokio::spawn(async move {
-            let res = tonic::transport::Server::builder()
-                .layer(revocation)
-                .add_routes(extra)
-                .add_service(
-                    pb::raft_server::RaftServer::new(svc.clone())
-                        .max_decoding_message_size(256 << 20),
-                )
-                .add_service(pb::membership_server::MembershipServer::new(svc))
-                .add_service(events)
-                .add_service(
-                    skiff_proto::orchestrator::dispatcher_server::DispatcherServer::new(
-                        crate::orchestrator::dispatcher::DispatcherApi {
-                            cluster: dispatcher_cluster,
-                        },
-                    ),
-                )
-                .serve_with_incoming(incoming)
-                .await;
-            if let Err(e) = res {
-                tracing::error!(error = %e, "cluster port stopped");
+            use tokio_stream::StreamExt;
+            let mut incoming = incoming;
+            // Started at the first manager connection: workers never need it.
+            let mut managers: Option<tokio::sync::mpsc::Sender<_>> = None;
+            while let Some(conn) = incoming.next().await {
+                let conn = match conn {
+                    Ok(c) if this.is_manager_peer(c.peer()) => {
+                        if managers.is_none() {
+                            managers = raft_runtime::handle().map(|rt| {
+                                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                                rt.spawn(serve(tokio_stream::wrappers::ReceiverStream::new(rx)));
+                                tx
+                            });
+                        }
+                        match &managers {
+                            Some(tx) => match tx.send(Ok(c)).await {
+                                Ok(()) => continue,
+                                Err(back) => back.0,
+                            },
+                            None => Ok(c),
+                        }
+                    }
+                    other => other,
+                };
+                if rest_tx.send(conn).await.is_err() {
+                    return;
+                }
             }
         });
         Ok(())
+    }
+
+    /// Whether a cluster-port peer is another manager of this one's cluster (or, on a
+    /// member that has no state yet, any node: only the leader contacts it then).
+    fn is_manager_peer(&self, peer: &tls::PeerIdentity) -> bool {
+        let (Some(id), Some(h)) = (peer.node_id.as_deref(), self.raft()) else {
+            return false;
+        };
+        h.store().read(|sm| {
+            sm.nodes().next().is_none() || sm.node(id).is_some_and(|n| n.role == Role::Manager)
+        })
     }
 
     async fn start_raft(

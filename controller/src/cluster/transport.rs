@@ -7,8 +7,9 @@
 //!   per leader batches whatever queued up while earlier calls were in flight (at most
 //!   [`FORWARD_INFLIGHT`] at a time), so a busy follower sends few, large calls.
 //!
-//! Tasks run on the process's runtime (captured at creation): the raft node calls in
-//! from a thread of its own.
+//! Tasks run on the raft network runtime ([`super::raft_runtime`], a thread of its own,
+//! so worker load on the process's runtime cannot delay them): the raft node calls in
+//! from its own thread.
 
 use crate::model::{Outcome, Proposal};
 use crate::raft::consensus::{Forwarded, RaftError, RaftHandle, Transport};
@@ -43,11 +44,14 @@ pub struct GrpcTransport {
     forwarders: Mutex<HashMap<u64, (String, mpsc::Sender<Pending>)>>,
     tls: RwLock<Arc<rustls::ClientConfig>>,
     raft: RwLock<Option<RaftHandle>>,
-    rt: tokio::runtime::Handle,
+    /// The process's runtime (captured at creation), should the raft network runtime
+    /// not start.
+    fallback: tokio::runtime::Handle,
 }
 
 impl GrpcTransport {
-    /// Must be called within the process's tokio runtime (its tasks run there).
+    /// Must be called within the process's tokio runtime. Its tasks start on the raft
+    /// network runtime once a peer is first contacted.
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Arc<GrpcTransport> {
         Arc::new(GrpcTransport {
             addrs: RwLock::default(),
@@ -55,7 +59,7 @@ impl GrpcTransport {
             forwarders: Mutex::default(),
             tls: RwLock::new(tls),
             raft: RwLock::new(None),
-            rt: tokio::runtime::Handle::current(),
+            fallback: tokio::runtime::Handle::current(),
         })
     }
 
@@ -67,6 +71,11 @@ impl GrpcTransport {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+    }
+
+    /// Where this transport's tasks run.
+    fn rt(&self) -> tokio::runtime::Handle {
+        super::raft_runtime::handle().unwrap_or_else(|| self.fallback.clone())
     }
 
     fn raft(&self) -> Option<RaftHandle> {
@@ -124,8 +133,9 @@ impl GrpcTransport {
         let addr = self.addr_of(to)?;
         let tls = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
         // tonic spawns the channel's connection task on the current runtime: make that
-        // the process's, not the raft thread's (which blocks on fsync).
-        let _rt = self.rt.enter();
+        // the raft network runtime, not the raft thread's (which blocks on fsync).
+        let rt = self.rt();
+        let _rt = rt.enter();
         match crate::tls::channel(&addr, tls) {
             Ok(c) => Some((addr, c)),
             Err(e) => {
@@ -147,7 +157,7 @@ impl GrpcTransport {
         let client = RaftClient::new(channel)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        self.rt.spawn(forward_loop(to, client, rx, self.raft()));
+        self.rt().spawn(forward_loop(to, client, rx, self.raft()));
         fw.insert(to, (addr, tx.clone()));
         Some(tx)
     }
@@ -162,7 +172,7 @@ impl GrpcTransport {
         let (addr, channel) = self.channel_to(to)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let raft = self.raft();
-        self.rt.spawn(peer_loop(
+        self.rt().spawn(peer_loop(
             to,
             addr.clone(),
             RaftClient::new(channel)

@@ -7,6 +7,7 @@
 //! managers-only relay of a follower's `service logs` (`SubscribeLogs`).
 
 use super::membership::Membership;
+use super::status_batch::StatusBatcher;
 use crate::model::*;
 use crate::model::{Op, Proposal};
 use crate::store::read_world;
@@ -27,7 +28,9 @@ use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct DispatcherApi {
-    pub cluster: Arc<dyn Membership>,
+    cluster: Arc<dyn Membership>,
+    /// Workers' status reports, batched per raft node (replaced with the node).
+    statuses: Arc<std::sync::Mutex<Option<StatusBatcher>>>,
 }
 
 fn caller<T>(req: &Request<T>) -> Result<String, Status> {
@@ -166,8 +169,39 @@ pub fn apply_status(
     Ok(t)
 }
 
-/// Records a status `node` reports for one of its tasks (see [`apply_status`]); the
-/// proposal carries the version read, so a change racing it is refused, not lost.
+/// The proposal that records a status `node` reports for one of its tasks (see
+/// [`apply_status`]), from the stored task object `stored` (None: there is no such
+/// task); it carries the version read, so a change racing it is refused, not lost.
+pub fn prepare_status(
+    stored: Option<&Object>,
+    node: &str,
+    task_id: &str,
+    version: u64,
+    status: TaskStatus,
+) -> Result<Proposal, StatusError> {
+    let stored = stored
+        .and_then(|o| {
+            serde_json::from_slice::<Task>(&o.spec)
+                .ok()
+                .map(|value| Stored {
+                    id: o.id.clone(),
+                    version: o.version,
+                    value,
+                })
+        })
+        .ok_or_else(|| StatusError::NotFound(task_id.into()))?;
+    let task = apply_status(&stored, node, version, status)?;
+    let spec = serde_json::to_vec(&task).map_err(StatusError::Encode)?;
+    Ok(Proposal::new(vec![Op::Update {
+        kind: KIND_TASK.into(),
+        id: stored.id,
+        spec,
+        expected_version: stored.version,
+    }]))
+}
+
+/// Records a status `node` reports for one of its tasks (see [`prepare_status`]), alone;
+/// workers' reports through the dispatcher go in batches ([`StatusBatcher`]).
 pub async fn record_status(
     h: &crate::raft::consensus::RaftHandle,
     node: &str,
@@ -175,29 +209,9 @@ pub async fn record_status(
     version: u64,
     status: TaskStatus,
 ) -> Result<(), StatusError> {
-    let stored = h
-        .store()
-        .read(|sm| {
-            sm.get(KIND_TASK, task_id).and_then(|o| {
-                serde_json::from_slice::<Task>(&o.spec)
-                    .ok()
-                    .map(|value| Stored {
-                        id: o.id.clone(),
-                        version: o.version,
-                        value,
-                    })
-            })
-        })
-        .ok_or_else(|| StatusError::NotFound(task_id.into()))?;
-    let task = apply_status(&stored, node, version, status)?;
-    let spec = serde_json::to_vec(&task).map_err(StatusError::Encode)?;
-    let op = Op::Update {
-        kind: KIND_TASK.into(),
-        id: stored.id,
-        spec,
-        expected_version: stored.version,
-    };
-    h.propose(Proposal::new(vec![op])).await?;
+    let stored = h.store().read(|sm| sm.get(KIND_TASK, task_id).cloned());
+    let p = prepare_status(stored.as_ref(), node, task_id, version, status)?;
+    h.propose(p).await?;
     Ok(())
 }
 
@@ -208,6 +222,27 @@ type LogChunkStream =
     Pin<Box<dyn futures::Stream<Item = Result<pb::ServiceLogChunk, Status>> + Send>>;
 
 impl DispatcherApi {
+    pub fn new(cluster: Arc<dyn Membership>) -> DispatcherApi {
+        DispatcherApi {
+            cluster,
+            statuses: Arc::default(),
+        }
+    }
+
+    /// The status batcher writing through `h` (started on first use, and again when
+    /// the raft node was replaced).
+    fn statuses(&self, h: &crate::raft::consensus::RaftHandle) -> StatusBatcher {
+        let mut b = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        match b.as_ref() {
+            Some(s) if s.raft_id() == h.id() && !s.is_closed() => s.clone(),
+            _ => {
+                let s = StatusBatcher::start(h.clone());
+                *b = Some(s.clone());
+                s
+            }
+        }
+    }
+
     /// This node's raft handle: the dispatcher is served by managers only.
     fn manager(&self) -> Result<crate::raft::consensus::RaftHandle, Status> {
         self.cluster
@@ -501,7 +536,9 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
             .and_then(TryInto::try_into)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let h = self.manager()?;
-        record_status(&h, &node, &r.task_id, r.version, status).await?;
+        self.statuses(&h)
+            .record(&node, &r.task_id, r.version, status)
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 }

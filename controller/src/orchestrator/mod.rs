@@ -2,7 +2,8 @@
 //! services' spec ([`reconcile`](mod@reconcile)) and the loop that runs it on the leader ([`runner`]),
 //! the overlay allocator ([`attach`] → [`overlay`] → [`netalloc`], one way: pure
 //! allocation at the bottom, standalone attachments on top), the dispatcher that
-//! streams assignments to nodes ([`dispatcher`]), the service log broker
+//! streams assignments to nodes ([`dispatcher`]) and commits their task status reports
+//! in batches ([`status_batch`]), the service log broker
 //! ([`logbroker`]), and what these servers need of the node they run on
 //! ([`membership`]).
 
@@ -14,6 +15,7 @@ pub mod netalloc;
 pub mod overlay;
 pub mod reconcile;
 pub mod runner;
+pub mod status_batch;
 
 #[cfg(test)]
 mod tests;

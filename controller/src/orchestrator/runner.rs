@@ -32,25 +32,27 @@ impl Default for AllocConfig {
 /// Proposes missing overlay allocations (networks and services together, each task on
 /// its own so one lost race does not hold back the rest).
 async fn allocate(h: &RaftHandle, cfg: &AllocConfig) -> usize {
-    let plan = h.store().read(|sm| {
-        let w = read_world(sm);
-        let (services, tasks, nodes) = (&w.services, &w.tasks, &w.nodes);
-        let networks = super::overlay::overlay_networks(sm);
-        let avoid = if networks.iter().any(|n| n.value.alloc.is_none()) {
-            (cfg.avoid)()
-        } else {
-            Vec::new()
-        };
-        let attachments = super::attach::list(sm);
-        super::netalloc::allocate(&super::netalloc::Input {
-            networks: &networks,
-            services,
-            tasks,
-            attachments: &attachments,
-            nodes,
-            pools: &cfg.pools,
-            avoid: &avoid,
-        })
+    // Read under the lock, planned outside it (see `pass`).
+    let (w, networks, attachments) = h.store().read(|sm| {
+        (
+            read_world(sm),
+            super::overlay::overlay_networks(sm),
+            super::attach::list(sm),
+        )
+    });
+    let avoid = if networks.iter().any(|n| n.value.alloc.is_none()) {
+        (cfg.avoid)()
+    } else {
+        Vec::new()
+    };
+    let plan = super::netalloc::allocate(&super::netalloc::Input {
+        networks: &networks,
+        services: &w.services,
+        tasks: &w.tasks,
+        attachments: &attachments,
+        nodes: &w.nodes,
+        pools: &cfg.pools,
+        avoid: &avoid,
     });
     if plan.is_empty() {
         return 0;
@@ -82,20 +84,20 @@ pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
         return 0;
     }
     let now = now_ms();
-    let (ops, placed) = h.store().read(|sm| {
-        let w = read_world(sm);
-        let ops = reconcile(
-            &World {
-                services: &w.services,
-                tasks: &w.tasks,
-                nodes: &w.nodes,
-                now_ms: now,
-            },
-            new_id,
-        );
-        let placed = placements(&w.tasks, &ops, now);
-        (ops, placed)
-    });
+    // The decoded world is an immutable snapshot: planning runs outside the store's lock
+    // (a pass over thousands of tasks held it for up to a second, and raft's apply, which
+    // needs the lock to write, waited that long, heartbeats and all).
+    let w = h.store().read(read_world);
+    let ops = reconcile(
+        &World {
+            services: &w.services,
+            tasks: &w.tasks,
+            nodes: &w.nodes,
+            now_ms: now,
+        },
+        new_id,
+    );
+    let placed = placements(&w.tasks, &ops, now);
     let n = ops.len();
     if n > 0 {
         match h.propose(Proposal::new(ops)).await {
@@ -119,11 +121,12 @@ pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
 /// not assigned before), for the scheduling delay histogram.
 fn placements(before: &[Stored<Task>], ops: &[crate::model::Op], now: i64) -> Vec<f64> {
     use crate::model::Op;
-    let was_placed = |id: &str| {
-        before
-            .iter()
-            .any(|t| t.id == id && t.value.status.state >= TaskState::Assigned)
-    };
+    let placed_before: std::collections::HashSet<&str> = before
+        .iter()
+        .filter(|t| t.value.status.state >= TaskState::Assigned)
+        .map(|t| t.id.as_str())
+        .collect();
+    let was_placed = |id: &str| placed_before.contains(id);
     ops.iter()
         .filter_map(|op| match op {
             Op::Create { kind, id, spec, .. } | Op::Update { kind, id, spec, .. }

@@ -334,6 +334,7 @@ pub fn start<T: Transport>(
     std::thread::Builder::new()
         .name(format!("raft-{:x}", node.cfg.id & 0xffff))
         .spawn(move || {
+            crate::raft::priority::raise_current_thread();
             rt.block_on(tracing::Instrument::instrument(
                 async move {
                     if let Err(e) = node.run(&mut rx).await {
@@ -681,39 +682,25 @@ impl<T: Transport> Node<T> {
         Ok(())
     }
 
+    /// Applies committed entries in order. Runs of normal entries are decoded first and
+    /// applied under one write lock: taking the lock per entry queued the raft thread
+    /// behind the store's readers once per entry (hundreds per Ready during a deploy),
+    /// which held its ticks and heartbeats for seconds.
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        let mut run: Vec<(u64, Option<Vec<Proposal>>)> = Vec::new();
         for e in entries {
             match e.get_entry_type() {
-                EntryType::EntryNormal => {
-                    if e.data.is_empty() {
-                        self.sm.write().set_applied(e.index);
-                        continue;
+                EntryType::EntryNormal if e.data.is_empty() => run.push((e.index, None)),
+                EntryType::EntryNormal => match serde_json::from_slice(&e.data) {
+                    Ok(props) => run.push((e.index, Some(props))),
+                    Err(err) => {
+                        // Written by a newer/older version we cannot read: skip, loudly.
+                        tracing::error!(raft_index = e.index, error = %err, "undecodable log entry skipped");
+                        run.push((e.index, None));
                     }
-                    let props: Vec<Proposal> = match serde_json::from_slice(&e.data) {
-                        Ok(p) => p,
-                        Err(err) => {
-                            // Written by a newer/older version we cannot read: skip, loudly.
-                            tracing::error!(raft_index = e.index, error = %err, "undecodable log entry skipped");
-                            self.sm.write().set_applied(e.index);
-                            continue;
-                        }
-                    };
-                    let mut results = Vec::with_capacity(props.len());
-                    {
-                        let mut sm = self.sm.write();
-                        for p in &props {
-                            results.push((p.request_id.clone(), sm.apply(e.index, p)));
-                        }
-                    }
-                    for (id, r) in results {
-                        if let Some(ws) = self.waiters.remove(&id) {
-                            for (_, w) in ws {
-                                let _ = w.send(r.clone().map_err(RaftError::Rejected));
-                            }
-                        }
-                    }
-                }
+                },
                 EntryType::EntryConfChange => {
+                    self.apply_run(std::mem::take(&mut run));
                     let cc = ConfChange::parse_from_bytes(&e.data)
                         .map_err(|err| RaftError::Raft(raft::Error::CodecError(err)))?;
                     let cs = match self.raw.apply_conf_change(&cc) {
@@ -743,12 +730,40 @@ impl<T: Transport> Node<T> {
                         }
                     }
                 }
-                EntryType::EntryConfChangeV2 => {
-                    self.sm.write().set_applied(e.index);
+                EntryType::EntryConfChangeV2 => run.push((e.index, None)),
+            }
+        }
+        self.apply_run(run);
+        Ok(())
+    }
+
+    /// Applies a run of normal entries (`None`: nothing to apply, only the index) under
+    /// one write lock, then answers their waiters.
+    fn apply_run(&mut self, run: Vec<(u64, Option<Vec<Proposal>>)>) {
+        if run.is_empty() {
+            return;
+        }
+        let mut results = Vec::new();
+        {
+            let mut sm = self.sm.write();
+            for (index, props) in &run {
+                match props {
+                    None => sm.set_applied(*index),
+                    Some(props) => {
+                        for p in props {
+                            results.push((p.request_id.clone(), sm.apply(*index, p)));
+                        }
+                    }
                 }
             }
         }
-        Ok(())
+        for (id, r) in results {
+            if let Some(ws) = self.waiters.remove(&id) {
+                for (_, w) in ws {
+                    let _ = w.send(r.clone().map_err(RaftError::Rejected));
+                }
+            }
+        }
     }
 
     /// Starts a snapshot once enough was applied: at least `snapshot_every` entries and,

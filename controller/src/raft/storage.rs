@@ -539,7 +539,10 @@ impl DiskStorage {
         let (wal_tx, jobs) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("raft-wal".into())
-            .spawn(move || wal_thread(wal, jobs))
+            .spawn(move || {
+                crate::raft::priority::raise_current_thread();
+                wal_thread(wal, jobs)
+            })
             .map_err(io_err(dir))?;
         Ok((
             DiskStorage {

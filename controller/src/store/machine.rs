@@ -51,6 +51,9 @@ pub struct StateMachine {
     memo: std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
     /// See [`Self::restores`].
     restores: u64,
+    /// Decoded copies of objects, by value type and kind, kept across changes: see
+    /// [`Self::decoded`].
+    decoded: std::sync::Mutex<HashMap<(std::any::TypeId, String), Box<dyn std::any::Any + Send>>>,
 }
 
 fn node_object(n: &Node, index: u64) -> Object {
@@ -90,6 +93,7 @@ impl StateMachine {
             cluster_events,
             memo: Default::default(),
             restores: 0,
+            decoded: Default::default(),
         }
     }
 
@@ -223,6 +227,51 @@ impl StateMachine {
             .get(kind)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The objects of `kind`, by reference.
+    pub fn objects(&self, kind: &str) -> impl Iterator<Item = &Object> {
+        self.store
+            .objects
+            .get(kind)
+            .into_iter()
+            .flat_map(|m| m.values())
+    }
+
+    /// The objects of `kind` whose specs decode as `T` (others are skipped), in
+    /// [`Self::list`] order. An object unchanged since the previous call (same ID,
+    /// creation index and version: the same contents) is cloned from that call's result
+    /// instead of parsed again: during a deploy the store changes many times a second
+    /// and each change used to parse every task anew, under the store's read lock.
+    pub fn decoded<T: serde::de::DeserializeOwned + Clone + Send + 'static>(
+        &self,
+        kind: &str,
+    ) -> Vec<crate::model::Stored<T>> {
+        type Cache<T> = HashMap<String, (u64, u64, Option<T>)>;
+        let mut caches = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = caches
+            .entry((std::any::TypeId::of::<T>(), kind.to_string()))
+            .or_insert_with(|| Box::new(Cache::<T>::new()));
+        let Some(cache) = slot.downcast_mut::<Cache<T>>() else {
+            return Vec::new();
+        };
+        let mut old = std::mem::take(cache);
+        let mut out = Vec::new();
+        for o in self.objects(kind) {
+            let value = match old.remove(&o.id) {
+                Some((c, v, value)) if c == o.created_index && v == o.version => value,
+                _ => serde_json::from_slice::<T>(&o.spec).ok(),
+            };
+            if let Some(value) = &value {
+                out.push(crate::model::Stored {
+                    id: o.id.clone(),
+                    version: o.version,
+                    value: value.clone(),
+                });
+            }
+            cache.insert(o.id.clone(), (o.created_index, o.version, value));
+        }
+        out
     }
 
     /// Marks `index` applied for entries that carry no proposal (raft's empty entries,
@@ -651,6 +700,72 @@ mod tests {
         assert_eq!(sm.memo(count).0, 1);
         // Restores publish no events; subscribers learn of them from the count.
         assert_eq!(sm.restores(), 2);
+    }
+
+    #[test]
+    fn decoded_objects_follow_every_change_of_the_contents() {
+        #[derive(Clone, serde::Deserialize)]
+        struct Spec {
+            #[serde(default)]
+            n: u64,
+        }
+        let spec = |n: u64| format!("{{\"n\":{n}}}").into_bytes();
+        let update = |id: &str, n: u64, v: u64| Op::Update {
+            kind: "service".into(),
+            id: id.into(),
+            spec: spec(n),
+            expected_version: v,
+        };
+        let values = |sm: &StateMachine| {
+            let mut v: Vec<(String, u64)> = sm
+                .decoded::<Spec>("service")
+                .into_iter()
+                .map(|s| (s.id, s.value.n))
+                .collect();
+            v.sort();
+            v
+        };
+        let mut sm = StateMachine::default();
+        sm.apply(
+            1,
+            &prop(
+                "r1",
+                vec![create("service", "a", "x"), create("service", "b", "y")],
+            ),
+        )
+        .expect("create");
+        assert_eq!(values(&sm), [("a".into(), 0), ("b".into(), 0)]);
+        sm.apply(2, &prop("r2", vec![update("a", 7, 1)]))
+            .expect("update");
+        assert_eq!(values(&sm), [("a".into(), 7), ("b".into(), 0)]);
+        let del = Op::Delete {
+            kind: "service".into(),
+            id: "a".into(),
+            expected_version: 0,
+        };
+        sm.apply(3, &prop("r3", vec![del])).expect("delete");
+        assert_eq!(values(&sm), [("b".into(), 0)]);
+        // Recreated under the same ID: a new object, not the cached one.
+        sm.apply(4, &prop("r4", vec![create("service", "a", "x")]))
+            .expect("recreate");
+        sm.apply(5, &prop("r5", vec![update("a", 3, 1)]))
+            .expect("update");
+        assert_eq!(values(&sm), [("a".into(), 3), ("b".into(), 0)]);
+        // Specs that do not decode are skipped, as before.
+        sm.apply(
+            6,
+            &prop(
+                "r6",
+                vec![Op::Update {
+                    kind: "service".into(),
+                    id: "b".into(),
+                    spec: b"nope".to_vec(),
+                    expected_version: 1,
+                }],
+            ),
+        )
+        .expect("update");
+        assert_eq!(values(&sm), [("a".into(), 3)]);
     }
 
     #[test]

@@ -54,8 +54,8 @@ pub struct Decoded {
 /// each of them used to decode every task for itself.
 pub fn read_world(sm: &StateMachine) -> std::sync::Arc<Decoded> {
     sm.memo(|sm| Decoded {
-        services: decode(sm, KIND_SERVICE),
-        tasks: decode(sm, KIND_TASK),
+        services: sm.decoded(KIND_SERVICE),
+        tasks: sm.decoded(KIND_TASK),
         nodes: sm.nodes().cloned().collect(),
     })
 }
