@@ -7,7 +7,8 @@
 //! host option) or runs commands in the VMs over ssh; the cluster is torn down on drop.
 //!
 //! `vm_cluster_end_to_end` is one test, phases in order, because booting the VMs is the
-//! expensive part (and it is opt-in, `--ignored`, for the same reason):
+//! expensive part (and it is opt-in, `--ignored`, for the same reason; under emulation
+//! run it with `--release`, docs/deploy.md section 11):
 //! 3 Ready nodes; the README's example stack answering on every VM; `systemctl restart
 //! skiff` under traffic; a worker reboot; a worker power cut; a rolling upgrade.
 //! Each phase prints its duration (see BENCHMARKS.md). On failure the test prints each
