@@ -137,8 +137,9 @@ fn take_batch(pending: &mut VecDeque<Report>) -> Vec<Report> {
     batch
 }
 
-/// Checks every report against the state and proposes the valid ones together (they reach the raft node at once, so it puts them in one entry); answers
-/// each caller with its own outcome.
+/// Checks every report against the state and proposes the valid ones together (they
+/// reach the raft node at once, so it puts them in one entry); answers each caller with
+/// its own outcome.
 async fn commit(h: &RaftHandle, batch: Vec<Report>) {
     // The task objects are copied under the store's lock, decoded and checked outside it.
     let stored: Vec<_> = h.store().read(|sm| {
@@ -147,19 +148,13 @@ async fn commit(h: &RaftHandle, batch: Vec<Report>) {
             .map(|r| sm.get(KIND_TASK, &r.task_id).cloned())
             .collect()
     });
-    let prepared: Vec<_> = batch
-        .into_iter()
-        .zip(stored)
-        .map(|(r, o)| {
-            let p = prepare_status(o.as_ref(), &r.node, &r.task_id, r.version, r.status);
-            (r.reply, p)
-        })
-        .collect();
-    let proposals = prepared.into_iter().filter_map(|(reply, p)| match p {
-        Ok(p) => Some((reply, p)),
-        Err(e) => {
-            let _ = reply.send(Err(e));
-            None
+    let proposals = batch.into_iter().zip(stored).filter_map(|(r, o)| {
+        match prepare_status(o.as_ref(), &r.node, &r.task_id, r.version, r.status) {
+            Ok(p) => Some((r.reply, p)),
+            Err(e) => {
+                let _ = r.reply.send(Err(e));
+                None
+            }
         }
     });
     futures::future::join_all(proposals.map(|(reply, p)| async move {

@@ -164,12 +164,7 @@ impl ServicePort {
     /// Starts serving `fw`: the kernel rules come with the next table refresh, the
     /// loopback proxy (TCP only; 127.0.0.1 cannot be DNATed) at once.
     async fn open(fw: nft::FwService) -> ServicePort {
-        let addrs: Vec<SocketAddr> = fw
-            .backends
-            .iter()
-            .map(|(ip, p)| SocketAddr::from((*ip, *p)))
-            .collect();
-        let targets = Arc::new(RwLock::new(addrs));
+        let targets = Arc::new(RwLock::new(Self::targets(&fw)));
         let proxy = if fw.proto == Proto::Tcp {
             match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, fw.port)).await {
                 Ok(l) => Some(tokio::spawn(ports::serve_round_robin(l, targets.clone()))),
@@ -182,6 +177,14 @@ impl ServicePort {
             None
         };
         ServicePort { fw, targets, proxy }
+    }
+
+    /// Where the loopback proxy sends connections: the backends of `fw`.
+    fn targets(fw: &nft::FwService) -> Vec<SocketAddr> {
+        fw.backends
+            .iter()
+            .map(|(ip, p)| SocketAddr::from((*ip, *p)))
+            .collect()
     }
 }
 

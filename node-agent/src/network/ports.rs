@@ -35,11 +35,7 @@ impl Networks {
                 return Ok(());
             }
             if let Ok(mut t) = existing.targets.write() {
-                *t = fw
-                    .backends
-                    .iter()
-                    .map(|(ip, p)| SocketAddr::from((*ip, *p)))
-                    .collect();
+                *t = ServicePort::targets(&fw);
             }
             existing.fw = fw;
         } else {
