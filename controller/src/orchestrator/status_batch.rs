@@ -113,6 +113,15 @@ async fn run(h: RaftHandle, mut rx: mpsc::Receiver<Report>) {
                 Err(_) => break,
             }
         }
+        // Whatever is queued already joins too, even past the window (a busy runtime may
+        // have let it pass with reports waiting).
+        while open && pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => pending.push_back(r),
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+            }
+        }
         let batch = take_batch(&mut pending);
         commit(&h, batch).await;
     }
@@ -137,9 +146,8 @@ fn take_batch(pending: &mut VecDeque<Report>) -> Vec<Report> {
     batch
 }
 
-/// Checks every report against the state and proposes the valid ones together (they
-/// reach the raft node at once, so it puts them in one entry); answers each caller with
-/// its own outcome.
+/// Checks every report against the state and proposes the valid ones together (one
+/// message to the raft node, so one entry); answers each caller with its own outcome.
 async fn commit(h: &RaftHandle, batch: Vec<Report>) {
     // The task objects are copied under the store's lock, decoded and checked outside it.
     let stored: Vec<_> = h.store().read(|sm| {
@@ -148,20 +156,22 @@ async fn commit(h: &RaftHandle, batch: Vec<Report>) {
             .map(|r| sm.get(KIND_TASK, &r.task_id).cloned())
             .collect()
     });
-    let proposals = batch.into_iter().zip(stored).filter_map(|(r, o)| {
-        match prepare_status(o.as_ref(), &r.node, &r.task_id, r.version, r.status) {
-            Ok(p) => Some((r.reply, p)),
-            Err(e) => {
-                let _ = r.reply.send(Err(e));
-                None
+    let (replies, proposals): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .zip(stored)
+        .filter_map(|(r, o)| {
+            match prepare_status(o.as_ref(), &r.node, &r.task_id, r.version, r.status) {
+                Ok(p) => Some((r.reply, p)),
+                Err(e) => {
+                    let _ = r.reply.send(Err(e));
+                    None
+                }
             }
-        }
-    });
-    futures::future::join_all(proposals.map(|(reply, p)| async move {
-        let res = h.propose(p).await.map(|_| ()).map_err(StatusError::from);
-        let _ = reply.send(res);
-    }))
-    .await;
+        })
+        .unzip();
+    for (reply, res) in replies.into_iter().zip(h.propose_all(proposals).await) {
+        let _ = reply.send(res.map(|_| ()).map_err(StatusError::from));
+    }
 }
 
 #[cfg(test)]
@@ -217,12 +227,16 @@ mod tests {
         })
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_reports_share_few_entries_and_each_is_answered_once_committed() {
+    // One thread: every caller has queued its report before the batcher looks again, so
+    // the count below does not depend on how loaded the machine is.
+    #[tokio::test]
+    async fn concurrent_reports_share_one_entry_and_each_is_answered_once_committed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (h, ids) = leader_with_tasks(dir.path(), 300).await;
         let b = StatusBatcher::start(h.clone());
-        let before = h.status().applied;
+        // The state machine's own index: the published status may lag behind answers.
+        let applied = |h: &RaftHandle| h.store().read(crate::store::StateMachine::applied);
+        let before = applied(&h);
         let calls = ids.iter().map(|id| {
             let (b, h, id) = (b.clone(), h.clone(), id.clone());
             tokio::spawn(async move {
@@ -236,11 +250,8 @@ mod tests {
         for c in futures::future::join_all(calls).await {
             c.expect("caller task");
         }
-        let entries = h.status().applied - before;
-        assert!(
-            entries <= 5,
-            "300 reports took {entries} log entries, expected a few"
-        );
+        let entries = applied(&h) - before;
+        assert_eq!(entries, 1, "300 reports took {entries} log entries");
         h.stop();
     }
 

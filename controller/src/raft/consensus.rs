@@ -168,6 +168,8 @@ pub struct RaftStatus {
 
 enum Msg {
     Propose(Proposal, oneshot::Sender<Result<Outcome, RaftError>>),
+    /// Several proposals at once, so that they land in one log entry.
+    ProposeAll(Vec<(Proposal, oneshot::Sender<Result<Outcome, RaftError>>)>),
     ConfChange(
         ConfChange,
         String,
@@ -434,16 +436,24 @@ impl<T: Transport> Node<T> {
         }
     }
 
+    /// Queues a client proposal for this round's entry, or refuses it.
+    fn accept(&mut self, p: Proposal, reply: Reply, batch: &mut Vec<(Proposal, Reply)>) {
+        if self.removed {
+            let _ = reply.send(Err(RaftError::Removed));
+        } else if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(RaftError::NotLeader));
+        } else {
+            batch.push((p, reply));
+        }
+    }
+
     /// Returns false on Stop.
     fn handle(&mut self, m: Msg, batch: &mut Vec<(Proposal, Reply)>) -> bool {
         match m {
-            Msg::Propose(p, reply) => {
-                if self.removed {
-                    let _ = reply.send(Err(RaftError::Removed));
-                } else if self.raw.raft.state != StateRole::Leader {
-                    let _ = reply.send(Err(RaftError::NotLeader));
-                } else {
-                    batch.push((p, reply));
+            Msg::Propose(p, reply) => self.accept(p, reply, batch),
+            Msg::ProposeAll(ps) => {
+                for (p, reply) in ps {
+                    self.accept(p, reply, batch);
                 }
             }
             Msg::ConfChange(cc, request_id, reply) => {
@@ -1042,6 +1052,38 @@ impl RaftHandle {
                 r => return r,
             }
         }
+    }
+
+    /// Replicates several proposals, each answered on its own as [`Self::propose`] would.
+    /// On the leader they reach the node in one message, so they share one log entry
+    /// however busy the node is; one that fails retryably is proposed again alone.
+    pub async fn propose_all(&self, ps: Vec<Proposal>) -> Vec<Result<Outcome, RaftError>> {
+        if self.status().leader_id == self.id {
+            let mut msg = Vec::with_capacity(ps.len());
+            let mut rxs = Vec::with_capacity(ps.len());
+            for p in &ps {
+                let (tx, rx) = oneshot::channel();
+                msg.push((p.clone(), tx));
+                rxs.push(rx);
+            }
+            if self.tx.send(Msg::ProposeAll(msg)).is_ok() {
+                let started = Instant::now();
+                let waits = ps.into_iter().zip(rxs).map(|(p, rx)| async move {
+                    match self.wait(rx).await {
+                        Err(e) if e.is_retryable() => self.propose(p).await,
+                        Ok(o) => {
+                            self.metrics
+                                .proposal_duration
+                                .observe(started.elapsed().as_secs_f64());
+                            Ok(o)
+                        }
+                        Err(e) => Err(e),
+                    }
+                });
+                return futures::future::join_all(waits).await;
+            }
+        }
+        futures::future::join_all(ps.into_iter().map(|p| self.propose(p))).await
     }
 
     /// Proposes on this node if it is the leader, never forwarding: the leader's side of
