@@ -110,7 +110,7 @@ fn published_ports_come_and_go_without_reloading_the_table() {
     // Both the second start and the removal went by elements, never by a fallback.
     let log = strip_ansi(&a.log());
     assert_eq!(
-        log.matches("update=Ports").count(),
+        log.matches("update=Elements").count(),
         2,
         "expected two incremental updates; agent log:\n{log}"
     );
