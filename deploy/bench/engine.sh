@@ -52,6 +52,7 @@ cleanup() {
 trap cleanup EXIT
 # No Docker API socket: its default path (docker.sock beside s.sock) is where the private
 # dockerd listens.
+bench_exec_root "$work/run"
 $B agent --root "$work/root" --exec-root "$work/run" --host "$H" --docker-socket "" >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 100); do $B -H "$H" version >/dev/null 2>&1 && break; sleep 0.1; done
@@ -78,6 +79,7 @@ $B -H "$H" rm -f "$sid" >/dev/null
 
 docker=false
 if command -v dockerd >/dev/null; then
+  bench_exec_root "$work/docker-run"
   dockerd --data-root "$work/docker" --exec-root "$work/docker-run" -H "unix://$work/docker.sock" \
     --pidfile "$work/docker.pid" --bridge none --iptables=false >"$work/dockerd.log" 2>&1 &
   dockerd_pid=$!

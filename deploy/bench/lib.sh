@@ -19,6 +19,16 @@ cleanup_agent_network() {
   done
 }
 
+# Runtime state (the exec root) on a tmpfs, for skiff and dockerd alike, as /run is on
+# a systemd host (skiff's default --exec-root is /run/skiff, dockerd's
+# /var/run/docker). These machines' root filesystem is ext4 without a journal, where
+# allocating an inode skips every inode deleted in the last half minute or so: the
+# thousands of short-lived state files of a run made each later run slower than the
+# one before (see BENCHMARKS.md, "Stack deploy"). The scripts' cleanup unmounts it.
+bench_exec_root() {
+  mkdir -p "$1" && mount -t tmpfs -o mode=0711 tmpfs "$1"
+}
+
 # The stack the deploy benchmarks give both skiff and Swarm: N replicas of busybox
 # sleeping, on a /16 overlay (the default /24 holds about 250 tasks in both systems);
 # with "workers", kept off the managers.

@@ -41,6 +41,7 @@ trap cleanup EXIT
 bench_stack_yaml "$N" >"$work/app.yaml"
 # No Docker API socket: its default path (docker.sock beside s.sock) is where the private
 # dockerd listens.
+bench_exec_root "$work/run"
 $B agent --root "$work/root" --exec-root "$work/run" --host "$H" --docker-socket "" >"$work/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 100); do $B -H "$H" version >/dev/null 2>&1 && break; sleep 0.1; done
@@ -69,6 +70,7 @@ if command -v dockerd >/dev/null; then
   # The docker CLI first on PATH: Debian's 20.10 CLI refuses a Compose file without
   # `version:` in `stack deploy`; a newer CLI negotiates the daemon's API version.
   D="${DOCKER:-docker} -H unix://$work/docker.sock"
+  bench_exec_root "$work/docker-run"
   dockerd --data-root "$work/docker" --exec-root "$work/docker-run" -H "unix://$work/docker.sock" \
     --pidfile "$work/docker.pid" --bridge none --iptables=false >"$work/dockerd.log" 2>&1 &
   dockerd_pid=$!

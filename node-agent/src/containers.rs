@@ -325,6 +325,9 @@ impl Containers {
     pub async fn restore(self: &Arc<Self>) -> Result<()> {
         let dir = self.cfg.root.join("containers");
         std::fs::create_dir_all(&dir)?;
+        if !fsutil::spread_subdirs(&dir) {
+            tracing::debug!(dir = %dir.display(), "containers' directories not spread (not ext2/3/4)");
+        }
         self.networks.init().await?;
         self.volumes.init()?;
         for ent in std::fs::read_dir(&dir)?.flatten() {
