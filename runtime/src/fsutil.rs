@@ -170,7 +170,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().join("containers");
         fs::create_dir(&d).expect("mkdir");
-        let flags = || ioctl_getflags(&File::open(&d).expect("open")).ok();
+        let flags = || ioctl_getflags(File::open(&d).expect("open")).ok();
         let set = spread_subdirs(&d);
         // The answer is the truth, whichever filesystem the temp dir is on (ext4 sets
         // it; tmpfs has no such flag), and asking again changes nothing.
