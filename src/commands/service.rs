@@ -631,8 +631,8 @@ pub async fn wait_converged(c: &mut Orch, stack: &str, timeout: Duration) -> Res
             ));
         }
         // A cheap local read: polling often keeps the reported convergence time within
-        // a few tens of milliseconds of the real one.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // a few milliseconds of the real one.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

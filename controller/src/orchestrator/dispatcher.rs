@@ -399,8 +399,10 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
                 let mut restores = 0;
                 let mut sent_at = tokio::time::Instant::now();
                 let mut checked_at = sent_at;
+                let mut looked_at = sent_at;
                 loop {
                     if dirty {
+                        looked_at = tokio::time::Instant::now();
                         let (r, set) = h.store().read(|sm| (sm.restores(), assignments(sm, &node)));
                         (restores, dirty) = (r, false);
                         if last.as_ref() != Some(&set) {
@@ -433,10 +435,11 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
                                 Err(RecvError::Lagged(_)) => true,
                                 Err(RecvError::Closed) => return,
                             };
-                            // Changes come in bursts: one look (and at most one set) per
-                            // burst, whether or not it concerns this node; a wake per event
-                            // on every stream would crowd the store's lock.
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            // Changes come in bursts: at most one look (and one set) per
+                            // COALESCE, whether or not it concerns this node; a wake per
+                            // event on every stream would crowd the store's lock. The first
+                            // change after a quiet spell is looked at at once.
+                            tokio::time::sleep_until(looked_at + super::COALESCE).await;
                             loop {
                                 match events.try_recv() {
                                     Ok(e) => relevant |= e.concerns(&node),

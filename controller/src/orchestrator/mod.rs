@@ -20,6 +20,11 @@ pub mod status_batch;
 #[cfg(test)]
 mod tests;
 
+/// The shortest gap between two reconciler passes, or two looks of one node's
+/// assignment stream, while changes keep coming: a burst costs one pass per gap, and the
+/// first change after a quiet spell is acted on at once.
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub use crate::model::services::*;
 pub use crate::model::{services as types, stack};
 pub use crate::store::Stored;

@@ -147,6 +147,7 @@ pub fn spawn(h: RaftHandle, alloc: AllocConfig) {
         async move {
             let mut events = h.store().read(|sm| sm.subscribe());
             let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut passed_at = tokio::time::Instant::now();
             loop {
                 if h.is_stopped() {
                     return;
@@ -157,11 +158,15 @@ pub fn spawn(h: RaftHandle, alloc: AllocConfig) {
                         if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
                             return;
                         }
-                        // Coalesce a burst of changes into one pass.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        // A burst of changes is coalesced into at most one pass per
+                        // COALESCE; the first change after a quiet spell gets one at once
+                        // (a deploy goes through several passes: each waited the whole
+                        // window before).
+                        tokio::time::sleep_until(passed_at + super::COALESCE).await;
                         while events.try_recv().is_ok() {}
                     }
                 }
+                passed_at = tokio::time::Instant::now();
                 pass(&h, &alloc).await;
             }
         }
