@@ -23,6 +23,7 @@ impl Networks {
 
     /// Rebuilds DNS names and the nftables table from the whole state.
     pub(super) fn refresh_locked(&self, inner: &mut Inner) -> Result<()> {
+        let covers = inner.sandboxes_added;
         let mut table = DnsTable::default();
         let ups: Vec<String> = if self.settings.dns.is_empty() {
             host_resolv().0
@@ -115,6 +116,7 @@ impl Networks {
                 .map_err(net_err)?;
         }
         inner.fw_applied = Some(fw);
+        inner.refreshed_upto = covers;
         Ok(())
     }
 }

@@ -143,6 +143,11 @@ struct Inner {
     /// by link name, with the link's index: a restarted container's new link takes
     /// the old name, and only the old index may be deleted.
     reaping: HashMap<String, Reaping>,
+    /// Sandboxes added so far (a count), and how many of them the last successful
+    /// refresh covered: a start whose sandbox a later refresh already covered needs
+    /// none of its own (see `setup`).
+    sandboxes_added: u64,
+    refreshed_upto: u64,
 }
 
 /// A host link being deleted in the background and the address it still holds.

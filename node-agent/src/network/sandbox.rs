@@ -121,49 +121,115 @@ impl Networks {
             attached,
             ..Default::default()
         };
-        let res = self
-            .wire(&mut inner, &mut sb, r, paths, &eps, exposed)
-            .await;
-        match res {
-            Ok(()) => {
-                let path = sb.netns.clone();
-                fsutil::write_json_atomic(&self.sandbox_file(&r.id), &sb)?;
-                inner.sandboxes.insert(r.id.clone(), sb);
-                let refreshed =
-                    tracing::debug_span!("firewall").in_scope(|| self.refresh_locked(&mut inner));
-                if let Err(e) = refreshed {
-                    self.teardown_locked(&mut inner, &r.id);
-                    return Err(e);
-                }
-                Ok(NetworkNamespace::Join(path))
-            }
+        // Under the lock only what other starts must see at once: addresses taken and
+        // links named. The kernel work (namespace, veths: 2-5 ms) runs without it, so
+        // the starts of a deploy wire side by side instead of one at a time.
+        let planned = match self.plan(&mut inner, &sb, &eps) {
+            Ok(p) => p,
             Err(e) => {
                 self.undo(&mut inner, sb);
-                Err(e)
+                return Err(e);
+            }
+        };
+        let embedded = Self::embedded_dns(&inner, planned.iter().map(|p| p.network_id.as_str()));
+        drop(inner);
+        let wired = self
+            .wire(&mut sb, &planned, embedded, r, paths, exposed)
+            .await;
+        let mut inner = self.inner.lock().await;
+        // A network removed meanwhile (it had no sandbox on it yet) takes this start
+        // down with it, as if it had been removed first.
+        let wired = wired.and_then(|()| {
+            match planned
+                .iter()
+                .find(|p| !inner.nets.contains_key(&p.network_id))
+            {
+                Some(p) => Err(AgentError::NotFound(format!(
+                    "network {} not found",
+                    p.network_id
+                ))),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = wired {
+            // Addresses planned but never wired go back; wired ones go with their links.
+            for p in planned.iter().skip(sb.attachments.len()) {
+                release(&mut inner, &p.network_id, p.ip);
+            }
+            self.undo(&mut inner, sb);
+            return Err(e);
+        }
+        let path = sb.netns.clone();
+        if let Err(e) = fsutil::write_json_atomic(&self.sandbox_file(&r.id), &sb) {
+            self.undo(&mut inner, sb);
+            return Err(e.into());
+        }
+        inner.sandboxes.insert(r.id.clone(), sb);
+        inner.sandboxes_added += 1;
+        let mine = inner.sandboxes_added;
+        // Group commit: the lock is let go so that starts queued behind this one add
+        // their sandboxes too, and the first refresh after that covers all of them (a
+        // deploy's starts each ran `nft` one after the other). Whoever finds its
+        // sandbox covered by a refresh that already succeeded returns at once.
+        drop(inner);
+        let mut inner = self.inner.lock().await;
+        if inner.refreshed_upto < mine {
+            let refreshed =
+                tracing::debug_span!("firewall").in_scope(|| self.refresh_locked(&mut inner));
+            if let Err(e) = refreshed {
+                self.teardown_locked(&mut inner, &r.id);
+                return Err(e);
             }
         }
+        Ok(NetworkNamespace::Join(path))
     }
 
-    pub(super) async fn wire(
+    /// Takes an address and a link name on every network of `eps`, in order; on error
+    /// what it took is given back.
+    fn plan(
         &self,
         inner: &mut Inner,
-        sb: &mut Sandbox,
-        r: &ContainerRecord,
-        paths: &Paths,
+        sb: &Sandbox,
         eps: &[EndpointConfig],
-        exposed: &[String],
-    ) -> Result<()> {
+    ) -> Result<Vec<PlannedLink>> {
         let mut resolved = vec![];
         for ep in eps {
             resolved.push((Self::find(inner, &ep.network)?.net.id.clone(), ep));
         }
+        let mut routed = false;
+        let mut planned: Vec<PlannedLink> = vec![];
+        for (i, (nid, ep)) in resolved.iter().enumerate() {
+            match self.plan_one(inner, sb, nid, ep, i, &mut routed) {
+                Ok(p) => planned.push(p),
+                Err(e) => {
+                    for p in &planned {
+                        release(inner, &p.network_id, p.ip);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(planned)
+    }
+
+    /// The kernel side of a start, without the network lock: the namespace, each
+    /// planned veth (pushed onto `sb.attachments` as it is made), published ports, the
+    /// resolv.conf and hosts files. On error the caller undoes `sb`.
+    async fn wire(
+        &self,
+        sb: &mut Sandbox,
+        planned: &[PlannedLink],
+        embedded: Option<String>,
+        r: &ContainerRecord,
+        paths: &Paths,
+        exposed: &[String],
+    ) -> Result<()> {
         tracing::debug_span!("netns")
             .in_scope(|| link::create_netns(&sb.netns))
             .map_err(net_err)?;
-        let mut routed = false;
-        for (i, (nid, ep)) in resolved.iter().enumerate() {
-            let a = tracing::debug_span!("veth", network_id = %nid)
-                .in_scope(|| self.attach_one(inner, sb, nid, ep, i, &mut routed))?;
+        for p in planned {
+            let a = tracing::debug_span!("veth", network_id = %p.network_id)
+                .in_scope(|| p.wire(&sb.netns))?;
             sb.attachments.push(a);
         }
         // Published ports go to the first network's address, as with Docker.
@@ -199,9 +265,11 @@ impl Networks {
                 });
             }
         }
-        tracing::debug_span!("files").in_scope(|| self.write_files(inner, sb, r, paths))
+        tracing::debug_span!("files").in_scope(|| self.write_files_with(embedded, sb, r, paths))
     }
 
+    /// Plans and wires one more interface at once, under the lock (`network connect` of
+    /// a running container).
     pub(super) fn attach_one(
         &self,
         inner: &mut Inner,
@@ -211,6 +279,22 @@ impl Networks {
         index: usize,
         routed: &mut bool,
     ) -> Result<Attachment> {
+        let p = self.plan_one(inner, sb, nid, ep, index, routed)?;
+        p.wire(&sb.netns)
+            .inspect_err(|_| release(inner, &p.network_id, p.ip))
+    }
+
+    /// Takes the address of one interface and names its link; a restart's old link
+    /// (and address) goes first.
+    fn plan_one(
+        &self,
+        inner: &mut Inner,
+        sb: &Sandbox,
+        nid: &str,
+        ep: &EndpointConfig,
+        index: usize,
+        routed: &mut bool,
+    ) -> Result<PlannedLink> {
         let host_if = format!(
             "{}v{}",
             self.prefix,
@@ -238,35 +322,30 @@ impl Networks {
             st.ipam.reserve(ip).map_err(net_err)?;
             ip
         };
-        let mac = link::mac_for(ip);
-        let ifname = format!("eth{index}");
         let gateway = (!st.net.internal && !*routed).then_some(st.net.gateway);
-        let spec = link::VethSpec {
-            netns: &sb.netns,
-            bridge: &st.net.bridge,
-            host_if: &host_if,
-            ifname: &ifname,
-            addr: ip,
+        *routed |= gateway.is_some();
+        Ok(PlannedLink {
+            network_id: nid.to_string(),
+            ip,
+            mac: link::mac_for(ip),
+            ifname: format!("eth{index}"),
+            host_if,
+            aliases: ep.aliases.clone(),
+            bridge: st.net.bridge.clone(),
             subnet: st.net.subnet,
-            mac: &mac,
             gateway,
             // Lowered on overlays for the VXLAN encapsulation, set as the pair is made.
             mtu: st.net.overlay.is_some().then_some(vxlan::OVERLAY_MTU),
-        };
-        if let Err(e) = link::attach_veth(&spec) {
-            let _ = link::delete_link(&host_if);
-            st.ipam.release(ip);
-            return Err(net_err(e));
-        }
-        *routed |= gateway.is_some();
-        Ok(Attachment {
-            network_id: nid.to_string(),
-            ip,
-            mac,
-            ifname,
-            host_if,
-            aliases: ep.aliases.clone(),
         })
+    }
+
+    /// The embedded DNS server (the gateway of the first user network among
+    /// `networks`), if any: the default bridge has none.
+    fn embedded_dns<'a>(inner: &Inner, networks: impl Iterator<Item = &'a str>) -> Option<String> {
+        networks
+            .filter_map(|nid| inner.nets.get(nid))
+            .find(|st| !st.net.is_default())
+            .map(|st| st.net.gateway.to_string())
     }
 
     /// resolv.conf and hosts: user networks use the embedded DNS on their gateway; the
@@ -278,14 +357,21 @@ impl Networks {
         r: &ContainerRecord,
         paths: &Paths,
     ) -> Result<()> {
+        let embedded =
+            Self::embedded_dns(inner, sb.attachments.iter().map(|a| a.network_id.as_str()));
+        self.write_files_with(embedded, sb, r, paths)
+    }
+
+    /// [`Self::write_files`] with the embedded DNS server already looked up.
+    fn write_files_with(
+        &self,
+        embedded: Option<String>,
+        sb: &Sandbox,
+        r: &ContainerRecord,
+        paths: &Paths,
+    ) -> Result<()> {
         let c = &r.config.net;
         let (host_ns, host_search, host_opts) = host_resolv();
-        let embedded = sb
-            .attachments
-            .iter()
-            .filter_map(|a| inner.nets.get(&a.network_id))
-            .find(|st| !st.net.is_default())
-            .map(|st| st.net.gateway.to_string());
         let nameservers: Vec<String> = match embedded {
             Some(gw) => vec![gw],
             None if !c.dns.is_empty() => c.dns.clone(),
@@ -515,5 +601,50 @@ impl Networks {
         }
         fsutil::write_json_atomic(&self.conn_file(&r.id), &eps)?;
         self.refresh_locked(&mut inner)
+    }
+}
+
+/// One interface of a start, planned under the network lock (address taken, link
+/// named) and made without it.
+pub(super) struct PlannedLink {
+    network_id: String,
+    ip: Ipv4Addr,
+    mac: String,
+    ifname: String,
+    host_if: String,
+    aliases: Vec<String>,
+    bridge: String,
+    subnet: ipnet::Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+    mtu: Option<u32>,
+}
+
+impl PlannedLink {
+    /// Creates the veth pair into `netns`; on failure nothing of it is left (the
+    /// address stays taken: the caller gives it back under the lock).
+    fn wire(&self, netns: &Path) -> Result<Attachment> {
+        let spec = link::VethSpec {
+            netns,
+            bridge: &self.bridge,
+            host_if: &self.host_if,
+            ifname: &self.ifname,
+            addr: self.ip,
+            subnet: self.subnet,
+            mac: &self.mac,
+            gateway: self.gateway,
+            mtu: self.mtu,
+        };
+        if let Err(e) = link::attach_veth(&spec) {
+            let _ = link::delete_link(&self.host_if);
+            return Err(net_err(e));
+        }
+        Ok(Attachment {
+            network_id: self.network_id.clone(),
+            ip: self.ip,
+            mac: self.mac.clone(),
+            ifname: self.ifname.clone(),
+            host_if: self.host_if.clone(),
+            aliases: self.aliases.clone(),
+        })
     }
 }
