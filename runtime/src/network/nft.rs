@@ -701,6 +701,18 @@ mod tests {
         forward: Mutex<Option<String>>,
     }
 
+    impl Fake {
+        /// The scripts fed to `nft -f` since the last call.
+        fn scripts(&self) -> Vec<String> {
+            self.calls
+                .lock()
+                .expect("lock")
+                .drain(..)
+                .filter_map(|c| c.1)
+                .collect()
+        }
+    }
+
     impl Nft for Fake {
         fn run(&self, args: &[&str], script: Option<&str>) -> Result<String, NetError> {
             self.calls
@@ -756,14 +768,7 @@ mod tests {
     #[test]
     fn update_does_the_least_that_is_exact() {
         let f = Fake::default();
-        let scripts = || -> Vec<String> {
-            f.calls
-                .lock()
-                .expect("lock")
-                .drain(..)
-                .filter_map(|c| c.1)
-                .collect()
-        };
+        let scripts = || f.scripts();
         let s0 = state();
         // Unknown previous state: the whole table.
         assert_eq!(update(&f, "t", None, &s0).expect("update"), Update::Table);
@@ -874,14 +879,7 @@ mod tests {
     #[test]
     fn a_local_overlay_task_is_one_element_and_a_new_overlay_refills_its_chain() {
         let f = Fake::default();
-        let scripts = || -> Vec<String> {
-            f.calls
-                .lock()
-                .expect("lock")
-                .drain(..)
-                .filter_map(|c| c.1)
-                .collect()
-        };
+        let scripts = || f.scripts();
         let overlay = |bridge: &str, local: &[&str]| FwOverlay {
             bridge: bridge.into(),
             subnet: "10.0.1.0/24".parse().expect("n"),
