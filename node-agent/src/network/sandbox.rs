@@ -131,7 +131,8 @@ impl Networks {
                 return Err(e);
             }
         };
-        let embedded = Self::embedded_dns(&inner, planned.iter().map(|p| p.network_id.as_str()));
+        let embedded =
+            Self::embedded_dns(&inner, planned.iter().map(|p| p.link.network_id.as_str()));
         drop(inner);
         let wired = self
             .wire(&mut sb, &planned, embedded, r, paths, exposed)
@@ -142,11 +143,11 @@ impl Networks {
         let wired = wired.and_then(|()| {
             match planned
                 .iter()
-                .find(|p| !inner.nets.contains_key(&p.network_id))
+                .find(|p| !inner.nets.contains_key(&p.link.network_id))
             {
                 Some(p) => Err(AgentError::NotFound(format!(
                     "network {} not found",
-                    p.network_id
+                    p.link.network_id
                 ))),
                 None => Ok(()),
             }
@@ -154,7 +155,7 @@ impl Networks {
         if let Err(e) = wired {
             // Addresses planned but never wired go back; wired ones go with their links.
             for p in planned.iter().skip(sb.attachments.len()) {
-                release(&mut inner, &p.network_id, p.ip);
+                release(&mut inner, &p.link.network_id, p.link.ip);
             }
             self.undo(&mut inner, sb);
             return Err(e);
@@ -203,7 +204,7 @@ impl Networks {
                 Ok(p) => planned.push(p),
                 Err(e) => {
                     for p in &planned {
-                        release(inner, &p.network_id, p.ip);
+                        release(inner, &p.link.network_id, p.link.ip);
                     }
                     return Err(e);
                 }
@@ -228,7 +229,7 @@ impl Networks {
             .in_scope(|| link::create_netns(&sb.netns))
             .map_err(net_err)?;
         for p in planned {
-            let a = tracing::debug_span!("veth", network_id = %p.network_id)
+            let a = tracing::debug_span!("veth", network_id = %p.link.network_id)
                 .in_scope(|| p.wire(&sb.netns))?;
             sb.attachments.push(a);
         }
@@ -266,22 +267,6 @@ impl Networks {
             }
         }
         tracing::debug_span!("files").in_scope(|| self.write_files_with(embedded, sb, r, paths))
-    }
-
-    /// Plans and wires one more interface at once, under the lock (`network connect` of
-    /// a running container).
-    pub(super) fn attach_one(
-        &self,
-        inner: &mut Inner,
-        sb: &Sandbox,
-        nid: &str,
-        ep: &EndpointConfig,
-        index: usize,
-        routed: &mut bool,
-    ) -> Result<Attachment> {
-        let p = self.plan_one(inner, sb, nid, ep, index, routed)?;
-        p.wire(&sb.netns)
-            .inspect_err(|_| release(inner, &p.network_id, p.ip))
     }
 
     /// Takes the address of one interface and names its link; a restart's old link
@@ -325,12 +310,14 @@ impl Networks {
         let gateway = (!st.net.internal && !*routed).then_some(st.net.gateway);
         *routed |= gateway.is_some();
         Ok(PlannedLink {
-            network_id: nid.to_string(),
-            ip,
-            mac: link::mac_for(ip),
-            ifname: format!("eth{index}"),
-            host_if,
-            aliases: ep.aliases.clone(),
+            link: Attachment {
+                network_id: nid.to_string(),
+                ip,
+                mac: link::mac_for(ip),
+                ifname: format!("eth{index}"),
+                host_if,
+                aliases: ep.aliases.clone(),
+            },
             bridge: st.net.bridge.clone(),
             subnet: st.net.subnet,
             gateway,
@@ -554,7 +541,13 @@ impl Networks {
             if let Some(mut sb) = inner.sandboxes.remove(&r.id) {
                 let mut routed = true;
                 let idx = sb.attachments.len();
-                let res = self.attach_one(&mut inner, &sb, &nid, &ep, idx, &mut routed);
+                // Planned and wired at once, under the lock: one interface, no burst.
+                let res = self
+                    .plan_one(&mut inner, &sb, &nid, &ep, idx, &mut routed)
+                    .and_then(|p| {
+                        p.wire(&sb.netns)
+                            .inspect_err(|_| release(&mut inner, &p.link.network_id, p.link.ip))
+                    });
                 let res = res.and_then(|a| {
                     sb.attachments.push(a);
                     self.write_files(&inner, &sb, r, paths)?;
@@ -607,12 +600,8 @@ impl Networks {
 /// One interface of a start, planned under the network lock (address taken, link
 /// named) and made without it.
 pub(super) struct PlannedLink {
-    network_id: String,
-    ip: Ipv4Addr,
-    mac: String,
-    ifname: String,
-    host_if: String,
-    aliases: Vec<String>,
+    /// What the interface will be once made.
+    link: Attachment,
     bridge: String,
     subnet: ipnet::Ipv4Net,
     gateway: Option<Ipv4Addr>,
@@ -623,28 +612,22 @@ impl PlannedLink {
     /// Creates the veth pair into `netns`; on failure nothing of it is left (the
     /// address stays taken: the caller gives it back under the lock).
     fn wire(&self, netns: &Path) -> Result<Attachment> {
+        let a = &self.link;
         let spec = link::VethSpec {
             netns,
             bridge: &self.bridge,
-            host_if: &self.host_if,
-            ifname: &self.ifname,
-            addr: self.ip,
+            host_if: &a.host_if,
+            ifname: &a.ifname,
+            addr: a.ip,
             subnet: self.subnet,
-            mac: &self.mac,
+            mac: &a.mac,
             gateway: self.gateway,
             mtu: self.mtu,
         };
         if let Err(e) = link::attach_veth(&spec) {
-            let _ = link::delete_link(&self.host_if);
+            let _ = link::delete_link(&a.host_if);
             return Err(net_err(e));
         }
-        Ok(Attachment {
-            network_id: self.network_id.clone(),
-            ip: self.ip,
-            mac: self.mac.clone(),
-            ifname: self.ifname.clone(),
-            host_if: self.host_if.clone(),
-            aliases: self.aliases.clone(),
-        })
+        Ok(a.clone())
     }
 }

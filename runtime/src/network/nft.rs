@@ -768,11 +768,10 @@ mod tests {
     #[test]
     fn update_does_the_least_that_is_exact() {
         let f = Fake::default();
-        let scripts = || f.scripts();
         let s0 = state();
         // Unknown previous state: the whole table.
         assert_eq!(update(&f, "t", None, &s0).expect("update"), Update::Table);
-        assert!(scripts()[0].contains("delete table inet t"));
+        assert!(f.scripts()[0].contains("delete table inet t"));
         // Same state, ports in another order: nothing runs.
         let mut reordered = s0.clone();
         reordered.ports.reverse();
@@ -780,7 +779,7 @@ mod tests {
             update(&f, "t", Some(&s0), &reordered).expect("update"),
             Update::Unchanged
         );
-        assert!(scripts().is_empty());
+        assert!(f.scripts().is_empty());
         // One more port and one gone, same lookup rules: elements only.
         let mut s1 = s0.clone();
         s1.ports[0].host_port = 8081;
@@ -796,7 +795,7 @@ mod tests {
             Update::Elements
         );
         assert_eq!(
-            scripts(),
+            f.scripts(),
             vec!["delete element inet t ports { tcp . 8080 }\n\
                  add element inet t ports { tcp . 8081 : 172.17.0.2 . 80 }\n\
                  add element inet t addr_ports { 192.0.2.2 . udp . 5354 : 172.17.0.4 . 54 }\n"
@@ -816,7 +815,7 @@ mod tests {
             update(&f, "t", Some(&s0), &s3).expect("update"),
             Update::Table
         );
-        let applied = scripts();
+        let applied = f.scripts();
         assert_eq!(applied.len(), 2);
         assert!(applied.iter().all(|s| s.contains("delete table inet t")));
 
@@ -844,7 +843,7 @@ mod tests {
             update(&f, "t", Some(&m0), &m1).expect("update"),
             Update::Chains
         );
-        let script = scripts().concat();
+        let script = f.scripts().concat();
         assert!(
             script.contains("add element inet t ports { tcp . 8081"),
             "{script}"
@@ -868,7 +867,7 @@ mod tests {
             Update::Chains
         );
         assert_eq!(
-            scripts(),
+            f.scripts(),
             vec![
                 "flush chain inet t vips\nadd rule inet t vips ip daddr 10.0.1.3 accept\n"
                     .to_string()
@@ -879,7 +878,6 @@ mod tests {
     #[test]
     fn a_local_overlay_task_is_one_element_and_a_new_overlay_refills_its_chain() {
         let f = Fake::default();
-        let scripts = || f.scripts();
         let overlay = |bridge: &str, local: &[&str]| FwOverlay {
             bridge: bridge.into(),
             subnet: "10.0.1.0/24".parse().expect("n"),
@@ -898,7 +896,7 @@ mod tests {
             Update::Elements
         );
         assert_eq!(
-            scripts(),
+            f.scripts(),
             vec!["add element inet t overlay_local { \"skabo1\" . 10.0.1.8 }\n".to_string()]
         );
         // Stopped: its element deleted.
@@ -907,7 +905,7 @@ mod tests {
             Update::Elements
         );
         assert_eq!(
-            scripts(),
+            f.scripts(),
             vec!["delete element inet t overlay_local { \"skabo1\" . 10.0.1.8 }\n".to_string()]
         );
         // A second overlay with the same subnet: its rules, and its tasks kept apart
@@ -920,7 +918,7 @@ mod tests {
             update(&f, "t", Some(&s0), &s2).expect("update"),
             Update::Chains
         );
-        let script = scripts().concat();
+        let script = f.scripts().concat();
         assert!(
             script.contains("add element inet t overlay_local { \"skabo2\" . 10.0.1.7 }\n"),
             "{script}"
