@@ -50,6 +50,7 @@ for h in "${hosts[@]}"; do
   ip -n "$n" link set eth0 up
   ip -n "$n" link set lo up
   mkdir -p "$work/$h"
+  bench_exec_root "$work/$h/run"
   # nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup hierarchies.
   nsenter --net="/run/netns/$n" dockerd --data-root "$work/$h/data" --exec-root "$work/$h/run" \
     -H "unix://$work/$h/docker.sock" --pidfile "$work/$h/docker.pid" \

@@ -324,9 +324,20 @@ impl Containers {
     /// folded in, and restart policies applied.
     pub async fn restore(self: &Arc<Self>) -> Result<()> {
         let dir = self.cfg.root.join("containers");
+        // The exec root too: it is a tmpfs (/run) on most hosts, but not when
+        // --exec-root points at a disk, and libcontainer's state lives in `runtime`.
         std::fs::create_dir_all(&dir)?;
-        if !fsutil::spread_subdirs(&dir) {
-            tracing::debug!(dir = %dir.display(), "containers' directories not spread (not ext2/3/4)");
+        for d in ["containers", "runtime"] {
+            fsutil::create_dir_mode(&self.cfg.exec_root.join(d), 0o700)?;
+        }
+        for d in [
+            dir.clone(),
+            self.cfg.exec_root.join("containers"),
+            self.cfg.exec_root.join("runtime"),
+        ] {
+            if !fsutil::spread_subdirs(&d) {
+                tracing::debug!(dir = %d.display(), "directories not spread (not ext2/3/4)");
+            }
         }
         self.networks.init().await?;
         self.volumes.init()?;

@@ -967,6 +967,26 @@ mod tests {
         }
     }
 
+    /// The patched listing of v1 hierarchies for a container's emulated /sys/fs/cgroup
+    /// (vendor/libcgroups: a directory listing, not the whole of mountinfo) against
+    /// libcgroups' own full mountinfo read, restricted to /sys/fs/cgroup's children.
+    #[test]
+    fn v1_hierarchies_listed_from_the_directory_match_mountinfo() {
+        use libcgroups::v1::util::{list_subsystem_mount_points, list_subsystem_mount_points_in};
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        let Ok(from_dir) = list_subsystem_mount_points_in(root) else {
+            return; // no /sys/fs/cgroup here
+        };
+        let mut from_mountinfo: Vec<_> = list_subsystem_mount_points()
+            .expect("mountinfo")
+            .into_iter()
+            .filter(|p| p.parent() == Some(root))
+            .collect();
+        from_mountinfo.sort();
+        from_mountinfo.dedup();
+        assert_eq!(from_dir, from_mountinfo);
+    }
+
     use super::*;
 
     fn host() -> HostLimits {

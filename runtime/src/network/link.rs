@@ -29,7 +29,8 @@ use rtnetlink::packet_core::{
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -491,6 +492,18 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
             &format!("creating veth {} in bridge {}", v.host_if, v.bridge),
         )?;
+        // Before the container end is up: without a carrier yet, no address was made.
+        // Best effort (a kernel without IPv6 refuses the setting).
+        if let Err(e) = self.set_link(
+            LinkUnspec::new_with_name(v.host_if)
+                .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                    vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+                )]))
+                .build(),
+            &format!("turning IPv6 addresses off on {}", v.host_if),
+        ) {
+            tracing::debug!(error = %e, "IPv6 left on");
+        }
         let inside = (|| {
             let mut nl = Netlink::open_in(v.netns)?;
             let index = nl.existing_index(v.ifname)?;
@@ -613,6 +626,9 @@ pub fn create_netns(path: &Path) -> Result<(), NetError> {
         .spawn(move || -> Result<Netlink, NetError> {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| nl_err("unsharing network namespace")(e.into()))?;
+            // Interfaces made in or moved into it later (not its loopback, which keeps
+            // ::1) start with IPv6 off: see `disable_ipv6`.
+            disable_ipv6("default");
             nix::mount::mount(
                 Some("/proc/thread-self/ns/net"),
                 &target,
@@ -636,6 +652,21 @@ pub fn create_netns(path: &Path) -> Result<(), NetError> {
         return Err(e);
     }
     Ok(())
+}
+
+/// Turns IPv6 off on interface `ifname` ("default": interfaces created later) of the
+/// calling thread's network namespace. Container networks are IPv4-only (Docker also
+/// turns IPv6 off on interfaces of networks without it), and an interface with IPv6
+/// sends duplicate address detection, MLD and router solicitation multicasts as it
+/// comes up, which a bridge floods to every other port: with hundreds of containers
+/// on a bridge, each start cost every other container's namespace a receive. The host
+/// end of a veth gets the same through netlink (no IPv6 address generated). Best
+/// effort: a kernel without IPv6 has no such setting.
+fn disable_ipv6(ifname: &str) {
+    let p = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    if let Err(e) = std::fs::write(&p, "1") {
+        tracing::debug!(path = %p, error = %e, "IPv6 left on");
+    }
 }
 
 /// Unmounts and removes a namespace file made by [`create_netns`]; missing is fine.
@@ -858,6 +889,24 @@ mod tests {
         assert_eq!(eth0[0]["addr_info"][0]["local"], "10.231.0.2");
         assert_eq!(eth0[0]["addr_info"][0]["prefixlen"], 24);
         assert!(eth0[0]["flags"].to_string().contains("\"UP\""));
+        // IPv4 only: no IPv6 address (no link-local, so none of the multicasts an
+        // address brings) on either end; the namespace's loopback keeps ::1.
+        let v6 = |ns: &Path, dev: &str| ip_json(ns, &["-6", "addr", "show", "dev", dev]);
+        assert!(
+            v6(&ctr, "eth0")[0]["addr_info"]
+                .as_array()
+                .is_none_or(|a| a.is_empty()),
+            "{}",
+            v6(&ctr, "eth0")
+        );
+        assert!(
+            v6(&host, "sktv1")[0]["addr_info"]
+                .as_array()
+                .is_none_or(|a| a.is_empty()),
+            "{}",
+            v6(&host, "sktv1")
+        );
+        assert_eq!(v6(&ctr, "lo")[0]["addr_info"][0]["local"], "::1");
         let routes = ip_json(&ctr, &["-4", "route", "show", "default"]);
         assert_eq!(routes[0]["gateway"], "10.231.0.1", "{routes}");
         assert_eq!(routes[0]["dev"], "eth0");

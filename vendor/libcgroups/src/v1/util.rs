@@ -47,6 +47,39 @@ pub fn list_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> 
         })
 }
 
+/// Skiff patch: the cgroup v1 hierarchies mounted directly in `root` (normally
+/// /sys/fs/cgroup), sorted, found by listing `root` and checking each subdirectory that
+/// is a mount point for the cgroup (v1) filesystem type.
+///
+/// The same answer as [`list_subsystem_mount_points`] filtered to `root`'s children,
+/// without reading /proc/self/mountinfo to its end: that table holds every container's
+/// rootfs and namespace mounts, so on a node with hundreds of containers its kernel
+/// formatting was the largest cost of starting one more (libcontainer's emulated v1
+/// hierarchy called the full read in every container's init). Hierarchies mounted
+/// deeper than `root`'s children are not listed.
+pub fn list_subsystem_mount_points_in(
+    root: &std::path::Path,
+) -> Result<Vec<PathBuf>, V1MountPointError> {
+    use std::os::unix::fs::MetadataExt;
+    let root_dev = std::fs::metadata(root).map_err(V1MountPointError::Io)?.dev();
+    let mut points = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(V1MountPointError::Io)? {
+        let path = entry.map_err(V1MountPointError::Io)?.path();
+        // Not a symlink (cpu -> cpu,cpuacct), and a mount point: another device.
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() && m.dev() != root_dev => {}
+            _ => continue,
+        }
+        if nix::sys::statfs::statfs(&path)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC)
+        {
+            points.push(path);
+        }
+    }
+    points.sort();
+    Ok(points)
+}
+
 /// List the mount points of all currently supported cgroup subsystems.
 pub fn list_supported_mount_points() -> Result<HashMap<ControllerType, PathBuf>, V1MountPointError>
 {

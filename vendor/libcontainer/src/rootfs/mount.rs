@@ -267,14 +267,14 @@ impl Mount {
         })?;
 
         // get all cgroup mounts on the host system
-        let host_mounts: Vec<PathBuf> = libcgroups::v1::util::list_subsystem_mount_points()
-            .map_err(|err| {
-                tracing::error!("failed to get subsystem mount points: {}", err);
-                MountError::Other(err.into())
-            })?
-            .into_iter()
-            .filter(|p| p.as_path().starts_with(DEFAULT_CGROUP_ROOT))
-            .collect();
+        // Skiff patch: from the directory, not the whole of mountinfo (see
+        // list_subsystem_mount_points_in).
+        let host_mounts: Vec<PathBuf> =
+            libcgroups::v1::util::list_subsystem_mount_points_in(Path::new(DEFAULT_CGROUP_ROOT))
+                .map_err(|err| {
+                    tracing::error!("failed to get subsystem mount points: {}", err);
+                    MountError::Other(err.into())
+                })?;
         tracing::debug!("cgroup mounts: {:?}", host_mounts);
 
         // get process cgroups
