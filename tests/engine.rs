@@ -549,3 +549,52 @@ fn chrono_like_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// A shim announces the exit before its clean-up (libcontainer state, cgroups, the
+/// rootfs unmount, which syncs the upper filesystem): a start right after an exit must
+/// wait for that clean-up, and a removal deletes the files once it is done.
+#[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
+fn starts_right_after_exit_and_removal_leave_nothing_behind() {
+    let a = Agent::start().with_busybox();
+    a.cmd(&["create", "--name", "again", "busybox", "echo", "ran"]);
+    for i in 0..10 {
+        let r = a.try_cmd(&["start", "-a", "again"]);
+        assert_eq!(
+            (r.code, r.stdout.as_str()),
+            (0, "ran\n"),
+            "start {i}: {}",
+            r.stderr
+        );
+    }
+    a.cmd(&["rm", "again"]);
+    for _ in 0..10 {
+        assert_eq!(a.try_cmd(&["run", "--rm", "busybox", "true"]).code, 0);
+    }
+    assert_eq!(a.cmd(&["ps", "-aq"]).stdout, "");
+    // The deletions run in the background once each shim has ended.
+    let exec_containers = a.exec_root.join("containers");
+    let mut left = (String::new(), 0);
+    for _ in 0..100 {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mounted = mounts
+            .lines()
+            .filter(|l| l.contains(&*exec_containers.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let count = |d: &std::path::Path| std::fs::read_dir(d).map_or(0, |d| d.count());
+        left = (
+            mounted,
+            count(&exec_containers) + count(&a.root.join("containers")),
+        );
+        if left == (String::new(), 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        left,
+        (String::new(), 0),
+        "mounts or directories left behind"
+    );
+}

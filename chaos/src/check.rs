@@ -537,9 +537,10 @@ async fn host_leftovers(node: &Node, w: &World, cluster_ips: &BTreeSet<String>) 
             _ => None,
         }
     };
-    // Mounts (the host's own --root filesystem aside).
+    // Mounts (the host's own --root filesystem and its exec root's tmpfs aside).
     let base = node.dir.to_string_lossy().into_owned();
     let root = node.root().to_string_lossy().into_owned();
+    let exec_root = node.exec_root().to_string_lossy().into_owned();
     for line in std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
@@ -547,7 +548,7 @@ async fn host_leftovers(node: &Node, w: &World, cluster_ips: &BTreeSet<String>) 
         let Some(p) = line.split(' ').nth(4) else {
             continue;
         };
-        if !p.starts_with(&format!("{base}/")) || p == root {
+        if !p.starts_with(&format!("{base}/")) || p == root || p == exec_root {
             continue;
         }
         match container_of(p) {

@@ -24,12 +24,12 @@ use skiff_runtime::image::ImageStore;
 use skiff_runtime::shim::frame::{read_frame, write_frame, Frame};
 use skiff_runtime::shim::logfile::{LogConfig, Rotation};
 use skiff_runtime::shim::Report;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -38,6 +38,36 @@ use tracing::Instrument;
 /// `skiff_runtime::cgroup::keep_migration_warm`): long enough to cover a burst of
 /// starts, short enough that an idle agent does nothing.
 const MIGRATION_WARM: Duration = Duration::from_secs(1);
+
+/// How long a start or a removal's deletion waits for the previous run's shim to end
+/// (its clean-up includes an unmount that syncs the upper filesystem).
+const SHIM_CLEANUP_WAIT: Duration = Duration::from_secs(30);
+
+/// After an exit: waits for the shim to end (`conn`, its connection once the exit was
+/// announced, reaches EOF when the shim process is gone), unmounts the rootfs in case
+/// the shim crashed before it could, then lets `Entry::shim_ended` waiters go.
+async fn shim_end(e: Arc<Entry>, conn: Option<UnixStream>) {
+    if let Some(mut c) = conn {
+        let mut buf = [0u8; 256];
+        let drained = async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        if tokio::time::timeout(SHIM_CLEANUP_WAIT, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(container_id = %e.id, "shim still cleaning up after 30s");
+        }
+    }
+    let rootfs = e.paths.rootfs();
+    let _ = tokio::task::spawn_blocking(move || skiff_runtime::snapshot::unmount(&rootfs)).await;
+    e.shim_cleaning.send_replace(false);
+}
 
 /// One container in memory.
 pub struct Entry {
@@ -57,6 +87,10 @@ pub struct Entry {
     /// fold one exit in twice), and a finishing monitor of the previous run must not
     /// leave the next one unwatched.
     monitored: AtomicU64,
+    /// True from an exit until the shim of that run has ended: a shim announces the
+    /// exit first and then cleans up (libcontainer state, cgroups, the rootfs mount),
+    /// so whatever reuses or deletes those (a start, a removal's deletion) waits.
+    shim_cleaning: watch::Sender<bool>,
 }
 
 impl Entry {
@@ -71,7 +105,15 @@ impl Entry {
             dirty: AtomicBool::new(false),
             run: AtomicU64::new(1),
             monitored: AtomicU64::new(0),
+            shim_cleaning: watch::channel(false).0,
         }
+    }
+
+    /// Waits until the shim of the last run has ended (at once if it has, or if there
+    /// was none); see `shim_cleaning`.
+    pub async fn shim_ended(&self) {
+        let mut rx = self.shim_cleaning.subscribe();
+        let _ = rx.wait_for(|cleaning| !cleaning).await;
     }
 
     pub fn name(&self) -> String {
@@ -369,6 +411,9 @@ impl Containers {
                     self.spawn_monitor(entry.clone());
                 } else {
                     tracing::info!(container_id = %id, "container exited while the agent was down");
+                    // Its shim is gone; if it died before its clean-up, the rootfs is
+                    // still mounted.
+                    let _ = skiff_runtime::snapshot::unmount(&entry.paths.rootfs());
                     self.clone().handle_exit(entry.clone(), None).await;
                 }
             } else if UnixStream::connect(entry.paths.socket()).await.is_ok() {
@@ -391,6 +436,7 @@ impl Containers {
                 });
             }
         }
+        self.sweep_exec_dirs();
         let running = self
             .entries()
             .iter()
@@ -400,6 +446,33 @@ impl Containers {
         self.networks.reconcile(&running).await?;
         crate::network::spawn_firewall_watch(self.networks.clone());
         Ok(())
+    }
+
+    /// Removes the exec dirs (and any rootfs still mounted in one) of containers that
+    /// no longer exist: a removal deletes them in the background once the shim has
+    /// ended, and an agent stopped meanwhile leaves them behind.
+    fn sweep_exec_dirs(&self) {
+        let Ok(dir) = std::fs::read_dir(self.cfg.exec_root.join("containers")) else {
+            return;
+        };
+        let Ok(known) = self
+            .by_id
+            .lock()
+            .map(|m| m.keys().cloned().collect::<HashSet<_>>())
+        else {
+            return;
+        };
+        for ent in dir.flatten() {
+            let id = ent.file_name().to_string_lossy().to_string();
+            if known.contains(&id) {
+                continue;
+            }
+            let paths = Paths::new(&self.cfg.root, &self.cfg.exec_root, &id);
+            let _ = skiff_runtime::snapshot::unmount(&paths.rootfs());
+            if let Err(err) = std::fs::remove_dir_all(ent.path()) {
+                tracing::warn!(path = %ent.path().display(), error = %err, "removing a removed container's exec dir");
+            }
+        }
     }
 
     /// Creates a container (nothing runs yet). On any error nothing is left behind.
@@ -853,6 +926,15 @@ impl Containers {
         // The kernel's wait before the first cgroup migration after a quiet spell runs
         // off this path (begun at create when there was one), not inside libcontainer's.
         skiff_runtime::cgroup::keep_migration_warm(MIGRATION_WARM);
+        // The previous run's shim may still be cleaning up what this run reuses (the
+        // rootfs mount point, the cgroups, libcontainer's state for this ID).
+        // (`shim_end` bounds that wait itself; this bound only guards against a bug.)
+        if tokio::time::timeout(2 * SHIM_CLEANUP_WAIT, e.shim_ended())
+            .await
+            .is_err()
+        {
+            tracing::warn!(container_id = %e.id, "the previous run's shim is still cleaning up; starting anyway");
+        }
         async {
             let _ = std::fs::remove_file(e.paths.exit());
             regenerate_lost_files(e)?;
@@ -972,6 +1054,7 @@ impl Containers {
                 // The shim's announcement stands in for exit.json when the shim could
                 // not write that (a full disk).
                 let mut announced = None;
+                let mut cleaning = None;
                 if let Some(mut c) = conn {
                     if write_frame(
                         &mut c,
@@ -991,11 +1074,14 @@ impl Containers {
                                     finished_at: Some(chrono::Utc::now()),
                                     oom_killed: false,
                                 });
+                                cleaning = Some(c);
                                 break;
                             }
                         }
                     }
                 }
+                e.shim_cleaning.send_replace(true);
+                tokio::spawn(shim_end(e.clone(), cleaning));
                 me.handle_exit(e.clone(), announced)
                     .instrument(tracing::debug_span!("handle_exit"))
                     .await;
@@ -1009,6 +1095,7 @@ impl Containers {
     }
 
     /// Folds a finished run into the state, then applies `--rm` or the restart policy.
+    /// The shim may still be cleaning up: see `Entry::shim_cleaning`.
     async fn handle_exit(self: Arc<Self>, e: Arc<Entry>, announced: Option<ExitInfo>) {
         // The shim writes exit.json before announcing the exit.
         let exit: ExitInfo = match (fsutil::read_json(&e.paths.exit()), announced) {
@@ -1021,8 +1108,6 @@ impl Containers {
                 ..Default::default()
             },
         };
-        // The shim normally unmounts; make sure after a shim crash.
-        let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
         namespaces::release(&e);
         self.networks
             .teardown(&e.id)
@@ -1275,23 +1360,34 @@ impl Containers {
             }
         }
         e.update(|s| s.status = Status::Removing);
-        let _ = skiff_runtime::snapshot::unmount(&e.paths.rootfs());
         self.networks.forget(&e.id).await;
         namespaces::release(&e);
-        let _ = std::fs::remove_dir_all(&e.paths.exec_dir);
         // Renamed, the container is gone; its files are deleted in the background (off
-        // `rm`'s and `run --rm`'s path). A crash mid-delete leaves a `.`-prefixed dir
-        // that restore() drops.
+        // `rm`'s and `run --rm`'s path), once its shim has ended: the shim unmounts the
+        // rootfs (in the exec dir, over `upper/` here) after announcing the exit. A
+        // crash mid-delete leaves a `.`-prefixed dir that restore() drops, and an exec
+        // dir of no container, which restore() also removes.
         let doomed = self
             .cfg
             .root
             .join("containers")
             .join(format!(".rm-{}", e.id));
         std::fs::rename(&e.paths.dir, &doomed)?;
-        tokio::task::spawn_blocking(move || {
-            if let Err(err) = std::fs::remove_dir_all(&doomed) {
-                tracing::warn!(path = %doomed.display(), error = %err, "deleting a removed container's files");
-            }
+        let gone = e.clone();
+        tokio::spawn(async move {
+            gone.shim_ended().await;
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = skiff_runtime::snapshot::unmount(&gone.paths.rootfs());
+                for dir in [&gone.paths.exec_dir, &doomed] {
+                    match std::fs::remove_dir_all(dir) {
+                        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                            tracing::warn!(path = %dir.display(), error = %err, "deleting a removed container's files");
+                        }
+                        _ => {}
+                    }
+                }
+            })
+            .await;
         });
         self.by_id
             .lock()

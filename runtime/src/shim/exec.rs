@@ -89,9 +89,15 @@ pub fn main(task: &Path, exec: &Path) -> i32 {
                 .await
                 .ok()
                 .flatten();
-                relay::run(pid, stdio, listener, None::<LogWriter>, first, |_| {
-                    String::new()
-                })
+                relay::run(
+                    pid,
+                    stdio,
+                    listener,
+                    None::<LogWriter>,
+                    first,
+                    |_| String::new(),
+                    || {},
+                )
                 .await;
             });
             let _ = fs::remove_file(&ex.socket_path);

@@ -304,38 +304,53 @@ fn serve(run: RunSpec, p: Prepared) {
         let cg = run.cgroups_path.clone();
         let rootfs_dir = run.rootfs.clone();
         let socket_path = run.socket_path.clone();
-        relay::run(pid, stdio, listener, log, first, move |o| {
+        // After the exit is announced: libcontainer's state and the cgroups (an rmdir
+        // per v1 hierarchy), and the rootfs, whose unmount syncs the whole upper
+        // filesystem (overlayfs does on unmount) and so can take as long as the host's
+        // dirty data takes to write. The agent waits for this shim to end before it
+        // starts the container again or deletes its directories.
+        let cleanup = move || {
             let _step = tracing::info_span!("cleanup").entered();
-            // Like Docker: any OOM kill in the container's cgroup marks the run
-            // OOMKilled, even when the victim was a child and init exited by itself.
-            let oom = oom_kills(&cg) > 0;
-            let exit = match &start_error {
-                Some(e) => ExitInfo {
-                    exit_code: 125,
-                    oom_killed: false,
-                    finished_at: Some(chrono::Utc::now()),
-                    error: e.clone(),
-                },
-                None => ExitInfo {
-                    exit_code: o.code,
-                    oom_killed: oom,
-                    finished_at: Some(chrono::Utc::now()),
-                    error: String::new(),
-                },
-            };
-            if let Err(e) = fsutil::replace_json(&exit_path, &exit) {
-                tracing::error!(error = %e, "writing exit status");
-            }
             if let Err(e) = container.delete(true) {
                 tracing::warn!(error = %e, "deleting container state");
             }
             let _ = snapshot::unmount(&rootfs_dir);
-            // Before the exit is announced: once it is, the agent may start the next
-            // run, whose shim binds a new socket at this same path.
-            let _ = fs::remove_file(&socket_path);
-            tracing::info!(exit_code = o.code, oom_killed = oom, "container exited");
-            String::new()
-        })
+        };
+        relay::run(
+            pid,
+            stdio,
+            listener,
+            log,
+            first,
+            move |o| {
+                let _step = tracing::info_span!("exit").entered();
+                // Like Docker: any OOM kill in the container's cgroup marks the run
+                // OOMKilled, even when the victim was a child and init exited by itself.
+                let oom = oom_kills(&cg) > 0;
+                let exit = match &start_error {
+                    Some(e) => ExitInfo {
+                        exit_code: 125,
+                        oom_killed: false,
+                        finished_at: Some(chrono::Utc::now()),
+                        error: e.clone(),
+                    },
+                    None => ExitInfo {
+                        exit_code: o.code,
+                        oom_killed: oom,
+                        finished_at: Some(chrono::Utc::now()),
+                        error: String::new(),
+                    },
+                };
+                if let Err(e) = fsutil::replace_json(&exit_path, &exit) {
+                    tracing::error!(error = %e, "writing exit status");
+                }
+                // Before the exit is announced, so no client connects to a dead run.
+                let _ = fs::remove_file(&socket_path);
+                tracing::info!(exit_code = o.code, oom_killed = oom, "container exited");
+                String::new()
+            },
+            cleanup,
+        )
         .await;
         relayed = true;
     });

@@ -134,7 +134,9 @@ impl Output {
 }
 
 /// Runs until `pid` exits and its output is drained. `on_exit` runs after output is
-/// drained and before clients hear `Exit`, so state written there is visible to them.
+/// drained and before clients hear `Exit`, so state written there is visible to them;
+/// `after_announce` runs once they have been told (the slow clean-up: clients that
+/// must not reuse what it frees wait for this process to end, its sockets' EOF).
 pub async fn run(
     pid: Pid,
     stdio: Stdio,
@@ -142,6 +144,7 @@ pub async fn run(
     log: Option<LogWriter>,
     first: Option<(UnixStream, bool, bool)>,
     on_exit: impl FnOnce(&Outcome) -> String,
+    after_announce: impl FnOnce() + Send + 'static,
 ) -> Outcome {
     let out_tx = Output::default();
     let (stdin_tx, mut stdin_rx) = mpsc::channel::<Option<Vec<u8>>>(64);
@@ -251,8 +254,11 @@ pub async fn run(
     }
     let error = on_exit(&outcome);
     let _ = exit_tx.send(Some((outcome.code, error)));
+    // The clean-up runs while clients receive the exit frame (on another thread: this
+    // runtime has one), so the exit is announced without waiting for it.
+    let cleanup = tokio::task::spawn_blocking(after_announce);
     // Let clients receive the exit frame.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (_, _) = tokio::join!(cleanup, tokio::time::sleep(Duration::from_millis(50)));
     acceptor.abort();
     outcome
 }
