@@ -598,3 +598,74 @@ fn starts_right_after_exit_and_removal_leave_nothing_behind() {
         "mounts or directories left behind"
     );
 }
+
+/// The agent keeps standby shims (`skiff-shim --standby`, node-agent/src/shimpool.rs):
+/// a start takes one, which then shows its run's command line like a freshly spawned
+/// shim; standbys killed by someone else are skipped (the start spawns a shim) and
+/// replaced.
+#[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
+fn standby_shims_serve_starts_and_dead_ones_are_replaced() {
+    let a = Agent::start().with_busybox();
+    let agent = a.pid().expect("agent pid").to_string();
+    // (pid, command line with spaces) of the agent's skiff-shim children.
+    let shims = || -> Vec<(String, String)> {
+        let mut out = vec![];
+        for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+            let p = e.path();
+            let Ok(stat) = std::fs::read_to_string(p.join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, r)| r.split(' ').nth(1));
+            if ppid != Some(agent.as_str()) {
+                continue;
+            }
+            let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("skiff-shim") {
+                out.push((e.file_name().to_string_lossy().into_owned(), cmd));
+            }
+        }
+        out
+    };
+    let standbys = || {
+        shims()
+            .into_iter()
+            .filter(|(_, c)| c.contains("--standby"))
+            .map(|(p, _)| p)
+            .collect::<Vec<_>>()
+    };
+    a.wait_until("two standby shims", Duration::from_secs(10), || {
+        standbys().len() == 2
+    });
+    let id = a
+        .cmd(&["run", "-d", "busybox", "sleep", "60"])
+        .stdout
+        .trim()
+        .to_string();
+    let task = format!(
+        "--task {}",
+        a.exec_root.join("containers").join(&id).display()
+    );
+    assert!(
+        shims().iter().any(|(_, c)| c.contains(&task)),
+        "no shim shows {task}: {:?}",
+        shims()
+    );
+    a.wait_until(
+        "the taken standby replaced",
+        Duration::from_secs(10),
+        || standbys().len() == 2,
+    );
+    for p in standbys() {
+        let _ = std::process::Command::new("kill").args(["-9", &p]).status();
+    }
+    let r = a.try_cmd(&["run", "--rm", "busybox", "echo", "ok"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "ok\n"), "{}", r.stderr);
+    a.wait_until("standbys replaced", Duration::from_secs(10), || {
+        standbys().len() == 2
+    });
+    a.cmd(&["rm", "-f", &id]);
+}

@@ -237,6 +237,8 @@ pub struct Containers {
     pub volumes: crate::volumes::Volumes,
     /// Counters and histograms the metrics endpoint exposes.
     pub metrics: Arc<crate::counters::AgentMetrics>,
+    /// Standby shims, when the shim is the `skiff-shim` binary (not `skiff shim`).
+    pub shims: Option<Arc<crate::shimpool::ShimPool>>,
 }
 
 fn random_id() -> String {
@@ -267,6 +269,14 @@ impl Containers {
         let networks =
             crate::network::Networks::new(&cfg.root, &cfg.exec_root, cfg.network.clone());
         let volumes = crate::volumes::Volumes::new(&cfg.root);
+        let shims = match &cfg.shim_command {
+            crate::config::ShimCommand::Binary(p) => Some(crate::shimpool::ShimPool::new(
+                p,
+                &cfg.shim_log_level,
+                crate::shimpool::STANDBY,
+            )),
+            crate::config::ShimCommand::Subcommand(_) => None,
+        };
         Arc::new(Self {
             cfg,
             images,
@@ -276,6 +286,7 @@ impl Containers {
             networks,
             volumes,
             metrics: Arc::default(),
+            shims,
         })
     }
 
@@ -437,6 +448,9 @@ impl Containers {
             }
         }
         self.sweep_exec_dirs();
+        if let Some(pool) = &self.shims {
+            pool.refill();
+        }
         let running = self
             .entries()
             .iter()
@@ -815,29 +829,38 @@ impl Containers {
     /// one-line report.
     async fn spawn_shim(&self, args: &[&std::ffi::OsStr], log: &std::path::Path) -> Result<Report> {
         let exe = self.cfg.shim_command.program();
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.args(self.cfg.shim_command.leading_args())
-            .args(args)
-            .env("SKIFF_LOG", &self.cfg.shim_log_level);
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(log_file);
-        // A process group of its own, so signals to the agent's group (Ctrl-C in a
-        // terminal) never reach the shim. Set through posix_spawn's attributes: a
-        // pre_exec hook (setsid) would force fork+exec of the whole agent, ~0.5 ms per
-        // container on the agent's side.
-        cmd.process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| AgentError::Internal(format!("spawning shim {}: {e}", exe.display())))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| AgentError::internal("shim stdout"))?;
+        let spawn_err = |e| AgentError::Internal(format!("spawning shim {}: {e}", exe.display()));
+        let (mut child, stdout) = match &self.shims {
+            // `skiff-shim`: a standby one when there is one (shimpool.rs).
+            Some(pool) => {
+                let s = pool.spawn(args, log).await.map_err(spawn_err)?;
+                (s.child, s.stdout)
+            }
+            None => {
+                let log_file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)?;
+                let mut cmd = tokio::process::Command::new(exe);
+                cmd.args(self.cfg.shim_command.leading_args())
+                    .args(args)
+                    .env("SKIFF_LOG", &self.cfg.shim_log_level);
+                cmd.stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(log_file);
+                // A process group of its own, so signals to the agent's group (Ctrl-C
+                // in a terminal) never reach the shim. Set through posix_spawn's
+                // attributes: a pre_exec hook (setsid) would force fork+exec of the
+                // whole agent, ~0.5 ms per container on the agent's side.
+                cmd.process_group(0);
+                let mut child = cmd.spawn().map_err(spawn_err)?;
+                let stdout = child
+                    .stdout
+                    .take()
+                    .ok_or_else(|| AgentError::internal("shim stdout"))?;
+                (child, stdout)
+            }
+        };
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
         // Reap the shim whenever it ends, so it never lingers as a zombie.

@@ -45,6 +45,7 @@ pub mod registry;
 pub mod remote_api;
 pub mod request;
 pub mod server;
+pub mod shimpool;
 pub mod stats;
 pub mod sysinfo;
 pub mod volumes;

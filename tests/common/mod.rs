@@ -222,6 +222,12 @@ impl Agent {
     }
 
     /// `kill -9` the agent (containers and shims keep running).
+    /// The agent's process ID, while it runs.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
