@@ -55,12 +55,13 @@ const AGENT: Table = Table {
         ("labels", 1),
         ("events", 1),
         ("counters", 1),
-        // 2 engine parts: volumes, networks, registries, host facts.
+        // 2 engine parts: volumes, networks, registries, host facts, standby shims.
         ("volumes", 2),
         ("network", 2),
         ("attach", 2),
         ("registry", 2),
         ("sysinfo", 2),
+        ("shimpool", 2),
         // 3 containers (with their namespaces) and what works on them, and the
         // request-level calls both API front ends share.
         ("containers", 3),
