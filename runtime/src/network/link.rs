@@ -892,20 +892,13 @@ mod tests {
         // IPv4 only: no IPv6 address (no link-local, so none of the multicasts an
         // address brings) on either end; the namespace's loopback keeps ::1.
         let v6 = |ns: &Path, dev: &str| ip_json(ns, &["-6", "addr", "show", "dev", dev]);
-        assert!(
-            v6(&ctr, "eth0")[0]["addr_info"]
+        for (ns, dev) in [(&ctr, "eth0"), (&host, "sktv1")] {
+            let addrs = v6(ns, dev);
+            let none = addrs[0]["addr_info"]
                 .as_array()
-                .is_none_or(|a| a.is_empty()),
-            "{}",
-            v6(&ctr, "eth0")
-        );
-        assert!(
-            v6(&host, "sktv1")[0]["addr_info"]
-                .as_array()
-                .is_none_or(|a| a.is_empty()),
-            "{}",
-            v6(&host, "sktv1")
-        );
+                .is_none_or(|a| a.is_empty());
+            assert!(none, "{dev}: {addrs}");
+        }
         assert_eq!(v6(&ctr, "lo")[0]["addr_info"][0]["local"], "::1");
         let routes = ip_json(&ctr, &["-4", "route", "show", "default"]);
         assert_eq!(routes[0]["gateway"], "10.231.0.1", "{routes}");
