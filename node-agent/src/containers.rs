@@ -237,8 +237,8 @@ pub struct Containers {
     pub volumes: crate::volumes::Volumes,
     /// Counters and histograms the metrics endpoint exposes.
     pub metrics: Arc<crate::counters::AgentMetrics>,
-    /// Standby shims, when the shim is the `skiff-shim` binary (not `skiff shim`).
-    pub shims: Option<Arc<crate::shimpool::ShimPool>>,
+    /// Spawns shims, from standbys when the shim is the `skiff-shim` binary.
+    pub shims: Arc<crate::shimpool::ShimPool>,
 }
 
 fn random_id() -> String {
@@ -269,14 +269,16 @@ impl Containers {
         let networks =
             crate::network::Networks::new(&cfg.root, &cfg.exec_root, cfg.network.clone());
         let volumes = crate::volumes::Volumes::new(&cfg.root);
-        let shims = match &cfg.shim_command {
-            crate::config::ShimCommand::Binary(p) => Some(crate::shimpool::ShimPool::new(
-                p,
-                &cfg.shim_log_level,
-                crate::shimpool::STANDBY,
-            )),
-            crate::config::ShimCommand::Subcommand(_) => None,
+        let standby = match &cfg.shim_command {
+            crate::config::ShimCommand::Binary(_) => crate::shimpool::STANDBY,
+            crate::config::ShimCommand::Subcommand(_) => 0,
         };
+        let shims = crate::shimpool::ShimPool::new(
+            cfg.shim_command.program(),
+            cfg.shim_command.leading_args(),
+            &cfg.shim_log_level,
+            standby,
+        );
         Arc::new(Self {
             cfg,
             images,
@@ -380,15 +382,12 @@ impl Containers {
         // The exec root too: it is a tmpfs (/run) on most hosts, but not when
         // --exec-root points at a disk, and libcontainer's state lives in `runtime`.
         std::fs::create_dir_all(&dir)?;
-        for d in ["containers", "runtime"] {
-            fsutil::create_dir_mode(&self.cfg.exec_root.join(d), 0o700)?;
+        let exec_dirs = ["containers", "runtime"].map(|d| self.cfg.exec_root.join(d));
+        for d in &exec_dirs {
+            fsutil::create_dir_mode(d, 0o700)?;
         }
-        for d in [
-            dir.clone(),
-            self.cfg.exec_root.join("containers"),
-            self.cfg.exec_root.join("runtime"),
-        ] {
-            if !fsutil::spread_subdirs(&d) {
+        for d in exec_dirs.iter().chain([&dir]) {
+            if !fsutil::spread_subdirs(d) {
                 tracing::debug!(dir = %d.display(), "directories not spread (not ext2/3/4)");
             }
         }
@@ -448,9 +447,7 @@ impl Containers {
             }
         }
         self.sweep_exec_dirs();
-        if let Some(pool) = &self.shims {
-            pool.refill();
-        }
+        self.shims.refill();
         let running = self
             .entries()
             .iter()
@@ -829,38 +826,10 @@ impl Containers {
     /// one-line report.
     async fn spawn_shim(&self, args: &[&std::ffi::OsStr], log: &std::path::Path) -> Result<Report> {
         let exe = self.cfg.shim_command.program();
-        let spawn_err = |e| AgentError::Internal(format!("spawning shim {}: {e}", exe.display()));
-        let (mut child, stdout) = match &self.shims {
-            // `skiff-shim`: a standby one when there is one (shimpool.rs).
-            Some(pool) => {
-                let s = pool.spawn(args, log).await.map_err(spawn_err)?;
-                (s.child, s.stdout)
-            }
-            None => {
-                let log_file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)?;
-                let mut cmd = tokio::process::Command::new(exe);
-                cmd.args(self.cfg.shim_command.leading_args())
-                    .args(args)
-                    .env("SKIFF_LOG", &self.cfg.shim_log_level);
-                cmd.stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(log_file);
-                // A process group of its own, so signals to the agent's group (Ctrl-C
-                // in a terminal) never reach the shim. Set through posix_spawn's
-                // attributes: a pre_exec hook (setsid) would force fork+exec of the
-                // whole agent, ~0.5 ms per container on the agent's side.
-                cmd.process_group(0);
-                let mut child = cmd.spawn().map_err(spawn_err)?;
-                let stdout = child
-                    .stdout
-                    .take()
-                    .ok_or_else(|| AgentError::internal("shim stdout"))?;
-                (child, stdout)
-            }
-        };
+        let crate::shimpool::Spawned { mut child, stdout } =
+            self.shims.spawn(args, log).await.map_err(|e| {
+                AgentError::Internal(format!("spawning shim {}: {e}", exe.display()))
+            })?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
         // Reap the shim whenever it ends, so it never lingers as a zombie.

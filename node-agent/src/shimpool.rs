@@ -9,7 +9,7 @@
 //! (the agent stopped or died), so none outlives the agent by more than that read.
 //! With no standby left (a burst of starts), a start spawns its shim as before.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -41,6 +41,8 @@ struct Standby {
 
 pub struct ShimPool {
     program: PathBuf,
+    /// Arguments before the shim's own (`shim` when it is `skiff shim`).
+    leading: Vec<OsString>,
     log_level: String,
     size: usize,
     idle: Mutex<Vec<Standby>>,
@@ -48,11 +50,13 @@ pub struct ShimPool {
 }
 
 impl ShimPool {
-    /// A pool of `size` standby shims of `program` (a `skiff-shim` binary); none is
-    /// spawned before the first `refill`.
-    pub fn new(program: &Path, log_level: &str, size: usize) -> Arc<Self> {
+    /// A pool of `size` standby shims of `program` run with `leading` arguments first;
+    /// none is spawned before the first `refill`. Only the `skiff-shim` binary has a
+    /// standby mode: for `skiff shim`, `size` is 0 and every shim is spawned on demand.
+    pub fn new(program: &Path, leading: &[&str], log_level: &str, size: usize) -> Arc<Self> {
         Arc::new(ShimPool {
             program: program.to_path_buf(),
+            leading: leading.iter().map(OsString::from).collect(),
             log_level: log_level.to_string(),
             size,
             idle: Mutex::new(Vec::new()),
@@ -62,7 +66,7 @@ impl ShimPool {
 
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
-        cmd.env("SKIFF_LOG", &self.log_level);
+        cmd.args(&self.leading).env("SKIFF_LOG", &self.log_level);
         // A process group of its own, so signals to the agent's group (Ctrl-C in a
         // terminal) never reach the shim; set through posix_spawn's attributes.
         cmd.process_group(0);
@@ -159,10 +163,5 @@ impl ShimPool {
             .take()
             .ok_or_else(|| std::io::Error::other("shim without stdout"))?;
         Ok(Spawned { child, stdout })
-    }
-
-    /// Standby shims waiting now (for tests and metrics).
-    pub fn idle(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 }

@@ -498,7 +498,7 @@ impl Netlink {
         // without a carrier yet, no address was made. Best effort (a kernel without
         // IPv6 refuses the setting). The container end keeps IPv6: with it off, the
         // routing mesh lost a task replaced after a node died (tests/overlay.rs), not
-        // yet understood; see BENCHMARKS.md (issue 23, thirteenth session).
+        // yet understood; see docs/architecture.md (Networking).
         if let Err(e) = self.set_link(
             LinkUnspec::new_with_name(v.host_if)
                 .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
