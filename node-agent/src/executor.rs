@@ -12,7 +12,7 @@
 use crate::engine::{Engine, ImageFetch};
 use skiff_controller::consensus::RaftHandle;
 use skiff_controller::orchestrator::reconcile::Stored;
-use skiff_controller::orchestrator::runner::{now_ms, read_world};
+use skiff_controller::orchestrator::runner::now_ms;
 use skiff_controller::orchestrator::{Desired, Service, Task, TaskState, TaskStatus};
 use skiff_runtime::container::Status;
 use std::collections::HashMap;
@@ -95,7 +95,6 @@ impl LocalSource {
 impl Source for LocalSource {
     fn view(&self, node_id: &str) -> View {
         self.raft.store().read(|sm| {
-            let w = read_world(sm);
             let mut files = HashMap::new();
             for kind in [
                 skiff_controller::orchestrator::KIND_SECRET,
@@ -111,13 +110,10 @@ impl Source for LocalSource {
                 }
             }
             View {
-                tasks: w
-                    .tasks
-                    .iter()
-                    .filter(|t| t.value.node_id == node_id)
-                    .cloned()
-                    .collect(),
-                services: w.services.clone(),
+                // This node's tasks only (the store's per-node index): a manager's
+                // executor looks after every change that concerns it.
+                tasks: skiff_controller::store::node_tasks(sm, node_id),
+                services: sm.decoded(skiff_controller::orchestrator::KIND_SERVICE),
                 networks: sm
                     .list(skiff_controller::orchestrator::KIND_NETWORK)
                     .into_iter()

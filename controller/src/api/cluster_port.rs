@@ -80,17 +80,27 @@ impl ClusterPort {
         Ok(())
     }
 
+    /// The managers, derived once per change of the state (every heartbeat answer
+    /// carries them: a walk over every node per beat was nodes² a second).
     fn managers(h: &RaftHandle) -> Vec<pb::Peer> {
-        h.store().read(|sm| {
-            sm.nodes()
-                .filter(|n| n.role == Role::Manager && n.raft_id != 0)
-                .map(|n| pb::Peer {
-                    raft_id: n.raft_id,
-                    node_id: n.id.clone(),
-                    addr: n.addr.clone(),
+        struct Managers(Vec<pb::Peer>);
+        h.store()
+            .read(|sm| {
+                sm.memo(|sm| {
+                    Managers(
+                        sm.nodes()
+                            .filter(|n| n.role == Role::Manager && n.raft_id != 0)
+                            .map(|n| pb::Peer {
+                                raft_id: n.raft_id,
+                                node_id: n.id.clone(),
+                                addr: n.addr.clone(),
+                            })
+                            .collect(),
+                    )
                 })
-                .collect()
-        })
+            })
+            .0
+            .clone()
     }
 }
 
@@ -289,8 +299,20 @@ impl pb::membership_server::Membership for ClusterPort {
                     return;
                 }
                 cluster.saw(&caller);
-                let node = h.store().read(|sm| sm.node(&caller).cloned());
-                let Some(node) = node else {
+                // A changed description (an agent restarted with other labels, a
+                // resized machine) is recorded.
+                if let Some(d) = beat.description {
+                    described = Some(d.into());
+                }
+                // What this beat needs of the node, read in place: thousands of beats a
+                // second each cloned the whole node record.
+                let node = h.store().read(|sm| {
+                    sm.node(&caller).map(|n| {
+                        let stale = described.as_ref().filter(|d| **d != n.description).cloned();
+                        (n.status, n.role, stale)
+                    })
+                });
+                let Some((status, role, stale)) = node else {
                     let _ = tx
                         .send(Err(Status::permission_denied(format!(
                             "node {caller} was removed from the cluster"
@@ -298,22 +320,17 @@ impl pb::membership_server::Membership for ClusterPort {
                         .await;
                     return;
                 };
-                // A changed description (an agent restarted with other labels, a
-                // resized machine) is recorded.
-                if let Some(d) = beat.description {
-                    described = Some(d.into());
-                }
                 let idle = describing.as_ref().is_none_or(|j| j.is_finished());
-                if let Some(d) = described.as_ref().filter(|d| **d != node.description) {
+                if let Some(d) = stale {
                     if idle {
-                        let (h, id, d) = (h.clone(), caller.clone(), d.clone());
+                        let (h, id) = (h.clone(), caller.clone());
                         describing = Some(tokio::spawn(async move {
                             let op = Op::DescribeNode { id, description: d };
                             let _ = h.propose(Proposal::new(vec![op])).await;
                         }));
                     }
                 }
-                if node.status != NodeStatus::Ready {
+                if status != NodeStatus::Ready {
                     let h = h.clone();
                     let id = caller.clone();
                     tokio::spawn(async move {
@@ -331,7 +348,7 @@ impl pb::membership_server::Membership for ClusterPort {
                 let resp = pb::HeartbeatResponse {
                     period_ms: period.as_millis() as u32,
                     managers: ClusterPort::managers(&h),
-                    desired_role: node.role.as_str().into(),
+                    desired_role: role.as_str().into(),
                     members: pb_members,
                 };
                 if tx.send(Ok(resp)).await.is_err() {

@@ -8,7 +8,6 @@ use crate::model::*;
 use crate::model::{new_id, Op, Proposal};
 use crate::orchestrator::membership::Membership;
 use crate::raft::consensus::{RaftError, RaftHandle};
-use crate::store::read_world;
 use crate::store::Stored;
 use skiff_proto::orchestrator as pb;
 use std::collections::BTreeMap;
@@ -46,7 +45,7 @@ impl OrchestratorApi {
 
     async fn world(&self) -> Result<(RaftHandle, World), Status> {
         let h = self.manager().await?;
-        let w = h.store().read(read_world);
+        let w = h.store().world();
         Ok((h, (w.services.clone(), w.tasks.clone(), w.nodes.clone())))
     }
 

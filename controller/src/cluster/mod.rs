@@ -41,6 +41,8 @@ pub const DEFAULT_PORT: u16 = 2377;
 /// The longest wait between heartbeat reconnects (200 ms doubling, jittered): under the
 /// default 3 s down grace, so backing off alone never gets a node marked down.
 const HEARTBEAT_RETRY_MAX: Duration = Duration::from_millis(1600);
+/// Why a heartbeat stream that stopped answering was given up.
+const HEARTBEAT_TIMED_OUT: &str = "heartbeat timed out";
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -857,8 +859,19 @@ impl Cluster {
             if started.elapsed() >= worked {
                 backoff.reset();
             }
+            // A broken or closed stream says the leader is gone; a slow one does not: an
+            // answer late under load (thousands of workers' streams on its runtime) is
+            // no reason to stop honouring its lease, and two members doing that at once
+            // deposed a working leader.
             if let (Some(h), Some(leader)) = (self.raft(), to_leader) {
-                if !matches!(&ended, Err(s) if s.code() == tonic::Code::PermissionDenied) {
+                let hard = match &ended {
+                    Ok(()) => true,
+                    Err(s) => {
+                        s.code() != tonic::Code::PermissionDenied
+                            && s.message() != HEARTBEAT_TIMED_OUT
+                    }
+                };
+                if hard {
                     h.leader_lost(leader);
                 }
             }
@@ -891,7 +904,7 @@ impl Cluster {
         loop {
             let msg = tokio::time::timeout(period * 3, inbound.message())
                 .await
-                .map_err(|_| tonic::Status::unavailable("heartbeat timed out"))??;
+                .map_err(|_| tonic::Status::unavailable(HEARTBEAT_TIMED_OUT))??;
             let Some(resp) = msg else { return Ok(()) };
             if let Some(ms) = &resp.members {
                 *self.members.write().unwrap_or_else(|p| p.into_inner()) =

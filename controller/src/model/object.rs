@@ -69,9 +69,20 @@ pub struct Event {
 
 impl Event {
     pub fn new(index: u64, action: Action, object: Object) -> Event {
-        let node = (object.kind == super::KIND_TASK)
-            .then(|| task_node(&object.spec))
+        let placement = (object.kind == super::KIND_TASK)
+            .then(|| task_placement(&object.spec))
             .flatten();
+        Event::placed(index, action, object, placement.as_ref())
+    }
+
+    /// An event whose task placement (see [`task_placement`]) the caller already read.
+    pub fn placed(
+        index: u64,
+        action: Action,
+        object: Object,
+        placement: Option<&TaskPlacement>,
+    ) -> Event {
+        let node = placement.filter(|p| !p.overlay).map(|p| p.node_id.clone());
         Event {
             index,
             action,
@@ -86,9 +97,17 @@ impl Event {
     }
 }
 
-/// A task's node, or `None` if the task is on an overlay (or cannot be read: safest to
-/// tell everyone).
-fn task_node(spec: &[u8]) -> Option<String> {
+/// Where a task is: its node (empty while unplaced) and whether it has overlay
+/// addresses (it is then an endpoint in every overlay member's view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPlacement {
+    pub node_id: String,
+    pub overlay: bool,
+}
+
+/// The placement of a stored task, read without decoding the rest of it (`None`: the
+/// spec cannot be read, which tells everyone).
+pub fn task_placement(spec: &[u8]) -> Option<TaskPlacement> {
     #[derive(serde::Deserialize)]
     struct Placement {
         #[serde(default)]
@@ -97,7 +116,10 @@ fn task_node(spec: &[u8]) -> Option<String> {
         addresses: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
     }
     let p: Placement = serde_json::from_slice(spec).ok()?;
-    p.addresses.is_empty().then_some(p.node_id)
+    Some(TaskPlacement {
+        node_id: p.node_id,
+        overlay: !p.addresses.is_empty(),
+    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use super::membership::Membership;
 use super::status_batch::StatusBatcher;
 use crate::model::*;
 use crate::model::{Op, Proposal};
-use crate::store::read_world;
 use crate::store::Stored;
 use crate::tls::PeerIdentity;
 use skiff_proto::orchestrator as pb;
@@ -42,33 +41,24 @@ fn caller<T>(req: &Request<T>) -> Result<String, Status> {
         })
 }
 
-/// The decoded tasks' positions by node, derived once per change of the store: every
-/// node's assignment stream needs its share, and each scanning the whole task list made
-/// a change cost nodes × tasks.
-struct TasksByNode(std::collections::HashMap<String, Vec<usize>>);
-
-/// The assignment set of `node` in the current state.
+/// The assignment set of `node` in the current state. Its cost is the node's own tasks
+/// (the store's per-node index), not the cluster's: every stream builds its set after
+/// each change that concerns it.
 pub fn assignments(sm: &crate::store::StateMachine, node: &str) -> pb::AssignmentSet {
-    let w = read_world(sm);
-    let by_node = sm.memo(|sm| {
-        let mut m: std::collections::HashMap<String, Vec<usize>> = Default::default();
-        for (i, t) in read_world(sm).tasks.iter().enumerate() {
-            m.entry(t.value.node_id.clone()).or_default().push(i);
-        }
-        TasksByNode(m)
-    });
-    let tasks: Vec<&Stored<Task>> = by_node
-        .0
-        .get(node)
-        .map(|ix| ix.iter().filter_map(|i| w.tasks.get(*i)).collect())
-        .unwrap_or_default();
-    let used: std::collections::HashSet<&str> =
+    let tasks = crate::store::node_tasks(sm, node);
+    let used: std::collections::BTreeSet<&str> =
         tasks.iter().map(|t| t.value.service_id.as_str()).collect();
-    let services = w
-        .services
-        .iter()
-        .filter(|s| used.contains(s.id.as_str()))
-        .map(|s| s.clone().into())
+    let services: Vec<pb::Service> = used
+        .into_iter()
+        .filter_map(|id| sm.decoded_one::<Service>(KIND_SERVICE, id))
+        .map(|s| {
+            Stored {
+                id: s.id,
+                version: s.version,
+                value: Service::clone(&s.value),
+            }
+            .into()
+        })
         .collect();
     // Only the secrets and configs this node's tasks mount are sent to it.
     let mut files: Vec<pb::FileObject> = Vec::new();
@@ -87,9 +77,9 @@ pub fn assignments(sm: &crate::store::StateMachine, node: &str) -> pb::Assignmen
         }
     }
     pb::AssignmentSet {
-        tasks: tasks.into_iter().map(|t| t.clone().into()).collect(),
+        tasks: tasks.into_iter().map(Into::into).collect(),
         services,
-        networks: sm.list(KIND_NETWORK).into_iter().map(|o| o.name).collect(),
+        networks: sm.objects(KIND_NETWORK).map(|o| o.name.clone()).collect(),
         files,
         overlay: Some(super::overlay::view(sm, node).into()),
         revoked_clients: crate::store::clients::revoked_serials(sm),
@@ -389,22 +379,19 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
         let span = tracing::info_span!("dispatch", node_id = %node);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let mut events = h.store().read(|sm| sm.subscribe());
+                // Woken by changes that may concern this node only (the state
+                // machine's per-node signal, `Event::node`) or a snapshot restore: a
+                // change on other nodes costs this stream nothing.
+                let mut watch = h.store().read(|sm| sm.watch_node(&node));
                 let mut last = None;
-                // Recomputed only after a change that concerns this node (`Event::concerns`)
-                // or a snapshot: a quiet period, or a change on other nodes, costs a
-                // comparison, not a set (with thousands of streams, recomputing every one
-                // on every change kept a manager busy during deploys).
                 let mut dirty = true;
-                let mut restores = 0;
                 let mut sent_at = tokio::time::Instant::now();
-                let mut checked_at = sent_at;
                 let mut looked_at = sent_at;
                 loop {
                     if dirty {
                         looked_at = tokio::time::Instant::now();
-                        let (r, set) = h.store().read(|sm| (sm.restores(), assignments(sm, &node)));
-                        (restores, dirty) = (r, false);
+                        let set = h.store().read(|sm| assignments(sm, &node));
+                        dirty = false;
                         if last.as_ref() != Some(&set) {
                             if tx.send(Ok(set.clone())).await.is_err() {
                                 return;
@@ -425,39 +412,20 @@ impl pb::dispatcher_server::Dispatcher for DispatcherApi {
                         }
                         sent_at = tokio::time::Instant::now();
                     }
-                    // The same channel carries liveness: a quiet period still ends in a resend
-                    // check, and a closed client ends the loop.
-                    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
                     tokio::select! {
-                        r = events.recv() => {
-                            let mut relevant = match r {
-                                Ok(e) => e.concerns(&node),
-                                Err(RecvError::Lagged(_)) => true,
-                                Err(RecvError::Closed) => return,
-                            };
-                            // Changes come in bursts: at most one look (and one set) per
-                            // COALESCE, whether or not it concerns this node; a wake per
-                            // event on every stream would crowd the store's lock. The first
-                            // change after a quiet spell is looked at at once.
-                            tokio::time::sleep_until(looked_at + super::COALESCE).await;
-                            loop {
-                                match events.try_recv() {
-                                    Ok(e) => relevant |= e.concerns(&node),
-                                    Err(TryRecvError::Lagged(_)) => relevant = true,
-                                    Err(_) => break,
-                                }
+                        alive = watch.changed() => {
+                            if !alive {
+                                return;
                             }
-                            dirty |= relevant;
+                            // Changes come in bursts: at most one look (and one set) per
+                            // COALESCE; the first change after a quiet spell is looked at
+                            // at once.
+                            tokio::time::sleep_until(looked_at + super::COALESCE).await;
+                            watch.mark_seen();
+                            dirty = true;
                         }
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                         _ = tx.closed() => return,
-                    }
-                    // A snapshot replaced the store without events (rare: a look every 2 s).
-                    if checked_at.elapsed() >= Duration::from_secs(2) {
-                        checked_at = tokio::time::Instant::now();
-                        if h.store().read(|sm| sm.restores()) != restores {
-                            dirty = true;
-                        }
                     }
                     if h.is_stopped() {
                         return;

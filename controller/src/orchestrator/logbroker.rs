@@ -597,7 +597,7 @@ pub fn serve(
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         while events.try_recv().is_ok() {}
-                        let w = h.store().read(read_world);
+                        let w = h.store().world();
                         let (services, tasks) = (&w.services, &w.tasks);
                         if !services.iter().any(|s| s.id == service.id) {
                             return; // the service is gone: nothing more will come

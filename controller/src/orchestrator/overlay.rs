@@ -35,14 +35,28 @@ pub fn overlay_networks(sm: &StateMachine) -> Vec<Stored<StackNetwork>> {
 
 /// The overlay view of `node`.
 pub fn view(sm: &StateMachine, node: &str) -> OverlayView {
+    let stored = overlay_networks(sm);
+    let all: Vec<String> = stored.iter().map(|n| n.value.name.clone()).collect();
+    // A node on no overlay sees no network, endpoint or service: it skips the decoded
+    // world (every task of the cluster), as each assignment stream builds this view
+    // after each change that concerns its node.
+    if !stored.iter().any(|n| {
+        n.value
+            .alloc
+            .as_ref()
+            .is_some_and(|a| a.nodes.contains_key(node))
+    }) {
+        return OverlayView {
+            all,
+            ..Default::default()
+        };
+    }
     let w = read_world(sm);
     let (services, tasks, nodes) = (&w.services, &w.tasks, &w.nodes);
     let addr_of: BTreeMap<&str, &str> = nodes
         .iter()
         .map(|n| (n.id.as_str(), n.data_addr.as_str()))
         .collect();
-    let stored = overlay_networks(sm);
-    let all = stored.iter().map(|n| n.value.name.clone()).collect();
     let networks: Vec<OverlayNetwork> = stored
         .into_iter()
         .filter_map(|n| {

@@ -33,9 +33,9 @@ impl Default for AllocConfig {
 /// its own so one lost race does not hold back the rest).
 async fn allocate(h: &RaftHandle, cfg: &AllocConfig) -> usize {
     // Read under the lock, planned outside it (see `pass`).
-    let (w, networks, attachments) = h.store().read(|sm| {
+    let w = h.store().world();
+    let (networks, attachments) = h.store().read(|sm| {
         (
-            read_world(sm),
             super::overlay::overlay_networks(sm),
             super::attach::list(sm),
         )
@@ -78,6 +78,9 @@ async fn allocate(h: &RaftHandle, cfg: &AllocConfig) -> usize {
     n
 }
 
+/// The most operations one reconcile proposal carries.
+const PASS_CHUNK: usize = 500;
+
 /// Runs one pass if this node leads; returns how many operations were proposed.
 pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
     if !h.status().is_leader {
@@ -87,7 +90,7 @@ pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
     // The decoded world is an immutable snapshot: planning runs outside the store's lock
     // (a pass over thousands of tasks held it for up to a second, and raft's apply, which
     // needs the lock to write, waited that long, heartbeats and all).
-    let w = h.store().read(read_world);
+    let w = h.store().world();
     let ops = reconcile(
         &World {
             services: &w.services,
@@ -100,15 +103,25 @@ pub async fn pass(h: &RaftHandle, alloc: &AllocConfig) -> usize {
     let placed = placements(&w.tasks, &ops, now);
     let n = ops.len();
     if n > 0 {
-        match h.propose(Proposal::new(ops)).await {
-            Ok(_) => {
-                for secs in placed {
-                    h.metrics().scheduling_delay.observe(secs);
-                }
-            }
+        // In proposals of at most PASS_CHUNK operations: a deploy's first pass creates
+        // every task, and one proposal of them all (30 MB for 20,000 tasks) was one log
+        // entry that every manager applied in one go, its heartbeats waiting. Each
+        // operation stands alone (a lost one is redone by the next pass).
+        let mut chunks = Vec::new();
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            chunks.push(Proposal::new(ops.by_ref().take(PASS_CHUNK).collect()));
+        }
+        let results = futures::future::join_all(chunks.into_iter().map(|p| h.propose(p))).await;
+        let mut rejected = 0;
+        for e in results.into_iter().filter_map(Result::err) {
             // A task changed under us (an agent reported status): the next pass sees it.
-            Err(e) => {
-                tracing::debug!(error = %e, "reconcile proposal rejected; retrying on the next pass")
+            rejected += 1;
+            tracing::debug!(error = %e, "reconcile proposal rejected; retrying on the next pass");
+        }
+        if rejected == 0 {
+            for secs in placed {
+                h.metrics().scheduling_delay.observe(secs);
             }
         }
         // Addresses for the tasks just made come on the pass their commit triggers.
@@ -148,6 +161,7 @@ pub fn spawn(h: RaftHandle, alloc: AllocConfig) {
             let mut events = h.store().read(|sm| sm.subscribe());
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             let mut passed_at = tokio::time::Instant::now();
+            let mut took = Duration::ZERO;
             loop {
                 if h.is_stopped() {
                     return;
@@ -159,15 +173,18 @@ pub fn spawn(h: RaftHandle, alloc: AllocConfig) {
                             return;
                         }
                         // A burst of changes is coalesced into at most one pass per
-                        // COALESCE; the first change after a quiet spell gets one at once
-                        // (a deploy goes through several passes: each waited the whole
-                        // window before).
-                        tokio::time::sleep_until(passed_at + super::COALESCE).await;
+                        // COALESCE, or per twice the last pass's length if that is
+                        // longer (a pass is O(tasks): back to back, on a large cluster,
+                        // they took the leader's whole CPU from its heartbeats and
+                        // streams); the first change after a quiet spell gets one at
+                        // once.
+                        tokio::time::sleep_until(passed_at + super::COALESCE.max(took * 2)).await;
                         while events.try_recv().is_ok() {}
                     }
                 }
                 passed_at = tokio::time::Instant::now();
                 pass(&h, &alloc).await;
+                took = passed_at.elapsed();
             }
         }
         .instrument(tracing::info_span!("reconciler")),

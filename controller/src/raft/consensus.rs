@@ -88,6 +88,24 @@ impl RaftConfig {
     }
 }
 
+/// The most proposal data one log entry holds (a single larger proposal gets one of
+/// its own). See `Node::propose_batch`.
+pub const ENTRY_BYTES: usize = 1 << 20;
+
+/// Time one round of the run loop spent applying entries, waiting for the state's
+/// write lock, and copying the state for a snapshot.
+#[derive(Default)]
+struct RoundCosts {
+    entries: usize,
+    applying: Duration,
+    lock_wait: Duration,
+    snapshot_copy: Duration,
+}
+
+/// How long one round of the run loop works through Readys before it lets ticks and
+/// messages in.
+const ROUND_BUDGET: Duration = Duration::from_millis(50);
+
 /// How a node with an empty log starts.
 #[derive(Debug, Clone)]
 pub enum Bootstrap {
@@ -220,6 +238,8 @@ struct Node<T: Transport> {
     /// When to campaign because the connection to this leader broke, and how many more
     /// times after that if no leader emerges.
     campaign_at: Option<(Instant, u64, u32)>,
+    /// Where the current round of the run loop spent its time (for the slow-round log).
+    round: RoundCosts,
     /// A snapshot being encoded and written on a helper thread.
     snapshot_job: Option<oneshot::Receiver<Result<(Snapshot, PathBuf), StorageError>>>,
     status: watch::Sender<RaftStatus>,
@@ -278,6 +298,9 @@ pub fn start<T: Transport>(
         heartbeat_tick: cfg.heartbeat_ticks,
         applied: snapshot_index,
         max_size_per_msg: 4 << 20,
+        // A round applies at most this much (see `on_ready`), so a burst of large
+        // entries is applied over several rounds with ticks and messages between them.
+        max_committed_size_per_ready: 2 * ENTRY_BYTES as u64,
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: true,
@@ -321,6 +344,7 @@ pub fn start<T: Transport>(
         persisted_tx,
         persisted_rx,
         campaign_at: None,
+        round: RoundCosts::default(),
         status: status_tx,
         removed: false,
         last_leader: (0, 0),
@@ -406,10 +430,28 @@ impl<T: Transport> Node<T> {
                         }
                     }
                 }
+                // Readys a bounded round left (see `on_ready`): after everything else.
+                _ = std::future::ready(()), if self.raw.has_ready() => {}
             }
+            let busy = Instant::now();
             self.propose_batch(batch);
             self.on_ready()?;
             self.maybe_snapshot();
+            // Ticks, heartbeats and acks wait while this runs: a run longer than a few
+            // ticks risks an election, so say what it was.
+            let took = busy.elapsed();
+            let round = std::mem::take(&mut self.round);
+            if took > self.cfg.tick * 3 {
+                tracing::warn!(
+                    ?took,
+                    applied = self.raw.raft.raft_log.applied,
+                    entries = round.entries,
+                    applying = ?round.applying,
+                    lock_wait = ?round.lock_wait,
+                    snapshot_copy = ?round.snapshot_copy,
+                    "slow raft round"
+                );
+            }
             // Proposals of a leader that lost its role would only time out: fail them now
             // as retryable (same request ID, so a retry cannot apply them twice).
             let leader = (self.raw.raft.leader_id, self.raw.raft.term);
@@ -531,30 +573,52 @@ impl<T: Transport> Node<T> {
         if batch.is_empty() {
             return;
         }
-        let (props, replies): (Vec<Proposal>, Vec<Reply>) = batch.into_iter().unzip();
         // Leadership may have moved while the mailbox was drained; raft-rs would then
         // forward the entry itself, and drop it silently if the leader is in flux.
         if self.raw.raft.state != StateRole::Leader {
-            for r in replies {
+            for (_, r) in batch {
                 let _ = r.send(Err(RaftError::NotLeader));
             }
             return;
         }
-        let data = match serde_json::to_vec(&props) {
-            Ok(d) => d,
-            Err(e) => {
-                for r in replies {
-                    let _ = r.send(Err(RaftError::Encode(serde_json::Error::io(
-                        std::io::Error::other(e.to_string()),
-                    ))));
+        // Proposals queued together share entries of at most ENTRY_BYTES each (one
+        // that is larger alone): every member applies an entry in one go, with its
+        // heartbeats waiting, so an entry holding a whole deploy stalled all of them.
+        let mut data = b"[".to_vec();
+        let mut group: Vec<(Proposal, Reply)> = Vec::new();
+        for (p, r) in batch {
+            let enc = match serde_json::to_vec(&p) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = r.send(Err(RaftError::Encode(e)));
+                    continue;
                 }
-                return;
+            };
+            if !group.is_empty() && data.len() + enc.len() > ENTRY_BYTES {
+                data.push(b']');
+                self.propose_entry(
+                    std::mem::replace(&mut data, b"[".to_vec()),
+                    std::mem::take(&mut group),
+                );
             }
-        };
+            if !group.is_empty() {
+                data.push(b',');
+            }
+            data.extend_from_slice(&enc);
+            group.push((p, r));
+        }
+        if !group.is_empty() {
+            data.push(b']');
+            self.propose_entry(data, group);
+        }
+    }
+
+    /// Appends one entry holding `group` (already encoded as `data`).
+    fn propose_entry(&mut self, data: Vec<u8>, group: Vec<(Proposal, Reply)>) {
         match self.raw.propose(vec![], data) {
             Ok(()) => {
                 let deadline = Instant::now() + self.cfg.request_timeout;
-                for (p, r) in props.into_iter().zip(replies) {
+                for (p, r) in group {
                     self.waiters
                         .entry(p.request_id)
                         .or_default()
@@ -562,7 +626,7 @@ impl<T: Transport> Node<T> {
                 }
             }
             Err(e) => {
-                for r in replies {
+                for (_, r) in group {
                     let err = match &e {
                         raft::Error::ProposalDropped => RaftError::NotLeader,
                         other => RaftError::Proposal(other.to_string()),
@@ -603,7 +667,10 @@ impl<T: Transport> Node<T> {
     /// afterwards) only once they are durable.
     fn on_ready(&mut self) -> Result<(), RaftError> {
         self.drain_persisted()?;
-        while self.raw.has_ready() {
+        // Rounds are bounded in time: what is still ready after ROUND_BUDGET waits for
+        // the run loop to take ticks and messages first (it comes straight back).
+        let began = Instant::now();
+        while self.raw.has_ready() && began.elapsed() < ROUND_BUDGET {
             let mut ready = self.raw.ready();
             if !ready.snapshot().is_empty() {
                 self.on_snapshot_ready(ready)?;
@@ -755,7 +822,10 @@ impl<T: Transport> Node<T> {
         }
         let mut results = Vec::new();
         {
+            let asked = Instant::now();
             let mut sm = self.sm.write();
+            let got = Instant::now();
+            self.round.lock_wait += got - asked;
             for (index, props) in &run {
                 match props {
                     None => sm.set_applied(*index),
@@ -766,6 +836,8 @@ impl<T: Transport> Node<T> {
                     }
                 }
             }
+            self.round.applying += got.elapsed();
+            self.round.entries += run.len();
         }
         for (id, r) in results {
             if let Some(ws) = self.waiters.remove(&id) {
@@ -789,10 +861,13 @@ impl<T: Transport> Node<T> {
             return;
         }
         let due = self.snapshot_index + self.cfg.snapshot_every;
-        let Some((applied, state)) = self.sm.read(|sm| {
+        let copying = Instant::now();
+        let copy = self.sm.read(|sm| {
             let applied = sm.applied();
             (applied >= due).then(|| (applied, sm.store().clone()))
-        }) else {
+        });
+        self.round.snapshot_copy += copying.elapsed();
+        let Some((applied, state)) = copy else {
             return;
         };
         let Ok(term) = self.raw.store().term(applied) else {

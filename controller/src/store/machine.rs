@@ -12,8 +12,8 @@
 //! reconciler can watch without polling.
 
 use crate::model::{
-    Action, ApplyError, ApplyResult, ClusterMeta, Event, Node, Object, Op, Outcome, Proposal, Role,
-    NODE_KIND,
+    task_placement, Action, ApplyError, ApplyResult, ClusterMeta, Event, Node, Object, Op, Outcome,
+    Proposal, Role, TaskPlacement, KIND_TASK, NODE_KIND,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -54,7 +54,68 @@ pub struct StateMachine {
     /// Decoded copies of objects, by value type and kind, kept across changes: see
     /// [`Self::decoded`].
     decoded: std::sync::Mutex<HashMap<(std::any::TypeId, String), Box<dyn std::any::Any + Send>>>,
+    /// Each task's placement, and the tasks of each node (unplaced ones under ""), kept
+    /// at every change: a node's assignment stream reads its own tasks in O(its tasks),
+    /// where a scan of the whole store made every change cost streams × tasks.
+    placements: HashMap<String, TaskPlacement>,
+    by_node: HashMap<String, BTreeSet<String>>,
+    /// Change signals for one node's watchers ([`Self::watch_node`]), and for all of
+    /// them (changes that may concern any node, and snapshot restores).
+    signals: Arc<Signals>,
+    /// Counts changes of the contents (commits and restores): see [`Self::changes`].
+    changes: u64,
 }
+
+/// See [`StateMachine::watch_node`]: a bump of a counter per change, so a wake costs the
+/// watchers of the node concerned, where a broadcast of every event woke every stream
+/// to compare (events × streams: billions at the scale goal).
+struct Signals {
+    nodes: std::sync::Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
+    any: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals {
+            nodes: Default::default(),
+            any: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Signals {
+    fn bump(tx: &tokio::sync::watch::Sender<u64>) {
+        tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Wakes when the state changed in a way that may concern one node (see
+/// [`StateMachine::watch_node`]).
+pub struct NodeWatch {
+    node: tokio::sync::watch::Receiver<u64>,
+    any: tokio::sync::watch::Receiver<u64>,
+}
+
+impl NodeWatch {
+    /// Waits for the next change that may concern the node; `false` once the state
+    /// machine is gone (its raft node stopped).
+    pub async fn changed(&mut self) -> bool {
+        tokio::select! {
+            r = self.node.changed() => r.is_ok(),
+            r = self.any.changed() => r.is_ok(),
+        }
+    }
+
+    /// Forgets changes signalled so far (they are covered by the read that follows).
+    pub fn mark_seen(&mut self) {
+        self.node.mark_unchanged();
+        self.any.mark_unchanged();
+    }
+}
+
+/// The cache behind [`StateMachine::decoded`] and [`StateMachine::decoded_one`]: per
+/// object ID, the creation index and version it was decoded at, and the value.
+type DecodedCache<T> = HashMap<String, (u64, u64, Option<Arc<T>>)>;
 
 fn node_object(n: &Node, index: u64) -> Object {
     Object {
@@ -83,6 +144,22 @@ impl StateMachine {
             }
         }
         let seen = store.requests.iter().cloned().collect();
+        let mut placements = HashMap::new();
+        let mut by_node: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for o in store
+            .objects
+            .get(KIND_TASK)
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            if let Some(p) = task_placement(&o.spec) {
+                by_node
+                    .entry(p.node_id.clone())
+                    .or_default()
+                    .insert(o.id.clone());
+                placements.insert(o.id.clone(), p);
+            }
+        }
         let (events, _) = tokio::sync::broadcast::channel(8192);
         let (cluster_events, _) = tokio::sync::broadcast::channel(1024);
         StateMachine {
@@ -94,7 +171,62 @@ impl StateMachine {
             memo: Default::default(),
             restores: 0,
             decoded: Default::default(),
+            placements,
+            by_node,
+            signals: Arc::default(),
+            changes: 0,
         }
+    }
+
+    /// A number that moves with every change of the contents (never back, restores
+    /// included): what a value derived from the contents was derived at.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// A watch that wakes after each change that may concern `node` (an event whose
+    /// [`Event::node`] is `node` or any node) and after a snapshot restore. Taken in the
+    /// same read as the first look, like [`Self::subscribe`].
+    pub fn watch_node(&self, node: &str) -> NodeWatch {
+        let mut nodes = self.signals.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        // Watchers come and go with workers' streams: forget nodes nobody watches.
+        if nodes.len() > 64 && nodes.len().is_power_of_two() {
+            nodes.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        let tx = nodes
+            .entry(node.to_string())
+            .or_insert_with(|| tokio::sync::watch::channel(0).0);
+        NodeWatch {
+            node: tx.subscribe(),
+            any: self.signals.any.subscribe(),
+        }
+    }
+
+    /// IDs of the tasks placed on `node` ("": the unplaced ones), in ID order.
+    pub fn task_ids_on(&self, node: &str) -> impl Iterator<Item = &String> {
+        self.by_node.get(node).into_iter().flatten()
+    }
+
+    /// Records where task `id` now is (`None`: deleted or unreadable) in the per-node
+    /// index; returns where it was.
+    fn place_task(&mut self, id: &str, now: Option<TaskPlacement>) -> Option<TaskPlacement> {
+        let before = self.placements.remove(id);
+        if let Some(b) = &before {
+            if let Some(ids) = self.by_node.get_mut(&b.node_id) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_node.remove(&b.node_id);
+                }
+            }
+        }
+        if let Some(p) = now {
+            self.by_node
+                .entry(p.node_id.clone())
+                .or_default()
+                .insert(id.to_string());
+            self.placements.insert(id.to_string(), p);
+        }
+        before
     }
 
     /// Replaces everything with a snapshot image, keeping subscribers (they get no events
@@ -106,10 +238,15 @@ impl StateMachine {
             serde_json::from_slice(data)?
         };
         let events = self.events.clone();
+        let signals = self.signals.clone();
         let cluster_events = self.cluster_events.clone();
         let restores = self.restores + 1;
+        let changes = self.changes + 1;
         *self = StateMachine::from_store(store);
+        self.changes = changes;
         self.events = events;
+        Signals::bump(&signals.any);
+        self.signals = signals;
         self.cluster_events = cluster_events;
         self.restores = restores;
         Ok(())
@@ -243,35 +380,94 @@ impl StateMachine {
     /// creation index and version: the same contents) is cloned from that call's result
     /// instead of parsed again: during a deploy the store changes many times a second
     /// and each change used to parse every task anew, under the store's read lock.
-    pub fn decoded<T: serde::de::DeserializeOwned + Clone + Send + 'static>(
+    pub fn decoded<T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static>(
         &self,
         kind: &str,
     ) -> Vec<crate::model::Stored<T>> {
-        type Cache<T> = HashMap<String, (u64, u64, Option<T>)>;
+        self.decoded_refs::<T>(kind)
+            .into_iter()
+            .map(|s| crate::model::Stored {
+                id: s.id,
+                version: s.version,
+                value: T::clone(&s.value),
+            })
+            .collect()
+    }
+
+    /// [`Self::decoded`] without the copies: each value shared with the cache, so a
+    /// caller under the store's lock pays a pointer per object and copies (if it must)
+    /// after letting go of the lock (see `SharedState::world`).
+    pub fn decoded_refs<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        kind: &str,
+    ) -> Vec<crate::model::Stored<Arc<T>>> {
         let mut caches = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = caches
-            .entry((std::any::TypeId::of::<T>(), kind.to_string()))
-            .or_insert_with(|| Box::new(Cache::<T>::new()));
-        let Some(cache) = slot.downcast_mut::<Cache<T>>() else {
+        let Some(cache) = Self::cache_of::<T>(&mut caches, kind) else {
             return Vec::new();
         };
-        let mut old = std::mem::take(cache);
         let mut out = Vec::new();
+        let mut present = 0;
         for o in self.objects(kind) {
-            let value = match old.remove(&o.id) {
-                Some((c, v, value)) if c == o.created_index && v == o.version => value,
-                _ => serde_json::from_slice::<T>(&o.spec).ok(),
+            present += 1;
+            let value = match cache.get(&o.id) {
+                Some((c, v, value)) if *c == o.created_index && *v == o.version => value.clone(),
+                _ => {
+                    let value = serde_json::from_slice::<T>(&o.spec).ok().map(Arc::new);
+                    cache.insert(o.id.clone(), (o.created_index, o.version, value.clone()));
+                    value
+                }
             };
-            if let Some(value) = &value {
+            if let Some(value) = value {
                 out.push(crate::model::Stored {
                     id: o.id.clone(),
                     version: o.version,
-                    value: value.clone(),
+                    value,
                 });
             }
-            cache.insert(o.id.clone(), (o.created_index, o.version, value));
+        }
+        // Entries of objects that are gone.
+        if cache.len() > present {
+            let ids: std::collections::HashSet<&str> =
+                self.objects(kind).map(|o| o.id.as_str()).collect();
+            cache.retain(|id, _| ids.contains(id.as_str()));
         }
         out
+    }
+
+    /// One object of `kind` decoded as `T` (`None`: there is none, or it does not
+    /// decode), from the same cache as [`Self::decoded`]: what a node's assignment
+    /// stream reads for each of its tasks, without touching the others.
+    pub fn decoded_one<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Option<crate::model::Stored<Arc<T>>> {
+        let o = self.store.objects.get(kind)?.get(id)?;
+        let mut caches = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = Self::cache_of::<T>(&mut caches, kind)?;
+        let value = match cache.get(id) {
+            Some((c, v, value)) if *c == o.created_index && *v == o.version => value.clone(),
+            _ => {
+                let value = serde_json::from_slice::<T>(&o.spec).ok().map(Arc::new);
+                cache.insert(id.to_string(), (o.created_index, o.version, value.clone()));
+                value
+            }
+        }?;
+        Some(crate::model::Stored {
+            id: o.id.clone(),
+            version: o.version,
+            value,
+        })
+    }
+
+    fn cache_of<'c, T: Send + Sync + 'static>(
+        caches: &'c mut HashMap<(std::any::TypeId, String), Box<dyn std::any::Any + Send>>,
+        kind: &str,
+    ) -> Option<&'c mut DecodedCache<T>> {
+        caches
+            .entry((std::any::TypeId::of::<T>(), kind.to_string()))
+            .or_insert_with(|| Box::new(DecodedCache::<T>::new()))
+            .downcast_mut::<DecodedCache<T>>()
     }
 
     /// Marks `index` applied for entries that carry no proposal (raft's empty entries,
@@ -300,7 +496,16 @@ impl StateMachine {
         res
     }
 
-    fn remember(&mut self, id: String, res: ApplyResult) {
+    /// Remembers a request's outcome for a retry of it, without the objects' specs:
+    /// a retry learns what changed (IDs, versions, index), and the store does not keep
+    /// a copy of every object of the last REMEMBERED_REQUESTS proposals (on a
+    /// 20,000-task deploy that was over a GiB per manager, copied into every snapshot).
+    fn remember(&mut self, id: String, mut res: ApplyResult) {
+        if let Ok(out) = &mut res {
+            for o in &mut out.objects {
+                o.spec = Vec::new();
+            }
+        }
         self.seen.insert(id.clone(), res.clone());
         self.store.requests.push_back((id, res));
         while self.store.requests.len() > REMEMBERED_REQUESTS {
@@ -550,6 +755,7 @@ impl StateMachine {
     }
 
     fn commit(&mut self, index: u64, at: i64, s: Scratch) {
+        self.changes += 1;
         self.memo
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
@@ -587,7 +793,16 @@ impl StateMachine {
         let mut deleted = HashMap::new();
         // Objects as they were before this batch, for events that report what changed.
         let mut before = HashMap::new();
+        // Where each task of the batch was (deleted) or is now, for its event.
+        let mut placed: HashMap<String, TaskPlacement> = HashMap::new();
         for ((kind, id), o) in s.objects {
+            if kind == KIND_TASK {
+                let now = o.as_ref().and_then(|o| task_placement(&o.spec));
+                let was = self.place_task(&id, now.clone());
+                if let Some(p) = now.or(was) {
+                    placed.insert(id.clone(), p);
+                }
+            }
             let m = self.store.objects.entry(kind.clone()).or_default();
             if let Some(old) = m.get(&id) {
                 if o.is_some() && kind == crate::model::KIND_SERVICE {
@@ -626,7 +841,27 @@ impl StateMachine {
             cluster_events.extend(crate::model::events::derive_object(
                 at, index, action, old, &object,
             ));
-            events.push(Event::new(index, action, object));
+            let placement = (object.kind == KIND_TASK)
+                .then(|| placed.get(&object.id))
+                .flatten();
+            events.push(Event::placed(index, action, object, placement));
+        }
+        {
+            let nodes = self.signals.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut any = false;
+            for e in &events {
+                match &e.node {
+                    Some(n) => {
+                        if let Some(tx) = nodes.get(n) {
+                            Signals::bump(tx);
+                        }
+                    }
+                    None => any = true,
+                }
+            }
+            if any {
+                Signals::bump(&self.signals.any);
+            }
         }
         for e in events {
             let _ = self.events.send(Arc::new(e));
@@ -700,6 +935,113 @@ mod tests {
         assert_eq!(sm.memo(count).0, 1);
         // Restores publish no events; subscribers learn of them from the count.
         assert_eq!(sm.restores(), 2);
+    }
+
+    fn task_op(id: &str, node: &str, overlay: bool, version: Option<u64>) -> Op {
+        let mut t = crate::model::Task {
+            node_id: node.into(),
+            ..Default::default()
+        };
+        if overlay {
+            t.addresses
+                .insert("net".into(), std::net::Ipv4Addr::new(10, 0, 0, 2));
+        }
+        let spec = serde_json::to_vec(&t).expect("json");
+        match version {
+            None => Op::Create {
+                kind: KIND_TASK.into(),
+                id: id.into(),
+                name: id.into(),
+                spec,
+            },
+            Some(v) => Op::Update {
+                kind: KIND_TASK.into(),
+                id: id.into(),
+                spec,
+                expected_version: v,
+            },
+        }
+    }
+
+    fn on(sm: &StateMachine, node: &str) -> Vec<String> {
+        sm.task_ids_on(node).cloned().collect()
+    }
+
+    #[test]
+    fn the_per_node_task_index_follows_placement_removal_and_restore() {
+        let mut sm = StateMachine::default();
+        sm.apply(
+            1,
+            &prop(
+                "1",
+                vec![
+                    task_op("t1", "", false, None),
+                    task_op("t2", "n1", false, None),
+                ],
+            ),
+        )
+        .expect("create");
+        assert_eq!(on(&sm, ""), ["t1"], "unplaced");
+        assert_eq!(on(&sm, "n1"), ["t2"]);
+        // The scheduler places t1 on n1: it moves.
+        sm.apply(2, &prop("2", vec![task_op("t1", "n1", false, Some(1))]))
+            .expect("place");
+        assert!(on(&sm, "").is_empty());
+        assert_eq!(on(&sm, "n1"), ["t1", "t2"]);
+        let t1 = sm
+            .decoded_one::<crate::model::Task>(KIND_TASK, "t1")
+            .expect("t1");
+        assert_eq!((t1.version, t1.value.node_id.as_str()), (2, "n1"));
+        sm.apply(
+            3,
+            &prop(
+                "3",
+                vec![Op::Delete {
+                    kind: KIND_TASK.into(),
+                    id: "t2".into(),
+                    expected_version: 0,
+                }],
+            ),
+        )
+        .expect("delete");
+        assert_eq!(on(&sm, "n1"), ["t1"]);
+        assert!(sm
+            .decoded_one::<crate::model::Task>(KIND_TASK, "t2")
+            .is_none());
+        // A snapshot restore rebuilds it.
+        let data = sm.snapshot_data().expect("snapshot");
+        let mut other = StateMachine::default();
+        other.restore(&data).expect("restore");
+        assert_eq!(on(&other, "n1"), ["t1"]);
+        assert!(on(&other, "").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_node_watch_wakes_for_its_own_changes_and_shared_ones_only() {
+        use std::time::Duration;
+        let woke = |w: &mut NodeWatch| futures::FutureExt::now_or_never(w.changed()).is_some();
+        let mut sm = StateMachine::default();
+        let mut n1 = sm.watch_node("n1");
+        let mut n2 = sm.watch_node("n2");
+        sm.apply(1, &prop("1", vec![task_op("t1", "n1", false, None)]))
+            .expect("create");
+        assert!(woke(&mut n1), "its own task");
+        assert!(!woke(&mut n2), "another node's task");
+        // A task with overlay addresses is in every member's view; other kinds too.
+        sm.apply(2, &prop("2", vec![task_op("t2", "n1", true, None)]))
+            .expect("overlay task");
+        assert!(woke(&mut n2));
+        n1.mark_seen();
+        sm.apply(3, &prop("3", vec![create("config", "c", "c")]))
+            .expect("config");
+        assert!(woke(&mut n1) && woke(&mut n2));
+        // A restore publishes no events: it wakes everyone.
+        let data = sm.snapshot_data().expect("snapshot");
+        sm.restore(&data).expect("restore");
+        assert!(woke(&mut n1) && woke(&mut n2));
+        // Nothing more happened.
+        let quiet = tokio::time::timeout(Duration::from_millis(20), n1.changed()).await;
+        assert!(quiet.is_err());
     }
 
     #[test]
@@ -807,7 +1149,17 @@ mod tests {
         let again = sm
             .apply(2, &p)
             .expect("a retry returns the first outcome, not a conflict");
-        assert_eq!(first, again);
+        // The same change (index, IDs, versions); the retry is not sent the specs.
+        assert_eq!(first.index, again.index);
+        let ids = |o: &Outcome| {
+            o.objects
+                .iter()
+                .map(|o| (o.id.clone(), o.version))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&first), ids(&again));
+        assert!(!first.objects[0].spec.is_empty());
+        assert!(again.objects[0].spec.is_empty(), "remembered without specs");
         assert_eq!(sm.list("config").len(), 1);
     }
 

@@ -587,7 +587,7 @@ async fn service_create(api: &DockerApi, req: &mut Req) -> Result<Resp> {
     let names = Names::read(api, &h).await;
     let spec = service_spec::to_skiff(&raw, &names).map_err(spec_error)?;
     if h.store()
-        .read(read_world)
+        .world()
         .services
         .iter()
         .any(|s| s.value.spec.name == spec.name)
