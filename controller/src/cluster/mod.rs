@@ -41,8 +41,6 @@ pub const DEFAULT_PORT: u16 = 2377;
 /// The longest wait between heartbeat reconnects (200 ms doubling, jittered): under the
 /// default 3 s down grace, so backing off alone never gets a node marked down.
 const HEARTBEAT_RETRY_MAX: Duration = Duration::from_millis(1600);
-/// Why a heartbeat stream that stopped answering was given up.
-const HEARTBEAT_TIMED_OUT: &str = "heartbeat timed out";
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -859,19 +857,14 @@ impl Cluster {
             if started.elapsed() >= worked {
                 backoff.reset();
             }
-            // A broken or closed stream says the leader is gone; a slow one does not: an
-            // answer late under load (thousands of workers' streams on its runtime) is
-            // no reason to stop honouring its lease, and two members doing that at once
-            // deposed a working leader.
+            // Only a leader that is certainly gone (its port refuses connections) ends
+            // its lease early: a stream that broke or went quiet may come from a leader
+            // starved of CPU (thousands of workers' streams on its runtime), and two
+            // members dropping its lease at once deposed a working leader.
             if let (Some(h), Some(leader)) = (self.raft(), to_leader) {
-                let hard = match &ended {
-                    Ok(()) => true,
-                    Err(s) => {
-                        s.code() != tonic::Code::PermissionDenied
-                            && s.message() != HEARTBEAT_TIMED_OUT
-                    }
-                };
-                if hard {
+                let refused =
+                    !matches!(&ended, Err(s) if s.code() == tonic::Code::PermissionDenied);
+                if refused && transport::gone(&addr).await {
                     h.leader_lost(leader);
                 }
             }
@@ -904,7 +897,7 @@ impl Cluster {
         loop {
             let msg = tokio::time::timeout(period * 3, inbound.message())
                 .await
-                .map_err(|_| tonic::Status::unavailable(HEARTBEAT_TIMED_OUT))??;
+                .map_err(|_| tonic::Status::unavailable("heartbeat timed out"))??;
             let Some(resp) = msg else { return Ok(()) };
             if let Some(ms) = &resp.members {
                 *self.members.write().unwrap_or_else(|p| p.into_inner()) =

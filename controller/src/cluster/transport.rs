@@ -157,7 +157,8 @@ impl GrpcTransport {
         let client = RaftClient::new(channel)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        self.rt().spawn(forward_loop(to, client, rx, self.raft()));
+        self.rt()
+            .spawn(forward_loop(to, addr.clone(), client, rx, self.raft()));
         fw.insert(to, (addr, tx.clone()));
         Some(tx)
     }
@@ -184,6 +185,18 @@ impl GrpcTransport {
         peers.insert(to, (addr, tx.clone()));
         Some(tx)
     }
+}
+
+/// Whether the peer at `addr` is certainly gone: its host refuses a TCP connection
+/// (nothing listens on the port). A broken, late or timed-out stream is no proof (a
+/// peer starved of CPU under load looks the same); a refusal is, and only it lets a
+/// follower drop its leader's lease early ([`RaftHandle::leader_lost`]).
+pub async fn gone(addr: &str) -> bool {
+    let probe = tokio::net::TcpStream::connect(addr);
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), probe).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
 }
 
 /// Keeps one `Raft.Stream` open to the peer and writes whatever queued up as one batch.
@@ -239,6 +252,9 @@ async fn peer_loop(
         tracing::debug!(peer = to, %addr, error = %why, "raft stream to peer broke");
         if let Some(r) = &raft {
             r.report_unreachable(to);
+            if gone(&addr).await {
+                r.leader_lost(to);
+            }
         }
         // Back off while the peer stays down; a stream that lived a while starts over.
         pause = if opened.elapsed() > Duration::from_secs(2) {
@@ -287,6 +303,7 @@ async fn send_snapshot(
 /// calls at a time, and hands each its result.
 async fn forward_loop(
     to: u64,
+    addr: String,
     client: RaftClient<tonic::transport::Channel>,
     mut rx: mpsc::Receiver<Pending>,
     raft: Option<RaftHandle>,
@@ -315,6 +332,7 @@ async fn forward_loop(
         }
         let mut client = client.clone();
         let raft = raft.clone();
+        let addr = addr.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let n = replies.len();
@@ -341,7 +359,9 @@ async fn forward_loop(
                     // A broken connection: the leader is likely gone.
                     if s.code() == tonic::Code::Unavailable {
                         if let Some(r) = &raft {
-                            r.leader_lost(to);
+                            if gone(&addr).await {
+                                r.leader_lost(to);
+                            }
                         }
                     }
                     fail(replies, s.message().to_string());

@@ -545,12 +545,9 @@ impl<T: Transport> Node<T> {
                     tracing::debug!(error = %e, "dropping raft message");
                 }
             }
-            Msg::Unreachable(id) => {
-                self.raw.report_unreachable(id);
-                // A follower only sends to its leader in answer to it: failing to reach
-                // it means it just went away.
-                self.leader_lost(id);
-            }
+            // Whether the leader is gone is the transport's to prove (`leader_lost`):
+            // an unreachable peer may only be slow.
+            Msg::Unreachable(id) => self.raw.report_unreachable(id),
             Msg::LeaderLost(id) => self.leader_lost(id),
             Msg::SnapshotStatus(id, ok) => {
                 let st = if ok {
@@ -934,7 +931,8 @@ impl<T: Transport> Node<T> {
         }
     }
 
-    /// Our leader is gone (its connection broke): stop honouring its lease (so we vote
+    /// Our leader is certainly gone (its port refuses connections: see
+    /// `cluster::transport::gone`): stop honouring its lease (so we vote
     /// for whoever asks first) and campaign after a random moment under one tick, rather
     /// than a whole election timeout. The random delay keeps two followers that noticed
     /// together from splitting the vote; pre-vote keeps a wrong guess harmless: members
@@ -1171,8 +1169,9 @@ impl RaftHandle {
         self.wait(rx).await
     }
 
-    /// Tells the node that the connection to `raft_id` broke; if that is its leader, it
-    /// campaigns soon rather than after a whole election timeout.
+    /// Tells the node that `raft_id` is certainly gone (its port refuses connections, not
+    /// merely a broken or slow stream); if that is its leader, it campaigns soon rather
+    /// than after a whole election timeout.
     pub fn leader_lost(&self, raft_id: u64) {
         let _ = self.tx.send(Msg::LeaderLost(raft_id));
     }
