@@ -406,3 +406,22 @@ impl Transport for GrpcTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::gone;
+
+    #[tokio::test]
+    async fn only_a_refused_connection_proves_a_peer_gone() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        assert!(
+            !gone(&addr).await,
+            "a listening peer, even one that never accepts"
+        );
+        drop(listener);
+        assert!(gone(&addr).await, "nothing listens on the port any more");
+    }
+}

@@ -450,6 +450,13 @@ impl StateMachine {
             _ => {
                 let value = serde_json::from_slice::<T>(&o.spec).ok().map(Arc::new);
                 cache.insert(id.to_string(), (o.created_index, o.version, value.clone()));
+                // Entries of deleted objects go when they outnumber the live ones (a
+                // manager that only serves streams never lists the whole kind).
+                let live = self.store.objects.get(kind);
+                let n = live.map_or(0, |m| m.len());
+                if cache.len() > 2 * n + 1024 {
+                    cache.retain(|id, _| live.is_some_and(|m| m.contains_key(id)));
+                }
                 value
             }
         }?;
@@ -1014,6 +1021,43 @@ mod tests {
         other.restore(&data).expect("restore");
         assert_eq!(on(&other, "n1"), ["t1"]);
         assert!(on(&other, "").is_empty());
+    }
+
+    #[test]
+    fn decoded_entries_of_deleted_objects_do_not_pile_up() {
+        let mut sm = StateMachine::default();
+        let cached = |sm: &StateMachine| {
+            let mut caches = sm.decoded.lock().expect("lock");
+            StateMachine::cache_of::<crate::model::Task>(&mut caches, KIND_TASK)
+                .map_or(0, |c| c.len())
+        };
+        let ids: Vec<String> = (0..1500).map(|i| format!("t{i}")).collect();
+        let creates = ids
+            .iter()
+            .map(|id| task_op(id, "n1", false, None))
+            .collect();
+        sm.apply(1, &prop("create", creates)).expect("create");
+        for id in &ids {
+            assert!(sm
+                .decoded_one::<crate::model::Task>(KIND_TASK, id)
+                .is_some());
+        }
+        assert_eq!(cached(&sm), 1500);
+        let deletes = ids
+            .iter()
+            .map(|id| Op::Delete {
+                kind: KIND_TASK.into(),
+                id: id.clone(),
+                expected_version: 0,
+            })
+            .collect();
+        sm.apply(2, &prop("delete", deletes)).expect("delete");
+        sm.apply(3, &prop("new", vec![task_op("fresh", "n1", false, None)]))
+            .expect("create");
+        assert!(sm
+            .decoded_one::<crate::model::Task>(KIND_TASK, "fresh")
+            .is_some());
+        assert_eq!(cached(&sm), 1, "the deleted ones were dropped");
     }
 
     #[tokio::test]
