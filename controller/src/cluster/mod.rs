@@ -862,9 +862,8 @@ impl Cluster {
             // starved of CPU (thousands of workers' streams on its runtime), and two
             // members dropping its lease at once deposed a working leader.
             if let (Some(h), Some(leader)) = (self.raft(), to_leader) {
-                let refused =
-                    !matches!(&ended, Err(s) if s.code() == tonic::Code::PermissionDenied);
-                if refused && transport::gone(&addr).await {
+                let removed = matches!(&ended, Err(s) if s.code() == tonic::Code::PermissionDenied);
+                if !removed && transport::gone(&addr).await {
                     h.leader_lost(leader);
                 }
             }

@@ -90,11 +90,6 @@ impl Event {
             node,
         }
     }
-
-    /// Whether this change may alter what `node` is told to run.
-    pub fn concerns(&self, node: &str) -> bool {
-        self.node.as_deref().is_none_or(|n| n == node)
-    }
 }
 
 /// Where a task is: its node (empty while unplaced) and whether it has overlay
@@ -154,20 +149,17 @@ mod tests {
 
     #[test]
     fn a_task_change_concerns_its_node_only_unless_it_is_an_overlay_endpoint() {
-        let e = task_event("n1", false);
-        assert!(e.concerns("n1"));
-        assert!(!e.concerns("n2"));
+        assert_eq!(task_event("n1", false).node.as_deref(), Some("n1"));
         // Unplaced: nobody's.
-        assert!(!task_event("", false).concerns("n1"));
+        assert_eq!(task_event("", false).node.as_deref(), Some(""));
         // An overlay endpoint is in every member's view.
-        let e = task_event("n1", true);
-        assert!(e.concerns("n1") && e.concerns("n2"));
+        assert_eq!(task_event("n1", true).node, None);
     }
 
     #[test]
     fn other_kinds_and_unreadable_tasks_concern_every_node() {
-        assert!(event("service", b"{}".to_vec()).concerns("n2"));
-        assert!(event("network", b"{}".to_vec()).concerns("n2"));
-        assert!(event(KIND_TASK, b"not json".to_vec()).concerns("n2"));
+        assert_eq!(event("service", b"{}".to_vec()).node, None);
+        assert_eq!(event("network", b"{}".to_vec()).node, None);
+        assert_eq!(event(KIND_TASK, b"not json".to_vec()).node, None);
     }
 }
