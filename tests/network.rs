@@ -941,3 +941,120 @@ fn coexists_with_docker_forward_drop_and_firewall_reloads() {
     drop(out);
     finish(a);
 }
+
+/// Host ends of standby sandboxes (veth pairs made ahead of starts).
+fn standby_links(a: &Agent) -> Vec<String> {
+    let (_, prefix) = common::network_names(&a.root);
+    common::network_links(&a.root)
+        .into_iter()
+        .filter(|l| l.starts_with(&format!("{prefix}s")))
+        .collect()
+}
+
+fn standby_namespaces(a: &Agent) -> usize {
+    std::fs::read_dir(a.exec_root.join("netns-standby"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+/// Namespaces and veth pairs made ahead of starts (node-agent/src/network/standby.rs):
+/// each start takes its own, its container is wired exactly as one wired on the spot
+/// (its namespace and link names, address, route, reachability, `--ip`), and `network
+/// rm` and the agent's stop leave nothing of them behind.
+#[test]
+#[cfg_attr(not(skiff_root), ignore = "needs root: agents, namespaces, mounts")]
+fn standby_sandboxes_are_taken_once_and_leave_nothing_behind() {
+    let _shared = shared();
+    let mut a = Agent::start().with_busybox();
+    // The default bridge's are made at agent start.
+    a.wait_until("default bridge standbys", Duration::from_secs(10), || {
+        standby_links(&a).len() == 2 && standby_namespaces(&a) == 2
+    });
+    let before = standby_links(&a);
+    a.cmd(&["run", "-d", "--name", "s1", "busybox", "sleep", "600"]);
+    a.cmd(&["run", "-d", "--name", "s2", "busybox", "sleep", "600"]);
+    // Both waiting pairs were taken (and renamed); new ones took their place.
+    a.wait_until("standbys refilled", Duration::from_secs(10), || {
+        let now = standby_links(&a);
+        now.len() == 2 && now.iter().all(|l| !before.contains(l))
+    });
+    assert_eq!(veths(&a).len(), 2, "containers' links: {:?}", veths(&a));
+    let keys: Vec<String> = ["s1", "s2"]
+        .iter()
+        .map(|n| a.inspect(n, "{{.NetworkSettings.SandboxKey}}"))
+        .collect();
+    assert_ne!(keys[0], keys[1]);
+    for k in &keys {
+        assert!(
+            k.starts_with(&a.exec_root.join("netns").display().to_string()),
+            "{k}"
+        );
+    }
+    assert_eq!(netns_files(&a), 2);
+    let ip2 = a.inspect("s2", "{{.NetworkSettings.IPAddress}}");
+    let mac1 = a.inspect("s1", "{{.NetworkSettings.MacAddress}}");
+    let link = a
+        .cmd(&["exec", "s1", "ip", "-o", "link", "show", "eth0"])
+        .stdout;
+    assert!(link.contains(&mac1) && link.contains("UP"), "{link}");
+    let route = a.cmd(&["exec", "s1", "ip", "route"]).stdout;
+    assert!(route.contains("default via"), "{route}");
+    a.cmd(&["exec", "s1", "ping", "-c", "1", "-W", "5", &ip2]);
+
+    // A user network: its first start fills its pool; a fixed address still works.
+    a.cmd(&["network", "create", "--subnet", "10.126.0.0/24", "pooled"]);
+    a.cmd(&[
+        "run",
+        "-d",
+        "--network",
+        "pooled",
+        "--name",
+        "p1",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    a.wait_until("user network standbys", Duration::from_secs(10), || {
+        standby_links(&a).len() == 4
+    });
+    a.cmd(&[
+        "run",
+        "-d",
+        "--network",
+        "pooled",
+        "--ip",
+        "10.126.0.3",
+        "--name",
+        "p2",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(
+        a.inspect("p2", "{{.NetworkSettings.Networks.pooled.IPAddress}}"),
+        "10.126.0.3"
+    );
+    a.cmd(&["exec", "p2", "ping", "-c", "1", "-W", "5", "10.126.0.2"]);
+    for n in ["s1", "s2", "p1", "p2"] {
+        a.cmd(&["rm", "-f", n]);
+    }
+    veths_deleted(&a);
+    assert_eq!(netns_files(&a), 0);
+    // Removing the network removes its standbys.
+    a.wait_until(
+        "user network standbys refilled",
+        Duration::from_secs(10),
+        || standby_links(&a).len() == 4,
+    );
+    a.cmd(&["network", "rm", "pooled"]);
+    a.wait_until(
+        "network's standbys removed",
+        Duration::from_secs(10),
+        || standby_links(&a).len() == 2 && standby_namespaces(&a) == 2,
+    );
+    // The agent's stop removes the rest.
+    a.terminate();
+    assert!(standby_links(&a).is_empty(), "{:?}", standby_links(&a));
+    assert_eq!(standby_namespaces(&a), 0);
+    finish(a);
+}

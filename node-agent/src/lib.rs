@@ -276,6 +276,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), StartError> {
         .add_optional_service(orchestrator_api)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    networks.drain_standbys().await;
     // Links of containers that stopped just before are still being deleted.
     networks
         .flush_reaper(std::time::Duration::from_secs(5))

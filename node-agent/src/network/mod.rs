@@ -7,7 +7,8 @@
 //!   connect/disconnect` (absent = derived from `--network`);
 //! - `<exec-root>/network/sandboxes/<id>.json`: what is wired for a running container
 //!   (namespace, interfaces, addresses, ports), so a restarted agent can keep or undo it;
-//! - `<exec-root>/netns/<id>`: the container's network namespace (nsfs bind mount).
+//! - `<exec-root>/netns/<id>`: the container's network namespace (nsfs bind mount);
+//! - `<exec-root>/netns-standby/<random>`: namespaces made ahead of starts (standby.rs).
 //!
 //! One tokio mutex serialises every change; the firewall state and the DNS names are
 //! recomputed from the whole state after each one (the table then gets only the
@@ -16,7 +17,8 @@
 //! This file holds the definitions and the store of networks (create, list, remove);
 //! the rest by concern: `sandbox.rs` (a container's wiring), `ports.rs` (published
 //! container and service ports), `firewall.rs` (the nftables table), `embedded_dns.rs`,
-//! `reaper.rs` (background deletion of stopped containers' links), `overlay.rs`.
+//! `reaper.rs` (background deletion of stopped containers' links), `standby.rs`
+//! (namespaces and veth pairs made ahead of starts), `overlay.rs`.
 
 use crate::error::AgentError;
 use ipnet::Ipv4Net;
@@ -43,6 +45,7 @@ mod overlay;
 mod ports;
 mod reaper;
 mod sandbox;
+mod standby;
 
 pub use crate::config::NetSettings;
 pub use firewall::spawn_firewall_watch;
@@ -148,6 +151,8 @@ struct Inner {
     /// none of its own (see `setup`).
     sandboxes_added: u64,
     refreshed_upto: u64,
+    /// Namespaces made ahead of starts (standby.rs).
+    standbys: standby::Standbys,
 }
 
 /// A host link being deleted in the background and the address it still holds.
@@ -452,7 +457,9 @@ impl Networks {
                 }
             }
         }
+        self.sweep_standbys();
         self.refresh_locked(&mut inner)?;
+        self.prefill_default(&mut inner);
         for st in inner.nets.values_mut() {
             self.start_dns(st);
         }
@@ -659,6 +666,7 @@ impl Networks {
                 st.net.name
             )));
         }
+        self.drop_standbys_of(&mut inner, &id);
         if let Some(st) = inner.nets.remove(&id) {
             if let Some(t) = st.dns_task {
                 t.abort();

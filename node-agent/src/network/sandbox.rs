@@ -1,6 +1,7 @@
 //! Per-container sandboxes: the network namespace, its veths to the bridges, addresses,
 //! published ports, the resolv.conf/hosts files; `network connect/disconnect`.
 
+use super::standby::Taken;
 use super::*;
 
 impl Networks {
@@ -121,12 +122,31 @@ impl Networks {
             attached,
             ..Default::default()
         };
+        // A namespace made ahead (see standby.rs), perhaps with its veth pair.
+        let made = match self.take_standby(&mut inner, &eps) {
+            Taken::Wired {
+                netns,
+                sock,
+                host_if,
+                index,
+                host_index,
+            } => Made::Wired {
+                from: netns,
+                sock,
+                standby_if: host_if,
+                index,
+                host_index,
+            },
+            Taken::Bare(netns) => Made::Namespace(netns),
+            Taken::None => Made::Nothing,
+        };
         // Under the lock only what other starts must see at once: addresses taken and
         // links named. The kernel work (namespace, veths: 2-5 ms) runs without it, so
         // the starts of a deploy wire side by side instead of one at a time.
         let planned = match self.plan(&mut inner, &sb, &eps) {
             Ok(p) => p,
             Err(e) => {
+                made.discard();
                 self.undo(&mut inner, sb);
                 return Err(e);
             }
@@ -135,7 +155,7 @@ impl Networks {
             Self::embedded_dns(&inner, planned.iter().map(|p| p.link.network_id.as_str()));
         drop(inner);
         let wired = self
-            .wire(&mut sb, &planned, embedded, r, paths, exposed)
+            .wire(&mut sb, &planned, made, embedded, r, paths, exposed)
             .await;
         let mut inner = self.inner.lock().await;
         // A network removed meanwhile (it had no sandbox on it yet) takes this start
@@ -216,22 +236,76 @@ impl Networks {
     /// The kernel side of a start, without the network lock: the namespace, each
     /// planned veth (pushed onto `sb.attachments` as it is made), published ports, the
     /// resolv.conf and hosts files. On error the caller undoes `sb`.
+    #[allow(clippy::too_many_arguments)]
     async fn wire(
         &self,
         sb: &mut Sandbox,
         planned: &[PlannedLink],
+        made: Made,
         embedded: Option<String>,
         r: &ContainerRecord,
         paths: &Paths,
         exposed: &[String],
     ) -> Result<()> {
-        tracing::debug_span!("netns")
-            .in_scope(|| link::create_netns(&sb.netns))
-            .map_err(net_err)?;
-        for p in planned {
-            let a = tracing::debug_span!("veth", network_id = %p.link.network_id)
-                .in_scope(|| p.wire(&sb.netns))?;
-            sb.attachments.push(a);
+        match (made, planned) {
+            (
+                Made::Wired {
+                    from,
+                    mut sock,
+                    standby_if,
+                    index,
+                    host_index,
+                },
+                [p],
+            ) => {
+                let _span = tracing::debug_span!("standby").entered();
+                // Recorded first, under the standby's link name: on failure `undo`
+                // removes the link and gives its address back.
+                sb.attachments.push(Attachment {
+                    host_if: standby_if,
+                    ..p.link.clone()
+                });
+                let bound =
+                    tracing::debug_span!("bind").in_scope(|| link::bind_netns(&from, &sb.netns));
+                forget_standby_path(from);
+                bound.map_err(net_err)?;
+                tracing::debug_span!("rename")
+                    .in_scope(|| {
+                        link::Netlink::open()
+                            .and_then(|mut host| host.rename_up(host_index, &p.link.host_if))
+                    })
+                    .map_err(net_err)?;
+                if let Some(a) = sb.attachments.last_mut() {
+                    a.host_if = p.link.host_if.clone();
+                }
+                tracing::debug_span!("inside")
+                    .in_scope(|| {
+                        sock.configure_standby(index, &p.link.mac, p.link.ip, p.subnet, p.gateway)
+                    })
+                    .map_err(net_err)?;
+            }
+            (made, planned) => {
+                match made {
+                    Made::Namespace(from) => {
+                        let bound = tracing::debug_span!("standby")
+                            .in_scope(|| link::bind_netns(&from, &sb.netns));
+                        forget_standby_path(from);
+                        bound.map_err(net_err)?;
+                    }
+                    made => {
+                        // A pair made for one network cannot serve another plan.
+                        made.discard();
+                        tracing::debug_span!("netns")
+                            .in_scope(|| link::create_netns(&sb.netns))
+                            .map_err(net_err)?;
+                    }
+                }
+                for p in planned {
+                    let a = tracing::debug_span!("veth", network_id = %p.link.network_id)
+                        .in_scope(|| p.wire(&sb.netns))?;
+                    sb.attachments.push(a);
+                }
+            }
         }
         // Published ports go to the first network's address, as with Docker.
         let mut bindings = r.config.net.ports.clone();
@@ -269,6 +343,22 @@ impl Networks {
         tracing::debug_span!("files").in_scope(|| self.write_files_with(embedded, sb, r, paths))
     }
 
+    /// The host end's name of a container's interface on network `nid`.
+    fn host_if_name(&self, container_id: &str, nid: &str) -> String {
+        format!(
+            "{}v{}",
+            self.prefix,
+            short_hash(&format!("{container_id}{nid}"), 14 - self.prefix.len())
+        )
+    }
+
+    fn net_mut<'a>(inner: &'a mut Inner, nid: &str) -> Result<&'a mut NetState> {
+        inner
+            .nets
+            .get_mut(nid)
+            .ok_or_else(|| AgentError::internal("network vanished"))
+    }
+
     /// Takes the address of one interface and names its link; a restart's old link
     /// (and address) goes first.
     fn plan_one(
@@ -280,17 +370,10 @@ impl Networks {
         index: usize,
         routed: &mut bool,
     ) -> Result<PlannedLink> {
-        let host_if = format!(
-            "{}v{}",
-            self.prefix,
-            short_hash(&format!("{}{nid}", sb.container_id), 14 - self.prefix.len())
-        );
+        let host_if = self.host_if_name(&sb.container_id, nid);
         // A restart of the same container: its old link (and address) must go first.
         self.unreap(inner, &host_if);
-        let st = inner
-            .nets
-            .get_mut(nid)
-            .ok_or_else(|| AgentError::internal("network vanished"))?;
+        let st = Self::net_mut(inner, nid)?;
         if st.net.overlay.is_some() && ep.ipv4_address.is_empty() {
             // Addresses on an overlay are the controller's to hand out.
             return Err(AgentError::Invalid(format!(
@@ -594,6 +677,54 @@ impl Networks {
         }
         fsutil::write_json_atomic(&self.conn_file(&r.id), &eps)?;
         self.refresh_locked(&mut inner)
+    }
+}
+
+/// Unmounts a taken standby's old path in the background: the namespace lives on at
+/// its container's path (or, if that bind failed, goes with it), and an unmount waits
+/// for an RCU grace period.
+fn forget_standby_path(from: PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = link::delete_netns(&from) {
+            tracing::warn!(error = %e, "removing a standby namespace's old path");
+        }
+    });
+}
+
+/// What a start found made ahead of it (see standby.rs).
+enum Made {
+    Nothing,
+    /// A namespace only, bound at this path.
+    Namespace(PathBuf),
+    /// A namespace (bound at `from`) with a veth pair for the start's one network:
+    /// both ends down, the host end named `standby_if`.
+    Wired {
+        from: PathBuf,
+        sock: link::Netlink,
+        standby_if: String,
+        index: u32,
+        host_index: u32,
+    },
+}
+
+impl Made {
+    /// Removes what was made ahead but will not be used.
+    fn discard(self) {
+        let from = match self {
+            Made::Nothing => return,
+            Made::Namespace(from) => from,
+            Made::Wired {
+                from,
+                sock,
+                host_index,
+                ..
+            } => {
+                drop(sock);
+                let _ = link::delete_link_index(host_index);
+                from
+            }
+        };
+        let _ = link::delete_netns(&from);
     }
 }
 

@@ -466,21 +466,85 @@ impl Netlink {
     /// into `v.bridge`, which must live here) into `v.netns`, and configures the
     /// container end there. On failure the pair is removed.
     pub fn attach_veth(&mut self, v: &VethSpec<'_>) -> Result<(), NetError> {
-        let netns = std::fs::File::open(v.netns).map_err(|source| NetError::Io {
+        let mut inside = Netlink::open_in(v.netns)?;
+        let mac = parse_mac(v.mac)?;
+        self.create_pair(
+            v.netns,
+            v.bridge,
+            v.host_if,
+            v.ifname,
+            v.mtu,
+            Some(mac),
+            true,
+        )?;
+        let configured = inside.existing_index(v.ifname).and_then(|index| {
+            inside.add_address(index, v.addr, v.subnet.prefix_len())?;
+            inside.set_up(index)?;
+            if let Some(gw) = v.gateway {
+                inside.replace_route(Ipv4Net::default(), index, Some(gw), None)?;
+            }
+            Ok(())
+        });
+        if configured.is_err() {
+            let _ = self.delete_link(v.host_if);
+        }
+        configured
+    }
+
+    /// A veth pair made ahead of its container (a standby sandbox): the host end
+    /// `host_if` down in `bridge`, the other end `ifname` down in the namespace of
+    /// `inside` (a socket opened in the namespace bound at `netns`), no address.
+    /// Returns the indexes (inside, host). [`Self::rename_up`] and
+    /// [`Self::configure_standby`] finish it. On failure the pair is removed.
+    pub fn standby_veth(
+        &mut self,
+        netns: &Path,
+        bridge: &str,
+        host_if: &str,
+        ifname: &str,
+        inside: &mut Netlink,
+    ) -> Result<(u32, u32), NetError> {
+        self.create_pair(netns, bridge, host_if, ifname, None, None, false)?;
+        let indexes = inside
+            .existing_index(ifname)
+            .and_then(|i| Ok((i, self.existing_index(host_if)?)));
+        if indexes.is_err() {
+            let _ = self.delete_link(host_if);
+        }
+        indexes
+    }
+
+    /// Sends the `RTM_NEWLINK` that creates a veth pair: `host_if` plugged into
+    /// `bridge` here (and up if `host_up`), its peer `ifname` moved into the namespace
+    /// bound at `netns`, down.
+    #[allow(clippy::too_many_arguments)]
+    fn create_pair(
+        &mut self,
+        netns: &Path,
+        bridge: &str,
+        host_if: &str,
+        ifname: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        host_up: bool,
+    ) -> Result<(), NetError> {
+        let ns = std::fs::File::open(netns).map_err(|source| NetError::Io {
             what: "opening netns",
-            path: v.netns.into(),
+            path: netns.into(),
             source,
         })?;
-        let bridge = self.existing_index(v.bridge)?;
-        let mac = parse_mac(v.mac)?;
-        let mut peer = LinkUnspec::new_with_name(v.ifname)
-            .address(mac.to_vec())
-            .setns_by_fd(netns.as_raw_fd());
+        let bridge_index = self.existing_index(bridge)?;
+        let mut peer = LinkUnspec::new_with_name(ifname).setns_by_fd(ns.as_raw_fd());
+        if let Some(mac) = mac {
+            peer = peer.address(mac.to_vec());
+        }
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(v.host_if)
-            .controller(bridge)
-            .up();
-        if let Some(mtu) = v.mtu {
+            .name(host_if)
+            .controller(bridge_index);
+        if host_up {
+            host = host.up();
+        }
+        if let Some(mtu) = mtu {
             peer = peer.mtu(mtu);
             host = host.mtu(mtu);
         }
@@ -490,7 +554,7 @@ impl Netlink {
         self.request(
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL,
-            &format!("creating veth {} in bridge {}", v.host_if, v.bridge),
+            &format!("creating veth {host_if} in bridge {bridge}"),
         )?;
         // No IPv6 on the host end: an interface with IPv6 sends duplicate-address, MLD
         // and router-solicitation multicasts as it comes up, which the bridge floods to
@@ -500,29 +564,51 @@ impl Netlink {
         // routing mesh lost a task replaced after a node died (tests/overlay.rs), not
         // yet understood; see docs/architecture.md (Networking).
         if let Err(e) = self.set_link(
-            LinkUnspec::new_with_name(v.host_if)
+            LinkUnspec::new_with_name(host_if)
                 .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
                     vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
                 )]))
                 .build(),
-            &format!("turning IPv6 addresses off on {}", v.host_if),
+            &format!("turning IPv6 addresses off on {host_if}"),
         ) {
             tracing::debug!(error = %e, "IPv6 left on");
         }
-        let inside = (|| {
-            let mut nl = Netlink::open_in(v.netns)?;
-            let index = nl.existing_index(v.ifname)?;
-            nl.add_address(index, v.addr, v.subnet.prefix_len())?;
-            nl.set_up(index)?;
-            if let Some(gw) = v.gateway {
-                nl.replace_route(Ipv4Net::default(), index, Some(gw), None)?;
-            }
-            Ok(())
-        })();
-        if inside.is_err() {
-            let _ = self.delete_link(v.host_if);
+        Ok(())
+    }
+
+    /// Renames the (down) link `index` to `name` and sets it up, in one request: a
+    /// standby's host end becomes its container's.
+    pub fn rename_up(&mut self, index: u32, name: &str) -> Result<(), NetError> {
+        self.set_link(
+            LinkUnspec::new_with_index(index).name(name).up().build(),
+            &format!("renaming link {index} to {name}"),
+        )
+    }
+
+    /// Gives a standby's container end (`index`, in this socket's namespace) its MAC
+    /// and address, sets it up and routes through `gateway` if any: what
+    /// [`Self::attach_veth`] does inside, for a pair made ahead.
+    pub fn configure_standby(
+        &mut self,
+        index: u32,
+        mac: &str,
+        addr: Ipv4Addr,
+        subnet: Ipv4Net,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<(), NetError> {
+        let mac = parse_mac(mac)?;
+        self.set_link(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+            &format!("setting the address of link {index}"),
+        )?;
+        self.add_address(index, addr, subnet.prefix_len())?;
+        self.set_up(index)?;
+        if let Some(gw) = gateway {
+            self.replace_route(Ipv4Net::default(), index, Some(gw), None)?;
         }
-        inside
+        Ok(())
     }
 
     /// Names and up/down state of every link (for checks and tests).
@@ -612,8 +698,9 @@ pub fn links_with_prefix(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Creates a persistent network namespace bound at `path`, with loopback up.
-pub fn create_netns(path: &Path) -> Result<(), NetError> {
+/// Creates a persistent network namespace bound at `path`, with loopback up; returns
+/// a socket inside it.
+pub fn create_netns(path: &Path) -> Result<Netlink, NetError> {
     let io = |source| NetError::Io {
         what: "creating netns file",
         path: path.into(),
@@ -648,10 +735,35 @@ pub fn create_netns(path: &Path) -> Result<(), NetError> {
         .map_err(io)?
         .join()
         .unwrap_or_else(|_| Err(io(std::io::Error::other("namespace thread panicked"))));
-    let res = made.and_then(|mut nl| nl.set_up(LOOPBACK_IFINDEX));
-    if let Err(e) = res {
+    let res = made.and_then(|mut nl| nl.set_up(LOOPBACK_IFINDEX).map(|()| nl));
+    if res.is_err() {
         let _ = delete_netns(path);
-        return Err(e);
+    }
+    res
+}
+
+/// Binds the namespace bound at `from` at `to` as well: a standby namespace takes its
+/// container's name. The caller removes `from` ([`delete_netns`]) when it likes: an
+/// unmount waits for an RCU grace period, which a start need not wait for. On failure
+/// `to` is removed.
+pub fn bind_netns(from: &Path, to: &Path) -> Result<(), NetError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| NetError::Io { what, path, source }
+    };
+    if let Some(d) = to.parent() {
+        std::fs::create_dir_all(d).map_err(io("creating netns file", to))?;
+    }
+    std::fs::File::create(to).map_err(io("creating netns file", to))?;
+    if let Err(e) = nix::mount::mount(
+        Some(from),
+        to,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        let _ = std::fs::remove_file(to);
+        return Err(io("bind-mounting netns onto", to)(e.into()));
     }
     Ok(())
 }
