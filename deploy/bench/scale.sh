@@ -44,6 +44,8 @@ cleanup() {
   wait 2>/dev/null || true
   . deploy/bench/lib.sh
   for i in $(seq 1 "$M"); do cleanup_agent_network "$D/m$i/root"; done
+  # The managers' standby network namespaces (bind mounts in their exec roots).
+  grep " $D" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   [ -n "${KEEP:-}" ] || rm -rf "$D"
 }
 trap cleanup EXIT

@@ -31,13 +31,14 @@ impl SharedState {
     }
 
     /// Every service, task and node, decoded ([`read_world`]), built with the lock
-    /// held only to take shared references: the copies are made after, so the raft
-    /// thread's apply (which needs the lock to write) does not wait behind them. On a
-    /// 20,000-task cluster, copying under the lock held every manager's apply for up
-    /// to a second, and their heartbeats with it.
+    /// held only to take shared references and copy the specs that changed: parsing
+    /// them and copying the values happen after, so the raft thread's apply (which
+    /// needs the lock to write) does not wait behind them. On a 20,000-task cluster,
+    /// copying under the lock held every manager's apply for up to a second, and
+    /// parsing changed tasks under it for up to three, and their heartbeats with it.
     pub fn world(&self) -> Arc<Decoded> {
         let cached = self.1.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
-        let (changes, services, tasks, nodes) = {
+        let (changes, mut services, mut tasks, nodes) = {
             let sm = self.0.read().unwrap_or_else(|p| p.into_inner());
             if let Some((at, w)) = cached {
                 if at == sm.changes() {
@@ -46,14 +47,21 @@ impl SharedState {
             }
             (
                 sm.changes(),
-                sm.decoded_refs::<Service>(KIND_SERVICE),
-                sm.decoded_refs::<Task>(KIND_TASK),
+                sm.decoded_or_raw::<Service>(KIND_SERVICE),
+                sm.decoded_or_raw::<Task>(KIND_TASK),
                 sm.nodes().cloned().collect(),
             )
         };
+        let parsed_services = services.iter_mut().fold(false, |any, r| r.decode() | any);
+        let parsed_tasks = tasks.iter_mut().fold(false, |any, r| r.decode() | any);
+        if parsed_services || parsed_tasks {
+            let sm = self.0.read().unwrap_or_else(|p| p.into_inner());
+            sm.fill_cache(KIND_SERVICE, &services);
+            sm.fill_cache(KIND_TASK, &tasks);
+        }
         let w = Arc::new(Decoded {
-            services: owned(services),
-            tasks: owned(tasks),
+            services: owned(services.iter().filter_map(|r| r.stored()).collect()),
+            tasks: owned(tasks.iter().filter_map(|r| r.stored()).collect()),
             nodes,
         });
         let mut slot = self.1.lock().unwrap_or_else(|p| p.into_inner());
