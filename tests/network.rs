@@ -139,12 +139,18 @@ fn finish(a: Agent) {
     assert_clean(&root);
 }
 
-fn veths(a: &Agent) -> Vec<String> {
+/// This agent's links whose names go on from its prefix with `kind` (`v`: containers'
+/// veths, `s`: standby sandboxes' host ends).
+fn agent_links(a: &Agent, kind: char) -> Vec<String> {
     let (_, prefix) = common::network_names(&a.root);
     common::network_links(&a.root)
         .into_iter()
-        .filter(|l| l.starts_with(&format!("{prefix}v")))
+        .filter(|l| l.starts_with(&format!("{prefix}{kind}")))
         .collect()
+}
+
+fn veths(a: &Agent) -> Vec<String> {
+    agent_links(a, 'v')
 }
 
 /// Host-side veths are deleted in the background after a container stops (the
@@ -155,10 +161,15 @@ fn veths_deleted(a: &Agent) {
     });
 }
 
-fn netns_files(a: &Agent) -> usize {
-    std::fs::read_dir(a.exec_root.join("netns"))
+/// Entries of the exec root's directory `dir`.
+fn exec_root_entries(a: &Agent, dir: &str) -> usize {
+    std::fs::read_dir(a.exec_root.join(dir))
         .map(|rd| rd.count())
         .unwrap_or(0)
+}
+
+fn netns_files(a: &Agent) -> usize {
+    exec_root_entries(a, "netns")
 }
 
 /// A restart reuses the container's link name while the old link may still be
@@ -944,17 +955,11 @@ fn coexists_with_docker_forward_drop_and_firewall_reloads() {
 
 /// Host ends of standby sandboxes (veth pairs made ahead of starts).
 fn standby_links(a: &Agent) -> Vec<String> {
-    let (_, prefix) = common::network_names(&a.root);
-    common::network_links(&a.root)
-        .into_iter()
-        .filter(|l| l.starts_with(&format!("{prefix}s")))
-        .collect()
+    agent_links(a, 's')
 }
 
 fn standby_namespaces(a: &Agent) -> usize {
-    std::fs::read_dir(a.exec_root.join("netns-standby"))
-        .map(|rd| rd.count())
-        .unwrap_or(0)
+    exec_root_entries(a, "netns-standby")
 }
 
 /// Namespaces and veth pairs made ahead of starts (node-agent/src/network/standby.rs):

@@ -174,7 +174,14 @@ async fn store_of(h: &RaftHandle) -> Store {
 }
 
 fn objects(s: &Store, kind: &str) -> BTreeMap<String, skiff_controller::Object> {
-    s.objects.get(kind).cloned().unwrap_or_default()
+    s.objects
+        .get(kind)
+        .map(|m| {
+            m.iter()
+                .map(|(id, o)| (id.clone(), skiff_controller::Object::clone(o)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

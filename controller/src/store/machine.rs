@@ -492,13 +492,18 @@ impl StateMachine {
                 });
             }
         }
-        // Entries of objects that are gone.
+        self.prune_deleted(cache, kind, present);
+        out
+    }
+
+    /// Drops the cached entries of objects of `kind` that are gone (the cache holds
+    /// more entries than the `present` objects).
+    fn prune_deleted<T>(&self, cache: &mut DecodedCache<T>, kind: &str, present: usize) {
         if cache.len() > present {
             let ids: std::collections::HashSet<&str> =
                 self.objects(kind).map(|o| o.id.as_str()).collect();
             cache.retain(|id, _| ids.contains(id.as_str()));
         }
-        out
     }
 
     /// One object of `kind` decoded as `T` (`None`: there is none, or it does not
@@ -556,11 +561,7 @@ impl StateMachine {
                 value,
             });
         }
-        if cache.len() > present {
-            let ids: std::collections::HashSet<&str> =
-                self.objects(kind).map(|o| o.id.as_str()).collect();
-            cache.retain(|id, _| ids.contains(id.as_str()));
-        }
+        self.prune_deleted(cache, kind, present);
         out
     }
 
