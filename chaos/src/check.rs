@@ -19,6 +19,11 @@ use std::time::{Duration, Instant};
 
 const LABEL_TASK: &str = "com.docker.swarm.task.id";
 const LABEL_SERVICE: &str = "com.docker.swarm.service.name";
+/// Standby network namespaces an agent keeps ready (node-agent/src/network/standby.rs:
+/// two for each of four networks and two bare ones), and their host links (the
+/// networks' only): the agent's own, not a task's, but never more.
+const STANDBY_NAMESPACES: usize = 10;
+const STANDBY_LINKS: usize = 8;
 
 /// One invariant's verdict.
 #[derive(Debug, Clone)]
@@ -541,6 +546,7 @@ async fn host_leftovers(node: &Node, w: &World, cluster_ips: &BTreeSet<String>) 
     let base = node.dir.to_string_lossy().into_owned();
     let root = node.root().to_string_lossy().into_owned();
     let exec_root = node.exec_root().to_string_lossy().into_owned();
+    let mut standby_mounts = 0;
     for line in std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
@@ -551,10 +557,19 @@ async fn host_leftovers(node: &Node, w: &World, cluster_ips: &BTreeSet<String>) 
         if !p.starts_with(&format!("{base}/")) || p == root || p == exec_root {
             continue;
         }
+        if p.starts_with(&format!("{exec_root}/netns-standby/")) {
+            standby_mounts += 1;
+            continue;
+        }
         match container_of(p) {
             Some(id) if owned.contains(&id) => {}
             _ => out.push(format!("mount {p} belongs to no running task")),
         }
+    }
+    if standby_mounts > STANDBY_NAMESPACES {
+        out.push(format!(
+            "{standby_mounts} standby network namespaces (an agent keeps at most {STANDBY_NAMESPACES})"
+        ));
     }
     // Shims.
     if let Ok(rd) = std::fs::read_dir("/proc") {
@@ -625,6 +640,7 @@ async fn host_leftovers(node: &Node, w: &World, cluster_ips: &BTreeSet<String>) 
             vec![]
         }
     };
+    let mut standby_links = 0;
     for (name, kind) in &links {
         if name == "lo" || name == "eth0" {
             continue;
@@ -636,11 +652,18 @@ async fn host_leftovers(node: &Node, w: &World, cluster_ips: &BTreeSet<String>) 
                     overlay_context(w, node, name)
                 ));
             }
+        } else if name.starts_with(&format!("{prefix}s")) {
+            standby_links += 1;
         } else if !(veths.contains(name) || bridges.contains(name)) {
             out.push(format!(
                 "{kind} link {name} belongs to no task on this host"
             ));
         }
+    }
+    if standby_links > STANDBY_LINKS {
+        out.push(format!(
+            "{standby_links} standby veths (an agent keeps at most {STANDBY_LINKS})"
+        ));
     }
     let link_names: BTreeSet<&String> = links.iter().map(|(n, _)| n).collect();
     // nftables: only the agent's table; its DNAT targets are live tasks; its interface
