@@ -666,7 +666,7 @@ impl Networks {
                 st.net.name
             )));
         }
-        self.drop_standbys_of(&mut inner, &id);
+        self.drop_pool(&mut inner, &id);
         if let Some(st) = inner.nets.remove(&id) {
             if let Some(t) = st.dns_task {
                 t.abort();

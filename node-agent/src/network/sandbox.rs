@@ -710,21 +710,18 @@ enum Made {
 impl Made {
     /// Removes what was made ahead but will not be used.
     fn discard(self) {
-        let from = match self {
-            Made::Nothing => return,
-            Made::Namespace(from) => from,
+        match self {
+            Made::Nothing => {}
+            Made::Namespace(from) => {
+                let _ = link::delete_netns(&from);
+            }
             Made::Wired {
                 from,
                 sock,
                 host_index,
                 ..
-            } => {
-                drop(sock);
-                let _ = link::delete_link_index(host_index);
-                from
-            }
-        };
-        let _ = link::delete_netns(&from);
+            } => super::standby::discard_parts(sock, &from, Some(host_index)),
+        }
     }
 }
 

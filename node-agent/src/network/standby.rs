@@ -126,11 +126,8 @@ impl Networks {
                     index: w.index,
                     host_index: w.host_index,
                 },
-                Some(other) => {
-                    self.discard(other);
-                    Taken::None
-                }
-                None => Taken::None,
+                // A network's pool holds only wired standbys.
+                _ => Taken::None,
             };
         }
         let taken = self.take_from(inner, BARE);
@@ -233,30 +230,19 @@ impl Networks {
         }
     }
 
-    /// Removes a standby that will not be used: its namespace (which takes the
-    /// container end, and with it the pair).
+    /// Removes a standby that will not be used (see [`discard_parts`]).
     fn discard(&self, s: Standby) {
-        drop(s.sock);
-        if let Err(e) = link::delete_netns(&s.netns) {
-            tracing::warn!(error = %e, "removing a standby namespace");
-        }
-        if let Some(w) = s.wired {
-            // Deleting the host end waits for RCU grace periods: not on this path.
-            tokio::task::spawn_blocking(move || link::delete_link_index(w.host_index));
-        }
+        discard_parts(s.sock, &s.netns, s.wired.map(|w| w.host_index));
     }
 
-    fn drop_pool(&self, inner: &mut Inner, key: &str) {
+    /// Drops the standbys of pool `key` (a network's at its removal, or an evicted
+    /// pool's).
+    pub(super) fn drop_pool(&self, inner: &mut Inner, key: &str) {
         if let Some(p) = inner.standbys.pools.remove(key) {
             for s in p.ready {
                 self.discard(s);
             }
         }
-    }
-
-    /// Drops the standbys of network `nid` (its removal).
-    pub(super) fn drop_standbys_of(&self, inner: &mut Inner, nid: &str) {
-        self.drop_pool(inner, nid);
     }
 
     /// Prepares the default bridge's standbys (agent start).
@@ -305,6 +291,19 @@ impl Networks {
                 let _ = link::delete_netns(&ent.path());
             }
         }
+    }
+}
+
+/// Removes what was made ahead but will not be used: the namespace (which takes the
+/// container end, and with it the pair) and, in the background (a link deletion
+/// waits for RCU grace periods), the host end.
+pub(super) fn discard_parts(sock: link::Netlink, netns: &Path, host_index: Option<u32>) {
+    drop(sock);
+    if let Err(e) = link::delete_netns(netns) {
+        tracing::warn!(error = %e, "removing a standby namespace");
+    }
+    if let Some(index) = host_index {
+        tokio::task::spawn_blocking(move || link::delete_link_index(index));
     }
 }
 
