@@ -15,6 +15,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// The metadata key of [`ClusterPort::not_leader`]'s leader address.
+pub const LEADER_HINT: &str = "skiff-leader";
+
 #[derive(Clone)]
 pub struct ClusterPort {
     pub cluster: Arc<dyn Membership>,
@@ -82,6 +85,23 @@ impl ClusterPort {
 
     /// The managers, derived once per change of the state (every heartbeat answer
     /// carries them: a walk over every node per beat was nodes² a second).
+    /// `Unavailable` for a call only the leader serves, naming the leader (if this
+    /// manager knows it) in the [`LEADER_HINT`] metadata: after a failover a worker goes
+    /// straight there instead of trying the managers in turn, each try a backoff apart,
+    /// while the new leader's grace period runs.
+    fn not_leader(h: &RaftHandle, message: &str) -> Status {
+        let mut s = Status::unavailable(message);
+        let leader = h.status().leader_id;
+        let addr = Self::managers(h)
+            .into_iter()
+            .find(|m| leader != 0 && m.raft_id == leader)
+            .map(|m| m.addr);
+        if let Some(v) = addr.and_then(|a| a.parse().ok()) {
+            s.metadata_mut().insert(LEADER_HINT, v);
+        }
+        s
+    }
+
     fn managers(h: &RaftHandle) -> Vec<pb::Peer> {
         struct Managers(Vec<pb::Peer>);
         h.store()
@@ -265,7 +285,7 @@ impl pb::membership_server::Membership for ClusterPort {
         let caller = self.caller(&req)?;
         let h = self.manager()?;
         if !h.status().is_leader {
-            return Err(Status::unavailable("not the leader"));
+            return Err(Self::not_leader(&h, "not the leader"));
         }
         let exists = h.store().read(|sm| sm.node(&caller).is_some());
         if !exists {
@@ -294,7 +314,7 @@ impl pb::membership_server::Membership for ClusterPort {
                 };
                 if !h.status().is_leader {
                     let _ = tx
-                        .send(Err(Status::unavailable("no longer the leader")))
+                        .send(Err(ClusterPort::not_leader(&h, "no longer the leader")))
                         .await;
                     return;
                 }

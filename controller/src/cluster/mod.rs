@@ -41,6 +41,10 @@ pub const DEFAULT_PORT: u16 = 2377;
 /// The longest wait between heartbeat reconnects (200 ms doubling, jittered): under the
 /// default 3 s down grace, so backing off alone never gets a node marked down.
 const HEARTBEAT_RETRY_MAX: Duration = Duration::from_millis(1600);
+/// What a new leader adds to the down grace once, for nodes to reconnect: a node that
+/// began its longest backoff just before the election may try a dead manager next, then
+/// a follower (which names the leader, see [`service::LEADER_HINT`]): two retries.
+const FAILOVER_RECONNECT: Duration = Duration::from_millis(2 * 1600);
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -637,10 +641,17 @@ impl Cluster {
             let me = self.node_id();
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if !was_leader {
-                // A new leader gives everyone a full grace period.
+                // A new leader gives everyone a full grace period, workers
+                // [`FAILOVER_RECONNECT`] more: they find it only after the election,
+                // each at its own point in its backoff (managers know the leader from
+                // raft at once).
                 seen.clear();
                 for n in &nodes {
-                    seen.insert(n.id.clone(), now);
+                    let extra = match n.role {
+                        Role::Worker => FAILOVER_RECONNECT,
+                        Role::Manager => Duration::ZERO,
+                    };
+                    seen.insert(n.id.clone(), now + extra);
                 }
                 was_leader = true;
             }
@@ -648,13 +659,16 @@ impl Cluster {
             let mut ops = Vec::new();
             for n in &nodes {
                 let last = *seen.entry(n.id.clone()).or_insert(now);
-                let alive = now.duration_since(last) < self.cfg.down_grace;
+                let alive = now.saturating_duration_since(last) < self.cfg.down_grace;
                 let want = if alive {
                     NodeStatus::Ready
                 } else {
                     NodeStatus::Down
                 };
                 if n.status != want && (n.status != NodeStatus::Unknown || !alive || n.id == me) {
+                    if want == NodeStatus::Down {
+                        tracing::info!(node = %n.id, silent_for = ?now.saturating_duration_since(last), "marking a silent node down");
+                    }
                     ops.push(update_status(&n.id, want));
                 }
             }
@@ -807,6 +821,8 @@ impl Cluster {
         // A stream that lasted this long worked: the next failure retries quickly again.
         let worked = self.cfg.heartbeat_period * 3;
         let mut backoff = backoff::Backoff::new(Duration::from_millis(200), HEARTBEAT_RETRY_MAX);
+        // The leader a manager named in refusing the stream: tried next, at once.
+        let mut hinted: Option<String> = None;
         loop {
             let me = self.node_id();
             if let Some(h) = self.raft() {
@@ -844,8 +860,13 @@ impl Cluster {
                 tokio::time::sleep(self.cfg.heartbeat_period).await;
                 continue;
             }
-            let addr = candidates[next % candidates.len()].clone();
-            next += 1;
+            let (addr, from_hint) = match hinted.take() {
+                Some(a) => (a, true),
+                None => {
+                    next += 1;
+                    (candidates[(next - 1) % candidates.len()].clone(), false)
+                }
+            };
             // The raft leader this stream goes to, if it does: a manager that sees the
             // stream break knows the leader is gone long before an election timeout.
             let to_leader = self
@@ -866,6 +887,23 @@ impl Cluster {
                 if !removed && transport::gone(&addr).await {
                     h.leader_lost(leader);
                 }
+            }
+            // A manager that is not the leader names it: go there now (not again from
+            // a hinted try, so two managers that disagree cannot bounce a node between
+            // them without a pause).
+            let hint = match &ended {
+                Err(s) if s.code() == tonic::Code::Unavailable && !from_hint => s
+                    .metadata()
+                    .get(service::LEADER_HINT)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|a| *a != addr)
+                    .map(str::to_string),
+                _ => None,
+            };
+            if let Some(leader) = hint {
+                tracing::debug!(manager = %addr, %leader, "not the leader; trying the one it names");
+                hinted = Some(leader);
+                continue;
             }
             match ended {
                 Ok(()) => {}
