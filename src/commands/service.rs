@@ -548,21 +548,65 @@ fn capitalize(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// How long `--detach=false` keeps waiting through a cluster that does not answer.
+const UNAVAILABLE_FOR: Duration = Duration::from_secs(60);
+
+/// Whether `--detach=false` waits through error `e` at `now`: the cluster is unavailable
+/// (no leader confirmed, leadership lost), the deadline is ahead, and it has not been
+/// unavailable (`since`) for [`UNAVAILABLE_FOR`] already.
+fn wait_through(
+    e: &tonic::Status,
+    now: Instant,
+    deadline: Instant,
+    since: Option<Instant>,
+) -> bool {
+    e.code() == tonic::Code::Unavailable
+        && now < deadline
+        && since.is_none_or(|t| now.duration_since(t) < UNAVAILABLE_FOR)
+}
+
+/// The pause between two polls of `--detach=false` after one that took `took`. A small
+/// cluster answers in a millisecond, and polling every 20 ms keeps the reported
+/// convergence time within a few milliseconds of the real one; a large one counts tens
+/// of thousands of tasks per answer, so the pause grows to four times the answer's time
+/// (the wait costs the manager at most a fifth of a core), up to a second.
+fn poll_pause(took: Duration) -> Duration {
+    (took * 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+}
+
 /// `--detach=false`: live progress per service until every service runs its desired
 /// replicas; exits non-zero with the reason when that does not happen in time.
 pub async fn wait_converged(c: &mut Orch, stack: &str, timeout: Duration) -> Result<i32> {
     let deadline = Instant::now() + timeout;
     let tty = crate::commands::stdio::is_tty();
     let mut last = String::new();
+    // Since when the cluster has not answered (see below).
+    let mut unavailable: Option<Instant> = None;
     loop {
-        let services = c
+        let asked = Instant::now();
+        let listed = c
             .service_list(pb::ServiceListRequest {
                 stack: stack.into(),
             })
-            .await
-            .map_err(status)?
-            .into_inner()
-            .services;
+            .await;
+        let took = asked.elapsed();
+        // The deploy is committed: a leader election while waiting (a read that cannot
+        // confirm leadership, a manager that lost its role) delays the answer but does
+        // not undo it, so the wait goes on instead of failing, for up to
+        // UNAVAILABLE_FOR (an election takes seconds; an agent that is gone, forever).
+        let services = match listed {
+            Ok(r) => r.into_inner().services,
+            Err(e) if wait_through(&e, Instant::now(), deadline, unavailable) => {
+                if unavailable.is_none() {
+                    eprintln!("waiting for the cluster: {} (retrying)", e.message());
+                    unavailable = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            Err(e) => return Err(status(e)),
+        };
+        unavailable = None;
         let mut lines = Vec::new();
         let mut done = true;
         for s in &services {
@@ -630,15 +674,52 @@ pub async fn wait_converged(c: &mut Orch, stack: &str, timeout: Duration) -> Res
                 format!("stack {stack} did not converge within {timeout:?}: {reason}"),
             ));
         }
-        // A cheap local read: polling often keeps the reported convergence time within
-        // a few milliseconds of the real one.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(poll_pause(took)).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_pause_in_proportion_to_the_answer() {
+        assert_eq!(
+            poll_pause(Duration::from_micros(300)),
+            Duration::from_millis(20)
+        );
+        assert_eq!(
+            poll_pause(Duration::from_millis(50)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(poll_pause(Duration::from_secs(3)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_wait_goes_on_through_an_election_but_not_forever() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(600);
+        let election = tonic::Status::unavailable("could not confirm leadership within 5s");
+        assert!(wait_through(&election, now, later, None));
+        assert!(wait_through(
+            &election,
+            now + Duration::from_secs(59),
+            later,
+            Some(now)
+        ));
+        assert!(!wait_through(
+            &election,
+            now + UNAVAILABLE_FOR,
+            later,
+            Some(now)
+        ));
+        assert!(
+            !wait_through(&election, later, later, None),
+            "past the deadline"
+        );
+        let refused = tonic::Status::invalid_argument("no such stack");
+        assert!(!wait_through(&refused, now, later, None));
+    }
 
     fn render(format: &str, columns: &[(&str, &str)], rows: &[serde_json::Value]) -> String {
         let f = output::Format::parse(Some(format)).expect("format");
