@@ -106,7 +106,7 @@ impl ClusterPort {
         struct Managers(Vec<pb::Peer>);
         h.store()
             .read(|sm| {
-                sm.memo(|sm| {
+                sm.memo_nodes(|sm| {
                     Managers(
                         sm.nodes()
                             .filter(|n| n.role == Role::Manager && n.raft_id != 0)

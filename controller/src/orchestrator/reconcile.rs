@@ -374,6 +374,10 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
                         for t in ts {
                             p.shutdown(t, None, "scaled down", now);
                         }
+                    } else {
+                        for t in duplicates(&p, ts) {
+                            p.shutdown(t, None, "another task runs this slot", now);
+                        }
                     }
                 }
             }
@@ -410,6 +414,31 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
     // 6. Scheduling of unassigned live tasks (including those created above).
     schedule_pending(&mut p, world, &services, now);
     p.finish()
+}
+
+/// The live tasks of one slot beyond the one it should run: of those of the same
+/// generation, all but the furthest along (then the newest). Tasks of different
+/// generations share a slot during a start-first update, which retires the old one
+/// itself. Two tasks of one generation in a slot come from a reconcile that could not
+/// see the other's creation (a lost leader's proposal committed after the next leader
+/// planned): as Swarm's orchestrator, the slot keeps one.
+fn duplicates<'a>(p: &Planner, ts: &[&'a Stored<Task>]) -> Vec<&'a Stored<Task>> {
+    let mut by_gen: BTreeMap<u64, Vec<&'a Stored<Task>>> = BTreeMap::new();
+    for t in ts {
+        by_gen.entry(p.current(t).generation).or_default().push(t);
+    }
+    let mut extra = Vec::new();
+    for mut same in by_gen.into_values().filter(|v| v.len() > 1) {
+        same.sort_by_key(|t| {
+            let v = p.current(t);
+            (
+                std::cmp::Reverse(v.status.state),
+                std::cmp::Reverse(v.created_at_ms),
+            )
+        });
+        extra.extend(same.into_iter().skip(1));
+    }
+    extra
 }
 
 /// Replaces outdated tasks in batches, per `update_config`, and tracks the update's

@@ -162,6 +162,8 @@ pub fn spawn(h: RaftHandle, alloc: AllocConfig) {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             let mut passed_at = tokio::time::Instant::now();
             let mut took = Duration::ZERO;
+            // The term whose leadership this node confirmed before its passes.
+            let mut confirmed_term = 0;
             loop {
                 if h.is_stopped() {
                     return;
@@ -181,6 +183,19 @@ pub fn spawn(h: RaftHandle, alloc: AllocConfig) {
                         tokio::time::sleep_until(passed_at + super::COALESCE.max(took * 2)).await;
                         while events.try_recv().is_ok() {}
                     }
+                }
+                // A new leader may not have applied everything committed before its
+                // term (another leader's creates among it): planning from that state
+                // started a second task for slots that had one. Once per term, it
+                // waits until it has applied all of it (a read barrier confirms its
+                // leadership with a commit of its own term and waits for the apply).
+                let st = h.status();
+                if st.is_leader && confirmed_term != st.term {
+                    if let Err(e) = h.read_barrier().await {
+                        tracing::debug!(error = %e, "leadership not confirmed; no pass yet");
+                        continue;
+                    }
+                    confirmed_term = st.term;
                 }
                 passed_at = tokio::time::Instant::now();
                 pass(&h, &alloc).await;

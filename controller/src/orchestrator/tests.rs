@@ -212,6 +212,43 @@ fn replicas_are_created_spread_and_scaled() {
 }
 
 #[test]
+fn a_slot_with_two_tasks_of_one_generation_keeps_the_one_further_along() {
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    let id = sim.add_service(service("web", Mode::Replicated { replicas: 3 }));
+    sim.settle();
+    sim.run_assigned();
+    // A second task for slot 2, as a lost leader's create committed after the next
+    // leader planned the slot: newer, but not yet running.
+    let twin = sim
+        .tasks
+        .iter()
+        .find(|t| t.value.slot == 2)
+        .expect("slot 2")
+        .clone();
+    let mut extra = twin.clone();
+    extra.id = "late-create".into();
+    extra.value.status.state = TaskState::Assigned;
+    extra.value.created_at_ms += 1;
+    sim.tasks.push(extra);
+    sim.settle();
+    sim.run_assigned();
+    sim.settle();
+    let running = sim.running(&id);
+    assert_eq!(running.len(), 3, "one task per slot");
+    let kept = sim.tasks.iter().find(|t| t.id == twin.id).expect("kept");
+    assert_eq!(
+        kept.value.desired,
+        Desired::Running,
+        "the running one stays"
+    );
+    let late = sim.tasks.iter().find(|t| t.id == "late-create");
+    assert!(
+        late.is_none_or(|t| t.value.desired == Desired::Shutdown),
+        "the duplicate is shut down"
+    );
+}
+
+#[test]
 fn restart_policy_replaces_failed_tasks_until_max_attempts() {
     let mut sim = Sim::new(&["a"]);
     let mut s = service("job", Mode::Replicated { replicas: 1 });

@@ -100,6 +100,9 @@ pub struct StateMachine {
     /// Values derived from the current contents (see [`Self::memo`]); emptied by every
     /// change.
     memo: std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
+    /// Values derived from the nodes alone (see [`Self::memo_nodes`]); emptied by every
+    /// change of a node.
+    memo_nodes: std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
     /// Decoded copies of objects, by value type and kind, kept across changes: see
     /// [`Self::decoded`].
     decoded: std::sync::Mutex<HashMap<(std::any::TypeId, String), Box<dyn std::any::Any + Send>>>,
@@ -250,6 +253,7 @@ impl StateMachine {
             events,
             cluster_events,
             memo: Default::default(),
+            memo_nodes: Default::default(),
             decoded: Default::default(),
             placements,
             by_node,
@@ -875,9 +879,26 @@ impl StateMachine {
     /// whole task list) pay for it once per change instead of once each. Keyed by the
     /// value's type, so each type must mean one derivation.
     pub fn memo<T: std::any::Any + Send + Sync>(&self, compute: impl FnOnce(&Self) -> T) -> Arc<T> {
+        Self::memoized(&self.memo, || compute(self))
+    }
+
+    /// [`Self::memo`] for a value derived from the nodes alone (the member list every
+    /// heartbeat stream compares, the managers every heartbeat answer names): kept
+    /// across changes of other objects. During a deploy the state changes hundreds of
+    /// times a second and each change re-derived a 1,000-node list.
+    pub fn memo_nodes<T: std::any::Any + Send + Sync>(
+        &self,
+        compute: impl FnOnce(&Self) -> T,
+    ) -> Arc<T> {
+        Self::memoized(&self.memo_nodes, || compute(self))
+    }
+
+    fn memoized<T: std::any::Any + Send + Sync>(
+        memo: &std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
+        compute: impl FnOnce() -> T,
+    ) -> Arc<T> {
         let key = std::any::TypeId::of::<T>();
-        let cached = self
-            .memo
+        let cached = memo
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
@@ -885,9 +906,8 @@ impl StateMachine {
         if let Some(v) = cached.and_then(|v| v.downcast::<T>().ok()) {
             return v;
         }
-        let v = Arc::new(compute(self));
-        self.memo
-            .lock()
+        let v = Arc::new(compute());
+        memo.lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, v.clone());
         v
@@ -899,6 +919,12 @@ impl StateMachine {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        if !s.nodes.is_empty() {
+            self.memo_nodes
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         if let Some(m) = s.meta {
             self.store.meta = m;
         }
@@ -1046,6 +1072,33 @@ mod tests {
             at: "2024-01-01T00:00:00Z".into(),
             ops,
         }
+    }
+
+    #[test]
+    fn a_memo_of_the_nodes_outlives_other_changes_but_not_a_node_change() {
+        struct Nodes(usize);
+        let mut sm = StateMachine::default();
+        let computed = std::sync::atomic::AtomicUsize::new(0);
+        let count = |sm: &StateMachine| {
+            computed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Nodes(sm.nodes().count())
+        };
+        assert_eq!(sm.memo_nodes(count).0, 0);
+        sm.apply(1, &prop("r1", vec![create("service", "a", "web")]))
+            .expect("create");
+        assert_eq!(sm.memo_nodes(count).0, 0);
+        assert_eq!(computed.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let node = Node {
+            id: "n1".into(),
+            hostname: "h".into(),
+            ..Default::default()
+        };
+        sm.apply(2, &prop("r2", vec![Op::PutNode { node }]))
+            .expect("join");
+        assert_eq!(sm.memo_nodes(count).0, 1, "a node change drops it");
+        assert_eq!(computed.load(std::sync::atomic::Ordering::SeqCst), 2);
+        sm.restore(&[]).expect("restore empty");
+        assert_eq!(sm.memo_nodes(count).0, 0, "a restore drops it too");
     }
 
     #[test]

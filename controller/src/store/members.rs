@@ -46,7 +46,7 @@ pub fn of_state(sm: &StateMachine) -> Vec<Member> {
 pub struct MemberList(pub Vec<Member>);
 
 pub fn shared(sm: &StateMachine) -> std::sync::Arc<MemberList> {
-    sm.memo(|sm| MemberList(of_state(sm)))
+    sm.memo_nodes(|sm| MemberList(of_state(sm)))
 }
 
 pub fn to_pb(members: &[Member]) -> pb::Members {
