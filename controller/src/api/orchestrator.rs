@@ -471,7 +471,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         {
             let (mode, mut desired) = mode_str(&s.value.spec.mode);
             if mode == "global" {
-                desired = crate::orchestrator::reconcile::global_desired(&s.value.spec, &nodes);
+                desired = crate::orchestrator::reconcile::global_desired(&s.value.spec, nodes);
             }
             let running = running_of.get(s.id.as_str()).copied().unwrap_or(0);
             let upd = s.value.update.clone().unwrap_or_default();
@@ -499,7 +499,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let name = req.into_inner().name;
         let (_, w) = self.world().await?;
         let services = &w.services;
-        let s = Self::find(&services, &name)?;
+        let s = Self::find(services, &name)?;
         Ok(Response::new(s.clone().into()))
     }
 
@@ -510,7 +510,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let r = req.into_inner();
         let (h, w) = self.world().await?;
         let services = &w.services;
-        let s = Self::find(&services, &r.name)?;
+        let s = Self::find(services, &r.name)?;
         let mut v = s.value.clone();
         match &mut v.spec.mode {
             Mode::Replicated { replicas } => *replicas = r.replicas,
@@ -532,7 +532,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let r = req.into_inner();
         let (h, w) = self.world().await?;
         let services = &w.services;
-        let s = Self::find(&services, &r.name)?;
+        let s = Self::find(services, &r.name)?;
         // Swarm's optimistic concurrency: an update made from a stale read is refused
         // (the proposal below carries the same version, so the check is atomic).
         if r.version != 0 && r.version != s.version {
@@ -583,7 +583,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let name = req.into_inner().name;
         let (h, w) = self.world().await?;
         let services = &w.services;
-        let s = Self::find(&services, &name)?;
+        let s = Self::find(services, &name)?;
         let prev = s.value.previous.clone().ok_or_else(|| {
             Status::failed_precondition(format!(
                 "service {name} has no previous spec to roll back to"
@@ -607,7 +607,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let name = req.into_inner().name;
         let (h, w) = self.world().await?;
         let services = &w.services;
-        let s = Self::find(&services, &name)?;
+        let s = Self::find(services, &name)?;
         Self::propose(
             &h,
             vec![Op::Delete {
@@ -636,7 +636,7 @@ impl pb::orchestrator_server::Orchestrator for OrchestratorApi {
         let service_id = if r.service.is_empty() {
             None
         } else {
-            Some(Self::find(&services, &r.service)?.id.clone())
+            Some(Self::find(services, &r.service)?.id.clone())
         };
         let mut out: Vec<pb::TaskSummary> = tasks
             .iter()
