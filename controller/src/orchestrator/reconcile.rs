@@ -423,6 +423,10 @@ pub fn reconcile(world: &World, new_id: impl FnMut() -> String + 'static) -> Vec
 /// see the other's creation (a lost leader's proposal committed after the next leader
 /// planned): as Swarm's orchestrator, the slot keeps one.
 fn duplicates<'a>(p: &Planner, ts: &[&'a Stored<Task>]) -> Vec<&'a Stored<Task>> {
+    // Nearly every slot has one task: no grouping (and no allocation) for those.
+    if ts.len() < 2 {
+        return Vec::new();
+    }
     let mut by_gen: BTreeMap<u64, Vec<&'a Stored<Task>>> = BTreeMap::new();
     for t in ts {
         by_gen.entry(p.current(t).generation).or_default().push(t);
